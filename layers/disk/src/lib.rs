@@ -1,0 +1,131 @@
+//! # txdisk-disk: the bottom layer — block devices
+//!
+//! **What it offers.** The [`Disk`] trait: a fixed-size array of 4096-byte [`Block`]s addressed by
+//! [`Addr`] (a block number, `u64`), with `size_blocks()`, `read(addr)`, `write(addr, &block)` and
+//! `sync()`. Every method takes `&self`: one disk is shared by many threads, and an
+//! implementation serialises what it must. Two implementations:
+//!
+//! * [`FileDisk`] — an image file or a block device, positional I/O (`pread`/`pwrite`), `sync`
+//!   = `fdatasync`.
+//! * [`SimDisk`] — the asynchronous disk model of FSCQ, in memory, with crash and fault
+//!   injection, deterministic from a seed. Crash tests and the crash-point fuzzer run every
+//!   layer above on it.
+//!
+//! **Crash model (the contract every layer above programs against).** A write is *pending*
+//! until the next successful `sync`; `read` returns the newest value written. A crash keeps, for
+//! each block independently, either its durable value or any one of its pending writes — never
+//! a value that was not written, and (unless torn writes are simulated) never a mix of two. A
+//! layer above must therefore order its writes with `sync` barriers, and must never trust a
+//! write it has not seen synced. A failed `sync` ([`DiskError::SyncFailed`]) means the writes
+//! since the last good sync may be lost: it is never retried and reported as success.
+//!
+//! **Rep invariant (`SimDisk::check_rep`, run after every operation in debug builds).** Exactly
+//! `size_blocks` slots; every slot holds one durable value and at most [`MAX_PENDING_PER_BLOCK`]
+//! pending writes; the operation counter only grows; once crashed or failed, the disk stays so
+//! and its contents no longer change.
+//!
+//! **Crash invariant.** [`SimDisk::crash_states`] enumerates exactly the states the model allows:
+//! the product over blocks of the number of distinct values among {durable} ∪ pending (each
+//! state once); in torn mode, every 512-byte sector chooses independently among those values.
+//!
+//! Errors are values ([`DiskError`]); a panic here means a broken invariant of this crate.
+
+mod block;
+mod error;
+mod file;
+pub mod rng;
+mod sim;
+
+pub use block::{Addr, Block, BLOCK_SIZE, SECTORS_PER_BLOCK, SECTOR_SIZE};
+pub use error::{DiskError, Result};
+pub use file::FileDisk;
+pub use sim::{
+    CrashStates, DiskImage, FaultPlan, OpKind, SimDisk, SimStats, TooManyStates,
+    MAX_PENDING_PER_BLOCK,
+};
+
+use std::sync::Arc;
+
+/// A block device: `size_blocks()` blocks of [`BLOCK_SIZE`] bytes, written one block at a time.
+///
+/// Writes are buffered until `sync`: see the crate documentation for the crash model.
+pub trait Disk: Send + Sync {
+    /// Number of blocks; valid addresses are `0..size_blocks()`.
+    fn size_blocks(&self) -> u64;
+
+    /// The newest value written to `addr` (durable or not).
+    fn read(&self, addr: Addr) -> Result<Block>;
+
+    /// Writes `block` at `addr`; durable only after the next successful [`Disk::sync`].
+    fn write(&self, addr: Addr, block: &Block) -> Result<()>;
+
+    /// Makes every write issued before the call durable. An error means some of them may be lost.
+    fn sync(&self) -> Result<()>;
+
+    /// Checks this disk's rep invariant (and, for a layered disk, the layers below first).
+    /// Panics on a broken invariant. Layers call it under `cfg(debug_assertions)`.
+    fn check_rep(&self) {}
+
+    /// Convenience: an out-of-range check shared by implementations and layers.
+    fn check_addr(&self, addr: Addr) -> Result<()> {
+        let size_blocks = self.size_blocks();
+        if addr >= size_blocks {
+            return Err(DiskError::OutOfRange { addr, size_blocks });
+        }
+        Ok(())
+    }
+}
+
+impl<D: Disk + ?Sized> Disk for Arc<D> {
+    fn size_blocks(&self) -> u64 {
+        (**self).size_blocks()
+    }
+    fn read(&self, addr: Addr) -> Result<Block> {
+        (**self).read(addr)
+    }
+    fn write(&self, addr: Addr, block: &Block) -> Result<()> {
+        (**self).write(addr, block)
+    }
+    fn sync(&self) -> Result<()> {
+        (**self).sync()
+    }
+    fn check_rep(&self) {
+        (**self).check_rep()
+    }
+}
+
+impl<D: Disk + ?Sized> Disk for Box<D> {
+    fn size_blocks(&self) -> u64 {
+        (**self).size_blocks()
+    }
+    fn read(&self, addr: Addr) -> Result<Block> {
+        (**self).read(addr)
+    }
+    fn write(&self, addr: Addr, block: &Block) -> Result<()> {
+        (**self).write(addr, block)
+    }
+    fn sync(&self) -> Result<()> {
+        (**self).sync()
+    }
+    fn check_rep(&self) {
+        (**self).check_rep()
+    }
+}
+
+impl<D: Disk + ?Sized> Disk for &D {
+    fn size_blocks(&self) -> u64 {
+        (**self).size_blocks()
+    }
+    fn read(&self, addr: Addr) -> Result<Block> {
+        (**self).read(addr)
+    }
+    fn write(&self, addr: Addr, block: &Block) -> Result<()> {
+        (**self).write(addr, block)
+    }
+    fn sync(&self) -> Result<()> {
+        (**self).sync()
+    }
+    fn check_rep(&self) {
+        (**self).check_rep()
+    }
+}
