@@ -354,8 +354,7 @@ impl SimDisk {
 
     /// The durable contents: what survives a crash if no pending write does.
     pub fn durable_image(&self) -> DiskImage {
-        let state = self.state.lock();
-        DiskImage { blocks: state.slots.iter().map(|s| Arc::clone(&s.durable)).collect() }
+        durable_of(&self.state.lock())
     }
 
     /// The newest contents: what a crash leaves if every pending write survives.
@@ -394,8 +393,10 @@ impl SimDisk {
     /// Every state a crash now may leave, each once. `torn` tears pending writes at 512-byte
     /// sector granularity. Works on a crashed disk (its frozen value sets) or a running one.
     pub fn crash_states(&self, torn: bool) -> CrashStates {
-        let base = self.durable_image();
+        // The base image and the value sets must come from one locked view: a `sync` between
+        // them would leave a block that is no longer dirty at its old durable value.
         let state = self.state.lock();
+        let base = durable_of(&state);
         CrashStates::new(base, SimDisk::choice_units(&state, torn))
     }
 
@@ -565,6 +566,11 @@ impl SimDisk {
             .map(|&addr| (addr, state.slots[addr as usize].pending.len()))
             .collect()
     }
+}
+
+/// The durable value of every block, read under the caller's lock.
+fn durable_of(state: &State) -> DiskImage {
+    DiskImage { blocks: state.slots.iter().map(|s| Arc::clone(&s.durable)).collect() }
 }
 
 impl Disk for SimDisk {
