@@ -315,6 +315,11 @@ impl SimDisk {
 
     /// Installs a whole fault plan at once (replacing the current one).
     pub fn set_faults(&self, faults: FaultPlan) {
+        // Checked here, as in `schedule_misdirected_write`: unchecked, the bad target would only
+        // surface later as an index panic inside `write`, far from the plan that caused it.
+        if let Some((op, to)) = faults.misdirect_write_at_op {
+            assert!(to < self.size_blocks, "disk: misdirect target {to} (op {op}) out of range");
+        }
         self.state.lock().faults = faults;
     }
 
