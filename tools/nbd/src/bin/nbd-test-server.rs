@@ -1,0 +1,84 @@
+//! Serves a memory or file backend over NBD, for the integration tests and the throughput
+//! harness (which need a real process to kill). Prints `listening on ADDR` once ready.
+//!
+//! ```text
+//! nbd-test-server [--listen ADDR] [--export NAME] (--mem BYTES | --file PATH [--create BYTES])
+//! ```
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use txdisk_nbd::{ExportBackend, FileBackend, MemBackend, Server};
+
+struct Args {
+    listen: String,
+    export: String,
+    mem_bytes: Option<usize>,
+    file: Option<PathBuf>,
+    create_bytes: Option<u64>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        listen: "127.0.0.1:0".to_string(),
+        export: "disk".to_string(),
+        mem_bytes: None,
+        file: None,
+        create_bytes: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => args.listen = value()?,
+            "--export" => args.export = value()?,
+            "--mem" => args.mem_bytes = Some(value()?.parse().map_err(|e| format!("--mem: {e}"))?),
+            "--file" => args.file = Some(PathBuf::from(value()?)),
+            "--create" => {
+                args.create_bytes = Some(value()?.parse().map_err(|e| format!("--create: {e}"))?)
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn serve<B: ExportBackend>(args: &Args, backend: B) -> Result<(), String> {
+    let stop = txdisk_nbd::signal::stop_on_signals().map_err(|e| e.to_string())?;
+    let server =
+        Server::bind(&args.listen, &args.export, Arc::new(backend)).map_err(|e| e.to_string())?;
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on {addr}");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let stats = server.serve_until(stop).map_err(|e| e.to_string())?;
+    eprintln!("stopped: {stats:?}");
+    Ok(())
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    match (&args.mem_bytes, &args.file) {
+        (Some(bytes), None) => serve(&args, MemBackend::new(*bytes)),
+        (None, Some(path)) => {
+            let backend = match args.create_bytes {
+                Some(size) => FileBackend::create(path, size),
+                None => FileBackend::open(path),
+            }
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+            serve(&args, backend)
+        }
+        _ => Err("give exactly one of --mem BYTES or --file PATH".to_string()),
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nbd-test-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! An NBD (Network Block Device) server for txdisk, generic over what it exports.
+//!
+//! ```text
+//!  qemu / nbdkit / the kernel ──TCP──► Server ─► connection thread ─► worker pool ─► ExportBackend
+//!                                      (accept)   (handshake, read     (concurrent     (MemBackend,
+//!                                                  requests, bound      requests,       FileBackend,
+//!                                                  every length)        replies)        the logical disk)
+//! ```
+//!
+//! The protocol follows the NBD project's `doc/proto.md`: the fixed-newstyle handshake with
+//! `NBD_OPT_GO`/`NBD_OPT_INFO`, `NBD_OPT_LIST`, `NBD_OPT_EXPORT_NAME` and `NBD_OPT_ABORT`;
+//! commands READ, WRITE (with FUA), FLUSH, TRIM and DISC; simple replies.
+//!
+//! What a WRITE means is up to the backend: the server hands each WRITE to
+//! [`ExportBackend::write_at`] whole, after its payload has fully arrived, and replies only
+//! when that call returns. Over a transactional backend each WRITE is therefore one atomic
+//! transaction; over [`FileBackend`] it is a plain `pwrite`, which a crash can tear.
+//!
+//! ```no_run
+//! use std::sync::{atomic::AtomicBool, Arc};
+//! use txdisk_nbd::{MemBackend, Server};
+//!
+//! let backend = Arc::new(MemBackend::new(64 << 20));
+//! let server = Server::bind("127.0.0.1:10809", "disk", backend)?;
+//! let stop = txdisk_nbd::signal::stop_on_signals()?;
+//! server.serve_until(stop)?; // returns after SIGINT/SIGTERM, with the backend flushed
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod backend;
+pub mod client;
+pub mod error;
+pub mod handshake;
+pub mod proto;
+pub mod server;
+pub mod signal;
+mod transmission;
+
+pub use backend::{ExportBackend, FileBackend, MemBackend};
+pub use client::Client;
+pub use error::{BackendError, NbdError, Result};
+pub use server::{ServeStats, Server, ServerOptions, TRANSMISSION_FLAGS};

@@ -1,0 +1,239 @@
+//! Wire constants and message layouts of the NBD protocol (all integers big-endian).
+//!
+//! Only what this server speaks is here: the fixed-newstyle handshake with the options it
+//! answers, the request header, and the simple reply. Structured replies, extended headers,
+//! metadata contexts and TLS are not negotiated, so their constants are listed only where the
+//! server must recognise them to refuse them.
+
+use std::io::{self, Read, Write};
+
+/// `NBDMAGIC`, the first eight bytes the server sends.
+pub const INIT_MAGIC: u64 = 0x4e42_444d_4147_4943;
+/// `IHAVEOPT`: the newstyle magic, also the prefix of every option the client sends.
+pub const OPTS_MAGIC: u64 = 0x4948_4156_454f_5054;
+/// Prefix of every fixed-newstyle option reply.
+pub const OPT_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+/// Prefix of every transmission request.
+pub const REQUEST_MAGIC: u32 = 0x2560_9513;
+/// Prefix of every simple reply.
+pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+
+// Handshake flags (server → client, 16 bits).
+pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
+pub const FLAG_NO_ZEROES: u16 = 1 << 1;
+
+// Client flags (client → server, 32 bits).
+pub const FLAG_C_FIXED_NEWSTYLE: u32 = 1 << 0;
+pub const FLAG_C_NO_ZEROES: u32 = 1 << 1;
+pub const KNOWN_CLIENT_FLAGS: u32 = FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES;
+
+// Transmission flags (16 bits).
+pub const TFLAG_HAS_FLAGS: u16 = 1 << 0;
+pub const TFLAG_READ_ONLY: u16 = 1 << 1;
+pub const TFLAG_SEND_FLUSH: u16 = 1 << 2;
+pub const TFLAG_SEND_FUA: u16 = 1 << 3;
+pub const TFLAG_ROTATIONAL: u16 = 1 << 4;
+pub const TFLAG_SEND_TRIM: u16 = 1 << 5;
+pub const TFLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
+pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
+
+// Options.
+pub const OPT_EXPORT_NAME: u32 = 1;
+pub const OPT_ABORT: u32 = 2;
+pub const OPT_LIST: u32 = 3;
+pub const OPT_STARTTLS: u32 = 5;
+pub const OPT_INFO: u32 = 6;
+pub const OPT_GO: u32 = 7;
+pub const OPT_STRUCTURED_REPLY: u32 = 8;
+
+// Option reply types.
+pub const REP_ACK: u32 = 1;
+pub const REP_SERVER: u32 = 2;
+pub const REP_INFO: u32 = 3;
+const REP_ERR_BIT: u32 = 1 << 31;
+pub const REP_ERR_UNSUP: u32 = REP_ERR_BIT | 1;
+pub const REP_ERR_POLICY: u32 = REP_ERR_BIT | 2;
+pub const REP_ERR_INVALID: u32 = REP_ERR_BIT | 3;
+pub const REP_ERR_UNKNOWN: u32 = REP_ERR_BIT | 6;
+pub const REP_ERR_SHUTDOWN: u32 = REP_ERR_BIT | 7;
+
+/// True for every option reply type that reports an error.
+pub fn is_rep_error(reply_type: u32) -> bool {
+    reply_type & REP_ERR_BIT != 0
+}
+
+// Information types of `NBD_OPT_INFO` / `NBD_OPT_GO`.
+pub const INFO_EXPORT: u16 = 0;
+pub const INFO_NAME: u16 = 1;
+pub const INFO_DESCRIPTION: u16 = 2;
+pub const INFO_BLOCK_SIZE: u16 = 3;
+
+// Commands.
+pub const CMD_READ: u16 = 0;
+pub const CMD_WRITE: u16 = 1;
+pub const CMD_DISC: u16 = 2;
+pub const CMD_FLUSH: u16 = 3;
+pub const CMD_TRIM: u16 = 4;
+pub const CMD_WRITE_ZEROES: u16 = 6;
+
+// Command flags.
+pub const CMD_FLAG_FUA: u16 = 1 << 0;
+
+// Error values of the simple reply (the protocol's fixed numbering, not the host's errno).
+pub const EPERM: u32 = 1;
+pub const EIO: u32 = 5;
+pub const ENOMEM: u32 = 12;
+pub const EINVAL: u32 = 22;
+pub const ENOSPC: u32 = 28;
+pub const EOVERFLOW: u32 = 75;
+pub const ENOTSUP: u32 = 95;
+pub const ESHUTDOWN: u32 = 108;
+
+/// Bytes of a request header: magic 4, flags 2, type 2, handle 8, offset 8, length 4.
+pub const REQUEST_HEADER_BYTES: usize = 28;
+/// Bytes of a simple reply header: magic 4, error 4, handle 8.
+pub const SIMPLE_REPLY_HEADER_BYTES: usize = 16;
+/// Bytes of an option header after the magic: option 4, length 4.
+pub const OPTION_HEADER_BYTES: usize = 16;
+/// Reserved zeroes after an `NBD_OPT_EXPORT_NAME` reply unless `NO_ZEROES` was agreed.
+pub const EXPORT_NAME_ZEROES: usize = 124;
+/// Longest string (export name, message) the protocol allows.
+pub const MAX_STRING_BYTES: usize = 4096;
+
+/// One transmission request header as sent by the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub flags: u16,
+    pub kind: u16,
+    pub handle: u64,
+    pub offset: u64,
+    pub length: u32,
+}
+
+/// A request header that did not start with `REQUEST_MAGIC` (the stream is out of step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadMagic(pub u32);
+
+impl Request {
+    pub fn encode(&self) -> [u8; REQUEST_HEADER_BYTES] {
+        let mut b = [0u8; REQUEST_HEADER_BYTES];
+        b[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        b[4..6].copy_from_slice(&self.flags.to_be_bytes());
+        b[6..8].copy_from_slice(&self.kind.to_be_bytes());
+        b[8..16].copy_from_slice(&self.handle.to_be_bytes());
+        b[16..24].copy_from_slice(&self.offset.to_be_bytes());
+        b[24..28].copy_from_slice(&self.length.to_be_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8; REQUEST_HEADER_BYTES]) -> Result<Request, BadMagic> {
+        let magic = be_u32(&b[0..4]);
+        if magic != REQUEST_MAGIC {
+            return Err(BadMagic(magic));
+        }
+        Ok(Request {
+            flags: be_u16(&b[4..6]),
+            kind: be_u16(&b[6..8]),
+            handle: be_u64(&b[8..16]),
+            offset: be_u64(&b[16..24]),
+            length: be_u32(&b[24..28]),
+        })
+    }
+}
+
+/// The 16-byte header of a simple reply.
+pub fn simple_reply_header(error: u32, handle: u64) -> [u8; SIMPLE_REPLY_HEADER_BYTES] {
+    let mut b = [0u8; SIMPLE_REPLY_HEADER_BYTES];
+    b[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    b[4..8].copy_from_slice(&error.to_be_bytes());
+    b[8..16].copy_from_slice(&handle.to_be_bytes());
+    b
+}
+
+/// Writes one fixed-newstyle option reply (header and data) in a single call.
+pub fn write_option_reply(
+    w: &mut impl Write,
+    option: u32,
+    reply_type: u32,
+    data: &[u8],
+) -> io::Result<()> {
+    let data_len = u32::try_from(data.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "option reply too long"))?;
+    let mut msg = Vec::with_capacity(20 + data.len());
+    msg.extend_from_slice(&OPT_REPLY_MAGIC.to_be_bytes());
+    msg.extend_from_slice(&option.to_be_bytes());
+    msg.extend_from_slice(&reply_type.to_be_bytes());
+    msg.extend_from_slice(&data_len.to_be_bytes());
+    msg.extend_from_slice(data);
+    w.write_all(&msg)
+}
+
+pub fn read_u16(r: &mut impl Read) -> io::Result<u16> {
+    let mut b = [0u8; 2];
+    r.read_exact(&mut b)?;
+    Ok(u16::from_be_bytes(b))
+}
+
+pub fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_be_bytes(b))
+}
+
+pub fn read_u64(r: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// Big-endian u16 from the first two bytes of `b` (callers pass exact-length slices).
+pub fn be_u16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+pub fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+pub fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[0..8]);
+    u64::from_be_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_and_rejects_bad_magic() {
+        let req = Request {
+            flags: CMD_FLAG_FUA,
+            kind: CMD_WRITE,
+            handle: 0x0102_0304_0506_0708,
+            offset: 0xdead_beef_0000,
+            length: 4097,
+        };
+        let bytes = req.encode();
+        assert_eq!(Request::decode(&bytes), Ok(req));
+        let mut bad = bytes;
+        bad[0] ^= 1;
+        assert_eq!(
+            Request::decode(&bad),
+            Err(BadMagic(REQUEST_MAGIC ^ (1 << 24)))
+        );
+    }
+
+    #[test]
+    fn option_reply_layout() {
+        let mut out = Vec::new();
+        write_option_reply(&mut out, OPT_LIST, REP_ACK, b"xy").unwrap();
+        assert_eq!(be_u64(&out[0..8]), OPT_REPLY_MAGIC);
+        assert_eq!(be_u32(&out[8..12]), OPT_LIST);
+        assert_eq!(be_u32(&out[12..16]), REP_ACK);
+        assert_eq!(be_u32(&out[16..20]), 2);
+        assert_eq!(&out[20..], b"xy");
+        assert!(is_rep_error(REP_ERR_UNSUP));
+        assert!(!is_rep_error(REP_INFO));
+    }
+}
