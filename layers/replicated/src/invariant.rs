@@ -1,0 +1,120 @@
+//! The crash invariant of the pair, as functions the tests and the crash-point fuzzer call on the
+//! state `open` (recovery) leaves: every data address holds, on every active replica, one value
+//! that was written to it — the one durable at the last successful pair `sync`, or one written
+//! after it — and the same value on both.
+
+use crate::meta::Role;
+use crate::pair::{ReplicaStatus, ReplicatedDisk};
+use std::collections::BTreeMap;
+use txdisk_disk::{Addr, Block, Disk};
+
+/// What a workload wrote to the pair, as far as a crash is concerned: per address, the value
+/// durable at the last successful `sync` (zeros if never written) and every value written since.
+#[derive(Clone, Debug, Default)]
+pub struct WriteHistory {
+    durable: BTreeMap<Addr, Block>,
+    since_sync: BTreeMap<Addr, Vec<Block>>,
+}
+
+impl WriteHistory {
+    pub fn new() -> WriteHistory {
+        WriteHistory::default()
+    }
+
+    /// Records a write, before it is issued (a write cut short by a crash may have landed).
+    pub fn write(&mut self, addr: Addr, block: &Block) {
+        self.since_sync.entry(addr).or_default().push(block.clone());
+    }
+
+    /// Records a pair `sync` that returned `Ok`: the newest value of every address is durable.
+    pub fn sync_ok(&mut self) {
+        for (addr, mut values) in std::mem::take(&mut self.since_sync) {
+            if let Some(newest) = values.pop() {
+                self.durable.insert(addr, newest);
+            }
+        }
+    }
+
+    /// The values a crash may leave at `addr`.
+    pub fn allowed(&self, addr: Addr) -> Vec<Block> {
+        let durable = self.durable.get(&addr).cloned().unwrap_or_else(Block::zeroed);
+        let mut values = vec![durable];
+        values.extend(self.since_sync.get(&addr).into_iter().flatten().cloned());
+        values
+    }
+
+    /// Addresses the history has seen written.
+    pub fn addresses(&self) -> Vec<Addr> {
+        let mut addrs: Vec<Addr> = self.durable.keys().chain(self.since_sync.keys()).copied().collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        addrs
+    }
+}
+
+/// A broken crash invariant: which address, which replica, and what was found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CrashViolation {
+    #[error("replicated: after recovery, block {addr} differs: d1 {d1_fingerprint:016x}, d2 {d2_fingerprint:016x}")]
+    ReplicasDiffer { addr: Addr, d1_fingerprint: u64, d2_fingerprint: u64 },
+
+    #[error("replicated: after recovery, {replica} block {addr} holds {found_fingerprint:016x}, never written there (allowed: {allowed_fingerprints:016x?})")]
+    NeverWritten { addr: Addr, replica: Role, found_fingerprint: u64, allowed_fingerprints: Vec<u64> },
+
+    #[error("replicated: after recovery, {replica} block {addr} cannot be read: {error}")]
+    Unreadable { addr: Addr, replica: Role, error: String },
+
+    #[error("replicated: after recovery, no replica is active")]
+    NoActiveReplica,
+}
+
+fn active_values<D: Disk>(pair: &ReplicatedDisk<D>, addr: Addr) -> Result<Vec<(Role, Block)>, CrashViolation> {
+    let mut values = Vec::with_capacity(2);
+    for role in [Role::D1, Role::D2] {
+        if pair.replica_status(role) != ReplicaStatus::Active {
+            continue;
+        }
+        let block = pair
+            .read_replica(role, addr)
+            .map_err(|error| CrashViolation::Unreadable { addr, replica: role, error: error.to_string() })?;
+        values.push((role, block));
+    }
+    if values.is_empty() {
+        return Err(CrashViolation::NoActiveReplica);
+    }
+    Ok(values)
+}
+
+/// Rep invariant of the pair at rest: every active replica holds the same value at every data
+/// address. Reads every block of both replicas.
+pub fn replicas_agree<D: Disk>(pair: &ReplicatedDisk<D>) -> Result<(), CrashViolation> {
+    for addr in 0..pair.size_blocks() {
+        if let [(_, v1), (_, v2)] = active_values(pair, addr)?.as_slice() {
+            if v1 != v2 {
+                return Err(CrashViolation::ReplicasDiffer { addr, d1_fingerprint: v1.fingerprint(), d2_fingerprint: v2.fingerprint() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The crash invariant after recovery: the replicas agree everywhere, and every address holds
+/// a value `history` allows (zeros where it never wrote).
+pub fn recovered_from<D: Disk>(pair: &ReplicatedDisk<D>, history: &WriteHistory) -> Result<(), CrashViolation> {
+    replicas_agree(pair)?;
+    for addr in 0..pair.size_blocks() {
+        let allowed = history.allowed(addr);
+        for (replica, value) in active_values(pair, addr)? {
+            if !allowed.contains(&value) {
+                return Err(CrashViolation::NeverWritten {
+                    addr,
+                    replica,
+                    found_fingerprint: value.fingerprint(),
+                    allowed_fingerprints: allowed.iter().map(Block::fingerprint).collect(),
+                });
+            }
+        }
+    }
+    Ok(())
+}

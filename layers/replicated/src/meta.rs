@@ -1,0 +1,364 @@
+//! The pair metadata: two slots at the start of each replica (format in `docs/FORMAT-replicated.md`).
+//!
+//! Every metadata update writes the slot the older copy occupies (`seq % 2`) and is followed by a
+//! `sync` before anything else is written to that replica, so at most one slot is ever in
+//! flight: a crash (or a torn write) can damage only that one, and the other still holds the
+//! previous, complete metadata.
+
+use crate::error::{ReplicatedError, Result};
+use txdisk_disk::{Addr, Block, Disk, DiskError, BLOCK_SIZE};
+
+/// Blocks reserved at the start of each replica for the metadata slots. Data address `a` of
+/// the pair lives at block `a + RESERVED_BLOCKS` of each replica.
+pub const RESERVED_BLOCKS: u64 = 2;
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The first 8 bytes of a metadata slot.
+pub const MAGIC: [u8; 8] = *b"txdPAIR\0";
+
+// Byte offsets in a slot, little-endian throughout.
+const MAGIC_OFFSET: usize = 0;
+const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
+const ROLE_OFFSET: usize = VERSION_OFFSET + 4;
+const STATE_OFFSET: usize = ROLE_OFFSET + 1;
+const PEER_OFFSET: usize = STATE_OFFSET + 1;
+const PAD_OFFSET: usize = PEER_OFFSET + 1;
+const PAIR_ID_OFFSET: usize = PAD_OFFSET + 1;
+const SEQ_OFFSET: usize = PAIR_ID_OFFSET + 8;
+const EVENTS_OFFSET: usize = SEQ_OFFSET + 8;
+const DATA_SIZE_OFFSET: usize = EVENTS_OFFSET + 8;
+const CRC_OFFSET: usize = DATA_SIZE_OFFSET + 8;
+const END_OFFSET: usize = CRC_OFFSET + 4;
+
+const _: () = assert!(END_OFFSET == 52);
+const _: () = assert!(END_OFFSET <= BLOCK_SIZE);
+const _: () = assert!(RESERVED_BLOCKS == 2);
+
+/// Which member of the pair a replica is: the first (`D1`, the preferred source when both are
+/// current) or the second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    D1,
+    D2,
+}
+
+impl Role {
+    pub fn index(self) -> usize {
+        match self {
+            Role::D1 => 0,
+            Role::D2 => 1,
+        }
+    }
+
+    pub fn from_index(index: usize) -> Role {
+        if index == 0 {
+            Role::D1
+        } else {
+            Role::D2
+        }
+    }
+
+    pub fn other(self) -> Role {
+        Role::from_index(1 - self.index())
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::D1 => write!(f, "d1"),
+            Role::D2 => write!(f, "d2"),
+        }
+    }
+}
+
+/// What a replica's metadata says about its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetaState {
+    /// The pair was closed cleanly (or recovery finished): both current replicas hold the same
+    /// durable data.
+    Clean,
+    /// Writes may have been in flight: after a crash the replicas may differ.
+    Dirty,
+    /// A copy onto this replica started and has not finished: never a source.
+    Rebuilding,
+}
+
+impl MetaState {
+    fn code(self) -> u8 {
+        match self {
+            MetaState::Clean => 1,
+            MetaState::Dirty => 2,
+            MetaState::Rebuilding => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<MetaState> {
+        match code {
+            1 => Some(MetaState::Clean),
+            2 => Some(MetaState::Dirty),
+            3 => Some(MetaState::Rebuilding),
+            _ => None,
+        }
+    }
+}
+
+/// The decoded contents of one metadata slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaMeta {
+    /// Identifies the pair; both replicas carry the same.
+    pub pair_id: u64,
+    /// Which member this replica is.
+    pub role: Role,
+    pub state: MetaState,
+    /// True when this replica ran on while its peer was failed or missing (diagnostic only).
+    pub peer_failed: bool,
+    /// Counts this replica's metadata writes; the slot it went to is `seq % 2`.
+    pub seq: u64,
+    /// The event counter: bumped on the survivor whenever the pair loses a member, so that a
+    /// replica that missed writes always has fewer events than a current one.
+    pub events: u64,
+    /// Data blocks of the pair (the replica holds `RESERVED_BLOCKS` more).
+    pub data_size_blocks: u64,
+}
+
+/// What one slot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Valid(ReplicaMeta),
+    /// All zeros: never written.
+    Blank,
+    /// Neither zeros nor our magic: something else's data.
+    Foreign,
+    /// Our magic, but a version this crate does not read.
+    BadVersion { found: u32 },
+    /// Our magic, a bad checksum or a field out of range (a torn or damaged write).
+    Corrupt { expected_crc: u32, found_crc: u32 },
+    /// The slot's block returned a read error.
+    Unreadable,
+}
+
+fn slot_crc(bytes: &[u8; BLOCK_SIZE]) -> u32 {
+    let head = crc32c::crc32c(&bytes[..CRC_OFFSET]);
+    crc32c::crc32c_append(head, &bytes[END_OFFSET..])
+}
+
+fn le_u64(bytes: &[u8], offset: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[offset..offset + 8]);
+    u64::from_le_bytes(word)
+}
+
+fn le_u32(bytes: &[u8], offset: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[offset..offset + 4]);
+    u32::from_le_bytes(word)
+}
+
+impl ReplicaMeta {
+    /// The slot this metadata goes to.
+    pub fn slot_addr(&self) -> Addr {
+        self.seq % RESERVED_BLOCKS
+    }
+
+    pub fn encode(&self) -> Block {
+        let mut block = Block::zeroed();
+        let bytes = block.as_bytes_mut();
+        bytes[MAGIC_OFFSET..MAGIC_OFFSET + 8].copy_from_slice(&MAGIC);
+        bytes[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes[ROLE_OFFSET] = self.role.index() as u8;
+        bytes[STATE_OFFSET] = self.state.code();
+        bytes[PEER_OFFSET] = u8::from(self.peer_failed);
+        bytes[PAIR_ID_OFFSET..PAIR_ID_OFFSET + 8].copy_from_slice(&self.pair_id.to_le_bytes());
+        bytes[SEQ_OFFSET..SEQ_OFFSET + 8].copy_from_slice(&self.seq.to_le_bytes());
+        bytes[EVENTS_OFFSET..EVENTS_OFFSET + 8].copy_from_slice(&self.events.to_le_bytes());
+        bytes[DATA_SIZE_OFFSET..DATA_SIZE_OFFSET + 8]
+            .copy_from_slice(&self.data_size_blocks.to_le_bytes());
+        let crc = slot_crc(bytes);
+        bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        // Pair assertion: what we are about to write must read back as itself.
+        debug_assert_eq!(Slot::decode(&block), Slot::Valid(*self), "replicated: slot encoding does not round-trip");
+        block
+    }
+}
+
+impl Slot {
+    pub fn decode(block: &Block) -> Slot {
+        let bytes = block.as_bytes();
+        if bytes[MAGIC_OFFSET..MAGIC_OFFSET + 8] != MAGIC {
+            return if block.is_zero() { Slot::Blank } else { Slot::Foreign };
+        }
+        let version = le_u32(bytes, VERSION_OFFSET);
+        if version != FORMAT_VERSION {
+            return Slot::BadVersion { found: version };
+        }
+        let expected_crc = slot_crc(bytes);
+        let found_crc = le_u32(bytes, CRC_OFFSET);
+        let corrupt = Slot::Corrupt { expected_crc, found_crc };
+        if expected_crc != found_crc {
+            return corrupt;
+        }
+        let role = match bytes[ROLE_OFFSET] {
+            0 => Role::D1,
+            1 => Role::D2,
+            _ => return corrupt,
+        };
+        let Some(state) = MetaState::from_code(bytes[STATE_OFFSET]) else { return corrupt };
+        let peer_failed = match bytes[PEER_OFFSET] {
+            0 => false,
+            1 => true,
+            _ => return corrupt,
+        };
+        if bytes[PAD_OFFSET] != 0 {
+            return corrupt;
+        }
+        Slot::Valid(ReplicaMeta {
+            pair_id: le_u64(bytes, PAIR_ID_OFFSET),
+            role,
+            state,
+            peer_failed,
+            seq: le_u64(bytes, SEQ_OFFSET),
+            events: le_u64(bytes, EVENTS_OFFSET),
+            data_size_blocks: le_u64(bytes, DATA_SIZE_OFFSET),
+        })
+    }
+}
+
+/// What the metadata region of one replica holds, both slots taken together.
+#[derive(Debug)]
+pub enum Found {
+    /// The newest valid slot.
+    Meta(ReplicaMeta),
+    /// Both slots all zeros: a fresh disk, never part of a pair.
+    Blank,
+    /// Not ours, or ours but unreadable: the reason, ready to report.
+    Unusable(ReplicatedError),
+    /// The replica failed (fail-stop) while its metadata was read.
+    Dead(DiskError),
+}
+
+/// Reads and combines both slots of `disk`. `Err` only for a machine crash.
+pub fn read_meta(disk: &dyn Disk, role: Role) -> Result<Found> {
+    let mut slots = [Slot::Blank; 2];
+    for (addr, slot) in slots.iter_mut().enumerate() {
+        match disk.read(addr as Addr) {
+            Ok(block) => *slot = Slot::decode(&block),
+            Err(DiskError::Crashed) => return Err(ReplicatedError::Disk(DiskError::Crashed)),
+            // A bad sector under one slot is a damaged slot; the other may still be good.
+            Err(DiskError::ReadError { .. }) => *slot = Slot::Unreadable,
+            Err(error) => return Ok(Found::Dead(error)),
+        }
+    }
+    Ok(combine(slots, role))
+}
+
+fn combine(slots: [Slot; 2], role: Role) -> Found {
+    let newest = slots
+        .iter()
+        .filter_map(|slot| match slot {
+            Slot::Valid(meta) => Some(*meta),
+            _ => None,
+        })
+        .max_by_key(|meta| meta.seq);
+    if let Some(meta) = newest {
+        return Found::Meta(meta);
+    }
+    if slots.iter().all(|slot| *slot == Slot::Blank) {
+        return Found::Blank;
+    }
+    for (index, slot) in slots.iter().enumerate() {
+        if let Slot::BadVersion { found } = slot {
+            let found = *found;
+            return Found::Unusable(ReplicatedError::UnsupportedVersion { replica: role, expected: FORMAT_VERSION, found, slot: index as u64 });
+        }
+    }
+    for (index, slot) in slots.iter().enumerate() {
+        if let Slot::Corrupt { expected_crc, found_crc } = slot {
+            return Found::Unusable(ReplicatedError::MetadataCorrupt {
+                replica: role,
+                slot: index as u64,
+                expected_crc: *expected_crc,
+                found_crc: *found_crc,
+            });
+        }
+    }
+    if let Some(index) = slots.iter().position(|slot| *slot == Slot::Unreadable) {
+        return Found::Unusable(ReplicatedError::MetadataUnreadable { replica: role, slot: index as u64 });
+    }
+    Found::Unusable(ReplicatedError::NotAPairMember { replica: role })
+}
+
+/// Writes `meta` to its slot and syncs, so that it is durable before the caller writes anything
+/// else to this replica.
+pub fn write_meta(disk: &dyn Disk, meta: &ReplicaMeta) -> txdisk_disk::Result<()> {
+    disk.write(meta.slot_addr(), &meta.encode())?;
+    disk.sync()
+}
+
+/// Writes `meta` to both slots (seq and seq + 1) and syncs: nothing of a previous owner of the
+/// disk survives in the other slot. Returns the metadata as last written.
+pub fn write_both_slots(disk: &dyn Disk, meta: &ReplicaMeta) -> txdisk_disk::Result<ReplicaMeta> {
+    let mut meta = *meta;
+    disk.write(meta.slot_addr(), &meta.encode())?;
+    meta.seq += 1;
+    disk.write(meta.slot_addr(), &meta.encode())?;
+    disk.sync()?;
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ReplicaMeta {
+        ReplicaMeta {
+            pair_id: 0x1234_5678_9abc_def0,
+            role: Role::D2,
+            state: MetaState::Dirty,
+            peer_failed: true,
+            seq: 7,
+            events: 42,
+            data_size_blocks: 1000,
+        }
+    }
+
+    #[test]
+    fn slot_round_trips() {
+        let meta = sample();
+        assert_eq!(Slot::decode(&meta.encode()), Slot::Valid(meta));
+        assert_eq!(meta.slot_addr(), 1);
+    }
+
+    #[test]
+    fn any_flipped_byte_is_detected() {
+        let block = sample().encode();
+        for offset in [0, 9, 12, 13, 14, 15, 16, 30, 48, 51, 52, 4095] {
+            let mut bad = block.clone();
+            bad.as_bytes_mut()[offset] ^= 0x40;
+            assert!(
+                !matches!(Slot::decode(&bad), Slot::Valid(_)),
+                "flip at byte {offset} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn blank_and_foreign_are_told_apart() {
+        assert_eq!(Slot::decode(&Block::zeroed()), Slot::Blank);
+        assert_eq!(Slot::decode(&Block::filled(7)), Slot::Foreign);
+        let mut other_version = sample().encode();
+        other_version.as_bytes_mut()[VERSION_OFFSET] = 9;
+        assert_eq!(Slot::decode(&other_version), Slot::BadVersion { found: 9 });
+    }
+
+    #[test]
+    fn newest_valid_slot_wins_and_a_torn_one_is_ignored() {
+        let old = ReplicaMeta { seq: 4, events: 1, ..sample() };
+        let new = ReplicaMeta { seq: 5, events: 2, ..sample() };
+        let found = combine([Slot::Valid(old), Slot::Valid(new)], Role::D2);
+        assert!(matches!(found, Found::Meta(meta) if meta == new));
+        let torn = Slot::Corrupt { expected_crc: 1, found_crc: 2 };
+        let found = combine([Slot::Valid(old), torn], Role::D2);
+        assert!(matches!(found, Found::Meta(meta) if meta == old));
+    }
+}

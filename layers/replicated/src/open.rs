@@ -1,0 +1,251 @@
+//! Formatting a pair and opening one: reading both members' metadata, refusing what is not one
+//! pair, choosing the current replica by its event counter, and bringing the other up to date.
+
+use crate::error::{ReplicatedError, Result};
+use crate::meta::{read_meta, write_both_slots, Found, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
+use crate::pair::{Member, PairMeta, ReplicaStatus, ReplicatedDisk};
+use crate::resync::Progress;
+use txdisk_disk::rng::SplitMix64;
+use txdisk_disk::{Disk, DiskError};
+
+/// How to format a pair.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FormatOptions {
+    /// The pair's identity; `None` draws one from the clock and the process id. Tests pass one
+    /// so that runs are reproducible.
+    pub pair_id: Option<u64>,
+    /// The caller knows both disks hold the same data (e.g. two freshly created, zeroed image
+    /// files): the pair starts Clean and the first open copies nothing. Otherwise it starts
+    /// Dirty and the first open makes d2 equal to d1.
+    pub assume_equal: bool,
+}
+
+/// What `open` found on one member.
+#[derive(Debug)]
+enum Seen {
+    Meta(ReplicaMeta),
+    Blank,
+    Dead(DiskError),
+    Missing,
+}
+
+/// What `open` does with the member that is not the source.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// Both current; copy d1 → d2 unless both were closed clean.
+    Equal { clean: bool },
+    /// Stale, half-rebuilt or blank: copy the source onto it.
+    Rebuild { why: String },
+    /// Unreadable or absent: run on the source alone.
+    Degraded,
+}
+
+fn random_pair_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0);
+    let local = 0u8;
+    let seed = nanos ^ (u64::from(std::process::id()) << 32) ^ (&local as *const u8 as u64);
+    SplitMix64::new(seed).next_u64().max(1)
+}
+
+impl<D: Disk> ReplicatedDisk<D> {
+    /// Writes fresh pair metadata on both disks (which must be of equal size, larger than
+    /// [`RESERVED_BLOCKS`]) and returns the pair id. The data blocks are not touched.
+    pub fn format(d1: &D, d2: &D, options: &FormatOptions) -> Result<u64> {
+        let (d1_blocks, d2_blocks) = (d1.size_blocks(), d2.size_blocks());
+        if d1_blocks != d2_blocks {
+            return Err(ReplicatedError::SizeMismatch { d1_blocks, d2_blocks });
+        }
+        if d1_blocks <= RESERVED_BLOCKS {
+            let needed_blocks = RESERVED_BLOCKS + 1;
+            return Err(ReplicatedError::TooSmall { replica: Role::D1, size_blocks: d1_blocks, needed_blocks });
+        }
+        let pair_id = options.pair_id.unwrap_or_else(random_pair_id);
+        let state = if options.assume_equal { MetaState::Clean } else { MetaState::Dirty };
+        for (role, disk) in [(Role::D1, d1), (Role::D2, d2)] {
+            let meta = ReplicaMeta {
+                pair_id,
+                role,
+                state,
+                peer_failed: false,
+                seq: 1,
+                events: 1,
+                data_size_blocks: d1_blocks - RESERVED_BLOCKS,
+            };
+            // d1 complete and durable before d2 is touched: a crash in between leaves d1 a
+            // pair member and d2 blank, which the next open rebuilds.
+            write_both_slots(disk, &meta)?;
+        }
+        Ok(pair_id)
+    }
+
+    /// Opens a pair: reads both members' metadata, refuses disks of different pairs or not of a
+    /// pair, takes the replica with the higher event counter (d1 on a tie) as current, and:
+    /// copies nothing if both were closed clean; resyncs d1 → d2 after a crash; rebuilds a
+    /// stale or blank member from the current one; runs degraded if one member is dead.
+    pub fn open(d1: D, d2: D, progress: &mut dyn FnMut(Progress)) -> Result<Self> {
+        let seen = [observe(&d1, Role::D1)?, observe(&d2, Role::D2)?];
+        ReplicatedDisk::open_seen(seen, [Some(d1), Some(d2)], progress)
+    }
+
+    /// Opens a pair from one member alone (the other is lost): it runs degraded, after its
+    /// event counter is bumped so that the lost member, should it come back, is never again
+    /// taken for current. Add a replacement with [`ReplicatedDisk::rebuild`].
+    pub fn open_degraded(disk: D, progress: &mut dyn FnMut(Progress)) -> Result<Self> {
+        let role = match observe(&disk, Role::D1)? {
+            Seen::Meta(meta) => meta.role,
+            Seen::Blank => return Err(ReplicatedError::NotFormatted),
+            Seen::Dead(error) => return Err(ReplicatedError::AllReplicasFailed { d1: error.to_string(), d2: "missing".into() }),
+            Seen::Missing => unreachable!("replicated: observe never answers Missing"),
+        };
+        let mut seen = [Seen::Missing, Seen::Missing];
+        let mut disks = [None, None];
+        seen[role.index()] = observe(&disk, role)?;
+        disks[role.index()] = Some(disk);
+        ReplicatedDisk::open_seen(seen, disks, progress)
+    }
+
+    fn open_seen(seen: [Seen; 2], disks: [Option<D>; 2], progress: &mut dyn FnMut(Progress)) -> Result<Self> {
+        let source_meta = validate(&seen, &disks)?;
+        let source = source_meta.role;
+        let target = source.other();
+        let plan = plan(&source_meta, &seen[target.index()]);
+        tracing::info!(pair_id = source_meta.pair_id, %source, ?plan, "opening replicated pair");
+        let pair = assemble(source_meta, &seen, &plan, disks);
+        match plan {
+            Plan::Equal { clean: true } => {}
+            Plan::Equal { clean: false } => {
+                pair.recover(progress)?;
+                pair.mark_clean()?;
+            }
+            Plan::Rebuild { .. } => {
+                match pair.rebuild_member(target, progress) {
+                    Ok(_) => {}
+                    Err(error @ (ReplicatedError::Disk(DiskError::Crashed) | ReplicatedError::AllReplicasFailed { .. })) => return Err(error),
+                    Err(error) => tracing::warn!(%error, "rebuild at open failed; running degraded"),
+                }
+                pair.mark_clean()?;
+            }
+            Plan::Degraded => pair.bump_events()?,
+        }
+        #[cfg(debug_assertions)]
+        pair.check_rep();
+        Ok(pair)
+    }
+
+    /// Bumps the event counter on the active members (opening without a member).
+    fn bump_events(&self) -> Result<()> {
+        let mut meta = self.meta.lock();
+        meta.events += 1;
+        let state = meta.on_disk;
+        for role in [Role::D1, Role::D2] {
+            if self.replica_status(role) == ReplicaStatus::Active {
+                self.write_member_meta(&mut meta, role, state)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn observe<D: Disk>(disk: &D, role: Role) -> Result<Seen> {
+    Ok(match read_meta(disk, role)? {
+        Found::Meta(meta) => Seen::Meta(meta),
+        Found::Blank => Seen::Blank,
+        Found::Unusable(error) => return Err(error),
+        Found::Dead(error) => Seen::Dead(error),
+    })
+}
+
+/// Checks that the members form one pair and returns the metadata of the current one.
+fn validate<D: Disk>(seen: &[Seen; 2], disks: &[Option<D>; 2]) -> Result<ReplicaMeta> {
+    let metas: Vec<ReplicaMeta> = seen.iter().filter_map(|s| if let Seen::Meta(m) = s { Some(*m) } else { None }).collect();
+    for (index, item) in seen.iter().enumerate() {
+        if let Seen::Meta(meta) = item {
+            let replica = Role::from_index(index);
+            if meta.role != replica {
+                return Err(ReplicatedError::WrongRole { replica, found: meta.role, pair_id: meta.pair_id });
+            }
+        }
+    }
+    if let [m1, m2] = metas.as_slice() {
+        if m1.pair_id != m2.pair_id {
+            return Err(ReplicatedError::PairMismatch { d1_pair_id: m1.pair_id, d2_pair_id: m2.pair_id });
+        }
+        if m1.data_size_blocks != m2.data_size_blocks {
+            return Err(ReplicatedError::GeometryMismatch { d1_data_blocks: m1.data_size_blocks, d2_data_blocks: m2.data_size_blocks });
+        }
+    }
+    let Some(any) = metas.first() else {
+        if seen.iter().any(|s| matches!(s, Seen::Blank)) {
+            return Err(ReplicatedError::NotFormatted);
+        }
+        let why = |s: &Seen| match s {
+            Seen::Dead(error) => error.to_string(),
+            _ => "missing".to_string(),
+        };
+        return Err(ReplicatedError::AllReplicasFailed { d1: why(&seen[0]), d2: why(&seen[1]) });
+    };
+    let needed_blocks = any.data_size_blocks + RESERVED_BLOCKS;
+    for (index, disk) in disks.iter().enumerate() {
+        let Some(disk) = disk else { continue };
+        if disk.size_blocks() < needed_blocks {
+            return Err(ReplicatedError::TooSmall { replica: Role::from_index(index), size_blocks: disk.size_blocks(), needed_blocks });
+        }
+    }
+    // The source: never a half-rebuilt member; the most events; d1 on a tie.
+    let source = metas.iter().filter(|m| m.state != MetaState::Rebuilding).fold(None::<ReplicaMeta>, |best, m| match best {
+        Some(b) if b.events >= m.events => Some(b),
+        _ => Some(*m),
+    });
+    source.ok_or_else(|| ReplicatedError::NoCurrentReplica {
+        reason: "every member left is an unfinished rebuild".into(),
+    })
+}
+
+fn plan(source: &ReplicaMeta, other: &Seen) -> Plan {
+    match other {
+        Seen::Meta(meta) if meta.state == MetaState::Rebuilding => Plan::Rebuild { why: "its last rebuild did not finish".into() },
+        Seen::Meta(meta) if meta.events < source.events => {
+            Plan::Rebuild { why: format!("stale: {} events, the current replica has {}", meta.events, source.events) }
+        }
+        Seen::Meta(meta) => Plan::Equal { clean: meta.state == MetaState::Clean && source.state == MetaState::Clean },
+        Seen::Blank => Plan::Rebuild { why: "a blank replacement".into() },
+        Seen::Dead(_) | Seen::Missing => Plan::Degraded,
+    }
+}
+
+fn assemble<D: Disk>(source: ReplicaMeta, seen: &[Seen; 2], plan: &Plan, disks: [Option<D>; 2]) -> ReplicatedDisk<D> {
+    let target = source.role.other();
+    let mut seq = [0u64; 2];
+    let mut failure: [Option<String>; 2] = [None, None];
+    for (index, item) in seen.iter().enumerate() {
+        if let Seen::Meta(meta) = item {
+            seq[index] = meta.seq;
+        }
+    }
+    let target_status = match (plan, &seen[target.index()]) {
+        (Plan::Equal { .. }, _) => ReplicaStatus::Active,
+        (Plan::Rebuild { why }, _) => {
+            failure[target.index()] = Some(why.clone());
+            ReplicaStatus::Failed
+        }
+        (Plan::Degraded, Seen::Dead(error)) => {
+            failure[target.index()] = Some(error.to_string());
+            ReplicaStatus::Failed
+        }
+        (Plan::Degraded, _) => ReplicaStatus::Missing,
+    };
+    let on_disk = match plan {
+        Plan::Equal { clean: true } => MetaState::Clean,
+        Plan::Equal { clean: false } => MetaState::Dirty,
+        _ => source.state,
+    };
+    let mut statuses = [ReplicaStatus::Active; 2];
+    statuses[target.index()] = target_status;
+    let [d1, d2] = disks;
+    let members = [Member::new(d1, statuses[0]), Member::new(d2, statuses[1])];
+    let meta = PairMeta { events: source.events, on_disk, seq, failure };
+    ReplicatedDisk::assemble(members, meta, source.pair_id, source.data_size_blocks)
+}

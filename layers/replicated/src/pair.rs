@@ -1,0 +1,490 @@
+//! `ReplicatedDisk`: the running pair — the data path (read, write, sync), failure handling and
+//! the metadata updates that keep a stale replica from ever being taken for a current one.
+
+use crate::error::{ReplicatedError, Result};
+use crate::meta::{write_meta, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use txdisk_disk::{Addr, Block, Disk, DiskError};
+
+/// Number of per-address lock stripes: address `a` is guarded by stripe `a % LOCK_STRIPES`.
+pub const LOCK_STRIPES: usize = 1024;
+
+/// What the pair currently does with one member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReplicaStatus {
+    /// Current: receives every write, serves reads.
+    Active,
+    /// Being copied onto by `rebuild`: receives every write, serves no read, is no source.
+    Rebuilding,
+    /// Failed while the pair ran (fail-stop, a failed write or sync): never touched again.
+    Failed,
+    /// Absent since open (the pair was opened with one disk).
+    Missing,
+}
+
+impl ReplicaStatus {
+    fn code(self) -> u8 {
+        self as u8
+    }
+
+    fn from_code(code: u8) -> ReplicaStatus {
+        match code {
+            0 => ReplicaStatus::Active,
+            1 => ReplicaStatus::Rebuilding,
+            2 => ReplicaStatus::Failed,
+            _ => ReplicaStatus::Missing,
+        }
+    }
+
+    /// Receives writes and syncs.
+    pub fn is_written(self) -> bool {
+        matches!(self, ReplicaStatus::Active | ReplicaStatus::Rebuilding)
+    }
+}
+
+/// A snapshot of the pair, for operators and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairStatus {
+    pub pair_id: u64,
+    /// The event counter of the current replicas.
+    pub events: u64,
+    /// Whether the metadata on disk says Clean (no write since open or since the last resync).
+    pub clean_on_disk: bool,
+    pub data_size_blocks: u64,
+    /// `[d1, d2]`.
+    pub replicas: [ReplicaStatus; 2],
+}
+
+impl PairStatus {
+    pub fn is_degraded(&self) -> bool {
+        self.replicas.iter().any(|status| *status != ReplicaStatus::Active)
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.replicas.iter().filter(|status| **status == ReplicaStatus::Active).count()
+    }
+}
+
+/// One member: its disk (absent when missing) and what the pair does with it.
+pub(crate) struct Member<D> {
+    pub(crate) disk: RwLock<Option<D>>,
+    status: AtomicU8,
+}
+
+impl<D> Member<D> {
+    pub(crate) fn new(disk: Option<D>, status: ReplicaStatus) -> Member<D> {
+        Member { disk: RwLock::new(disk), status: AtomicU8::new(status.code()) }
+    }
+}
+
+/// The metadata state, changed only under its lock: every metadata write and membership change
+/// is serialised, and the lock is taken after a stripe lock, never before one.
+#[derive(Debug)]
+pub(crate) struct PairMeta {
+    pub(crate) events: u64,
+    pub(crate) on_disk: MetaState,
+    /// The `seq` of the metadata last written to each member.
+    pub(crate) seq: [u64; 2],
+    /// Why each member failed, for error messages.
+    pub(crate) failure: [Option<String>; 2],
+}
+
+/// One `Disk` over two `Disk`s of equal size. See the crate documentation.
+pub struct ReplicatedDisk<D: Disk> {
+    pub(crate) members: [Member<D>; 2],
+    stripes: Box<[Mutex<()>]>,
+    pub(crate) meta: Mutex<PairMeta>,
+    /// Set once the Dirty mark is durable on every active member (reset by `mark_clean`).
+    dirty_marked: AtomicBool,
+    pub(crate) pair_id: u64,
+    pub(crate) data_size_blocks: u64,
+}
+
+/// How the pair treats an error of one member.
+enum Fault {
+    /// The machine crashed: stop, touch nothing.
+    Crash,
+    /// One block cannot be read; the member is otherwise alive.
+    BadBlock,
+    /// The member is gone for this run.
+    Member,
+}
+
+fn classify(error: &DiskError) -> Fault {
+    match error {
+        DiskError::Crashed => Fault::Crash,
+        DiskError::ReadError { .. } => Fault::BadBlock,
+        // EIO on a read of a file or device is a bad sector, as md treats it.
+        DiskError::Io { op: "read", .. } => Fault::BadBlock,
+        _ => Fault::Member,
+    }
+}
+
+impl<D: Disk> ReplicatedDisk<D> {
+    pub(crate) fn assemble(members: [Member<D>; 2], meta: PairMeta, pair_id: u64, data_size_blocks: u64) -> Self {
+        let dirty = meta.on_disk == MetaState::Dirty;
+        let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
+        ReplicatedDisk {
+            members,
+            stripes,
+            meta: Mutex::new(meta),
+            dirty_marked: AtomicBool::new(dirty),
+            pair_id,
+            data_size_blocks,
+        }
+    }
+
+    // ---- members ----
+
+    pub fn replica_status(&self, role: Role) -> ReplicaStatus {
+        ReplicaStatus::from_code(self.members[role.index()].status.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_status(&self, role: Role, status: ReplicaStatus) {
+        self.members[role.index()].status.store(status.code(), Ordering::Release);
+    }
+
+    /// Runs `op` on the member's disk; a missing disk answers `Failed`.
+    pub(crate) fn on_member<T>(&self, role: Role, op: impl FnOnce(&D) -> txdisk_disk::Result<T>) -> txdisk_disk::Result<T> {
+        match &*self.members[role.index()].disk.read() {
+            Some(disk) => op(disk),
+            None => Err(DiskError::Failed),
+        }
+    }
+
+    pub(crate) fn stripe(&self, addr: Addr) -> MutexGuard<'_, ()> {
+        self.stripes[(addr % LOCK_STRIPES as u64) as usize].lock()
+    }
+
+    fn active_roles(&self) -> Vec<Role> {
+        [Role::D1, Role::D2].into_iter().filter(|role| self.replica_status(*role) == ReplicaStatus::Active).collect()
+    }
+
+    pub(crate) fn all_failed(&self, meta: &PairMeta) -> ReplicatedError {
+        let why = |role: Role| meta.failure[role.index()].clone().unwrap_or_else(|| format!("{:?}", self.replica_status(role)).to_lowercase());
+        ReplicatedError::AllReplicasFailed { d1: why(Role::D1), d2: why(Role::D2) }
+    }
+
+    /// The status of the pair.
+    pub fn status(&self) -> PairStatus {
+        let meta = self.meta.lock();
+        PairStatus {
+            pair_id: self.pair_id,
+            events: meta.events,
+            clean_on_disk: meta.on_disk == MetaState::Clean,
+            data_size_blocks: self.data_size_blocks,
+            replicas: [self.replica_status(Role::D1), self.replica_status(Role::D2)],
+        }
+    }
+
+    pub fn pair_id(&self) -> u64 {
+        self.pair_id
+    }
+
+    // ---- metadata updates ----
+
+    /// The metadata `role` should carry now, with its next sequence number.
+    pub(crate) fn next_meta(&self, meta: &PairMeta, role: Role, state: MetaState) -> ReplicaMeta {
+        ReplicaMeta {
+            pair_id: self.pair_id,
+            role,
+            state,
+            peer_failed: self.replica_status(role.other()) != ReplicaStatus::Active,
+            seq: meta.seq[role.index()] + 1,
+            events: meta.events,
+            data_size_blocks: self.data_size_blocks,
+        }
+    }
+
+    /// Writes (and syncs) `role`'s metadata for the pair's current state; a member failure is
+    /// handled as in [`Self::fail_locked`].
+    pub(crate) fn write_member_meta(&self, meta: &mut PairMeta, role: Role, state: MetaState) -> Result<()> {
+        let next = self.next_meta(meta, role, state);
+        match self.on_member(role, |disk| write_meta(disk, &next)) {
+            Ok(()) => {
+                meta.seq[role.index()] = next.seq;
+                Ok(())
+            }
+            Err(DiskError::Crashed) => Err(DiskError::Crashed.into()),
+            Err(error) => self.fail_locked(meta, role, &error),
+        }
+    }
+
+    /// Marks `role` failed. Before any later write can be acknowledged, the survivor's event
+    /// counter is bumped and made durable, so that the failed member — which keeps its old
+    /// count — can never again be taken for a current replica. `Err` if no active member is left.
+    pub(crate) fn fail_replica(&self, role: Role, cause: &DiskError) -> Result<()> {
+        let mut meta = self.meta.lock();
+        self.fail_locked(&mut meta, role, cause)
+    }
+
+    pub(crate) fn fail_locked(&self, meta: &mut PairMeta, role: Role, cause: &DiskError) -> Result<()> {
+        let status = self.replica_status(role);
+        if !status.is_written() {
+            // Another thread got here first; the survivor (if any) is already bumped.
+            return self.any_active(meta);
+        }
+        tracing::warn!(replica = %role, error = %cause, "replica failed; the pair goes on degraded");
+        meta.failure[role.index()] = Some(cause.to_string());
+        self.set_status(role, ReplicaStatus::Failed);
+        let survivor = role.other();
+        if self.replica_status(survivor) != ReplicaStatus::Active {
+            if self.replica_status(survivor) == ReplicaStatus::Rebuilding {
+                // A half-copied replica is no source: losing the source loses the pair.
+                meta.failure[survivor.index()] = Some("rebuild incomplete when its source failed".into());
+                self.set_status(survivor, ReplicaStatus::Failed);
+            }
+            return Err(self.all_failed(meta));
+        }
+        meta.events += 1;
+        let state = meta.on_disk;
+        self.write_member_meta(meta, survivor, state)
+    }
+
+    fn any_active(&self, meta: &PairMeta) -> Result<()> {
+        if self.active_roles().is_empty() {
+            return Err(self.all_failed(meta));
+        }
+        Ok(())
+    }
+
+    /// Makes the Dirty mark durable on every active member before the first data write after
+    /// open (or after a resync marked the pair clean): a crash after any data write then always
+    /// finds the pair dirty and resyncs.
+    pub(crate) fn ensure_dirty(&self) -> Result<()> {
+        if self.dirty_marked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut meta = self.meta.lock();
+        if self.dirty_marked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        meta.on_disk = MetaState::Dirty;
+        for role in self.active_roles() {
+            self.write_member_meta(&mut meta, role, MetaState::Dirty)?;
+        }
+        self.any_active(&meta)?;
+        self.dirty_marked.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// After the data of every active member is durable and equal: marks them Clean, so that a
+    /// crash before the next write needs no resync.
+    pub(crate) fn mark_clean(&self) -> Result<()> {
+        self.sync_members()?;
+        let mut meta = self.meta.lock();
+        meta.on_disk = MetaState::Clean;
+        self.dirty_marked.store(false, Ordering::Release);
+        for role in self.active_roles() {
+            self.write_member_meta(&mut meta, role, MetaState::Clean)?;
+        }
+        self.any_active(&meta)
+    }
+
+    /// A clean shutdown: syncs both members and marks the pair clean, so that the next open
+    /// copies nothing. Dropping the pair without `close` is a crash as far as the disks know.
+    pub fn close(self) -> Result<()> {
+        let result = self.mark_clean();
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        result
+    }
+
+    // ---- the data path ----
+
+    fn check_data_addr(&self, addr: Addr) -> Result<Addr> {
+        if addr >= self.data_size_blocks {
+            return Err(DiskError::OutOfRange { addr, size_blocks: self.data_size_blocks }.into());
+        }
+        Ok(addr + RESERVED_BLOCKS)
+    }
+
+    /// Handles a member's error on the data path: a crash stops everything, anything else fails
+    /// the member (bumping the survivor). `Ok` means the pair goes on without it.
+    fn absorb(&self, role: Role, error: DiskError) -> Result<()> {
+        match classify(&error) {
+            Fault::Crash => Err(error.into()),
+            Fault::BadBlock | Fault::Member => self.fail_replica(role, &error),
+        }
+    }
+
+    pub(crate) fn write_pair(&self, addr: Addr, block: &Block) -> Result<()> {
+        let phys = self.check_data_addr(addr)?;
+        self.ensure_dirty()?;
+        let _stripe = self.stripe(addr);
+        // Statuses are read under the stripe lock: a rebuild installs its target before it copies
+        // this address under the same lock, so a write either reaches the target or precedes the copy.
+        for role in [Role::D1, Role::D2] {
+            if !self.replica_status(role).is_written() {
+                continue;
+            }
+            if let Err(error) = self.on_member(role, |disk| disk.write(phys, block)) {
+                self.absorb(role, error)?;
+            }
+        }
+        if self.active_roles().is_empty() {
+            return Err(self.all_failed(&self.meta.lock()));
+        }
+        #[cfg(debug_assertions)]
+        self.check_write_rep(addr, phys);
+        Ok(())
+    }
+
+    /// Rep invariant of a write: while both members are active, both hold the same value at
+    /// `addr` (read back from both; an error here is left for the next operation to handle).
+    #[cfg(debug_assertions)]
+    fn check_write_rep(&self, addr: Addr, phys: Addr) {
+        if self.active_roles().len() < 2 {
+            return;
+        }
+        let d1 = self.on_member(Role::D1, |disk| disk.read(phys));
+        let d2 = self.on_member(Role::D2, |disk| disk.read(phys));
+        if let (Ok(v1), Ok(v2)) = (d1, d2) {
+            assert!(
+                v1 == v2,
+                "replicated: after a write, data block {addr} differs: d1 {:016x}, d2 {:016x}",
+                v1.fingerprint(),
+                v2.fingerprint()
+            );
+        }
+    }
+
+    pub(crate) fn read_pair(&self, addr: Addr) -> Result<Block> {
+        let phys = self.check_data_addr(addr)?;
+        let _stripe = self.stripe(addr);
+        let mut bad_block_on: Option<Role> = None;
+        for role in [Role::D1, Role::D2] {
+            if self.replica_status(role) != ReplicaStatus::Active {
+                continue;
+            }
+            let error = match self.on_member(role, |disk| disk.read(phys)) {
+                Ok(block) => {
+                    if let Some(bad) = bad_block_on {
+                        self.repair(bad, addr, phys, &block)?;
+                    }
+                    return Ok(block);
+                }
+                Err(error) => error,
+            };
+            match classify(&error) {
+                Fault::Crash => return Err(error.into()),
+                Fault::BadBlock => bad_block_on = Some(role),
+                Fault::Member => self.fail_replica(role, &error)?,
+            }
+        }
+        if bad_block_on.is_some() {
+            // Unreadable on every member still alive: this block is lost, the pair is not.
+            return Err(DiskError::ReadError { addr }.into());
+        }
+        Err(self.all_failed(&self.meta.lock()))
+    }
+
+    /// Self-healing: writes the good value back where a read hit a bad block (a write remaps a
+    /// bad sector). Called under the address's stripe lock.
+    fn repair(&self, role: Role, addr: Addr, phys: Addr, good: &Block) -> Result<()> {
+        self.ensure_dirty()?;
+        if self.replica_status(role) != ReplicaStatus::Active {
+            return Ok(());
+        }
+        tracing::info!(replica = %role, addr, "repairing a bad block from the other replica");
+        match self.on_member(role, |disk| disk.write(phys, good)) {
+            Ok(()) => Ok(()),
+            Err(error) => self.absorb(role, error),
+        }
+    }
+
+    /// Syncs every member that receives writes, concurrently, so that the pair's flush costs one
+    /// flush. A member whose sync fails is failed (its cache may have lost writes) and the
+    /// survivor's bump is durable before this returns `Ok`.
+    pub(crate) fn sync_members(&self) -> Result<()> {
+        let roles: Vec<Role> = [Role::D1, Role::D2].into_iter().filter(|role| self.replica_status(*role).is_written()).collect();
+        let results: Vec<(Role, txdisk_disk::Result<()>)> = match roles.as_slice() {
+            [] => return Err(self.all_failed(&self.meta.lock())),
+            [one] => vec![(*one, self.on_member(*one, |disk| disk.sync()))],
+            [first, second, ..] => std::thread::scope(|scope| {
+                let other = scope.spawn(|| self.on_member(*second, |disk| disk.sync()));
+                let mine = self.on_member(*first, |disk| disk.sync());
+                // A panic in the other thread is a broken invariant below: pass it on as is.
+                let theirs = other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                vec![(*first, mine), (*second, theirs)]
+            }),
+        };
+        if results.iter().any(|(_, result)| matches!(result, Err(DiskError::Crashed))) {
+            return Err(DiskError::Crashed.into());
+        }
+        for (role, result) in results {
+            if let Err(error) = result {
+                self.fail_replica(role, &error)?;
+            }
+        }
+        let meta = self.meta.lock();
+        self.any_active(&meta)
+    }
+
+    /// Reads data block `addr` of one member directly, without fallback or repair (for
+    /// inspection and the crash invariant).
+    pub fn read_replica(&self, role: Role, addr: Addr) -> Result<Block> {
+        let phys = self.check_data_addr(addr)?;
+        Ok(self.on_member(role, |disk| disk.read(phys))?)
+    }
+
+    /// The rep invariant: the members' own first, then the pair's bookkeeping.
+    pub fn check_rep(&self) {
+        for member in &self.members {
+            if let Some(disk) = &*member.disk.read() {
+                disk.check_rep();
+            }
+        }
+        let meta = self.meta.lock();
+        assert!(meta.events >= 1, "replicated: event counter {} below 1", meta.events);
+        assert_eq!(self.stripes.len(), LOCK_STRIPES, "replicated: stripe count");
+        if self.dirty_marked.load(Ordering::Acquire) {
+            assert_eq!(meta.on_disk, MetaState::Dirty, "replicated: dirty mark set, metadata says {:?}", meta.on_disk);
+        }
+        assert_ne!(meta.on_disk, MetaState::Rebuilding, "replicated: the pair state is never Rebuilding");
+        for role in [Role::D1, Role::D2] {
+            let status = self.replica_status(role);
+            let has_disk = self.members[role.index()].disk.read().is_some();
+            if status.is_written() {
+                assert!(has_disk, "replicated: {role} is {status:?} without a disk");
+            }
+            if status == ReplicaStatus::Failed {
+                assert!(meta.failure[role.index()].is_some() || !has_disk, "replicated: {role} failed without a recorded cause");
+            }
+        }
+        let rebuilding = [Role::D1, Role::D2].into_iter().filter(|r| self.replica_status(*r) == ReplicaStatus::Rebuilding).count();
+        assert!(rebuilding <= 1, "replicated: both members rebuilding");
+    }
+}
+
+impl<D: Disk> Disk for ReplicatedDisk<D> {
+    fn size_blocks(&self) -> u64 {
+        self.data_size_blocks
+    }
+
+    fn read(&self, addr: Addr) -> txdisk_disk::Result<Block> {
+        let result = self.read_pair(addr).map_err(DiskError::from);
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        result
+    }
+
+    fn write(&self, addr: Addr, block: &Block) -> txdisk_disk::Result<()> {
+        let result = self.write_pair(addr, block).map_err(DiskError::from);
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        result
+    }
+
+    fn sync(&self) -> txdisk_disk::Result<()> {
+        let result = self.sync_members().map_err(DiskError::from);
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        result
+    }
+
+    fn check_rep(&self) {
+        ReplicatedDisk::check_rep(self);
+    }
+}

@@ -1,0 +1,264 @@
+//! Making the replicas equal again: `recover` (resync d1 → d2 after a crash) and `rebuild`
+//! (copy the current replica onto a replacement). Both run online, one address at a time under
+//! that address's stripe lock, so they never race with a write to the same address.
+
+use crate::error::{ReplicatedError, Result};
+use crate::meta::{read_meta, write_both_slots, Found, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
+use crate::pair::{ReplicaStatus, ReplicatedDisk};
+use txdisk_disk::{Addr, Disk, DiskError};
+
+/// How often (in blocks) a copy reports progress.
+pub const PROGRESS_INTERVAL_BLOCKS: u64 = 4096;
+
+/// Which copy is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// After a crash: d1 → d2 where they differ.
+    Resync,
+    /// Onto a replacement (or a stale replica): the current replica → it.
+    Rebuild,
+}
+
+/// Progress of a copy, reported every [`PROGRESS_INTERVAL_BLOCKS`] and at the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: Phase,
+    pub done_blocks: u64,
+    pub total_blocks: u64,
+}
+
+/// What a copy did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Data blocks compared.
+    pub scanned_blocks: u64,
+    /// Data blocks written to the target because they differed.
+    pub copied_blocks: u64,
+}
+
+enum Step {
+    Same,
+    Copied,
+    /// The source or the target left the pair: stop copying.
+    Stop,
+}
+
+impl<D: Disk> ReplicatedDisk<D> {
+    /// Makes the replicas equal: compares d1 and d2 at every address and copies d1's value over
+    /// d2's where they differ (both being active, both are current, and d1 is the preferred
+    /// source). A bad block on d1 is repaired from d2. Safe to run while the pair is in use, and
+    /// to interrupt by a crash and run again. If d1 fails during the copy, d2 — every block of
+    /// which holds either its own value or d1's — stands alone; if d2 fails, d1 does.
+    pub fn recover(&self, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport> {
+        let both = self.replica_status(Role::D1) == ReplicaStatus::Active
+            && self.replica_status(Role::D2) == ReplicaStatus::Active;
+        if !both {
+            return Ok(CopyReport::default());
+        }
+        self.ensure_dirty()?;
+        let report = self.copy_all(Role::D1, Role::D2, Phase::Resync, progress)?;
+        self.sync_members()?;
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        Ok(report)
+    }
+
+    /// Replaces the failed or missing replica by `new_disk` and copies the current replica onto
+    /// it, while the pair stays in use. Until the copy is durable on `new_disk`, its metadata
+    /// says Rebuilding, so an interrupted rebuild never leaves a replica that could be taken for
+    /// a current one. Whatever `new_disk` held is overwritten.
+    pub fn rebuild(&self, new_disk: D, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport> {
+        let target = self.install(new_disk)?;
+        let result = self.rebuild_member(target, progress);
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        result
+    }
+
+    fn install(&self, new_disk: D) -> Result<Role> {
+        let meta = self.meta.lock();
+        let target = [Role::D1, Role::D2]
+            .into_iter()
+            .find(|role| !self.replica_status(*role).is_written())
+            .ok_or(ReplicatedError::NotDegraded)?;
+        if self.replica_status(target.other()) != ReplicaStatus::Active {
+            return Err(self.all_failed(&meta));
+        }
+        let needed_blocks = self.data_size_blocks + RESERVED_BLOCKS;
+        if new_disk.size_blocks() < needed_blocks {
+            return Err(ReplicatedError::TooSmall { replica: target, size_blocks: new_disk.size_blocks(), needed_blocks });
+        }
+        *self.members[target.index()].disk.write() = Some(new_disk);
+        self.set_status(target, ReplicaStatus::Failed);
+        Ok(target)
+    }
+
+    /// Rebuilds `target`, whose disk is in place (status Failed or Missing), from the other.
+    pub(crate) fn rebuild_member(&self, target: Role, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport> {
+        self.start_rebuild(target)?;
+        let report = match self.copy_all(target.other(), target, Phase::Rebuild, progress) {
+            Ok(report) => report,
+            Err(error) => {
+                self.abandon_rebuild(target, &error);
+                return Err(error);
+            }
+        };
+        // The copy must be durable on the target before its metadata may call it current.
+        if self.replica_status(target) == ReplicaStatus::Rebuilding {
+            if let Err(error) = self.on_member(target, |disk| disk.sync()) {
+                if matches!(error, DiskError::Crashed) {
+                    return Err(error.into());
+                }
+                self.fail_replica(target, &error)?;
+            }
+        }
+        self.finish_rebuild(target)?;
+        Ok(report)
+    }
+
+    /// Writes Rebuilding (events 0) to both slots of the target, then lets it receive writes.
+    fn start_rebuild(&self, target: Role) -> Result<()> {
+        let mut meta = self.meta.lock();
+        if self.replica_status(target.other()) != ReplicaStatus::Active {
+            return Err(self.all_failed(&meta));
+        }
+        // Start above whatever sequence the disk carries, so that a crash between the two slot
+        // writes leaves Rebuilding as the newest slot, never the old contents.
+        let found_seq = match self.on_member(target, |disk| Ok(read_meta(disk, target))) {
+            Ok(Ok(Found::Meta(old))) => old.seq,
+            _ => 0,
+        };
+        let marker = ReplicaMeta {
+            pair_id: self.pair_id,
+            role: target,
+            state: MetaState::Rebuilding,
+            peer_failed: false,
+            seq: found_seq.max(meta.seq[target.index()]) + 1,
+            events: 0,
+            data_size_blocks: self.data_size_blocks,
+        };
+        match self.on_member(target, |disk| write_both_slots(disk, &marker)) {
+            Ok(written) => meta.seq[target.index()] = written.seq,
+            Err(DiskError::Crashed) => return Err(DiskError::Crashed.into()),
+            Err(error) => {
+                meta.failure[target.index()] = Some(error.to_string());
+                return Err(ReplicatedError::RebuildAborted { replica: target, reason: error.to_string() });
+            }
+        }
+        self.set_status(target, ReplicaStatus::Rebuilding);
+        Ok(())
+    }
+
+    fn abandon_rebuild(&self, target: Role, error: &ReplicatedError) {
+        let mut meta = self.meta.lock();
+        if self.replica_status(target) == ReplicaStatus::Rebuilding {
+            // No bump needed: the target's metadata says Rebuilding and is never a source.
+            meta.failure[target.index()] = Some(error.to_string());
+            self.set_status(target, ReplicaStatus::Failed);
+        }
+    }
+
+    /// The target's copy is durable: its metadata now takes the pair's events and state.
+    fn finish_rebuild(&self, target: Role) -> Result<()> {
+        let mut meta = self.meta.lock();
+        let aborted = |meta: &crate::pair::PairMeta| ReplicatedError::RebuildAborted {
+            replica: target,
+            reason: meta.failure[target.index()].clone().unwrap_or_else(|| "the target left the pair".into()),
+        };
+        if self.replica_status(target) != ReplicaStatus::Rebuilding {
+            return Err(aborted(&meta));
+        }
+        let state = meta.on_disk;
+        self.write_member_meta(&mut meta, target, state)?;
+        if self.replica_status(target) != ReplicaStatus::Rebuilding {
+            return Err(aborted(&meta));
+        }
+        self.set_status(target, ReplicaStatus::Active);
+        // Diagnostic only: the source no longer runs without its peer.
+        self.write_member_meta(&mut meta, target.other(), state)?;
+        tracing::info!(replica = %target, "rebuild complete");
+        Ok(())
+    }
+
+    /// Copies `source` → `target` where they differ, address by address.
+    pub(crate) fn copy_all(&self, source: Role, target: Role, phase: Phase, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport> {
+        let total_blocks = self.data_size_blocks;
+        let mut report = CopyReport::default();
+        for addr in 0..total_blocks {
+            let step = {
+                let _stripe = self.stripe(addr);
+                self.copy_one(source, target, addr)?
+            };
+            match step {
+                Step::Same => {}
+                Step::Copied => report.copied_blocks += 1,
+                Step::Stop => break,
+            }
+            report.scanned_blocks += 1;
+            if report.scanned_blocks % PROGRESS_INTERVAL_BLOCKS == 0 {
+                progress(Progress { phase, done_blocks: report.scanned_blocks, total_blocks });
+            }
+        }
+        progress(Progress { phase, done_blocks: report.scanned_blocks, total_blocks });
+        Ok(report)
+    }
+
+    /// One address of a copy; called under its stripe lock.
+    fn copy_one(&self, source: Role, target: Role, addr: Addr) -> Result<Step> {
+        if self.replica_status(source) != ReplicaStatus::Active || !self.replica_status(target).is_written() {
+            return Ok(Step::Stop);
+        }
+        let phys = addr + RESERVED_BLOCKS;
+        let value = match self.on_member(source, |disk| disk.read(phys)) {
+            Ok(value) => value,
+            Err(DiskError::Crashed) => return Err(DiskError::Crashed.into()),
+            Err(error @ DiskError::ReadError { .. }) => return self.source_bad_block(source, target, addr, error),
+            Err(error) => {
+                self.fail_replica(source, &error)?;
+                return Ok(Step::Stop);
+            }
+        };
+        match self.on_member(target, |disk| disk.read(phys)) {
+            Ok(current) if current == value => return Ok(Step::Same),
+            Err(DiskError::Crashed) => return Err(DiskError::Crashed.into()),
+            // A differing value, a bad block or a failed target: the write below decides.
+            _ => {}
+        }
+        match self.on_member(target, |disk| disk.write(phys, &value)) {
+            Ok(()) => Ok(Step::Copied),
+            Err(DiskError::Crashed) => Err(DiskError::Crashed.into()),
+            Err(error) => {
+                self.fail_replica(target, &error)?;
+                Ok(Step::Stop)
+            }
+        }
+    }
+
+    /// The source cannot read `addr`. A current target still holds a value written there: keep
+    /// it and repair the source from it. A target being rebuilt holds nothing current: the
+    /// rebuild cannot complete.
+    fn source_bad_block(&self, source: Role, target: Role, addr: Addr, error: DiskError) -> Result<Step> {
+        if self.replica_status(target) != ReplicaStatus::Active {
+            return Err(ReplicatedError::Disk(error));
+        }
+        let phys = addr + RESERVED_BLOCKS;
+        let good = match self.on_member(target, |disk| disk.read(phys)) {
+            Ok(good) => good,
+            Err(DiskError::Crashed) => return Err(DiskError::Crashed.into()),
+            // Unreadable on both: the block is lost, the copy goes on.
+            Err(DiskError::ReadError { .. }) => return Ok(Step::Same),
+            Err(other) => {
+                self.fail_replica(target, &other)?;
+                return Ok(Step::Stop);
+            }
+        };
+        match self.on_member(source, |disk| disk.write(phys, &good)) {
+            Ok(()) => Ok(Step::Copied),
+            Err(DiskError::Crashed) => Err(DiskError::Crashed.into()),
+            Err(other) => {
+                self.fail_replica(source, &other)?;
+                Ok(Step::Stop)
+            }
+        }
+    }
+}
