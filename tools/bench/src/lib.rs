@@ -1,0 +1,49 @@
+//! # txdisk-bench: durable-write benchmarks that hold on a noisy machine
+//!
+//! Every system — the raw-device **floor**, txdisk (a single image and a replicated pair) and
+//! its **peers** SQLite and redb — does the same logical work (transactions over 4 KiB blocks
+//! at addresses `0..disk_blocks`) in one run, on the same file system, interleaved round by
+//! round, so that each figure is best read as a ratio to the floor or to a peer.
+//!
+//! * [`SystemFactory`] / [`System`]: what a benchmarked system implements (create and open in a
+//!   directory; durable and deferred-durability transactions, flush, reads, recovery).
+//! * [`FloorFactory`], [`SqliteFactory`], [`RedbFactory`]: the floor and the peers.
+//! * [`run`] with a [`BenchConfig`] (`quick` or `full`) gives a [`Report`]: a table
+//!   ([`Report::table`]) and one JSON object ([`Report::to_json`]) whose `results` entries are
+//!   `{system, workload, ops_per_s, mb_per_s, p50_us, p99_us, peak_rss_bytes}`.
+//!
+//! Workloads are named as in the JSON ([`Workload::name`]); a system leaves out what it cannot
+//! do ([`SystemFactory::supports`]). The runner checks every read against what was written, so a
+//! fast wrong answer is an error, not a figure.
+
+mod error;
+mod floor;
+pub mod histogram;
+pub mod probe;
+mod redb_store;
+pub mod report;
+mod runner;
+mod sqlite;
+mod system;
+mod workload;
+
+pub use error::{BenchError, Result};
+pub use floor::FloorFactory;
+pub use histogram::LatencyHistogram;
+pub use probe::Machine;
+pub use redb_store::RedbFactory;
+pub use report::{median_of_rounds, Measurement, Report, RssMode};
+pub use runner::{run, BenchConfig};
+pub use sqlite::SqliteFactory;
+pub use system::{RecoveryRun, System, SystemFactory};
+pub use workload::{Geometry, ReadKind, RecoveryKind, Workload, WorkloadKind};
+
+/// The floor and the peers, in the order the table shows them. The txdisk systems are added by
+/// the program that links the logical disk (they live above this crate).
+pub fn baseline_systems() -> Vec<Box<dyn SystemFactory>> {
+    vec![
+        Box::new(FloorFactory),
+        Box::new(SqliteFactory),
+        Box::new(RedbFactory),
+    ]
+}

@@ -1,0 +1,157 @@
+//! What the process costs and where it runs: peak RSS (VmHWM) with its reset, CPU time, and a
+//! description of the machine and file system, from /proc and libc (Linux).
+
+use std::path::Path;
+use std::time::Duration;
+
+/// Resets the kernel's peak-RSS mark (VmHWM) to the current RSS by writing "5" to
+/// /proc/self/clear_refs. False when the kernel or the sandbox does not allow it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Returns freed heap memory to the kernel (glibc keeps it otherwise, and the RSS of a cell
+/// would include what earlier cells freed).
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator; no pointer is involved.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The process's peak resident set (VmHWM) in bytes, if /proc says.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_kib(&status, "VmHWM:").map(|kib| kib * 1024)
+}
+
+/// The value in KiB of a `Key:   123 kB` line of /proc/<pid>/status or /proc/meminfo.
+pub fn status_kib(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|line| line.starts_with(key))?;
+    let mut fields = line[key.len()..].split_whitespace();
+    let value = fields.next()?.parse().ok()?;
+    match fields.next() {
+        Some("kB") => Some(value),
+        _ => None,
+    }
+}
+
+/// User plus system CPU time of the whole process (every thread) so far.
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes only into the struct we pass; a zeroed rusage is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer cannot fail.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    let micros = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// The machine a run happened on, for the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    pub cpu_model: String,
+    pub cores: usize,
+    pub mem_total_bytes: u64,
+    pub kernel: String,
+    /// File system type of the bench directory (`ext4`, `xfs`, `tmpfs`, ...).
+    pub fs_type: String,
+}
+
+impl Machine {
+    pub fn describe(dir: &Path) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|line| line.starts_with("model name"))
+            .and_then(|line| line.split(':').nth(1))
+            .map_or_else(|| "unknown".to_string(), |model| model.trim().to_string());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Machine {
+            cpu_model,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            mem_total_bytes: status_kib(&meminfo, "MemTotal:").unwrap_or(0) * 1024,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string()),
+            fs_type: fs_type(dir),
+        }
+    }
+}
+
+/// The file system type holding `dir`, from statfs's magic number.
+pub fn fs_type(dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return "unknown".to_string();
+    };
+    // SAFETY: statfs writes only into the struct we pass; a zeroed statfs is a valid value.
+    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string and `stats` a valid out-pointer.
+    if unsafe { libc::statfs(path.as_ptr(), &mut stats) } != 0 {
+        return "unknown".to_string();
+    }
+    fs_name(stats.f_type as u64).to_string()
+}
+
+/// Names of the file-system magic numbers of linux/magic.h that a bench is likely to meet.
+pub fn fs_name(magic: u64) -> &'static str {
+    match magic {
+        0xEF53 => "ext4",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x2FC1_2FC1 => "zfs",
+        0xF2F5_2010 => "f2fs",
+        0x0102_1994 => "tmpfs",
+        0x8584_58F6 => "ramfs",
+        0x794C_7630 => "overlayfs",
+        0x6969 => "nfs",
+        0x6573_5546 => "fuse",
+        _ => "unknown",
+    }
+}
+
+/// File systems whose "durable" writes never reach a disk: a bench there measures memory.
+pub fn is_memory_fs(fs_type: &str) -> bool {
+    matches!(fs_type, "tmpfs" | "ramfs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_parse_in_kib() {
+        let status = "Name:\tbench\nVmPeak:\t  3060 kB\nVmHWM:\t    1684 kB\nThreads:\t1\n";
+        assert_eq!(status_kib(status, "VmHWM:"), Some(1684));
+        assert_eq!(status_kib(status, "VmPeak:"), Some(3060));
+        assert_eq!(status_kib(status, "VmRSS:"), None);
+        assert_eq!(
+            status_kib(status, "Threads:"),
+            None,
+            "a line without kB is not a size"
+        );
+    }
+
+    #[test]
+    fn this_process_has_a_peak_rss_and_cpu_time() {
+        let peak = peak_rss_bytes().expect("Linux /proc/self/status has VmHWM");
+        assert!(peak > 0);
+        let before = cpu_time();
+        let mut spin = 0u64;
+        for i in 0..20_000_000u64 {
+            spin = spin.wrapping_add(i ^ (spin >> 3));
+        }
+        std::hint::black_box(spin);
+        assert!(cpu_time() > before, "CPU time must grow while spinning");
+    }
+
+    #[test]
+    fn memory_file_systems_are_recognised() {
+        assert_eq!(fs_name(0x0102_1994), "tmpfs");
+        assert!(is_memory_fs("tmpfs"));
+        assert!(!is_memory_fs(fs_name(0xEF53)));
+    }
+}
