@@ -1,0 +1,60 @@
+//! # txdisk-fs: a small POSIX-like file system on the transactional logical disk
+//!
+//! The example user of the txdisk stack: an ext2-shaped file system (superblock, inode and
+//! block bitmaps, an inode table, linear directories, files with ten direct blocks, one
+//! indirect and one double-indirect block — up to just over 1 GiB) in which **every operation
+//! is one transaction** of the store below, so a crash leaves each operation all or nothing
+//! and the file system never needs an fsck-style repair.
+//!
+//! It runs on any [`TxStore`]: the logical disk (`txdisk-logical`) in production, [`MemStore`]
+//! in tests. The byte layout is in `FORMAT.md` beside this crate and in [`format`].
+//!
+//! **Operations** ([`Fs`]), inode-based like a kernel VFS: `mkfs`, `open`, `lookup`, `create`,
+//! `mkdir`, `link`, `read`, `write` (any offset and length, holes read as zeros), `truncate`,
+//! `unlink`, `rmdir`, `rename` (across directories, replacing as POSIX does), `readdir`,
+//! `stat`, `fsync`, plus `resolve` for slash-separated paths. Errors are [`FsError`] values
+//! with the errno a POSIX program expects ([`FsError::errno`]).
+//!
+//! **Atomicity and durability.** Each operation commits with `commit_nosync`: atomic at once,
+//! durable at the next [`Fs::fsync`] (which flushes the store), in operation order — so after a
+//! crash the file system is in the state after some prefix of the completed operations that
+//! includes every one before the last successful `fsync`. [`FsOptions::sync_every_op`] makes
+//! each operation durable on return instead. The exception is a **write larger than one
+//! transaction can carry** ([`Fs::write_chunk_bytes`], derived from the store's
+//! `max_tx_blocks`): it is split at chunk boundaries into several transactions, each atomic and
+//! each leaving a consistent file system with the file size covering the chunks written, so a
+//! crash may keep a prefix of the chunks — the guarantee ext4 gives with `data=ordered`.
+//!
+//! **Concurrency.** Operations are serialised by one lock per file system; the store's
+//! serializability is a second line of defence for a store shared with other users: a
+//! conflict error from a commit retries the whole operation (at most [`MAX_ATTEMPTS`] times,
+//! then [`FsError::Busy`]).
+//!
+//! **Limits, all from the geometry.** Every loop over disk contents is bounded: bitmap scans by
+//! the region sizes, directory scans by the directory's size (itself at most the largest file),
+//! block-map walks by the pointer tables, parent-chain walks by the inode count. Names are at
+//! most [`format::NAME_MAX`] (112) bytes. A store whose transactions cannot hold the largest
+//! non-write operation (about 17 blocks plus every block-bitmap block, for freeing a large
+//! file in one go) is refused with [`FsError::TxTooSmall`].
+//!
+//! **Invariants.** [`check_invariants`] is the crash invariant: it walks the tree and checks
+//! the bitmaps, link counts, directory entries and sizes (see [`check`]). `Fs::check_rep` runs
+//! after every mutating operation in debug builds, and runs the whole check too with the
+//! `expensive-checks` feature.
+//!
+//! **Not supported (yet):** open-but-unlinked files (an unlinked file is freed at once),
+//! timestamps, permissions and ownership, symbolic links.
+
+pub mod check;
+mod dir;
+mod error;
+pub mod format;
+mod fs;
+pub mod store;
+mod txn;
+
+pub use check::{check_invariants, FsckReport, Violation};
+pub use error::{errno, FsError, Result};
+pub use format::{Ino, Kind, ROOT_INO};
+pub use fs::{DirEntry, Fs, FsOptions, MkfsOptions, Stat, MAX_ATTEMPTS};
+pub use store::{MemStore, StoreError, TxHandle, TxStore};

@@ -1,0 +1,142 @@
+//! Model test: random operation sequences (quickcheck) run on the file system over a MemStore
+//! and on an in-memory tree must give the same results, the same final tree, and a file
+//! system that passes the invariant checker. A small transaction limit makes large writes
+//! split into chunks.
+
+mod common;
+
+use common::{dump, run_fs_errno, Model, Op, Path};
+use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
+use txdisk_fs::{check_invariants, Fs, MemStore, MkfsOptions};
+
+#[derive(Clone, Debug)]
+struct Ops(Vec<Op>);
+
+fn path(g: &mut Gen, min_len: usize) -> Path {
+    let len = min_len + usize::from(u8::arbitrary(g)) % (4 - min_len);
+    (0..len).map(|_| u8::arbitrary(g) % 3).collect()
+}
+
+fn offset(g: &mut Gen) -> u64 {
+    let base = *g
+        .choose(&[
+            0u64,
+            1,
+            4095,
+            4096,
+            10 * 4096 - 3,
+            522 * 4096 + 5,
+            3 * 4096 + 100,
+        ])
+        .unwrap_or(&0);
+    base + u64::from(u16::arbitrary(g) % 512)
+}
+
+fn length(g: &mut Gen) -> u32 {
+    match u8::arbitrary(g) % 8 {
+        0 => 0,
+        1 => 80_000 + u32::from(u16::arbitrary(g)),
+        2 => 4096,
+        _ => u32::from(u16::arbitrary(g) % 9000),
+    }
+}
+
+impl Arbitrary for Op {
+    fn arbitrary(g: &mut Gen) -> Op {
+        match u8::arbitrary(g) % 13 {
+            0 | 1 => Op::Create(path(g, 1)),
+            2 | 3 => Op::Mkdir(path(g, 1)),
+            4 | 5 => Op::Write {
+                path: path(g, 1),
+                offset: offset(g),
+                len: length(g),
+                seed: u8::arbitrary(g),
+            },
+            6 => Op::Read {
+                path: path(g, 1),
+                offset: offset(g),
+                len: length(g),
+            },
+            7 => Op::Truncate(path(g, 1), offset(g)),
+            8 => Op::Unlink(path(g, 1)),
+            9 => Op::Rmdir(path(g, 1)),
+            10 => Op::Rename(path(g, 1), path(g, 1)),
+            11 => Op::Readdir(path(g, 0)),
+            _ => Op::Stat(path(g, 0)),
+        }
+    }
+}
+
+impl Arbitrary for Ops {
+    fn arbitrary(g: &mut Gen) -> Ops {
+        let len = usize::from(u8::arbitrary(g)) % 40;
+        Ops((0..len).map(|_| Op::arbitrary(g)).collect())
+    }
+
+    fn shrink(&self) -> Box<dyn Iterator<Item = Ops>> {
+        Box::new(self.0.shrink().map(Ops))
+    }
+}
+
+fn same_as_model(ops: Ops) -> TestResult {
+    // 24 blocks per transaction: writes past 18 blocks (72 KiB) are split into chunks.
+    let store = MemStore::new(2048, 24);
+    let fs = match Fs::mkfs(
+        store,
+        &MkfsOptions {
+            inode_count: Some(128),
+        },
+    ) {
+        Ok(fs) => fs,
+        Err(error) => return TestResult::error(format!("mkfs: {error}")),
+    };
+    let mut model = Model::default();
+    for (step, op) in ops.0.iter().enumerate() {
+        let expected = model.apply(op);
+        let found = run_fs_errno(&fs, op);
+        if expected != found {
+            return TestResult::error(format!(
+                "step {step} {op:?}: model {expected:?}, file system {found:?}"
+            ));
+        }
+    }
+    if let Err(violation) = check_invariants(fs.store()) {
+        return TestResult::error(format!("invariant: {violation}"));
+    }
+    match dump(&fs) {
+        Ok(tree) if tree == model.root => TestResult::passed(),
+        Ok(tree) => TestResult::error(format!("final tree differs: {tree:?} vs {:?}", model.root)),
+        Err(error) => TestResult::error(format!("dump: {error}")),
+    }
+}
+
+#[test]
+fn operations_match_the_in_memory_model() {
+    QuickCheck::new()
+        .tests(300)
+        .quickcheck(same_as_model as fn(Ops) -> TestResult);
+}
+
+#[test]
+fn a_known_sequence_matches_the_model() {
+    let ops = vec![
+        Op::Mkdir(vec![0]),
+        Op::Mkdir(vec![0, 1]),
+        Op::Create(vec![0, 1, 2]),
+        Op::Write {
+            path: vec![0, 1, 2],
+            offset: 522 * 4096 + 5,
+            len: 100_000,
+            seed: 7,
+        },
+        Op::Rename(vec![0], vec![0, 1, 0]),
+        Op::Rename(vec![0, 1], vec![1]),
+        Op::Truncate(vec![1, 2], 4097),
+        Op::Rmdir(vec![1]),
+        Op::Unlink(vec![1, 2]),
+        Op::Rmdir(vec![0]),
+        Op::Stat(vec![]),
+    ];
+    let result = same_as_model(Ops(ops));
+    assert!(!result.is_failure(), "{result:?}");
+}
