@@ -1,0 +1,36 @@
+//! Deliberately wrong variants of the log, for proving that crash tests and the fuzzer catch
+//! real bugs. Compiled only with the `deliberate-bugs` feature; the switch is per thread, so
+//! only the (single-threaded) run that sets it is affected.
+
+use std::cell::Cell;
+
+/// A known-wrong change to the log's crash protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bug {
+    /// A durable commit returns without syncing the log records it wrote.
+    CommitWithoutFlush,
+    /// Recovery replays a record whose checksum does not match.
+    ReplayWithoutChecksum,
+    /// Installation writes the new header before the home blocks are durable.
+    HeaderBeforeInstallDurable,
+    /// Recovery keeps the sequence number instead of jumping past stale records.
+    NoSequenceJump,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 4] =
+        [Bug::CommitWithoutFlush, Bug::ReplayWithoutChecksum, Bug::HeaderBeforeInstallDurable, Bug::NoSequenceJump];
+}
+
+thread_local! {
+    static ACTIVE: Cell<Option<Bug>> = const { Cell::new(None) };
+}
+
+/// Turns a bug on (or all off with `None`) for this thread.
+pub fn set(bug: Option<Bug>) {
+    ACTIVE.with(|active| active.set(bug));
+}
+
+pub(crate) fn active(bug: Bug) -> bool {
+    ACTIVE.with(|active| active.get() == Some(bug))
+}

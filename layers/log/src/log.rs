@@ -1,0 +1,581 @@
+//! The running log: transactions, group commit, installation, reads.
+
+use crate::error::{LogError, Result};
+use crate::format::{encode_record, record_len_blocks, Header, Superblock};
+use crate::recovery::{log_recover, RecoveryReport};
+use crate::scan::read_superblock;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use txdisk_disk::{Addr, Block, Disk};
+
+/// How a log runs.
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// Install committed transactions from a background thread. Off: installation happens only
+    /// when the log is full or on [`Log::install`], so one seed always gives one run.
+    pub background_installer: bool,
+    /// The background installer starts when the log is at least this full (percent).
+    pub install_threshold_pct: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions { background_installer: true, install_threshold_pct: 50 }
+    }
+}
+
+/// Counters, for the bench and the tests that observe group commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Non-empty transactions committed (durable or deferred).
+    pub commits: u64,
+    /// Log flushes: one write of a group of records and one `sync`.
+    pub flushes: u64,
+    pub records_written: u64,
+    /// Installations (checkpoints) and the home blocks they wrote.
+    pub installs: u64,
+    pub blocks_installed: u64,
+}
+
+/// A committed record that is still in the log (not yet installed).
+#[derive(Debug)]
+pub(crate) struct RecordMeta {
+    pub seq: u64,
+    pub pos: u64,
+    pub len_blocks: u64,
+    pub addrs: Vec<Addr>,
+    pub data: Vec<Arc<Block>>,
+}
+
+impl RecordMeta {
+    fn end_pos(&self) -> u64 {
+        self.pos + self.len_blocks
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub poisoned: Option<String>,
+    pub closed: bool,
+    /// The durable header: the tail it names is where space is reusable from.
+    pub header: Header,
+    pub head_pos: u64,
+    pub next_seq: u64,
+    pub durable_seq: u64,
+    /// A flusher is writing records; others wait for it rather than flush alongside.
+    pub flushing: bool,
+    /// Every committed, not yet installed record, in sequence order.
+    pub records: VecDeque<Arc<RecordMeta>>,
+    /// How many records at the back of `records` no flusher has taken yet.
+    pub unwritten: usize,
+    /// Newest committed value of every address that has a record in the log.
+    pub logged: HashMap<Addr, (u64, Arc<Block>)>,
+    pub shutdown: bool,
+}
+
+pub(crate) struct Inner {
+    pub disk: Arc<dyn Disk>,
+    pub sb: Superblock,
+    pub options: LogOptions,
+    pub state: Mutex<State>,
+    /// Signalled when a flush ends (durable_seq moved, or the log was poisoned).
+    pub flushed: Condvar,
+    /// Signalled when the installer should look at the log.
+    pub install_wanted: Condvar,
+    pub install_lock: Mutex<()>,
+    pub commits: AtomicU64,
+    pub flushes: AtomicU64,
+    pub records_written: AtomicU64,
+    pub installs: AtomicU64,
+    pub blocks_installed: AtomicU64,
+}
+
+/// A write-ahead log over one disk. See the crate documentation.
+pub struct Log {
+    pub(crate) inner: Arc<Inner>,
+    installer: Mutex<Option<JoinHandle<()>>>,
+    recovery: RecoveryReport,
+}
+
+/// A transaction: buffered writes, applied atomically at commit.
+pub struct Transaction<'a> {
+    log: &'a Log,
+    writes: BTreeMap<Addr, Block>,
+}
+
+impl Transaction<'_> {
+    /// The block as this transaction sees it: its own write, else the committed value.
+    pub fn read(&self, addr: Addr) -> Result<Block> {
+        match self.writes.get(&addr) {
+            Some(block) => Ok(block.clone()),
+            None => self.log.read(addr),
+        }
+    }
+
+    pub fn write(&mut self, addr: Addr, block: &Block) -> Result<()> {
+        self.log.check_data_addr(addr)?;
+        self.writes.insert(addr, block.clone());
+        Ok(())
+    }
+
+    /// Blocks written so far.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// `log_commit`: atomic, and durable when it returns Ok. Returns the sequence number (None
+    /// for an empty transaction, which changes nothing).
+    pub fn commit(self) -> Result<Option<u64>> {
+        let seq = self.log.append(self.writes.into_iter().collect())?;
+        if let Some(seq) = seq {
+            self.log.wait_durable(seq)?;
+        }
+        Ok(seq)
+    }
+
+    /// Atomic now, durable at the next flush, in commit order.
+    pub fn commit_nosync(self) -> Result<Option<u64>> {
+        self.log.append(self.writes.into_iter().collect())
+    }
+
+    /// Drops the writes.
+    pub fn abort(self) {}
+}
+
+impl Log {
+    /// Writes a fresh log on `disk`: superblock and header. The data region is not touched:
+    /// it reads as zeros only if the disk did (a new image file, a new `SimDisk`).
+    pub fn format(disk: &dyn Disk, log_blocks: u64, salt: u64) -> Result<Superblock> {
+        let sb = Superblock::layout(disk.size_blocks(), log_blocks, salt)?;
+        let header = Header { generation: 0, tail_pos: 0, tail_seq: 1 };
+        disk.write(crate::format::SUPERBLOCK_ADDR, &sb.encode())?;
+        disk.write(header.slot_addr(), &header.encode(&sb))?;
+        // The other slot may hold a header of an earlier format of this disk; with another
+        // salt it cannot validate, but clear it so the image reads unambiguously.
+        let other = crate::format::HEADER_SLOTS[1];
+        disk.write(other, &Block::zeroed())?;
+        disk.sync()?;
+        Ok(sb)
+    }
+
+    /// Opens the log on `disk`, running [`log_recover`] first.
+    pub fn open(disk: Arc<dyn Disk>, options: LogOptions) -> Result<Log> {
+        let recovery = log_recover(&*disk)?;
+        let sb = read_superblock(&*disk)?;
+        let header = recovery.new_header;
+        let state = State {
+            poisoned: None,
+            closed: false,
+            header,
+            head_pos: header.tail_pos,
+            next_seq: header.tail_seq,
+            durable_seq: header.tail_seq - 1,
+            flushing: false,
+            records: VecDeque::new(),
+            unwritten: 0,
+            logged: HashMap::new(),
+            shutdown: false,
+        };
+        let inner = Arc::new(Inner {
+            disk,
+            sb,
+            options: options.clone(),
+            state: Mutex::new(state),
+            flushed: Condvar::new(),
+            install_wanted: Condvar::new(),
+            install_lock: Mutex::new(()),
+            commits: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            records_written: AtomicU64::new(0),
+            installs: AtomicU64::new(0),
+            blocks_installed: AtomicU64::new(0),
+        });
+        let installer = options.background_installer.then(|| {
+            let inner = Arc::clone(&inner);
+            std::thread::spawn(move || installer_loop(&inner))
+        });
+        let log = Log { inner, installer: Mutex::new(installer), recovery };
+        log.debug_check();
+        Ok(log)
+    }
+
+    /// What recovery did when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.inner.sb
+    }
+
+    /// Blocks in the data region: the address space the log offers.
+    pub fn data_blocks(&self) -> u64 {
+        self.inner.sb.data_blocks
+    }
+
+    /// Most blocks one transaction may write.
+    pub fn max_tx_blocks(&self) -> usize {
+        self.inner.sb.max_tx_blocks()
+    }
+
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.inner.disk
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let i = &self.inner;
+        LogStats {
+            commits: i.commits.load(Ordering::Relaxed),
+            flushes: i.flushes.load(Ordering::Relaxed),
+            records_written: i.records_written.load(Ordering::Relaxed),
+            installs: i.installs.load(Ordering::Relaxed),
+            blocks_installed: i.blocks_installed.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn begin(&self) -> Transaction<'_> {
+        Transaction { log: self, writes: BTreeMap::new() }
+    }
+
+    /// `atomic_two_write`: both blocks or neither, durable on return.
+    pub fn atomic_two_write(&self, a1: Addr, v1: &Block, a2: Addr, v2: &Block) -> Result<()> {
+        let mut tx = self.begin();
+        tx.write(a1, v1)?;
+        tx.write(a2, v2)?;
+        tx.commit().map(|_| ())
+    }
+
+
+    pub(crate) fn check_data_addr(&self, addr: Addr) -> Result<()> {
+        self.inner.check_data_addr(addr)
+    }
+
+    /// The committed value of `addr` (installed or still in the log).
+    pub fn read(&self, addr: Addr) -> Result<Block> {
+        self.inner.read(addr)
+    }
+
+    /// Commits `writes` (distinct addresses) as one record without waiting for durability;
+    /// visible to readers at once. Returns its sequence number, `None` if `writes` is empty.
+    pub fn append(&self, writes: Vec<(Addr, Block)>) -> Result<Option<u64>> {
+        self.inner.append(writes)
+    }
+
+    /// Makes every transaction committed so far durable (one group flush).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// Returns once the record `seq` (and so every record before it) is durable.
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        self.inner.wait_durable(seq)
+    }
+
+    /// Installs every durable record at its home location and moves the tail past them
+    /// (a checkpoint). Returns the number of records installed.
+    pub fn install(&self) -> Result<usize> {
+        self.inner.install()
+    }
+
+    /// Flushes, installs everything and stops the installer: the image is then fully installed
+    /// with an empty log.
+    pub fn close(self) -> Result<()> {
+        self.flush()?;
+        self.install()?;
+        self.stop_installer();
+        self.inner.state.lock().closed = true;
+        Ok(())
+    }
+
+    fn stop_installer(&self) {
+        self.inner.state.lock().shutdown = true;
+        self.inner.install_wanted.notify_all();
+        if let Some(handle) = self.installer.lock().take() {
+            // A panic in the installer is a broken invariant; surface it here.
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+
+    /// Blocks in the log region now in use (committed, not yet installed).
+    pub fn used_log_blocks(&self) -> u64 {
+        let state = self.inner.state.lock();
+        state.head_pos - state.header.tail_pos
+    }
+
+    /// Sequence numbers: (highest committed, highest durable).
+    pub fn seqs(&self) -> (u64, u64) {
+        let state = self.inner.state.lock();
+        (state.next_seq - 1, state.durable_seq)
+    }
+
+    fn debug_check(&self) {
+        #[cfg(debug_assertions)]
+        self.inner.check_rep();
+    }
+
+    /// The rep invariant (see the crate documentation); panics, naming what broke.
+    pub fn check_rep(&self) {
+        self.inner.check_rep();
+    }
+}
+
+impl Inner {
+    pub(crate) fn check_data_addr(&self, addr: Addr) -> Result<()> {
+        let data_blocks = self.sb.data_blocks;
+        if addr >= data_blocks {
+            return Err(LogError::AddressOutOfRange { addr, data_blocks });
+        }
+        Ok(())
+    }
+
+    fn usable(state: &State) -> Result<()> {
+        if let Some(cause) = &state.poisoned {
+            return Err(LogError::Poisoned { cause: cause.clone() });
+        }
+        if state.closed {
+            return Err(LogError::Closed);
+        }
+        Ok(())
+    }
+
+    /// The committed value of `addr` (installed or still in the log).
+    pub fn read(&self, addr: Addr) -> Result<Block> {
+        self.check_data_addr(addr)?;
+        {
+            let state = self.state.lock();
+            Inner::usable(&state)?;
+            if let Some((_, block)) = state.logged.get(&addr) {
+                return Ok((**block).clone());
+            }
+        }
+        // Not in the log: the home block holds the newest committed value. An installation
+        // racing with this read only ever writes that same value or a newer committed one.
+        Ok(self.disk.read(self.sb.data_start + addr)?)
+    }
+
+    /// Commits `writes` (distinct addresses) as one record without waiting for durability;
+    /// visible to readers at once. Returns its sequence number, `None` if `writes` is empty.
+    pub fn append(&self, writes: Vec<(Addr, Block)>) -> Result<Option<u64>> {
+        if writes.is_empty() {
+            return Ok(None);
+        }
+        let max_blocks = self.sb.max_tx_blocks();
+        if writes.len() > max_blocks {
+            return Err(LogError::TransactionTooLarge { blocks: writes.len(), max_blocks });
+        }
+        for (addr, _) in &writes {
+            self.check_data_addr(*addr)?;
+        }
+        let len_blocks = record_len_blocks(writes.len());
+        let (addrs, data): (Vec<Addr>, Vec<Arc<Block>>) =
+            writes.into_iter().map(|(addr, block)| (addr, Arc::new(block))).unzip();
+        assert!(distinct(&addrs), "log: duplicate address in one record");
+        let seq = loop {
+            let mut state = self.state.lock();
+            Inner::usable(&state)?;
+            if state.head_pos + len_blocks - state.header.tail_pos <= self.sb.log_blocks {
+                break self.reserve(&mut state, len_blocks, &addrs, &data);
+            }
+            drop(state);
+            // The log is full: make everything durable so the installer can free it all.
+            self.flush()?;
+            self.install()?;
+        };
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        Ok(Some(seq))
+    }
+
+    fn reserve(&self, state: &mut State, len_blocks: u64, addrs: &[Addr], data: &[Arc<Block>]) -> u64 {
+        let seq = state.next_seq;
+        let record = RecordMeta { seq, pos: state.head_pos, len_blocks, addrs: addrs.to_vec(), data: data.to_vec() };
+        state.next_seq += 1;
+        state.head_pos += len_blocks;
+        for (addr, block) in addrs.iter().zip(data) {
+            state.logged.insert(*addr, (seq, Arc::clone(block)));
+        }
+        state.records.push_back(Arc::new(record));
+        state.unwritten += 1;
+        let used = state.head_pos - state.header.tail_pos;
+        if used * 100 >= self.options.install_threshold_pct * self.sb.log_blocks {
+            self.install_wanted.notify_one();
+        }
+        seq
+    }
+
+    /// Makes every transaction committed so far durable (one group flush).
+    pub fn flush(&self) -> Result<()> {
+        let target = self.state.lock().next_seq - 1;
+        self.wait_durable(target)
+    }
+
+    /// Returns once the record `seq` (and so every record before it) is durable. Whoever finds
+    /// no flush in progress writes every record committed so far and syncs once, on behalf of
+    /// all committers waiting: that is group commit. No lock is held across the I/O.
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        let inner = self;
+        let mut state = inner.state.lock();
+        loop {
+            if let Some(cause) = &state.poisoned {
+                return Err(LogError::Poisoned { cause: cause.clone() });
+            }
+            if state.durable_seq >= seq {
+                return Ok(());
+            }
+            if state.flushing {
+                inner.flushed.wait(&mut state);
+                continue;
+            }
+            assert!(state.unwritten > 0, "log: record {seq} not durable (durable {}) and none unwritten", state.durable_seq);
+            let first = state.records.len() - state.unwritten;
+            let batch: Vec<Arc<RecordMeta>> = state.records.iter().skip(first).cloned().collect();
+            let durable_before = state.durable_seq;
+            state.unwritten = 0;
+            state.flushing = true;
+            let result = MutexGuard::unlocked(&mut state, || self.write_batch(&batch, durable_before));
+            state.flushing = false;
+            match result {
+                Ok(()) => state.durable_seq = batch.last().map_or(durable_before, |r| r.seq),
+                Err(error) => state.poisoned = Some(format!("log flush: {error}")),
+            }
+            inner.flushed.notify_all();
+        }
+    }
+
+    /// Writes a group of records to their reserved places and syncs once.
+    fn write_batch(&self, batch: &[Arc<RecordMeta>], durable_before: u64) -> Result<()> {
+        let sb = &self.sb;
+        let disk = &self.disk;
+        for record in batch {
+            let data: Vec<&Block> = record.data.iter().map(|b| &**b).collect();
+            let descs = encode_record(sb, record.seq, durable_before, &record.addrs, &data);
+            let blocks = descs.iter().chain(data.iter().copied());
+            for (offset, block) in blocks.enumerate() {
+                disk.write(sb.log_addr(record.pos + offset as u64), block)?;
+            }
+        }
+        // One sync makes the whole group durable; each record's checksum makes it all or nothing.
+        if !crate::bug_active!(CommitWithoutFlush) {
+            disk.sync()?;
+        }
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.records_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Installs every durable record at its home location and moves the tail past them
+    /// (a checkpoint). Returns the number of records installed.
+    pub fn install(&self) -> Result<usize> {
+        let inner = self;
+        let _one_installer = inner.install_lock.lock();
+        let batch: Vec<Arc<RecordMeta>> = {
+            let state = inner.state.lock();
+            Inner::usable(&state)?;
+            state.records.iter().take_while(|r| r.seq <= state.durable_seq).cloned().collect()
+        };
+        let Some(last) = batch.last() else { return Ok(0) };
+        let result = self.install_batch(&batch);
+        let mut state = inner.state.lock();
+        let new_header = match result {
+            Ok(header) => header,
+            Err(error) => {
+                state.poisoned = Some(format!("log installation: {error}"));
+                inner.flushed.notify_all();
+                return Err(error);
+            }
+        };
+        state.header = new_header;
+        for record in &batch {
+            let front = state.records.pop_front();
+            assert!(front.is_some_and(|f| f.seq == record.seq), "log: installed record {} was not at the front", record.seq);
+        }
+        for record in &batch {
+            for addr in &record.addrs {
+                if state.logged.get(addr).is_some_and(|(seq, _)| *seq <= last.seq) {
+                    state.logged.remove(addr);
+                }
+            }
+        }
+        drop(state);
+        inner.installs.fetch_add(1, Ordering::Relaxed);
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        Ok(batch.len())
+    }
+
+    /// The I/O of an installation: home blocks, sync, header, sync. Returns the new header.
+    fn install_batch(&self, batch: &[Arc<RecordMeta>]) -> Result<Header> {
+        let inner = self;
+        let mut newest: BTreeMap<Addr, &Arc<Block>> = BTreeMap::new();
+        for record in batch {
+            for (addr, block) in record.addrs.iter().zip(&record.data) {
+                newest.insert(*addr, block);
+            }
+        }
+        // Write-ahead: every record in the batch is durable in the log (seq <= durable_seq).
+        for (addr, block) in &newest {
+            inner.disk.write(inner.sb.data_start + addr, block)?;
+        }
+        // The home blocks must be durable before the header stops pointing at their records.
+        if !crate::bug_active!(HeaderBeforeInstallDurable) {
+            inner.disk.sync()?;
+        }
+        let old = inner.state.lock().header;
+        let last = &batch[batch.len() - 1];
+        let header = Header { generation: old.generation + 1, tail_pos: last.end_pos(), tail_seq: last.seq + 1 };
+        inner.disk.write(header.slot_addr(), &header.encode(&inner.sb))?;
+        // The freed space may be reused only once the header naming the new tail is durable.
+        inner.disk.sync()?;
+        inner.blocks_installed.fetch_add(newest.len() as u64, Ordering::Relaxed);
+        Ok(header)
+    }
+
+}
+
+fn distinct(addrs: &[Addr]) -> bool {
+    let mut sorted = addrs.to_vec();
+    sorted.sort_unstable();
+    sorted.windows(2).all(|w| w[0] != w[1])
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.stop_installer();
+    }
+}
+
+fn installer_loop(inner: &Arc<Inner>) {
+    loop {
+        {
+            let mut state = inner.state.lock();
+            if state.shutdown || state.poisoned.is_some() {
+                return;
+            }
+            let _ = inner.install_wanted.wait_for(&mut state, Duration::from_millis(50));
+            if state.shutdown || state.poisoned.is_some() {
+                return;
+            }
+            let used = state.head_pos - state.header.tail_pos;
+            let durable_records = state.records.iter().take_while(|r| r.seq <= state.durable_seq).count();
+            let want = used * 100 >= inner.options.install_threshold_pct * inner.sb.log_blocks;
+            if !want || durable_records == 0 {
+                continue;
+            }
+        }
+        if let Err(error) = inner.install() {
+            tracing::error!(%error, "background installation failed; the log is stopped");
+            return;
+        }
+    }
+}
