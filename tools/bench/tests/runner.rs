@@ -1,0 +1,209 @@
+//! Checks the runner end to end: the floor and both peers on a small disk in a scratch
+//! directory (every supported cell measured once, unsupported ones left out, reads verified),
+//! and an in-memory system that records what the runner asks of it (addresses inside each
+//! thread's region, distinct within a transaction, never a repeated block) or lies on reads.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+use txdisk_bench::{
+    baseline_systems, run, BenchConfig, BenchError, Geometry, ReadKind, Result, System,
+    SystemFactory, Workload,
+};
+use txdisk_disk::{Addr, Block};
+
+fn tiny_config(dir: &Path) -> BenchConfig {
+    let mut config = BenchConfig::quick(dir.to_path_buf());
+    config.geometry = Geometry {
+        disk_blocks: 1024,
+        log_blocks: 64,
+        max_threads: 8,
+    };
+    config.read_set_blocks = 64;
+    config.rounds = 2;
+    config.cell_duration = Duration::from_millis(30);
+    config.warmup = Duration::from_millis(5);
+    config.flush_every = 8;
+    // The harness's logic is what is tested here, wherever the scratch directory lives.
+    config.allow_memory_fs = true;
+    config
+}
+
+#[test]
+fn floor_and_peers_run_every_supported_cell_once() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let config = tiny_config(scratch.path());
+    let factories = baseline_systems();
+    let systems: Vec<&dyn SystemFactory> = factories.iter().map(|s| s.as_ref()).collect();
+    let report = run(&config, &systems, &mut |_| {}).expect("bench run");
+    for system in &systems {
+        for workload in Workload::ALL {
+            let found = report
+                .results
+                .iter()
+                .filter(|m| m.system == system.name() && m.workload == workload)
+                .count();
+            let expected = usize::from(system.supports(workload));
+            assert_eq!(found, expected, "{} {workload}", system.name());
+        }
+    }
+    assert!(report.find("redb", Workload::ReadLogged).is_none());
+    assert!(report.find("sqlite", Workload::ReplicaResync).is_none());
+    for m in &report.results {
+        assert!(m.ops > 0, "{} {} measured nothing", m.system, m.workload);
+        assert!(m.ops_per_s > 0.0, "{} {}", m.system, m.workload);
+        assert!(m.p50_us <= m.p99_us, "{} {}", m.system, m.workload);
+        assert!(m.peak_rss_bytes > 0, "{} {}", m.system, m.workload);
+    }
+    // The floor syncs exactly once per durable transaction, whatever the thread count.
+    for workload in [Workload::Durable1Blk1Thr, Workload::Durable16Blk8Thr] {
+        let floor = report.find("floor", workload).expect("floor ran");
+        assert_eq!(floor.syncs_per_op, Some(1.0), "{workload}");
+    }
+    let json = report.to_json();
+    assert_eq!(
+        json["results"].as_array().map(Vec::len),
+        Some(report.results.len())
+    );
+    assert!(
+        std::fs::read_dir(scratch.path())
+            .expect("list")
+            .next()
+            .is_none(),
+        "the systems' files are removed at the end"
+    );
+}
+
+/// An in-memory system that checks the runner's promises to systems.
+struct Recorder {
+    geometry: Geometry,
+    blocks: Mutex<HashMap<Addr, Block>>,
+    violations: Mutex<Vec<String>>,
+    lie_on_reads: bool,
+}
+
+impl Recorder {
+    fn violation(&self, message: String) {
+        self.violations.lock().expect("lock").push(message);
+    }
+
+    fn write(&self, thread: usize, addrs: &[Addr], data: &[Block]) {
+        let region = self.geometry.region_start(thread)
+            ..self.geometry.region_start(thread) + self.geometry.region_blocks();
+        let mut blocks = self.blocks.lock().expect("lock");
+        for (i, (addr, block)) in addrs.iter().zip(data).enumerate() {
+            if !region.contains(addr) {
+                self.violation(format!("thread {thread} wrote {addr} outside {region:?}"));
+            }
+            if addrs[..i].contains(addr) {
+                self.violation(format!("address {addr} twice in one transaction"));
+            }
+            if blocks.get(addr) == Some(block) {
+                self.violation(format!("block {addr} rewritten with its current content"));
+            }
+            blocks.insert(*addr, block.clone());
+        }
+    }
+}
+
+impl System for &'static Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    fn durable_txn(&self, thread: usize, addrs: &[Addr], data: &[Block]) -> Result<()> {
+        self.write(thread, addrs, data);
+        Ok(())
+    }
+    fn nosync_txn(&self, thread: usize, addrs: &[Addr], data: &[Block]) -> Result<()> {
+        self.write(thread, addrs, data);
+        Ok(())
+    }
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+    fn prepare_reads(&self, _kind: ReadKind, addrs: &[Addr], data: &[Block]) -> Result<()> {
+        let mut blocks = self.blocks.lock().expect("lock");
+        for (addr, block) in addrs.iter().zip(data) {
+            blocks.insert(*addr, block.clone());
+        }
+        Ok(())
+    }
+    fn read(&self, _thread: usize, addr: Addr) -> Result<Block> {
+        if self.lie_on_reads {
+            return Ok(Block::filled(0xEE));
+        }
+        let blocks = self.blocks.lock().expect("lock");
+        blocks.get(&addr).cloned().ok_or(BenchError::Missing {
+            system: "recorder".into(),
+            addr,
+        })
+    }
+}
+
+struct RecorderFactory(&'static Recorder);
+
+impl SystemFactory for RecorderFactory {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    fn config_note(&self) -> String {
+        "in memory".into()
+    }
+    fn supports(&self, workload: Workload) -> bool {
+        !matches!(workload, Workload::RecoverFullLog | Workload::ReplicaResync)
+    }
+    fn create(&self, _dir: &Path, _geometry: &Geometry) -> Result<()> {
+        Ok(())
+    }
+    fn open(&self, _dir: &Path, _geometry: &Geometry) -> Result<Box<dyn System>> {
+        Ok(Box::new(self.0))
+    }
+}
+
+fn recorder(geometry: Geometry, lie_on_reads: bool) -> &'static Recorder {
+    Box::leak(Box::new(Recorder {
+        geometry,
+        blocks: Mutex::new(HashMap::new()),
+        violations: Mutex::new(Vec::new()),
+        lie_on_reads,
+    }))
+}
+
+#[test]
+fn writers_stay_in_their_regions_and_never_repeat_a_block() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let config = tiny_config(scratch.path());
+    let recorder = recorder(config.geometry, false);
+    let factory = RecorderFactory(recorder);
+    let report = run(&config, &[&factory], &mut |_| {}).expect("bench run");
+    let violations = recorder.violations.lock().expect("lock");
+    assert!(violations.is_empty(), "{violations:?}");
+    assert_eq!(report.results.len(), 7, "two recoveries left out of nine");
+    let written = recorder.blocks.lock().expect("lock").len();
+    assert!(written > 64, "only {written} blocks written");
+}
+
+#[test]
+fn a_read_returning_wrong_data_voids_the_run() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let mut config = tiny_config(scratch.path());
+    config.workloads = vec![Workload::ReadInstalled];
+    let factory = RecorderFactory(recorder(config.geometry, true));
+    match run(&config, &[&factory], &mut |_| {}) {
+        Err(BenchError::WrongData { system, .. }) => assert_eq!(system, "recorder"),
+        other => panic!("expected WrongData, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_disk_too_small_for_its_threads_is_refused() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let mut config = tiny_config(scratch.path());
+    config.geometry.disk_blocks = 100;
+    let factory = RecorderFactory(recorder(config.geometry, false));
+    assert!(matches!(
+        run(&config, &[&factory], &mut |_| {}),
+        Err(BenchError::Config(_))
+    ));
+}
