@@ -34,6 +34,7 @@ pub mod handshake;
 pub mod proto;
 pub mod server;
 pub mod signal;
+pub mod testkit;
 mod transmission;
 
 pub use backend::{ExportBackend, FileBackend, MemBackend};

@@ -2,8 +2,13 @@
 //! harness (which need a real process to kill). Prints `listening on ADDR` once ready.
 //!
 //! ```text
-//! nbd-test-server [--listen ADDR] [--export NAME] (--mem BYTES | --file PATH [--create BYTES])
+//! nbd-test-server [--listen ADDR] [--export NAME]
+//!                 (--mem BYTES | --file PATH [--create BYTES] | --journal PATH --size BYTES)
 //! ```
+//!
+//! `--journal` serves the all-or-nothing journalled backend of `journal.rs`.
+
+mod journal;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,6 +23,8 @@ struct Args {
     mem_bytes: Option<usize>,
     file: Option<PathBuf>,
     create_bytes: Option<u64>,
+    journal: Option<PathBuf>,
+    size_bytes: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -27,6 +34,8 @@ fn parse_args() -> Result<Args, String> {
         mem_bytes: None,
         file: None,
         create_bytes: None,
+        journal: None,
+        size_bytes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,6 +47,10 @@ fn parse_args() -> Result<Args, String> {
             "--file" => args.file = Some(PathBuf::from(value()?)),
             "--create" => {
                 args.create_bytes = Some(value()?.parse().map_err(|e| format!("--create: {e}"))?)
+            }
+            "--journal" => args.journal = Some(PathBuf::from(value()?)),
+            "--size" => {
+                args.size_bytes = Some(value()?.parse().map_err(|e| format!("--size: {e}"))?)
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -59,9 +72,15 @@ fn serve<B: ExportBackend>(args: &Args, backend: B) -> Result<(), String> {
 
 fn run() -> Result<(), String> {
     let args = parse_args()?;
-    match (&args.mem_bytes, &args.file) {
-        (Some(bytes), None) => serve(&args, MemBackend::new(*bytes)),
-        (None, Some(path)) => {
+    match (&args.mem_bytes, &args.file, &args.journal) {
+        (Some(bytes), None, None) => serve(&args, MemBackend::new(*bytes)),
+        (None, None, Some(path)) => {
+            let size = args.size_bytes.ok_or("--journal needs --size BYTES")?;
+            let backend = journal::JournalBackend::open(path, size)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            serve(&args, backend)
+        }
+        (None, Some(path), None) => {
             let backend = match args.create_bytes {
                 Some(size) => FileBackend::create(path, size),
                 None => FileBackend::open(path),
@@ -69,7 +88,7 @@ fn run() -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", path.display()))?;
             serve(&args, backend)
         }
-        _ => Err("give exactly one of --mem BYTES or --file PATH".to_string()),
+        _ => Err("give exactly one of --mem, --file or --journal".to_string()),
     }
 }
 
