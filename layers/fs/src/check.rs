@@ -63,7 +63,7 @@ pub enum Violation {
     InodeLeaked { ino: Ino },
     #[error("fs: inode bitmap bit {ino} is wrong for a reserved or out-of-range inode")]
     InodeBitmapReserved { ino: Ino },
-    #[error("fs: directory {dir} entry {name:?} names inode {ino}, which is not allocated")]
+    #[error("fs: directory {dir} entry {name:?} names inode {ino}, which is free")]
     DanglingEntry { dir: Ino, name: String, ino: Ino },
     #[error(
         "fs: directory {dir} entry {name:?} says kind {expected}, inode {ino} has kind {found}"
@@ -205,7 +205,7 @@ impl<'t, T: TxHandle> Checker<'t, T> {
         self.names.insert(ROOT_INO, 0);
         self.check_inode_blocks(ROOT_INO)?;
         while let Some(dir) = queue.pop_front() {
-            for (name, child) in self.dir_entries(dir)? {
+            for child in self.dir_entries(dir)? {
                 let inode = self.inode(child)?;
                 let first_time = !self.names.contains_key(&child);
                 *self.names.entry(child).or_insert(0) += 1;
@@ -226,14 +226,13 @@ impl<'t, T: TxHandle> Checker<'t, T> {
                 if first_time {
                     self.check_inode_blocks(child)?;
                 }
-                let _ = name;
             }
         }
         Ok(())
     }
 
     /// The entries of directory `dir`, each checked for name, uniqueness, target and kind.
-    fn dir_entries(&mut self, dir: Ino) -> Checked<Vec<(Vec<u8>, Ino)>> {
+    fn dir_entries(&mut self, dir: Ino) -> Checked<Vec<Ino>> {
         let inode = self.inode(dir)?;
         let mut seen = HashSet::new();
         let mut entries = Vec::new();
@@ -266,7 +265,7 @@ impl<'t, T: TxHandle> Checker<'t, T> {
                     });
                 }
                 self.check_target(dir, &entry)?;
-                entries.push((name, entry.ino));
+                entries.push(entry.ino);
             }
         }
         Ok(entries)
@@ -282,8 +281,11 @@ impl<'t, T: TxHandle> Checker<'t, T> {
             return Err(dangling());
         }
         let target = self.inode(entry.ino)?;
-        if target.kind_code == 0 || !self.inode_marked(entry.ino)? {
+        if target.kind_code == 0 {
             return Err(dangling());
+        }
+        if !self.inode_marked(entry.ino)? {
+            return Err(Violation::InodeNotMarked { ino: entry.ino });
         }
         if target.kind().is_none() {
             return Err(Violation::BadKind {

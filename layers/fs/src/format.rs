@@ -89,6 +89,12 @@ pub(crate) fn put_u64(bytes: &mut [u8], offset: usize, value: u64) {
     bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
 }
 
+/// Stores a little-endian `u64` at byte `offset` of a block (for tools and tests that patch
+/// images).
+pub fn put_u64_at(block: &mut Block, offset: usize, value: u64) {
+    put_u64(block.as_bytes_mut(), offset, value);
+}
+
 fn get_u32(bytes: &[u8], offset: usize) -> u32 {
     let mut word = [0u8; 4];
     word.copy_from_slice(&bytes[offset..offset + 4]);
