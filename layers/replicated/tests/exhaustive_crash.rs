@@ -1,0 +1,342 @@
+//! Exhaustive crash test of the pair over two `SimDisk`s: a small workload is crashed at every
+//! operation of either disk, in every crash state of both disks; then d1 or d2 fail-stops at
+//! every one of its operations (and the machine crashes at every later one); each state is
+//! recovered by `open`, which is itself crashed at every operation and failed at every
+//! operation once more (depth 2). Every recovered state must satisfy the crash invariant
+//! (`recovered_from`): both replicas equal, every block a value written there.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use txdisk_disk::{Block, Disk, DiskError, DiskImage, SimDisk};
+use txdisk_replicated::{
+    recovered_from, FormatOptions, MetaState, ReplicaMeta, ReplicatedDisk, ReplicatedError, Slot, WriteHistory,
+    RESERVED_BLOCKS,
+};
+
+const DATA_BLOCKS: u64 = 4;
+const PAIR_ID: u64 = 0x7035_b05f_6d6a_abc0;
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Write(u64, u8),
+    Sync,
+}
+
+/// Six writes over four addresses, syncs between some.
+const WORKLOAD: &[Op] = &[
+    Op::Write(0, 1),
+    Op::Write(1, 2),
+    Op::Sync,
+    Op::Write(0, 3),
+    Op::Write(2, 4),
+    Op::Sync,
+    Op::Write(3, 5),
+    Op::Write(0, 6),
+];
+
+/// Faults scheduled on `[d1, d2]` by each disk's own operation numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+struct Faults {
+    crash: [Option<u64>; 2],
+    fail: [Option<u64>; 2],
+}
+
+type Pair = ReplicatedDisk<Arc<SimDisk>>;
+
+#[derive(Default)]
+struct Stats {
+    workload_runs: u64,
+    crash_points: u64,
+    recoveries: u64,
+    states_checked: u64,
+    refused: u64,
+    undetectable: u64,
+    enumerated: u64,
+    diverged: u64,
+}
+
+fn formatted_images() -> (DiskImage, DiskImage) {
+    let size = DATA_BLOCKS + RESERVED_BLOCKS;
+    let (d1, d2) = (SimDisk::new(size), SimDisk::new(size));
+    let options = FormatOptions { pair_id: Some(PAIR_ID), assume_equal: true };
+    ReplicatedDisk::format(&d1, &d2, &options).expect("format on fresh SimDisks");
+    (d1.durable_image(), d2.durable_image())
+}
+
+fn disks(images: [&DiskImage; 2], faults: Faults, dead: [bool; 2]) -> [Arc<SimDisk>; 2] {
+    let disks = [Arc::new(SimDisk::from_image(images[0])), Arc::new(SimDisk::from_image(images[1]))];
+    for (index, disk) in disks.iter().enumerate() {
+        if let Some(op) = faults.crash[index] {
+            disk.schedule_crash(op);
+        }
+        if let Some(op) = faults.fail[index] {
+            disk.schedule_fail_stop(op);
+        }
+        if dead[index] {
+            disk.fail_now();
+        }
+    }
+    disks
+}
+
+fn value(tag: u8) -> Block {
+    Block::filled(tag)
+}
+
+fn expect_crash(error: &DiskError, faults: Faults) {
+    assert!(matches!(error, DiskError::Crashed), "faults {faults:?}: expected a crash, got {error}");
+}
+
+/// Runs the workload under `faults`, then crashes the machine. Returns the disks and what was
+/// written.
+fn run_workload(start: &(DiskImage, DiskImage), faults: Faults) -> ([Arc<SimDisk>; 2], WriteHistory) {
+    let disks = disks([&start.0, &start.1], faults, [false; 2]);
+    let mut history = WriteHistory::new();
+    match ReplicatedDisk::open(Arc::clone(&disks[0]), Arc::clone(&disks[1]), &mut |_| {}) {
+        Err(error) => assert!(matches!(error, ReplicatedError::Disk(DiskError::Crashed)), "faults {faults:?}: open: {error}"),
+        Ok(pair) => run_ops(&pair, &mut history, faults),
+    }
+    for disk in &disks {
+        disk.crash_now();
+    }
+    (disks, history)
+}
+
+fn run_ops(pair: &Pair, history: &mut WriteHistory, faults: Faults) {
+    for op in WORKLOAD {
+        match *op {
+            Op::Write(addr, tag) => {
+                history.write(addr, &value(tag));
+                if let Err(error) = pair.write(addr, &value(tag)) {
+                    return expect_crash(&error, faults);
+                }
+            }
+            Op::Sync => match pair.sync() {
+                Ok(()) => history.sync_ok(),
+                Err(error) => return expect_crash(&error, faults),
+            },
+        }
+    }
+}
+
+fn fingerprints(image: &DiskImage) -> Vec<u64> {
+    (0..image.size_blocks()).filter_map(|addr| image.block(addr)).map(Block::fingerprint).collect()
+}
+
+/// The newest valid metadata of an image, if any.
+fn meta_of(image: &DiskImage) -> Option<ReplicaMeta> {
+    (0..RESERVED_BLOCKS)
+        .filter_map(|addr| match Slot::decode(image.block(addr)?) {
+            Slot::Valid(meta) => Some(meta),
+            _ => None,
+        })
+        .max_by_key(|meta| meta.seq)
+}
+
+/// Whether `role`'s image is the only one that may serve as a source (the other is dead,
+/// stale or half-rebuilt), so that losing it may rightly lose the pair.
+fn sole_current(images: [&DiskImage; 2], dead: [bool; 2], index: usize) -> bool {
+    let other = 1 - index;
+    if dead[other] {
+        return true;
+    }
+    match (meta_of(images[index]), meta_of(images[other])) {
+        (Some(mine), Some(theirs)) => theirs.state == MetaState::Rebuilding || theirs.events < mine.events,
+        (_, None) => true,
+        (None, Some(_)) => false,
+    }
+}
+
+/// A recovered state is explored once per (images, dead members, depth, what the history allows).
+type SeenKey = (Vec<u64>, Vec<u64>, [bool; 2], u32, Vec<Vec<u64>>);
+
+struct Explorer<'a> {
+    history: &'a WriteHistory,
+    history_key: Vec<Vec<u64>>,
+    seen: &'a mut HashSet<SeenKey>,
+    stats: &'a mut Stats,
+    context: String,
+}
+
+impl Explorer<'_> {
+    /// Opens (recovers) the pair on these images and checks the crash invariant; with depth
+    /// left, also crashes and fails that recovery at every operation and explores the results.
+    fn explore(&mut self, images: [&DiskImage; 2], dead: [bool; 2], depth: u32) {
+        self.stats.enumerated += 1;
+        let (f1, f2) = (fingerprints(images[0]), fingerprints(images[1]));
+        if f1[RESERVED_BLOCKS as usize..] != f2[RESERVED_BLOCKS as usize..] {
+            self.stats.diverged += 1;
+        }
+        let key = (f1, f2, dead, depth, self.history_key.clone());
+        if !self.seen.insert(key) {
+            return;
+        }
+        let [d1, d2] = disks(images, Faults::default(), dead);
+        self.stats.recoveries += 1;
+        let pair = match ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {}) {
+            Ok(pair) => pair,
+            Err(error) => panic!("{}: recovery on dead={dead:?} failed: {error}", self.context),
+        };
+        let ops = [d1.ops(), d2.ops()];
+        self.check(&pair, dead, depth);
+        drop(pair);
+        if depth > 1 {
+            self.crash_recovery(images, dead, ops, depth);
+            self.fail_recovery(images, dead, ops);
+        }
+    }
+
+    fn check(&mut self, pair: &Pair, dead: [bool; 2], depth: u32) {
+        if let Err(violation) = recovered_from(pair, self.history) {
+            panic!("{} (dead={dead:?}, depth {depth}): {violation}", self.context);
+        }
+        self.stats.states_checked += 1;
+    }
+
+    /// Crashes the recovery at every pair of per-disk operation numbers it reaches.
+    fn crash_recovery(&mut self, images: [&DiskImage; 2], dead: [bool; 2], ops: [u64; 2], depth: u32) {
+        let mut stops = HashSet::new();
+        for c1 in 0..=ops[0] {
+            for c2 in 0..=ops[1] {
+                let faults = Faults { crash: [Some(c1), Some(c2)], fail: [None; 2] };
+                let [d1, d2] = disks(images, faults, dead);
+                if let Err(error) = ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {}) {
+                    assert!(matches!(error, ReplicatedError::Disk(DiskError::Crashed)), "{}: recovery {faults:?}: {error}", self.context);
+                }
+                d1.crash_now();
+                d2.crash_now();
+                if !stops.insert((d1.ops(), d2.ops())) {
+                    continue;
+                }
+                self.stats.crash_points += 1;
+                for s1 in d1.crash_states(false) {
+                    for s2 in d2.crash_states(false) {
+                        self.explore([&s1, &s2], dead, depth - 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fails d1 or d2 at every operation of the recovery: it must finish on the other (or,
+    /// when the failed one was the only current replica, refuse with an error).
+    fn fail_recovery(&mut self, images: [&DiskImage; 2], dead: [bool; 2], ops: [u64; 2]) {
+        for index in 0..2 {
+            if dead[index] {
+                continue;
+            }
+            for op in 0..ops[index] {
+                if op < RESERVED_BLOCKS && sole_current(images, dead, index) {
+                    // The only current replica is dead before its metadata is read: the stale
+                    // one cannot know it is stale (no counter survives to say so). This is the
+                    // documented limit of any two-member event scheme; skip it.
+                    self.stats.undetectable += 1;
+                    continue;
+                }
+                let mut faults = Faults::default();
+                faults.fail[index] = Some(op);
+                let [d1, d2] = disks(images, faults, dead);
+                match ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {}) {
+                    Ok(pair) => {
+                        let mut now_dead = dead;
+                        now_dead[index] = [&d1, &d2][index].is_failed();
+                        self.check(&pair, now_dead, 1);
+                    }
+                    Err(ReplicatedError::AllReplicasFailed { .. } | ReplicatedError::NoCurrentReplica { .. })
+                        if sole_current(images, dead, index) =>
+                    {
+                        self.stats.refused += 1
+                    }
+                    Err(error) => panic!("{}: recovery with {faults:?}: {error}", self.context),
+                }
+            }
+        }
+    }
+}
+
+/// Runs the workload under `faults`, crashes, and explores every crash state (with the failed
+/// disk, if any, both still dead and brought back with its stale contents).
+struct Memo {
+    stops: HashSet<(u64, u64, [bool; 2])>,
+    seen: HashSet<SeenKey>,
+}
+
+fn history_key(history: &WriteHistory) -> Vec<Vec<u64>> {
+    (0..DATA_BLOCKS).map(|addr| history.allowed(addr).iter().map(Block::fingerprint).collect()).collect()
+}
+
+fn explore_run(start: &(DiskImage, DiskImage), faults: Faults, memo: &mut Memo, stats: &mut Stats) {
+    stats.workload_runs += 1;
+    let ([d1, d2], history) = run_workload(start, faults);
+    let failed = [d1.is_failed(), d2.is_failed()];
+    if !memo.stops.insert((d1.ops(), d2.ops(), failed)) {
+        return;
+    }
+    stats.crash_points += 1;
+    let history_key = history_key(&history);
+    let mut explorer = Explorer { history: &history, history_key, seen: &mut memo.seen, stats, context: format!("workload faults {faults:?}") };
+    let deads: Vec<[bool; 2]> = if failed == [false, false] { vec![failed] } else { vec![failed, [false, false]] };
+    for s1 in d1.crash_states(false) {
+        for s2 in d2.crash_states(false) {
+            for dead in &deads {
+                explorer.explore([&s1, &s2], *dead, 2);
+            }
+        }
+    }
+}
+
+fn reference_ops(start: &(DiskImage, DiskImage)) -> [u64; 2] {
+    let ([d1, d2], _) = run_workload(start, Faults::default());
+    [d1.ops(), d2.ops()]
+}
+
+fn print(pass: &str, stats: &Stats) {
+    println!(
+        "{pass}: {} crash states enumerated ({} with the replicas' data diverged), {} workload runs, {} distinct crash points (workload and recovery), {} recoveries, {} recovered states checked, {} refusals (only current replica lost), {} skipped (only current replica dead before it was read), 0 violations",
+        stats.enumerated, stats.diverged, stats.workload_runs, stats.crash_points, stats.recoveries, stats.states_checked, stats.refused, stats.undetectable
+    );
+}
+
+#[test]
+fn crash_at_every_operation_in_every_state_recovers() {
+    let start = formatted_images();
+    let ops = reference_ops(&start);
+    let mut stats = Stats::default();
+    let mut memo = Memo { stops: HashSet::new(), seen: HashSet::new() };
+    for c1 in 0..=ops[0] {
+        for c2 in 0..=ops[1] {
+            let faults = Faults { crash: [Some(c1), Some(c2)], fail: [None; 2] };
+            explore_run(&start, faults, &mut memo, &mut stats);
+        }
+    }
+    print("crash pass", &stats);
+    assert!(stats.diverged > 0, "no crash state left the replicas diverged: the test explores nothing");
+    assert!(stats.states_checked > 1000, "too few states checked: {}", stats.states_checked);
+}
+
+#[test]
+fn fail_stop_of_either_disk_at_every_operation_recovers() {
+    let start = formatted_images();
+    let ops = reference_ops(&start);
+    let mut stats = Stats::default();
+    let mut memo = Memo { stops: HashSet::new(), seen: HashSet::new() };
+    for index in 0..2 {
+        for fail_at in 0..ops[index] {
+            // The machine crashes at every later point of either disk, or at the end.
+            for c1 in 0..=ops[0] + 1 {
+                let mut faults = Faults::default();
+                faults.fail[index] = Some(fail_at);
+                faults.crash = [Some(c1), None];
+                explore_run(&start, faults, &mut memo, &mut stats);
+            }
+            for c2 in 0..=ops[1] + 1 {
+                let mut faults = Faults::default();
+                faults.fail[index] = Some(fail_at);
+                faults.crash = [None, Some(c2)];
+                explore_run(&start, faults, &mut memo, &mut stats);
+            }
+        }
+    }
+    print("fail-stop pass", &stats);
+    assert!(stats.states_checked > 1000, "too few states checked: {}", stats.states_checked);
+}
