@@ -101,9 +101,19 @@ impl ServerProcess {
         self.child.wait()
     }
 
-    /// SIGTERM, then wait at most `timeout` for the exit (SIGKILL and an error after it).
-    pub fn terminate(mut self, timeout: Duration) -> io::Result<ExitStatus> {
-        send_signal(self.child.id(), libc::SIGTERM)?;
+    /// SIGTERM, then [`ServerProcess::wait_exit`].
+    pub fn terminate(self, timeout: Duration) -> io::Result<ExitStatus> {
+        self.signal(libc::SIGTERM)?;
+        self.wait_exit(timeout)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGINT`) to the server.
+    pub fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+        send_signal(self.child.id(), signal)
+    }
+
+    /// Waits at most `timeout` for the server to exit; after that, SIGKILL and an error.
+    pub fn wait_exit(mut self, timeout: Duration) -> io::Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -114,7 +124,7 @@ impl ServerProcess {
                 let _ = self.child.wait();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "server did not stop in time",
+                    "server did not exit in time",
                 ));
             }
             thread::sleep(Duration::from_millis(10));

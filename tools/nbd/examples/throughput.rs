@@ -1,0 +1,147 @@
+//! Throughput of `qemu-img convert` of a raw image into an NBD export: this server over a
+//! plain file and over memory, side by side with `qemu-nbd` serving a raw file, in one run.
+//!
+//! ```text
+//! cargo run --release -p txdisk-nbd --example throughput [-- SIZE_MIB [RUNS]]
+//! ```
+//!
+//! Prints the best of RUNS (default 3) for each target, in MiB/s, in (convert into the
+//! export) and out (convert from the export into a file).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use txdisk_nbd::testkit::SplitMix64;
+use txdisk_nbd::{Client, ExportBackend, FileBackend, MemBackend, Server};
+
+type Error = Box<dyn std::error::Error>;
+
+fn convert(from: &str, to: &str, into_export: bool) -> Result<f64, Error> {
+    let mut cmd = Command::new("qemu-img");
+    cmd.arg("convert");
+    if into_export {
+        cmd.arg("-n"); // the export exists: do not try to create it
+    }
+    cmd.args(["-f", "raw", "-O", "raw", from, to]);
+    let start = Instant::now();
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Best (in, out) MiB/s over `runs` conversions to and from `uri`.
+fn measure(
+    uri: &str,
+    src: &Path,
+    back: &Path,
+    size_mib: u64,
+    runs: usize,
+) -> Result<(f64, f64), Error> {
+    let (mut best_in, mut best_out) = (0f64, 0f64);
+    for _ in 0..runs {
+        let t_in = convert(src.to_str().ok_or("path")?, uri, true)?;
+        let t_out = convert(uri, back.to_str().ok_or("path")?, false)?;
+        if std::fs::read(back)? != std::fs::read(src)? {
+            return Err(format!("{uri}: data read back differs").into());
+        }
+        best_in = best_in.max(size_mib as f64 / t_in);
+        best_out = best_out.max(size_mib as f64 / t_out);
+    }
+    Ok((best_in, best_out))
+}
+
+fn serve_in_thread<B: ExportBackend>(
+    backend: B,
+) -> Result<(SocketAddr, Arc<AtomicBool>, thread::JoinHandle<()>), Error> {
+    let server = Server::bind("127.0.0.1:0", "disk", Arc::new(backend))?;
+    let addr = server.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = thread::spawn(move || {
+        if let Err(e) = server.serve_until(&flag) {
+            eprintln!("server: {e}");
+        }
+    });
+    Ok((addr, stop, handle))
+}
+
+fn free_port() -> Result<u16, Error> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start_qemu_nbd(img: &Path) -> Result<(Child, SocketAddr), Error> {
+    let port = free_port()?;
+    let child = Command::new("qemu-nbd")
+        .args([
+            "-f",
+            "raw",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-x",
+            "disk",
+            "-t",
+        ])
+        .arg(img)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    for _ in 0..500 {
+        if Client::info(addr, "disk").is_ok() {
+            return Ok((child, addr));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Err("qemu-nbd did not start listening".into())
+}
+
+fn main() -> Result<(), Error> {
+    let mut args = std::env::args().skip(1);
+    let size_mib: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(256);
+    let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+    let size = size_mib << 20;
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src.img");
+    let back = dir.path().join("back.img");
+    let mut data = vec![0u8; size as usize];
+    SplitMix64::new(1).fill(&mut data);
+    std::fs::write(&src, &data)?;
+    drop(data);
+    println!("qemu-img convert of a {size_mib} MiB raw image (random data), best of {runs}, MiB/s");
+    println!("{:<34} {:>8} {:>8}", "target", "in", "out");
+
+    let file_img = dir.path().join("txdisk-nbd.img");
+    let (addr, stop, handle) = serve_in_thread(FileBackend::create(&file_img, size)?)?;
+    let (i, o) = measure(&format!("nbd://{addr}/disk"), &src, &back, size_mib, runs)?;
+    println!(
+        "{:<34} {i:>8.1} {o:>8.1}",
+        "txdisk-nbd, FileBackend (raw file)"
+    );
+    stop.store(true, Ordering::SeqCst);
+    let _ = handle.join();
+
+    let (addr, stop, handle) = serve_in_thread(MemBackend::new(size as usize))?;
+    let (i, o) = measure(&format!("nbd://{addr}/disk"), &src, &back, size_mib, runs)?;
+    println!("{:<34} {i:>8.1} {o:>8.1}", "txdisk-nbd, MemBackend");
+    stop.store(true, Ordering::SeqCst);
+    let _ = handle.join();
+
+    let qemu_img = dir.path().join("qemu-nbd.img");
+    std::fs::File::create(&qemu_img)?.set_len(size)?;
+    let (mut child, addr) = start_qemu_nbd(&qemu_img)?;
+    let result = measure(&format!("nbd://{addr}/disk"), &src, &back, size_mib, runs);
+    let _ = child.kill();
+    let _ = child.wait();
+    let (i, o) = result?;
+    println!("{:<34} {i:>8.1} {o:>8.1}", "qemu-nbd (raw file)");
+    Ok(())
+}
