@@ -55,6 +55,14 @@ pub enum BenchError {
     #[error("{system}: {message}")]
     System { system: String, message: String },
 
+    /// A cell's child process failed or answered something unreadable.
+    #[error("{system} {workload} in a child process: {message}")]
+    Child {
+        system: String,
+        workload: &'static str,
+        message: String,
+    },
+
     #[error("a worker thread of {system} panicked during {workload}")]
     WorkerPanicked {
         system: String,

@@ -19,6 +19,7 @@
 mod error;
 mod floor;
 pub mod histogram;
+mod isolation;
 pub mod probe;
 mod redb_store;
 pub mod report;
@@ -30,6 +31,7 @@ mod workload;
 pub use error::{BenchError, Result};
 pub use floor::FloorFactory;
 pub use histogram::LatencyHistogram;
+pub use isolation::{child_entry, Isolation};
 pub use probe::Machine;
 pub use redb_store::RedbFactory;
 pub use report::{median_of_rounds, Measurement, Report, RssMode};

@@ -30,6 +30,8 @@ pub struct Measurement {
 /// How `peak_rss_bytes` was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RssMode {
+    /// Each cell ran in its own process: each figure is that process's VmHWM.
+    PerProcess,
     /// VmHWM reset before each cell (via /proc/self/clear_refs): each figure is that cell's peak
     /// with only that system open.
     PerCell,
@@ -49,6 +51,41 @@ pub struct Report {
     /// (system, how it is configured), in run order.
     pub systems: Vec<(String, String)>,
     pub results: Vec<Measurement>,
+}
+
+impl Measurement {
+    /// Every field, for handing a measurement from a child process to the runner.
+    pub(crate) fn to_full_json(&self) -> Value {
+        json!({
+            "system": self.system,
+            "workload": self.workload.name(),
+            "ops_per_s": self.ops_per_s,
+            "mb_per_s": self.mb_per_s,
+            "p50_us": self.p50_us,
+            "p99_us": self.p99_us,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "syncs_per_op": self.syncs_per_op,
+            "cpu_us_per_op": self.cpu_us_per_op,
+            "ops": self.ops,
+        })
+    }
+
+    /// The inverse of `to_full_json`; None for anything else.
+    pub(crate) fn from_full_json(value: &Value) -> Option<Measurement> {
+        let number = |key: &str| value.get(key).and_then(Value::as_f64);
+        Some(Measurement {
+            system: value.get("system")?.as_str()?.to_string(),
+            workload: Workload::from_name(value.get("workload")?.as_str()?)?,
+            ops_per_s: number("ops_per_s")?,
+            mb_per_s: number("mb_per_s")?,
+            p50_us: number("p50_us")?,
+            p99_us: number("p99_us")?,
+            peak_rss_bytes: value.get("peak_rss_bytes")?.as_u64()?,
+            syncs_per_op: number("syncs_per_op"),
+            cpu_us_per_op: number("cpu_us_per_op")?,
+            ops: value.get("ops")?.as_u64()?,
+        })
+    }
 }
 
 /// The round whose ops/s is the median (the lower middle for an even count), with the largest
@@ -125,6 +162,7 @@ impl Report {
                 "cell_seconds": self.cell_seconds,
                 "quick": self.quick,
                 "peak_rss": match self.rss_mode {
+                    RssMode::PerProcess => "per-process",
                     RssMode::PerCell => "per-cell",
                     RssMode::Cumulative => "cumulative",
                 },
@@ -207,6 +245,7 @@ impl Report {
             self.rounds,
             self.cell_seconds,
             match self.rss_mode {
+                RssMode::PerProcess => "of each cell's own process",
                 RssMode::PerCell => "per cell (VmHWM reset before each)",
                 RssMode::Cumulative => "cumulative (VmHWM reset refused)",
             },

@@ -3,15 +3,16 @@
 //! system), so that a noisy neighbour or a file system's mood hits all systems alike and the
 //! ratios hold. Each figure is the median round.
 //!
-//! Peak RSS: measured in this process, by resetting VmHWM (writing 5 to /proc/self/clear_refs)
-//! before opening the cell's system and reading VmHWM after its workload. Each cell opens its
-//! system afresh and drops it afterwards, so only that system and the harness (a few MiB, the
-//! same for all) are resident. A child process per cell would be cleaner still, but would make
-//! every embedding program (the `txdisk` CLI, tests) re-execute itself; where the reset is
-//! refused the report says so and the figures are cumulative.
+//! Peak RSS: by default each cell runs in a child process (the program re-executed, see
+//! [`crate::child_entry`]), so its VmHWM is that cell's alone: the harness (~5 MiB) plus the one
+//! system opened for it. In-process isolation (tests) instead resets VmHWM by writing 5 to
+//! /proc/self/clear_refs before each cell; that figure also carries what earlier cells left
+//! behind (glibc keeps per-thread arenas after 8-thread cells: ~8 MiB measured), which is why
+//! it is not the default.
 
 use crate::error::{BenchError, Result};
 use crate::histogram::LatencyHistogram;
+use crate::isolation::{self, Isolation};
 use crate::probe::{self, Machine};
 use crate::report::{median_of_rounds, Measurement, Report, RssMode};
 use crate::system::{System, SystemFactory};
@@ -50,6 +51,8 @@ pub struct BenchConfig {
     pub allow_memory_fs: bool,
     /// Remove the systems' files at the end.
     pub remove_files: bool,
+    /// Where each cell runs: its own process (clean peak RSS) or this one.
+    pub isolation: Isolation,
 }
 
 impl BenchConfig {
@@ -72,6 +75,7 @@ impl BenchConfig {
             quick: true,
             allow_memory_fs: false,
             remove_files: true,
+            isolation: Isolation::ChildProcess,
         }
     }
 
@@ -129,6 +133,7 @@ pub fn run(
     systems: &[&dyn SystemFactory],
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report> {
+    isolation::refuse_nested_run()?;
     config.validate()?;
     std::fs::create_dir_all(&config.dir).map_err(|e| BenchError::io("mkdir", &config.dir, e))?;
     let machine = Machine::describe(&config.dir);
@@ -144,10 +149,10 @@ pub fn run(
         std::fs::create_dir_all(&dir).map_err(|e| BenchError::io("mkdir", &dir, e))?;
         system.create(&dir, &config.geometry)?;
     }
-    let rss_mode = if probe::reset_peak_rss() {
-        RssMode::PerCell
-    } else {
-        RssMode::Cumulative
+    let rss_mode = match config.isolation {
+        Isolation::ChildProcess => RssMode::PerProcess,
+        Isolation::InProcess if probe::reset_peak_rss() => RssMode::PerCell,
+        Isolation::InProcess => RssMode::Cumulative,
     };
     let mut cells: Vec<Vec<Measurement>> = Vec::new();
     for round in 0..config.rounds {
@@ -165,7 +170,12 @@ pub fn run(
                     system.name(),
                     workload
                 ));
-                let measurement = run_cell(config, system, *workload, round)?;
+                let measurement = match config.isolation {
+                    Isolation::ChildProcess => {
+                        isolation::run_in_child(config, system, *workload, round)?
+                    }
+                    Isolation::InProcess => run_cell(config, system, *workload, round)?,
+                };
                 add_round(&mut cells, measurement);
             }
         }
@@ -191,7 +201,7 @@ pub fn run(
     })
 }
 
-fn system_dir(config: &BenchConfig, system: &dyn SystemFactory) -> PathBuf {
+pub(crate) fn system_dir(config: &BenchConfig, system: &dyn SystemFactory) -> PathBuf {
     config.dir.join(system.name())
 }
 
@@ -227,7 +237,8 @@ struct CellOutcome {
     syncs: Option<u64>,
 }
 
-fn run_cell(
+/// Measures one cell in this process.
+pub(crate) fn run_cell(
     config: &BenchConfig,
     factory: &dyn SystemFactory,
     workload: Workload,

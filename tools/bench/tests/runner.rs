@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 use txdisk_bench::{
-    baseline_systems, run, BenchConfig, BenchError, Geometry, ReadKind, Result, System,
+    baseline_systems, run, BenchConfig, BenchError, Geometry, Isolation, ReadKind, Result, System,
     SystemFactory, Workload,
 };
 use txdisk_disk::{Addr, Block};
@@ -27,6 +27,8 @@ fn tiny_config(dir: &Path) -> BenchConfig {
     config.flush_every = 8;
     // The harness's logic is what is tested here, wherever the scratch directory lives.
     config.allow_memory_fs = true;
+    // A test binary cannot re-execute itself as a cell's child.
+    config.isolation = Isolation::InProcess;
     config
 }
 
