@@ -495,24 +495,37 @@ impl<'t, T: TxHandle> Checker<'t, T> {
         Ok(())
     }
 
+    /// Every set bit of a bitmap region, in order (each block read once).
+    fn set_bits(&mut self, start: Addr, blocks: u64) -> Checked<Vec<u64>> {
+        let mut set = Vec::new();
+        for i in 0..blocks {
+            let block = self.get(start + i)?;
+            for (byte_index, &byte) in block.as_bytes().iter().enumerate() {
+                for b in (0..8).filter(|b| byte & (1 << b) != 0) {
+                    set.push(i * BITS_PER_BLOCK + byte_index as u64 * 8 + b);
+                }
+            }
+        }
+        Ok(set)
+    }
+
     fn check_inode_bitmap(&mut self) -> Checked {
-        if !self.inode_marked(0)? {
+        let marked = self.set_bits(self.sb.inode_bitmap_start, self.sb.inode_bitmap_blocks)?;
+        if marked.first() != Some(&0) {
             return Err(Violation::InodeBitmapReserved { ino: 0 });
         }
-        for ino in 1..self.sb.inode_count {
-            let marked = self.inode_marked(ino)?;
-            let reached = self.names.contains_key(&ino);
-            if reached && !marked {
-                return Err(Violation::InodeNotMarked { ino });
-            }
-            if marked && !reached {
-                return Err(Violation::InodeLeaked { ino });
-            }
+        let marked_set: HashSet<u64> = marked.iter().copied().collect();
+        let mut reached: Vec<Ino> = self.names.keys().copied().collect();
+        reached.sort_unstable();
+        if let Some(&ino) = reached.iter().find(|ino| !marked_set.contains(ino)) {
+            return Err(Violation::InodeNotMarked { ino });
         }
-        let bits = self.sb.inode_bitmap_blocks * BITS_PER_BLOCK;
-        for ino in self.sb.inode_count..bits {
-            if self.inode_marked(ino)? {
+        for &ino in &marked[1..] {
+            if ino >= self.sb.inode_count {
                 return Err(Violation::InodeBitmapReserved { ino });
+            }
+            if !self.names.contains_key(&ino) {
+                return Err(Violation::InodeLeaked { ino });
             }
         }
         Ok(())
@@ -520,22 +533,17 @@ impl<'t, T: TxHandle> Checker<'t, T> {
 
     fn check_block_bitmap(&mut self) -> Checked {
         let data_blocks = self.sb.data_blocks;
-        let mut used = 0;
-        for index in 0..data_blocks {
-            if !self.block_marked(index)? {
-                continue;
+        let marked = self.set_bits(self.sb.block_bitmap_start, self.sb.block_bitmap_blocks)?;
+        for &index in &marked {
+            if index >= data_blocks {
+                return Err(Violation::BitmapTail { bit: index });
             }
-            used += 1;
             let addr = self.sb.data_start + index;
             if !self.owner.contains_key(&addr) {
                 return Err(Violation::BlockLeaked { addr });
             }
         }
-        for index in data_blocks..self.sb.block_bitmap_blocks * BITS_PER_BLOCK {
-            if self.block_marked(index)? {
-                return Err(Violation::BitmapTail { bit: index });
-            }
-        }
+        let used = marked.len() as u64;
         self.report.blocks_free = data_blocks - used;
         Ok(())
     }

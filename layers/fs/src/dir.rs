@@ -75,10 +75,11 @@ impl<T: TxHandle> Ctx<'_, T> {
         for addr in self.dir_blocks(&inode)? {
             let block = self.get(addr)?;
             for slot in 0..DIRENTS_PER_BLOCK {
-                let (entry, _) = RawDirent::decode(block, slot);
-                if entry.ino == 0 {
+                // Compare in place: a scan touches every slot of a large directory.
+                if RawDirent::ino_at(block, slot) == 0 {
                     scan.free = scan.free.or(Some((addr, slot)));
-                } else if entry.name == name {
+                } else if RawDirent::name_at(block, slot) == name {
+                    let (entry, _) = RawDirent::decode(block, slot);
                     let kind = Kind::from_code(entry.kind_code).ok_or_else(|| {
                         FsError::corrupt("directory entry kind", 1u8, entry.kind_code)
                     })?;
@@ -120,7 +121,7 @@ impl<T: TxHandle> Ctx<'_, T> {
         let inode = self.dir_inode(dir)?;
         for addr in self.dir_blocks(&inode)? {
             let block = self.get(addr)?;
-            if (0..DIRENTS_PER_BLOCK).any(|slot| RawDirent::decode(block, slot).0.ino != 0) {
+            if (0..DIRENTS_PER_BLOCK).any(|slot| RawDirent::ino_at(block, slot) != 0) {
                 return Ok(false);
             }
         }

@@ -364,6 +364,18 @@ impl RawDirent {
         (entry, name_len)
     }
 
+    /// The inode number in slot `slot`, without decoding the rest (directory scans).
+    pub fn ino_at(block: &Block, slot: usize) -> Ino {
+        get_u64(block.as_bytes(), slot * DIRENT_BYTES + DIRENT_INO_OFFSET)
+    }
+
+    /// The name in slot `slot`, borrowed (length clamped to [`NAME_MAX`]).
+    pub fn name_at(block: &Block, slot: usize) -> &[u8] {
+        let bytes = &block.as_bytes()[slot * DIRENT_BYTES..(slot + 1) * DIRENT_BYTES];
+        let len = usize::from(bytes[DIRENT_NAME_LEN_OFFSET]).min(NAME_MAX);
+        &bytes[DIRENT_NAME_OFFSET..DIRENT_NAME_OFFSET + len]
+    }
+
     pub fn encode_into(&self, block: &mut Block, slot: usize) {
         assert!(
             self.name.len() <= NAME_MAX,

@@ -146,8 +146,8 @@ impl<S: TxStore> Fs<S> {
         &self.sb
     }
 
-    /// Bytes per write transaction: a larger write is split at multiples of this from the
-    /// start of its first block, each piece atomic on its own.
+    /// Bytes per write transaction: a write is split at the file offsets that are multiples of
+    /// this, each piece atomic on its own.
     pub fn write_chunk_bytes(&self) -> u64 {
         self.write_chunk_blocks * BLOCK_BYTES
     }
@@ -454,7 +454,16 @@ fn run_tx<S: TxStore, T>(
     for _ in 0..MAX_ATTEMPTS {
         let mut ctx = Ctx::new(store.begin(), sb, hints);
         let outcome = match op(&mut ctx) {
-            Ok(value) => ctx.commit(durable).map(|()| value),
+            Ok(value) => {
+                // The per-operation bounds (op_cost_blocks, write_cost_blocks) promise this.
+                debug_assert!(
+                    ctx.dirty_blocks() <= store.max_tx_blocks(),
+                    "fs: an operation dirtied {} blocks, the store allows {}",
+                    ctx.dirty_blocks(),
+                    store.max_tx_blocks()
+                );
+                ctx.commit(durable).map(|()| value)
+            }
             Err(error) => {
                 ctx.abort();
                 Err(error)

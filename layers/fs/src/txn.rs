@@ -87,7 +87,6 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
     }
 
     /// Distinct blocks this operation would write.
-    #[cfg(test)]
     pub fn dirty_blocks(&self) -> usize {
         self.dirty.len()
     }

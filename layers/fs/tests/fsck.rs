@@ -8,7 +8,9 @@ use txdisk_fs::format::{
     put_u64_at, set_bit, Inode, RawDirent, Superblock, BITS_PER_BLOCK, DIRENTS_PER_BLOCK,
     MAX_FILE_BYTES,
 };
-use txdisk_fs::{check_invariants, Fs, Ino, MemStore, MkfsOptions, TxHandle, TxStore, Violation, ROOT_INO};
+use txdisk_fs::{
+    check_invariants, Fs, Ino, MemStore, MkfsOptions, TxHandle, TxStore, Violation, ROOT_INO,
+};
 
 /// `/d/f` (11 blocks, so it has an indirect block), `/g` (100 bytes), `/d` a directory.
 struct Image {
@@ -21,7 +23,13 @@ struct Image {
 
 fn image() -> Image {
     let store = Arc::new(MemStore::new(1024, 64));
-    let fs = Fs::mkfs(Arc::clone(&store), &MkfsOptions { inode_count: Some(64) }).expect("mkfs");
+    let fs = Fs::mkfs(
+        Arc::clone(&store),
+        &MkfsOptions {
+            inode_count: Some(64),
+        },
+    )
+    .expect("mkfs");
     let d = fs.mkdir(ROOT_INO, "d").expect("mkdir");
     let f = fs.create(d, "f").expect("create f");
     fs.write(f, 0, &vec![7u8; 11 * 4096]).expect("write f");
@@ -96,7 +104,10 @@ fn a_clean_image_passes_with_its_counts() {
     assert_eq!(report.file_bytes, 11 * 4096 + 100);
     // f: 11 data + 1 indirect; g: 1; root and d: one block each.
     assert_eq!(report.blocks_used, 12 + 1 + 2);
-    assert_eq!(report.blocks_used + report.blocks_free, image.sb.data_blocks);
+    assert_eq!(
+        report.blocks_used + report.blocks_free,
+        image.sb.data_blocks
+    );
 }
 
 #[test]
@@ -110,7 +121,13 @@ fn superblock_crc_mismatch() {
 fn root_not_a_directory() {
     let image = image();
     image.edit_inode(ROOT_INO, |inode| inode.kind_code = 1);
-    assert!(matches!(image.violation(), Violation::RootNotDirectory { ino: ROOT_INO, kind_code: 1 }));
+    assert!(matches!(
+        image.violation(),
+        Violation::RootNotDirectory {
+            ino: ROOT_INO,
+            kind_code: 1
+        }
+    ));
 }
 
 #[test]
@@ -118,7 +135,10 @@ fn unknown_inode_kind() {
     let image = image();
     image.edit_inode(image.g, |inode| inode.kind_code = 7);
     let v = image.violation();
-    assert!(matches!(v, Violation::BadKind { ino, kind_code: 7 } if ino == image.g), "{v}");
+    assert!(
+        matches!(v, Violation::BadKind { ino, kind_code: 7 } if ino == image.g),
+        "{v}"
+    );
 }
 
 #[test]
@@ -126,7 +146,10 @@ fn pointer_outside_the_data_region() {
     let image = image();
     image.edit_inode(image.g, |inode| inode.direct[0] = 3);
     let v = image.violation();
-    assert!(matches!(v, Violation::PointerOutOfRange { ino, addr: 3 } if ino == image.g), "{v}");
+    assert!(
+        matches!(v, Violation::PointerOutOfRange { ino, addr: 3 } if ino == image.g),
+        "{v}"
+    );
 }
 
 #[test]
@@ -135,7 +158,10 @@ fn owned_block_not_marked() {
     let addr = image.inode(image.g).direct[0];
     image.set_block_bit(addr - image.sb.data_start, false);
     let v = image.violation();
-    assert!(matches!(v, Violation::BlockNotMarked { ino, addr: a } if ino == image.g && a == addr), "{v}");
+    assert!(
+        matches!(v, Violation::BlockNotMarked { ino, addr: a } if ino == image.g && a == addr),
+        "{v}"
+    );
 }
 
 #[test]
@@ -160,7 +186,10 @@ fn marked_block_owned_by_no_one() {
     let index = image.sb.data_blocks - 1;
     image.set_block_bit(index, true);
     let v = image.violation();
-    assert!(matches!(v, Violation::BlockLeaked { addr } if addr == image.sb.data_start + index), "{v}");
+    assert!(
+        matches!(v, Violation::BlockLeaked { addr } if addr == image.sb.data_start + index),
+        "{v}"
+    );
 }
 
 #[test]
@@ -170,7 +199,10 @@ fn bitmap_bit_past_the_data_region() {
     assert!(index < image.sb.block_bitmap_blocks * BITS_PER_BLOCK);
     image.set_block_bit(index, true);
     let v = image.violation();
-    assert!(matches!(v, Violation::BitmapTail { bit } if bit == index), "{v}");
+    assert!(
+        matches!(v, Violation::BitmapTail { bit } if bit == index),
+        "{v}"
+    );
 }
 
 #[test]
@@ -178,7 +210,10 @@ fn reachable_inode_not_marked() {
     let image = image();
     image.set_inode_bit(image.g, false);
     let v = image.violation();
-    assert!(matches!(v, Violation::InodeNotMarked { ino } if ino == image.g), "{v}");
+    assert!(
+        matches!(v, Violation::InodeNotMarked { ino } if ino == image.g),
+        "{v}"
+    );
 }
 
 #[test]
@@ -194,7 +229,10 @@ fn reserved_inode_zero_unmarked() {
     let image = image();
     image.set_inode_bit(0, false);
     let v = image.violation();
-    assert!(matches!(v, Violation::InodeBitmapReserved { ino: 0 }), "{v}");
+    assert!(
+        matches!(v, Violation::InodeBitmapReserved { ino: 0 }),
+        "{v}"
+    );
 }
 
 #[test]
@@ -202,7 +240,10 @@ fn entry_naming_a_free_inode() {
     let image = image();
     image.edit_inode(image.g, |inode| *inode = Inode::default());
     let v = image.violation();
-    assert!(matches!(&v, Violation::DanglingEntry { dir: ROOT_INO, name, ino } if name == "g" && *ino == image.g), "{v}");
+    assert!(
+        matches!(&v, Violation::DanglingEntry { dir: ROOT_INO, name, ino } if name == "g" && *ino == image.g),
+        "{v}"
+    );
 }
 
 #[test]
@@ -210,7 +251,18 @@ fn entry_kind_differs_from_inode_kind() {
     let image = image();
     image.edit_root_entry(b"g", |entry| entry.kind_code = 2);
     let v = image.violation();
-    assert!(matches!(v, Violation::EntryKind { dir: ROOT_INO, expected: 2, found: 1, .. }), "{v}");
+    assert!(
+        matches!(
+            v,
+            Violation::EntryKind {
+                dir: ROOT_INO,
+                expected: 2,
+                found: 1,
+                ..
+            }
+        ),
+        "{v}"
+    );
 }
 
 #[test]
@@ -218,7 +270,10 @@ fn invalid_entry_name() {
     let image = image();
     image.edit_root_entry(b"g", |entry| entry.name = b"x/y".to_vec());
     let v = image.violation();
-    assert!(matches!(&v, Violation::BadName { dir: ROOT_INO, name, .. } if name == "x/y"), "{v}");
+    assert!(
+        matches!(&v, Violation::BadName { dir: ROOT_INO, name, .. } if name == "x/y"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -226,7 +281,10 @@ fn duplicate_entry_name() {
     let image = image();
     image.edit_root_entry(b"g", |entry| entry.name = b"d".to_vec());
     let v = image.violation();
-    assert!(matches!(&v, Violation::DuplicateName { dir: ROOT_INO, name } if name == "d"), "{v}");
+    assert!(
+        matches!(&v, Violation::DuplicateName { dir: ROOT_INO, name } if name == "d"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -239,7 +297,10 @@ fn directory_named_twice() {
         entry.name = b"e".to_vec();
     });
     let v = image.violation();
-    assert!(matches!(v, Violation::DirectoryLinkedTwice { ino, dir: ROOT_INO } if ino == d), "{v}");
+    assert!(
+        matches!(v, Violation::DirectoryLinkedTwice { ino, dir: ROOT_INO } if ino == d),
+        "{v}"
+    );
 }
 
 #[test]
@@ -247,7 +308,10 @@ fn directory_parent_field_wrong() {
     let image = image();
     image.edit_inode(image.d, |inode| inode.parent = 5);
     let v = image.violation();
-    assert!(matches!(v, Violation::WrongParent { ino, expected: ROOT_INO, found: 5 } if ino == image.d), "{v}");
+    assert!(
+        matches!(v, Violation::WrongParent { ino, expected: ROOT_INO, found: 5 } if ino == image.d),
+        "{v}"
+    );
 }
 
 #[test]
@@ -255,11 +319,24 @@ fn wrong_link_count() {
     let image = image();
     image.edit_inode(image.g, |inode| inode.nlink = 2);
     let v = image.violation();
-    assert!(matches!(v, Violation::LinkCount { ino, expected: 1, found: 2 } if ino == image.g), "{v}");
+    assert!(
+        matches!(v, Violation::LinkCount { ino, expected: 1, found: 2 } if ino == image.g),
+        "{v}"
+    );
     let image = self::image();
     image.edit_inode(ROOT_INO, |inode| inode.nlink = 2);
     let v = image.violation();
-    assert!(matches!(v, Violation::LinkCount { ino: ROOT_INO, expected: 3, found: 2 }), "{v}");
+    assert!(
+        matches!(
+            v,
+            Violation::LinkCount {
+                ino: ROOT_INO,
+                expected: 3,
+                found: 2
+            }
+        ),
+        "{v}"
+    );
 }
 
 #[test]
@@ -267,7 +344,10 @@ fn size_past_the_largest_file() {
     let image = image();
     image.edit_inode(image.g, |inode| inode.size_bytes = MAX_FILE_BYTES + 1);
     let v = image.violation();
-    assert!(matches!(v, Violation::SizeTooLarge { ino, .. } if ino == image.g), "{v}");
+    assert!(
+        matches!(v, Violation::SizeTooLarge { ino, .. } if ino == image.g),
+        "{v}"
+    );
 }
 
 #[test]
@@ -275,7 +355,10 @@ fn block_mapped_past_the_end_of_file() {
     let image = image();
     image.edit_inode(image.f, |inode| inode.size_bytes = 4096);
     let v = image.violation();
-    assert!(matches!(v, Violation::BlockPastEof { ino, index: 1, size_bytes: 4096 } if ino == image.f), "{v}");
+    assert!(
+        matches!(v, Violation::BlockPastEof { ino, index: 1, size_bytes: 4096 } if ino == image.f),
+        "{v}"
+    );
 }
 
 #[test]
@@ -284,7 +367,10 @@ fn garbage_past_the_end_of_file() {
     let addr = image.inode(image.g).direct[0];
     image.edit_block(addr, |block| block.as_bytes_mut()[100] = 1);
     let v = image.violation();
-    assert!(matches!(v, Violation::TailNotZero { ino, size_bytes: 100 } if ino == image.g), "{v}");
+    assert!(
+        matches!(v, Violation::TailNotZero { ino, size_bytes: 100 } if ino == image.g),
+        "{v}"
+    );
 }
 
 #[test]
@@ -292,7 +378,10 @@ fn directory_size_not_whole_blocks() {
     let image = image();
     image.edit_inode(image.d, |inode| inode.size_bytes = 4097);
     let v = image.violation();
-    assert!(matches!(v, Violation::DirectorySize { ino, size_bytes: 4097 } if ino == image.d), "{v}");
+    assert!(
+        matches!(v, Violation::DirectorySize { ino, size_bytes: 4097 } if ino == image.d),
+        "{v}"
+    );
 }
 
 #[test]
@@ -300,7 +389,10 @@ fn directory_with_a_hole() {
     let image = image();
     image.edit_inode(image.d, |inode| inode.size_bytes = 2 * 4096);
     let v = image.violation();
-    assert!(matches!(v, Violation::DirectoryHole { ino, index: 1 } if ino == image.d), "{v}");
+    assert!(
+        matches!(v, Violation::DirectoryHole { ino, index: 1 } if ino == image.d),
+        "{v}"
+    );
 }
 
 #[test]
@@ -308,7 +400,10 @@ fn wrong_block_count() {
     let image = image();
     image.edit_inode(image.f, |inode| inode.blocks = 11);
     let v = image.violation();
-    assert!(matches!(v, Violation::BlockCount { ino, expected: 12, found: 11 } if ino == image.f), "{v}");
+    assert!(
+        matches!(v, Violation::BlockCount { ino, expected: 12, found: 11 } if ino == image.f),
+        "{v}"
+    );
 }
 
 #[test]
@@ -316,9 +411,19 @@ fn operations_refuse_a_damaged_image_without_panicking() {
     let image = image();
     image.edit_inode(image.g, |inode| inode.direct[0] = 3);
     let fs = Fs::open(Arc::clone(&image.store), Default::default()).expect("open");
-    let error = fs.read(image.g, 0, 10).expect_err("a pointer into metadata is corruption");
-    assert!(matches!(error, txdisk_fs::FsError::Corrupt { .. }), "{error}");
+    let error = fs
+        .read(image.g, 0, 10)
+        .expect_err("a pointer into metadata is corruption");
+    assert!(
+        matches!(error, txdisk_fs::FsError::Corrupt { .. }),
+        "{error}"
+    );
     image.edit_block(0, |block| block.as_bytes_mut()[0] = b'X');
-    let error = Fs::open(Arc::clone(&image.store), Default::default()).err().expect("bad magic");
-    assert!(matches!(error, txdisk_fs::FsError::NotAFileSystem), "{error}");
+    let error = Fs::open(Arc::clone(&image.store), Default::default())
+        .err()
+        .expect("bad magic");
+    assert!(
+        matches!(error, txdisk_fs::FsError::NotAFileSystem),
+        "{error}"
+    );
 }

@@ -16,9 +16,17 @@ fn piece(index: usize) -> Vec<u8> {
 
 #[test]
 fn a_100_mib_file_reads_back_exactly() -> Result<(), Box<dyn std::error::Error>> {
-    let fs = Fs::mkfs(MemStore::new(32 * 1024, 256), &MkfsOptions { inode_count: Some(64) })?;
+    let fs = Fs::mkfs(
+        MemStore::new(32 * 1024, 256),
+        &MkfsOptions {
+            inode_count: Some(64),
+        },
+    )?;
     let ino = fs.create(ROOT_INO, "big")?;
-    assert!(fs.write_chunk_bytes() < MIB as u64, "each 1 MiB write must span chunks");
+    assert!(
+        fs.write_chunk_bytes() < MIB as u64,
+        "each 1 MiB write must span chunks"
+    );
     for index in 0..100 {
         fs.write(ino, (index * MIB) as u64, &piece(index))?;
     }
@@ -27,7 +35,10 @@ fn a_100_mib_file_reads_back_exactly() -> Result<(), Box<dyn std::error::Error>>
     assert_eq!(stat.size_bytes, 100 * MIB as u64);
     for index in 0..100 {
         let bytes = fs.read(ino, (index * MIB) as u64, MIB)?;
-        assert!(bytes == piece(index), "piece {index} of the 100 MiB file differs");
+        assert!(
+            bytes == piece(index),
+            "piece {index} of the 100 MiB file differs"
+        );
     }
     let report = check_invariants(fs.store())?;
     assert_eq!(report.file_bytes, 100 * MIB as u64);
@@ -43,7 +54,12 @@ fn a_100_mib_file_reads_back_exactly() -> Result<(), Box<dyn std::error::Error>>
 
 #[test]
 fn a_directory_of_10000_entries() -> Result<(), Box<dyn std::error::Error>> {
-    let fs = Fs::mkfs(MemStore::new(4096, 256), &MkfsOptions { inode_count: Some(10_240) })?;
+    let fs = Fs::mkfs(
+        MemStore::new(4096, 256),
+        &MkfsOptions {
+            inode_count: Some(10_240),
+        },
+    )?;
     let dir = fs.mkdir(ROOT_INO, "many")?;
     for i in 0..10_000 {
         fs.create(dir, format!("entry-{i:05}"))?;
@@ -55,14 +71,20 @@ fn a_directory_of_10000_entries() -> Result<(), Box<dyn std::error::Error>> {
         let ino = fs.lookup(dir, format!("entry-{i:05}"))?;
         assert_eq!(fs.stat(ino)?.nlink, 1);
     }
-    assert!(matches!(fs.create(dir, "entry-04242"), Err(FsError::Exists)));
+    assert!(matches!(
+        fs.create(dir, "entry-04242"),
+        Err(FsError::Exists)
+    ));
     let report = check_invariants(fs.store())?;
     assert_eq!(report.files, 10_000);
     for i in (0..10_000).step_by(2) {
         fs.unlink(dir, format!("entry-{i:05}"))?;
     }
     assert_eq!(fs.readdir(dir)?.len(), 5_000);
-    assert!(matches!(fs.lookup(dir, "entry-00000"), Err(FsError::NotFound)));
+    assert!(matches!(
+        fs.lookup(dir, "entry-00000"),
+        Err(FsError::NotFound)
+    ));
     let report = check_invariants(fs.store())?;
     assert_eq!(report.files, 5_000);
     Ok(())
