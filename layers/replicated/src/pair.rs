@@ -4,7 +4,7 @@
 use crate::error::{ReplicatedError, Result};
 use crate::meta::{write_meta, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
 use parking_lot::{Mutex, MutexGuard, RwLock};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use txdisk_disk::{Addr, Block, Disk, DiskError};
 
 /// Number of per-address lock stripes: address `a` is guarded by stripe `a % LOCK_STRIPES`.
@@ -70,12 +70,21 @@ impl PairStatus {
 pub(crate) struct Member<D> {
     pub(crate) disk: RwLock<Option<D>>,
     status: AtomicU8,
+    /// Bumped (under the disk's write lock) whenever `rebuild` installs a new disk, so that an
+    /// error of the disk it replaced is never blamed on the new one.
+    pub(crate) generation: AtomicU64,
 }
 
 impl<D> Member<D> {
     pub(crate) fn new(disk: Option<D>, status: ReplicaStatus) -> Member<D> {
-        Member { disk: RwLock::new(disk), status: AtomicU8::new(status.code()) }
+        Member { disk: RwLock::new(disk), status: AtomicU8::new(status.code()), generation: AtomicU64::new(0) }
     }
+}
+
+/// A member's error on the data path, with the generation of the disk that gave it.
+pub(crate) struct MemberError {
+    pub(crate) generation: u64,
+    pub(crate) error: DiskError,
 }
 
 /// The metadata state, changed only under its lock: every metadata write and membership change
@@ -153,6 +162,18 @@ impl<D: Disk> ReplicatedDisk<D> {
         }
     }
 
+    /// As [`Self::on_member`], tagging an error with the generation of the disk that gave it.
+    pub(crate) fn on_member_gen<T>(&self, role: Role, op: impl FnOnce(&D) -> txdisk_disk::Result<T>) -> Result<T, MemberError> {
+        let member = &self.members[role.index()];
+        let guard = member.disk.read();
+        let generation = member.generation.load(Ordering::Acquire);
+        let result = match &*guard {
+            Some(disk) => op(disk),
+            None => Err(DiskError::Failed),
+        };
+        result.map_err(|error| MemberError { generation, error })
+    }
+
     pub(crate) fn stripe(&self, addr: Addr) -> MutexGuard<'_, ()> {
         self.stripes[(addr % LOCK_STRIPES as u64) as usize].lock()
     }
@@ -214,9 +235,13 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// Marks `role` failed. Before any later write can be acknowledged, the survivor's event
     /// counter is bumped and made durable, so that the failed member — which keeps its old
     /// count — can never again be taken for a current replica. `Err` if no active member is left.
-    pub(crate) fn fail_replica(&self, role: Role, cause: &DiskError) -> Result<()> {
+    pub(crate) fn fail_replica(&self, role: Role, failed: &MemberError) -> Result<()> {
         let mut meta = self.meta.lock();
-        self.fail_locked(&mut meta, role, cause)
+        if self.members[role.index()].generation.load(Ordering::Acquire) != failed.generation {
+            // The disk that failed has already been replaced: the new one is not to blame.
+            return self.any_active(&meta);
+        }
+        self.fail_locked(&mut meta, role, &failed.error)
     }
 
     pub(crate) fn fail_locked(&self, meta: &mut PairMeta, role: Role, cause: &DiskError) -> Result<()> {
@@ -302,10 +327,10 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     /// Handles a member's error on the data path: a crash stops everything, anything else fails
     /// the member (bumping the survivor). `Ok` means the pair goes on without it.
-    fn absorb(&self, role: Role, error: DiskError) -> Result<()> {
-        match classify(&error) {
-            Fault::Crash => Err(error.into()),
-            Fault::BadBlock | Fault::Member => self.fail_replica(role, &error),
+    fn absorb(&self, role: Role, failed: MemberError) -> Result<()> {
+        match classify(&failed.error) {
+            Fault::Crash => Err(failed.error.into()),
+            Fault::BadBlock | Fault::Member => self.fail_replica(role, &failed),
         }
     }
 
@@ -315,39 +340,53 @@ impl<D: Disk> ReplicatedDisk<D> {
         let _stripe = self.stripe(addr);
         // Statuses are read under the stripe lock: a rebuild installs its target before it copies
         // this address under the same lock, so a write either reaches the target or precedes the copy.
+        let mut written = [None; 2];
         for role in [Role::D1, Role::D2] {
             if !self.replica_status(role).is_written() {
                 continue;
             }
-            if let Err(error) = self.on_member(role, |disk| disk.write(phys, block)) {
-                self.absorb(role, error)?;
+            let member = &self.members[role.index()];
+            written[role.index()] = Some(member.generation.load(Ordering::Acquire));
+            if let Err(failed) = self.on_member_gen(role, |disk| disk.write(phys, block)) {
+                self.absorb(role, failed)?;
             }
         }
         if self.active_roles().is_empty() {
             return Err(self.all_failed(&self.meta.lock()));
         }
         #[cfg(debug_assertions)]
-        self.check_write_rep(addr, phys);
+        self.check_write_rep(addr, phys, written);
         Ok(())
     }
 
     /// Rep invariant of a write: while both members are active, both hold the same value at
-    /// `addr` (read back from both; an error here is left for the next operation to handle).
+    /// `addr` (read back from both). Checked only when both reads come from the very disks the
+    /// write went to and both are still active after them: a member that failed or was replaced
+    /// meanwhile is the failure path's business, and a read error is the next operation's.
     #[cfg(debug_assertions)]
-    fn check_write_rep(&self, addr: Addr, phys: Addr) {
+    fn check_write_rep(&self, addr: Addr, phys: Addr, written: [Option<u64>; 2]) {
+        let mut values = Vec::with_capacity(2);
+        for role in [Role::D1, Role::D2] {
+            let member = &self.members[role.index()];
+            let guard = member.disk.read();
+            let generation = member.generation.load(Ordering::Acquire);
+            if written[role.index()] != Some(generation) || self.replica_status(role) != ReplicaStatus::Active {
+                return;
+            }
+            match guard.as_ref().map(|disk| disk.read(phys)) {
+                Some(Ok(value)) => values.push(value),
+                _ => return,
+            }
+        }
         if self.active_roles().len() < 2 {
             return;
         }
-        let d1 = self.on_member(Role::D1, |disk| disk.read(phys));
-        let d2 = self.on_member(Role::D2, |disk| disk.read(phys));
-        if let (Ok(v1), Ok(v2)) = (d1, d2) {
-            assert!(
-                v1 == v2,
-                "replicated: after a write, data block {addr} differs: d1 {:016x}, d2 {:016x}",
-                v1.fingerprint(),
-                v2.fingerprint()
-            );
-        }
+        assert!(
+            values[0] == values[1],
+            "replicated: after a write, data block {addr} differs: d1 {:016x}, d2 {:016x} (generations {written:?})",
+            values[0].fingerprint(),
+            values[1].fingerprint()
+        );
     }
 
     pub(crate) fn read_pair(&self, addr: Addr) -> Result<Block> {
@@ -358,19 +397,19 @@ impl<D: Disk> ReplicatedDisk<D> {
             if self.replica_status(role) != ReplicaStatus::Active {
                 continue;
             }
-            let error = match self.on_member(role, |disk| disk.read(phys)) {
+            let failed = match self.on_member_gen(role, |disk| disk.read(phys)) {
                 Ok(block) => {
                     if let Some(bad) = bad_block_on {
                         self.repair(bad, addr, phys, &block)?;
                     }
                     return Ok(block);
                 }
-                Err(error) => error,
+                Err(failed) => failed,
             };
-            match classify(&error) {
-                Fault::Crash => return Err(error.into()),
+            match classify(&failed.error) {
+                Fault::Crash => return Err(failed.error.into()),
                 Fault::BadBlock => bad_block_on = Some(role),
-                Fault::Member => self.fail_replica(role, &error)?,
+                Fault::Member => self.fail_replica(role, &failed)?,
             }
         }
         if bad_block_on.is_some() {
@@ -388,9 +427,9 @@ impl<D: Disk> ReplicatedDisk<D> {
             return Ok(());
         }
         tracing::info!(replica = %role, addr, "repairing a bad block from the other replica");
-        match self.on_member(role, |disk| disk.write(phys, good)) {
+        match self.on_member_gen(role, |disk| disk.write(phys, good)) {
             Ok(()) => Ok(()),
-            Err(error) => self.absorb(role, error),
+            Err(failed) => self.absorb(role, failed),
         }
     }
 
@@ -399,23 +438,23 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// survivor's bump is durable before this returns `Ok`.
     pub(crate) fn sync_members(&self) -> Result<()> {
         let roles: Vec<Role> = [Role::D1, Role::D2].into_iter().filter(|role| self.replica_status(*role).is_written()).collect();
-        let results: Vec<(Role, txdisk_disk::Result<()>)> = match roles.as_slice() {
+        let results: Vec<(Role, Result<(), MemberError>)> = match roles.as_slice() {
             [] => return Err(self.all_failed(&self.meta.lock())),
-            [one] => vec![(*one, self.on_member(*one, |disk| disk.sync()))],
+            [one] => vec![(*one, self.on_member_gen(*one, |disk| disk.sync()))],
             [first, second, ..] => std::thread::scope(|scope| {
-                let other = scope.spawn(|| self.on_member(*second, |disk| disk.sync()));
-                let mine = self.on_member(*first, |disk| disk.sync());
+                let other = scope.spawn(|| self.on_member_gen(*second, |disk| disk.sync()));
+                let mine = self.on_member_gen(*first, |disk| disk.sync());
                 // A panic in the other thread is a broken invariant below: pass it on as is.
                 let theirs = other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 vec![(*first, mine), (*second, theirs)]
             }),
         };
-        if results.iter().any(|(_, result)| matches!(result, Err(DiskError::Crashed))) {
+        if results.iter().any(|(_, result)| matches!(result, Err(MemberError { error: DiskError::Crashed, .. }))) {
             return Err(DiskError::Crashed.into());
         }
         for (role, result) in results {
-            if let Err(error) = result {
-                self.fail_replica(role, &error)?;
+            if let Err(failed) = result {
+                self.fail_replica(role, &failed)?;
             }
         }
         let meta = self.meta.lock();

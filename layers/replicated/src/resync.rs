@@ -4,7 +4,8 @@
 
 use crate::error::{ReplicatedError, Result};
 use crate::meta::{read_meta, write_both_slots, Found, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
-use crate::pair::{ReplicaStatus, ReplicatedDisk};
+use crate::pair::{MemberError, ReplicaStatus, ReplicatedDisk};
+use std::sync::atomic::Ordering;
 use txdisk_disk::{Addr, Disk, DiskError};
 
 /// How often (in blocks) a copy reports progress.
@@ -88,7 +89,11 @@ impl<D: Disk> ReplicatedDisk<D> {
         if new_disk.size_blocks() < needed_blocks {
             return Err(ReplicatedError::TooSmall { replica: target, size_blocks: new_disk.size_blocks(), needed_blocks });
         }
-        *self.members[target.index()].disk.write() = Some(new_disk);
+        let member = &self.members[target.index()];
+        let mut slot = member.disk.write();
+        *slot = Some(new_disk);
+        member.generation.fetch_add(1, Ordering::AcqRel);
+        drop(slot);
         self.set_status(target, ReplicaStatus::Failed);
         Ok(target)
     }
@@ -103,13 +108,18 @@ impl<D: Disk> ReplicatedDisk<D> {
                 return Err(error);
             }
         };
+        if report.scanned_blocks != self.data_size_blocks {
+            let error = ReplicatedError::RebuildAborted { replica: target, reason: "a member left the pair during the copy".into() };
+            self.abandon_rebuild(target, &error);
+            return Err(error);
+        }
         // The copy must be durable on the target before its metadata may call it current.
         if self.replica_status(target) == ReplicaStatus::Rebuilding {
-            if let Err(error) = self.on_member(target, |disk| disk.sync()) {
-                if matches!(error, DiskError::Crashed) {
-                    return Err(error.into());
+            if let Err(failed) = self.on_member_gen(target, |disk| disk.sync()) {
+                if matches!(failed.error, DiskError::Crashed) {
+                    return Err(failed.error.into());
                 }
-                self.fail_replica(target, &error)?;
+                self.fail_replica(target, &failed)?;
             }
         }
         self.finish_rebuild(target)?;
@@ -209,26 +219,28 @@ impl<D: Disk> ReplicatedDisk<D> {
             return Ok(Step::Stop);
         }
         let phys = addr + RESERVED_BLOCKS;
-        let value = match self.on_member(source, |disk| disk.read(phys)) {
+        let value = match self.on_member_gen(source, |disk| disk.read(phys)) {
             Ok(value) => value,
-            Err(DiskError::Crashed) => return Err(DiskError::Crashed.into()),
-            Err(error @ DiskError::ReadError { .. }) => return self.source_bad_block(source, target, addr, error),
-            Err(error) => {
-                self.fail_replica(source, &error)?;
+            Err(MemberError { error: DiskError::Crashed, .. }) => return Err(DiskError::Crashed.into()),
+            Err(MemberError { error: error @ DiskError::ReadError { .. }, .. }) => {
+                return self.source_bad_block(source, target, addr, error)
+            }
+            Err(failed) => {
+                self.fail_replica(source, &failed)?;
                 return Ok(Step::Stop);
             }
         };
-        match self.on_member(target, |disk| disk.read(phys)) {
+        match self.on_member_gen(target, |disk| disk.read(phys)) {
             Ok(current) if current == value => return Ok(Step::Same),
-            Err(DiskError::Crashed) => return Err(DiskError::Crashed.into()),
+            Err(MemberError { error: DiskError::Crashed, .. }) => return Err(DiskError::Crashed.into()),
             // A differing value, a bad block or a failed target: the write below decides.
             _ => {}
         }
-        match self.on_member(target, |disk| disk.write(phys, &value)) {
+        match self.on_member_gen(target, |disk| disk.write(phys, &value)) {
             Ok(()) => Ok(Step::Copied),
-            Err(DiskError::Crashed) => Err(DiskError::Crashed.into()),
-            Err(error) => {
-                self.fail_replica(target, &error)?;
+            Err(MemberError { error: DiskError::Crashed, .. }) => Err(DiskError::Crashed.into()),
+            Err(failed) => {
+                self.fail_replica(target, &failed)?;
                 Ok(Step::Stop)
             }
         }
@@ -242,21 +254,21 @@ impl<D: Disk> ReplicatedDisk<D> {
             return Err(ReplicatedError::Disk(error));
         }
         let phys = addr + RESERVED_BLOCKS;
-        let good = match self.on_member(target, |disk| disk.read(phys)) {
+        let good = match self.on_member_gen(target, |disk| disk.read(phys)) {
             Ok(good) => good,
-            Err(DiskError::Crashed) => return Err(DiskError::Crashed.into()),
+            Err(MemberError { error: DiskError::Crashed, .. }) => return Err(DiskError::Crashed.into()),
             // Unreadable on both: the block is lost, the copy goes on.
-            Err(DiskError::ReadError { .. }) => return Ok(Step::Same),
-            Err(other) => {
-                self.fail_replica(target, &other)?;
+            Err(MemberError { error: DiskError::ReadError { .. }, .. }) => return Ok(Step::Same),
+            Err(failed) => {
+                self.fail_replica(target, &failed)?;
                 return Ok(Step::Stop);
             }
         };
-        match self.on_member(source, |disk| disk.write(phys, &good)) {
+        match self.on_member_gen(source, |disk| disk.write(phys, &good)) {
             Ok(()) => Ok(Step::Copied),
-            Err(DiskError::Crashed) => Err(DiskError::Crashed.into()),
-            Err(other) => {
-                self.fail_replica(source, &other)?;
+            Err(MemberError { error: DiskError::Crashed, .. }) => Err(DiskError::Crashed.into()),
+            Err(failed) => {
+                self.fail_replica(source, &failed)?;
                 Ok(Step::Stop)
             }
         }
