@@ -142,11 +142,17 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
         Ok(())
     }
 
-    /// Reads an allocated inode; a free or unknown kind is corruption.
+    /// Reads an allocated inode. An inode number that names no inode (0, out of range, or
+    /// free) is `NotFound`, as for a stale handle; an unknown kind is corruption.
     pub fn inode(&mut self, ino: Ino) -> Result<Inode> {
-        self.check_ino(ino)?;
+        if ino == 0 || ino >= self.sb.inode_count {
+            return Err(FsError::NotFound);
+        }
         let (addr, slot) = self.sb.inode_location(ino);
         let inode = Inode::decode(self.get(addr)?, slot);
+        if inode.kind_code == 0 {
+            return Err(FsError::NotFound);
+        }
         if inode.kind().is_none() {
             return Err(FsError::corrupt(
                 "inode kind (1 file, 2 dir)",

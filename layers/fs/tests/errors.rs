@@ -196,3 +196,33 @@ fn each_write_chunk_fits_the_store_limit() {
         check_invariants(&store).expect("consistent");
     }
 }
+
+#[test]
+fn an_inode_number_naming_no_inode_is_not_found() {
+    let fs = small_fs(256, 64);
+    let ino = fs.create(ROOT_INO, "f").expect("create");
+    fs.unlink(ROOT_INO, "f").expect("unlink");
+    for stale in [0, ino, 63, 64, u64::MAX] {
+        assert!(
+            matches!(fs.stat(stale), Err(FsError::NotFound)),
+            "stat {stale}"
+        );
+        assert!(
+            matches!(fs.read(stale, 0, 1), Err(FsError::NotFound)),
+            "read {stale}"
+        );
+        assert!(
+            matches!(fs.write(stale, 0, b"x"), Err(FsError::NotFound)),
+            "write {stale}"
+        );
+        assert!(
+            matches!(fs.readdir(stale), Err(FsError::NotFound)),
+            "readdir {stale}"
+        );
+        assert!(
+            matches!(fs.create(stale, "x"), Err(FsError::NotFound)),
+            "create in {stale}"
+        );
+    }
+    check_invariants(fs.store()).expect("consistent");
+}
