@@ -16,6 +16,7 @@
 //! do ([`SystemFactory::supports`]). The runner checks every read against what was written, so a
 //! fast wrong answer is an error, not a figure.
 
+mod counting;
 mod error;
 mod floor;
 pub mod histogram;
@@ -28,6 +29,7 @@ mod sqlite;
 mod system;
 mod workload;
 
+pub use counting::{CountingDisk, DiskCounts};
 pub use error::{BenchError, Result};
 pub use floor::FloorFactory;
 pub use histogram::LatencyHistogram;
