@@ -67,15 +67,19 @@ fn try_main() -> Result<(), String> {
     let args = parse_args()?;
     // The default directory sits under the current one, which is on a disk (unlike /tmp on many
     // machines); it is removed at the end.
-    let scratch = match &args.dir {
-        Some(dir) => tempfile::Builder::new()
-            .prefix("txdisk-bench-")
-            .tempdir_in(dir),
-        None => tempfile::Builder::new()
-            .prefix("txdisk-bench-")
-            .tempdir_in("."),
-    }
-    .map_err(|e| format!("cannot make a scratch directory: {e}"))?;
+    let parent = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().map_err(|e| format!("current directory: {e}"))?,
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("txdisk-bench-")
+        .tempdir_in(&parent)
+        .map_err(|e| {
+            format!(
+                "cannot make a scratch directory in {}: {e}",
+                parent.display()
+            )
+        })?;
     let dir = scratch.path().to_path_buf();
     let mut config = if args.quick {
         BenchConfig::quick(dir)
