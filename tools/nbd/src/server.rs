@@ -35,6 +35,9 @@ pub struct ServerOptions {
     pub max_inflight_requests: usize,
     /// A client that does not take a reply within this time is disconnected.
     pub reply_timeout: Duration,
+    /// A client that has not finished the handshake within this time is disconnected (in
+    /// transmission a client may stay idle as long as it likes).
+    pub handshake_timeout: Duration,
     /// How long a stop waits for in-flight requests before closing sockets outright.
     pub stop_grace: Duration,
     /// How often the accept loop looks at the stop flag.
@@ -50,6 +53,7 @@ impl Default for ServerOptions {
             max_inflight_bytes: 64 * 1024 * 1024,
             max_inflight_requests: 64,
             reply_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
             poll_interval: Duration::from_millis(10),
         }
@@ -235,7 +239,14 @@ fn serve_connection<B: ExportBackend>(stream: TcpStream, shared: &Shared<B>) {
     // Buffered reads: one syscall brings in many pipelined request headers.
     let mut reader = BufReader::with_capacity(256 * 1024, read_half);
     let stopping = || shared.stopping.load(Ordering::SeqCst);
-    match handshake::negotiate(&mut reader, &mut write_half, &shared.export, &stopping) {
+    // The timeout bounds each read of the handshake; with at most
+    // MAX_OPTIONS_PER_CONNECTION options that bounds the whole handshake too.
+    let _ = write_half.set_read_timeout(Some(shared.opts.handshake_timeout));
+    let negotiated = handshake::negotiate(&mut reader, &mut write_half, &shared.export, &stopping);
+    if write_half.set_read_timeout(None).is_err() {
+        return;
+    }
+    match negotiated {
         Ok(Outcome::Transmission) => {}
         Ok(Outcome::Close(why)) => {
             tracing::debug!("nbd: handshake ended: {why}");

@@ -95,6 +95,7 @@ impl ReplyWriter {
         }
     }
 
+    /// Sends a reply without data: success if `errno` is 0.
     fn send_error(&self, handle: u64, errno: u32) {
         self.send(&proto::simple_reply_header(errno, handle));
     }
@@ -147,6 +148,8 @@ impl Budget {
 /// What the reader decided about one request.
 enum Admit {
     Run(Op),
+    /// Nothing to do (a zero-length write or trim): reply success at once.
+    Done,
     Error(u32),
     /// Reply with this error, then drop the connection (the stream cannot be resynchronised).
     ErrorAndClose(u32, &'static str),
@@ -233,6 +236,10 @@ fn read_loop<B: ExportBackend>(
                     return End::Violation("worker pool died");
                 }
             }
+            Admit::Done => {
+                budget.release(cost_bytes);
+                replies.send_error(req.handle, 0);
+            }
             Admit::Error(errno) => {
                 budget.release(cost_bytes);
                 counters.error_replies.fetch_add(1, Ordering::Relaxed);
@@ -284,6 +291,8 @@ fn admit(
                 Admit::Error(proto::EINVAL)
             } else if !in_range {
                 Admit::Error(proto::ENOSPC)
+            } else if data.is_empty() {
+                Admit::Done
             } else {
                 Admit::Run(Op::Write {
                     offset: req.offset,
@@ -298,6 +307,7 @@ fn admit(
         proto::CMD_FLUSH => Admit::Run(Op::Flush),
         proto::CMD_TRIM if bad_flags => Admit::Error(proto::EINVAL),
         proto::CMD_TRIM if !in_range => Admit::Error(proto::ENOSPC),
+        proto::CMD_TRIM if len == 0 => Admit::Done,
         proto::CMD_TRIM => Admit::Run(Op::Trim {
             offset: req.offset,
             len,

@@ -312,6 +312,28 @@ fn out_of_range_oversized_and_unknown_requests_get_errors_not_writes() {
 }
 
 #[test]
+fn a_client_silent_during_the_handshake_is_dropped_after_the_timeout() {
+    let opts = txdisk_nbd::ServerOptions {
+        handshake_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let srv = InProcess::start_with(Arc::new(MemBackend::new(SIZE)), opts);
+    let mut s = greet(srv.addr, proto::FLAG_C_FIXED_NEWSTYLE);
+    // Half an option header, then nothing.
+    s.write_all(&proto::OPTS_MAGIC.to_be_bytes()).unwrap();
+    assert!(closed_by_server(&mut s), "the silent client was kept");
+    // A client in transmission may idle longer than the handshake timeout.
+    let mut c = Client::connect(srv.addr, "disk").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    c.write(0, b"late", true).unwrap();
+    // Zero-length write and trim succeed without touching anything.
+    c.write(SIZE as u64, b"", false).unwrap();
+    c.trim(5, 0, false).unwrap();
+    assert_eq!(c.read(0, 4).unwrap(), b"late");
+    srv.stop();
+}
+
+#[test]
 fn a_client_that_disconnects_mid_write_leaves_no_partial_write() {
     let srv = mem_server();
     let mut s = go(greet(srv.addr, proto::FLAG_C_FIXED_NEWSTYLE));
