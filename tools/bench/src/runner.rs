@@ -498,7 +498,8 @@ fn write_loop(
             outcome.latencies.record(ended - began);
             outcome.last_end = ended;
         }
-        if ended >= stop_at {
+        // At least one measured operation per thread, however slow the device is today.
+        if ended >= stop_at && outcome.ops > 0 {
             return Ok(outcome);
         }
     }
@@ -545,7 +546,8 @@ fn drive_reads(
             outcome.latencies.record(ended - began);
             outcome.last_end = ended;
         }
-        if ended >= stop_at {
+        // At least one measured operation per thread, however slow the device is today.
+        if ended >= stop_at && outcome.ops > 0 {
             break;
         }
     }
