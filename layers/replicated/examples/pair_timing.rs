@@ -35,7 +35,10 @@ fn per_sync_us(started: Instant, count: u64) -> f64 {
 }
 
 /// Writes every block once and syncs, so that the timed syncs allocate nothing in the file.
-fn preallocated(path: std::path::PathBuf, blocks: u64) -> Result<FileDisk, Box<dyn std::error::Error>> {
+fn preallocated(
+    path: std::path::PathBuf,
+    blocks: u64,
+) -> Result<FileDisk, Box<dyn std::error::Error>> {
     let disk = FileDisk::create(path, blocks)?;
     for addr in 0..blocks {
         disk.write(addr, &Block::filled(0xff))?;
@@ -55,9 +58,18 @@ fn median_us(mut samples: Vec<f64>) -> f64 {
 fn sync_cost(dir: &std::path::Path, count: u64) -> Result<(), Box<dyn std::error::Error>> {
     let blocks = 1024 + RESERVED_BLOCKS;
     let single = preallocated(dir.join("single.img"), blocks)?;
-    let (s1, s2) = (preallocated(dir.join("s1.img"), blocks)?, preallocated(dir.join("s2.img"), blocks)?);
-    let (d1, d2) = (preallocated(dir.join("p1.img"), blocks)?, preallocated(dir.join("p2.img"), blocks)?);
-    let options = FormatOptions { pair_id: Some(1), assume_equal: false };
+    let (s1, s2) = (
+        preallocated(dir.join("s1.img"), blocks)?,
+        preallocated(dir.join("s2.img"), blocks)?,
+    );
+    let (d1, d2) = (
+        preallocated(dir.join("p1.img"), blocks)?,
+        preallocated(dir.join("p2.img"), blocks)?,
+    );
+    let options = FormatOptions {
+        pair_id: Some(1),
+        assume_equal: false,
+    };
     ReplicatedDisk::format(&d1, &d2, &options)?;
     let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})?;
     let (mut one, mut serial, mut paired) = (Vec::new(), Vec::new(), Vec::new());
@@ -101,21 +113,43 @@ fn resync_time(dir: &std::path::Path, mib: u64) -> Result<(), Box<dyn std::error
         d1.write(addr + RESERVED_BLOCKS, &block)?;
     }
     d1.sync()?;
-    ReplicatedDisk::format(&d1, &d2, &FormatOptions { pair_id: Some(2), assume_equal: false })?;
+    ReplicatedDisk::format(
+        &d1,
+        &d2,
+        &FormatOptions {
+            pair_id: Some(2),
+            assume_equal: false,
+        },
+    )?;
     let mut last = None;
     let started = Instant::now();
     let pair = ReplicatedDisk::open(d1, d2, &mut |p| last = Some(p))?;
-    report(mib, "d2 blank, every block copied", started, last.map(|p| p.phase));
+    report(
+        mib,
+        "d2 blank, every block copied",
+        started,
+        last.map(|p| p.phase),
+    );
     // A crash after one write: both replicas equal but the pair dirty.
     pair.write(7, &Block::filled(0xab))?;
     drop(pair);
     let started = Instant::now();
-    let pair = ReplicatedDisk::open(FileDisk::open(&p1)?, FileDisk::open(&p2)?, &mut |p| last = Some(p))?;
-    report(mib, "replicas equal, every block compared", started, last.map(|p| p.phase));
+    let pair = ReplicatedDisk::open(FileDisk::open(&p1)?, FileDisk::open(&p2)?, &mut |p| {
+        last = Some(p)
+    })?;
+    report(
+        mib,
+        "replicas equal, every block compared",
+        started,
+        last.map(|p| p.phase),
+    );
     pair.close()?;
     let started = Instant::now();
     let pair = ReplicatedDisk::open(FileDisk::open(&p1)?, FileDisk::open(&p2)?, &mut |_| {})?;
-    println!("open after a clean close: {:.3} s", started.elapsed().as_secs_f64());
+    println!(
+        "open after a clean close: {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
     pair.close()?;
     Ok(())
 }

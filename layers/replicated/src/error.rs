@@ -24,28 +24,51 @@ pub enum ReplicatedError {
     PairMismatch { d1_pair_id: u64, d2_pair_id: u64 },
 
     #[error("{replica} carries the metadata of member {found} of pair {pair_id:016x}, not of member {replica}")]
-    WrongRole { replica: Role, found: Role, pair_id: u64 },
+    WrongRole {
+        replica: Role,
+        found: Role,
+        pair_id: u64,
+    },
 
-    #[error("{replica} is not a member of a replicated pair (its metadata region holds other data)")]
+    #[error(
+        "{replica} is not a member of a replicated pair (its metadata region holds other data)"
+    )]
     NotAPairMember { replica: Role },
 
     #[error("neither disk has been formatted as a replicated pair")]
     NotFormatted,
 
     #[error("{replica}: metadata slot {slot} has format version {found}, this build reads version {expected}")]
-    UnsupportedVersion { replica: Role, slot: u64, expected: u32, found: u32 },
+    UnsupportedVersion {
+        replica: Role,
+        slot: u64,
+        expected: u32,
+        found: u32,
+    },
 
     #[error("{replica}: metadata slot {slot} is corrupt (checksum expected {expected_crc:08x}, found {found_crc:08x})")]
-    MetadataCorrupt { replica: Role, slot: u64, expected_crc: u32, found_crc: u32 },
+    MetadataCorrupt {
+        replica: Role,
+        slot: u64,
+        expected_crc: u32,
+        found_crc: u32,
+    },
 
     #[error("{replica}: metadata slot {slot} cannot be read")]
     MetadataUnreadable { replica: Role, slot: u64 },
 
     #[error("the replicas record different sizes (d1: {d1_data_blocks} data blocks, d2: {d2_data_blocks})")]
-    GeometryMismatch { d1_data_blocks: u64, d2_data_blocks: u64 },
+    GeometryMismatch {
+        d1_data_blocks: u64,
+        d2_data_blocks: u64,
+    },
 
     #[error("{replica} has {size_blocks} blocks, the pair needs at least {needed_blocks}")]
-    TooSmall { replica: Role, size_blocks: u64, needed_blocks: u64 },
+    TooSmall {
+        replica: Role,
+        size_blocks: u64,
+        needed_blocks: u64,
+    },
 
     #[error("the disks differ in size (d1: {d1_blocks} blocks, d2: {d2_blocks} blocks)")]
     SizeMismatch { d1_blocks: u64, d2_blocks: u64 },

@@ -37,7 +37,11 @@ impl WriteHistory {
 
     /// The values a crash may leave at `addr`.
     pub fn allowed(&self, addr: Addr) -> Vec<Block> {
-        let durable = self.durable.get(&addr).cloned().unwrap_or_else(Block::zeroed);
+        let durable = self
+            .durable
+            .get(&addr)
+            .cloned()
+            .unwrap_or_else(Block::zeroed);
         let mut values = vec![durable];
         values.extend(self.since_sync.get(&addr).into_iter().flatten().cloned());
         values
@@ -45,7 +49,12 @@ impl WriteHistory {
 
     /// Addresses the history has seen written.
     pub fn addresses(&self) -> Vec<Addr> {
-        let mut addrs: Vec<Addr> = self.durable.keys().chain(self.since_sync.keys()).copied().collect();
+        let mut addrs: Vec<Addr> = self
+            .durable
+            .keys()
+            .chain(self.since_sync.keys())
+            .copied()
+            .collect();
         addrs.sort_unstable();
         addrs.dedup();
         addrs
@@ -57,19 +66,35 @@ impl WriteHistory {
 #[non_exhaustive]
 pub enum CrashViolation {
     #[error("replicated: after recovery, block {addr} differs: d1 {d1_fingerprint:016x}, d2 {d2_fingerprint:016x}")]
-    ReplicasDiffer { addr: Addr, d1_fingerprint: u64, d2_fingerprint: u64 },
+    ReplicasDiffer {
+        addr: Addr,
+        d1_fingerprint: u64,
+        d2_fingerprint: u64,
+    },
 
     #[error("replicated: after recovery, {replica} block {addr} holds {found_fingerprint:016x}, never written there (allowed: {allowed_fingerprints:016x?})")]
-    NeverWritten { addr: Addr, replica: Role, found_fingerprint: u64, allowed_fingerprints: Vec<u64> },
+    NeverWritten {
+        addr: Addr,
+        replica: Role,
+        found_fingerprint: u64,
+        allowed_fingerprints: Vec<u64>,
+    },
 
     #[error("replicated: after recovery, {replica} block {addr} cannot be read: {error}")]
-    Unreadable { addr: Addr, replica: Role, error: String },
+    Unreadable {
+        addr: Addr,
+        replica: Role,
+        error: String,
+    },
 
     #[error("replicated: after recovery, no replica is active")]
     NoActiveReplica,
 }
 
-fn active_values<D: Disk>(pair: &ReplicatedDisk<D>, addr: Addr) -> Result<Vec<(Role, Block)>, CrashViolation> {
+fn active_values<D: Disk>(
+    pair: &ReplicatedDisk<D>,
+    addr: Addr,
+) -> Result<Vec<(Role, Block)>, CrashViolation> {
     let mut values = Vec::with_capacity(2);
     for role in [Role::D1, Role::D2] {
         if pair.replica_status(role) != ReplicaStatus::Active {
@@ -77,7 +102,11 @@ fn active_values<D: Disk>(pair: &ReplicatedDisk<D>, addr: Addr) -> Result<Vec<(R
         }
         let block = pair
             .read_replica(role, addr)
-            .map_err(|error| CrashViolation::Unreadable { addr, replica: role, error: error.to_string() })?;
+            .map_err(|error| CrashViolation::Unreadable {
+                addr,
+                replica: role,
+                error: error.to_string(),
+            })?;
         values.push((role, block));
     }
     if values.is_empty() {
@@ -92,7 +121,11 @@ pub fn replicas_agree<D: Disk>(pair: &ReplicatedDisk<D>) -> Result<(), CrashViol
     for addr in 0..pair.size_blocks() {
         if let [(_, v1), (_, v2)] = active_values(pair, addr)?.as_slice() {
             if v1 != v2 {
-                return Err(CrashViolation::ReplicasDiffer { addr, d1_fingerprint: v1.fingerprint(), d2_fingerprint: v2.fingerprint() });
+                return Err(CrashViolation::ReplicasDiffer {
+                    addr,
+                    d1_fingerprint: v1.fingerprint(),
+                    d2_fingerprint: v2.fingerprint(),
+                });
             }
         }
     }
@@ -101,7 +134,10 @@ pub fn replicas_agree<D: Disk>(pair: &ReplicatedDisk<D>) -> Result<(), CrashViol
 
 /// The crash invariant after recovery: the replicas agree everywhere, and every address holds
 /// a value `history` allows (zeros where it never wrote).
-pub fn recovered_from<D: Disk>(pair: &ReplicatedDisk<D>, history: &WriteHistory) -> Result<(), CrashViolation> {
+pub fn recovered_from<D: Disk>(
+    pair: &ReplicatedDisk<D>,
+    history: &WriteHistory,
+) -> Result<(), CrashViolation> {
     replicas_agree(pair)?;
     for addr in 0..pair.size_blocks() {
         let allowed = history.allowed(addr);

@@ -1,6 +1,116 @@
 //! # txdisk-replicated: one crash-safe `Disk` over two unreliable ones
 //!
-//! (Full documentation below is completed in a following change.)
+//! **What it offers.** [`ReplicatedDisk`] puts two [`Disk`](txdisk_disk::Disk)s of equal size
+//! ("d1" and "d2", the *members* or *replicas*) behind one `Disk` that survives either of them
+//! failing. Each member starts with [`RESERVED_BLOCKS`] blocks of pair metadata; data address
+//! `a` of the pair is block `a + RESERVED_BLOCKS` of each member:
+//!
+//! ```text
+//!  member:  | slot 0 | slot 1 | data 0 | data 1 | ...               | data N-1 |
+//!             pair metadata     \_____ size_blocks() = N = member size - 2 ____/
+//! ```
+//!
+//! * `write(a, v)`: marks the pair Dirty on disk if it is not already (see below); locks
+//!   address `a` (one of [`LOCK_STRIPES`] striped mutexes); writes d1; writes d2; unlocks.
+//! * `read(a)`: locks `a`; reads d1; on a per-block read error reads d2 and writes the good
+//!   value back to d1 (self-healing); on a fail-stop error fails d1 and reads d2.
+//! * `sync()`: syncs both members **concurrently** (the second in a scoped thread), so that the
+//!   pair's flush costs about one flush (see `examples/pair_timing.rs` for the figures).
+//! * A member that returns a fail-stop error (`Failed`, a failed write, a failed `sync`) is
+//!   marked failed and the pair goes on **degraded** on the other; both failed is
+//!   [`ReplicatedError::AllReplicasFailed`] (as a `Disk`: `DiskError::Failed`), never a panic.
+//!   [`ReplicatedDisk::status`] says which members are alive.
+//! * [`ReplicatedDisk::format`], [`ReplicatedDisk::open`] (recovery happens here),
+//!   [`ReplicatedDisk::open_degraded`], [`ReplicatedDisk::recover`], [`ReplicatedDisk::rebuild`]
+//!   (online), [`ReplicatedDisk::close`] (clean shutdown: the next open copies nothing).
+//!
+//! **Pair metadata and the event counter** (byte layout in `docs/FORMAT-replicated.md`). Each
+//! member records the pair id, its role (d1 or d2), a state (Clean, Dirty, Rebuilding) and an
+//! event counter, as Linux md does. Whenever the pair loses a member, the survivor's counter is
+//! bumped and made durable *before* any later write or sync is acknowledged, so a member that
+//! missed writes always carries fewer events than a current one. `open` takes the member with
+//! the most events (d1 on a tie, never a Rebuilding one) as the source, and copies it onto the
+//! other if the other is stale, half-rebuilt or blank; if both are current and either says
+//! Dirty, it resyncs d1 → d2. Disks of two different pairs, a disk that is not a pair member,
+//! swapped members, or two copies of the same member are refused with a clear error.
+//!
+//! ## Rep invariant (checked in debug builds)
+//!
+//! 1. After every write, while both members are active, `d1[a] == d2[a]` — read back from both
+//!    under the address lock, after every `write` (`check_write_rep`).
+//! 2. While the in-memory "dirty mark" is set, the metadata of every active member says Dirty:
+//!    no data write can reach a member of a pair whose metadata says Clean.
+//! 3. A member being rebuilt receives every write but serves no read and is never a copy
+//!    source; at most one member is rebuilding; an active member always has a disk.
+//! 4. At rest, both active members agree at every address ([`replicas_agree`], reading all).
+//!
+//! `check_rep` (after every public operation in debug builds) checks the members' own rep
+//! invariants first, then 2–3 and the bookkeeping.
+//!
+//! ## Crash invariant
+//!
+//! After any crash (during a workload, during recovery, any number of times) and an `open`,
+//! every data address holds on every active member one value that was written to it — the value
+//! durable at the last pair `sync` that returned `Ok`, or one written after it — and the same
+//! value on both. [`recovered_from`] checks exactly this against a [`WriteHistory`]; the
+//! exhaustive crash test (`tests/exhaustive_crash.rs`) and the fuzzer call it.
+//!
+//! ## The three questions of the replicated-disk example, for this implementation
+//!
+//! **1. A crash between the two writes.** The Dirty mark was durable on both members before the
+//! write began, so `open` finds the pair Dirty and resyncs d1 → d2 at every address where they
+//! differ. If `v` survived on d1 (durable, or a pending write the crash kept), the resync writes
+//! it to d2: recovery *completes the pending write* ("recovery helping"), and the write takes
+//! effect as if at its d1 write. If d1 lost `v`, its older value is copied over d2: the write
+//! never happened, which is allowed because no `sync` had acknowledged it. The same holds for a
+//! crash after both writes but before a `sync`, where d1 may lose `v` while d2 keeps it. Either
+//! way both members end equal, holding the old value or the new one, never a mix.
+//!
+//! **2. Can a read return a block that is not yet durable?** Yes, before `sync`, exactly as a
+//! single disk does: `read` returns the newest value written to the address (the address lock
+//! makes it the value before or after any one write, never the state between the two member
+//! writes), and that value is durable only once a later `sync` returns `Ok`. A value read
+//! before that may be gone after a crash. The contract is the `Disk` trait's: reads see every
+//! completed write; durability is promised only by `sync`. Two things are stronger than the
+//! example: a read never returns a value that was not written (a repair writes back d2's value,
+//! which equals d1's), and right after `open` every block is durable on both members, because
+//! recovery syncs both before it marks the pair clean.
+//!
+//! **3. Disk 1 failing during recovery.** The example's loop skips such addresses and goes on,
+//! silently leaving d2 a mix. Here a fail-stop of d1 during the resync fails d1 and bumps d2's
+//! event counter (durably) before anything else: d2 stands alone, and every address of d2 holds
+//! either its own value or the one copied from d1 — both values written there, so the crash
+//! invariant holds — and d1, should it come back, is stale and is rebuilt from d2, never copied
+//! over it. A per-block read error on d1 during the resync keeps d2's value and writes it back
+//! to d1. If d1 fails while it is the *only* current member (d2 was stale and being rebuilt),
+//! `open` refuses with [`ReplicatedError::AllReplicasFailed`]: d2's metadata says Rebuilding,
+//! so it is never used as a source.
+//!
+//! ## Crash windows of the metadata updates
+//!
+//! Every metadata update writes one slot (the older) and syncs before anything else is written
+//! to that member, so at most one slot is in flight and a crash (or torn write) leaves the
+//! other, one step older, intact. Case by case:
+//!
+//! | update | crash before it is durable | crash after |
+//! |---|---|---|
+//! | format (d1, then d2) | d1 blank or torn: refused, format again | d2 blank: `open` rebuilds it |
+//! | Dirty mark (d1, d2, then data) | both Clean, no data written yet: nothing to do | one or both Dirty: full resync (harmless) |
+//! | bump on going degraded | equal events: resync d1 → d2; only unsynced writes were issued since | failed member stale: rebuilt, never a source |
+//! | clean close (data synced, then d1, d2) | one Dirty: full resync | both Clean: nothing copied |
+//! | resync at open (d2 written, both synced, then Clean marks) | still Dirty: resync again (idempotent: only d2 is written, and d1 only with d2's value) | Clean |
+//! | rebuild: Rebuilding marker on the target (both slots) | target still stale or blank: rebuild again | Rebuilding: never a source, rebuild again |
+//! | rebuild: target data synced, then its metadata current | Rebuilding: rebuild again | current; if Dirty, a resync equalises |
+//!
+//! The pair's `sync` and a member's failure are ordered by the metadata lock: a `sync` returns
+//! `Ok` only after any bump in progress is durable, and a member replaced by `rebuild` carries a
+//! new generation so that an error of the old disk is never blamed on the new one.
+//!
+//! **Limits.** Two members cannot outvote each other: if the current member is lost before
+//! `open` ever reads it, and the stale one comes back alone, nothing left records that it is
+//! stale, and the pair opens on it (Linux md has the same limit). A resync after a crash scans
+//! the whole pair (there is no write-intent bitmap); its time is measured by the
+//! `pair_timing` example. A bad block on the only current member stops a rebuild.
 
 mod error;
 mod invariant;

@@ -131,9 +131,14 @@ pub enum Slot {
     /// Neither zeros nor our magic: something else's data.
     Foreign,
     /// Our magic, but a version this crate does not read.
-    BadVersion { found: u32 },
+    BadVersion {
+        found: u32,
+    },
     /// Our magic, a bad checksum or a field out of range (a torn or damaged write).
-    Corrupt { expected_crc: u32, found_crc: u32 },
+    Corrupt {
+        expected_crc: u32,
+        found_crc: u32,
+    },
     /// The slot's block returned a read error.
     Unreadable,
 }
@@ -177,7 +182,11 @@ impl ReplicaMeta {
         let crc = slot_crc(bytes);
         bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
         // Pair assertion: what we are about to write must read back as itself.
-        debug_assert_eq!(Slot::decode(&block), Slot::Valid(*self), "replicated: slot encoding does not round-trip");
+        debug_assert_eq!(
+            Slot::decode(&block),
+            Slot::Valid(*self),
+            "replicated: slot encoding does not round-trip"
+        );
         block
     }
 }
@@ -186,7 +195,11 @@ impl Slot {
     pub fn decode(block: &Block) -> Slot {
         let bytes = block.as_bytes();
         if bytes[MAGIC_OFFSET..MAGIC_OFFSET + 8] != MAGIC {
-            return if block.is_zero() { Slot::Blank } else { Slot::Foreign };
+            return if block.is_zero() {
+                Slot::Blank
+            } else {
+                Slot::Foreign
+            };
         }
         let version = le_u32(bytes, VERSION_OFFSET);
         if version != FORMAT_VERSION {
@@ -194,7 +207,10 @@ impl Slot {
         }
         let expected_crc = slot_crc(bytes);
         let found_crc = le_u32(bytes, CRC_OFFSET);
-        let corrupt = Slot::Corrupt { expected_crc, found_crc };
+        let corrupt = Slot::Corrupt {
+            expected_crc,
+            found_crc,
+        };
         if expected_crc != found_crc {
             return corrupt;
         }
@@ -203,7 +219,9 @@ impl Slot {
             1 => Role::D2,
             _ => return corrupt,
         };
-        let Some(state) = MetaState::from_code(bytes[STATE_OFFSET]) else { return corrupt };
+        let Some(state) = MetaState::from_code(bytes[STATE_OFFSET]) else {
+            return corrupt;
+        };
         let peer_failed = match bytes[PEER_OFFSET] {
             0 => false,
             1 => true,
@@ -269,11 +287,20 @@ fn combine(slots: [Slot; 2], role: Role) -> Found {
     for (index, slot) in slots.iter().enumerate() {
         if let Slot::BadVersion { found } = slot {
             let found = *found;
-            return Found::Unusable(ReplicatedError::UnsupportedVersion { replica: role, expected: FORMAT_VERSION, found, slot: index as u64 });
+            return Found::Unusable(ReplicatedError::UnsupportedVersion {
+                replica: role,
+                expected: FORMAT_VERSION,
+                found,
+                slot: index as u64,
+            });
         }
     }
     for (index, slot) in slots.iter().enumerate() {
-        if let Slot::Corrupt { expected_crc, found_crc } = slot {
+        if let Slot::Corrupt {
+            expected_crc,
+            found_crc,
+        } = slot
+        {
             return Found::Unusable(ReplicatedError::MetadataCorrupt {
                 replica: role,
                 slot: index as u64,
@@ -283,7 +310,10 @@ fn combine(slots: [Slot; 2], role: Role) -> Found {
         }
     }
     if let Some(index) = slots.iter().position(|slot| *slot == Slot::Unreadable) {
-        return Found::Unusable(ReplicatedError::MetadataUnreadable { replica: role, slot: index as u64 });
+        return Found::Unusable(ReplicatedError::MetadataUnreadable {
+            replica: role,
+            slot: index as u64,
+        });
     }
     Found::Unusable(ReplicatedError::NotAPairMember { replica: role })
 }
@@ -353,11 +383,22 @@ mod tests {
 
     #[test]
     fn newest_valid_slot_wins_and_a_torn_one_is_ignored() {
-        let old = ReplicaMeta { seq: 4, events: 1, ..sample() };
-        let new = ReplicaMeta { seq: 5, events: 2, ..sample() };
+        let old = ReplicaMeta {
+            seq: 4,
+            events: 1,
+            ..sample()
+        };
+        let new = ReplicaMeta {
+            seq: 5,
+            events: 2,
+            ..sample()
+        };
         let found = combine([Slot::Valid(old), Slot::Valid(new)], Role::D2);
         assert!(matches!(found, Found::Meta(meta) if meta == new));
-        let torn = Slot::Corrupt { expected_crc: 1, found_crc: 2 };
+        let torn = Slot::Corrupt {
+            expected_crc: 1,
+            found_crc: 2,
+        };
         let found = combine([Slot::Valid(old), torn], Role::D2);
         assert!(matches!(found, Found::Meta(meta) if meta == old));
     }

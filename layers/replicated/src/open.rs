@@ -2,7 +2,9 @@
 //! pair, choosing the current replica by its event counter, and bringing the other up to date.
 
 use crate::error::{ReplicatedError, Result};
-use crate::meta::{read_meta, write_both_slots, Found, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
+use crate::meta::{
+    read_meta, write_both_slots, Found, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS,
+};
 use crate::pair::{Member, PairMeta, ReplicaStatus, ReplicatedDisk};
 use crate::resync::Progress;
 use txdisk_disk::rng::SplitMix64;
@@ -56,14 +58,25 @@ impl<D: Disk> ReplicatedDisk<D> {
     pub fn format(d1: &D, d2: &D, options: &FormatOptions) -> Result<u64> {
         let (d1_blocks, d2_blocks) = (d1.size_blocks(), d2.size_blocks());
         if d1_blocks != d2_blocks {
-            return Err(ReplicatedError::SizeMismatch { d1_blocks, d2_blocks });
+            return Err(ReplicatedError::SizeMismatch {
+                d1_blocks,
+                d2_blocks,
+            });
         }
         if d1_blocks <= RESERVED_BLOCKS {
             let needed_blocks = RESERVED_BLOCKS + 1;
-            return Err(ReplicatedError::TooSmall { replica: Role::D1, size_blocks: d1_blocks, needed_blocks });
+            return Err(ReplicatedError::TooSmall {
+                replica: Role::D1,
+                size_blocks: d1_blocks,
+                needed_blocks,
+            });
         }
         let pair_id = options.pair_id.unwrap_or_else(random_pair_id);
-        let state = if options.assume_equal { MetaState::Clean } else { MetaState::Dirty };
+        let state = if options.assume_equal {
+            MetaState::Clean
+        } else {
+            MetaState::Dirty
+        };
         for (role, disk) in [(Role::D1, d1), (Role::D2, d2)] {
             let meta = ReplicaMeta {
                 pair_id,
@@ -97,7 +110,12 @@ impl<D: Disk> ReplicatedDisk<D> {
         let role = match observe(&disk, Role::D1)? {
             Seen::Meta(meta) => meta.role,
             Seen::Blank => return Err(ReplicatedError::NotFormatted),
-            Seen::Dead(error) => return Err(ReplicatedError::AllReplicasFailed { d1: error.to_string(), d2: "missing".into() }),
+            Seen::Dead(error) => {
+                return Err(ReplicatedError::AllReplicasFailed {
+                    d1: error.to_string(),
+                    d2: "missing".into(),
+                })
+            }
             Seen::Missing => unreachable!("replicated: observe never answers Missing"),
         };
         let mut seen = [Seen::Missing, Seen::Missing];
@@ -107,7 +125,11 @@ impl<D: Disk> ReplicatedDisk<D> {
         ReplicatedDisk::open_seen(seen, disks, progress)
     }
 
-    fn open_seen(seen: [Seen; 2], disks: [Option<D>; 2], progress: &mut dyn FnMut(Progress)) -> Result<Self> {
+    fn open_seen(
+        seen: [Seen; 2],
+        disks: [Option<D>; 2],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Self> {
         let source_meta = validate(&seen, &disks)?;
         let source = source_meta.role;
         let target = source.other();
@@ -123,8 +145,13 @@ impl<D: Disk> ReplicatedDisk<D> {
             Plan::Rebuild { .. } => {
                 match pair.rebuild_member(target, progress) {
                     Ok(_) => {}
-                    Err(error @ (ReplicatedError::Disk(DiskError::Crashed) | ReplicatedError::AllReplicasFailed { .. })) => return Err(error),
-                    Err(error) => tracing::warn!(%error, "rebuild at open failed; running degraded"),
+                    Err(
+                        error @ (ReplicatedError::Disk(DiskError::Crashed)
+                        | ReplicatedError::AllReplicasFailed { .. }),
+                    ) => return Err(error),
+                    Err(error) => {
+                        tracing::warn!(%error, "rebuild at open failed; running degraded")
+                    }
                 }
                 pair.mark_clean()?;
             }
@@ -160,21 +187,40 @@ fn observe<D: Disk>(disk: &D, role: Role) -> Result<Seen> {
 
 /// Checks that the members form one pair and returns the metadata of the current one.
 fn validate<D: Disk>(seen: &[Seen; 2], disks: &[Option<D>; 2]) -> Result<ReplicaMeta> {
-    let metas: Vec<ReplicaMeta> = seen.iter().filter_map(|s| if let Seen::Meta(m) = s { Some(*m) } else { None }).collect();
+    let metas: Vec<ReplicaMeta> = seen
+        .iter()
+        .filter_map(|s| {
+            if let Seen::Meta(m) = s {
+                Some(*m)
+            } else {
+                None
+            }
+        })
+        .collect();
     for (index, item) in seen.iter().enumerate() {
         if let Seen::Meta(meta) = item {
             let replica = Role::from_index(index);
             if meta.role != replica {
-                return Err(ReplicatedError::WrongRole { replica, found: meta.role, pair_id: meta.pair_id });
+                return Err(ReplicatedError::WrongRole {
+                    replica,
+                    found: meta.role,
+                    pair_id: meta.pair_id,
+                });
             }
         }
     }
     if let [m1, m2] = metas.as_slice() {
         if m1.pair_id != m2.pair_id {
-            return Err(ReplicatedError::PairMismatch { d1_pair_id: m1.pair_id, d2_pair_id: m2.pair_id });
+            return Err(ReplicatedError::PairMismatch {
+                d1_pair_id: m1.pair_id,
+                d2_pair_id: m2.pair_id,
+            });
         }
         if m1.data_size_blocks != m2.data_size_blocks {
-            return Err(ReplicatedError::GeometryMismatch { d1_data_blocks: m1.data_size_blocks, d2_data_blocks: m2.data_size_blocks });
+            return Err(ReplicatedError::GeometryMismatch {
+                d1_data_blocks: m1.data_size_blocks,
+                d2_data_blocks: m2.data_size_blocks,
+            });
         }
     }
     let Some(any) = metas.first() else {
@@ -185,20 +231,30 @@ fn validate<D: Disk>(seen: &[Seen; 2], disks: &[Option<D>; 2]) -> Result<Replica
             Seen::Dead(error) => error.to_string(),
             _ => "missing".to_string(),
         };
-        return Err(ReplicatedError::AllReplicasFailed { d1: why(&seen[0]), d2: why(&seen[1]) });
+        return Err(ReplicatedError::AllReplicasFailed {
+            d1: why(&seen[0]),
+            d2: why(&seen[1]),
+        });
     };
     let needed_blocks = any.data_size_blocks + RESERVED_BLOCKS;
     for (index, disk) in disks.iter().enumerate() {
         let Some(disk) = disk else { continue };
         if disk.size_blocks() < needed_blocks {
-            return Err(ReplicatedError::TooSmall { replica: Role::from_index(index), size_blocks: disk.size_blocks(), needed_blocks });
+            return Err(ReplicatedError::TooSmall {
+                replica: Role::from_index(index),
+                size_blocks: disk.size_blocks(),
+                needed_blocks,
+            });
         }
     }
     // The source: never a half-rebuilt member; the most events; d1 on a tie.
-    let source = metas.iter().filter(|m| m.state != MetaState::Rebuilding).fold(None::<ReplicaMeta>, |best, m| match best {
-        Some(b) if b.events >= m.events => Some(b),
-        _ => Some(*m),
-    });
+    let source = metas
+        .iter()
+        .filter(|m| m.state != MetaState::Rebuilding)
+        .fold(None::<ReplicaMeta>, |best, m| match best {
+            Some(b) if b.events >= m.events => Some(b),
+            _ => Some(*m),
+        });
     source.ok_or_else(|| ReplicatedError::NoCurrentReplica {
         reason: "every member left is an unfinished rebuild".into(),
     })
@@ -206,17 +262,31 @@ fn validate<D: Disk>(seen: &[Seen; 2], disks: &[Option<D>; 2]) -> Result<Replica
 
 fn plan(source: &ReplicaMeta, other: &Seen) -> Plan {
     match other {
-        Seen::Meta(meta) if meta.state == MetaState::Rebuilding => Plan::Rebuild { why: "its last rebuild did not finish".into() },
-        Seen::Meta(meta) if meta.events < source.events => {
-            Plan::Rebuild { why: format!("stale: {} events, the current replica has {}", meta.events, source.events) }
-        }
-        Seen::Meta(meta) => Plan::Equal { clean: meta.state == MetaState::Clean && source.state == MetaState::Clean },
-        Seen::Blank => Plan::Rebuild { why: "a blank replacement".into() },
+        Seen::Meta(meta) if meta.state == MetaState::Rebuilding => Plan::Rebuild {
+            why: "its last rebuild did not finish".into(),
+        },
+        Seen::Meta(meta) if meta.events < source.events => Plan::Rebuild {
+            why: format!(
+                "stale: {} events, the current replica has {}",
+                meta.events, source.events
+            ),
+        },
+        Seen::Meta(meta) => Plan::Equal {
+            clean: meta.state == MetaState::Clean && source.state == MetaState::Clean,
+        },
+        Seen::Blank => Plan::Rebuild {
+            why: "a blank replacement".into(),
+        },
         Seen::Dead(_) | Seen::Missing => Plan::Degraded,
     }
 }
 
-fn assemble<D: Disk>(source: ReplicaMeta, seen: &[Seen; 2], plan: &Plan, disks: [Option<D>; 2]) -> ReplicatedDisk<D> {
+fn assemble<D: Disk>(
+    source: ReplicaMeta,
+    seen: &[Seen; 2],
+    plan: &Plan,
+    disks: [Option<D>; 2],
+) -> ReplicatedDisk<D> {
     let target = source.role.other();
     let mut seq = [0u64; 2];
     let mut failure: [Option<String>; 2] = [None, None];
@@ -246,6 +316,11 @@ fn assemble<D: Disk>(source: ReplicaMeta, seen: &[Seen; 2], plan: &Plan, disks: 
     statuses[target.index()] = target_status;
     let [d1, d2] = disks;
     let members = [Member::new(d1, statuses[0]), Member::new(d2, statuses[1])];
-    let meta = PairMeta { events: source.events, on_disk, seq, failure };
+    let meta = PairMeta {
+        events: source.events,
+        on_disk,
+        seq,
+        failure,
+    };
     ReplicatedDisk::assemble(members, meta, source.pair_id, source.data_size_blocks)
 }

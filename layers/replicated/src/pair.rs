@@ -58,11 +58,16 @@ pub struct PairStatus {
 
 impl PairStatus {
     pub fn is_degraded(&self) -> bool {
-        self.replicas.iter().any(|status| *status != ReplicaStatus::Active)
+        self.replicas
+            .iter()
+            .any(|status| *status != ReplicaStatus::Active)
     }
 
     pub fn active_count(&self) -> usize {
-        self.replicas.iter().filter(|status| **status == ReplicaStatus::Active).count()
+        self.replicas
+            .iter()
+            .filter(|status| **status == ReplicaStatus::Active)
+            .count()
     }
 }
 
@@ -77,7 +82,11 @@ pub(crate) struct Member<D> {
 
 impl<D> Member<D> {
     pub(crate) fn new(disk: Option<D>, status: ReplicaStatus) -> Member<D> {
-        Member { disk: RwLock::new(disk), status: AtomicU8::new(status.code()), generation: AtomicU64::new(0) }
+        Member {
+            disk: RwLock::new(disk),
+            status: AtomicU8::new(status.code()),
+            generation: AtomicU64::new(0),
+        }
     }
 }
 
@@ -131,7 +140,12 @@ fn classify(error: &DiskError) -> Fault {
 }
 
 impl<D: Disk> ReplicatedDisk<D> {
-    pub(crate) fn assemble(members: [Member<D>; 2], meta: PairMeta, pair_id: u64, data_size_blocks: u64) -> Self {
+    pub(crate) fn assemble(
+        members: [Member<D>; 2],
+        meta: PairMeta,
+        pair_id: u64,
+        data_size_blocks: u64,
+    ) -> Self {
         let dirty = meta.on_disk == MetaState::Dirty;
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         ReplicatedDisk {
@@ -151,11 +165,17 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     pub(crate) fn set_status(&self, role: Role, status: ReplicaStatus) {
-        self.members[role.index()].status.store(status.code(), Ordering::Release);
+        self.members[role.index()]
+            .status
+            .store(status.code(), Ordering::Release);
     }
 
     /// Runs `op` on the member's disk; a missing disk answers `Failed`.
-    pub(crate) fn on_member<T>(&self, role: Role, op: impl FnOnce(&D) -> txdisk_disk::Result<T>) -> txdisk_disk::Result<T> {
+    pub(crate) fn on_member<T>(
+        &self,
+        role: Role,
+        op: impl FnOnce(&D) -> txdisk_disk::Result<T>,
+    ) -> txdisk_disk::Result<T> {
         match &*self.members[role.index()].disk.read() {
             Some(disk) => op(disk),
             None => Err(DiskError::Failed),
@@ -163,7 +183,11 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     /// As [`Self::on_member`], tagging an error with the generation of the disk that gave it.
-    pub(crate) fn on_member_gen<T>(&self, role: Role, op: impl FnOnce(&D) -> txdisk_disk::Result<T>) -> Result<T, MemberError> {
+    pub(crate) fn on_member_gen<T>(
+        &self,
+        role: Role,
+        op: impl FnOnce(&D) -> txdisk_disk::Result<T>,
+    ) -> Result<T, MemberError> {
         let member = &self.members[role.index()];
         let guard = member.disk.read();
         let generation = member.generation.load(Ordering::Acquire);
@@ -179,12 +203,22 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     fn active_roles(&self) -> Vec<Role> {
-        [Role::D1, Role::D2].into_iter().filter(|role| self.replica_status(*role) == ReplicaStatus::Active).collect()
+        [Role::D1, Role::D2]
+            .into_iter()
+            .filter(|role| self.replica_status(*role) == ReplicaStatus::Active)
+            .collect()
     }
 
     pub(crate) fn all_failed(&self, meta: &PairMeta) -> ReplicatedError {
-        let why = |role: Role| meta.failure[role.index()].clone().unwrap_or_else(|| format!("{:?}", self.replica_status(role)).to_lowercase());
-        ReplicatedError::AllReplicasFailed { d1: why(Role::D1), d2: why(Role::D2) }
+        let why = |role: Role| {
+            meta.failure[role.index()]
+                .clone()
+                .unwrap_or_else(|| format!("{:?}", self.replica_status(role)).to_lowercase())
+        };
+        ReplicatedError::AllReplicasFailed {
+            d1: why(Role::D1),
+            d2: why(Role::D2),
+        }
     }
 
     /// The status of the pair.
@@ -220,7 +254,12 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     /// Writes (and syncs) `role`'s metadata for the pair's current state; a member failure is
     /// handled as in [`Self::fail_locked`].
-    pub(crate) fn write_member_meta(&self, meta: &mut PairMeta, role: Role, state: MetaState) -> Result<()> {
+    pub(crate) fn write_member_meta(
+        &self,
+        meta: &mut PairMeta,
+        role: Role,
+        state: MetaState,
+    ) -> Result<()> {
         let next = self.next_meta(meta, role, state);
         match self.on_member(role, |disk| write_meta(disk, &next)) {
             Ok(()) => {
@@ -237,14 +276,23 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// count — can never again be taken for a current replica. `Err` if no active member is left.
     pub(crate) fn fail_replica(&self, role: Role, failed: &MemberError) -> Result<()> {
         let mut meta = self.meta.lock();
-        if self.members[role.index()].generation.load(Ordering::Acquire) != failed.generation {
+        if self.members[role.index()]
+            .generation
+            .load(Ordering::Acquire)
+            != failed.generation
+        {
             // The disk that failed has already been replaced: the new one is not to blame.
             return self.any_active(&meta);
         }
         self.fail_locked(&mut meta, role, &failed.error)
     }
 
-    pub(crate) fn fail_locked(&self, meta: &mut PairMeta, role: Role, cause: &DiskError) -> Result<()> {
+    pub(crate) fn fail_locked(
+        &self,
+        meta: &mut PairMeta,
+        role: Role,
+        cause: &DiskError,
+    ) -> Result<()> {
         let status = self.replica_status(role);
         if !status.is_written() {
             // Another thread got here first; the survivor (if any) is already bumped.
@@ -257,7 +305,8 @@ impl<D: Disk> ReplicatedDisk<D> {
         if self.replica_status(survivor) != ReplicaStatus::Active {
             if self.replica_status(survivor) == ReplicaStatus::Rebuilding {
                 // A half-copied replica is no source: losing the source loses the pair.
-                meta.failure[survivor.index()] = Some("rebuild incomplete when its source failed".into());
+                meta.failure[survivor.index()] =
+                    Some("rebuild incomplete when its source failed".into());
                 self.set_status(survivor, ReplicaStatus::Failed);
             }
             return Err(self.all_failed(meta));
@@ -320,7 +369,11 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     fn check_data_addr(&self, addr: Addr) -> Result<Addr> {
         if addr >= self.data_size_blocks {
-            return Err(DiskError::OutOfRange { addr, size_blocks: self.data_size_blocks }.into());
+            return Err(DiskError::OutOfRange {
+                addr,
+                size_blocks: self.data_size_blocks,
+            }
+            .into());
         }
         Ok(addr + RESERVED_BLOCKS)
     }
@@ -370,7 +423,9 @@ impl<D: Disk> ReplicatedDisk<D> {
             let member = &self.members[role.index()];
             let guard = member.disk.read();
             let generation = member.generation.load(Ordering::Acquire);
-            if written[role.index()] != Some(generation) || self.replica_status(role) != ReplicaStatus::Active {
+            if written[role.index()] != Some(generation)
+                || self.replica_status(role) != ReplicaStatus::Active
+            {
                 return;
             }
             match guard.as_ref().map(|disk| disk.read(phys)) {
@@ -437,7 +492,10 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// flush. A member whose sync fails is failed (its cache may have lost writes) and the
     /// survivor's bump is durable before this returns `Ok`.
     pub(crate) fn sync_members(&self) -> Result<()> {
-        let roles: Vec<Role> = [Role::D1, Role::D2].into_iter().filter(|role| self.replica_status(*role).is_written()).collect();
+        let roles: Vec<Role> = [Role::D1, Role::D2]
+            .into_iter()
+            .filter(|role| self.replica_status(*role).is_written())
+            .collect();
         let results: Vec<(Role, Result<(), MemberError>)> = match roles.as_slice() {
             [] => return Err(self.all_failed(&self.meta.lock())),
             [one] => vec![(*one, self.on_member_gen(*one, |disk| disk.sync()))],
@@ -445,11 +503,21 @@ impl<D: Disk> ReplicatedDisk<D> {
                 let other = scope.spawn(|| self.on_member_gen(*second, |disk| disk.sync()));
                 let mine = self.on_member_gen(*first, |disk| disk.sync());
                 // A panic in the other thread is a broken invariant below: pass it on as is.
-                let theirs = other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                let theirs = other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 vec![(*first, mine), (*second, theirs)]
             }),
         };
-        if results.iter().any(|(_, result)| matches!(result, Err(MemberError { error: DiskError::Crashed, .. }))) {
+        if results.iter().any(|(_, result)| {
+            matches!(
+                result,
+                Err(MemberError {
+                    error: DiskError::Crashed,
+                    ..
+                })
+            )
+        }) {
             return Err(DiskError::Crashed.into());
         }
         for (role, result) in results {
@@ -476,12 +544,25 @@ impl<D: Disk> ReplicatedDisk<D> {
             }
         }
         let meta = self.meta.lock();
-        assert!(meta.events >= 1, "replicated: event counter {} below 1", meta.events);
+        assert!(
+            meta.events >= 1,
+            "replicated: event counter {} below 1",
+            meta.events
+        );
         assert_eq!(self.stripes.len(), LOCK_STRIPES, "replicated: stripe count");
         if self.dirty_marked.load(Ordering::Acquire) {
-            assert_eq!(meta.on_disk, MetaState::Dirty, "replicated: dirty mark set, metadata says {:?}", meta.on_disk);
+            assert_eq!(
+                meta.on_disk,
+                MetaState::Dirty,
+                "replicated: dirty mark set, metadata says {:?}",
+                meta.on_disk
+            );
         }
-        assert_ne!(meta.on_disk, MetaState::Rebuilding, "replicated: the pair state is never Rebuilding");
+        assert_ne!(
+            meta.on_disk,
+            MetaState::Rebuilding,
+            "replicated: the pair state is never Rebuilding"
+        );
         for role in [Role::D1, Role::D2] {
             let status = self.replica_status(role);
             let has_disk = self.members[role.index()].disk.read().is_some();
@@ -489,10 +570,16 @@ impl<D: Disk> ReplicatedDisk<D> {
                 assert!(has_disk, "replicated: {role} is {status:?} without a disk");
             }
             if status == ReplicaStatus::Failed {
-                assert!(meta.failure[role.index()].is_some() || !has_disk, "replicated: {role} failed without a recorded cause");
+                assert!(
+                    meta.failure[role.index()].is_some() || !has_disk,
+                    "replicated: {role} failed without a recorded cause"
+                );
             }
         }
-        let rebuilding = [Role::D1, Role::D2].into_iter().filter(|r| self.replica_status(*r) == ReplicaStatus::Rebuilding).count();
+        let rebuilding = [Role::D1, Role::D2]
+            .into_iter()
+            .filter(|r| self.replica_status(*r) == ReplicaStatus::Rebuilding)
+            .count();
         assert!(rebuilding <= 1, "replicated: both members rebuilding");
     }
 }

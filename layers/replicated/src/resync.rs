@@ -3,7 +3,9 @@
 //! that address's stripe lock, so they never race with a write to the same address.
 
 use crate::error::{ReplicatedError, Result};
-use crate::meta::{read_meta, write_both_slots, Found, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
+use crate::meta::{
+    read_meta, write_both_slots, Found, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS,
+};
 use crate::pair::{MemberError, ReplicaStatus, ReplicatedDisk};
 use std::sync::atomic::Ordering;
 use txdisk_disk::{Addr, Disk, DiskError};
@@ -87,7 +89,11 @@ impl<D: Disk> ReplicatedDisk<D> {
         }
         let needed_blocks = self.data_size_blocks + RESERVED_BLOCKS;
         if new_disk.size_blocks() < needed_blocks {
-            return Err(ReplicatedError::TooSmall { replica: target, size_blocks: new_disk.size_blocks(), needed_blocks });
+            return Err(ReplicatedError::TooSmall {
+                replica: target,
+                size_blocks: new_disk.size_blocks(),
+                needed_blocks,
+            });
         }
         let member = &self.members[target.index()];
         let mut slot = member.disk.write();
@@ -99,7 +105,11 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     /// Rebuilds `target`, whose disk is in place (status Failed or Missing), from the other.
-    pub(crate) fn rebuild_member(&self, target: Role, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport> {
+    pub(crate) fn rebuild_member(
+        &self,
+        target: Role,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<CopyReport> {
         self.start_rebuild(target)?;
         let report = match self.copy_all(target.other(), target, Phase::Rebuild, progress) {
             Ok(report) => report,
@@ -109,7 +119,10 @@ impl<D: Disk> ReplicatedDisk<D> {
             }
         };
         if report.scanned_blocks != self.data_size_blocks {
-            let error = ReplicatedError::RebuildAborted { replica: target, reason: "a member left the pair during the copy".into() };
+            let error = ReplicatedError::RebuildAborted {
+                replica: target,
+                reason: "a member left the pair during the copy".into(),
+            };
             self.abandon_rebuild(target, &error);
             return Err(error);
         }
@@ -152,7 +165,10 @@ impl<D: Disk> ReplicatedDisk<D> {
             Err(DiskError::Crashed) => return Err(DiskError::Crashed.into()),
             Err(error) => {
                 meta.failure[target.index()] = Some(error.to_string());
-                return Err(ReplicatedError::RebuildAborted { replica: target, reason: error.to_string() });
+                return Err(ReplicatedError::RebuildAborted {
+                    replica: target,
+                    reason: error.to_string(),
+                });
             }
         }
         self.set_status(target, ReplicaStatus::Rebuilding);
@@ -173,7 +189,9 @@ impl<D: Disk> ReplicatedDisk<D> {
         let mut meta = self.meta.lock();
         let aborted = |meta: &crate::pair::PairMeta| ReplicatedError::RebuildAborted {
             replica: target,
-            reason: meta.failure[target.index()].clone().unwrap_or_else(|| "the target left the pair".into()),
+            reason: meta.failure[target.index()]
+                .clone()
+                .unwrap_or_else(|| "the target left the pair".into()),
         };
         if self.replica_status(target) != ReplicaStatus::Rebuilding {
             return Err(aborted(&meta));
@@ -191,7 +209,13 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     /// Copies `source` → `target` where they differ, address by address.
-    pub(crate) fn copy_all(&self, source: Role, target: Role, phase: Phase, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport> {
+    pub(crate) fn copy_all(
+        &self,
+        source: Role,
+        target: Role,
+        phase: Phase,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<CopyReport> {
         let total_blocks = self.data_size_blocks;
         let mut report = CopyReport::default();
         for addr in 0..total_blocks {
@@ -206,25 +230,39 @@ impl<D: Disk> ReplicatedDisk<D> {
             }
             report.scanned_blocks += 1;
             if report.scanned_blocks % PROGRESS_INTERVAL_BLOCKS == 0 {
-                progress(Progress { phase, done_blocks: report.scanned_blocks, total_blocks });
+                progress(Progress {
+                    phase,
+                    done_blocks: report.scanned_blocks,
+                    total_blocks,
+                });
             }
         }
-        progress(Progress { phase, done_blocks: report.scanned_blocks, total_blocks });
+        progress(Progress {
+            phase,
+            done_blocks: report.scanned_blocks,
+            total_blocks,
+        });
         Ok(report)
     }
 
     /// One address of a copy; called under its stripe lock.
     fn copy_one(&self, source: Role, target: Role, addr: Addr) -> Result<Step> {
-        if self.replica_status(source) != ReplicaStatus::Active || !self.replica_status(target).is_written() {
+        if self.replica_status(source) != ReplicaStatus::Active
+            || !self.replica_status(target).is_written()
+        {
             return Ok(Step::Stop);
         }
         let phys = addr + RESERVED_BLOCKS;
         let value = match self.on_member_gen(source, |disk| disk.read(phys)) {
             Ok(value) => value,
-            Err(MemberError { error: DiskError::Crashed, .. }) => return Err(DiskError::Crashed.into()),
-            Err(MemberError { error: error @ DiskError::ReadError { .. }, .. }) => {
-                return self.source_bad_block(source, target, addr, error)
-            }
+            Err(MemberError {
+                error: DiskError::Crashed,
+                ..
+            }) => return Err(DiskError::Crashed.into()),
+            Err(MemberError {
+                error: error @ DiskError::ReadError { .. },
+                ..
+            }) => return self.source_bad_block(source, target, addr, error),
             Err(failed) => {
                 self.fail_replica(source, &failed)?;
                 return Ok(Step::Stop);
@@ -232,13 +270,19 @@ impl<D: Disk> ReplicatedDisk<D> {
         };
         match self.on_member_gen(target, |disk| disk.read(phys)) {
             Ok(current) if current == value => return Ok(Step::Same),
-            Err(MemberError { error: DiskError::Crashed, .. }) => return Err(DiskError::Crashed.into()),
+            Err(MemberError {
+                error: DiskError::Crashed,
+                ..
+            }) => return Err(DiskError::Crashed.into()),
             // A differing value, a bad block or a failed target: the write below decides.
             _ => {}
         }
         match self.on_member_gen(target, |disk| disk.write(phys, &value)) {
             Ok(()) => Ok(Step::Copied),
-            Err(MemberError { error: DiskError::Crashed, .. }) => Err(DiskError::Crashed.into()),
+            Err(MemberError {
+                error: DiskError::Crashed,
+                ..
+            }) => Err(DiskError::Crashed.into()),
             Err(failed) => {
                 self.fail_replica(target, &failed)?;
                 Ok(Step::Stop)
@@ -249,16 +293,28 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// The source cannot read `addr`. A current target still holds a value written there: keep
     /// it and repair the source from it. A target being rebuilt holds nothing current: the
     /// rebuild cannot complete.
-    fn source_bad_block(&self, source: Role, target: Role, addr: Addr, error: DiskError) -> Result<Step> {
+    fn source_bad_block(
+        &self,
+        source: Role,
+        target: Role,
+        addr: Addr,
+        error: DiskError,
+    ) -> Result<Step> {
         if self.replica_status(target) != ReplicaStatus::Active {
             return Err(ReplicatedError::Disk(error));
         }
         let phys = addr + RESERVED_BLOCKS;
         let good = match self.on_member_gen(target, |disk| disk.read(phys)) {
             Ok(good) => good,
-            Err(MemberError { error: DiskError::Crashed, .. }) => return Err(DiskError::Crashed.into()),
+            Err(MemberError {
+                error: DiskError::Crashed,
+                ..
+            }) => return Err(DiskError::Crashed.into()),
             // Unreadable on both: the block is lost, the copy goes on.
-            Err(MemberError { error: DiskError::ReadError { .. }, .. }) => return Ok(Step::Same),
+            Err(MemberError {
+                error: DiskError::ReadError { .. },
+                ..
+            }) => return Ok(Step::Same),
             Err(failed) => {
                 self.fail_replica(target, &failed)?;
                 return Ok(Step::Stop);
@@ -266,7 +322,10 @@ impl<D: Disk> ReplicatedDisk<D> {
         };
         match self.on_member_gen(source, |disk| disk.write(phys, &good)) {
             Ok(()) => Ok(Step::Copied),
-            Err(MemberError { error: DiskError::Crashed, .. }) => Err(DiskError::Crashed.into()),
+            Err(MemberError {
+                error: DiskError::Crashed,
+                ..
+            }) => Err(DiskError::Crashed.into()),
             Err(failed) => {
                 self.fail_replica(source, &failed)?;
                 Ok(Step::Stop)

@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Block, Disk, SimDisk};
-use txdisk_replicated::{replicas_agree, FormatOptions, ReplicaStatus, ReplicatedDisk, Role, RESERVED_BLOCKS};
+use txdisk_replicated::{
+    replicas_agree, FormatOptions, ReplicaStatus, ReplicatedDisk, Role, RESERVED_BLOCKS,
+};
 
 const THREADS: u64 = 8;
 const OPS_PER_THREAD: u64 = 400;
@@ -27,7 +29,10 @@ fn tagged(thread: u64, step: u64) -> Block {
 fn pair() -> (Pair, Arc<SimDisk>, Arc<SimDisk>) {
     let size = DATA_BLOCKS + RESERVED_BLOCKS;
     let (d1, d2) = (Arc::new(SimDisk::new(size)), Arc::new(SimDisk::new(size)));
-    let options = FormatOptions { pair_id: Some(42), assume_equal: true };
+    let options = FormatOptions {
+        pair_id: Some(42),
+        assume_equal: true,
+    };
     ReplicatedDisk::format(&d1, &d2, &options).unwrap();
     let pair = ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {}).unwrap();
     (pair, d1, d2)
@@ -40,17 +45,32 @@ fn worker(pair: &Pair, thread: u64) {
     for step in 0..OPS_PER_THREAD {
         let addr = rng.below(DATA_BLOCKS);
         match rng.below(10) {
-            0..=5 => pair.write(addr, &tagged(thread, step)).unwrap_or_else(|e| panic!("seed {SEED:x} thread {thread}: {e}")),
+            0..=5 => pair
+                .write(addr, &tagged(thread, step))
+                .unwrap_or_else(|e| panic!("seed {SEED:x} thread {thread}: {e}")),
             6..=8 => {
-                let block = pair.read(addr).unwrap_or_else(|e| panic!("seed {SEED:x} thread {thread}: {e}"));
+                let block = pair
+                    .read(addr)
+                    .unwrap_or_else(|e| panic!("seed {SEED:x} thread {thread}: {e}"));
                 let bytes = block.as_bytes();
-                let (writer, written_step) = (u64::from_le_bytes(bytes[..8].try_into().unwrap()), u64::from_le_bytes(bytes[8..16].try_into().unwrap()));
+                let (writer, written_step) = (
+                    u64::from_le_bytes(bytes[..8].try_into().unwrap()),
+                    u64::from_le_bytes(bytes[8..16].try_into().unwrap()),
+                );
                 if !block.is_zero() {
-                    assert!(writer < THREADS, "seed {SEED:x}: block {addr} holds a value no thread wrote");
-                    assert!(written_step >= 1 && written_step <= OPS_PER_THREAD, "seed {SEED:x}: block {addr} bad step {written_step}");
+                    assert!(
+                        writer < THREADS,
+                        "seed {SEED:x}: block {addr} holds a value no thread wrote"
+                    );
+                    assert!(
+                        (1..=OPS_PER_THREAD).contains(&written_step),
+                        "seed {SEED:x}: block {addr} bad step {written_step}"
+                    );
                 }
             }
-            _ => pair.sync().unwrap_or_else(|e| panic!("seed {SEED:x} thread {thread}: {e}")),
+            _ => pair
+                .sync()
+                .unwrap_or_else(|e| panic!("seed {SEED:x} thread {thread}: {e}")),
         }
     }
 }
@@ -67,8 +87,15 @@ fn eight_threads_on_overlapping_addresses_keep_the_replicas_equal() {
     pair.sync().unwrap();
     replicas_agree(&pair).unwrap();
     assert_eq!(pair.status().replicas, [ReplicaStatus::Active; 2]);
-    assert!(d1.stats().writes > THREADS * OPS_PER_THREAD / 2, "the writers did not run");
-    assert_eq!(d1.stats().writes, d2.stats().writes, "every data write must reach both replicas");
+    assert!(
+        d1.stats().writes > THREADS * OPS_PER_THREAD / 2,
+        "the writers did not run"
+    );
+    assert_eq!(
+        d1.stats().writes,
+        d2.stats().writes,
+        "every data write must reach both replicas"
+    );
 }
 
 /// Each thread owns the addresses congruent to its number, so the last value of every address
@@ -116,7 +143,11 @@ fn online_rebuild_races_writers_and_loses_nothing() {
     for writes in &last {
         for (addr, value) in writes.iter().rev() {
             if checked.insert(*addr) {
-                assert_eq!(&pair.read_replica(Role::D2, *addr).unwrap(), value, "seed {SEED:x}: rebuilt block {addr} lost its last write");
+                assert_eq!(
+                    &pair.read_replica(Role::D2, *addr).unwrap(),
+                    value,
+                    "seed {SEED:x}: rebuilt block {addr} lost its last write"
+                );
             }
         }
     }

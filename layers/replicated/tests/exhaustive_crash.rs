@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use txdisk_disk::{Block, Disk, DiskError, DiskImage, SimDisk};
 use txdisk_replicated::{
-    recovered_from, FormatOptions, MetaState, ReplicaMeta, ReplicatedDisk, ReplicatedError, Slot, WriteHistory,
-    RESERVED_BLOCKS,
+    recovered_from, FormatOptions, MetaState, ReplicaMeta, ReplicatedDisk, ReplicatedError, Slot,
+    WriteHistory, RESERVED_BLOCKS,
 };
 
 const DATA_BLOCKS: u64 = 4;
@@ -58,13 +58,19 @@ struct Stats {
 fn formatted_images() -> (DiskImage, DiskImage) {
     let size = DATA_BLOCKS + RESERVED_BLOCKS;
     let (d1, d2) = (SimDisk::new(size), SimDisk::new(size));
-    let options = FormatOptions { pair_id: Some(PAIR_ID), assume_equal: true };
+    let options = FormatOptions {
+        pair_id: Some(PAIR_ID),
+        assume_equal: true,
+    };
     ReplicatedDisk::format(&d1, &d2, &options).expect("format on fresh SimDisks");
     (d1.durable_image(), d2.durable_image())
 }
 
 fn disks(images: [&DiskImage; 2], faults: Faults, dead: [bool; 2]) -> [Arc<SimDisk>; 2] {
-    let disks = [Arc::new(SimDisk::from_image(images[0])), Arc::new(SimDisk::from_image(images[1]))];
+    let disks = [
+        Arc::new(SimDisk::from_image(images[0])),
+        Arc::new(SimDisk::from_image(images[1])),
+    ];
     for (index, disk) in disks.iter().enumerate() {
         if let Some(op) = faults.crash[index] {
             disk.schedule_crash(op);
@@ -84,16 +90,25 @@ fn value(tag: u8) -> Block {
 }
 
 fn expect_crash(error: &DiskError, faults: Faults) {
-    assert!(matches!(error, DiskError::Crashed), "faults {faults:?}: expected a crash, got {error}");
+    assert!(
+        matches!(error, DiskError::Crashed),
+        "faults {faults:?}: expected a crash, got {error}"
+    );
 }
 
 /// Runs the workload under `faults`, then crashes the machine. Returns the disks and what was
 /// written.
-fn run_workload(start: &(DiskImage, DiskImage), faults: Faults) -> ([Arc<SimDisk>; 2], WriteHistory) {
+fn run_workload(
+    start: &(DiskImage, DiskImage),
+    faults: Faults,
+) -> ([Arc<SimDisk>; 2], WriteHistory) {
     let disks = disks([&start.0, &start.1], faults, [false; 2]);
     let mut history = WriteHistory::new();
     match ReplicatedDisk::open(Arc::clone(&disks[0]), Arc::clone(&disks[1]), &mut |_| {}) {
-        Err(error) => assert!(matches!(error, ReplicatedError::Disk(DiskError::Crashed)), "faults {faults:?}: open: {error}"),
+        Err(error) => assert!(
+            matches!(error, ReplicatedError::Disk(DiskError::Crashed)),
+            "faults {faults:?}: open: {error}"
+        ),
         Ok(pair) => run_ops(&pair, &mut history, faults),
     }
     for disk in &disks {
@@ -120,7 +135,10 @@ fn run_ops(pair: &Pair, history: &mut WriteHistory, faults: Faults) {
 }
 
 fn fingerprints(image: &DiskImage) -> Vec<u64> {
-    (0..image.size_blocks()).filter_map(|addr| image.block(addr)).map(Block::fingerprint).collect()
+    (0..image.size_blocks())
+        .filter_map(|addr| image.block(addr))
+        .map(Block::fingerprint)
+        .collect()
 }
 
 /// The newest valid metadata of an image, if any.
@@ -141,7 +159,9 @@ fn sole_current(images: [&DiskImage; 2], dead: [bool; 2], index: usize) -> bool 
         return true;
     }
     match (meta_of(images[index]), meta_of(images[other])) {
-        (Some(mine), Some(theirs)) => theirs.state == MetaState::Rebuilding || theirs.events < mine.events,
+        (Some(mine), Some(theirs)) => {
+            theirs.state == MetaState::Rebuilding || theirs.events < mine.events
+        }
         (_, None) => true,
         (None, Some(_)) => false,
     }
@@ -175,7 +195,10 @@ impl Explorer<'_> {
         self.stats.recoveries += 1;
         let pair = match ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {}) {
             Ok(pair) => pair,
-            Err(error) => panic!("{}: recovery on dead={dead:?} failed: {error}", self.context),
+            Err(error) => panic!(
+                "{}: recovery on dead={dead:?} failed: {error}",
+                self.context
+            ),
         };
         let ops = [d1.ops(), d2.ops()];
         self.check(&pair, dead, depth);
@@ -188,20 +211,38 @@ impl Explorer<'_> {
 
     fn check(&mut self, pair: &Pair, dead: [bool; 2], depth: u32) {
         if let Err(violation) = recovered_from(pair, self.history) {
-            panic!("{} (dead={dead:?}, depth {depth}): {violation}", self.context);
+            panic!(
+                "{} (dead={dead:?}, depth {depth}): {violation}",
+                self.context
+            );
         }
         self.stats.states_checked += 1;
     }
 
     /// Crashes the recovery at every pair of per-disk operation numbers it reaches.
-    fn crash_recovery(&mut self, images: [&DiskImage; 2], dead: [bool; 2], ops: [u64; 2], depth: u32) {
+    fn crash_recovery(
+        &mut self,
+        images: [&DiskImage; 2],
+        dead: [bool; 2],
+        ops: [u64; 2],
+        depth: u32,
+    ) {
         let mut stops = HashSet::new();
         for c1 in 0..=ops[0] {
             for c2 in 0..=ops[1] {
-                let faults = Faults { crash: [Some(c1), Some(c2)], fail: [None; 2] };
+                let faults = Faults {
+                    crash: [Some(c1), Some(c2)],
+                    fail: [None; 2],
+                };
                 let [d1, d2] = disks(images, faults, dead);
-                if let Err(error) = ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {}) {
-                    assert!(matches!(error, ReplicatedError::Disk(DiskError::Crashed)), "{}: recovery {faults:?}: {error}", self.context);
+                if let Err(error) =
+                    ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {})
+                {
+                    assert!(
+                        matches!(error, ReplicatedError::Disk(DiskError::Crashed)),
+                        "{}: recovery {faults:?}: {error}",
+                        self.context
+                    );
                 }
                 d1.crash_now();
                 d2.crash_now();
@@ -242,11 +283,10 @@ impl Explorer<'_> {
                         now_dead[index] = [&d1, &d2][index].is_failed();
                         self.check(&pair, now_dead, 1);
                     }
-                    Err(ReplicatedError::AllReplicasFailed { .. } | ReplicatedError::NoCurrentReplica { .. })
-                        if sole_current(images, dead, index) =>
-                    {
-                        self.stats.refused += 1
-                    }
+                    Err(
+                        ReplicatedError::AllReplicasFailed { .. }
+                        | ReplicatedError::NoCurrentReplica { .. },
+                    ) if sole_current(images, dead, index) => self.stats.refused += 1,
                     Err(error) => panic!("{}: recovery with {faults:?}: {error}", self.context),
                 }
             }
@@ -262,7 +302,15 @@ struct Memo {
 }
 
 fn history_key(history: &WriteHistory) -> Vec<Vec<u64>> {
-    (0..DATA_BLOCKS).map(|addr| history.allowed(addr).iter().map(Block::fingerprint).collect()).collect()
+    (0..DATA_BLOCKS)
+        .map(|addr| {
+            history
+                .allowed(addr)
+                .iter()
+                .map(Block::fingerprint)
+                .collect()
+        })
+        .collect()
 }
 
 fn explore_run(start: &(DiskImage, DiskImage), faults: Faults, memo: &mut Memo, stats: &mut Stats) {
@@ -274,8 +322,18 @@ fn explore_run(start: &(DiskImage, DiskImage), faults: Faults, memo: &mut Memo, 
     }
     stats.crash_points += 1;
     let history_key = history_key(&history);
-    let mut explorer = Explorer { history: &history, history_key, seen: &mut memo.seen, stats, context: format!("workload faults {faults:?}") };
-    let deads: Vec<[bool; 2]> = if failed == [false, false] { vec![failed] } else { vec![failed, [false, false]] };
+    let mut explorer = Explorer {
+        history: &history,
+        history_key,
+        seen: &mut memo.seen,
+        stats,
+        context: format!("workload faults {faults:?}"),
+    };
+    let deads: Vec<[bool; 2]> = if failed == [false, false] {
+        vec![failed]
+    } else {
+        vec![failed, [false, false]]
+    };
     for s1 in d1.crash_states(false) {
         for s2 in d2.crash_states(false) {
             for dead in &deads {
@@ -302,16 +360,29 @@ fn crash_at_every_operation_in_every_state_recovers() {
     let start = formatted_images();
     let ops = reference_ops(&start);
     let mut stats = Stats::default();
-    let mut memo = Memo { stops: HashSet::new(), seen: HashSet::new() };
+    let mut memo = Memo {
+        stops: HashSet::new(),
+        seen: HashSet::new(),
+    };
     for c1 in 0..=ops[0] {
         for c2 in 0..=ops[1] {
-            let faults = Faults { crash: [Some(c1), Some(c2)], fail: [None; 2] };
+            let faults = Faults {
+                crash: [Some(c1), Some(c2)],
+                fail: [None; 2],
+            };
             explore_run(&start, faults, &mut memo, &mut stats);
         }
     }
     print("crash pass", &stats);
-    assert!(stats.diverged > 0, "no crash state left the replicas diverged: the test explores nothing");
-    assert!(stats.states_checked > 1000, "too few states checked: {}", stats.states_checked);
+    assert!(
+        stats.diverged > 0,
+        "no crash state left the replicas diverged: the test explores nothing"
+    );
+    assert!(
+        stats.states_checked > 1000,
+        "too few states checked: {}",
+        stats.states_checked
+    );
 }
 
 #[test]
@@ -319,7 +390,10 @@ fn fail_stop_of_either_disk_at_every_operation_recovers() {
     let start = formatted_images();
     let ops = reference_ops(&start);
     let mut stats = Stats::default();
-    let mut memo = Memo { stops: HashSet::new(), seen: HashSet::new() };
+    let mut memo = Memo {
+        stops: HashSet::new(),
+        seen: HashSet::new(),
+    };
     for index in 0..2 {
         for fail_at in 0..ops[index] {
             // The machine crashes at every later point of either disk, or at the end.
@@ -338,5 +412,9 @@ fn fail_stop_of_either_disk_at_every_operation_recovers() {
         }
     }
     print("fail-stop pass", &stats);
-    assert!(stats.states_checked > 1000, "too few states checked: {}", stats.states_checked);
+    assert!(
+        stats.states_checked > 1000,
+        "too few states checked: {}",
+        stats.states_checked
+    );
 }

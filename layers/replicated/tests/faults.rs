@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use txdisk_disk::{Block, Disk, DiskError, DiskImage, SimDisk};
 use txdisk_replicated::{
-    recovered_from, replicas_agree, FormatOptions, Phase, ReplicaStatus, ReplicatedDisk, ReplicatedError, Role,
-    WriteHistory, RESERVED_BLOCKS,
+    recovered_from, replicas_agree, FormatOptions, Phase, ReplicaStatus, ReplicatedDisk,
+    ReplicatedError, Role, WriteHistory, RESERVED_BLOCKS,
 };
 
 const DATA_BLOCKS: u64 = 16;
@@ -16,7 +16,10 @@ type Pair = ReplicatedDisk<Arc<SimDisk>>;
 fn formatted(pair_id: u64) -> (Arc<SimDisk>, Arc<SimDisk>) {
     let size = DATA_BLOCKS + RESERVED_BLOCKS;
     let (d1, d2) = (Arc::new(SimDisk::new(size)), Arc::new(SimDisk::new(size)));
-    let options = FormatOptions { pair_id: Some(pair_id), assume_equal: true };
+    let options = FormatOptions {
+        pair_id: Some(pair_id),
+        assume_equal: true,
+    };
     ReplicatedDisk::format(&d1, &d2, &options).expect("format");
     (d1, d2)
 }
@@ -40,14 +43,33 @@ fn bad_block_on_d1_is_served_from_d2_and_repaired() {
     pair.sync().unwrap();
     d1.inject_read_error(5 + RESERVED_BLOCKS);
     let writes_before = d1.stats().writes;
-    assert_eq!(pair.read(5).unwrap(), Block::filled(0x55), "the read must come from d2");
-    assert_eq!(d1.stats().writes, writes_before + 1, "d1 must be repaired by one write");
-    assert_eq!(pair.read_replica(Role::D1, 5).unwrap(), Block::filled(0x55), "d1 repaired");
-    assert_eq!(pair.status().replicas, [ReplicaStatus::Active; 2], "a bad block fails no replica");
+    assert_eq!(
+        pair.read(5).unwrap(),
+        Block::filled(0x55),
+        "the read must come from d2"
+    );
+    assert_eq!(
+        d1.stats().writes,
+        writes_before + 1,
+        "d1 must be repaired by one write"
+    );
+    assert_eq!(
+        pair.read_replica(Role::D1, 5).unwrap(),
+        Block::filled(0x55),
+        "d1 repaired"
+    );
+    assert_eq!(
+        pair.status().replicas,
+        [ReplicaStatus::Active; 2],
+        "a bad block fails no replica"
+    );
     // The same bad block on both: an error value for that block, and the pair lives on.
     d1.inject_read_error(6 + RESERVED_BLOCKS);
     d2.inject_read_error(6 + RESERVED_BLOCKS);
-    assert!(matches!(pair.read(6), Err(DiskError::ReadError { addr: 6 })));
+    assert!(matches!(
+        pair.read(6),
+        Err(DiskError::ReadError { addr: 6 })
+    ));
     assert_eq!(pair.read(5).unwrap(), Block::filled(0x55));
 }
 
@@ -68,21 +90,41 @@ fn stale_replica_is_never_a_source_and_degraded_writes_survive() {
         history.write(addr, &Block::filled(2));
         pair.write(addr, &Block::filled(2)).unwrap();
     }
-    assert_eq!(pair.status().replicas, [ReplicaStatus::Failed, ReplicaStatus::Active]);
+    assert_eq!(
+        pair.status().replicas,
+        [ReplicaStatus::Failed, ReplicaStatus::Active]
+    );
     pair.sync().unwrap();
     history.sync_ok();
     history.write(9, &Block::filled(3));
     pair.write(9, &Block::filled(3)).unwrap();
     drop(pair);
     // Crash; d1 comes back with its old, equal-looking contents.
-    let (d1, d2) = (Arc::new(SimDisk::from_image(&d1.durable_image())), reboot(&d2));
+    let (d1, d2) = (
+        Arc::new(SimDisk::from_image(&d1.durable_image())),
+        reboot(&d2),
+    );
     let mut phases = Vec::new();
-    let pair = ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |p| phases.push(p.phase)).unwrap();
-    assert!(phases.contains(&Phase::Rebuild), "the stale d1 must be rebuilt from d2, phases {phases:?}");
+    let pair = ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |p| {
+        phases.push(p.phase)
+    })
+    .unwrap();
+    assert!(
+        phases.contains(&Phase::Rebuild),
+        "the stale d1 must be rebuilt from d2, phases {phases:?}"
+    );
     assert_eq!(pair.status().replicas, [ReplicaStatus::Active; 2]);
     for addr in 0..4 {
-        assert_eq!(pair.read(addr).unwrap(), Block::filled(2), "block {addr} written while degraded was lost");
-        assert_eq!(pair.read_replica(Role::D1, addr).unwrap(), Block::filled(2), "d1 block {addr} not rebuilt");
+        assert_eq!(
+            pair.read(addr).unwrap(),
+            Block::filled(2),
+            "block {addr} written while degraded was lost"
+        );
+        assert_eq!(
+            pair.read_replica(Role::D1, addr).unwrap(),
+            Block::filled(2),
+            "d1 block {addr} not rebuilt"
+        );
     }
     recovered_from(&pair, &history).unwrap();
 }
@@ -95,14 +137,25 @@ fn losing_both_replicas_is_an_error_value() {
     d1.fail_now();
     pair.write(1, &Block::filled(1)).unwrap();
     d2.fail_now();
-    assert!(matches!(pair.write(2, &Block::filled(1)), Err(DiskError::Failed)));
+    assert!(matches!(
+        pair.write(2, &Block::filled(1)),
+        Err(DiskError::Failed)
+    ));
     assert!(matches!(pair.read(0), Err(DiskError::Failed)));
     assert!(matches!(pair.sync(), Err(DiskError::Failed)));
     assert_eq!(pair.status().replicas, [ReplicaStatus::Failed; 2]);
     assert!(pair.close().is_err());
-    let error = ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {}).err().unwrap();
-    assert!(matches!(error, ReplicatedError::AllReplicasFailed { .. }), "{error}");
-    assert!(error.to_string().contains("both replicas have failed"), "{error}");
+    let error = ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, ReplicatedError::AllReplicasFailed { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("both replicas have failed"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -112,26 +165,68 @@ fn sync_failure_fails_that_replica_and_the_pair_sync_succeeds() {
     pair.write(0, &Block::filled(1)).unwrap();
     d2.schedule_sync_failure(d2.ops());
     pair.sync().unwrap();
-    assert_eq!(pair.status().replicas, [ReplicaStatus::Active, ReplicaStatus::Failed]);
-    assert!(pair.status().events > 1, "the survivor's event counter must be bumped");
+    assert_eq!(
+        pair.status().replicas,
+        [ReplicaStatus::Active, ReplicaStatus::Failed]
+    );
+    assert!(
+        pair.status().events > 1,
+        "the survivor's event counter must be bumped"
+    );
 }
 
 #[test]
 fn disks_of_different_pairs_or_no_pair_are_refused() {
     let (a1, _a2) = formatted(10);
     let (_b1, b2) = formatted(11);
-    let mismatch = ReplicatedDisk::open(Arc::clone(&a1), Arc::clone(&b2), &mut |_| {}).err().unwrap();
-    assert!(matches!(mismatch, ReplicatedError::PairMismatch { d1_pair_id: 10, d2_pair_id: 11 }), "{mismatch}");
+    let mismatch = ReplicatedDisk::open(Arc::clone(&a1), Arc::clone(&b2), &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            mismatch,
+            ReplicatedError::PairMismatch {
+                d1_pair_id: 10,
+                d2_pair_id: 11
+            }
+        ),
+        "{mismatch}"
+    );
     let (c1, c2) = formatted(12);
-    let swapped = ReplicatedDisk::open(Arc::clone(&c2), Arc::clone(&c1), &mut |_| {}).err().unwrap();
-    assert!(matches!(swapped, ReplicatedError::WrongRole { replica: Role::D1, found: Role::D2, .. }), "{swapped}");
+    let swapped = ReplicatedDisk::open(Arc::clone(&c2), Arc::clone(&c1), &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            swapped,
+            ReplicatedError::WrongRole {
+                replica: Role::D1,
+                found: Role::D2,
+                ..
+            }
+        ),
+        "{swapped}"
+    );
     let foreign = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
     foreign.write(0, &Block::filled(0xee)).unwrap();
-    let not_ours = ReplicatedDisk::open(Arc::clone(&a1), foreign, &mut |_| {}).err().unwrap();
-    assert!(matches!(not_ours, ReplicatedError::NotAPairMember { replica: Role::D2 }), "{not_ours}");
+    let not_ours = ReplicatedDisk::open(Arc::clone(&a1), foreign, &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            not_ours,
+            ReplicatedError::NotAPairMember { replica: Role::D2 }
+        ),
+        "{not_ours}"
+    );
     let blank = || Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
-    let unformatted = ReplicatedDisk::open(blank(), blank(), &mut |_| {}).err().unwrap();
-    assert!(matches!(unformatted, ReplicatedError::NotFormatted), "{unformatted}");
+    let unformatted = ReplicatedDisk::open(blank(), blank(), &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(
+        matches!(unformatted, ReplicatedError::NotFormatted),
+        "{unformatted}"
+    );
 }
 
 #[test]
@@ -142,17 +237,34 @@ fn clean_close_copies_nothing_and_a_crash_resyncs() {
     pair.close().unwrap();
     let writes = (d1.stats().writes, d2.stats().writes);
     let mut phases = Vec::new();
-    let pair = ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |p| phases.push(p.phase)).unwrap();
-    assert!(phases.is_empty(), "a clean pair must open without copying, got {phases:?}");
-    assert_eq!((d1.stats().writes, d2.stats().writes), writes, "opening a clean pair wrote");
+    let pair = ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |p| {
+        phases.push(p.phase)
+    })
+    .unwrap();
+    assert!(
+        phases.is_empty(),
+        "a clean pair must open without copying, got {phases:?}"
+    );
+    assert_eq!(
+        (d1.stats().writes, d2.stats().writes),
+        writes,
+        "opening a clean pair wrote"
+    );
     assert!(pair.status().clean_on_disk);
     pair.write(3, &Block::filled(4)).unwrap();
-    assert!(!pair.status().clean_on_disk, "a write must mark the pair dirty first");
+    assert!(
+        !pair.status().clean_on_disk,
+        "a write must mark the pair dirty first"
+    );
     drop(pair);
     let (d1, d2) = (reboot(&d1), reboot(&d2));
     let mut phases = Vec::new();
     let pair = ReplicatedDisk::open(d1, d2, &mut |p| phases.push(p.phase)).unwrap();
-    assert_eq!(phases.last(), Some(&Phase::Resync), "a crashed pair must resync");
+    assert_eq!(
+        phases.last(),
+        Some(&Phase::Resync),
+        "a crashed pair must resync"
+    );
     assert!(pair.status().clean_on_disk, "recovery ends clean");
     replicas_agree(&pair).unwrap();
 }
@@ -170,7 +282,10 @@ fn blank_replacement_is_rebuilt_at_open() {
     let pair = ReplicatedDisk::open(Arc::clone(&fresh), Arc::clone(&d2), &mut |_| {}).unwrap();
     assert_eq!(pair.status().replicas, [ReplicaStatus::Active; 2]);
     for addr in 0..DATA_BLOCKS {
-        assert_eq!(pair.read_replica(Role::D1, addr).unwrap(), Block::filled(addr as u8 + 1));
+        assert_eq!(
+            pair.read_replica(Role::D1, addr).unwrap(),
+            Block::filled(addr as u8 + 1)
+        );
     }
     replicas_agree(&pair).unwrap();
 }
@@ -182,13 +297,22 @@ fn open_degraded_then_online_rebuild() {
     pair.write(1, &Block::filled(1)).unwrap();
     pair.close().unwrap();
     let pair = ReplicatedDisk::open_degraded(Arc::clone(&d2), &mut |_| {}).unwrap();
-    assert_eq!(pair.status().replicas, [ReplicaStatus::Missing, ReplicaStatus::Active]);
+    assert_eq!(
+        pair.status().replicas,
+        [ReplicaStatus::Missing, ReplicaStatus::Active]
+    );
     pair.write(2, &Block::filled(2)).unwrap();
     let replacement = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
     let report = pair.rebuild(Arc::clone(&replacement), &mut |_| {}).unwrap();
     assert_eq!(report.scanned_blocks, DATA_BLOCKS);
     assert_eq!(pair.status().replicas, [ReplicaStatus::Active; 2]);
-    assert!(matches!(pair.rebuild(Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS)), &mut |_| {}), Err(ReplicatedError::NotDegraded)));
+    assert!(matches!(
+        pair.rebuild(
+            Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS)),
+            &mut |_| {}
+        ),
+        Err(ReplicatedError::NotDegraded)
+    ));
     replicas_agree(&pair).unwrap();
     pair.close().unwrap();
     // The old d1 (events behind) and the rebuilt one: the old one is not of this pair any more
@@ -197,7 +321,11 @@ fn open_degraded_then_online_rebuild() {
     assert_eq!(pair.read(2).unwrap(), Block::filled(2));
     drop(pair);
     let stale = ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {}).unwrap();
-    assert_eq!(stale.read_replica(Role::D1, 2).unwrap(), Block::filled(2), "the old d1 must be rebuilt");
+    assert_eq!(
+        stale.read_replica(Role::D1, 2).unwrap(),
+        Block::filled(2),
+        "the old d1 must be rebuilt"
+    );
 }
 
 #[test]
@@ -208,9 +336,11 @@ fn a_torn_metadata_slot_falls_back_to_the_other() {
     pair.close().unwrap();
     let mut image: DiskImage = d1.durable_image();
     // Damage the newest slot of d1: the older one (Dirty, same events) is used instead.
-    let newest = (0..RESERVED_BLOCKS).max_by_key(|addr| match txdisk_replicated::Slot::decode(image.block(*addr).unwrap()) {
-        txdisk_replicated::Slot::Valid(meta) => meta.seq,
-        _ => 0,
+    let newest = (0..RESERVED_BLOCKS).max_by_key(|addr| {
+        match txdisk_replicated::Slot::decode(image.block(*addr).unwrap()) {
+            txdisk_replicated::Slot::Valid(meta) => meta.seq,
+            _ => 0,
+        }
     });
     let newest = newest.unwrap();
     let mut torn = image.block(newest).unwrap().clone();
