@@ -79,7 +79,7 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     fn install(&self, new_disk: D) -> Result<Role> {
-        let meta = self.meta.lock();
+        let mut meta = self.meta.lock();
         let target = [Role::D1, Role::D2]
             .into_iter()
             .find(|role| !self.replica_status(*role).is_written())
@@ -100,6 +100,9 @@ impl<D: Disk> ReplicatedDisk<D> {
         *slot = Some(new_disk);
         member.generation.fetch_add(1, Ordering::AcqRel);
         drop(slot);
+        // Out of the pair until its Rebuilding marker is durable.
+        meta.failure[target.index()] =
+            Some("replacement installed, rebuild not yet started".into());
         self.set_status(target, ReplicaStatus::Failed);
         Ok(target)
     }

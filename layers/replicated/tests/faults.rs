@@ -351,3 +351,88 @@ fn a_torn_metadata_slot_falls_back_to_the_other() {
     assert_eq!(pair.read(0).unwrap(), Block::filled(9));
     replicas_agree(&pair).unwrap();
 }
+
+#[test]
+fn bad_block_on_d1_during_resync_keeps_d2_value_and_repairs_d1() {
+    let (d1, d2) = formatted(20);
+    let pair = open(&d1, &d2);
+    pair.write(4, &Block::filled(4)).unwrap();
+    pair.sync().unwrap();
+    drop(pair);
+    let (d1, d2) = (reboot(&d1), reboot(&d2));
+    d1.inject_read_error(4 + RESERVED_BLOCKS);
+    let pair = ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {}).unwrap();
+    assert_eq!(pair.status().replicas, [ReplicaStatus::Active; 2]);
+    assert_eq!(
+        pair.read_replica(Role::D1, 4).unwrap(),
+        Block::filled(4),
+        "d1 repaired from d2"
+    );
+    replicas_agree(&pair).unwrap();
+}
+
+#[test]
+fn a_replacement_that_fails_mid_rebuild_leaves_the_pair_degraded() {
+    let (d1, d2) = formatted(21);
+    let pair = open(&d1, &d2);
+    for addr in 0..DATA_BLOCKS {
+        pair.write(addr, &Block::filled(7)).unwrap();
+    }
+    d2.fail_now();
+    pair.sync().unwrap();
+    let replacement = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    // Its marker (2 writes, 1 sync) and a few copied blocks succeed, then it dies.
+    replacement.schedule_fail_stop(12);
+    let error = pair
+        .rebuild(Arc::clone(&replacement), &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            error,
+            ReplicatedError::RebuildAborted {
+                replica: Role::D2,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        pair.status().replicas,
+        [ReplicaStatus::Active, ReplicaStatus::Failed]
+    );
+    pair.write(0, &Block::filled(8)).unwrap();
+    assert_eq!(pair.read(0).unwrap(), Block::filled(8));
+    // A second replacement completes.
+    let second = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    pair.rebuild(second, &mut |_| {}).unwrap();
+    replicas_agree(&pair).unwrap();
+}
+
+#[test]
+fn losing_the_source_during_a_rebuild_is_an_error_not_a_stale_source() {
+    let (d1, d2) = formatted(22);
+    let pair = open(&d1, &d2);
+    pair.write(0, &Block::filled(1)).unwrap();
+    d2.fail_now();
+    pair.sync().unwrap();
+    d1.schedule_fail_stop(d1.ops() + 3);
+    let replacement = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    let error = pair
+        .rebuild(Arc::clone(&replacement), &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, ReplicatedError::AllReplicasFailed { .. }),
+        "{error}"
+    );
+    assert_eq!(pair.status().replicas, [ReplicaStatus::Failed; 2]);
+    // The half-rebuilt replacement alone is refused: it says Rebuilding.
+    let alone = ReplicatedDisk::open_degraded(replacement, &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(
+        matches!(alone, ReplicatedError::NoCurrentReplica { .. }),
+        "{alone}"
+    );
+}
