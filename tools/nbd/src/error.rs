@@ -69,6 +69,9 @@ pub enum NbdError {
     #[error("export name is {len} bytes; the protocol allows at most 4096")]
     NameTooLong { len: usize },
 
+    #[error("invalid server options: {0}")]
+    BadOptions(String),
+
     /// The peer broke the protocol: a wrong magic number, an impossible length.
     #[error("protocol violation: expected {expected}, found {found}")]
     Protocol { expected: String, found: String },

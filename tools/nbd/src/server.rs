@@ -27,7 +27,9 @@ use crate::transmission::{self, Counters, End, ReplyWriter};
 pub struct ServerOptions {
     /// Threads per connection running requests against the backend.
     pub workers_per_connection: usize,
-    /// Largest READ or WRITE accepted (advertised as the maximum block size).
+    /// Largest READ or WRITE accepted (advertised as the maximum block size). Over a
+    /// transactional backend, lower it to what one transaction can hold (an unaligned write
+    /// touches one block more than its length suggests).
     pub max_payload_bytes: u32,
     /// Payload bytes one connection may hold in flight.
     pub max_inflight_bytes: u64,
@@ -118,10 +120,25 @@ impl<B: ExportBackend> Server<B> {
         })
     }
 
-    /// Replaces the default options.
-    pub fn with_options(mut self, opts: ServerOptions) -> Server<B> {
+    /// Replaces the default options. Err if they break the protocol's rules on block sizes
+    /// (the maximum payload must be at least 4096 bytes, or the whole export if smaller) or
+    /// cannot hold one maximum request in flight.
+    pub fn with_options(mut self, opts: ServerOptions) -> Result<Server<B>> {
+        let floor = self.backend.size_bytes().clamp(1, 4096);
+        if u64::from(opts.max_payload_bytes) < floor {
+            return Err(NbdError::BadOptions(format!(
+                "max_payload_bytes {} is below {floor}",
+                opts.max_payload_bytes
+            )));
+        }
+        if opts.max_inflight_bytes < u64::from(opts.max_payload_bytes) {
+            return Err(NbdError::BadOptions(format!(
+                "max_inflight_bytes {} is below max_payload_bytes {}",
+                opts.max_inflight_bytes, opts.max_payload_bytes
+            )));
+        }
         self.opts = opts;
-        self
+        Ok(self)
     }
 
     /// The address actually bound (useful after binding port 0).

@@ -334,6 +334,44 @@ fn a_client_silent_during_the_handshake_is_dropped_after_the_timeout() {
 }
 
 #[test]
+fn a_smaller_maximum_payload_is_advertised_and_enforced_and_bad_options_are_refused() {
+    let opts = txdisk_nbd::ServerOptions {
+        max_payload_bytes: 64 * 1024,
+        ..Default::default()
+    };
+    let bad = txdisk_nbd::ServerOptions {
+        max_payload_bytes: 4095,
+        ..Default::default()
+    };
+    let backend = Arc::new(MemBackend::new(SIZE));
+    let server = txdisk_nbd::Server::bind("127.0.0.1:0", "disk", backend.clone()).unwrap();
+    assert!(matches!(
+        server.with_options(bad),
+        Err(NbdError::BadOptions(_))
+    ));
+    let srv = InProcess::start_with(backend, opts);
+    let mut s = greet(srv.addr, proto::FLAG_C_FIXED_NEWSTYLE);
+    send_option(&mut s, proto::OPT_GO, &go_data("disk"));
+    let mut max = None;
+    loop {
+        let (_, ty, d) = option_reply(&mut s);
+        if ty == proto::REP_ACK {
+            break;
+        }
+        if proto::be_u16(&d) == proto::INFO_BLOCK_SIZE {
+            max = Some(be_u32(&d[10..14]));
+        }
+    }
+    assert_eq!(max, Some(64 * 1024));
+    request(&mut s, proto::CMD_READ, 0, 1, 0, 64 * 1024 + 1);
+    assert_eq!(reply(&mut s), (proto::EINVAL, 1));
+    request(&mut s, proto::CMD_WRITE, 0, 2, 0, 64 * 1024 + 1);
+    assert_eq!(reply(&mut s), (proto::EINVAL, 2));
+    assert!(closed_by_server(&mut s));
+    srv.stop();
+}
+
+#[test]
 fn a_client_that_disconnects_mid_write_leaves_no_partial_write() {
     let srv = mem_server();
     let mut s = go(greet(srv.addr, proto::FLAG_C_FIXED_NEWSTYLE));

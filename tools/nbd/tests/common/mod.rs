@@ -29,7 +29,8 @@ impl<B: ExportBackend> InProcess<B> {
     pub fn start_with(backend: Arc<B>, opts: ServerOptions) -> InProcess<B> {
         let server = Server::bind("127.0.0.1:0", "disk", backend.clone())
             .expect("bind")
-            .with_options(opts);
+            .with_options(opts)
+            .expect("options");
         let addr = server.local_addr().expect("local addr");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
