@@ -110,7 +110,11 @@
 //! `open` ever reads it, and the stale one comes back alone, nothing left records that it is
 //! stale, and the pair opens on it (Linux md has the same limit). A resync after a crash scans
 //! the whole pair (there is no write-intent bitmap); its time is measured by the
-//! `pair_timing` example. A bad block on the only current member stops a rebuild.
+//! `pair_timing` example. A bad block on the only current member stops a rebuild. Where the
+//! disks tear writes at sector boundaries, a data block being written at the crash may be torn
+//! (on d1, and then, copied, on both): the pair keeps its members equal and its metadata intact
+//! (`tests/exhaustive_crash.rs` samples torn crash states), and leaves torn data to the checksums
+//! of the layer above.
 
 mod error;
 mod invariant;

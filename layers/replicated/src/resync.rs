@@ -95,6 +95,19 @@ impl<D: Disk> ReplicatedDisk<D> {
                 needed_blocks,
             });
         }
+        // The current member itself (the same file opened twice) must never be overwritten.
+        if let Ok(Found::Meta(found)) = read_meta(&new_disk, target) {
+            if found.pair_id == self.pair_id
+                && found.role != target
+                && found.state != MetaState::Rebuilding
+            {
+                return Err(ReplicatedError::WrongRole {
+                    replica: target,
+                    found: found.role,
+                    pair_id: found.pair_id,
+                });
+            }
+        }
         let member = &self.members[target.index()];
         let mut slot = member.disk.write();
         *slot = Some(new_disk);

@@ -436,3 +436,28 @@ fn losing_the_source_during_a_rebuild_is_an_error_not_a_stale_source() {
         "{alone}"
     );
 }
+
+#[test]
+fn rebuilding_onto_the_current_member_itself_is_refused() {
+    let (d1, d2) = formatted(23);
+    open(&d1, &d2).close().unwrap();
+    let pair = ReplicatedDisk::open_degraded(Arc::clone(&d2), &mut |_| {}).unwrap();
+    let error = pair.rebuild(Arc::clone(&d2), &mut |_| {}).err().unwrap();
+    assert!(
+        matches!(
+            error,
+            ReplicatedError::WrongRole {
+                replica: Role::D1,
+                found: Role::D2,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        pair.status().replicas,
+        [ReplicaStatus::Missing, ReplicaStatus::Active]
+    );
+    pair.rebuild(Arc::clone(&d1), &mut |_| {}).unwrap();
+    replicas_agree(&pair).unwrap();
+}
