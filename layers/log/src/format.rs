@@ -16,6 +16,9 @@ pub const HEADER_SLOTS: [Addr; 2] = [1, 2];
 pub const LOG_START: Addr = 3;
 /// Smallest log region accepted: a record needs at least a descriptor and one data block.
 pub const MIN_LOG_BLOCKS: u64 = 4;
+/// Positions and sequence numbers above this are corruption: at one block per nanosecond a
+/// log takes 146 years to get there, and arithmetic on them can never overflow.
+pub const MAX_POSITION: u64 = 1 << 62;
 
 // ---- superblock (block 0) ----
 pub const SUPER_MAGIC: [u8; 8] = *b"TXDSUPER";
@@ -82,7 +85,8 @@ impl Superblock {
                 reason: format!("log of {log_blocks} blocks; at least {MIN_LOG_BLOCKS} needed"),
             });
         }
-        let data_start = LOG_START + log_blocks;
+        let too_big = || LogError::BadGeometry { reason: format!("log of {log_blocks} blocks is larger than any disk") };
+        let data_start = LOG_START.checked_add(log_blocks).filter(|&start| start < MAX_POSITION).ok_or_else(too_big)?;
         if size_blocks <= data_start {
             return Err(LogError::BadGeometry {
                 reason: format!(
@@ -245,6 +249,9 @@ impl Header {
         };
         if header.tail_seq == 0 {
             return Err("tail sequence 0 (sequences start at 1)".into());
+        }
+        if header.tail_pos > MAX_POSITION || header.tail_seq > MAX_POSITION {
+            return Err(format!("tail position {} / sequence {} beyond {MAX_POSITION}", header.tail_pos, header.tail_seq));
         }
         Ok(header)
     }

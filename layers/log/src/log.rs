@@ -75,6 +75,9 @@ pub(crate) struct State {
     /// Newest committed value of every address that has a record in the log.
     pub logged: HashMap<Addr, (u64, Arc<Block>)>,
     pub shutdown: bool,
+    /// Bumped when an installation picks its batch: a home read that saw no change of it
+    /// cannot have overlapped a home write (see `Inner::read`).
+    pub install_gen: u64,
 }
 
 pub(crate) struct Inner {
@@ -183,6 +186,7 @@ impl Log {
             unwritten: 0,
             logged: HashMap::new(),
             shutdown: false,
+            install_gen: 0,
         };
         let inner = Arc::new(Inner {
             disk,
@@ -329,6 +333,9 @@ impl Log {
     }
 }
 
+/// Home reads that race installations before a read takes the installer's lock.
+const READ_ATTEMPTS: usize = 8;
+
 impl Inner {
     pub(crate) fn check_data_addr(&self, addr: Addr) -> Result<()> {
         let data_blocks = self.sb.data_blocks;
@@ -351,15 +358,32 @@ impl Inner {
     /// The committed value of `addr` (installed or still in the log).
     pub fn read(&self, addr: Addr) -> Result<Block> {
         self.check_data_addr(addr)?;
+        for _ in 0..READ_ATTEMPTS {
+            let install_gen = {
+                let state = self.state.lock();
+                Inner::usable(&state)?;
+                if let Some((_, block)) = state.logged.get(&addr) {
+                    return Ok((**block).clone());
+                }
+                state.install_gen
+            };
+            // Not in the log: the home block holds the newest committed value. Only an
+            // installation that started after the check above could be writing it now (an
+            // earlier one would have left the address in the map), and then a torn read is
+            // possible on a real file: read again.
+            let block = self.disk.read(self.sb.data_start + addr)?;
+            if self.state.lock().install_gen == install_gen {
+                return Ok(block);
+            }
+        }
+        // Installations keep starting: read with none running.
+        let _no_installer = self.install_lock.lock();
         {
             let state = self.state.lock();
-            Inner::usable(&state)?;
             if let Some((_, block)) = state.logged.get(&addr) {
                 return Ok((**block).clone());
             }
         }
-        // Not in the log: the home block holds the newest committed value. An installation
-        // racing with this read only ever writes that same value or a newer committed one.
         Ok(self.disk.read(self.sb.data_start + addr)?)
     }
 
@@ -426,6 +450,8 @@ impl Inner {
     pub fn wait_durable(&self, seq: u64) -> Result<()> {
         let inner = self;
         let mut state = inner.state.lock();
+        // Nothing past the newest commit can become durable: wait for that one at most.
+        let seq = seq.min(state.next_seq - 1);
         loop {
             if let Some(cause) = &state.poisoned {
                 return Err(LogError::Poisoned { cause: cause.clone() });
@@ -480,8 +506,9 @@ impl Inner {
         let inner = self;
         let _one_installer = inner.install_lock.lock();
         let batch: Vec<Arc<RecordMeta>> = {
-            let state = inner.state.lock();
+            let mut state = inner.state.lock();
             Inner::usable(&state)?;
+            state.install_gen += 1;
             state.records.iter().take_while(|r| r.seq <= state.durable_seq).cloned().collect()
         };
         let Some(last) = batch.last() else { return Ok(0) };

@@ -232,19 +232,34 @@ pub fn scan_log(disk: &dyn Disk, with_data: bool) -> Result<ScanReport> {
 }
 
 /// Valid records with a sequence number of at least `seq` anywhere in `[pos, limit)`.
+///
+/// Every block of the range is read once; full checks of candidate records are capped at
+/// [`PROBE_READ_FACTOR`] × the log's size in blocks read, so an image crafted with record heads
+/// everywhere cannot make a scan quadratic. Legitimate candidates (the rest of a group flush cut
+/// short by a crash) sit right after the stop and are found well within the cap.
 fn probe_beyond(disk: &dyn Disk, sb: &Superblock, pos: u64, seq: u64, limit: u64) -> Result<Vec<ScannedRecord>> {
     let mut found = Vec::new();
+    let mut budget_blocks = PROBE_READ_FACTOR.saturating_mul(sb.log_blocks);
     for probe in pos..limit {
         let head = match decode_record_head(&disk.read(sb.log_addr(probe))?) {
             Ok(head) => head,
             Err(_) => continue,
         };
-        if head.seq < seq {
+        let len_blocks = u64::from(head.desc_blocks) + u64::from(head.data_blocks);
+        if head.seq < seq || len_blocks > limit - probe {
             continue;
         }
+        if len_blocks > budget_blocks {
+            tracing::warn!(pos = probe, "log probe past the stop cut short: too many candidate records");
+            break;
+        }
+        budget_blocks -= len_blocks;
         if let RecordAt::Valid(record) = read_record(disk, sb, probe, None, limit - probe, false)? {
             found.push(record);
         }
     }
     Ok(found)
 }
+
+/// How many times the log's size the probe past the stop may read in candidate records.
+pub const PROBE_READ_FACTOR: u64 = 4;
