@@ -112,13 +112,20 @@ pub fn format(images: &[impl AsRef<Path>], options: &FormatOptions) -> Result<()
             let d1 = FileDisk::create(first, options.size_blocks)?;
             let d2 = FileDisk::create(second, options.size_blocks)?;
             // Both files are new and read as zeros: they are equal without a copy.
-            let pair_options = txdisk_replicated::FormatOptions { pair_id: None, assume_equal: true };
+            let pair_options = txdisk_replicated::FormatOptions {
+                pair_id: None,
+                assume_equal: true,
+            };
             ReplicatedDisk::format(&d1, &d2, &pair_options)?;
             let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})?;
             LogicalDisk::format(&pair, options.log_blocks)?;
             pair.close()?;
         }
-        _ => return Err(Error::ImageCount { count: images.len() }),
+        _ => {
+            return Err(Error::ImageCount {
+                count: images.len(),
+            })
+        }
     }
     Ok(())
 }
@@ -138,10 +145,18 @@ pub fn open_with_progress(
     let (disk, pair): (Arc<dyn Disk>, _) = match images {
         [single] => (Arc::new(FileDisk::open(single)?), None),
         [first, second] => {
-            let pair = Arc::new(ReplicatedDisk::open(FileDisk::open(first)?, FileDisk::open(second)?, progress)?);
+            let pair = Arc::new(ReplicatedDisk::open(
+                FileDisk::open(first)?,
+                FileDisk::open(second)?,
+                progress,
+            )?);
             (pair.clone(), Some(pair))
         }
-        _ => return Err(Error::ImageCount { count: images.len() }),
+        _ => {
+            return Err(Error::ImageCount {
+                count: images.len(),
+            })
+        }
     };
     let logical = LogicalDisk::open(disk, options.log)?;
     Ok(Stack { logical, pair })

@@ -4,7 +4,10 @@
 
 use txdisk::{Block, Disk, FileDisk, FormatOptions, OpenOptions};
 
-const OPTIONS: FormatOptions = FormatOptions { size_blocks: 2048, log_blocks: 256 };
+const OPTIONS: FormatOptions = FormatOptions {
+    size_blocks: 2048,
+    log_blocks: 256,
+};
 
 fn value(addr: u64, round: u8) -> Block {
     let mut block = Block::filled(round);
@@ -16,7 +19,11 @@ fn value(addr: u64, round: u8) -> Block {
 fn write_round(stack: &txdisk::Stack, round: u8, count: u64) -> Vec<u64> {
     let mut written = Vec::new();
     for index in 0..count {
-        let addrs = [index * 3, index * 3 + 1, (index * 7 + u64::from(round)) % 1500];
+        let addrs = [
+            index * 3,
+            index * 3 + 1,
+            (index * 7 + u64::from(round)) % 1500,
+        ];
         stack
             .transaction(|tx| {
                 for &addr in &addrs {
@@ -31,12 +38,19 @@ fn write_round(stack: &txdisk::Stack, round: u8, count: u64) -> Vec<u64> {
 }
 
 fn expected_after(writes: &[(u64, u8)]) -> std::collections::BTreeMap<u64, Block> {
-    writes.iter().map(|&(addr, round)| (addr, value(addr, round))).collect()
+    writes
+        .iter()
+        .map(|&(addr, round)| (addr, value(addr, round)))
+        .collect()
 }
 
 fn check(stack: &txdisk::Stack, expected: &std::collections::BTreeMap<u64, Block>) {
     for (addr, block) in expected {
-        assert_eq!(&stack.read(*addr).expect("read"), block, "address {addr} lost");
+        assert_eq!(
+            &stack.read(*addr).expect("read"),
+            block,
+            "address {addr} lost"
+        );
     }
 }
 
@@ -46,12 +60,18 @@ fn single_image_round_trip() {
     let image = [dir.path().join("one.img")];
     txdisk::format(&image, &OPTIONS).unwrap();
     let stack = txdisk::open(&image, OpenOptions::default()).unwrap();
-    let writes: Vec<(u64, u8)> = write_round(&stack, 1, 40).into_iter().map(|a| (a, 1)).collect();
+    let writes: Vec<(u64, u8)> = write_round(&stack, 1, 40)
+        .into_iter()
+        .map(|a| (a, 1))
+        .collect();
     drop(stack); // no close: recovery must bring everything back
     let stack = txdisk::open(&image, OpenOptions::default()).unwrap();
     check(&stack, &expected_after(&writes));
     stack.close().unwrap();
-    assert!(txdisk::format(&image, &OPTIONS).is_err(), "format over an existing image must refuse");
+    assert!(
+        txdisk::format(&image, &OPTIONS).is_err(),
+        "format over an existing image must refuse"
+    );
 }
 
 fn lose_one_replica(lost: usize) {
@@ -59,7 +79,10 @@ fn lose_one_replica(lost: usize) {
     let images = [dir.path().join("d1.img"), dir.path().join("d2.img")];
     txdisk::format(&images, &OPTIONS).unwrap();
     let stack = txdisk::open(&images, OpenOptions::default()).unwrap();
-    let mut writes: Vec<(u64, u8)> = write_round(&stack, 1, 60).into_iter().map(|a| (a, 1)).collect();
+    let mut writes: Vec<(u64, u8)> = write_round(&stack, 1, 60)
+        .into_iter()
+        .map(|a| (a, 1))
+        .collect();
     stack.close().unwrap();
 
     std::fs::remove_file(&images[lost]).unwrap();
@@ -72,10 +95,18 @@ fn lose_one_replica(lost: usize) {
     let stack = txdisk::open(&images, OpenOptions::default()).unwrap();
     check(&stack, &expected_after(&writes));
     stack.close().unwrap();
-    let (d1, d2) = (FileDisk::open(&images[0]).unwrap(), FileDisk::open(&images[1]).unwrap());
+    let (d1, d2) = (
+        FileDisk::open(&images[0]).unwrap(),
+        FileDisk::open(&images[1]).unwrap(),
+    );
     // The reserved metadata blocks name each replica's role and differ by design.
     for addr in txdisk::replicated::RESERVED_BLOCKS..d1.size_blocks() {
-        assert_eq!(d1.read(addr).unwrap(), d2.read(addr).unwrap(), "replicas differ at block {addr} after losing d{}", lost + 1);
+        assert_eq!(
+            d1.read(addr).unwrap(),
+            d2.read(addr).unwrap(),
+            "replicas differ at block {addr} after losing d{}",
+            lost + 1
+        );
     }
 }
 
@@ -92,6 +123,12 @@ fn pair_survives_losing_d2() {
 #[test]
 fn wrong_image_counts_are_refused() {
     let none: [&str; 0] = [];
-    assert!(matches!(txdisk::open(&none, OpenOptions::default()), Err(txdisk::Error::ImageCount { count: 0 })));
-    assert!(matches!(txdisk::open(&["a", "b", "c"], OpenOptions::default()), Err(txdisk::Error::ImageCount { count: 3 })));
+    assert!(matches!(
+        txdisk::open(&none, OpenOptions::default()),
+        Err(txdisk::Error::ImageCount { count: 0 })
+    ));
+    assert!(matches!(
+        txdisk::open(&["a", "b", "c"], OpenOptions::default()),
+        Err(txdisk::Error::ImageCount { count: 3 })
+    ));
 }

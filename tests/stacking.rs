@@ -13,7 +13,10 @@ const UPPER_LOG: u64 = 8;
 const SIZE: u64 = 3 + LOWER_LOG + 3 + UPPER_LOG + 8;
 
 fn quiet() -> LogOptions {
-    LogOptions { background_installer: false, ..LogOptions::default() }
+    LogOptions {
+        background_installer: false,
+        ..LogOptions::default()
+    }
 }
 
 fn open_both(sim: Arc<SimDisk>) -> Result<Log, String> {
@@ -28,7 +31,9 @@ fn base() -> DiskImage {
     Log::format(&lower, UPPER_LOG, 42).unwrap();
     drop(lower);
     let upper = open_both(sim.clone()).unwrap();
-    upper.atomic_two_write(1, &Block::filled(0x11), 5, &Block::filled(0x55)).unwrap();
+    upper
+        .atomic_two_write(1, &Block::filled(0x11), 5, &Block::filled(0x55))
+        .unwrap();
     drop(upper);
     sim.durable_image()
 }
@@ -40,10 +45,15 @@ fn pair_of(upper: &Log) -> (Block, Block) {
 #[test]
 fn upper_log_is_atomic_across_crashes_of_the_bottom_disk() {
     let base = base();
-    let (old, new) = ((Block::filled(0x11), Block::filled(0x55)), (Block::filled(0xa1), Block::filled(0xa5)));
+    let (old, new) = (
+        (Block::filled(0x11), Block::filled(0x55)),
+        (Block::filled(0xa1), Block::filled(0xa5)),
+    );
     let run = |sim: Arc<SimDisk>| -> Result<(), String> {
         let upper = open_both(sim)?;
-        upper.atomic_two_write(1, &new.0, 5, &new.1).map_err(|e| e.to_string())?;
+        upper
+            .atomic_two_write(1, &new.0, 5, &new.1)
+            .map_err(|e| e.to_string())?;
         upper.install().map_err(|e| e.to_string())?;
         Ok(())
     };
@@ -63,9 +73,15 @@ fn upper_log_is_atomic_across_crashes_of_the_bottom_disk() {
             let upper = open_both(Arc::new(SimDisk::from_image(&image)))
                 .unwrap_or_else(|e| panic!("crash at op {crash_op}: recovery failed: {e}"));
             let found = pair_of(&upper);
-            assert!(found == old || found == new, "crash at op {crash_op}: a mix of old and new: {found:?}");
+            assert!(
+                found == old || found == new,
+                "crash at op {crash_op}: a mix of old and new: {found:?}"
+            );
             if returned {
-                assert_eq!(found, new, "crash at op {crash_op}: a committed write was lost");
+                assert_eq!(
+                    found, new,
+                    "crash at op {crash_op}: a committed write was lost"
+                );
             }
             checked += 1;
         }
@@ -82,7 +98,14 @@ fn logical_disk_under_a_log_reads_back() {
     Log::format(&*lower, UPPER_LOG, 1).unwrap();
     let upper = Log::open(lower.clone(), quiet()).unwrap();
     for addr in 0..upper.data_blocks() {
-        upper.atomic_two_write(addr, &Block::filled(addr as u8 + 1), (addr + 1) % upper.data_blocks(), &Block::filled(9)).unwrap();
+        upper
+            .atomic_two_write(
+                addr,
+                &Block::filled(addr as u8 + 1),
+                (addr + 1) % upper.data_blocks(),
+                &Block::filled(9),
+            )
+            .unwrap();
     }
     assert_eq!(upper.read(0).unwrap(), Block::filled(9));
     assert_eq!(upper.read(3).unwrap(), Block::filled(4));

@@ -18,8 +18,12 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] =
-        [Bug::CommitWithoutFlush, Bug::ReplayWithoutChecksum, Bug::HeaderBeforeInstallDurable, Bug::NoSequenceJump];
+    pub const ALL: [Bug; 4] = [
+        Bug::CommitWithoutFlush,
+        Bug::ReplayWithoutChecksum,
+        Bug::HeaderBeforeInstallDurable,
+        Bug::NoSequenceJump,
+    ];
 }
 
 thread_local! {

@@ -13,7 +13,9 @@ pub enum LogError {
     #[error("not a txdisk image: {reason}")]
     NotAnImage { reason: String },
 
-    #[error("on-disk format version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "on-disk format version {found} is not supported (this build reads version {supported})"
+    )]
     UnsupportedVersion { found: u32, supported: u32 },
 
     #[error("superblock checksum mismatch: expected {expected:#010x}, found {found:#010x}")]
@@ -25,7 +27,9 @@ pub enum LogError {
     #[error("no valid log header in either header slot (blocks 1 and 2)")]
     NoValidHeader,
 
-    #[error("transaction writes {blocks} blocks; the log holds at most {max_blocks} per transaction")]
+    #[error(
+        "transaction writes {blocks} blocks; the log holds at most {max_blocks} per transaction"
+    )]
     TransactionTooLarge { blocks: usize, max_blocks: usize },
 
     #[error("address {addr} is outside the data region ({data_blocks} blocks)")]
@@ -46,6 +50,8 @@ pub enum LogError {
 
 impl LogError {
     pub(crate) fn not_image(reason: impl Into<String>) -> LogError {
-        LogError::NotAnImage { reason: reason.into() }
+        LogError::NotAnImage {
+            reason: reason.into(),
+        }
     }
 }

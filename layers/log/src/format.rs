@@ -85,8 +85,13 @@ impl Superblock {
                 reason: format!("log of {log_blocks} blocks; at least {MIN_LOG_BLOCKS} needed"),
             });
         }
-        let too_big = || LogError::BadGeometry { reason: format!("log of {log_blocks} blocks is larger than any disk") };
-        let data_start = LOG_START.checked_add(log_blocks).filter(|&start| start < MAX_POSITION).ok_or_else(too_big)?;
+        let too_big = || LogError::BadGeometry {
+            reason: format!("log of {log_blocks} blocks is larger than any disk"),
+        };
+        let data_start = LOG_START
+            .checked_add(log_blocks)
+            .filter(|&start| start < MAX_POSITION)
+            .ok_or_else(too_big)?;
         if size_blocks <= data_start {
             return Err(LogError::BadGeometry {
                 reason: format!(
@@ -139,11 +144,16 @@ impl Superblock {
         }
         let version = LE::read_u32(&b[SB_VERSION_OFFSET..]);
         if version != FORMAT_VERSION {
-            return Err(LogError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+            return Err(LogError::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
         }
         let block_size = LE::read_u32(&b[SB_BLOCK_SIZE_OFFSET..]);
         if block_size as usize != BLOCK_SIZE {
-            return Err(LogError::BadGeometry { reason: format!("block size {block_size}, expected {BLOCK_SIZE}") });
+            return Err(LogError::BadGeometry {
+                reason: format!("block size {block_size}, expected {BLOCK_SIZE}"),
+            });
         }
         let sb = Superblock {
             version,
@@ -236,7 +246,9 @@ impl Header {
         let found = LE::read_u32(&b[HD_CRC_OFFSET..]);
         let expected = crc32c::crc32c_append(sb.crc_seed(), &b[..HD_CRC_OFFSET]);
         if found != expected {
-            return Err(format!("checksum mismatch: expected {expected:#010x}, found {found:#010x}"));
+            return Err(format!(
+                "checksum mismatch: expected {expected:#010x}, found {found:#010x}"
+            ));
         }
         let version = LE::read_u32(&b[HD_VERSION_OFFSET..]);
         if version != FORMAT_VERSION {
@@ -251,7 +263,10 @@ impl Header {
             return Err("tail sequence 0 (sequences start at 1)".into());
         }
         if header.tail_pos > MAX_POSITION || header.tail_seq > MAX_POSITION {
-            return Err(format!("tail position {} / sequence {} beyond {MAX_POSITION}", header.tail_pos, header.tail_seq));
+            return Err(format!(
+                "tail position {} / sequence {} beyond {MAX_POSITION}",
+                header.tail_pos, header.tail_seq
+            ));
         }
         Ok(header)
     }
@@ -288,9 +303,18 @@ pub fn encode_record(
     addrs: &[Addr],
     data: &[&Block],
 ) -> Vec<Block> {
-    assert_eq!(addrs.len(), data.len(), "log: record with {} addresses and {} blocks", addrs.len(), data.len());
+    assert_eq!(
+        addrs.len(),
+        data.len(),
+        "log: record with {} addresses and {} blocks",
+        addrs.len(),
+        data.len()
+    );
     assert!(!addrs.is_empty(), "log: empty record");
-    assert!(durable_seq < seq, "log: record {seq} claims durable_seq {durable_seq}");
+    assert!(
+        durable_seq < seq,
+        "log: record {seq} claims durable_seq {durable_seq}"
+    );
     let desc_count = desc_blocks(addrs.len());
     let mut descs = vec![Block::zeroed(); desc_count];
     {
@@ -320,7 +344,11 @@ fn addr_slot(index: usize) -> (usize, usize) {
 }
 
 /// The salted CRC-32C of a record: its descriptors (with the crc field read as zero) and data.
-pub fn record_crc<'a>(sb: &Superblock, descs: &[Block], data: impl Iterator<Item = &'a Block>) -> u32 {
+pub fn record_crc<'a>(
+    sb: &Superblock,
+    descs: &[Block],
+    data: impl Iterator<Item = &'a Block>,
+) -> u32 {
     let first = descs[0].as_bytes();
     let mut crc = crc32c::crc32c_append(sb.crc_seed(), &first[..RD_CRC_OFFSET]);
     crc = crc32c::crc32c_append(crc, &[0u8; 4]);
@@ -359,7 +387,10 @@ pub fn decode_record_head(block: &Block) -> Result<RecordHead, String> {
         ));
     }
     if head.durable_seq >= head.seq {
-        return Err(format!("durable sequence {} not below sequence {}", head.durable_seq, head.seq));
+        return Err(format!(
+            "durable sequence {} not below sequence {}",
+            head.durable_seq, head.seq
+        ));
     }
     Ok(head)
 }
@@ -386,16 +417,26 @@ mod tests {
         for byte in 0..SB_LEN {
             let mut bad = block.clone();
             bad.as_bytes_mut()[byte] ^= 0x40;
-            assert!(Superblock::decode(&bad, 100).is_err(), "flip at byte {byte} accepted");
+            assert!(
+                Superblock::decode(&bad, 100).is_err(),
+                "flip at byte {byte} accepted"
+            );
         }
-        assert!(Superblock::decode(&block, 99).is_err(), "truncated disk accepted");
+        assert!(
+            Superblock::decode(&block, 99).is_err(),
+            "truncated disk accepted"
+        );
     }
 
     #[test]
     fn header_checksum_depends_on_salt() {
         let sb = Superblock::layout(100, 16, 7).unwrap();
         let other = Superblock::layout(100, 16, 8).unwrap();
-        let header = Header { generation: 3, tail_pos: 40, tail_seq: 9 };
+        let header = Header {
+            generation: 3,
+            tail_pos: 40,
+            tail_seq: 9,
+        };
         let block = header.encode(&sb);
         assert_eq!(Header::decode(&block, &sb).unwrap(), header);
         assert!(Header::decode(&block, &other).is_err());

@@ -21,33 +21,75 @@ impl Inner {
 
 fn check_positions(state: &State, log_blocks: u64) {
     let tail = state.header.tail_pos;
-    assert!(tail <= state.head_pos, "log: tail {tail} beyond head {}", state.head_pos);
+    assert!(
+        tail <= state.head_pos,
+        "log: tail {tail} beyond head {}",
+        state.head_pos
+    );
     let used = state.head_pos - tail;
-    assert!(used <= log_blocks, "log: {used} blocks in use, log has {log_blocks}");
-    assert!(state.durable_seq < state.next_seq, "log: durable {} >= next {}", state.durable_seq, state.next_seq);
+    assert!(
+        used <= log_blocks,
+        "log: {used} blocks in use, log has {log_blocks}"
+    );
+    assert!(
+        state.durable_seq < state.next_seq,
+        "log: durable {} >= next {}",
+        state.durable_seq,
+        state.next_seq
+    );
     assert!(
         state.durable_seq + 1 >= state.header.tail_seq,
         "log: durable {} behind tail sequence {}",
         state.durable_seq,
         state.header.tail_seq
     );
-    assert!(state.unwritten <= state.records.len(), "log: {} unwritten of {} records", state.unwritten, state.records.len());
+    assert!(
+        state.unwritten <= state.records.len(),
+        "log: {} unwritten of {} records",
+        state.unwritten,
+        state.records.len()
+    );
 }
 
 fn check_records(state: &State) {
     let (mut pos, mut seq) = (state.header.tail_pos, state.header.tail_seq);
     for record in &state.records {
-        assert_eq!(record.pos, pos, "log: record {} at position {}, expected {pos}", record.seq, record.pos);
-        assert_eq!(record.seq, seq, "log: record sequence {}, expected {seq}", record.seq);
-        assert_eq!(record.addrs.len(), record.data.len(), "log: record {} addrs/data mismatch", record.seq);
+        assert_eq!(
+            record.pos, pos,
+            "log: record {} at position {}, expected {pos}",
+            record.seq, record.pos
+        );
+        assert_eq!(
+            record.seq, seq,
+            "log: record sequence {}, expected {seq}",
+            record.seq
+        );
+        assert_eq!(
+            record.addrs.len(),
+            record.data.len(),
+            "log: record {} addrs/data mismatch",
+            record.seq
+        );
         pos += record.len_blocks;
         seq += 1;
     }
-    assert_eq!(pos, state.head_pos, "log: records end at {pos}, head is {}", state.head_pos);
-    assert_eq!(seq, state.next_seq, "log: records end at sequence {seq}, next is {}", state.next_seq);
+    assert_eq!(
+        pos, state.head_pos,
+        "log: records end at {pos}, head is {}",
+        state.head_pos
+    );
+    assert_eq!(
+        seq, state.next_seq,
+        "log: records end at sequence {seq}, next is {}",
+        state.next_seq
+    );
     let first_unwritten = state.records.len() - state.unwritten;
     if let Some(record) = state.records.get(first_unwritten) {
-        assert!(record.seq > state.durable_seq, "log: unwritten record {} already durable", record.seq);
+        assert!(
+            record.seq > state.durable_seq,
+            "log: unwritten record {} already durable",
+            record.seq
+        );
     }
 }
 
@@ -58,13 +100,25 @@ fn check_logged_map(state: &State) {
             newest.insert(*addr, (record.seq, &**block));
         }
     }
-    assert_eq!(newest.len(), state.logged.len(), "log: logged map has {} entries, records name {}", state.logged.len(), newest.len());
+    assert_eq!(
+        newest.len(),
+        state.logged.len(),
+        "log: logged map has {} entries, records name {}",
+        state.logged.len(),
+        newest.len()
+    );
     for (addr, (seq, block)) in newest {
         let Some((found_seq, found_block)) = state.logged.get(&addr) else {
             panic!("log: address {addr} (record {seq}) missing from the logged map")
         };
-        assert_eq!(*found_seq, seq, "log: address {addr} maps to record {found_seq}, newest is {seq}");
-        assert!(**found_block == *block, "log: address {addr} logged value differs from record {seq}");
+        assert_eq!(
+            *found_seq, seq,
+            "log: address {addr} maps to record {found_seq}, newest is {seq}"
+        );
+        assert!(
+            **found_block == *block,
+            "log: address {addr} logged value differs from record {seq}"
+        );
     }
 }
 
@@ -77,7 +131,11 @@ pub struct CrashViolation {
 
 impl fmt::Display for CrashViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "log crash invariant violated at address {}: {}", self.addr, self.detail)
+        write!(
+            f,
+            "log crash invariant violated at address {}: {}",
+            self.addr, self.detail
+        )
     }
 }
 
@@ -93,14 +151,22 @@ fn value_at(contents: &Contents, addr: Addr) -> Block {
 /// FSCQ's `log_intact(last_state, committed_state)`: accepts `recovered` (the logical contents
 /// of a recovered disk, read through the data region) only if it equals `last` or `committed`
 /// on every address — all of one, never a mix.
-pub fn log_intact(recovered: &Contents, last: &Contents, committed: &Contents) -> Result<(), CrashViolation> {
+pub fn log_intact(
+    recovered: &Contents,
+    last: &Contents,
+    committed: &Contents,
+) -> Result<(), CrashViolation> {
     matches_prefix(recovered, &[last.clone(), committed.clone()], 0).map(|_| ())
 }
 
 /// Accepts `recovered` if it equals one of `states` at index `min_index` or later (the states
 /// after each prefix of the commit order; `min_index` the last durably committed). Returns the
 /// index matched; on failure, the first address that tells the closest state apart.
-pub fn matches_prefix(recovered: &Contents, states: &[Contents], min_index: usize) -> Result<usize, CrashViolation> {
+pub fn matches_prefix(
+    recovered: &Contents,
+    states: &[Contents],
+    min_index: usize,
+) -> Result<usize, CrashViolation> {
     let mut closest: Option<CrashViolation> = None;
     for (index, state) in states.iter().enumerate().skip(min_index) {
         match first_difference(recovered, state) {
@@ -116,13 +182,18 @@ pub fn matches_prefix(recovered: &Contents, states: &[Contents], min_index: usiz
             }
         }
     }
-    Err(closest.unwrap_or(CrashViolation { addr: 0, detail: format!("no allowed state at or after prefix {min_index}") }))
+    Err(closest.unwrap_or(CrashViolation {
+        addr: 0,
+        detail: format!("no allowed state at or after prefix {min_index}"),
+    }))
 }
 
 /// The first address at which two contents differ (absent and zeros are equal).
 pub fn first_difference(a: &Contents, b: &Contents) -> Option<Addr> {
     let addrs = a.keys().chain(b.keys());
-    let mut differing = addrs.filter(|addr| value_at(a, **addr) != value_at(b, **addr)).copied();
+    let mut differing = addrs
+        .filter(|addr| value_at(a, **addr) != value_at(b, **addr))
+        .copied();
     differing.next().map(|first| {
         let mut min = first;
         for addr in differing {

@@ -70,7 +70,9 @@ pub use format::{
 pub use invariants::{first_difference, log_intact, matches_prefix, Contents, CrashViolation};
 pub use log::{Log, LogOptions, LogStats, Transaction};
 pub use recovery::{log_recover, RecoveryReport};
-pub use scan::{read_headers, read_superblock, scan_log, ScanReport, ScanStop, ScannedRecord, SlotState};
+pub use scan::{
+    read_headers, read_superblock, scan_log, ScanReport, ScanStop, ScannedRecord, SlotState,
+};
 
 pub use txdisk_disk::{Addr, Block, Disk};
 pub use wal_check::WalChecker;
@@ -92,7 +94,11 @@ pub(crate) use bug_active;
 pub fn random_salt() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     hasher.write_u32(std::process::id());
     hasher.finish()
 }

@@ -24,7 +24,10 @@ pub struct LogOptions {
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions { background_installer: true, install_threshold_pct: 50 }
+        LogOptions {
+            background_installer: true,
+            install_threshold_pct: 50,
+        }
     }
 }
 
@@ -158,7 +161,11 @@ impl Log {
     /// it reads as zeros only if the disk did (a new image file, a new `SimDisk`).
     pub fn format(disk: &dyn Disk, log_blocks: u64, salt: u64) -> Result<Superblock> {
         let sb = Superblock::layout(disk.size_blocks(), log_blocks, salt)?;
-        let header = Header { generation: 0, tail_pos: 0, tail_seq: 1 };
+        let header = Header {
+            generation: 0,
+            tail_pos: 0,
+            tail_seq: 1,
+        };
         disk.write(crate::format::SUPERBLOCK_ADDR, &sb.encode())?;
         disk.write(header.slot_addr(), &header.encode(&sb))?;
         // The other slot may hold a header of an earlier format of this disk; with another
@@ -206,7 +213,11 @@ impl Log {
             let inner = Arc::clone(&inner);
             std::thread::spawn(move || installer_loop(&inner))
         });
-        let log = Log { inner, installer: Mutex::new(installer), recovery };
+        let log = Log {
+            inner,
+            installer: Mutex::new(installer),
+            recovery,
+        };
         log.debug_check();
         Ok(log)
     }
@@ -246,7 +257,10 @@ impl Log {
     }
 
     pub fn begin(&self) -> Transaction<'_> {
-        Transaction { log: self, writes: BTreeMap::new() }
+        Transaction {
+            log: self,
+            writes: BTreeMap::new(),
+        }
     }
 
     /// `atomic_two_write`: both blocks or neither, durable on return.
@@ -256,7 +270,6 @@ impl Log {
         tx.write(a2, v2)?;
         tx.commit().map(|_| ())
     }
-
 
     pub(crate) fn check_data_addr(&self, addr: Addr) -> Result<()> {
         self.inner.check_data_addr(addr)
@@ -347,7 +360,9 @@ impl Inner {
 
     fn usable(state: &State) -> Result<()> {
         if let Some(cause) = &state.poisoned {
-            return Err(LogError::Poisoned { cause: cause.clone() });
+            return Err(LogError::Poisoned {
+                cause: cause.clone(),
+            });
         }
         if state.closed {
             return Err(LogError::Closed);
@@ -395,14 +410,19 @@ impl Inner {
         }
         let max_blocks = self.sb.max_tx_blocks();
         if writes.len() > max_blocks {
-            return Err(LogError::TransactionTooLarge { blocks: writes.len(), max_blocks });
+            return Err(LogError::TransactionTooLarge {
+                blocks: writes.len(),
+                max_blocks,
+            });
         }
         for (addr, _) in &writes {
             self.check_data_addr(*addr)?;
         }
         let len_blocks = record_len_blocks(writes.len());
-        let (addrs, data): (Vec<Addr>, Vec<Arc<Block>>) =
-            writes.into_iter().map(|(addr, block)| (addr, Arc::new(block))).unzip();
+        let (addrs, data): (Vec<Addr>, Vec<Arc<Block>>) = writes
+            .into_iter()
+            .map(|(addr, block)| (addr, Arc::new(block)))
+            .unzip();
         assert!(distinct(&addrs), "log: duplicate address in one record");
         let seq = loop {
             let mut state = self.state.lock();
@@ -421,9 +441,21 @@ impl Inner {
         Ok(Some(seq))
     }
 
-    fn reserve(&self, state: &mut State, len_blocks: u64, addrs: &[Addr], data: &[Arc<Block>]) -> u64 {
+    fn reserve(
+        &self,
+        state: &mut State,
+        len_blocks: u64,
+        addrs: &[Addr],
+        data: &[Arc<Block>],
+    ) -> u64 {
         let seq = state.next_seq;
-        let record = RecordMeta { seq, pos: state.head_pos, len_blocks, addrs: addrs.to_vec(), data: data.to_vec() };
+        let record = RecordMeta {
+            seq,
+            pos: state.head_pos,
+            len_blocks,
+            addrs: addrs.to_vec(),
+            data: data.to_vec(),
+        };
         state.next_seq += 1;
         state.head_pos += len_blocks;
         for (addr, block) in addrs.iter().zip(data) {
@@ -454,7 +486,9 @@ impl Inner {
         let seq = seq.min(state.next_seq - 1);
         loop {
             if let Some(cause) = &state.poisoned {
-                return Err(LogError::Poisoned { cause: cause.clone() });
+                return Err(LogError::Poisoned {
+                    cause: cause.clone(),
+                });
             }
             if state.durable_seq >= seq {
                 return Ok(());
@@ -463,13 +497,18 @@ impl Inner {
                 inner.flushed.wait(&mut state);
                 continue;
             }
-            assert!(state.unwritten > 0, "log: record {seq} not durable (durable {}) and none unwritten", state.durable_seq);
+            assert!(
+                state.unwritten > 0,
+                "log: record {seq} not durable (durable {}) and none unwritten",
+                state.durable_seq
+            );
             let first = state.records.len() - state.unwritten;
             let batch: Vec<Arc<RecordMeta>> = state.records.iter().skip(first).cloned().collect();
             let durable_before = state.durable_seq;
             state.unwritten = 0;
             state.flushing = true;
-            let result = MutexGuard::unlocked(&mut state, || self.write_batch(&batch, durable_before));
+            let result =
+                MutexGuard::unlocked(&mut state, || self.write_batch(&batch, durable_before));
             state.flushing = false;
             match result {
                 Ok(()) => state.durable_seq = batch.last().map_or(durable_before, |r| r.seq),
@@ -496,7 +535,8 @@ impl Inner {
             disk.sync()?;
         }
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        self.records_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.records_written
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -509,9 +549,16 @@ impl Inner {
             let mut state = inner.state.lock();
             Inner::usable(&state)?;
             state.install_gen += 1;
-            state.records.iter().take_while(|r| r.seq <= state.durable_seq).cloned().collect()
+            state
+                .records
+                .iter()
+                .take_while(|r| r.seq <= state.durable_seq)
+                .cloned()
+                .collect()
         };
-        let Some(last) = batch.last() else { return Ok(0) };
+        let Some(last) = batch.last() else {
+            return Ok(0);
+        };
         let result = self.install_batch(&batch);
         let mut state = inner.state.lock();
         let new_header = match result {
@@ -525,11 +572,19 @@ impl Inner {
         state.header = new_header;
         for record in &batch {
             let front = state.records.pop_front();
-            assert!(front.is_some_and(|f| f.seq == record.seq), "log: installed record {} was not at the front", record.seq);
+            assert!(
+                front.is_some_and(|f| f.seq == record.seq),
+                "log: installed record {} was not at the front",
+                record.seq
+            );
         }
         for record in &batch {
             for addr in &record.addrs {
-                if state.logged.get(addr).is_some_and(|(seq, _)| *seq <= last.seq) {
+                if state
+                    .logged
+                    .get(addr)
+                    .is_some_and(|(seq, _)| *seq <= last.seq)
+                {
                     state.logged.remove(addr);
                 }
             }
@@ -560,14 +615,21 @@ impl Inner {
         }
         let old = inner.state.lock().header;
         let last = &batch[batch.len() - 1];
-        let header = Header { generation: old.generation + 1, tail_pos: last.end_pos(), tail_seq: last.seq + 1 };
-        inner.disk.write(header.slot_addr(), &header.encode(&inner.sb))?;
+        let header = Header {
+            generation: old.generation + 1,
+            tail_pos: last.end_pos(),
+            tail_seq: last.seq + 1,
+        };
+        inner
+            .disk
+            .write(header.slot_addr(), &header.encode(&inner.sb))?;
         // The freed space may be reused only once the header naming the new tail is durable.
         inner.disk.sync()?;
-        inner.blocks_installed.fetch_add(newest.len() as u64, Ordering::Relaxed);
+        inner
+            .blocks_installed
+            .fetch_add(newest.len() as u64, Ordering::Relaxed);
         Ok(header)
     }
-
 }
 
 fn distinct(addrs: &[Addr]) -> bool {
@@ -589,12 +651,18 @@ fn installer_loop(inner: &Arc<Inner>) {
             if state.shutdown || state.poisoned.is_some() {
                 return;
             }
-            let _ = inner.install_wanted.wait_for(&mut state, Duration::from_millis(50));
+            let _ = inner
+                .install_wanted
+                .wait_for(&mut state, Duration::from_millis(50));
             if state.shutdown || state.poisoned.is_some() {
                 return;
             }
             let used = state.head_pos - state.header.tail_pos;
-            let durable_records = state.records.iter().take_while(|r| r.seq <= state.durable_seq).count();
+            let durable_records = state
+                .records
+                .iter()
+                .take_while(|r| r.seq <= state.durable_seq)
+                .count();
             let want = used * 100 >= inner.options.install_threshold_pct * inner.sb.log_blocks;
             if !want || durable_records == 0 {
                 continue;

@@ -30,20 +30,34 @@ pub struct RecoveryReport {
 pub fn log_recover(disk: &dyn Disk) -> Result<RecoveryReport> {
     let scan = scan_log(disk, true)?;
     if let Some(detail) = scan.corruption() {
-        return Err(LogError::Corruption { pos: scan.end_pos, seq: scan.next_seq, detail });
+        return Err(LogError::Corruption {
+            pos: scan.end_pos,
+            seq: scan.next_seq,
+            detail,
+        });
     }
     let home_blocks_written = replay(disk, &scan)?;
     let new_header = fresh_header(&scan)?;
     disk.write(new_header.slot_addr(), &new_header.encode(&scan.superblock))?;
     disk.sync()?;
-    let replayed = scan.records.iter().map(|r| (r.seq, r.addrs.len())).collect();
+    let replayed = scan
+        .records
+        .iter()
+        .map(|r| (r.seq, r.addrs.len()))
+        .collect();
     tracing::info!(
         records = scan.records.len(),
         home_blocks_written,
         stop = %scan.stop,
         "log recovered"
     );
-    Ok(RecoveryReport { replayed, home_blocks_written, old_header: scan.header, new_header, stop: scan.stop })
+    Ok(RecoveryReport {
+        replayed,
+        home_blocks_written,
+        old_header: scan.header,
+        new_header,
+        stop: scan.stop,
+    })
 }
 
 /// Writes the newest value of every address in the chain home, then syncs.
@@ -74,8 +88,16 @@ fn fresh_header(scan: &ScanReport) -> Result<Header> {
     };
     // At most log_blocks / 2 records fit in the region, so no record past the chain carries a
     // sequence at or above next_seq + log_blocks.
-    let jump = if crate::bug_active!(NoSequenceJump) { 0 } else { scan.superblock.log_blocks };
+    let jump = if crate::bug_active!(NoSequenceJump) {
+        0
+    } else {
+        scan.superblock.log_blocks
+    };
     let tail_seq = scan.next_seq.checked_add(jump).ok_or_else(overflow)?;
     let generation = scan.header.generation.checked_add(1).ok_or_else(overflow)?;
-    Ok(Header { generation, tail_pos: scan.end_pos, tail_seq })
+    Ok(Header {
+        generation,
+        tail_pos: scan.end_pos,
+        tail_seq,
+    })
 }

@@ -38,13 +38,31 @@ pub enum SlotState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScanStop {
     /// The block at `pos` is not a record head at all (stale data, zeros, a torn descriptor).
-    NotARecord { pos: u64, expected_seq: u64, reason: String },
+    NotARecord {
+        pos: u64,
+        expected_seq: u64,
+        reason: String,
+    },
     /// A record head with another sequence number: a record from an earlier lap, or a torn tail.
-    WrongSequence { pos: u64, expected_seq: u64, found_seq: u64 },
+    WrongSequence {
+        pos: u64,
+        expected_seq: u64,
+        found_seq: u64,
+    },
     /// The right sequence number but the checksum fails: a torn or half-written record.
-    ChecksumMismatch { pos: u64, seq: u64, expected: u32, found: u32 },
+    ChecksumMismatch {
+        pos: u64,
+        seq: u64,
+        expected: u32,
+        found: u32,
+    },
     /// The record claims more blocks than the log has room for past `pos`.
-    TooLong { pos: u64, seq: u64, len_blocks: u64, room_blocks: u64 },
+    TooLong {
+        pos: u64,
+        seq: u64,
+        len_blocks: u64,
+        room_blocks: u64,
+    },
     /// A checksummed record names an address outside the data region: corruption or a bug.
     BadAddress { pos: u64, seq: u64, addr: Addr },
     /// The chain filled the whole log region.
@@ -108,7 +126,10 @@ impl ScanReport {
         if !self.stop.is_clean_end() {
             return Some(self.stop.to_string());
         }
-        let witness = self.beyond_stop.iter().find(|r| r.durable_seq >= self.next_seq)?;
+        let witness = self
+            .beyond_stop
+            .iter()
+            .find(|r| r.durable_seq >= self.next_seq)?;
         Some(format!(
             "{}; but record {} at position {} says every record through {} was durable",
             self.stop, witness.seq, witness.pos, witness.durable_seq
@@ -119,18 +140,27 @@ impl ScanReport {
 /// Reads and validates the superblock of `disk`.
 pub fn read_superblock(disk: &dyn Disk) -> Result<Superblock> {
     if disk.size_blocks() <= HEADER_SLOTS[1] {
-        return Err(LogError::not_image(format!("only {} blocks", disk.size_blocks())));
+        return Err(LogError::not_image(format!(
+            "only {} blocks",
+            disk.size_blocks()
+        )));
     }
     Superblock::decode(&disk.read(SUPERBLOCK_ADDR)?, disk.size_blocks())
 }
 
 /// Reads both header slots; returns them and the newest valid header.
 pub fn read_headers(disk: &dyn Disk, sb: &Superblock) -> Result<([SlotState; 2], Header)> {
-    let mut slots = [SlotState::Invalid(String::new()), SlotState::Invalid(String::new())];
+    let mut slots = [
+        SlotState::Invalid(String::new()),
+        SlotState::Invalid(String::new()),
+    ];
     for (slot, &addr) in slots.iter_mut().zip(HEADER_SLOTS.iter()) {
         *slot = match Header::decode(&disk.read(addr)?, sb) {
             Ok(header) if header.slot_addr() == addr => SlotState::Valid(header),
-            Ok(header) => SlotState::Invalid(format!("generation {} belongs in the other slot", header.generation)),
+            Ok(header) => SlotState::Invalid(format!(
+                "generation {} belongs in the other slot",
+                header.generation
+            )),
             Err(reason) => SlotState::Invalid(reason),
         };
     }
@@ -165,14 +195,29 @@ fn read_record(
     let expected_seq = seq.unwrap_or(0);
     let head: RecordHead = match decode_record_head(&first) {
         Ok(head) => head,
-        Err(reason) => return Ok(RecordAt::Stop(ScanStop::NotARecord { pos, expected_seq, reason })),
+        Err(reason) => {
+            return Ok(RecordAt::Stop(ScanStop::NotARecord {
+                pos,
+                expected_seq,
+                reason,
+            }))
+        }
     };
     if seq.is_some_and(|s| s != head.seq) {
-        return Ok(RecordAt::Stop(ScanStop::WrongSequence { pos, expected_seq, found_seq: head.seq }));
+        return Ok(RecordAt::Stop(ScanStop::WrongSequence {
+            pos,
+            expected_seq,
+            found_seq: head.seq,
+        }));
     }
     let len_blocks = u64::from(head.desc_blocks) + u64::from(head.data_blocks);
     if len_blocks > room_blocks {
-        return Ok(RecordAt::Stop(ScanStop::TooLong { pos, seq: head.seq, len_blocks, room_blocks }));
+        return Ok(RecordAt::Stop(ScanStop::TooLong {
+            pos,
+            seq: head.seq,
+            len_blocks,
+            room_blocks,
+        }));
     }
     let mut descs = vec![first];
     for index in 1..u64::from(head.desc_blocks) {
@@ -185,12 +230,21 @@ fn read_record(
     }
     let found = record_crc(sb, &descs, data.iter());
     if found != head.crc && !crate::bug_active!(ReplayWithoutChecksum) {
-        let stop = ScanStop::ChecksumMismatch { pos, seq: head.seq, expected: head.crc, found };
+        let stop = ScanStop::ChecksumMismatch {
+            pos,
+            seq: head.seq,
+            expected: head.crc,
+            found,
+        };
         return Ok(RecordAt::Stop(stop));
     }
     let addrs = decode_record_addrs(&descs, head.data_blocks as usize);
     if let Some(&addr) = addrs.iter().find(|&&a| a >= sb.data_blocks) {
-        return Ok(RecordAt::Stop(ScanStop::BadAddress { pos, seq: head.seq, addr }));
+        return Ok(RecordAt::Stop(ScanStop::BadAddress {
+            pos,
+            seq: head.seq,
+            addr,
+        }));
     }
     if !with_data {
         data.clear();
@@ -228,7 +282,16 @@ pub fn scan_log(disk: &dyn Disk, with_data: bool) -> Result<ScanReport> {
         }
     };
     let beyond_stop = probe_beyond(disk, &sb, pos, seq, limit)?;
-    Ok(ScanReport { superblock: sb, slots, header, records, end_pos: pos, next_seq: seq, stop, beyond_stop })
+    Ok(ScanReport {
+        superblock: sb,
+        slots,
+        header,
+        records,
+        end_pos: pos,
+        next_seq: seq,
+        stop,
+        beyond_stop,
+    })
 }
 
 /// Valid records with a sequence number of at least `seq` anywhere in `[pos, limit)`.
@@ -237,7 +300,13 @@ pub fn scan_log(disk: &dyn Disk, with_data: bool) -> Result<ScanReport> {
 /// [`PROBE_READ_FACTOR`] × the log's size in blocks read, so an image crafted with record heads
 /// everywhere cannot make a scan quadratic. Legitimate candidates (the rest of a group flush cut
 /// short by a crash) sit right after the stop and are found well within the cap.
-fn probe_beyond(disk: &dyn Disk, sb: &Superblock, pos: u64, seq: u64, limit: u64) -> Result<Vec<ScannedRecord>> {
+fn probe_beyond(
+    disk: &dyn Disk,
+    sb: &Superblock,
+    pos: u64,
+    seq: u64,
+    limit: u64,
+) -> Result<Vec<ScannedRecord>> {
     let mut found = Vec::new();
     let mut budget_blocks = PROBE_READ_FACTOR.saturating_mul(sb.log_blocks);
     for probe in pos..limit {
@@ -250,7 +319,10 @@ fn probe_beyond(disk: &dyn Disk, sb: &Superblock, pos: u64, seq: u64, limit: u64
             continue;
         }
         if len_blocks > budget_blocks {
-            tracing::warn!(pos = probe, "log probe past the stop cut short: too many candidate records");
+            tracing::warn!(
+                pos = probe,
+                "log probe past the stop cut short: too many candidate records"
+            );
             break;
         }
         budget_blocks -= len_blocks;

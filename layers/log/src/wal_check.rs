@@ -38,7 +38,11 @@ impl Disk for ImageDisk<'_> {
 
 impl WalChecker {
     pub fn new(sim: Arc<SimDisk>, strict: bool) -> WalChecker {
-        WalChecker { sim, strict, violations: Mutex::new(Vec::new()) }
+        WalChecker {
+            sim,
+            strict,
+            violations: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn sim(&self) -> &Arc<SimDisk> {
@@ -55,7 +59,11 @@ impl WalChecker {
         let home = addr - sb.data_start;
         let carried = match scan_log(&ImageDisk(&durable), true) {
             Ok(scan) => scan.records.iter().any(|record| {
-                record.addrs.iter().zip(&record.data).any(|(a, d)| *a == home && d == block)
+                record
+                    .addrs
+                    .iter()
+                    .zip(&record.data)
+                    .any(|(a, d)| *a == home && d == block)
             }),
             Err(_) => false,
         };

@@ -18,31 +18,63 @@ const A2: u64 = 3;
 fn base_image() -> DiskImage {
     let image = formatted(16, 8, 0x5eed_0001);
     let sim = Arc::new(SimDisk::from_image(&image));
-    let setup = [Step::Commit { writes: vec![(A1, 0x11), (A2, 0x22)], durable: true }, Step::Install];
+    let setup = [
+        Step::Commit {
+            writes: vec![(A1, 0x11), (A2, 0x22)],
+            durable: true,
+        },
+        Step::Install,
+    ];
     let (_, result) = run_steps(sim.clone(), &setup);
     result.expect("setup");
     sim.durable_image()
 }
 
 fn two_write_steps() -> Vec<Step> {
-    vec![Step::Commit { writes: vec![(A1, 0xa1), (A2, 0xa2)], durable: true }, Step::Install]
+    vec![
+        Step::Commit {
+            writes: vec![(A1, 0xa1), (A2, 0xa2)],
+            durable: true,
+        },
+        Step::Install,
+    ]
 }
 
 #[test]
 fn every_crash_state_depth_two() {
-    let campaign = Campaign { torn: false, state_cap: 1 << 20, samples: 0, depth2: true, depth2_states: 1 << 10, seed: 1 };
+    let campaign = Campaign {
+        torn: false,
+        state_cap: 1 << 20,
+        samples: 0,
+        depth2: true,
+        depth2_states: 1 << 10,
+        seed: 1,
+    };
     let tally = crash_everywhere(&base_image(), &two_write_steps(), campaign);
     println!("atomic_two_write, whole blocks: {tally:?}");
-    assert_eq!(tally.sampled_points, 0, "every crash point must be enumerated exhaustively");
+    assert_eq!(
+        tally.sampled_points, 0,
+        "every crash point must be enumerated exhaustively"
+    );
     assert!(tally.crash_points >= 10, "too few crash points: {tally:?}");
 }
 
 #[test]
 fn torn_sectors_depth_two() {
-    let campaign = Campaign { torn: true, state_cap: 4096, samples: 512, depth2: true, depth2_states: 8, seed: 2 };
+    let campaign = Campaign {
+        torn: true,
+        state_cap: 4096,
+        samples: 512,
+        depth2: true,
+        depth2_states: 8,
+        seed: 2,
+    };
     let tally = crash_everywhere(&base_image(), &two_write_steps(), campaign);
     println!("atomic_two_write, torn sectors: {tally:?}");
-    assert!(tally.states > tally.crash_points, "torn mode produced no extra states: {tally:?}");
+    assert!(
+        tally.states > tally.crash_points,
+        "torn mode produced no extra states: {tally:?}"
+    );
 }
 
 #[test]
@@ -66,7 +98,15 @@ fn random_chains_of_five_crashes() {
         let torn = chain % 2 == 1;
         let state = sim.random_crash_state(&mut rng, torn);
         let context = format!("seed {seed:#x} chain {chain} crash at op {crash_op} torn {torn}");
-        random_deep_crash(&state, &states[..=progress.commits_called], progress.durable_commits, 5, torn, &mut rng, &context);
+        random_deep_crash(
+            &state,
+            &states[..=progress.commits_called],
+            progress.durable_commits,
+            5,
+            torn,
+            &mut rng,
+            &context,
+        );
     }
 }
 
@@ -79,17 +119,33 @@ fn campaign_catches_each_deliberate_bug() {
         let caught = std::panic::catch_unwind(|| {
             bugs::set(Some(bug));
             let torn = bug == Bug::ReplayWithoutChecksum;
-            let campaign = Campaign { torn, state_cap: 4096, samples: 256, depth2: true, depth2_states: 8, seed: 3 };
+            let campaign = Campaign {
+                torn,
+                state_cap: 4096,
+                samples: 256,
+                depth2: true,
+                depth2_states: 8,
+                seed: 3,
+            };
             let mut rng = SplitMix64::new(99);
             let steps = random_steps(&mut rng, 14, 6, 3);
             crash_everywhere(&formatted(17, 8, 77), &steps, campaign);
             crash_everywhere(&base_image(), &two_write_steps(), campaign);
             let first = vec![
-                Step::Commit { writes: vec![(0, 0x10)], durable: false },
-                Step::Commit { writes: vec![(1, 0x20)], durable: false },
+                Step::Commit {
+                    writes: vec![(0, 0x10)],
+                    durable: false,
+                },
+                Step::Commit {
+                    writes: vec![(1, 0x20)],
+                    durable: false,
+                },
                 Step::Flush,
             ];
-            let second = vec![Step::Commit { writes: vec![(2, 0x30)], durable: true }];
+            let second = vec![Step::Commit {
+                writes: vec![(2, 0x30)],
+                durable: true,
+            }];
             crash_then_continue(&formatted(20, 8, 0x77), &first, &second, 5);
         });
         bugs::set(None);

@@ -7,7 +7,10 @@ use txdisk_disk::Block;
 use txdisk_log::{first_difference, log_intact, matches_prefix, Contents};
 
 fn contents(pairs: &[(u64, u8)]) -> Contents {
-    pairs.iter().map(|&(addr, fill)| (addr, Block::filled(fill))).collect()
+    pairs
+        .iter()
+        .map(|&(addr, fill)| (addr, Block::filled(fill)))
+        .collect()
 }
 
 #[test]
@@ -16,11 +19,25 @@ fn log_intact_accepts_old_and_new_rejects_mixes() {
     let new = contents(&[(1, 0xa1), (3, 0xa3)]);
     log_intact(&old, &old, &new).expect("the old state is allowed");
     log_intact(&new, &old, &new).expect("the new state is allowed");
-    for (mix, tell) in [(contents(&[(1, 0xa1), (3, 0x33)]), [1, 3]), (contents(&[(1, 0x11), (3, 0xa3)]), [1, 3])] {
-        let violation = log_intact(&mix, &old, &new).expect_err("a mix of old and new must be rejected");
-        assert!(tell.contains(&violation.addr), "violation names address {}", violation.addr);
-        assert!(violation.detail.contains("expected"), "{}", violation.detail);
-        assert!(violation.to_string().contains(&format!("address {}", violation.addr)));
+    for (mix, tell) in [
+        (contents(&[(1, 0xa1), (3, 0x33)]), [1, 3]),
+        (contents(&[(1, 0x11), (3, 0xa3)]), [1, 3]),
+    ] {
+        let violation =
+            log_intact(&mix, &old, &new).expect_err("a mix of old and new must be rejected");
+        assert!(
+            tell.contains(&violation.addr),
+            "violation names address {}",
+            violation.addr
+        );
+        assert!(
+            violation.detail.contains("expected"),
+            "{}",
+            violation.detail
+        );
+        assert!(violation
+            .to_string()
+            .contains(&format!("address {}", violation.addr)));
     }
     // A value that is neither old nor new, and a change to an address outside the transaction.
     let foreign = contents(&[(1, 0x11), (3, 0x33), (5, 0x55)]);
@@ -37,18 +54,31 @@ fn absent_and_zero_blocks_are_the_same() {
     let without = contents(&[(1, 0x11)]);
     assert_eq!(first_difference(&with_zero, &without), None);
     log_intact(&with_zero, &without, &without).expect("zero equals absent");
-    assert_eq!(first_difference(&contents(&[(4, 1), (2, 1)]), &Contents::new()), Some(2), "the lowest differing address");
+    assert_eq!(
+        first_difference(&contents(&[(4, 1), (2, 1)]), &Contents::new()),
+        Some(2),
+        "the lowest differing address"
+    );
 }
 
 #[test]
 fn matches_prefix_respects_the_durable_bound() {
-    let states = [Contents::new(), contents(&[(0, 1)]), contents(&[(0, 1), (1, 2)]), contents(&[(0, 3), (1, 2)])];
+    let states = [
+        Contents::new(),
+        contents(&[(0, 1)]),
+        contents(&[(0, 1), (1, 2)]),
+        contents(&[(0, 3), (1, 2)]),
+    ];
     for (index, state) in states.iter().enumerate() {
         assert_eq!(matches_prefix(state, &states, 0).expect("a prefix"), index);
-        assert_eq!(matches_prefix(state, &states, index).expect("at the bound"), index);
+        assert_eq!(
+            matches_prefix(state, &states, index).expect("at the bound"),
+            index
+        );
     }
     // Losing a durable commit is a violation even though the state was once valid.
-    let lost = matches_prefix(&states[1], &states, 2).expect_err("state 1 is older than durable commit 2");
+    let lost =
+        matches_prefix(&states[1], &states, 2).expect_err("state 1 is older than durable commit 2");
     assert_eq!(lost.addr, 0);
     // A hole: the third commit without the second is no prefix.
     let hole = contents(&[(0, 3)]);

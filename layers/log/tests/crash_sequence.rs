@@ -23,7 +23,14 @@ fn campaign_for(seed: u64, torn: bool) -> Tally {
     let log_blocks = 8;
     assert!(logged_blocks > log_blocks, "seed {seed}: workload of {logged_blocks} log blocks does not wrap a {log_blocks}-block log");
     let base = formatted(3 + log_blocks + 6, log_blocks, seed ^ 0xabcd);
-    let campaign = Campaign { torn, state_cap: 256, samples: 64, depth2: true, depth2_states: 4, seed };
+    let campaign = Campaign {
+        torn,
+        state_cap: 256,
+        samples: 64,
+        depth2: true,
+        depth2_states: 4,
+        seed,
+    };
     let tally = crash_everywhere(&base, &steps, campaign);
     println!("seed {seed} torn {torn}: {} log blocks written through a {log_blocks}-block log: {tally:?}", logged_blocks);
     tally
@@ -52,11 +59,20 @@ fn wraparound_torn_sectors() {
 /// record right behind it must not be replayed after the next recovery.
 pub fn stale_group_steps() -> (Vec<Step>, Vec<Step>) {
     let first = vec![
-        Step::Commit { writes: vec![(0, 0x10)], durable: false },
-        Step::Commit { writes: vec![(1, 0x20)], durable: false },
+        Step::Commit {
+            writes: vec![(0, 0x10)],
+            durable: false,
+        },
+        Step::Commit {
+            writes: vec![(1, 0x20)],
+            durable: false,
+        },
         Step::Flush,
     ];
-    let second = vec![Step::Commit { writes: vec![(2, 0x30)], durable: true }];
+    let second = vec![Step::Commit {
+        writes: vec![(2, 0x30)],
+        durable: true,
+    }];
     (first, second)
 }
 

@@ -13,11 +13,15 @@ use std::time::Duration;
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Block, Disk, DiskError, DiskImage, SimDisk};
 use txdisk_log::{
-    log_recover, matches_prefix, Contents, Log, LogError, LogOptions, Superblock, FORMAT_VERSION, LOG_START,
+    log_recover, matches_prefix, Contents, Log, LogError, LogOptions, Superblock, FORMAT_VERSION,
+    LOG_START,
 };
 
 fn options() -> LogOptions {
-    LogOptions { background_installer: false, ..LogOptions::default() }
+    LogOptions {
+        background_installer: false,
+        ..LogOptions::default()
+    }
 }
 
 /// Runs `f` on its own thread and fails the test if it has not returned after a minute: the
@@ -29,7 +33,9 @@ fn within_watchdog<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send +
     });
     match wait.recv_timeout(Duration::from_secs(60)) {
         Ok(value) => {
-            worker.join().expect("the worker sent its value before returning");
+            worker
+                .join()
+                .expect("the worker sent its value before returning");
             value
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
@@ -41,7 +47,11 @@ fn within_watchdog<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send +
 }
 
 fn open_fresh(size_blocks: u64, log_blocks: u64) -> (Arc<SimDisk>, Log) {
-    let sim = Arc::new(SimDisk::from_image(&formatted(size_blocks, log_blocks, 0x00e7_7035)));
+    let sim = Arc::new(SimDisk::from_image(&formatted(
+        size_blocks,
+        log_blocks,
+        0x00e7_7035,
+    )));
     let log = Log::open(sim.clone(), options()).expect("open a fresh image");
     (sim, log)
 }
@@ -52,14 +62,21 @@ fn open_fresh(size_blocks: u64, log_blocks: u64) -> (Arc<SimDisk>, Log) {
 fn transaction_larger_than_the_log() {
     for (log_blocks, max_blocks) in [(8u64, 7usize), (600, 598)] {
         let (sim, log) = open_fresh(LOG_START + log_blocks + 700, log_blocks);
-        assert_eq!(log.max_tx_blocks(), max_blocks, "log of {log_blocks} blocks");
+        assert_eq!(
+            log.max_tx_blocks(),
+            max_blocks,
+            "log of {log_blocks} blocks"
+        );
         let writes_before = sim.stats().writes;
         let mut tx = log.begin();
         for addr in 0..=max_blocks as u64 {
             tx.write(addr, &value(addr, 0x51)).expect("buffered write");
         }
         match tx.commit() {
-            Err(LogError::TransactionTooLarge { blocks, max_blocks: max }) => {
+            Err(LogError::TransactionTooLarge {
+                blocks,
+                max_blocks: max,
+            }) => {
                 assert_eq!(blocks, max_blocks + 1);
                 assert_eq!(max, max_blocks);
             }
@@ -69,9 +86,19 @@ fn transaction_larger_than_the_log() {
         for addr in 0..=max_blocks as u64 {
             tx.write(addr, &value(addr, 0x52)).expect("buffered write");
         }
-        assert!(matches!(tx.commit_nosync(), Err(LogError::TransactionTooLarge { .. })));
-        assert_eq!(sim.stats().writes, writes_before, "a refused transaction wrote to the disk");
-        assert!(log.read(0).expect("read").is_zero(), "a refused transaction is visible");
+        assert!(matches!(
+            tx.commit_nosync(),
+            Err(LogError::TransactionTooLarge { .. })
+        ));
+        assert_eq!(
+            sim.stats().writes,
+            writes_before,
+            "a refused transaction wrote to the disk"
+        );
+        assert!(
+            log.read(0).expect("read").is_zero(),
+            "a refused transaction is visible"
+        );
         // The log is still usable, and the largest transaction that fits commits whole.
         let mut tx = log.begin();
         for addr in 0..max_blocks as u64 {
@@ -81,7 +108,9 @@ fn transaction_larger_than_the_log() {
         drop(log);
         let contents = recovered_contents(&sim.durable_image());
         assert_eq!(contents.len(), max_blocks, "log of {log_blocks}");
-        assert!(contents.iter().all(|(addr, block)| *block == value(*addr, 0x53)));
+        assert!(contents
+            .iter()
+            .all(|(addr, block)| *block == value(*addr, 0x53)));
     }
 }
 
@@ -93,22 +122,42 @@ fn address_outside_the_data_region() {
     for addr in [data_blocks, data_blocks + 1, u64::MAX] {
         let mut tx = log.begin();
         match tx.write(addr, &Block::filled(1)) {
-            Err(LogError::AddressOutOfRange { addr: found, data_blocks: limit }) => {
+            Err(LogError::AddressOutOfRange {
+                addr: found,
+                data_blocks: limit,
+            }) => {
                 assert_eq!(found, addr);
                 assert_eq!(limit, data_blocks);
             }
             other => panic!("write at {addr}: expected AddressOutOfRange, got {other:?}"),
         }
-        assert!(matches!(log.read(addr), Err(LogError::AddressOutOfRange { .. })), "read at {addr}");
-        assert!(matches!(tx.read(addr), Err(LogError::AddressOutOfRange { .. })), "tx read at {addr}");
+        assert!(
+            matches!(log.read(addr), Err(LogError::AddressOutOfRange { .. })),
+            "read at {addr}"
+        );
+        assert!(
+            matches!(tx.read(addr), Err(LogError::AddressOutOfRange { .. })),
+            "tx read at {addr}"
+        );
         // A record with one good and one bad address is refused whole: no partial write.
         let result = log.append(vec![(0, Block::filled(2)), (addr, Block::filled(3))]);
-        assert!(matches!(result, Err(LogError::AddressOutOfRange { .. })), "append with {addr}: {result:?}");
+        assert!(
+            matches!(result, Err(LogError::AddressOutOfRange { .. })),
+            "append with {addr}: {result:?}"
+        );
     }
-    assert!(log.read(0).expect("read").is_zero(), "the refused record's good address changed");
-    assert_eq!(log.seqs().0, log.seqs().1, "a refused record was given a sequence number");
+    assert!(
+        log.read(0).expect("read").is_zero(),
+        "the refused record's good address changed"
+    );
+    assert_eq!(
+        log.seqs().0,
+        log.seqs().1,
+        "a refused record was given a sequence number"
+    );
     let last = data_blocks - 1;
-    log.atomic_two_write(0, &value(0, 9), last, &value(last, 9)).expect("in range");
+    log.atomic_two_write(0, &value(0, 9), last, &value(last, 9))
+        .expect("in range");
     drop(log);
     let contents = recovered_contents(&sim.durable_image());
     assert_eq!(contents.len(), 2);
@@ -125,16 +174,37 @@ enum Outcome {
 
 fn workload() -> Vec<Step> {
     vec![
-        Step::Commit { writes: vec![(0, 1), (1, 1)], durable: true },
-        Step::Commit { writes: vec![(2, 2)], durable: false },
-        Step::Commit { writes: vec![(0, 3)], durable: false },
+        Step::Commit {
+            writes: vec![(0, 1), (1, 1)],
+            durable: true,
+        },
+        Step::Commit {
+            writes: vec![(2, 2)],
+            durable: false,
+        },
+        Step::Commit {
+            writes: vec![(0, 3)],
+            durable: false,
+        },
         Step::Flush,
         Step::Install,
-        Step::Commit { writes: vec![(3, 4), (4, 4), (5, 4)], durable: true },
-        Step::Commit { writes: vec![(1, 5)], durable: true },
-        Step::Commit { writes: vec![(6, 6), (7, 6)], durable: true },
+        Step::Commit {
+            writes: vec![(3, 4), (4, 4), (5, 4)],
+            durable: true,
+        },
+        Step::Commit {
+            writes: vec![(1, 5)],
+            durable: true,
+        },
+        Step::Commit {
+            writes: vec![(6, 6), (7, 6)],
+            durable: true,
+        },
         Step::Install,
-        Step::Commit { writes: vec![(2, 7)], durable: true },
+        Step::Commit {
+            writes: vec![(2, 7)],
+            durable: true,
+        },
     ]
 }
 
@@ -142,17 +212,24 @@ fn workload() -> Vec<Step> {
 /// and the progress made; `None` if the log did not open.
 fn run_all(disk: Arc<dyn Disk>, steps: &[Step]) -> (Option<Vec<Outcome>>, Progress) {
     let mut progress = Progress::default();
-    let Ok(log) = Log::open(disk, options()) else { return (None, progress) };
+    let Ok(log) = Log::open(disk, options()) else {
+        return (None, progress);
+    };
     let mut outcomes = Vec::new();
     for step in steps {
         let result = match step {
             Step::Commit { writes, durable } => {
                 let mut tx = log.begin();
                 for &(addr, fill) in writes {
-                    tx.write(addr, &value(addr, fill)).expect("addresses are in range");
+                    tx.write(addr, &value(addr, fill))
+                        .expect("addresses are in range");
                 }
                 progress.commits_called += 1;
-                let result = if *durable { tx.commit() } else { tx.commit_nosync() };
+                let result = if *durable {
+                    tx.commit()
+                } else {
+                    tx.commit_nosync()
+                };
                 if result.is_ok() && *durable {
                     progress.durable_commits = progress.commits_called;
                 }
@@ -184,7 +261,10 @@ fn assert_no_ok_after_failure(steps: &[Step], outcomes: &[Outcome], context: &st
     for (index, (step, outcome)) in steps.iter().zip(outcomes).enumerate().skip(first + 1) {
         let promises_durability = !matches!(step, Step::Commit { durable: false, .. });
         if promises_durability {
-            assert!(matches!(outcome, Outcome::Err(_)), "{context}: step {index} ({step:?}) returned Ok after step {first} failed");
+            assert!(
+                matches!(outcome, Outcome::Err(_)),
+                "{context}: step {index} ({step:?}) returned Ok after step {first} failed"
+            );
         }
     }
 }
@@ -197,7 +277,13 @@ fn fail_stop_at_every_operation() {
     let total_ops = {
         let sim = Arc::new(SimDisk::from_image(&base));
         let (outcomes, _) = run_all(sim.clone(), &steps);
-        assert!(outcomes.expect("opens").iter().all(|o| matches!(o, Outcome::Ok)), "the clean run failed");
+        assert!(
+            outcomes
+                .expect("opens")
+                .iter()
+                .all(|o| matches!(o, Outcome::Ok)),
+            "the clean run failed"
+        );
         sim.ops()
     };
     for fail_op in 0..total_ops {
@@ -212,13 +298,22 @@ fn fail_stop_at_every_operation() {
         }
         // What a failed disk leaves is one of the states a crash may leave: recover it.
         let image = sim.durable_image();
-        check_recovery(&image, &states[..=progress.commits_called], progress.durable_commits, &context);
+        check_recovery(
+            &image,
+            &states[..=progress.commits_called],
+            progress.durable_commits,
+            &context,
+        );
     }
 }
 
 #[test]
 fn fail_stop_under_concurrent_committers() {
-    let sim = Arc::new(SimDisk::from_image(&formatted(LOG_START + 64 + 256, 64, 0xfa12)));
+    let sim = Arc::new(SimDisk::from_image(&formatted(
+        LOG_START + 64 + 256,
+        64,
+        0xfa12,
+    )));
     let log = Arc::new(Log::open(sim.clone(), LogOptions::default()).expect("open"));
     let (sim_run, log_run) = (sim.clone(), log.clone());
     let errors = within_watchdog("concurrent fail-stop", move || {
@@ -244,15 +339,24 @@ fn fail_stop_under_concurrent_committers() {
                 std::thread::yield_now();
             }
             sim_run.fail_now();
-            workers.into_iter().map(|w| w.join().expect("a committer panicked")).sum::<u64>()
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a committer panicked"))
+                .sum::<u64>()
         })
     });
     assert!(sim.is_failed());
     assert!(errors > 0, "no commit saw the failure");
     let mut tx = log.begin();
     tx.write(0, &Block::filled(1)).expect("in range");
-    assert!(tx.commit().is_err(), "a commit after the failure returned Ok");
-    assert!(log.flush().is_err(), "a flush after the failure returned Ok");
+    assert!(
+        tx.commit().is_err(),
+        "a commit after the failure returned Ok"
+    );
+    assert!(
+        log.flush().is_err(),
+        "a flush after the failure returned Ok"
+    );
     let log = Arc::try_unwrap(log).unwrap_or_else(|_| panic!("the log is still shared"));
     within_watchdog("drop after fail-stop", move || drop(log));
 }
@@ -263,9 +367,14 @@ fn fail_stop_under_concurrent_committers() {
 fn sync_ops(base: &DiskImage, steps: &[Step]) -> Vec<u64> {
     let sim = Arc::new(SimDisk::from_image(base));
     let (outcomes, _) = run_all(sim.clone(), steps);
-    assert!(outcomes.expect("opens").iter().all(|o| matches!(o, Outcome::Ok)));
+    assert!(outcomes
+        .expect("opens")
+        .iter()
+        .all(|o| matches!(o, Outcome::Ok)));
     let trace = sim.trace();
-    (0..trace.len() as u64).filter(|&op| trace[op as usize] == txdisk_disk::OpKind::Sync).collect()
+    (0..trace.len() as u64)
+        .filter(|&op| trace[op as usize] == txdisk_disk::OpKind::Sync)
+        .collect()
 }
 
 #[test]
@@ -282,44 +391,71 @@ fn failed_flush_poisons_and_loses_only_the_unflushed() {
         sim.schedule_sync_failure(sync_op);
         let (steps_run, sim_run) = (steps.clone(), sim.clone());
         let (outcomes, progress) = within_watchdog(&context, move || run_all(sim_run, &steps_run));
-        assert_eq!(sim.stats().failed_syncs, 1, "{context}: the scheduled sync did not run");
+        assert_eq!(
+            sim.stats().failed_syncs,
+            1,
+            "{context}: the scheduled sync did not run"
+        );
         let Some(outcomes) = outcomes else { continue };
         assert_no_ok_after_failure(&steps, &outcomes, &context);
-        let first = outcomes.iter().position(|o| matches!(o, Outcome::Err(_))).expect("checked above");
+        let first = outcomes
+            .iter()
+            .position(|o| matches!(o, Outcome::Err(_)))
+            .expect("checked above");
         for outcome in &outcomes[first + 1..] {
             if let Outcome::Err(error) = outcome {
-                assert!(matches!(error, LogError::Poisoned { .. }), "{context}: after the failure: {error}");
+                assert!(
+                    matches!(error, LogError::Poisoned { .. }),
+                    "{context}: after the failure: {error}"
+                );
             }
         }
         poisoned_runs += 1;
         // The disk still works: reopening it recovers exactly the last durable state.
-        let reopened = Log::open(sim.clone(), options()).unwrap_or_else(|e| panic!("{context}: reopen: {e}"));
+        let reopened =
+            Log::open(sim.clone(), options()).unwrap_or_else(|e| panic!("{context}: reopen: {e}"));
         drop(reopened);
         let contents = read_contents(&*sim);
-        if let Err(violation) = matches_prefix(&contents, &states[progress.durable_commits..=progress.durable_commits], 0) {
-            panic!("{context} (durable commits {}): {violation}", progress.durable_commits);
+        if let Err(violation) = matches_prefix(
+            &contents,
+            &states[progress.durable_commits..=progress.durable_commits],
+            0,
+        ) {
+            panic!(
+                "{context} (durable commits {}): {violation}",
+                progress.durable_commits
+            );
         }
     }
-    assert!(poisoned_runs > 6, "only {poisoned_runs} runs reached the failing sync after open");
+    assert!(
+        poisoned_runs > 6,
+        "only {poisoned_runs} runs reached the failing sync after open"
+    );
 }
 
 #[test]
 fn failed_commit_flush_leaves_the_transaction_out() {
     let (sim, log) = open_fresh(LOG_START + 8 + 10, 8);
-    log.atomic_two_write(0, &value(0, 0xa), 1, &value(1, 0xa)).expect("first commit");
+    log.atomic_two_write(0, &value(0, 0xa), 1, &value(1, 0xa))
+        .expect("first commit");
     // The next commit writes its descriptor and data block, then syncs: fail that sync.
     sim.schedule_sync_failure(sim.ops() + 2);
     let mut tx = log.begin();
     tx.write(2, &value(2, 0xb)).expect("in range");
     match tx.commit() {
-        Err(LogError::Poisoned { cause }) => assert!(cause.contains("sync failed"), "cause: {cause}"),
+        Err(LogError::Poisoned { cause }) => {
+            assert!(cause.contains("sync failed"), "cause: {cause}")
+        }
         other => panic!("expected Poisoned from the failed flush, got {other:?}"),
     }
     assert_eq!(sim.stats().failed_syncs, 1);
     let mut tx = log.begin();
     tx.write(3, &value(3, 0xc)).expect("buffered");
     assert!(matches!(tx.commit(), Err(LogError::Poisoned { .. })));
-    assert!(matches!(log.begin().commit(), Ok(None)), "an empty transaction changes nothing");
+    assert!(
+        matches!(log.begin().commit(), Ok(None)),
+        "an empty transaction changes nothing"
+    );
     let mut tx = log.begin();
     tx.write(3, &value(3, 0xd)).expect("buffered");
     assert!(matches!(tx.commit_nosync(), Err(LogError::Poisoned { .. })));
@@ -330,7 +466,10 @@ fn failed_commit_flush_leaves_the_transaction_out() {
     let log = Log::open(sim.clone(), options()).expect("reopen");
     assert_eq!(log.read(0).expect("read"), value(0, 0xa));
     assert_eq!(log.read(1).expect("read"), value(1, 0xa));
-    assert!(log.read(2).expect("read").is_zero(), "the transaction whose flush failed is present");
+    assert!(
+        log.read(2).expect("read").is_zero(),
+        "the transaction whose flush failed is present"
+    );
     assert!(log.read(3).expect("read").is_zero());
 }
 
@@ -342,8 +481,15 @@ fn open_error(image: &DiskImage) -> LogError {
     match Log::open(sim.clone(), options()) {
         Ok(_) => panic!("a damaged image opened"),
         Err(error) => {
-            assert_eq!(sim.stats().writes, 0, "opening a bad image wrote to it ({error})");
-            assert!(log_recover(&*sim).is_err(), "log_recover accepted what open refused");
+            assert_eq!(
+                sim.stats().writes,
+                0,
+                "opening a bad image wrote to it ({error})"
+            );
+            assert!(
+                log_recover(&*sim).is_err(),
+                "log_recover accepted what open refused"
+            );
             error
         }
     }
@@ -359,10 +505,15 @@ fn zeros_and_random_bytes_are_not_images() {
     let mut image = DiskImage::zeroed(64);
     for addr in 0..64 {
         let bytes: Vec<u8> = (0..4096).map(|_| rng.below(256) as u8).collect();
-        image.set_block(addr, Block::from_bytes(&bytes).expect("4096 bytes")).expect("in range");
+        image
+            .set_block(addr, Block::from_bytes(&bytes).expect("4096 bytes"))
+            .expect("in range");
     }
     let error = open_error(&image);
-    assert!(matches!(error, LogError::NotAnImage { .. }), "seed {seed:#x}: {error}");
+    assert!(
+        matches!(error, LogError::NotAnImage { .. }),
+        "seed {seed:#x}: {error}"
+    );
     let error = open_error(&DiskImage::zeroed(2));
     assert!(matches!(error, LogError::NotAnImage { .. }), "{error}");
 }
@@ -379,15 +530,23 @@ fn with_block0(image: &DiskImage, edit: impl FnOnce(&mut [u8; 4096])) -> DiskIma
 fn damaged_superblocks_are_refused() {
     let good = formatted(64, 16, 0x600d);
     let error = open_error(&with_block0(&good, |b| b[0] ^= 0x20));
-    assert!(matches!(error, LogError::NotAnImage { .. }), "wrong magic: {error}");
+    assert!(
+        matches!(error, LogError::NotAnImage { .. }),
+        "wrong magic: {error}"
+    );
     let error = open_error(&with_block0(&good, |b| b[56] ^= 1));
     match error {
         LogError::SuperblockChecksum { expected, found } => assert_ne!(expected, found),
         other => panic!("flipped salt bit: expected SuperblockChecksum, got {other}"),
     }
     let sb = Superblock::layout(64, 16, 0x600d).expect("layout");
-    let future = Superblock { version: FORMAT_VERSION + 1, ..sb };
-    let error = open_error(&with_block0(&good, |b| b.copy_from_slice(future.encode().as_bytes())));
+    let future = Superblock {
+        version: FORMAT_VERSION + 1,
+        ..sb
+    };
+    let error = open_error(&with_block0(&good, |b| {
+        b.copy_from_slice(future.encode().as_bytes())
+    }));
     match error {
         LogError::UnsupportedVersion { found, supported } => {
             assert_eq!(found, FORMAT_VERSION + 1);
@@ -395,9 +554,17 @@ fn damaged_superblocks_are_refused() {
         }
         other => panic!("future version: expected UnsupportedVersion, got {other}"),
     }
-    let skewed = Superblock { data_start: sb.data_start + 1, ..sb };
-    let error = open_error(&with_block0(&good, |b| b.copy_from_slice(skewed.encode().as_bytes())));
-    assert!(matches!(error, LogError::BadGeometry { .. }), "inconsistent geometry: {error}");
+    let skewed = Superblock {
+        data_start: sb.data_start + 1,
+        ..sb
+    };
+    let error = open_error(&with_block0(&good, |b| {
+        b.copy_from_slice(skewed.encode().as_bytes())
+    }));
+    assert!(
+        matches!(error, LogError::BadGeometry { .. }),
+        "inconsistent geometry: {error}"
+    );
 }
 
 #[test]
@@ -405,7 +572,9 @@ fn truncated_image_is_refused() {
     let good = formatted(64, 16, 0x7c);
     let mut truncated = DiskImage::zeroed(40);
     for addr in 0..40 {
-        truncated.set_block(addr, good.block(addr).expect("in range").clone()).expect("in range");
+        truncated
+            .set_block(addr, good.block(addr).expect("in range").clone())
+            .expect("in range");
     }
     let error = open_error(&truncated);
     match &error {
@@ -426,17 +595,28 @@ fn image_without_a_valid_header_is_refused() {
     assert!(matches!(error, LogError::NoValidHeader), "{error}");
     // A header of another image (another salt) does not validate here either.
     let other = formatted(64, 16, 0x4eae);
-    image.set_block(1, other.block(1).expect("slot 1").clone()).expect("slot 1");
+    image
+        .set_block(1, other.block(1).expect("slot 1").clone())
+        .expect("slot 1");
     assert!(matches!(open_error(&image), LogError::NoValidHeader));
 }
 
 #[test]
 fn bad_geometry_at_format() {
     let sim = SimDisk::new(20);
-    assert!(matches!(Log::format(&sim, 3, 1), Err(LogError::BadGeometry { .. })), "log below the minimum");
-    assert!(matches!(Log::format(&sim, 17, 1), Err(LogError::BadGeometry { .. })), "no data region left");
+    assert!(
+        matches!(Log::format(&sim, 3, 1), Err(LogError::BadGeometry { .. })),
+        "log below the minimum"
+    );
+    assert!(
+        matches!(Log::format(&sim, 17, 1), Err(LogError::BadGeometry { .. })),
+        "no data region left"
+    );
     assert_eq!(sim.stats().writes, 0, "a refused format wrote to the disk");
     let failed = SimDisk::new(20);
     failed.fail_now();
-    assert!(matches!(Log::format(&failed, 8, 1), Err(LogError::Disk(DiskError::Failed))));
+    assert!(matches!(
+        Log::format(&failed, 8, 1),
+        Err(LogError::Disk(DiskError::Failed))
+    ));
 }

@@ -31,8 +31,10 @@ fn fill(log: &Log) -> BTreeMap<u64, Block> {
     let mut tx_index = 0u64;
     while log.used_log_blocks() + record_blocks <= LOG_BLOCKS {
         let first = (tx_index * 17) % DATA_BLOCKS;
-        let writes: Vec<(u64, Block)> =
-            (0..TX_BLOCKS).map(|i| (first + i) % DATA_BLOCKS).map(|a| (a, payload(tx_index, a))).collect();
+        let writes: Vec<(u64, Block)> = (0..TX_BLOCKS)
+            .map(|i| (first + i) % DATA_BLOCKS)
+            .map(|a| (a, payload(tx_index, a)))
+            .collect();
         model.extend(writes.iter().cloned());
         log.append(writes).expect("append").expect("non-empty");
         tx_index += 1;
@@ -48,13 +50,29 @@ fn fill(log: &Log) -> BTreeMap<u64, Block> {
 fn recover_a_full_64_mib_log() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("full.img");
-    let disk = Arc::new(FileDisk::create(&path, LOG_START + LOG_BLOCKS + DATA_BLOCKS).expect("create image"));
+    let disk = Arc::new(
+        FileDisk::create(&path, LOG_START + LOG_BLOCKS + DATA_BLOCKS).expect("create image"),
+    );
     Log::format(&*disk, LOG_BLOCKS, 0xf011).expect("format");
-    let log = Log::open(disk.clone(), LogOptions { background_installer: false, ..LogOptions::default() }).expect("open");
+    let log = Log::open(
+        disk.clone(),
+        LogOptions {
+            background_installer: false,
+            ..LogOptions::default()
+        },
+    )
+    .expect("open");
     let model = fill(&log);
-    assert_eq!(log.used_log_blocks(), LOG_BLOCKS, "256 records of 64 blocks fill the log exactly");
+    assert_eq!(
+        log.used_log_blocks(),
+        LOG_BLOCKS,
+        "256 records of 64 blocks fill the log exactly"
+    );
     let stats = log.stats();
-    assert_eq!(stats.installs, 0, "nothing may be installed before the crash");
+    assert_eq!(
+        stats.installs, 0,
+        "nothing may be installed before the crash"
+    );
     let (committed, durable) = log.seqs();
     assert_eq!(committed, durable);
     drop(log);
@@ -63,7 +81,11 @@ fn recover_a_full_64_mib_log() {
     let disk = FileDisk::open(&path).expect("reopen image");
     let before = scan_log(&disk, false).expect("scan");
     assert_eq!(before.records.len() as u64, stats.commits);
-    assert!(matches!(before.stop, ScanStop::LogFull { .. }), "a full log must end at its own size: {}", before.stop);
+    assert!(
+        matches!(before.stop, ScanStop::LogFull { .. }),
+        "a full log must end at its own size: {}",
+        before.stop
+    );
     let start = Instant::now();
     let report = log_recover(&disk).expect("recover");
     let elapsed = start.elapsed();
@@ -79,12 +101,22 @@ fn recover_a_full_64_mib_log() {
     );
     assert_eq!(report.replayed.len() as u64, stats.commits);
     assert_eq!(report.home_blocks_written, model.len());
-    assert_eq!(report.new_header.tail_pos, report.old_header.tail_pos + LOG_BLOCKS);
+    assert_eq!(
+        report.new_header.tail_pos,
+        report.old_header.tail_pos + LOG_BLOCKS
+    );
     let sb = txdisk_log::read_superblock(&disk).expect("superblock");
     for (addr, block) in &model {
         let found = disk.read(sb.data_start + addr).expect("read home block");
-        assert!(found == *block, "address {addr} after recovery differs from the last committed write");
+        assert!(
+            found == *block,
+            "address {addr} after recovery differs from the last committed write"
+        );
     }
     let after = scan_log(&disk, false).expect("scan after recovery");
-    assert!(after.records.is_empty(), "recovery left records in the log: {}", after.records.len());
+    assert!(
+        after.records.is_empty(),
+        "recovery left records in the log: {}",
+        after.records.len()
+    );
 }

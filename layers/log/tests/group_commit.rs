@@ -15,7 +15,8 @@ const LOG_BLOCKS: u64 = 1024;
 /// The block thread `thread` commits in its commit number `index`, at its own address.
 fn payload(thread: u64, index: u64) -> (u64, Block) {
     let mut block = Block::filled(thread as u8 + 1);
-    block.as_bytes_mut()[..16].copy_from_slice(&[thread.to_le_bytes(), index.to_le_bytes()].concat());
+    block.as_bytes_mut()[..16]
+        .copy_from_slice(&[thread.to_le_bytes(), index.to_le_bytes()].concat());
     (thread * COMMITS_PER_THREAD + index, block)
 }
 
@@ -27,10 +28,20 @@ fn commit_all(log: &Log) {
                     let (addr, block) = payload(thread, index);
                     let mut tx = log.begin();
                     tx.write(addr, &block).expect("in range");
-                    let seq = tx.commit().unwrap_or_else(|e| panic!("thread {thread} commit {index}: {e}"));
-                    assert!(seq.is_some(), "a one-block transaction got no sequence number");
-                    let read = log.read(addr).unwrap_or_else(|e| panic!("read {addr}: {e}"));
-                    assert!(read == block, "thread {thread} commit {index}: not visible at address {addr}");
+                    let seq = tx
+                        .commit()
+                        .unwrap_or_else(|e| panic!("thread {thread} commit {index}: {e}"));
+                    assert!(
+                        seq.is_some(),
+                        "a one-block transaction got no sequence number"
+                    );
+                    let read = log
+                        .read(addr)
+                        .unwrap_or_else(|e| panic!("read {addr}: {e}"));
+                    assert!(
+                        read == block,
+                        "thread {thread} commit {index}: not visible at address {addr}"
+                    );
                 }
             });
         }
@@ -41,8 +52,13 @@ fn check_every_block(log: &Log, when: &str) {
     for thread in 0..THREADS {
         for index in 0..COMMITS_PER_THREAD {
             let (addr, block) = payload(thread, index);
-            let found = log.read(addr).unwrap_or_else(|e| panic!("{when}: read {addr}: {e}"));
-            assert!(found == block, "{when}: thread {thread} commit {index} missing at address {addr}");
+            let found = log
+                .read(addr)
+                .unwrap_or_else(|e| panic!("{when}: read {addr}: {e}"));
+            assert!(
+                found == block,
+                "{when}: thread {thread} commit {index} missing at address {addr}"
+            );
         }
     }
 }
@@ -52,7 +68,9 @@ fn concurrent_durable_commits_share_flushes() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("group.img");
     let data_blocks = THREADS * COMMITS_PER_THREAD;
-    let disk = Arc::new(FileDisk::create(&path, LOG_START + LOG_BLOCKS + data_blocks).expect("create image"));
+    let disk = Arc::new(
+        FileDisk::create(&path, LOG_START + LOG_BLOCKS + data_blocks).expect("create image"),
+    );
     Log::format(&*disk, LOG_BLOCKS, 0x6c0c).expect("format");
     let log = Log::open(disk.clone(), LogOptions::default()).expect("open");
     let syncs_before = disk.sync_count();
@@ -73,15 +91,29 @@ fn concurrent_durable_commits_share_flushes() {
         disk.sync_count() - syncs_before,
         commits as f64 / elapsed.as_secs_f64()
     );
-    assert_eq!(stats.records_written, commits, "every record written exactly once");
-    assert!(stats.flushes < stats.commits, "no flush was shared: {} flushes for {} commits", stats.flushes, stats.commits);
-    assert!(stats.installs > 0, "the log of {LOG_BLOCKS} blocks took {commits} records without installing");
+    assert_eq!(
+        stats.records_written, commits,
+        "every record written exactly once"
+    );
+    assert!(
+        stats.flushes < stats.commits,
+        "no flush was shared: {} flushes for {} commits",
+        stats.flushes,
+        stats.commits
+    );
+    assert!(
+        stats.installs > 0,
+        "the log of {LOG_BLOCKS} blocks took {commits} records without installing"
+    );
     check_every_block(&log, "before reopening");
     // Drop without `close`: what is not installed yet stays in the log for recovery.
     drop(log);
     let disk = Arc::new(FileDisk::open(&path).expect("reopen image"));
     let log = Log::open(disk, LogOptions::default()).expect("recover");
-    println!("recovery replayed {} records", log.recovery_report().replayed.len());
+    println!(
+        "recovery replayed {} records",
+        log.recovery_report().replayed.len()
+    );
     check_every_block(&log, "after recovery");
     log.close().expect("close");
 }

@@ -14,7 +14,9 @@ use common::{formatted, read_contents, states_of, Progress};
 use std::sync::Arc;
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Block, Disk, DiskImage, SimDisk};
-use txdisk_log::{log_recover, matches_prefix, scan_log, Contents, Log, LogOptions, ScanStop, WalChecker};
+use txdisk_log::{
+    log_recover, matches_prefix, scan_log, Contents, Log, LogOptions, ScanStop, WalChecker,
+};
 
 const LOG_BLOCKS: u64 = 8;
 const DATA_BLOCKS: u64 = 8;
@@ -50,7 +52,13 @@ fn steps(first: [Block; 2], last: (u64, Block)) -> Vec<Step> {
 fn run(disk: Arc<dyn Disk>, steps: &[Step]) -> (Progress, Vec<(u64, u64)>) {
     let mut progress = Progress::default();
     let mut placed = Vec::new();
-    let Ok(log) = Log::open(disk, LogOptions { background_installer: false, ..LogOptions::default() }) else {
+    let Ok(log) = Log::open(
+        disk,
+        LogOptions {
+            background_installer: false,
+            ..LogOptions::default()
+        },
+    ) else {
         return (progress, placed);
     };
     for step in steps {
@@ -58,7 +66,9 @@ fn run(disk: Arc<dyn Disk>, steps: &[Step]) -> (Progress, Vec<(u64, u64)>) {
             Step::Commit(writes) => {
                 progress.commits_called += 1;
                 let pos_before = log.used_log_blocks();
-                let Ok(Some(seq)) = log.append(writes.clone()) else { break };
+                let Ok(Some(seq)) = log.append(writes.clone()) else {
+                    break;
+                };
                 if log.wait_durable(seq).is_err() {
                     break;
                 }
@@ -90,14 +100,23 @@ fn prefix_states(steps: &[Step]) -> Vec<Contents> {
 /// The sequence number and log position T5 gets (the same whatever T1 writes), checked to be
 /// on top of T1's first data block.
 fn next_record_slot() -> (u64, u64, u64) {
-    let sim = Arc::new(SimDisk::from_image(&formatted(SIZE_BLOCKS, LOG_BLOCKS, SALT)));
+    let sim = Arc::new(SimDisk::from_image(&formatted(
+        SIZE_BLOCKS,
+        LOG_BLOCKS,
+        SALT,
+    )));
     let plain = [forge::tagged("plain", 0), forge::tagged("plain", 1)];
     let (progress, _) = run(sim.clone(), &steps(plain, (6, forge::tagged("t5", 5))));
     assert_eq!(progress.durable_commits, 5, "the clean run failed");
     let scan = scan_log(&*sim, false).expect("scan");
     let t5 = scan.records.last().expect("T5 in the log");
     let t1_data_pos = 1;
-    assert_eq!(t5.pos % LOG_BLOCKS, t1_data_pos, "T5 at position {} does not overlay T1's data", t5.pos);
+    assert_eq!(
+        t5.pos % LOG_BLOCKS,
+        t1_data_pos,
+        "T5 at position {} does not overlay T1's data",
+        t5.pos
+    );
     (t5.seq, t5.durable_seq, t5.pos)
 }
 
@@ -107,15 +126,23 @@ fn evil() -> Block {
 
 /// The bytes a log with another salt wrote for the record the forger wants: T5 = {VICTIM: evil}.
 fn twin_forgery() -> Block {
-    let sim = Arc::new(SimDisk::from_image(&formatted(SIZE_BLOCKS, LOG_BLOCKS, TWIN_SALT)));
+    let sim = Arc::new(SimDisk::from_image(&formatted(
+        SIZE_BLOCKS,
+        LOG_BLOCKS,
+        TWIN_SALT,
+    )));
     let plain = [forge::tagged("plain", 0), forge::tagged("plain", 1)];
     run(sim.clone(), &steps(plain, (VICTIM, evil())));
     let scan = scan_log(&*sim, false).expect("scan the twin");
     let t5 = scan.records.last().expect("T5 in the twin");
     assert_eq!(t5.addrs, vec![VICTIM]);
     let sb = scan.superblock;
-    assert!(sim.read(sb.log_addr(t5.pos + 1)).expect("read") == evil(), "the twin's data block is not the payload");
-    sim.read(sb.log_addr(t5.pos)).expect("read the twin's descriptor")
+    assert!(
+        sim.read(sb.log_addr(t5.pos + 1)).expect("read") == evil(),
+        "the twin's data block is not the payload"
+    );
+    sim.read(sb.log_addr(t5.pos))
+        .expect("read the twin's descriptor")
 }
 
 /// What checking every crash state of one forgery found.
@@ -129,7 +156,11 @@ struct Findings {
 }
 
 /// Recovers `image` and checks it against the allowed prefix states.
-fn check_state(image: &DiskImage, allowed: &[Contents], durable: usize) -> Result<ScanStop, String> {
+fn check_state(
+    image: &DiskImage,
+    allowed: &[Contents],
+    durable: usize,
+) -> Result<ScanStop, String> {
     let sim = Arc::new(SimDisk::from_image(image));
     let checker = WalChecker::new(sim.clone(), false);
     let report = log_recover(&checker).map_err(|e| format!("recovery failed: {e}"))?;
@@ -150,7 +181,11 @@ fn crash_campaign(forged: &Block, slot: (u64, u64, u64), seed: u64) -> Findings 
     let states = prefix_states(&work);
     let total_ops = {
         let sim = Arc::new(SimDisk::from_image(&base));
-        assert_eq!(run(sim.clone(), &work).0.durable_commits, 5, "seed {seed:#x}: the clean run failed");
+        assert_eq!(
+            run(sim.clone(), &work).0.durable_commits,
+            5,
+            "seed {seed:#x}: the clean run failed"
+        );
         sim.ops()
     };
     let sb = txdisk_log::Superblock::layout(SIZE_BLOCKS, LOG_BLOCKS, SALT).expect("layout");
@@ -165,15 +200,20 @@ fn crash_campaign(forged: &Block, slot: (u64, u64, u64), seed: u64) -> Findings 
             let (images, _) = states_of(&sim, torn, 1 << 10, 128, &mut rng);
             for image in images {
                 findings.states += 1;
-                let attack = image.block(head_addr) == Some(forged) && image.block(payload_addr) == Some(&evil());
+                let attack = image.block(head_addr) == Some(forged)
+                    && image.block(payload_addr) == Some(&evil());
                 let allowed = &states[..=progress.commits_called];
                 match check_state(&image, allowed, progress.durable_commits) {
                     // The scan reached T5's place, found the forged head there, and refused it.
-                    Ok(ScanStop::ChecksumMismatch { pos, seq, .. }) if attack && pos == t5_pos && seq == t5_seq => {
+                    Ok(ScanStop::ChecksumMismatch { pos, seq, .. })
+                        if attack && pos == t5_pos && seq == t5_seq =>
+                    {
                         findings.attack_states += 1;
                     }
                     Ok(_) => {}
-                    Err(violation) => findings.violations.push(format!("crash at op {crash_op} torn {torn}: {violation}")),
+                    Err(violation) => findings
+                        .violations
+                        .push(format!("crash at op {crash_op} torn {torn}: {violation}")),
                 }
             }
         }
@@ -186,24 +226,52 @@ fn a_record_written_with_another_salt_is_not_replayed() {
     let slot = next_record_slot();
     let forged = twin_forgery();
     assert_eq!(&forged.as_bytes()[..8], forge::RECORD_MAGIC);
-    assert_eq!(forged.as_bytes()[8..16], slot.0.to_le_bytes(), "the forged head carries T5's sequence number");
+    assert_eq!(
+        forged.as_bytes()[8..16],
+        slot.0.to_le_bytes(),
+        "the forged head carries T5's sequence number"
+    );
     let seed = 0x5a17_0010;
     let findings = crash_campaign(&forged, slot, seed);
-    println!("twin forgery: {} states, {} with the forgery in place", findings.states, findings.attack_states);
-    assert!(findings.violations.is_empty(), "seed {seed:#x}: {:#?}", findings.violations);
-    assert!(findings.attack_states > 0, "no crash state put the forgery where T5 goes");
+    println!(
+        "twin forgery: {} states, {} with the forgery in place",
+        findings.states, findings.attack_states
+    );
+    assert!(
+        findings.violations.is_empty(),
+        "seed {seed:#x}: {:#?}",
+        findings.violations
+    );
+    assert!(
+        findings.attack_states > 0,
+        "no crash state put the forgery where T5 goes"
+    );
 }
 
 #[test]
 fn hand_forged_heads_with_guessed_seeds_are_not_replayed() {
     let slot = next_record_slot();
     let (t5_seq, t5_durable, _) = slot;
-    for (guess, seed) in [(forge::Seed::Unsalted, 0x5a17_0020), (forge::Seed::Salt(0), 0x5a17_0021), (forge::Seed::Salt(TWIN_SALT), 0x5a17_0022)] {
+    for (guess, seed) in [
+        (forge::Seed::Unsalted, 0x5a17_0020),
+        (forge::Seed::Salt(0), 0x5a17_0021),
+        (forge::Seed::Salt(TWIN_SALT), 0x5a17_0022),
+    ] {
         let forged = forge::record_descriptor(guess, t5_seq, t5_durable, &[VICTIM], &[&evil()]);
         let findings = crash_campaign(&forged, slot, seed);
-        println!("{guess:?}: {} states, {} with the forgery in place", findings.states, findings.attack_states);
-        assert!(findings.violations.is_empty(), "{guess:?}, seed {seed:#x}: {:#?}", findings.violations);
-        assert!(findings.attack_states > 0, "{guess:?}: no crash state put the forgery where T5 goes");
+        println!(
+            "{guess:?}: {} states, {} with the forgery in place",
+            findings.states, findings.attack_states
+        );
+        assert!(
+            findings.violations.is_empty(),
+            "{guess:?}, seed {seed:#x}: {:#?}",
+            findings.violations
+        );
+        assert!(
+            findings.attack_states > 0,
+            "{guess:?}: no crash state put the forgery where T5 goes"
+        );
     }
 }
 
@@ -212,12 +280,28 @@ fn hand_forged_heads_with_guessed_seeds_are_not_replayed() {
 fn control_a_head_forged_with_the_true_salt_is_replayed() {
     let slot = next_record_slot();
     let (t5_seq, t5_durable, _) = slot;
-    let forged = forge::record_descriptor(forge::Seed::Salt(SALT), t5_seq, t5_durable, &[VICTIM], &[&evil()]);
+    let forged = forge::record_descriptor(
+        forge::Seed::Salt(SALT),
+        t5_seq,
+        t5_durable,
+        &[VICTIM],
+        &[&evil()],
+    );
     let findings = crash_campaign(&forged, slot, 0x5a17_0030);
-    println!("true-salt control: {} states, {} violations", findings.states, findings.violations.len());
-    assert!(!findings.violations.is_empty(), "a record forged with the image's salt was never replayed: the test cannot fail");
+    println!(
+        "true-salt control: {} states, {} violations",
+        findings.states,
+        findings.violations.len()
+    );
     assert!(
-        findings.violations.iter().any(|v| v.contains(&format!("address {VICTIM}"))),
+        !findings.violations.is_empty(),
+        "a record forged with the image's salt was never replayed: the test cannot fail"
+    );
+    assert!(
+        findings
+            .violations
+            .iter()
+            .any(|v| v.contains(&format!("address {VICTIM}"))),
         "the violations do not name the victim: {:#?}",
         &findings.violations[..findings.violations.len().min(3)]
     );

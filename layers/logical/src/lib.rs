@@ -73,7 +73,11 @@ impl From<LogicalError> for DiskError {
     fn from(error: LogicalError) -> DiskError {
         match error {
             LogicalError::Log(LogError::Disk(disk)) => disk,
-            other => DiskError::Io { op: "logical", addr: 0, source: std::io::Error::other(other.to_string()) },
+            other => DiskError::Io {
+                op: "logical",
+                addr: 0,
+                source: std::io::Error::other(other.to_string()),
+            },
         }
     }
 }
@@ -117,7 +121,12 @@ impl LogicalDisk {
     /// A logical disk over an open log.
     pub fn over(log: Log) -> LogicalDisk {
         let versions = (0..VERSION_STRIPES).map(|_| AtomicU64::new(0)).collect();
-        LogicalDisk { log, versions, clock: AtomicU64::new(0), commit_lock: Mutex::new(()) }
+        LogicalDisk {
+            log,
+            versions,
+            clock: AtomicU64::new(0),
+            commit_lock: Mutex::new(()),
+        }
     }
 
     pub fn log(&self) -> &Log {
@@ -155,7 +164,10 @@ impl LogicalDisk {
 
     /// Runs `body` in a transaction and commits it durably, retrying on conflict. An error from
     /// `body` aborts the transaction and is returned as is.
-    pub fn transaction<T, E>(&self, body: impl FnMut(&mut Transaction<'_>) -> Result<T, E>) -> Result<T, E>
+    pub fn transaction<T, E>(
+        &self,
+        body: impl FnMut(&mut Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
     where
         E: From<LogicalError>,
     {
@@ -163,28 +175,43 @@ impl LogicalDisk {
     }
 
     /// As [`LogicalDisk::transaction`], committing with deferred durability.
-    pub fn transaction_nosync<T, E>(&self, body: impl FnMut(&mut Transaction<'_>) -> Result<T, E>) -> Result<T, E>
+    pub fn transaction_nosync<T, E>(
+        &self,
+        body: impl FnMut(&mut Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
     where
         E: From<LogicalError>,
     {
         self.run(body, false)
     }
 
-    fn run<T, E>(&self, mut body: impl FnMut(&mut Transaction<'_>) -> Result<T, E>, durable: bool) -> Result<T, E>
+    fn run<T, E>(
+        &self,
+        mut body: impl FnMut(&mut Transaction<'_>) -> Result<T, E>,
+        durable: bool,
+    ) -> Result<T, E>
     where
         E: From<LogicalError>,
     {
         for attempt in 0.. {
-            let mut tx = if attempt < OPTIMISTIC_ATTEMPTS { self.begin() } else { self.begin_exclusive() };
+            let mut tx = if attempt < OPTIMISTIC_ATTEMPTS {
+                self.begin()
+            } else {
+                self.begin_exclusive()
+            };
             let outcome = match body(&mut tx) {
                 Ok(value) => tx.finish(durable).map(|_| value),
                 // The body may have failed only because it saw a conflict (its error type may
                 // hide that): retry it like any other conflict.
-                Err(_) if tx.conflicted && attempt < OPTIMISTIC_ATTEMPTS => Err(LogicalError::Conflict { addr: 0 }),
+                Err(_) if tx.conflicted && attempt < OPTIMISTIC_ATTEMPTS => {
+                    Err(LogicalError::Conflict { addr: 0 })
+                }
                 Err(error) => return Err(error),
             };
             match outcome {
-                Err(LogicalError::Conflict { .. }) if attempt < OPTIMISTIC_ATTEMPTS => std::thread::yield_now(),
+                Err(LogicalError::Conflict { .. }) if attempt < OPTIMISTIC_ATTEMPTS => {
+                    std::thread::yield_now()
+                }
                 Err(error) => return Err(error.into()),
                 Ok(value) => return Ok(value),
             }
@@ -221,8 +248,14 @@ impl LogicalDisk {
             let clock = self.clock.load(Ordering::Acquire);
             for (index, version) in self.versions.iter().enumerate() {
                 let version = version.load(Ordering::Acquire);
-                assert!(version != BUSY, "logical: stripe {index} left busy with no commit running");
-                assert!(version <= clock, "logical: stripe {index} at version {version}, clock {clock}");
+                assert!(
+                    version != BUSY,
+                    "logical: stripe {index} left busy with no commit running"
+                );
+                assert!(
+                    version <= clock,
+                    "logical: stripe {index} at version {version}, clock {clock}"
+                );
             }
         }
     }
@@ -260,7 +293,11 @@ impl Transaction<'_> {
 
     pub fn write(&mut self, addr: Addr, block: &Block) -> Result<()> {
         if addr >= self.disk.log.data_blocks() {
-            return Err(LogError::AddressOutOfRange { addr, data_blocks: self.disk.log.data_blocks() }.into());
+            return Err(LogError::AddressOutOfRange {
+                addr,
+                data_blocks: self.disk.log.data_blocks(),
+            }
+            .into());
         }
         self.writes.insert(addr, block.clone());
         Ok(())
@@ -292,7 +329,9 @@ impl Transaction<'_> {
         };
         for (&index, &seen) in &self.reads {
             if disk.versions[index].load(Ordering::Acquire) != seen {
-                return Err(LogicalError::Conflict { addr: index as Addr });
+                return Err(LogicalError::Conflict {
+                    addr: index as Addr,
+                });
             }
         }
         if self.writes.is_empty() {
@@ -302,7 +341,9 @@ impl Transaction<'_> {
         for &index in &written {
             disk.versions[index].store(BUSY, Ordering::Release);
         }
-        let appended = disk.log.append(std::mem::take(&mut self.writes).into_iter().collect());
+        let appended = disk
+            .log
+            .append(std::mem::take(&mut self.writes).into_iter().collect());
         let seq = match appended {
             Ok(Some(seq)) => seq,
             Ok(None) => unreachable!("logical: a non-empty transaction appended nothing"),
@@ -341,7 +382,8 @@ impl Disk for LogicalDisk {
     /// One-block transaction: atomic and durable on return.
     fn write(&self, addr: Addr, block: &Block) -> txdisk_disk::Result<()> {
         self.check_addr(addr)?;
-        self.transaction(|tx| tx.write(addr, block)).map_err(DiskError::from)
+        self.transaction(|tx| tx.write(addr, block))
+            .map_err(DiskError::from)
     }
 
     fn sync(&self) -> txdisk_disk::Result<()> {

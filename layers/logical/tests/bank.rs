@@ -67,13 +67,17 @@ fn run_bank(disk: &LogicalDisk, transfers_per_thread: usize, seed: u64) -> (u64,
             .map(|thread| {
                 let committed = &committed;
                 scope.spawn(move || {
-                    let mut rng = SplitMix64::new(seed ^ (thread as u64 + 1) * 0x9e37);
+                    let mut rng = SplitMix64::new(seed ^ ((thread as u64 + 1) * 0x9e37));
                     for index in 0..transfers_per_thread {
                         let from = rng.below(ACCOUNTS);
                         let to = (from + 1 + rng.below(ACCOUNTS - 1)) % ACCOUNTS;
                         let amount = 1 + rng.below(50);
                         let body = |tx: &mut Transaction<'_>| transfer(tx, from, to, amount);
-                        let result = if index % 4 == 0 { disk.transaction(body) } else { disk.transaction_nosync(body) };
+                        let result = if index % 4 == 0 {
+                            disk.transaction(body)
+                        } else {
+                            disk.transaction_nosync(body)
+                        };
                         if result.is_err() {
                             return;
                         }
@@ -85,7 +89,11 @@ fn run_bank(disk: &LogicalDisk, transfers_per_thread: usize, seed: u64) -> (u64,
         let checker = scope.spawn(|| {
             while !done.load(Ordering::Acquire) {
                 match total(disk) {
-                    Ok(sum) => assert_eq!(sum, ACCOUNTS * INITIAL, "a read-only transaction saw money appear or vanish"),
+                    Ok(sum) => assert_eq!(
+                        sum,
+                        ACCOUNTS * INITIAL,
+                        "a read-only transaction saw money appear or vanish"
+                    ),
                     Err(_) => return,
                 }
                 checks.fetch_add(1, Ordering::Relaxed);
@@ -97,7 +105,10 @@ fn run_bank(disk: &LogicalDisk, transfers_per_thread: usize, seed: u64) -> (u64,
         done.store(true, Ordering::Release);
         checker.join().expect("checker thread");
     });
-    (committed.load(Ordering::Relaxed), checks.load(Ordering::Relaxed))
+    (
+        committed.load(Ordering::Relaxed),
+        checks.load(Ordering::Relaxed),
+    )
 }
 
 #[test]
@@ -112,14 +123,23 @@ fn transfers_conserve_money_and_survive_a_crash() {
     sim.schedule_crash(crash_op);
     let (committed, checks) = run_bank(&disk, 2_000, seed);
     println!("seed {seed:#x}: crash at op {crash_op}: {committed} transfers committed, {checks} total checks");
-    assert!(sim.is_crashed(), "the run ended before the scheduled crash at op {crash_op}");
+    assert!(
+        sim.is_crashed(),
+        "the run ended before the scheduled crash at op {crash_op}"
+    );
     assert!(checks > 0, "no read-only check ran");
     drop(disk);
     let mut rng = SplitMix64::new(seed);
     for round in 0..5 {
         let image = sim.random_crash_state(&mut rng, round % 2 == 1);
-        let recovered = LogicalDisk::open(Arc::new(SimDisk::from_image(&image)), LogOptions::default()).unwrap();
-        assert_eq!(total(&recovered).unwrap(), ACCOUNTS * INITIAL, "seed {seed:#x} round {round}: total changed across the crash");
+        let recovered =
+            LogicalDisk::open(Arc::new(SimDisk::from_image(&image)), LogOptions::default())
+                .unwrap();
+        assert_eq!(
+            total(&recovered).unwrap(),
+            ACCOUNTS * INITIAL,
+            "seed {seed:#x} round {round}: total changed across the crash"
+        );
     }
 }
 
@@ -138,6 +158,9 @@ fn transfers_on_a_file_disk_share_group_commits() {
     let flushes = after.flushes - before.flushes;
     println!("{committed} transfers, {checks} checks, {flushes} flushes for {commits} commits ({:.3} per commit)", flushes as f64 / commits as f64);
     assert_eq!(committed, (THREADS * 500) as u64);
-    assert!(flushes < commits, "no group commit: {flushes} flushes for {commits} commits");
+    assert!(
+        flushes < commits,
+        "no group commit: {flushes} flushes for {commits} commits"
+    );
     assert_eq!(total(&disk).unwrap(), ACCOUNTS * INITIAL);
 }

@@ -15,11 +15,16 @@ const DATA_ADDRS: u64 = 8;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Tx { writes: Vec<(u64, u8)>, durable: bool },
+    Tx {
+        writes: Vec<(u64, u8)>,
+        durable: bool,
+    },
     Read(u64),
     Flush,
     Install,
-    Crash { seed: u64 },
+    Crash {
+        seed: u64,
+    },
 }
 
 impl Arbitrary for Op {
@@ -27,19 +32,29 @@ impl Arbitrary for Op {
         match u8::arbitrary(g) % 10 {
             0 => Op::Flush,
             1 => Op::Install,
-            2 => Op::Crash { seed: u64::arbitrary(g) },
+            2 => Op::Crash {
+                seed: u64::arbitrary(g),
+            },
             3 => Op::Read(u64::arbitrary(g) % DATA_ADDRS),
             _ => {
                 let count = 1 + usize::arbitrary(g) % 3;
-                let writes = (0..count).map(|_| (u64::arbitrary(g) % DATA_ADDRS, u8::arbitrary(g) | 1)).collect();
-                Op::Tx { writes, durable: bool::arbitrary(g) }
+                let writes = (0..count)
+                    .map(|_| (u64::arbitrary(g) % DATA_ADDRS, u8::arbitrary(g) | 1))
+                    .collect();
+                Op::Tx {
+                    writes,
+                    durable: bool::arbitrary(g),
+                }
             }
         }
     }
 }
 
 fn open(sim: &Arc<SimDisk>) -> LogicalDisk {
-    let options = LogOptions { background_installer: false, ..LogOptions::default() };
+    let options = LogOptions {
+        background_installer: false,
+        ..LogOptions::default()
+    };
     LogicalDisk::open(sim.clone(), options).expect("open the logical disk")
 }
 
@@ -63,14 +78,22 @@ fn run(ops: Vec<Op>) -> TestResult {
     for op in ops {
         let current = states[states.len() - 1].clone();
         match op {
-            Op::Tx { writes, durable: sync } => {
+            Op::Tx {
+                writes,
+                durable: sync,
+            } => {
                 let mut tx = disk.begin();
                 let mut next = current.clone();
                 for (addr, byte) in writes {
                     tx.write(addr, &Block::filled(byte)).expect("write");
                     next.insert(addr, Block::filled(byte));
                 }
-                if sync { tx.commit() } else { tx.commit_nosync() }.expect("commit");
+                if sync {
+                    tx.commit()
+                } else {
+                    tx.commit_nosync()
+                }
+                .expect("commit");
                 states.push(next);
                 if sync {
                     durable = states.len() - 1;
@@ -100,7 +123,9 @@ fn run(ops: Vec<Op>) -> TestResult {
                         states = vec![states[index].clone()];
                         durable = 0;
                     }
-                    Err(violation) => return TestResult::error(format!("after crash (seed {seed}): {violation}")),
+                    Err(violation) => {
+                        return TestResult::error(format!("after crash (seed {seed}): {violation}"))
+                    }
                 }
             }
         }
@@ -113,7 +138,10 @@ fn logical_disk_matches_the_model_across_crashes() {
     // A fixed seed: a failure replays with the same sequence (quickcheck prints the shrunk ops).
     let seed = 0x10_61ca1;
     println!("quickcheck seed {seed:#x}");
-    QuickCheck::new().rng(Gen::from_size_and_seed(40, seed)).tests(300).quickcheck(run as fn(Vec<Op>) -> TestResult);
+    QuickCheck::new()
+        .rng(Gen::from_size_and_seed(40, seed))
+        .tests(300)
+        .quickcheck(run as fn(Vec<Op>) -> TestResult);
 }
 
 #[test]
@@ -131,6 +159,12 @@ fn reads_and_writes_through_the_disk_trait() {
     for (addr, block) in &model {
         assert_eq!(&disk.read(*addr).unwrap(), block);
     }
-    assert!(disk.read(disk.size_blocks()).is_err(), "out-of-range read accepted");
-    assert!(disk.write(disk.size_blocks(), &Block::zeroed()).is_err(), "out-of-range write accepted");
+    assert!(
+        disk.read(disk.size_blocks()).is_err(),
+        "out-of-range read accepted"
+    );
+    assert!(
+        disk.write(disk.size_blocks(), &Block::zeroed()).is_err(),
+        "out-of-range write accepted"
+    );
 }

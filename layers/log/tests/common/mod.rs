@@ -13,7 +13,10 @@ use txdisk_log::{log_recover, matches_prefix, Contents, Log, LogError, LogOption
 #[derive(Clone, Debug)]
 pub enum Step {
     /// A transaction: (data address, fill byte) pairs; durable or deferred commit.
-    Commit { writes: Vec<(u64, u8)>, durable: bool },
+    Commit {
+        writes: Vec<(u64, u8)>,
+        durable: bool,
+    },
     Flush,
     Install,
 }
@@ -50,7 +53,13 @@ pub struct Progress {
 /// Runs `steps` on a log opened over `disk`, stopping at the first error.
 pub fn run_steps(disk: Arc<dyn Disk>, steps: &[Step]) -> (Progress, Result<(), LogError>) {
     let mut progress = Progress::default();
-    let log = match Log::open(disk, LogOptions { background_installer: false, ..LogOptions::default() }) {
+    let log = match Log::open(
+        disk,
+        LogOptions {
+            background_installer: false,
+            ..LogOptions::default()
+        },
+    ) {
         Ok(log) => log,
         Err(error) => return (progress, Err(error)),
     };
@@ -64,7 +73,11 @@ pub fn run_steps(disk: Arc<dyn Disk>, steps: &[Step]) -> (Progress, Result<(), L
                     }
                 }
                 progress.commits_called += 1;
-                let result = if *durable { tx.commit() } else { tx.commit_nosync() };
+                let result = if *durable {
+                    tx.commit()
+                } else {
+                    tx.commit_nosync()
+                };
                 if result.is_ok() && *durable {
                     progress.durable_commits = progress.commits_called;
                 }
@@ -137,10 +150,21 @@ pub struct Tally {
 }
 
 /// The crash states of a crashed `SimDisk`: all of them, or a seeded sample past the cap.
-pub fn states_of(sim: &SimDisk, torn: bool, cap: u128, samples: usize, rng: &mut SplitMix64) -> (Vec<DiskImage>, bool) {
+pub fn states_of(
+    sim: &SimDisk,
+    torn: bool,
+    cap: u128,
+    samples: usize,
+    rng: &mut SplitMix64,
+) -> (Vec<DiskImage>, bool) {
     match sim.crash_states_capped(torn, cap) {
         Ok(states) => (states.collect(), false),
-        Err(_) => ((0..samples).map(|_| sim.random_crash_state(rng, torn)).collect(), true),
+        Err(_) => (
+            (0..samples)
+                .map(|_| sim.random_crash_state(rng, torn))
+                .collect(),
+            true,
+        ),
     }
 }
 
@@ -160,17 +184,33 @@ pub fn crash_everywhere(base: &DiskImage, steps: &[Step], campaign: Campaign) ->
         let sim = Arc::new(SimDisk::from_image(base));
         sim.schedule_crash(crash_op);
         let (progress, _) = run_steps(Arc::new(WalChecker::new(Arc::clone(&sim), true)), steps);
-        let (crash_states, sampled) = states_of(&sim, campaign.torn, campaign.state_cap, campaign.samples, &mut rng);
+        let (crash_states, sampled) = states_of(
+            &sim,
+            campaign.torn,
+            campaign.state_cap,
+            campaign.samples,
+            &mut rng,
+        );
         tally.crash_points += 1;
         tally.sampled_points += u64::from(sampled);
         let allowed = &states[..=progress.commits_called];
         for state in crash_states {
-            let context = format!("seed {} crash at op {crash_op} of {total_ops}", campaign.seed);
+            let context = format!(
+                "seed {} crash at op {crash_op} of {total_ops}",
+                campaign.seed
+            );
             check_recovery(&state, allowed, progress.durable_commits, &context);
             tally.states += 1;
             tally.recoveries += 1;
             if campaign.depth2 {
-                tally.recoveries += crash_recovery(&state, allowed, progress.durable_commits, campaign, &mut rng, &context);
+                tally.recoveries += crash_recovery(
+                    &state,
+                    allowed,
+                    progress.durable_commits,
+                    campaign,
+                    &mut rng,
+                    &context,
+                );
             }
         }
     }
@@ -190,12 +230,23 @@ pub fn check_recovery(state: &DiskImage, allowed: &[Contents], durable: usize, c
     }
     // Idempotence: recovering again changes nothing.
     log_recover(&*sim).unwrap_or_else(|e| panic!("{context}: second recovery failed: {e}"));
-    assert_eq!(read_contents(&*sim), contents, "{context}: second recovery changed the contents");
+    assert_eq!(
+        read_contents(&*sim),
+        contents,
+        "{context}: second recovery changed the contents"
+    );
 }
 
 /// Crashes the recovery of `state` at every one of its operations, then recovers each crash
 /// state of that (all, or a sample) to the end and checks it. Returns recoveries run.
-fn crash_recovery(state: &DiskImage, allowed: &[Contents], durable: usize, campaign: Campaign, rng: &mut SplitMix64, context: &str) -> u64 {
+fn crash_recovery(
+    state: &DiskImage,
+    allowed: &[Contents],
+    durable: usize,
+    campaign: Campaign,
+    rng: &mut SplitMix64,
+    context: &str,
+) -> u64 {
     let recovery_ops = {
         let sim = SimDisk::from_image(state);
         log_recover(&sim).expect("recovery");
@@ -206,9 +257,20 @@ fn crash_recovery(state: &DiskImage, allowed: &[Contents], durable: usize, campa
         let sim = Arc::new(SimDisk::from_image(state));
         sim.schedule_crash(crash_op);
         let _ = log_recover(&WalChecker::new(Arc::clone(&sim), true));
-        let (second, _) = states_of(&sim, campaign.torn, campaign.depth2_states as u128, campaign.depth2_states, rng);
+        let (second, _) = states_of(
+            &sim,
+            campaign.torn,
+            campaign.depth2_states as u128,
+            campaign.depth2_states,
+            rng,
+        );
         for image in second {
-            check_recovery(&image, allowed, durable, &format!("{context}, recovery crashed at op {crash_op}"));
+            check_recovery(
+                &image,
+                allowed,
+                durable,
+                &format!("{context}, recovery crashed at op {crash_op}"),
+            );
             recoveries += 1;
         }
     }
@@ -217,12 +279,21 @@ fn crash_recovery(state: &DiskImage, allowed: &[Contents], durable: usize, campa
 
 /// A chain of `depth` crashes: each recovery crashed at a random operation and a random crash
 /// state kept, then a final recovery; checked against the model.
-pub fn random_deep_crash(state: &DiskImage, allowed: &[Contents], durable: usize, depth: usize, torn: bool, rng: &mut SplitMix64, context: &str) {
+pub fn random_deep_crash(
+    state: &DiskImage,
+    allowed: &[Contents],
+    durable: usize,
+    depth: usize,
+    torn: bool,
+    rng: &mut SplitMix64,
+    context: &str,
+) {
     let mut image = state.clone();
     for level in 0..depth {
         let ops = {
             let sim = SimDisk::from_image(&image);
-            log_recover(&sim).unwrap_or_else(|e| panic!("{context}: recovery at depth {level} failed: {e}"));
+            log_recover(&sim)
+                .unwrap_or_else(|e| panic!("{context}: recovery at depth {level} failed: {e}"));
             sim.ops()
         };
         let sim = SimDisk::from_image(&image);
@@ -234,7 +305,12 @@ pub fn random_deep_crash(state: &DiskImage, allowed: &[Contents], durable: usize
 }
 
 /// A random workload over `data_addrs` addresses.
-pub fn random_steps(rng: &mut SplitMix64, count: usize, data_addrs: u64, max_tx_blocks: u64) -> Vec<Step> {
+pub fn random_steps(
+    rng: &mut SplitMix64,
+    count: usize,
+    data_addrs: u64,
+    max_tx_blocks: u64,
+) -> Vec<Step> {
     let mut steps = Vec::new();
     for index in 0..count {
         match rng.below(10) {
@@ -249,7 +325,10 @@ pub fn random_steps(rng: &mut SplitMix64, count: usize, data_addrs: u64, max_tx_
                         writes.push((addr, (index as u8).wrapping_mul(7).wrapping_add(1)));
                     }
                 }
-                steps.push(Step::Commit { writes, durable: rng.chance(1, 2) });
+                steps.push(Step::Commit {
+                    writes,
+                    durable: rng.chance(1, 2),
+                });
             }
         }
     }
@@ -275,10 +354,14 @@ pub fn crash_then_continue(base: &DiskImage, first: &[Step], second: &[Step], se
         let (states, _) = states_of(&sim, false, 1 << 12, 256, &mut rng);
         for state in states {
             let recovered = recovered_contents(&state);
-            let expected = prefix_states(&recovered, second).pop().expect("at least the start state");
+            let expected = prefix_states(&recovered, second)
+                .pop()
+                .expect("at least the start state");
             let next = Arc::new(SimDisk::from_image(&state));
             let (_, result) = run_steps(Arc::new(WalChecker::new(next.clone(), true)), second);
-            result.unwrap_or_else(|e| panic!("seed {seed} crash at op {crash_op}: second epoch failed: {e}"));
+            result.unwrap_or_else(|e| {
+                panic!("seed {seed} crash at op {crash_op}: second epoch failed: {e}")
+            });
             let found = recovered_contents(&next.durable_image());
             if let Err(violation) = matches_prefix(&found, &[expected], 0) {
                 panic!("seed {seed} crash at op {crash_op}: after the second epoch: {violation}");

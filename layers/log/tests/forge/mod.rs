@@ -36,8 +36,20 @@ impl Seed {
 
 /// A one-descriptor record head for `addrs` (at most 507) over `data`, its checksum computed
 /// with `seed` over the descriptor (crc field as zero) and the data blocks, in that order.
-pub fn record_descriptor(seed: Seed, seq: u64, durable_seq: u64, addrs: &[u64], data: &[&Block]) -> Block {
-    assert_eq!(addrs.len(), data.len(), "forge: {} addresses for {} data blocks", addrs.len(), data.len());
+pub fn record_descriptor(
+    seed: Seed,
+    seq: u64,
+    durable_seq: u64,
+    addrs: &[u64],
+    data: &[&Block],
+) -> Block {
+    assert_eq!(
+        addrs.len(),
+        data.len(),
+        "forge: {} addresses for {} data blocks",
+        addrs.len(),
+        data.len()
+    );
     assert!(addrs.len() <= 507, "forge: only one-descriptor records");
     let mut desc = Block::zeroed();
     let bytes = desc.as_bytes_mut();
