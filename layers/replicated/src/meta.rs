@@ -318,6 +318,18 @@ fn combine(slots: [Slot; 2], role: Role) -> Found {
     Found::Unusable(ReplicatedError::NotAPairMember { replica: role })
 }
 
+/// Reads a member's metadata without opening the pair (for inspection tools): `Ok(Some(meta))`
+/// for the newest valid slot, `Ok(None)` for a blank disk, `Err` with the reason otherwise
+/// (not a member, corrupt, unsupported version, or the disk's own error).
+pub fn inspect_member(disk: &dyn Disk) -> Result<Option<ReplicaMeta>> {
+    match read_meta(disk, Role::D1)? {
+        Found::Meta(meta) => Ok(Some(meta)),
+        Found::Blank => Ok(None),
+        Found::Unusable(error) => Err(error),
+        Found::Dead(error) => Err(ReplicatedError::Disk(error)),
+    }
+}
+
 /// Writes `meta` to its slot and syncs, so that it is durable before the caller writes anything
 /// else to this replica.
 pub fn write_meta(disk: &dyn Disk, meta: &ReplicaMeta) -> txdisk_disk::Result<()> {

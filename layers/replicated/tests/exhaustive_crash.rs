@@ -19,19 +19,23 @@ const PAIR_ID: u64 = 0x7035_b05f_6d6a_abc0;
 #[derive(Clone, Copy, Debug)]
 enum Op {
     Write(u64, u8),
+    /// Must return the newest value written there (zeros if none).
+    Read(u64),
     Sync,
 }
 
-/// Six writes over four addresses, syncs between some.
+/// Six writes over four addresses, syncs between some, two reads.
 const WORKLOAD: &[Op] = &[
     Op::Write(0, 1),
     Op::Write(1, 2),
     Op::Sync,
     Op::Write(0, 3),
+    Op::Read(0),
     Op::Write(2, 4),
     Op::Sync,
     Op::Write(3, 5),
     Op::Write(0, 6),
+    Op::Read(1),
 ];
 
 /// Faults scheduled on `[d1, d2]` by each disk's own operation numbers.
@@ -126,6 +130,16 @@ fn run_ops(pair: &Pair, history: &mut WriteHistory, faults: Faults) {
                     return expect_crash(&error, faults);
                 }
             }
+            Op::Read(addr) => match pair.read(addr) {
+                Ok(found) => {
+                    let newest = history.allowed(addr).pop().unwrap_or_else(Block::zeroed);
+                    assert_eq!(
+                        found, newest,
+                        "faults {faults:?}: read of block {addr} is not the newest write"
+                    );
+                }
+                Err(error) => return expect_crash(&error, faults),
+            },
             Op::Sync => match pair.sync() {
                 Ok(()) => history.sync_ok(),
                 Err(error) => return expect_crash(&error, faults),

@@ -175,6 +175,12 @@ fn sync_failure_fails_that_replica_and_the_pair_sync_succeeds() {
     );
 }
 
+fn foreign_copy() -> Arc<SimDisk> {
+    let foreign = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    foreign.write(1, &Block::filled(0x11)).unwrap();
+    foreign
+}
+
 #[test]
 fn disks_of_different_pairs_or_no_pair_are_refused() {
     let (a1, _a2) = formatted(10);
@@ -219,7 +225,13 @@ fn disks_of_different_pairs_or_no_pair_are_refused() {
         ),
         "{not_ours}"
     );
+    let meta = txdisk_replicated::inspect_member(&*c2).unwrap().unwrap();
+    assert_eq!((meta.pair_id, meta.role), (12, Role::D2));
+    assert!(txdisk_replicated::inspect_member(&*foreign_copy()).is_err());
     let blank = || Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    assert!(txdisk_replicated::inspect_member(&*blank())
+        .unwrap()
+        .is_none());
     let unformatted = ReplicatedDisk::open(blank(), blank(), &mut |_| {})
         .err()
         .unwrap();
