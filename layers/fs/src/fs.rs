@@ -43,6 +43,17 @@ pub struct Stat {
     pub blocks: u64,
 }
 
+/// Capacity and use, as `statfs` reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsStats {
+    /// Data blocks (4096 bytes each).
+    pub blocks: u64,
+    pub free_blocks: u64,
+    /// Usable inodes (inode 0 is reserved).
+    pub inodes: u64,
+    pub free_inodes: u64,
+}
+
 /// One entry of a directory listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
@@ -386,6 +397,34 @@ impl<S: TxStore> Fs<S> {
                 size_bytes: inode.size_bytes,
                 nlink: inode.nlink,
                 blocks: inode.blocks,
+            })
+        })
+    }
+
+    /// Capacity and use, from the bitmaps (one read of each bitmap block).
+    pub fn statfs(&self) -> Result<FsStats> {
+        let sb = self.sb;
+        self.run(false, |ctx| {
+            let count_set = |ctx: &mut Ctx<'_, _>, start: Addr, blocks: u64| -> Result<u64> {
+                let mut set = 0;
+                for addr in start..start + blocks {
+                    set += ctx
+                        .get(addr)?
+                        .as_bytes()
+                        .iter()
+                        .map(|b| u64::from(b.count_ones()))
+                        .sum::<u64>();
+                }
+                Ok(set)
+            };
+            let used_blocks = count_set(ctx, sb.block_bitmap_start, sb.block_bitmap_blocks)?;
+            // Bit 0 of the inode bitmap is the reserved inode 0.
+            let used_inodes = count_set(ctx, sb.inode_bitmap_start, sb.inode_bitmap_blocks)?;
+            Ok(FsStats {
+                blocks: sb.data_blocks,
+                free_blocks: sb.data_blocks.saturating_sub(used_blocks),
+                inodes: sb.inode_count - 1,
+                free_inodes: sb.inode_count.saturating_sub(used_inodes),
             })
         })
     }

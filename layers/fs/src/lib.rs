@@ -42,6 +42,10 @@
 //! after every mutating operation in debug builds, and runs the whole check too with the
 //! `expensive-checks` feature.
 //!
+//! **FUSE** (feature `fuse`): [`fuse::spawn_mount`] and [`fuse::mount`] serve a file system
+//! at a mount point through the `fuser` crate's own mount (no libfuse), flushing the store when
+//! the session ends.
+//!
 //! **Not supported (yet):** open-but-unlinked files (an unlinked file is freed at once),
 //! timestamps, permissions and ownership, symbolic links.
 
@@ -50,11 +54,13 @@ mod dir;
 mod error;
 pub mod format;
 mod fs;
+#[cfg(feature = "fuse")]
+pub mod fuse;
 pub mod store;
 mod txn;
 
 pub use check::{check_invariants, FsckReport, Violation};
 pub use error::{errno, FsError, Result};
 pub use format::{Ino, Kind, ROOT_INO};
-pub use fs::{DirEntry, Fs, FsOptions, MkfsOptions, Stat, MAX_ATTEMPTS};
+pub use fs::{DirEntry, Fs, FsOptions, FsStats, MkfsOptions, Stat, MAX_ATTEMPTS};
 pub use store::{MemStore, StoreError, TxHandle, TxStore};
