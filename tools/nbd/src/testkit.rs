@@ -182,6 +182,8 @@ pub struct CrashReport {
 /// what every acknowledged FUA write put there, write with FUA until the server is killed
 /// with SIGKILL at a random moment. A final start checks the last round. Every write is
 /// FUA, so an acknowledged one must survive; the one in flight at the kill may land or not.
+/// The export must read as zeroes in `[0, region_bytes)` before the first start (a freshly
+/// created image per call), and every `spawn` must serve the same image.
 /// Err describes the first violation, with the seed to replay.
 pub fn fua_crash_rounds(
     spawn: &mut dyn FnMut() -> io::Result<ServerProcess>,
