@@ -4,8 +4,10 @@
 //! region exactly where the next record will go. The run is then crashed at every disk operation
 //! and every crash state (torn sectors too, sampled past a cap) is recovered on a `SimDisk`: the
 //! contents must always be a prefix state, the victim untouched. Forgeries: the bytes a log with
-//! another salt really wrote for that record, and hand-made heads with guessed seeds. A control
-//! forged with the image's own salt must be replayed, so the test shows it can fail.
+//! another salt really wrote for that record, hand-made heads with guessed seeds, and a raw copy
+//! of a real record of this same image from an earlier life (right salt, used sequence number).
+//! A control forged with the image's own salt and the next sequence number must be replayed, so
+//! the test shows it can fail.
 
 mod common;
 mod forge;
@@ -48,24 +50,20 @@ fn steps(first: [Block; 2], last: (u64, Block)) -> Vec<Step> {
     ]
 }
 
-/// Runs `steps` until the first error; returns progress and each commit's (sequence, position).
-fn run(disk: Arc<dyn Disk>, steps: &[Step]) -> (Progress, Vec<(u64, u64)>) {
+/// Runs `steps` until the first error; returns how far it got.
+fn run(disk: Arc<dyn Disk>, steps: &[Step]) -> Progress {
     let mut progress = Progress::default();
-    let mut placed = Vec::new();
-    let Ok(log) = Log::open(
-        disk,
-        LogOptions {
-            background_installer: false,
-            ..LogOptions::default()
-        },
-    ) else {
-        return (progress, placed);
+    let options = LogOptions {
+        background_installer: false,
+        ..LogOptions::default()
+    };
+    let Ok(log) = Log::open(disk, options) else {
+        return progress;
     };
     for step in steps {
         match step {
             Step::Commit(writes) => {
                 progress.commits_called += 1;
-                let pos_before = log.used_log_blocks();
                 let Ok(Some(seq)) = log.append(writes.clone()) else {
                     break;
                 };
@@ -73,7 +71,6 @@ fn run(disk: Arc<dyn Disk>, steps: &[Step]) -> (Progress, Vec<(u64, u64)>) {
                     break;
                 }
                 progress.durable_commits = progress.commits_called;
-                placed.push((seq, pos_before));
             }
             Step::Install => {
                 if log.install().is_err() {
@@ -82,11 +79,11 @@ fn run(disk: Arc<dyn Disk>, steps: &[Step]) -> (Progress, Vec<(u64, u64)>) {
             }
         }
     }
-    (progress, placed)
+    progress
 }
 
-fn prefix_states(steps: &[Step]) -> Vec<Contents> {
-    let mut states = vec![Contents::new()];
+fn prefix_states(initial: &Contents, steps: &[Step]) -> Vec<Contents> {
+    let mut states = vec![initial.clone()];
     for step in steps {
         if let Step::Commit(writes) = step {
             let mut next = states[states.len() - 1].clone();
@@ -97,24 +94,36 @@ fn prefix_states(steps: &[Step]) -> Vec<Contents> {
     states
 }
 
-/// The sequence number and log position T5 gets (the same whatever T1 writes), checked to be
-/// on top of T1's first data block.
-fn next_record_slot() -> (u64, u64, u64) {
-    let sim = Arc::new(SimDisk::from_image(&formatted(
-        SIZE_BLOCKS,
-        LOG_BLOCKS,
-        SALT,
-    )));
+/// An image and its logical contents: where a campaign starts.
+#[derive(Clone)]
+struct Scenario {
+    base: DiskImage,
+    initial: Contents,
+}
+
+fn fresh() -> Scenario {
+    Scenario {
+        base: formatted(SIZE_BLOCKS, LOG_BLOCKS, SALT),
+        initial: Contents::new(),
+    }
+}
+
+/// The sequence number, durable_seq and log position T5 gets on `scenario` (the same whatever
+/// T1 writes), checked to be on top of T1's first data block.
+fn next_record_slot(scenario: &Scenario) -> (u64, u64, u64) {
+    let t1_pos = scan_log(&SimDisk::from_image(&scenario.base), false)
+        .expect("scan the base")
+        .end_pos;
+    let sim = Arc::new(SimDisk::from_image(&scenario.base));
     let plain = [forge::tagged("plain", 0), forge::tagged("plain", 1)];
-    let (progress, _) = run(sim.clone(), &steps(plain, (6, forge::tagged("t5", 5))));
+    let progress = run(sim.clone(), &steps(plain, (6, forge::tagged("t5", 5))));
     assert_eq!(progress.durable_commits, 5, "the clean run failed");
     let scan = scan_log(&*sim, false).expect("scan");
     let t5 = scan.records.last().expect("T5 in the log");
-    let t1_data_pos = 1;
     assert_eq!(
         t5.pos % LOG_BLOCKS,
-        t1_data_pos,
-        "T5 at position {} does not overlay T1's data",
+        (t1_pos + 1) % LOG_BLOCKS,
+        "T5 at position {} does not overlay the first data block of T1 at {t1_pos}",
         t5.pos
     );
     (t5.seq, t5.durable_seq, t5.pos)
@@ -132,7 +141,8 @@ fn twin_forgery() -> Block {
         TWIN_SALT,
     )));
     let plain = [forge::tagged("plain", 0), forge::tagged("plain", 1)];
-    run(sim.clone(), &steps(plain, (VICTIM, evil())));
+    let progress = run(sim.clone(), &steps(plain, (VICTIM, evil())));
+    assert_eq!(progress.durable_commits, 5, "the twin's run failed");
     let scan = scan_log(&*sim, false).expect("scan the twin");
     let t5 = scan.records.last().expect("T5 in the twin");
     assert_eq!(t5.addrs, vec![VICTIM]);
@@ -150,8 +160,9 @@ fn twin_forgery() -> Block {
 struct Findings {
     states: u64,
     /// States in which recovery reached T5's place, found the forged head and payload there,
-    /// and stopped on their checksum.
-    attack_states: u64,
+    /// and refused them: by their checksum, or by their sequence number.
+    checksum_refusals: u64,
+    sequence_refusals: u64,
     violations: Vec<String>,
 }
 
@@ -174,16 +185,15 @@ fn check_state(
 
 /// Crashes the workload with T1 = {forged head, payload} at every operation and checks every
 /// crash state (whole blocks: all; torn sectors: all up to a cap, else a seeded sample).
-fn crash_campaign(forged: &Block, slot: (u64, u64, u64), seed: u64) -> Findings {
-    let (t5_seq, _, t5_pos) = slot;
-    let base = formatted(SIZE_BLOCKS, LOG_BLOCKS, SALT);
+fn crash_campaign(scenario: &Scenario, forged: &Block, seed: u64) -> Findings {
+    let (t5_seq, _, t5_pos) = next_record_slot(scenario);
     let work = steps([forged.clone(), evil()], (6, forge::tagged("t5", 5)));
-    let states = prefix_states(&work);
+    let states = prefix_states(&scenario.initial, &work);
     let total_ops = {
-        let sim = Arc::new(SimDisk::from_image(&base));
+        let sim = Arc::new(SimDisk::from_image(&scenario.base));
+        let progress = run(sim.clone(), &work);
         assert_eq!(
-            run(sim.clone(), &work).0.durable_commits,
-            5,
+            progress.durable_commits, 5,
             "seed {seed:#x}: the clean run failed"
         );
         sim.ops()
@@ -193,23 +203,18 @@ fn crash_campaign(forged: &Block, slot: (u64, u64, u64), seed: u64) -> Findings 
     let mut rng = SplitMix64::new(seed);
     let mut findings = Findings::default();
     for crash_op in 0..=total_ops {
-        let sim = Arc::new(SimDisk::from_image(&base));
+        let sim = Arc::new(SimDisk::from_image(&scenario.base));
         sim.schedule_crash(crash_op);
-        let (progress, _) = run(sim.clone(), &work);
+        let progress = run(sim.clone(), &work);
         for torn in [false, true] {
             let (images, _) = states_of(&sim, torn, 1 << 10, 128, &mut rng);
             for image in images {
                 findings.states += 1;
-                let attack = image.block(head_addr) == Some(forged)
+                let in_place = image.block(head_addr) == Some(forged)
                     && image.block(payload_addr) == Some(&evil());
                 let allowed = &states[..=progress.commits_called];
                 match check_state(&image, allowed, progress.durable_commits) {
-                    // The scan reached T5's place, found the forged head there, and refused it.
-                    Ok(ScanStop::ChecksumMismatch { pos, seq, .. })
-                        if attack && pos == t5_pos && seq == t5_seq =>
-                    {
-                        findings.attack_states += 1;
-                    }
+                    Ok(stop) if in_place => tally_refusal(&mut findings, &stop, t5_pos, t5_seq),
                     Ok(_) => {}
                     Err(violation) => findings
                         .violations
@@ -221,9 +226,22 @@ fn crash_campaign(forged: &Block, slot: (u64, u64, u64), seed: u64) -> Findings 
     findings
 }
 
+/// Counts a recovery that reached T5's place with the forgery there and stopped on it.
+fn tally_refusal(findings: &mut Findings, stop: &ScanStop, t5_pos: u64, t5_seq: u64) {
+    match *stop {
+        ScanStop::ChecksumMismatch { pos, seq, .. } if pos == t5_pos && seq == t5_seq => {
+            findings.checksum_refusals += 1
+        }
+        ScanStop::WrongSequence {
+            pos, expected_seq, ..
+        } if pos == t5_pos && expected_seq == t5_seq => findings.sequence_refusals += 1,
+        _ => {}
+    }
+}
+
 #[test]
 fn a_record_written_with_another_salt_is_not_replayed() {
-    let slot = next_record_slot();
+    let slot = next_record_slot(&fresh());
     let forged = twin_forgery();
     assert_eq!(&forged.as_bytes()[..8], forge::RECORD_MAGIC);
     assert_eq!(
@@ -232,10 +250,10 @@ fn a_record_written_with_another_salt_is_not_replayed() {
         "the forged head carries T5's sequence number"
     );
     let seed = 0x5a17_0010;
-    let findings = crash_campaign(&forged, slot, seed);
+    let findings = crash_campaign(&fresh(), &forged, seed);
     println!(
-        "twin forgery: {} states, {} with the forgery in place",
-        findings.states, findings.attack_states
+        "twin forgery: {} states, {} refused by their checksum at T5's place",
+        findings.states, findings.checksum_refusals
     );
     assert!(
         findings.violations.is_empty(),
@@ -243,25 +261,24 @@ fn a_record_written_with_another_salt_is_not_replayed() {
         findings.violations
     );
     assert!(
-        findings.attack_states > 0,
+        findings.checksum_refusals > 0,
         "no crash state put the forgery where T5 goes"
     );
 }
 
 #[test]
 fn hand_forged_heads_with_guessed_seeds_are_not_replayed() {
-    let slot = next_record_slot();
-    let (t5_seq, t5_durable, _) = slot;
+    let (t5_seq, t5_durable, _) = next_record_slot(&fresh());
     for (guess, seed) in [
         (forge::Seed::Unsalted, 0x5a17_0020),
         (forge::Seed::Salt(0), 0x5a17_0021),
         (forge::Seed::Salt(TWIN_SALT), 0x5a17_0022),
     ] {
         let forged = forge::record_descriptor(guess, t5_seq, t5_durable, &[VICTIM], &[&evil()]);
-        let findings = crash_campaign(&forged, slot, seed);
+        let findings = crash_campaign(&fresh(), &forged, seed);
         println!(
-            "{guess:?}: {} states, {} with the forgery in place",
-            findings.states, findings.attack_states
+            "{guess:?}: {} states, {} refused by their checksum at T5's place",
+            findings.states, findings.checksum_refusals
         );
         assert!(
             findings.violations.is_empty(),
@@ -269,7 +286,7 @@ fn hand_forged_heads_with_guessed_seeds_are_not_replayed() {
             findings.violations
         );
         assert!(
-            findings.attack_states > 0,
+            findings.checksum_refusals > 0,
             "{guess:?}: no crash state put the forgery where T5 goes"
         );
     }
@@ -278,8 +295,7 @@ fn hand_forged_heads_with_guessed_seeds_are_not_replayed() {
 /// The control: a forger who knew the salt would succeed, so the campaign above can fail.
 #[test]
 fn control_a_head_forged_with_the_true_salt_is_replayed() {
-    let slot = next_record_slot();
-    let (t5_seq, t5_durable, _) = slot;
+    let (t5_seq, t5_durable, _) = next_record_slot(&fresh());
     let forged = forge::record_descriptor(
         forge::Seed::Salt(SALT),
         t5_seq,
@@ -287,7 +303,7 @@ fn control_a_head_forged_with_the_true_salt_is_replayed() {
         &[VICTIM],
         &[&evil()],
     );
-    let findings = crash_campaign(&forged, slot, 0x5a17_0030);
+    let findings = crash_campaign(&fresh(), &forged, 0x5a17_0030);
     println!(
         "true-salt control: {} states, {} violations",
         findings.states,
@@ -304,5 +320,63 @@ fn control_a_head_forged_with_the_true_salt_is_replayed() {
             .any(|v| v.contains(&format!("address {VICTIM}"))),
         "the violations do not name the victim: {:#?}",
         &findings.violations[..findings.violations.len().min(3)]
+    );
+}
+
+/// An image that once held the record {VICTIM: evil}, since overwritten by {VICTIM: good} and
+/// installed; returns it with the raw bytes of that old record's descriptor, still in the log.
+fn earlier_life() -> (Scenario, Block) {
+    let sim = Arc::new(SimDisk::from_image(&formatted(
+        SIZE_BLOCKS,
+        LOG_BLOCKS,
+        SALT,
+    )));
+    let options = LogOptions {
+        background_installer: false,
+        ..LogOptions::default()
+    };
+    let log = Log::open(sim.clone(), options).expect("open");
+    let good = forge::tagged("good", 0x60);
+    for block in [evil(), good.clone()] {
+        let mut tx = log.begin();
+        tx.write(VICTIM, &block).expect("in range");
+        tx.commit().expect("commit");
+    }
+    let scan = scan_log(&*sim, false).expect("scan");
+    let old = &scan.records[0];
+    assert_eq!(old.addrs, vec![VICTIM]);
+    let descriptor = sim
+        .read(scan.superblock.log_addr(old.pos))
+        .expect("read the old record");
+    log.install().expect("install");
+    drop(log);
+    let initial = Contents::from([(VICTIM, good)]);
+    let base = sim.durable_image();
+    assert!(
+        base.block(scan.superblock.log_addr(old.pos)) == Some(&descriptor),
+        "the old record is no longer in the log region"
+    );
+    (Scenario { base, initial }, descriptor)
+}
+
+/// A raw copy of this image's own log (a device backup stored through the log) carries the right
+/// salt; its records are refused by their sequence number, which is never expected again.
+#[test]
+fn a_copy_of_this_images_own_old_record_is_not_replayed() {
+    let (scenario, copied) = earlier_life();
+    let seed = 0x5a17_0040;
+    let findings = crash_campaign(&scenario, &copied, seed);
+    println!(
+        "own old record: {} states, {} refused by their sequence number at T5's place",
+        findings.states, findings.sequence_refusals
+    );
+    assert!(
+        findings.violations.is_empty(),
+        "seed {seed:#x}: {:#?}",
+        findings.violations
+    );
+    assert!(
+        findings.sequence_refusals > 0,
+        "no crash state put the copied record where T5 goes"
     );
 }
