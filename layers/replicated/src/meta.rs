@@ -244,7 +244,7 @@ impl Slot {
 
 /// What the metadata region of one replica holds, both slots taken together.
 #[derive(Debug)]
-pub enum Found {
+pub(crate) enum Found {
     /// The newest valid slot.
     Meta(ReplicaMeta),
     /// Both slots all zeros: a fresh disk, never part of a pair.
@@ -256,7 +256,7 @@ pub enum Found {
 }
 
 /// Reads and combines both slots of `disk`. `Err` only for a machine crash.
-pub fn read_meta(disk: &dyn Disk, role: Role) -> Result<Found> {
+pub(crate) fn read_meta(disk: &dyn Disk, role: Role) -> Result<Found> {
     let mut slots = [Slot::Blank; 2];
     for (addr, slot) in slots.iter_mut().enumerate() {
         match disk.read(addr as Addr) {
@@ -332,14 +332,14 @@ pub fn inspect_member(disk: &dyn Disk) -> Result<Option<ReplicaMeta>> {
 
 /// Writes `meta` to its slot and syncs, so that it is durable before the caller writes anything
 /// else to this replica.
-pub fn write_meta(disk: &dyn Disk, meta: &ReplicaMeta) -> txdisk_disk::Result<()> {
+pub(crate) fn write_meta(disk: &dyn Disk, meta: &ReplicaMeta) -> txdisk_disk::Result<()> {
     disk.write(meta.slot_addr(), &meta.encode())?;
     disk.sync()
 }
 
 /// Writes `meta` to both slots (seq and seq + 1) and syncs: nothing of a previous owner of the
 /// disk survives in the other slot. Returns the metadata as last written.
-pub fn write_both_slots(disk: &dyn Disk, meta: &ReplicaMeta) -> txdisk_disk::Result<ReplicaMeta> {
+pub(crate) fn write_both_slots(disk: &dyn Disk, meta: &ReplicaMeta) -> txdisk_disk::Result<ReplicaMeta> {
     let mut meta = *meta;
     disk.write(meta.slot_addr(), &meta.encode())?;
     meta.seq += 1;
