@@ -1,0 +1,60 @@
+//! Runs a fuzzing campaign from the command line, for measuring speed and for long runs:
+//! `cargo run --release -p txdisk-crashfuzz --example crashfuzz -- [--seed N] [--budget N|Ns]
+//! [--exhaustive] [--replicated] [--torn] [--misdirect] [--depth N] [--json] [--replay TOKEN]`.
+//! (The `txdisk crashfuzz` subcommand is the user-facing front end.)
+
+use std::process::ExitCode;
+use txdisk_crashfuzz::{fuzz, replay, Budget, Bug, FuzzConfig};
+
+fn main() -> ExitCode {
+    let mut config = FuzzConfig::default();
+    let mut json = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_default();
+        match arg.as_str() {
+            "--seed" => config.seed = value().parse().unwrap_or(config.seed),
+            "--budget" => config.budget = value().parse().unwrap_or(Budget::States(100_000)),
+            "--depth" => config.depth = value().parse().unwrap_or(2),
+            "--exhaustive" => config.exhaustive = true,
+            "--replicated" => config.replicated = true,
+            "--torn" => config.torn = true,
+            "--misdirect" => config.misdirect = true,
+            "--json" => json = true,
+            "--bug" => {
+                let name = value();
+                config.bug = Bug::ALL.iter().copied().find(|bug| format!("{bug:?}") == name);
+            }
+            "--replay" => {
+                return match replay(&value()) {
+                    Ok(report) => {
+                        println!("{report}");
+                        ExitCode::from(u8::from(report.reproduced()))
+                    }
+                    Err(error) => {
+                        eprintln!("{error}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
+            other => {
+                eprintln!("unknown argument {other}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match fuzz(&config, &mut |_| {}) {
+        Ok(report) => {
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            ExitCode::from(u8::from(!report.violations.is_empty()))
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(2)
+        }
+    }
+}

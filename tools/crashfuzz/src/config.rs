@@ -1,0 +1,156 @@
+//! What a fuzzing run does: the stack, the workload shape, the faults and the budget.
+
+use crate::error::FuzzError;
+
+/// When a run stops.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Budget {
+    /// After this many crash states have been recovered and checked.
+    States(u64),
+    /// After this many seconds (checked between states).
+    Seconds(f64),
+}
+
+impl std::str::FromStr for Budget {
+    type Err = FuzzError;
+
+    /// `20s` is seconds, a plain number a count of states.
+    fn from_str(text: &str) -> Result<Budget, FuzzError> {
+        let bad = || FuzzError::BadConfig { reason: format!("budget {text:?}: expected a count of states or seconds as `20s`") };
+        match text.strip_suffix('s') {
+            Some(seconds) => {
+                let seconds: f64 = seconds.parse().map_err(|_| bad())?;
+                if !(seconds.is_finite() && seconds > 0.0) {
+                    return Err(bad());
+                }
+                Ok(Budget::Seconds(seconds))
+            }
+            None => text.parse().map(Budget::States).map_err(|_| bad()),
+        }
+    }
+}
+
+/// A deliberately wrong variant of the stack, for proving that the fuzzer catches real bugs.
+/// Available with the `deliberate-bugs` feature only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bug {
+    /// The log: a durable commit returns without syncing its records.
+    CommitWithoutFlush,
+    /// The log: recovery replays a record whose checksum does not match.
+    ReplayWithoutChecksum,
+    /// The log: installation writes the new header before the home blocks are durable.
+    HeaderBeforeInstallDurable,
+    /// The log: recovery keeps the sequence number instead of jumping past stale records.
+    NoSequenceJump,
+    /// The replicated pair: data writes never reach d2 (replicated runs only).
+    ReplicatedSkipsD2,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 5] = [
+        Bug::CommitWithoutFlush,
+        Bug::ReplayWithoutChecksum,
+        Bug::HeaderBeforeInstallDurable,
+        Bug::NoSequenceJump,
+        Bug::ReplicatedSkipsD2,
+    ];
+
+    pub(crate) fn code(self) -> u64 {
+        Bug::ALL.iter().position(|b| *b == self).map_or(0, |index| index as u64 + 1)
+    }
+
+    pub(crate) fn from_code(code: u64) -> Option<Option<Bug>> {
+        match code {
+            0 => Some(None),
+            code => Bug::ALL.get(code as usize - 1).map(|bug| Some(*bug)),
+        }
+    }
+}
+
+/// A fuzzing run. `FuzzConfig::default()` is the CLI's default run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FuzzConfig {
+    pub seed: u64,
+    pub budget: Budget,
+    /// Crash the first epoch of every workload at every disk operation (and every recovery at
+    /// every operation); otherwise `crash_points` sampled points per workload.
+    pub exhaustive: bool,
+    /// A replicated pair of `SimDisk`s under the log, with fail-stop and read-error faults.
+    pub replicated: bool,
+    /// Crash states tear pending writes at 512-byte sectors.
+    pub torn: bool,
+    /// Some workloads get one misdirected write (a block landing at a wrong address).
+    pub misdirect: bool,
+    /// Crashes in a row: the workload's, then `depth - 1` crashes of recovery, then a recovery
+    /// to the end.
+    pub depth: u32,
+    /// Enumerate every crash state of a crash point when there are at most this many.
+    pub state_cap: u64,
+    /// Otherwise check this many sampled states.
+    pub samples: u32,
+    /// Crash points per workload in sampled mode.
+    pub crash_points: u32,
+    /// Recovery crash points per state at each depth in sampled mode.
+    pub recovery_points: u32,
+    /// Operations in the first epoch of a workload (the second has half as many).
+    pub workload_len: u32,
+    /// Two epochs: run, crash, recover, run more, crash, recover.
+    pub epochs: u32,
+    /// Blocks of each simulated disk.
+    pub disk_blocks: u64,
+    /// Blocks of the log region.
+    pub log_blocks: u64,
+    /// Stop after this many violations (each workload reports at most one).
+    pub max_violations: u32,
+    /// A deliberately wrong variant to run (feature `deliberate-bugs`).
+    pub bug: Option<Bug>,
+}
+
+impl Default for FuzzConfig {
+    fn default() -> FuzzConfig {
+        FuzzConfig {
+            seed: 1,
+            budget: Budget::States(200_000),
+            exhaustive: false,
+            replicated: false,
+            torn: false,
+            misdirect: false,
+            depth: 2,
+            state_cap: 64,
+            samples: 8,
+            crash_points: 12,
+            recovery_points: 2,
+            workload_len: 10,
+            epochs: 2,
+            disk_blocks: 64,
+            log_blocks: 12,
+            max_violations: 8,
+            bug: None,
+        }
+    }
+}
+
+impl FuzzConfig {
+    pub(crate) fn validate(&self) -> Result<(), FuzzError> {
+        let bad = |reason: &str| Err(FuzzError::BadConfig { reason: reason.into() });
+        if self.depth == 0 {
+            return bad("depth must be at least 1");
+        }
+        if !(1..=2).contains(&self.epochs) {
+            return bad("epochs must be 1 or 2");
+        }
+        if self.workload_len == 0 {
+            return bad("workload_len must be at least 1");
+        }
+        if self.disk_blocks > 1 << 20 {
+            return bad("disk_blocks above 2^20 is not a fuzzing geometry");
+        }
+        if self.bug == Some(Bug::ReplicatedSkipsD2) && !self.replicated {
+            return bad("the ReplicatedSkipsD2 variant needs a replicated run");
+        }
+        if self.bug.is_some() && !cfg!(feature = "deliberate-bugs") {
+            return Err(FuzzError::BugsNotBuilt);
+        }
+        Ok(())
+    }
+}

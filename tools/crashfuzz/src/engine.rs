@@ -1,0 +1,316 @@
+//! The primitives every run is made of: the starting image, workloads generated from a seed,
+//! running an epoch of a workload up to a crash, crashing a recovery, and recovering to the end
+//! with every check. The fuzzing loop and the replayer are both built from these, so a replayed
+//! path runs exactly the code the fuzzer ran.
+
+use crate::config::FuzzConfig;
+use crate::error::FuzzError;
+use crate::guard::guarded;
+use crate::layer::{CommitKind, FuzzLayer};
+use crate::report::ViolationKind;
+use crate::stack::{log_options, CrashAt, Disks, Env, Faults, Images, Pair, Stack, StateChoice};
+use std::sync::Arc;
+use txdisk_disk::rng::SplitMix64;
+use txdisk_disk::{Disk, OpKind, SimDisk};
+use txdisk_log::Log;
+use txdisk_logical::LogicalDisk;
+use txdisk_replicated::{FormatOptions, ReplicatedDisk, RESERVED_BLOCKS};
+
+/// One step of a workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Step<Op> {
+    Op(Op),
+    Flush,
+    Install,
+}
+
+/// A workload: its epochs (run, crash, recover, run the next, ...) and the faults of the first.
+#[derive(Clone, Debug)]
+pub(crate) struct Workload<Op> {
+    pub epochs: Vec<Vec<Step<Op>>>,
+    pub faults: Faults,
+}
+
+/// Where one epoch was cut: the crash point, the crash state, and the crashes of recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cut {
+    /// `None`: the epoch ran to its end, then the machine crashed.
+    pub crash: Option<CrashAt>,
+    pub state: StateChoice,
+    pub recovery: Vec<(CrashAt, StateChoice)>,
+}
+
+/// Everything that decides one checked state: the workload and the cut of each epoch run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Path {
+    pub workload: u64,
+    pub cuts: Vec<Cut>,
+}
+
+/// An epoch run up to its crash.
+pub(crate) struct Run {
+    pub disks: Disks,
+    /// Commits called (the prefixes allowed end here) and known durable (they start here).
+    pub called: usize,
+    pub durable: usize,
+    /// Operations of each disk before each step (and, last, at the end).
+    pub boundaries: Vec<Vec<u64>>,
+    /// A failure that was not the crash: an operation that erred or panicked.
+    pub failure: Option<(ViolationKind, String)>,
+}
+
+/// A state recovered to the end and checked.
+pub(crate) struct Recovered {
+    /// Operations recovery made on each disk.
+    pub ops: Vec<u64>,
+    /// The disks after recovery (durable: recovery syncs what it writes).
+    pub images: Images,
+    /// Which prefix the contents matched.
+    pub matched: usize,
+}
+
+pub(crate) type Failure = (ViolationKind, String);
+
+/// SplitMix64 finaliser over two words: independent streams per (seed, index).
+pub(crate) fn mix(seed: u64, index: u64) -> u64 {
+    SplitMix64::new(seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)).next_u64()
+}
+
+pub(crate) struct Engine<'a, L: FuzzLayer> {
+    pub layer: &'a L,
+    pub cfg: &'a FuzzConfig,
+    pub stack: Stack,
+    pub base: Images,
+    pub data_blocks: u64,
+}
+
+impl<'a, L: FuzzLayer> Engine<'a, L> {
+    pub fn new(layer: &'a L, cfg: &'a FuzzConfig, record: bool) -> Result<Engine<'a, L>, FuzzError> {
+        cfg.validate()?;
+        let stack = Stack { replicated: cfg.replicated, torn: cfg.torn, bug: cfg.bug, record };
+        let (base, data_blocks) = base_images(layer, cfg).map_err(|detail| FuzzError::Setup { detail })?;
+        Ok(Engine { layer, cfg, stack, base, data_blocks })
+    }
+
+    /// The workload numbered `index`, the same for every run of this configuration.
+    pub fn workload(&self, index: u64) -> Workload<L::Op> {
+        let mut rng = SplitMix64::new(mix(self.cfg.seed, index));
+        let mut model = self.layer.initial_model();
+        let mut epochs = Vec::new();
+        for epoch in 0..self.cfg.epochs {
+            let len = if epoch == 0 { self.cfg.workload_len } else { (self.cfg.workload_len / 2).max(1) };
+            let steps: Vec<Step<L::Op>> = (0..len).map(|_| self.random_step(&mut rng, &mut model)).collect();
+            epochs.push(steps);
+        }
+        let faults = self.random_faults(&mut rng, &epochs[0]);
+        Workload { epochs, faults }
+    }
+
+    fn random_step(&self, rng: &mut SplitMix64, model: &mut L::Model) -> Step<L::Op> {
+        match rng.below(10) {
+            0 => Step::Flush,
+            1 => Step::Install,
+            _ => {
+                let op = self.layer.random_op(rng, model, self.data_blocks);
+                if self.layer.commit_kind(&op) != CommitKind::None {
+                    self.layer.model_apply(model, &op);
+                }
+                Step::Op(op)
+            }
+        }
+    }
+
+    /// Replicated runs: nothing, the fail-stop of one disk at a random operation, or bad blocks
+    /// on one disk. With `misdirect`, one workload in four also misdirects a write.
+    fn random_faults(&self, rng: &mut SplitMix64, steps: &[Step<L::Op>]) -> Faults {
+        let mut faults = Faults::default();
+        if !self.cfg.replicated && !self.cfg.misdirect {
+            return faults;
+        }
+        let clean = self.run_epoch(&self.base, &Env::default(), None, None, steps);
+        let ops = clean.disks.ops();
+        if self.cfg.replicated {
+            let disk = rng.below(2) as usize;
+            match rng.below(3) {
+                0 => {}
+                1 => faults.fail_stop = Some(CrashAt { disk, op: rng.below(ops[disk] + 1) }),
+                _ => {
+                    // Data blocks only: a bad metadata slot is the pair's metadata layer's
+                    // business, tested there.
+                    let data = self.cfg.disk_blocks - RESERVED_BLOCKS;
+                    for _ in 0..1 + rng.below(2) {
+                        faults.read_errors.push((disk, RESERVED_BLOCKS + rng.below(data)));
+                    }
+                }
+            }
+        }
+        if self.cfg.misdirect && rng.chance(1, 4) {
+            let disk = rng.below(ops.len() as u64) as usize;
+            let trace = clean.disks.sims[disk].trace();
+            let writes: Vec<u64> = (0..trace.len() as u64).filter(|&op| trace[op as usize] == OpKind::Write).collect();
+            if !writes.is_empty() {
+                let op = writes[rng.below(writes.len() as u64) as usize];
+                faults.misdirect = Some((CrashAt { disk, op }, rng.below(self.cfg.disk_blocks)));
+            }
+        }
+        faults
+    }
+
+    /// The model after each prefix of the commits of `steps`, from `start`.
+    pub fn prefix_models(&self, start: &L::Model, steps: &[Step<L::Op>]) -> Vec<L::Model> {
+        let mut models = vec![start.clone()];
+        for step in steps {
+            if let Step::Op(op) = step {
+                if self.layer.commit_kind(op) != CommitKind::None {
+                    let mut next = models[models.len() - 1].clone();
+                    self.layer.model_apply(&mut next, op);
+                    models.push(next);
+                }
+            }
+        }
+        models
+    }
+
+    /// Starts the stack on `images` and runs `steps` until the crash (or the end); then the
+    /// machine crashes.
+    pub fn run_epoch(
+        &self,
+        images: &[txdisk_disk::DiskImage],
+        env: &Env,
+        faults: Option<&Faults>,
+        crash: Option<CrashAt>,
+        steps: &[Step<L::Op>],
+    ) -> Run {
+        let disks = self.stack.disks(images, env, crash, faults);
+        let mut run = Run { disks, called: 0, durable: 0, boundaries: Vec::new(), failure: None };
+        let outcome = guarded(|| self.run_steps(&mut run, steps));
+        if let Err(panic) = outcome {
+            run.failure = Some((ViolationKind::Panic, panic));
+        }
+        run.disks.crash_all();
+        run
+    }
+
+    fn run_steps(&self, run: &mut Run, steps: &[Step<L::Op>]) {
+        let opened = match self.stack.open(&run.disks) {
+            Ok(opened) => opened,
+            Err(error) => {
+                if !run.disks.crashed() {
+                    run.failure = Some((ViolationKind::OperationFailed, format!("open before the workload: {error}")));
+                }
+                return;
+            }
+        };
+        for (index, step) in steps.iter().enumerate() {
+            run.boundaries.push(run.disks.ops());
+            if let Err(error) = self.run_step(run, &opened.disk, step) {
+                if !run.disks.crashed() {
+                    let detail = format!("step {index} ({step:?}) failed without a crash: {error}");
+                    run.failure = Some((ViolationKind::OperationFailed, detail));
+                }
+                return;
+            }
+        }
+        run.boundaries.push(run.disks.ops());
+    }
+
+    fn run_step(&self, run: &mut Run, disk: &LogicalDisk, step: &Step<L::Op>) -> Result<(), String> {
+        match step {
+            Step::Op(op) => {
+                let kind = self.layer.commit_kind(op);
+                if kind != CommitKind::None {
+                    run.called += 1;
+                }
+                self.layer.apply(disk, op).map_err(|e| e.to_string())?;
+                if kind == CommitKind::Durable {
+                    run.durable = run.called;
+                }
+            }
+            Step::Flush => {
+                disk.flush().map_err(|e| e.to_string())?;
+                run.durable = run.called;
+            }
+            Step::Install => {
+                disk.install().map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs recovery on `images` with a crash at `crash`; returns the crashed disks.
+    pub fn crash_recovery(&self, images: &[txdisk_disk::DiskImage], env: &Env, crash: CrashAt) -> Result<Disks, Failure> {
+        let disks = self.stack.disks(images, env, Some(crash), None);
+        let outcome = guarded(|| {
+            let opened = self.stack.open(&disks)?;
+            self.layer.recover(&opened.disk)
+        });
+        match outcome {
+            Err(panic) => return Err((ViolationKind::Panic, panic)),
+            Ok(Err(error)) if !disks.crashed() => return Err((ViolationKind::RecoveryFailed, error)),
+            Ok(_) => {}
+        }
+        disks.crash_all();
+        Ok(disks)
+    }
+
+    /// Recovers `images` to the end and checks it: every layer's invariants, the pair's crash
+    /// invariant, the layer's invariant, and the contents against the allowed prefixes.
+    pub fn recover_check(
+        &self,
+        images: &[txdisk_disk::DiskImage],
+        env: &Env,
+        allowed: &[L::Model],
+        min_index: usize,
+    ) -> Result<Recovered, Failure> {
+        let disks = self.stack.disks(images, env, None, None);
+        let outcome = guarded(|| -> Result<usize, Failure> {
+            let opened = self.stack.open(&disks).map_err(|e| (ViolationKind::RecoveryFailed, e))?;
+            self.layer.recover(&opened.disk).map_err(|e| (ViolationKind::RecoveryFailed, format!("layer recovery: {e}")))?;
+            self.stack.check(&opened).map_err(|e| (ViolationKind::Invariant, e))?;
+            self.layer.check(&opened.disk).map_err(|e| (ViolationKind::Invariant, e))?;
+            let found = self.layer.observe(&opened.disk).map_err(|e| (ViolationKind::RecoveryFailed, e))?;
+            self.layer.match_prefix(&found, allowed, min_index).map_err(|e| (ViolationKind::Oracle, e))
+        });
+        let matched = outcome.unwrap_or_else(|panic| Err((ViolationKind::Panic, panic)))?;
+        Ok(Recovered { ops: disks.ops(), images: disks.durable_images(), matched })
+    }
+
+    /// Every crash point of a run that made `ops` operations per disk: each operation of each
+    /// live disk, then the end.
+    pub fn crash_points(&self, ops: &[u64], dead: [bool; 2]) -> Vec<Option<CrashAt>> {
+        let mut points = Vec::new();
+        for (disk, &count) in ops.iter().enumerate() {
+            if !dead[disk] {
+                points.extend((0..count).map(|op| Some(CrashAt { disk, op })));
+            }
+        }
+        points.push(None);
+        points
+    }
+}
+
+/// The formatted starting image(s) with the layer set up, and the data blocks the log offers.
+fn base_images<L: FuzzLayer>(layer: &L, cfg: &FuzzConfig) -> Result<(Images, u64), String> {
+    let count = if cfg.replicated { 2 } else { 1 };
+    let sims: Vec<Arc<SimDisk>> = (0..count).map(|_| Arc::new(SimDisk::new(cfg.disk_blocks))).collect();
+    let mut pair: Option<Arc<Pair>> = None;
+    let disk: Arc<dyn Disk> = if cfg.replicated {
+        let (d1, d2): (Arc<dyn Disk>, Arc<dyn Disk>) = (sims[0].clone(), sims[1].clone());
+        let options = FormatOptions { pair_id: Some(mix(cfg.seed, 0x9a17).max(1)), assume_equal: true };
+        ReplicatedDisk::format(&d1, &d2, &options).map_err(|e| format!("replicated format: {e}"))?;
+        let opened = Arc::new(ReplicatedDisk::open(d1, d2, &mut |_| {}).map_err(|e| format!("replicated open: {e}"))?);
+        pair = Some(Arc::clone(&opened));
+        opened
+    } else {
+        sims[0].clone()
+    };
+    Log::format(&*disk, cfg.log_blocks, mix(cfg.seed, 0x5a17)).map_err(|e| format!("log format: {e}"))?;
+    let logical = LogicalDisk::open(Arc::clone(&disk), log_options()).map_err(|e| format!("logical open: {e}"))?;
+    let data_blocks = logical.log().data_blocks();
+    layer.setup(&logical).map_err(|e| format!("layer setup: {e}"))?;
+    logical.close().map_err(|e| format!("logical close: {e}"))?;
+    if let Some(pair) = pair {
+        pair.sync().map_err(|e| format!("pair sync: {e}"))?;
+    }
+    Ok((sims.iter().map(|sim| sim.durable_image()).collect(), data_blocks))
+}

@@ -1,0 +1,151 @@
+//! What a run reports: counts, speed, and the violations with their replay tokens.
+
+use serde_json::{json, Value};
+use std::fmt;
+
+/// What broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ViolationKind {
+    /// The recovered contents are not the state after an allowed prefix of the commits.
+    Oracle,
+    /// A rep or crash invariant failed (a layer's `check_rep`, the pair's replicas differ, the
+    /// fuzzed layer's own invariant).
+    Invariant,
+    /// Recovery returned an error on a state a crash may leave.
+    RecoveryFailed,
+    /// An operation failed although nothing crashed.
+    OperationFailed,
+    /// A panic inside the stack (a broken invariant asserted at run time).
+    Panic,
+}
+
+impl ViolationKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ViolationKind::Oracle => "oracle",
+            ViolationKind::Invariant => "invariant",
+            ViolationKind::RecoveryFailed => "recovery-failed",
+            ViolationKind::OperationFailed => "operation-failed",
+            ViolationKind::Panic => "panic",
+        }
+    }
+}
+
+impl fmt::Display for ViolationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One violation found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    pub message: String,
+    /// `txdisk crashfuzz --replay TOKEN` reproduces it.
+    pub token: String,
+    pub workload: u64,
+    /// The epoch whose run or recovery failed (1 = the first).
+    pub epoch: usize,
+    /// Where it crashed, in words.
+    pub crash: String,
+}
+
+impl Violation {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "kind": self.kind.name(),
+            "message": self.message,
+            "token": self.token,
+            "workload": self.workload,
+            "epoch": self.epoch,
+            "crash": self.crash,
+        })
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} violation in workload {} (epoch {}, {}): {}\n  replay: txdisk crashfuzz --replay {}", self.kind, self.workload, self.epoch, self.crash, self.message, self.token)
+    }
+}
+
+/// Progress of a running campaign, passed to the caller's callback now and then.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FuzzProgress {
+    pub workloads: u64,
+    pub crash_points: u64,
+    pub crash_states: u64,
+    pub violations: u64,
+    pub elapsed_s: f64,
+    /// Fraction of the budget spent, 0..=1.
+    pub fraction: f64,
+}
+
+/// The result of a campaign.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FuzzReport {
+    pub seed: u64,
+    pub layer: String,
+    pub replicated: bool,
+    pub exhaustive: bool,
+    /// Workloads started.
+    pub workloads: u64,
+    /// Crash points run (a workload epoch crashed at one operation).
+    pub crash_points: u64,
+    /// Crash points whose states were sampled rather than all enumerated.
+    pub sampled_points: u64,
+    /// Crash states recovered to the end and checked (at every depth).
+    pub crash_states: u64,
+    /// Recoveries crashed on purpose (depth 2 and more).
+    pub recovery_crashes: u64,
+    pub elapsed_s: f64,
+    pub states_per_s: f64,
+    pub violations: Vec<Violation>,
+}
+
+impl FuzzReport {
+    /// One JSON object: `seed`, `workloads`, `crash_points`, `crash_states`, `states_per_s`,
+    /// `violations` (a list) and the rest of the counts.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "seed": self.seed,
+            "layer": self.layer,
+            "replicated": self.replicated,
+            "exhaustive": self.exhaustive,
+            "workloads": self.workloads,
+            "crash_points": self.crash_points,
+            "sampled_points": self.sampled_points,
+            "crash_states": self.crash_states,
+            "recovery_crashes": self.recovery_crashes,
+            "elapsed_s": self.elapsed_s,
+            "states_per_s": self.states_per_s,
+            "violations": self.violations.iter().map(Violation::to_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl fmt::Display for FuzzReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {}: {} workloads, {} crash points ({} sampled), {} crash states checked, {} recovery crashes, in {:.1} s ({:.0} states/s)",
+            self.seed,
+            self.workloads,
+            self.crash_points,
+            self.sampled_points,
+            self.crash_states,
+            self.recovery_crashes,
+            self.elapsed_s,
+            self.states_per_s
+        )?;
+        if self.violations.is_empty() {
+            return writeln!(f, "no violations");
+        }
+        writeln!(f, "{} violation(s):", self.violations.len())?;
+        for violation in &self.violations {
+            writeln!(f, "{violation}")?;
+        }
+        Ok(())
+    }
+}

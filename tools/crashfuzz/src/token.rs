@@ -1,0 +1,217 @@
+//! Replay tokens: everything that decides one checked state — the configuration that shapes
+//! the workload, the workload's number, and each epoch's cut (crash point, crash state, crashes
+//! of recovery) — as LEB128 numbers with an FNV-1a checksum, in Crockford base32 behind `txf1-`.
+
+use crate::config::{Bug, FuzzConfig};
+use crate::engine::{Cut, Path};
+use crate::error::FuzzError;
+use crate::stack::{CrashAt, StateChoice};
+
+const PREFIX: &str = "txf1-";
+const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+/// Bounds on what a token may claim, so that a damaged one cannot make the replayer allocate
+/// or loop without limit.
+const MAX_CUTS: u64 = 8;
+const MAX_RECOVERY_CRASHES: u64 = 64;
+
+/// What a token holds.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Token {
+    pub layer: String,
+    pub config: FuzzConfig,
+    pub path: Path,
+}
+
+fn fnv32(bytes: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for &byte in bytes {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+fn put(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn get(&mut self) -> Result<u64, FuzzError> {
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = self.bytes.split_first().ok_or_else(|| bad("truncated"))?;
+            self.bytes = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(bad("a number longer than 64 bits"))
+    }
+
+    fn get_bounded(&mut self, max: u64, what: &str) -> Result<u64, FuzzError> {
+        let value = self.get()?;
+        if value > max {
+            return Err(bad(&format!("{what} {value} above {max}")));
+        }
+        Ok(value)
+    }
+}
+
+fn bad(reason: &str) -> FuzzError {
+    FuzzError::BadToken { reason: reason.into() }
+}
+
+fn put_crash(out: &mut Vec<u8>, crash: Option<CrashAt>) {
+    match crash {
+        None => put(out, 0),
+        Some(at) => {
+            put(out, at.disk as u64 + 1);
+            put(out, at.op);
+        }
+    }
+}
+
+fn get_crash(reader: &mut Reader<'_>) -> Result<Option<CrashAt>, FuzzError> {
+    match reader.get_bounded(2, "disk")? {
+        0 => Ok(None),
+        disk => Ok(Some(CrashAt { disk: disk as usize - 1, op: reader.get()? })),
+    }
+}
+
+fn put_state(out: &mut Vec<u8>, state: StateChoice) {
+    match state {
+        StateChoice::Nth(index) => {
+            put(out, 0);
+            put(out, index);
+        }
+        StateChoice::Random(seed) => {
+            put(out, 1);
+            put(out, seed);
+        }
+    }
+}
+
+fn get_state(reader: &mut Reader<'_>) -> Result<StateChoice, FuzzError> {
+    match reader.get_bounded(1, "state kind")? {
+        0 => Ok(StateChoice::Nth(reader.get()?)),
+        _ => Ok(StateChoice::Random(reader.get()?)),
+    }
+}
+
+fn encode_base32(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            text.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        text.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    text
+}
+
+fn decode_base32(text: &str) -> Result<Vec<u8>, FuzzError> {
+    let mut bytes = Vec::new();
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for ch in text.chars() {
+        let lower = ch.to_ascii_lowercase() as u8;
+        let value = ALPHABET.iter().position(|&c| c == lower).ok_or_else(|| bad(&format!("character {ch:?}")))?;
+        buffer = (buffer << 5) | value as u32;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push((buffer >> bits) as u8);
+        }
+        buffer &= (1 << bits) - 1;
+    }
+    Ok(bytes)
+}
+
+impl Token {
+    pub fn encode(&self) -> String {
+        let c = &self.config;
+        let mut out = Vec::new();
+        put(&mut out, u64::from(fnv32(self.layer.as_bytes())));
+        put(&mut out, c.seed);
+        put(&mut out, u64::from(c.replicated) | u64::from(c.torn) << 1 | u64::from(c.misdirect) << 2);
+        put(&mut out, c.bug.map_or(0, Bug::code));
+        for value in [u64::from(c.workload_len), u64::from(c.epochs), c.disk_blocks, c.log_blocks] {
+            put(&mut out, value);
+        }
+        put(&mut out, self.path.workload);
+        put(&mut out, self.path.cuts.len() as u64);
+        for cut in &self.path.cuts {
+            put_crash(&mut out, cut.crash);
+            put_state(&mut out, cut.state);
+            put(&mut out, cut.recovery.len() as u64);
+            for &(crash, state) in &cut.recovery {
+                put_crash(&mut out, Some(crash));
+                put_state(&mut out, state);
+            }
+        }
+        out.extend_from_slice(&fnv32(&out).to_le_bytes());
+        format!("{PREFIX}{}", encode_base32(&out))
+    }
+
+    /// Decodes a token made for the layer named `layer`.
+    pub fn decode(text: &str, layer: &str) -> Result<Token, FuzzError> {
+        let body = text.trim().strip_prefix(PREFIX).ok_or_else(|| bad(&format!("does not start with {PREFIX}")))?;
+        let bytes = decode_base32(body)?;
+        let split = bytes.len().checked_sub(4).ok_or_else(|| bad("too short"))?;
+        let (payload, sum) = bytes.split_at(split);
+        if fnv32(payload).to_le_bytes() != sum {
+            return Err(bad("checksum mismatch (a character mistyped?)"));
+        }
+        let mut reader = Reader { bytes: payload };
+        if reader.get()? != u64::from(fnv32(layer.as_bytes())) {
+            return Err(FuzzError::WrongLayer { expected: "another layer".into(), found: layer.into() });
+        }
+        let mut config = FuzzConfig { seed: reader.get()?, ..FuzzConfig::default() };
+        let flags = reader.get_bounded(7, "flags")?;
+        config.replicated = flags & 1 != 0;
+        config.torn = flags & 2 != 0;
+        config.misdirect = flags & 4 != 0;
+        config.bug = Bug::from_code(reader.get()?).ok_or_else(|| bad("unknown variant"))?;
+        config.workload_len = u32::try_from(reader.get_bounded(1 << 16, "workload length")?).unwrap_or(1);
+        config.epochs = u32::try_from(reader.get_bounded(2, "epochs")?).unwrap_or(1);
+        config.disk_blocks = reader.get_bounded(1 << 20, "disk blocks")?;
+        config.log_blocks = reader.get_bounded(1 << 20, "log blocks")?;
+        let workload = reader.get()?;
+        let mut cuts = Vec::new();
+        for _ in 0..reader.get_bounded(MAX_CUTS, "cuts")? {
+            let crash = get_crash(&mut reader)?;
+            let state = get_state(&mut reader)?;
+            let mut recovery = Vec::new();
+            for _ in 0..reader.get_bounded(MAX_RECOVERY_CRASHES, "recovery crashes")? {
+                let at = get_crash(&mut reader)?.ok_or_else(|| bad("a recovery crash without a point"))?;
+                recovery.push((at, get_state(&mut reader)?));
+            }
+            cuts.push(Cut { crash, state, recovery });
+        }
+        if !reader.bytes.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        if cuts.is_empty() || cuts.len() > config.epochs as usize {
+            return Err(bad("cuts do not fit the epochs"));
+        }
+        Ok(Token { layer: layer.into(), config, path: Path { workload, cuts } })
+    }
+}
