@@ -339,7 +339,10 @@ pub(crate) fn write_meta(disk: &dyn Disk, meta: &ReplicaMeta) -> txdisk_disk::Re
 
 /// Writes `meta` to both slots (seq and seq + 1) and syncs: nothing of a previous owner of the
 /// disk survives in the other slot. Returns the metadata as last written.
-pub(crate) fn write_both_slots(disk: &dyn Disk, meta: &ReplicaMeta) -> txdisk_disk::Result<ReplicaMeta> {
+pub(crate) fn write_both_slots(
+    disk: &dyn Disk,
+    meta: &ReplicaMeta,
+) -> txdisk_disk::Result<ReplicaMeta> {
     let mut meta = *meta;
     disk.write(meta.slot_addr(), &meta.encode())?;
     meta.seq += 1;

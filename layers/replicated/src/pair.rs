@@ -404,8 +404,14 @@ impl<D: Disk> ReplicatedDisk<D> {
                 self.absorb(role, failed)?;
             }
         }
-        if self.active_roles().is_empty() {
-            return Err(self.all_failed(&self.meta.lock()));
+        if written.contains(&None) || self.active_roles().is_empty() {
+            // A member is marked failed before the survivor's bump is durable (the bump may
+            // itself fail the survivor). Taking the metadata lock waits for any bump in
+            // progress, so a write that skipped a member is acknowledged only after it.
+            let meta = self.meta.lock();
+            if self.active_roles().is_empty() {
+                return Err(self.all_failed(&meta));
+            }
         }
         #[cfg(debug_assertions)]
         self.check_write_rep(addr, phys, written);
