@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::spawn_server;
-use txdisk_nbd::testkit::{fua_crash_rounds, CrashOptions, ServerProcess};
+use common::{spawn_server, spawner, Kind};
+use txdisk_nbd::testkit::{fua_crash_rounds, CrashOptions};
 use txdisk_nbd::Client;
 
 const REGION_BYTES: u32 = 1 << 20;
@@ -26,25 +25,10 @@ fn options(seed: u64, atomic_writes: bool) -> CrashOptions {
     }
 }
 
-fn spawner(args: Vec<String>) -> impl FnMut() -> std::io::Result<ServerProcess> {
-    move || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nbd-test-server"));
-        cmd.args(&args).stderr(std::process::Stdio::null());
-        ServerProcess::spawn(cmd, Duration::from_secs(20))
-    }
-}
-
 #[test]
 fn journalled_backend_keeps_every_fua_write_and_each_write_is_all_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("journal");
-    let args = [
-        "--journal",
-        log.to_str().unwrap(),
-        "--size",
-        &REGION_BYTES.to_string(),
-    ];
-    let mut spawn = spawner(args.iter().map(|s| s.to_string()).collect());
+    let mut spawn = spawner(dir.path(), Kind::Journal);
     let report =
         fua_crash_rounds(&mut spawn, &options(0x5eed_0001, true)).unwrap_or_else(|e| panic!("{e}"));
     println!("journal: {report:?}");
@@ -55,13 +39,7 @@ fn journalled_backend_keeps_every_fua_write_and_each_write_is_all_or_nothing() {
 #[test]
 fn file_backend_keeps_every_fua_write() {
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("disk.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(u64::from(REGION_BYTES))
-        .unwrap();
-    let args = ["--file", img.to_str().unwrap()];
-    let mut spawn = spawner(args.iter().map(|s| s.to_string()).collect());
+    let mut spawn = spawner(dir.path(), Kind::File);
     let report = fua_crash_rounds(&mut spawn, &options(0x5eed_0002, false))
         .unwrap_or_else(|e| panic!("{e}"));
     println!("file: {report:?}");

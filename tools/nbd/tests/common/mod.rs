@@ -1,16 +1,18 @@
-//! Helpers shared by the integration tests: in-process servers, server processes, and
-//! external clients run with a time limit.
+//! Helpers shared by the integration tests: in-process servers, and the test server binary
+//! started as a process over a file or a journal.
 #![allow(dead_code)]
 
+use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use txdisk_nbd::testkit::ServerProcess;
+use txdisk_nbd::testkit::clients::{CheckResult, Outcome};
+use txdisk_nbd::testkit::{ServerProcess, Start};
 use txdisk_nbd::{ExportBackend, ServeStats, Server, ServerOptions};
 
 /// A server running on a thread of the test process.
@@ -59,71 +61,63 @@ impl<B: ExportBackend> InProcess<B> {
 }
 
 /// Starts the test server binary with `args`.
-pub fn spawn_server(args: &[&str]) -> ServerProcess {
+pub fn try_spawn_server(args: &[String]) -> io::Result<ServerProcess> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nbd-test-server"));
     cmd.args(args).stderr(Stdio::null());
-    ServerProcess::spawn(cmd, Duration::from_secs(20)).expect("spawn nbd-test-server")
+    ServerProcess::spawn(cmd, Duration::from_secs(20))
 }
 
-/// The path of an external program, or None (after saying why the test is skipped).
-pub fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let found = std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        println!("SKIP: {name} is not installed (Debian: qemu-utils / libnbd-bin)");
-    }
-    found
+pub fn spawn_server(args: &[&str]) -> ServerProcess {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    try_spawn_server(&args).expect("spawn nbd-test-server")
 }
 
-/// Runs `cmd` to completion, killing it after `limit`; panics on timeout.
-pub fn run_limited(cmd: &mut Command, limit: Duration) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn client");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
+/// Which backend the test server process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A plain file (`FileBackend`): durable, not atomic.
+    File,
+    /// The journalled backend: durable and all-or-nothing per write.
+    Journal,
+}
+
+/// A `Spawn` for the testkit checks: fresh images and restarts in `dir`.
+pub fn spawner(dir: &Path, kind: Kind) -> impl FnMut(Start) -> io::Result<ServerProcess> {
+    let path: PathBuf = dir.join(match kind {
+        Kind::File => "disk.img",
+        Kind::Journal => "journal",
     });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait for client"),
-        Err(_) => {
-            // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish within {limit:?}");
+    let mut size_bytes = 0u64;
+    move |start| {
+        let p = path.to_string_lossy().into_owned();
+        if let Start::Fresh { min_size_bytes } = start {
+            size_bytes = min_size_bytes;
+            let _ = std::fs::remove_file(&path);
         }
+        let args = match (kind, start) {
+            (Kind::File, Start::Fresh { .. }) => vec![
+                "--file".into(),
+                p,
+                "--create".into(),
+                size_bytes.to_string(),
+            ],
+            (Kind::File, Start::Again) => vec!["--file".into(), p],
+            (Kind::Journal, _) => vec![
+                "--journal".into(),
+                p,
+                "--size".into(),
+                size_bytes.to_string(),
+            ],
+        };
+        try_spawn_server(&args)
     }
 }
 
-/// Runs `cmd` and asserts it exited 0; returns stdout.
-pub fn run_ok(cmd: &mut Command) -> String {
-    let out = run_limited(cmd, Duration::from_secs(120));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-pub fn nbd_uri(addr: SocketAddr) -> String {
-    format!("nbd://{addr}/disk")
-}
-
-/// Deterministic test content: mostly pseudo-random, with some all-zero stretches.
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = txdisk_nbd::testkit::SplitMix64::new(seed);
-    let mut data = vec![0u8; len];
-    rng.fill(&mut data);
-    for chunk in data.chunks_mut(1 << 20).step_by(5) {
-        chunk.fill(0);
+/// Passes on `Passed`, prints the reason on `Skipped`, panics on Err.
+pub fn check(result: CheckResult) {
+    match result {
+        Ok(Outcome::Passed) => {}
+        Ok(Outcome::Skipped(why)) => println!("SKIP: {why}"),
+        Err(e) => panic!("{e}"),
     }
-    data
 }

@@ -1,154 +1,10 @@
-//! Test support for NBD servers run as real processes: spawn one, kill it with SIGKILL or
-//! stop it with SIGTERM, and the FUA crash workload that checks what a kill may lose.
-//!
-//! Public so that other crates can run the same crash check against their own server
-//! binary (for instance the logical disk behind `txdisk serve`).
+//! The FUA crash workload: SIGKILL at random moments, then check what survived.
 
-use std::io::{self, BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::{send_signal, ServerProcess, Spawn, SplitMix64, Start};
 use crate::client::Client;
-
-/// A deterministic pseudo-random sequence (SplitMix64), so every run replays from its seed.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
-
-/// A server process that printed `listening on ADDR` on its first line of stdout.
-pub struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ServerProcess {
-    /// Spawns `cmd` and waits (at most `timeout`) for its `listening on ADDR` line.
-    pub fn spawn(mut cmd: Command, timeout: Duration) -> io::Result<ServerProcess> {
-        let mut child = cmd.stdout(Stdio::piped()).spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| io::Error::other("no stdout"))?;
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(timeout) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(io::Error::other(
-                    "server did not report its address in time",
-                ));
-            }
-        };
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok());
-        match addr {
-            Some(addr) => Ok(ServerProcess { child, addr }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(io::Error::other(format!("unexpected first line {line:?}")))
-            }
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL, then reap.
-    pub fn kill9(mut self) -> io::Result<ExitStatus> {
-        self.child.kill()?;
-        self.child.wait()
-    }
-
-    /// SIGTERM, then [`ServerProcess::wait_exit`].
-    pub fn terminate(self, timeout: Duration) -> io::Result<ExitStatus> {
-        self.signal(libc::SIGTERM)?;
-        self.wait_exit(timeout)
-    }
-
-    /// Sends `signal` (e.g. `libc::SIGINT`) to the server.
-    pub fn signal(&self, signal: libc::c_int) -> io::Result<()> {
-        send_signal(self.child.id(), signal)
-    }
-
-    /// Waits at most `timeout` for the server to exit; after that, SIGKILL and an error.
-    pub fn wait_exit(mut self, timeout: Duration) -> io::Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "server did not exit in time",
-                ));
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
-    // SAFETY: kill(2) takes plain integers; it touches no memory of ours.
-    if unsafe { libc::kill(pid, signal) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 /// Parameters of [`fua_crash_rounds`].
 #[derive(Debug, Clone)]
@@ -182,20 +38,23 @@ pub struct CrashReport {
 /// what every acknowledged FUA write put there, write with FUA until the server is killed
 /// with SIGKILL at a random moment. A final start checks the last round. Every write is
 /// FUA, so an acknowledged one must survive; the one in flight at the kill may land or not.
-/// The export must read as zeroes in `[0, region_bytes)` before the first start (a freshly
-/// created image per call), and every `spawn` must serve the same image.
+/// The first start asks for a fresh image, the others for the same one again.
 /// Err describes the first violation, with the seed to replay.
-pub fn fua_crash_rounds(
-    spawn: &mut dyn FnMut() -> io::Result<ServerProcess>,
-    opts: &CrashOptions,
-) -> Result<CrashReport, String> {
+pub fn fua_crash_rounds(spawn: &mut Spawn<'_>, opts: &CrashOptions) -> Result<CrashReport, String> {
     let mut rng = SplitMix64::new(opts.seed);
     let mut shadow = vec![0u8; opts.region_bytes as usize];
     let mut pending: Option<(u64, Vec<u8>)> = None;
     let mut report = CrashReport::default();
     let fail = |round: usize, what: String| format!("seed {} round {round}: {what}", opts.seed);
     for round in 0..=opts.rounds {
-        let server = spawn().map_err(|e| fail(round, format!("spawn: {e}")))?;
+        let start = if round == 0 {
+            Start::Fresh {
+                min_size_bytes: u64::from(opts.region_bytes),
+            }
+        } else {
+            Start::Again
+        };
+        let server: ServerProcess = spawn(start).map_err(|e| fail(round, format!("spawn: {e}")))?;
         let mut client = Client::connect(server.addr(), &opts.export)
             .map_err(|e| fail(round, format!("connect: {e}")))?;
         let image = client
