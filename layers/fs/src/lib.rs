@@ -7,7 +7,7 @@
 //! and the file system never needs an fsck-style repair.
 //!
 //! It runs on any [`TxStore`]: the logical disk (`txdisk-logical`) in production, [`MemStore`]
-//! in tests. The byte layout is in `FORMAT.md` beside this crate and in [`format`].
+//! in tests. The byte layout is in `FORMAT.md` beside this crate and in [`mod@format`].
 //!
 //! **Operations** ([`Fs`]), inode-based like a kernel VFS: `mkfs`, `open`, `lookup`, `create`,
 //! `mkdir`, `link`, `read`, `write` (any offset and length, holes read as zeros), `truncate`,
@@ -42,6 +42,10 @@
 //! after every mutating operation in debug builds, and runs the whole check too with the
 //! `expensive-checks` feature.
 //!
+//! **Crash oracle.** [`oracle`] holds a workload generator, an in-memory model of the tree and
+//! a recorder that checks a recovered file system against every state a crash may legally
+//! leave: the crash tests here and the crash-point fuzzer use the same code.
+//!
 //! **FUSE** (feature `fuse`): [`fuse::spawn_mount`] and [`fuse::mount`] serve a file system
 //! at a mount point through the `fuser` crate's own mount (no libfuse), flushing the store when
 //! the session ends.
@@ -56,6 +60,7 @@ pub mod format;
 mod fs;
 #[cfg(feature = "fuse")]
 pub mod fuse;
+pub mod oracle;
 pub mod store;
 mod txn;
 

@@ -1,10 +1,22 @@
-//! Shared by the tests: an in-memory model of the file system (a tree of byte vectors), a
-//! path-level operation language, and the same operations run against [`Fs`].
+//! A crash oracle for the file system, for tests and the crash-point fuzzer: a random
+//! workload generator, an in-memory model of the tree ([`Model`]), the same operations run on
+//! an [`Fs`] ([`run_op`]), and a [`Recorder`] that runs a workload on a file system whose store
+//! may crash at any call, remembers every state recovery may legally produce, and checks a
+//! recovered file system against them ([`Recorder::check_recovered`]).
+//!
+//! The allowed states after a crash are the model after some prefix of the completed
+//! operations that includes every one before the last successful fsync (every completed one
+//! with `sync_every_op`), plus what the operation in flight may leave: nothing, all of it, or
+//! (a write split into chunks) a prefix of its chunks. A completed split write that was not yet
+//! flushed may likewise be cut between chunks.
 
-#![allow(dead_code)]
-
+use crate::error::FsError;
+use crate::format::{Ino, Kind, ROOT_INO};
+use crate::fs::Fs;
+use crate::store::TxStore;
+use crate::{check_invariants, errno};
 use std::collections::BTreeMap;
-use txdisk_fs::{errno, Fs, FsError, Ino, Kind, TxStore, ROOT_INO};
+use txdisk_disk::rng::SplitMix64;
 
 /// Component names the generated operations use.
 pub const NAMES: [&[u8]; 3] = [b"a", b"b", b"c"];
@@ -50,6 +62,9 @@ pub enum Out {
 }
 
 pub type Outcome = Result<Out, i32>;
+
+/// Deepest directory the oracle walks (the generator builds at most three levels).
+pub const MAX_DEPTH: u32 = 64;
 
 /// The bytes a generated write writes.
 pub fn pattern(len: u32, seed: u8) -> Vec<u8> {
@@ -292,10 +307,6 @@ impl Model {
     }
 }
 
-fn code(error: FsError) -> i32 {
-    error.errno()
-}
-
 fn resolve<S: TxStore>(fs: &Fs<S>, c: &[Vec<u8>]) -> Result<Ino, FsError> {
     let mut ino = ROOT_INO;
     for name in c {
@@ -305,7 +316,7 @@ fn resolve<S: TxStore>(fs: &Fs<S>, c: &[Vec<u8>]) -> Result<Ino, FsError> {
 }
 
 /// Runs `op` on the file system, with the model's path conventions.
-pub fn run_fs<S: TxStore>(fs: &Fs<S>, op: &Op) -> Result<Out, FsError> {
+pub fn run_op<S: TxStore>(fs: &Fs<S>, op: &Op) -> Result<Out, FsError> {
     let split = |p: &Path| -> Result<(Ino, Vec<u8>), FsError> {
         let c = comps(p);
         let (last, parent) = c.split_last().ok_or(FsError::InvalidArgument("root"))?;
@@ -377,12 +388,12 @@ pub fn run_fs<S: TxStore>(fs: &Fs<S>, op: &Op) -> Result<Out, FsError> {
     })
 }
 
-/// Like [`run_fs`], errors as errno values.
-pub fn run_fs_errno<S: TxStore>(fs: &Fs<S>, op: &Op) -> Outcome {
-    run_fs(fs, op).map_err(code)
+/// Like [`run_op`], errors as errno values.
+pub fn run_op_errno<S: TxStore>(fs: &Fs<S>, op: &Op) -> Outcome {
+    run_op(fs, op).map_err(|error| error.errno())
 }
 
-/// The whole tree of the file system as a model node (bounded by the inodes it holds).
+/// The whole tree of the file system as a model node (depth bounded by [`MAX_DEPTH`]).
 pub fn dump<S: TxStore>(fs: &Fs<S>) -> Result<Node, FsError> {
     dump_dir(fs, ROOT_INO, 0)
 }
@@ -404,4 +415,250 @@ fn dump_dir<S: TxStore>(fs: &Fs<S>, dir: Ino, depth: u32) -> Result<Node, FsErro
         map.insert(entry.name, node);
     }
     Ok(Node::Dir(map))
+}
+
+/// Generates operations, naming paths created earlier in the sequence most of the time so
+/// that most operations act on something (and mostly short paths otherwise).
+struct Gen {
+    rng: SplitMix64,
+    known: Vec<Path>,
+    dirs: Vec<Path>,
+}
+
+impl Gen {
+    fn path(&mut self) -> Path {
+        if !self.known.is_empty() && self.rng.chance(2, 3) {
+            return self.known[self.rng.below(self.known.len() as u64) as usize].clone();
+        }
+        let len = match self.rng.below(20) {
+            0..=10 => 1,
+            11..=17 => 2,
+            _ => 3,
+        };
+        (0..len).map(|_| self.rng.below(3) as u8).collect()
+    }
+
+    /// A name in a directory made earlier (or the root).
+    fn new_path(&mut self, is_dir: bool) -> Path {
+        let mut path = self.dirs[self.rng.below(self.dirs.len() as u64) as usize].clone();
+        path.push(self.rng.below(3) as u8);
+        if is_dir && path.len() < 3 {
+            self.dirs.push(path.clone());
+        }
+        self.known.push(path.clone());
+        path
+    }
+
+    fn op(&mut self) -> Op {
+        match self.rng.below(13) {
+            0 | 1 => Op::Create(self.new_path(false)),
+            2 => Op::Mkdir(self.new_path(true)),
+            3..=5 => Op::Write {
+                path: self.path(),
+                offset: self.rng.below(30_000),
+                len: if self.rng.chance(1, 5) {
+                    100_000
+                } else {
+                    self.rng.below(9_000) as u32
+                },
+                seed: self.rng.below(256) as u8,
+            },
+            6 => Op::Truncate(self.path(), self.rng.below(20_000)),
+            7 => Op::Unlink(self.path()),
+            8 => Op::Rmdir(self.path()),
+            9 | 10 => {
+                let from = self.path();
+                Op::Rename(from, self.new_path(false))
+            }
+            _ => Op::Fsync,
+        }
+    }
+}
+
+/// A workload of `len` operations, deterministic from `seed`.
+pub fn workload(seed: u64, len: usize) -> Vec<Op> {
+    let mut gen = Gen {
+        rng: SplitMix64::new(seed),
+        known: Vec::new(),
+        dirs: vec![Vec::new()],
+    };
+    (0..len).map(|_| gen.op()).collect()
+}
+
+/// The states a write split into chunks passes through between its chunks (none for any
+/// other operation, or a write that fits one transaction).
+pub fn chunk_states(model: &Model, op: &Op, chunk_bytes: u64) -> Vec<Node> {
+    let mut states = Vec::new();
+    if let Op::Write { offset, len, .. } = op {
+        let end = offset + u64::from(*len);
+        let mut cut_at = (offset / chunk_bytes + 1) * chunk_bytes;
+        while cut_at < end {
+            let mut partial = model.clone();
+            if partial
+                .apply_cut(op, Some((cut_at - offset) as usize))
+                .is_ok()
+            {
+                states.push(partial.root);
+            }
+            cut_at += chunk_bytes;
+        }
+    }
+    states
+}
+
+/// The states the in-flight operation may leave: unchanged, complete, or (a write) any prefix
+/// of its chunks.
+pub fn in_flight_states(model: &Model, op: &Op, chunk_bytes: u64) -> Vec<Node> {
+    let mut states = vec![model.root.clone()];
+    states.extend(chunk_states(model, op, chunk_bytes));
+    let mut full = model.clone();
+    if full.apply(op).is_ok() {
+        states.push(full.root);
+    }
+    states
+}
+
+/// A short description of a tree: each path with its kind, size and a checksum of its bytes.
+pub fn summary(node: &Node) -> String {
+    fn walk(node: &Node, prefix: &str, out: &mut Vec<String>) {
+        match node {
+            Node::File(bytes) => {
+                let sum = bytes.iter().fold(0u64, |acc, &b| {
+                    acc.wrapping_mul(31).wrapping_add(u64::from(b))
+                });
+                out.push(format!("{prefix}:{}:{sum:x}", bytes.len()));
+            }
+            Node::Dir(map) => {
+                out.push(format!("{prefix}/"));
+                for (name, child) in map {
+                    walk(
+                        child,
+                        &format!("{prefix}/{}", String::from_utf8_lossy(name)),
+                        out,
+                    );
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(node, "", &mut out);
+    out.join(" ")
+}
+
+/// Runs a workload on a file system whose store may crash, and remembers the states a
+/// recovery may produce.
+pub struct Recorder {
+    model: Model,
+    /// States from the last durable one on, in order.
+    allowed: Vec<Node>,
+    in_flight: Vec<Node>,
+    chunk_bytes: u64,
+    sync_every_op: bool,
+    completed: usize,
+    stopped: bool,
+}
+
+/// Why [`Recorder::run`] stopped or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OracleError {
+    /// The store failed (a crash): the operation is in flight; recover and check.
+    #[error("the store failed during operation {step}: {source}")]
+    StoreFailed {
+        step: usize,
+        #[source]
+        source: FsError,
+    },
+    /// The file system and the model disagree (a bug).
+    #[error("operation {step} {op}: model {expected}, file system {found}")]
+    Mismatch {
+        step: usize,
+        op: String,
+        expected: String,
+        found: String,
+    },
+    /// A recovered file system is in none of the allowed states, or fails its checker.
+    #[error("after recovery: {0}")]
+    Recovery(String),
+}
+
+impl Recorder {
+    /// For a file system `fs` freshly made (its empty state durable).
+    pub fn new<S: TxStore>(fs: &Fs<S>, sync_every_op: bool) -> Recorder {
+        let model = Model::default();
+        Recorder {
+            allowed: vec![model.root.clone()],
+            model,
+            in_flight: Vec::new(),
+            chunk_bytes: fs.write_chunk_bytes(),
+            sync_every_op,
+            completed: 0,
+            stopped: false,
+        }
+    }
+
+    /// Operations completed so far.
+    pub fn completed(&self) -> usize {
+        self.completed
+    }
+
+    /// Runs one operation and checks its result against the model. A store failure stops
+    /// the recorder (the operation is in flight); no operation may run after it.
+    pub fn run<S: TxStore>(&mut self, fs: &Fs<S>, op: &Op) -> Result<(), OracleError> {
+        assert!(
+            !self.stopped,
+            "oracle: operation run after the store failed"
+        );
+        let step = self.completed;
+        let found = run_op(fs, op);
+        if let Err(error @ FsError::Store(_)) = found {
+            self.in_flight = in_flight_states(&self.model, op, self.chunk_bytes);
+            self.stopped = true;
+            return Err(OracleError::StoreFailed {
+                step,
+                source: error,
+            });
+        }
+        self.allowed
+            .extend(chunk_states(&self.model, op, self.chunk_bytes));
+        let expected = self.model.apply(op);
+        let found = found.map_err(|error| error.errno());
+        if expected != found {
+            return Err(OracleError::Mismatch {
+                step,
+                op: format!("{op:?}"),
+                expected: format!("{expected:?}"),
+                found: format!("{found:?}"),
+            });
+        }
+        if self.sync_every_op || matches!(op, Op::Fsync) {
+            // Everything before is durable: earlier states are no longer allowed.
+            self.allowed.clear();
+        }
+        self.allowed.push(self.model.root.clone());
+        self.completed += 1;
+        Ok(())
+    }
+
+    /// Checks a file system recovered after the store failed (or after the workload ended):
+    /// the invariant checker passes and the tree is one of the allowed states.
+    pub fn check_recovered<S: TxStore>(&self, fs: &Fs<S>) -> Result<(), OracleError> {
+        check_invariants(fs.store()).map_err(|v| OracleError::Recovery(v.to_string()))?;
+        let tree = dump(fs).map_err(|e| OracleError::Recovery(format!("reading the tree: {e}")))?;
+        if self.allowed.contains(&tree) || self.in_flight.contains(&tree) {
+            return Ok(());
+        }
+        let listed: Vec<String> = self
+            .allowed
+            .iter()
+            .chain(&self.in_flight)
+            .map(summary)
+            .collect();
+        Err(OracleError::Recovery(format!(
+            "tree {} is none of the {} allowed states after {} completed operations: {listed:?}",
+            summary(&tree),
+            listed.len(),
+            self.completed
+        )))
+    }
 }
