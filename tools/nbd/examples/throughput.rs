@@ -14,47 +14,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use txdisk_nbd::testkit::SplitMix64;
+use txdisk_nbd::testkit::{clients, SplitMix64};
 use txdisk_nbd::{Client, ExportBackend, FileBackend, MemBackend, Server};
 
 type Error = Box<dyn std::error::Error>;
 
-fn convert(from: &str, to: &str, into_export: bool) -> Result<f64, Error> {
-    let mut cmd = Command::new("qemu-img");
-    cmd.arg("convert");
-    if into_export {
-        cmd.arg("-n"); // the export exists: do not try to create it
-    }
-    cmd.args(["-f", "raw", "-O", "raw", from, to]);
-    let start = Instant::now();
-    let out = cmd.output()?;
-    if !out.status.success() {
-        return Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
-    }
-    Ok(start.elapsed().as_secs_f64())
-}
-
-/// Best (in, out) MiB/s over `runs` conversions to and from `uri`.
-fn measure(
-    uri: &str,
-    src: &Path,
-    back: &Path,
-    size_mib: u64,
-    runs: usize,
-) -> Result<(f64, f64), Error> {
-    let (mut best_in, mut best_out) = (0f64, 0f64);
-    for _ in 0..runs {
-        let t_in = convert(src.to_str().ok_or("path")?, uri, true)?;
-        let t_out = convert(uri, back.to_str().ok_or("path")?, false)?;
-        if std::fs::read(back)? != std::fs::read(src)? {
-            return Err(format!("{uri}: data read back differs").into());
-        }
-        best_in = best_in.max(size_mib as f64 / t_in);
-        best_out = best_out.max(size_mib as f64 / t_out);
-    }
-    Ok((best_in, best_out))
+fn measure(uri: &str, src: &Path, back: &Path, runs: usize) -> Result<(f64, f64), Error> {
+    Ok(clients::qemu_img_convert_mib_per_s(uri, src, back, runs)?)
 }
 
 fn serve_in_thread<B: ExportBackend>(
@@ -121,7 +89,7 @@ fn main() -> Result<(), Error> {
 
     let file_img = dir.path().join("txdisk-nbd.img");
     let (addr, stop, handle) = serve_in_thread(FileBackend::create(&file_img, size)?)?;
-    let (i, o) = measure(&format!("nbd://{addr}/disk"), &src, &back, size_mib, runs)?;
+    let (i, o) = measure(&format!("nbd://{addr}/disk"), &src, &back, runs)?;
     println!(
         "{:<34} {i:>8.1} {o:>8.1}",
         "txdisk-nbd, FileBackend (raw file)"
@@ -130,7 +98,7 @@ fn main() -> Result<(), Error> {
     let _ = handle.join();
 
     let (addr, stop, handle) = serve_in_thread(MemBackend::new(size as usize))?;
-    let (i, o) = measure(&format!("nbd://{addr}/disk"), &src, &back, size_mib, runs)?;
+    let (i, o) = measure(&format!("nbd://{addr}/disk"), &src, &back, runs)?;
     println!("{:<34} {i:>8.1} {o:>8.1}", "txdisk-nbd, MemBackend");
     stop.store(true, Ordering::SeqCst);
     let _ = handle.join();
@@ -138,7 +106,7 @@ fn main() -> Result<(), Error> {
     let qemu_img = dir.path().join("qemu-nbd.img");
     std::fs::File::create(&qemu_img)?.set_len(size)?;
     let (mut child, addr) = start_qemu_nbd(&qemu_img)?;
-    let result = measure(&format!("nbd://{addr}/disk"), &src, &back, size_mib, runs);
+    let result = measure(&format!("nbd://{addr}/disk"), &src, &back, runs);
     let _ = child.kill();
     let _ = child.wait();
     let (i, o) = result?;

@@ -323,6 +323,44 @@ pub fn nbdcopy_round_trip(
     Ok(Outcome::Passed)
 }
 
+/// Best (in, out) MiB/s over `runs` rounds of `qemu-img convert` of the raw image `src`
+/// into the export at `uri` and back out into `back` (checked equal to `src` each round).
+pub fn qemu_img_convert_mib_per_s(
+    uri: &str,
+    src: &Path,
+    back: &Path,
+    runs: usize,
+) -> Result<(f64, f64), String> {
+    let data = std::fs::read(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let size_mib = data.len() as f64 / MIB as f64;
+    let raw = ["-f", "raw", "-O", "raw"];
+    let (mut best_in, mut best_out) = (0f64, 0f64);
+    for _ in 0..runs {
+        let start = std::time::Instant::now();
+        run_ok(
+            Command::new("qemu-img")
+                .args(["convert", "-n"])
+                .args(raw)
+                .arg(src)
+                .arg(uri),
+        )?;
+        let t_in = start.elapsed().as_secs_f64();
+        let start = std::time::Instant::now();
+        run_ok(
+            Command::new("qemu-img")
+                .arg("convert")
+                .args(raw)
+                .arg(uri)
+                .arg(back),
+        )?;
+        let t_out = start.elapsed().as_secs_f64();
+        compare_file(back, &data, uri)?;
+        best_in = best_in.max(size_mib / t_in);
+        best_out = best_out.max(size_mib / t_out);
+    }
+    Ok((best_in, best_out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
