@@ -419,6 +419,36 @@ pub fn spawn_mount<S: TxStore + 'static>(
     fuser::spawn_mount(FuseFs::new(fs, uid, gid), mountpoint, &config())
 }
 
+/// Mounts `fs` at `mountpoint` and serves it until `stop` receives a message or is dropped
+/// (a signal handler's cue to unmount, e.g. on SIGINT/SIGTERM) or someone unmounts the
+/// directory; then unmounts if still mounted and flushes the store, so that every completed
+/// operation is durable when this returns `Ok`.
+pub fn serve_until<S: TxStore + 'static>(
+    fs: Arc<Fs<S>>,
+    mountpoint: &Path,
+    stop: &std::sync::mpsc::Receiver<()>,
+) -> io::Result<()> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let session = spawn_mount(Arc::clone(&fs), mountpoint)?;
+    loop {
+        // Polling lets an external `umount` end the wait too; the interval only bounds how
+        // long that takes to notice.
+        match stop.recv_timeout(Duration::from_millis(200)) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) if session.guard.is_finished() => break,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+    let ended = if session.guard.is_finished() {
+        session.join()
+    } else {
+        session.umount_and_join()
+    };
+    // Flush even if the session ended with an error: what completed must be durable.
+    let flushed = fs.fsync().map_err(io::Error::other);
+    ended.and(flushed)
+}
+
 /// Mounts `fs` at `mountpoint` and serves it on this thread until it is unmounted.
 pub fn mount<S: TxStore + 'static>(fs: Arc<Fs<S>>, mountpoint: &Path) -> io::Result<()> {
     let (uid, gid) = owner(mountpoint)?;

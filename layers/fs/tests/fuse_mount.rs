@@ -115,3 +115,50 @@ fn real_programs_against_the_mount() {
     names.sort();
     assert_eq!(names, ["Cargo.toml", "FORMAT.md", "a", "src"]);
 }
+
+fn mounted(dir: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let dir = dir.to_string_lossy();
+    mounts
+        .lines()
+        .any(|line| line.split(' ').nth(1) == Some(&*dir))
+}
+
+#[test]
+fn serve_until_unmounts_and_flushes_on_the_stop_cue() {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: /dev/fuse is absent on this machine");
+        return;
+    }
+    let store = Arc::new(MemStore::new(4096, 256));
+    let fs = Arc::new(Fs::mkfs(Arc::clone(&store), &MkfsOptions::default()).expect("mkfs"));
+    let mount = tempfile::tempdir().expect("mount dir");
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let dir = mount.path().to_path_buf();
+    let (stop, cue) = std::sync::mpsc::channel();
+    let server = {
+        let (fs, dir) = (Arc::clone(&fs), dir.clone());
+        std::thread::spawn(move || txdisk_fs::fuse::serve_until(fs, &dir, &cue))
+    };
+    // Wait (bounded) for the mount to appear; a server that failed to mount ends its thread.
+    for _ in 0..600 {
+        if mounted(&dir) || server.is_finished() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        mounted(&dir),
+        "the file system did not appear at {}",
+        dir.display()
+    );
+    sh(&dir, scratch.path(), "printf durable > \"$M/note\"");
+    stop.send(()).expect("server listening");
+    server.join().expect("server thread").expect("serve_until");
+    assert!(!mounted(&dir), "still mounted after the stop cue");
+    assert_eq!(store.pending_commits(), 0, "every operation flushed");
+    let ino = fs
+        .lookup(ROOT_INO, "note")
+        .expect("the file written through the mount");
+    assert_eq!(fs.read(ino, 0, 100).expect("read"), b"durable");
+}
