@@ -1,12 +1,184 @@
 //! The `txdisk` command-line program: argument parsing and presentation only; every
-//! subcommand is a call into the library crates.
+//! subcommand is a call into the library crates (`txdisk`, `txdisk-inspect`).
 
-use clap::Parser;
+mod demo;
+mod output;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use txdisk_inspect::{CheckOptions, DumpOptions, EXIT_OPERATIONAL, EXIT_UNCORRECTED};
 
 #[derive(Parser, Debug)]
-#[command(name = "txdisk", version, about = "A crash-safe transactional logical disk")]
-struct Cli {}
+#[command(name = "txdisk", version, about = "A crash-safe transactional logical disk", propagate_version = true)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a new image, or a replicated pair of images.
+    Format(FormatArgs),
+    /// Check an image or a pair (read-only unless --repair). Exit codes as e2fsck: 0 clean,
+    /// 1 errors corrected, 4 errors left uncorrected, 8 operational error.
+    Fsck(FsckArgs),
+    /// Show the log transaction by transaction, and why it ends.
+    Logdump(LogdumpArgs),
+    /// The whole story on temporary files, in seconds: format, transactions, a crash, fsck, repair.
+    Demo(DemoArgs),
+    /// (Used by `demo`.) Commit transfers in a loop until killed, printing each acknowledgement.
+    #[command(hide = true)]
+    DemoWriter { d1: PathBuf, d2: PathBuf },
+}
+
+#[derive(Args, Debug)]
+struct FormatArgs {
+    /// The image file to create (the first member of a pair if IMAGE2 is given).
+    image: PathBuf,
+    /// The second member of a replicated pair.
+    image2: Option<PathBuf>,
+    /// Size of each image: a number of 4096-byte blocks, or bytes with a K, M or G suffix.
+    #[arg(long, default_value = "64M")]
+    size: String,
+    /// Size of the log region, as --size.
+    #[arg(long, default_value = "4M")]
+    log: String,
+}
+
+#[derive(Args, Debug)]
+struct FsckArgs {
+    image: PathBuf,
+    image2: Option<PathBuf>,
+    /// Run replica recovery and log recovery, then check again.
+    #[arg(long)]
+    repair: bool,
+    /// How many differing addresses to list.
+    #[arg(long, default_value_t = 10)]
+    max_listed: usize,
+}
+
+#[derive(Args, Debug)]
+struct LogdumpArgs {
+    image: PathBuf,
+    /// Show at most N transactions.
+    #[arg(short = 'n', long = "count")]
+    count: Option<usize>,
+    /// Show only transactions that write home block BLOCK.
+    #[arg(short = 'b', long = "block")]
+    block: Option<u64>,
+    /// Hex dump every block of every transaction shown.
+    #[arg(long)]
+    raw: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Keep the temporary images in this directory (created; must not exist) instead of deleting them.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Transactions each of the 4 threads runs before the crash step.
+    #[arg(long, default_value_t = 100)]
+    transactions: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_tracing(cli.verbose);
+    // A panic is a bug; it still ends as e2fsck's operational error, never as exit 101.
+    match std::panic::catch_unwind(|| run(&cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            eprintln!("txdisk: internal error: {message} (this is a bug)");
+            ExitCode::from(EXIT_OPERATIONAL as u8)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> u8 {
+    let code = match &cli.command {
+        Command::Format(args) => format(args, cli.json),
+        Command::Fsck(args) => fsck(args, cli.json),
+        Command::Logdump(args) => logdump(args, cli.json),
+        Command::Demo(args) => demo::run(args, cli.json),
+        Command::DemoWriter { d1, d2 } => demo::writer(d1, d2),
+    };
+    code as u8
+}
+
+fn images(first: &PathBuf, second: &Option<PathBuf>) -> Vec<PathBuf> {
+    std::iter::once(first.clone()).chain(second.clone()).collect()
+}
+
+fn format(args: &FormatArgs, json: bool) -> i32 {
+    let sizes = output::parse_blocks(&args.size).and_then(|size| Ok((size, output::parse_blocks(&args.log)?)));
+    let (size_blocks, log_blocks) = match sizes {
+        Ok(sizes) => sizes,
+        Err(message) => return output::fail(json, &message),
+    };
+    let images = images(&args.image, &args.image2);
+    match txdisk::format(&images, &txdisk::FormatOptions { size_blocks, log_blocks }) {
+        Ok(()) => {
+            let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+            let what = if images.len() == 2 { "replicated pair" } else { "image" };
+            if json {
+                println!("{}", serde_json::json!({ "images": names, "size_blocks": size_blocks, "log_blocks": log_blocks }));
+            } else {
+                println!("formatted {what} {}: {size_blocks} blocks each, log of {log_blocks} blocks", names.join(" + "));
+            }
+            0
+        }
+        Err(error) => output::fail(json, &format!("format: {error}")),
+    }
+}
+
+fn fsck(args: &FsckArgs, json: bool) -> i32 {
+    let images = images(&args.image, &args.image2);
+    let options = CheckOptions { repair: args.repair, max_listed: args.max_listed };
+    let mut bar = output::Bar::new(json);
+    match txdisk_inspect::check_with_progress(&images, &options, &mut |p| bar.update(p.phase, p.done_blocks, p.total_blocks)) {
+        Ok(report) => {
+            bar.finish();
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render_text());
+            }
+            report.exit_code()
+        }
+        Err(error) => {
+            bar.finish();
+            output::fail(json, &format!("fsck: {error}"))
+        }
+    }
+}
+
+fn logdump(args: &LogdumpArgs, json: bool) -> i32 {
+    let options = DumpOptions { max_records: args.count, block: args.block, raw: args.raw };
+    match txdisk_inspect::logdump(&args.image, &options) {
+        Ok(dump) => {
+            if json {
+                println!("{}", dump.to_json());
+            } else {
+                print!("{}", dump.render_text());
+            }
+            if dump.corruption.is_some() {
+                EXIT_UNCORRECTED
+            } else {
+                0
+            }
+        }
+        Err(error) => output::fail(json, &format!("logdump: {error}")),
+    }
 }

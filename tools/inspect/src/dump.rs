@@ -1,0 +1,221 @@
+//! The log dump (`txdisk logdump`), like debugfs's logdump: the superblock, both header slots,
+//! then the live log transaction by transaction, and why the chain ends. It prints what the
+//! one log parser ([`txdisk_log::scan_log`]) returns — the same records recovery replays.
+
+use crate::error::{InspectError, Result};
+use crate::report::{addr_list, header_slot_text, one_line, superblock_json, superblock_text, RecordSummary};
+use crate::view::{open_image, ImageKind};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use txdisk_disk::{Addr, Block, Disk};
+use txdisk_log::{scan_log, Header, LogError, ScanStop, SlotState, Superblock};
+
+/// What to show.
+#[derive(Clone, Debug, Default)]
+pub struct DumpOptions {
+    /// Show at most this many records of the chain.
+    pub max_records: Option<usize>,
+    /// Show only records that write this home (data-region) address.
+    pub block: Option<Addr>,
+    /// Add a hex dump of every block of every record shown.
+    pub raw: bool,
+}
+
+/// One block of a record, as stored in the log.
+#[derive(Clone, Debug)]
+pub struct RawBlock {
+    /// Address in the log's address space.
+    pub disk_addr: Addr,
+    pub block: Block,
+}
+
+/// A record as the dump shows it.
+#[derive(Clone, Debug)]
+pub struct DumpRecord {
+    pub record: RecordSummary,
+    /// Addresses (in the log's address space) of its blocks, in order.
+    pub first_disk_addr: Addr,
+    pub raw: Vec<RawBlock>,
+}
+
+/// The log of one image.
+#[derive(Clone, Debug)]
+pub struct LogDump {
+    pub image: PathBuf,
+    /// Where the log's address space starts in the file (2 for a pair member, 0 otherwise).
+    pub offset_blocks: u64,
+    pub superblock: Superblock,
+    pub slots: [SlotState; 2],
+    pub header: Header,
+    /// Records in the chain (all of them, before any filter).
+    pub chain_records: usize,
+    pub records: Vec<DumpRecord>,
+    pub stop: ScanStop,
+    /// The first block at the stop, raw (with `--raw`).
+    pub stop_block: Option<RawBlock>,
+    pub beyond_stop: Vec<RecordSummary>,
+    pub corruption: Option<String>,
+}
+
+/// Dumps the log of `image` (read-only).
+pub fn logdump(image: &Path, options: &DumpOptions) -> Result<LogDump> {
+    let opened = open_image(image)?;
+    let view = opened.log_view();
+    let unreadable = |error: LogError| match error {
+        LogError::Disk(source) => InspectError::Io { path: image.to_path_buf(), source },
+        LogError::UnsupportedVersion { found, supported } => {
+            InspectError::UnsupportedVersion { path: image.to_path_buf(), what: "log", found, supported }
+        }
+        LogError::NotAnImage { reason } if opened.kind == ImageKind::Single => InspectError::NotAnImage { path: image.to_path_buf(), reason },
+        other => InspectError::Unreadable { path: image.to_path_buf(), detail: one_line(&other.to_string()) },
+    };
+    let header = txdisk_log::read_superblock(&view)
+        .and_then(|sb| txdisk_log::read_headers(&view, &sb))
+        .map_err(unreadable)?
+        .1;
+    if header.tail_pos > u64::MAX / 4 || header.tail_seq > u64::MAX / 4 {
+        let detail = format!("log header position {} / sequence {} out of any plausible range", header.tail_pos, header.tail_seq);
+        return Err(InspectError::Unreadable { path: image.to_path_buf(), detail });
+    }
+    let scan = scan_log(&view, false).map_err(unreadable)?;
+    let sb = scan.superblock;
+    let read_raw = |pos: u64| -> Result<RawBlock> {
+        let disk_addr = sb.log_addr(pos);
+        let block = view.read(disk_addr).map_err(|source| InspectError::Io { path: image.to_path_buf(), source })?;
+        Ok(RawBlock { disk_addr, block })
+    };
+    let mut records = Vec::new();
+    let shown = scan.records.iter().filter(|r| options.block.is_none_or(|b| r.addrs.contains(&b)));
+    for record in shown.take(options.max_records.unwrap_or(usize::MAX)) {
+        let mut raw = Vec::new();
+        if options.raw {
+            for index in 0..record.len_blocks {
+                raw.push(read_raw(record.pos + index)?);
+            }
+        }
+        records.push(DumpRecord { record: RecordSummary::from(record), first_disk_addr: sb.log_addr(record.pos), raw });
+    }
+    let stop_block = if options.raw { Some(read_raw(scan.end_pos)?) } else { None };
+    Ok(LogDump {
+        image: image.to_path_buf(),
+        offset_blocks: view.offset_blocks(),
+        superblock: sb,
+        slots: scan.slots.clone(),
+        header: scan.header,
+        chain_records: scan.records.len(),
+        records,
+        stop: scan.stop.clone(),
+        stop_block,
+        beyond_stop: scan.beyond_stop.iter().map(RecordSummary::from).collect(),
+        corruption: scan.corruption(),
+    })
+}
+
+impl LogDump {
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "Log of {} (log address space at file block {})", self.image.display(), self.offset_blocks);
+        let _ = writeln!(out, "superblock: {}", superblock_text(&self.superblock));
+        for (index, slot) in self.slots.iter().enumerate() {
+            let _ = writeln!(out, "header slot {} (block {}): {}", index + 1, index + 1, header_slot_text(slot));
+        }
+        let _ = writeln!(
+            out,
+            "live log from position {} (block {}), sequence {}; {} record(s) in the chain, {} shown",
+            self.header.tail_pos,
+            self.superblock.log_addr(self.header.tail_pos),
+            self.header.tail_seq,
+            self.chain_records,
+            self.records.len()
+        );
+        for shown in &self.records {
+            let r = &shown.record;
+            let _ = writeln!(
+                out,
+                "  sequence {} at position {} (block {}): {} block(s), durable through {}, checksum found {:#010x} expected {:#010x}",
+                r.seq, r.pos, shown.first_disk_addr, r.len_blocks, r.durable_seq, r.crc, r.crc
+            );
+            let _ = writeln!(out, "    home blocks: {}", addr_list(&r.addrs, 64));
+            for raw in &shown.raw {
+                let _ = writeln!(out, "    block {}:", raw.disk_addr);
+                out.push_str(&hex_dump(&raw.block, "      "));
+            }
+        }
+        let _ = writeln!(out, "end of log: {}", self.stop);
+        if let Some(raw) = &self.stop_block {
+            let _ = writeln!(out, "    block {} (at the end of the log):", raw.disk_addr);
+            out.push_str(&hex_dump(&raw.block, "      "));
+        }
+        for r in &self.beyond_stop {
+            let _ = writeln!(
+                out,
+                "  past the end: sequence {} at position {}, durable through {}, home blocks {} (not replayed)",
+                r.seq,
+                r.pos,
+                r.durable_seq,
+                addr_list(&r.addrs, 16)
+            );
+        }
+        if let Some(detail) = &self.corruption {
+            let _ = writeln!(out, "CORRUPTION: {detail}");
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> Value {
+        let record_json = |shown: &DumpRecord| {
+            let mut value = shown.record.to_json();
+            value["first_block"] = json!(shown.first_disk_addr);
+            value["checksum_expected"] = json!(format!("{:#010x}", shown.record.crc));
+            value["checksum_valid"] = json!(true);
+            if !shown.raw.is_empty() {
+                value["raw"] = json!(shown.raw.iter().map(raw_json).collect::<Vec<_>>());
+            }
+            value
+        };
+        json!({
+            "image": self.image.display().to_string(),
+            "offset_blocks": self.offset_blocks,
+            "superblock": superblock_json(&self.superblock),
+            "header_slots": self.slots.iter().map(header_slot_text).collect::<Vec<_>>(),
+            "tail_position": self.header.tail_pos,
+            "tail_sequence": self.header.tail_seq,
+            "chain_records": self.chain_records,
+            "records": self.records.iter().map(record_json).collect::<Vec<_>>(),
+            "stop": self.stop.to_string(),
+            "stop_block": self.stop_block.as_ref().map(raw_json),
+            "beyond_stop": self.beyond_stop.iter().map(RecordSummary::to_json).collect::<Vec<_>>(),
+            "corruption": self.corruption,
+        })
+    }
+}
+
+fn raw_json(raw: &RawBlock) -> Value {
+    let hex: String = raw.block.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    json!({ "block": raw.disk_addr, "hex": hex })
+}
+
+/// A hex dump, 16 bytes a line with their ASCII, repeated lines collapsed to `*` (as hexdump).
+pub fn hex_dump(block: &Block, indent: &str) -> String {
+    let bytes = block.as_bytes();
+    let mut out = String::new();
+    let mut previous: Option<&[u8]> = None;
+    let mut starred = false;
+    for (index, line) in bytes.chunks(16).enumerate() {
+        if previous == Some(line) {
+            if !starred {
+                let _ = writeln!(out, "{indent}*");
+                starred = true;
+            }
+            continue;
+        }
+        starred = false;
+        previous = Some(line);
+        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String = line.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }).collect();
+        let _ = writeln!(out, "{indent}{:04x}  {}  |{ascii}|", index * 16, hex.join(" "));
+    }
+    let _ = writeln!(out, "{indent}{:04x}", bytes.len());
+    out
+}

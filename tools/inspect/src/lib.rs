@@ -1,0 +1,48 @@
+//! # txdisk-inspect: inspecting and repairing txdisk images
+//!
+//! The integrity check and the log dump as library functions, so that the `txdisk` program,
+//! the tests and the fuzzer all run the same code (as redb's `Database::check_integrity`):
+//!
+//! * [`check`] — e2fsck for txdisk: reads one image or a replicated pair *read-only* and checks
+//!   every layer from the bottom: the files (whole blocks, not truncated), the pair metadata of
+//!   each member (both slots, one pair, roles, sizes, which member recovery would copy from, a
+//!   dirty, stale or half-rebuilt member), the replicas' data block by block, then the log:
+//!   superblock, both header slots, and every transaction of the live log as the one log
+//!   parser ([`txdisk_log::scan_log`]) sees it — what recovery would replay, and why the chain
+//!   ends. With `repair`, it runs the layers' own recoveries and checks again.
+//! * [`logdump`] — the log, transaction by transaction, like debugfs's logdump.
+//! * [`damaged`] — deliberately damaged images for tests.
+//!
+//! **What each state means** (the exit code is e2fsck's: [`FsckReport::exit_code`]):
+//!
+//! | found | severity | without repair | repair |
+//! |---|---|---|---|
+//! | valid transactions in the log (committed, not installed) | fixable: "recovery needed" | 4 | log recovery replays them: 1 |
+//! | a pair not closed cleanly, replicas that differ, a stale or half-rebuilt member, one damaged metadata slot | fixable | 4 | replica recovery: 1 |
+//! | a torn record at the end of the log, valid records past it that no later record vouches for | info: a crash during a commit, never acknowledged | 0 | nothing to do |
+//! | a broken chain (a later record says a bad one was durable), a bad superblock checksum or geometry, no valid header, a truncated image, inconsistent pair metadata | error | 4 | not attempted: 4 |
+//! | not a file of ours, an empty file, a directory, a format version from the future, members of different pairs | operational ([`InspectError`]) | 8 | 8 |
+//!
+//! A torn tail is not an error: a record is acknowledged only once it and everything before it
+//! are durable, so a record whose checksum fails and that no later valid record vouches for was
+//! never acknowledged; recovery drops it and moves the sequence numbers past it.
+//!
+//! Repair writes nothing if the check found an error it cannot correct: the recoveries assume a
+//! sound image, and a resync run on a damaged one would copy the damage over the good replica.
+
+mod check;
+pub mod damaged;
+mod dump;
+mod error;
+mod repair;
+mod report;
+mod view;
+
+pub use check::{check, check_with_progress, CheckOptions, Progress};
+pub use dump::{hex_dump, logdump, DumpOptions, DumpRecord, LogDump, RawBlock};
+pub use error::{InspectError, Result};
+pub use report::{
+    Finding, FsckReport, LogReport, MemberReport, RecordSummary, RepairReport, ReplicaDiff, Severity, EXIT_CLEAN, EXIT_CORRECTED,
+    EXIT_OPERATIONAL, EXIT_UNCORRECTED,
+};
+pub use view::{open_image, ImageKind, OpenedImage, Window};

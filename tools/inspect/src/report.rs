@@ -1,0 +1,412 @@
+//! The result of a check: structured findings, the e2fsck exit code they map to, a one-line
+//! diagnosis, a text rendering and JSON.
+
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use txdisk_disk::Addr;
+use txdisk_log::{Header, ScanStop, ScannedRecord, SlotState, Superblock};
+use txdisk_replicated::{MetaState, ReplicaMeta, Role, Slot};
+
+/// e2fsck's exit codes, which `txdisk fsck` keeps.
+pub const EXIT_CLEAN: i32 = 0;
+pub const EXIT_CORRECTED: i32 = 1;
+pub const EXIT_UNCORRECTED: i32 = 4;
+pub const EXIT_OPERATIONAL: i32 = 8;
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Worth knowing, nothing to do (a torn tail a crash left, which recovery discards).
+    Info,
+    /// What a crash leaves and recovery repairs: transactions to replay, replicas to resync.
+    /// `--repair` fixes it.
+    Fixable,
+    /// Damage recovery cannot undo: a corrupt superblock, a broken chain of acknowledged
+    /// transactions, inconsistent pair metadata.
+    Error,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Fixable => "fixable",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// One thing the check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    /// The layer whose invariant or state it is about: "disk", "replicated", "log".
+    pub layer: &'static str,
+    /// A stable, machine-readable name (`log.recovery_needed`, `replicated.differ`, ...).
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Finding {
+    pub fn new(severity: Severity, layer: &'static str, code: &'static str, message: impl Into<String>) -> Finding {
+        Finding { severity, layer, code, message: message.into() }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({ "severity": self.severity.name(), "layer": self.layer, "code": self.code, "message": self.message })
+    }
+}
+
+/// A transaction record of the log, without its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordSummary {
+    pub seq: u64,
+    /// Absolute log position of its first block.
+    pub pos: u64,
+    pub len_blocks: u64,
+    /// Every record through this sequence was durable when this one was written.
+    pub durable_seq: u64,
+    pub crc: u32,
+    /// Home addresses (data-region addresses), in record order.
+    pub addrs: Vec<Addr>,
+}
+
+impl From<&ScannedRecord> for RecordSummary {
+    fn from(record: &ScannedRecord) -> RecordSummary {
+        RecordSummary {
+            seq: record.seq,
+            pos: record.pos,
+            len_blocks: record.len_blocks,
+            durable_seq: record.durable_seq,
+            crc: record.crc,
+            addrs: record.addrs.clone(),
+        }
+    }
+}
+
+impl RecordSummary {
+    pub(crate) fn to_json(&self) -> Value {
+        json!({
+            "sequence": self.seq, "position": self.pos, "blocks": self.len_blocks,
+            "durable_sequence": self.durable_seq, "checksum": format!("{:#010x}", self.crc),
+            "home_addresses": self.addrs,
+        })
+    }
+}
+
+/// What the log scan found.
+#[derive(Clone, Debug)]
+pub struct LogReport {
+    pub superblock: Superblock,
+    pub slots: [SlotState; 2],
+    pub header: Header,
+    /// The valid chain: what recovery would replay, in order.
+    pub records: Vec<RecordSummary>,
+    pub end_pos: u64,
+    pub next_seq: u64,
+    pub stop: ScanStop,
+    /// Valid records past the end of the chain (never replayed).
+    pub beyond_stop: Vec<RecordSummary>,
+    /// `Some` when the chain's end cannot be explained by a crash.
+    pub corruption: Option<String>,
+    /// Distinct home blocks the replay would write.
+    pub replay_home_blocks: usize,
+}
+
+/// One pair member's metadata as found.
+#[derive(Clone, Debug)]
+pub struct MemberReport {
+    pub path: PathBuf,
+    pub slots: [Slot; 2],
+    /// The newest valid slot.
+    pub meta: Option<ReplicaMeta>,
+}
+
+/// The comparison of the two replicas' data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaDiff {
+    pub compared_blocks: u64,
+    pub differing_blocks: u64,
+    /// The first differing pair addresses (at most `CheckOptions::max_listed`).
+    pub first_differences: Vec<Addr>,
+    /// The member recovery would copy from.
+    pub source: Role,
+}
+
+/// What `--repair` did.
+#[derive(Clone, Debug, Default)]
+pub struct RepairReport {
+    /// The findings of the check before the repair.
+    pub before: Vec<Finding>,
+    /// What was done, in order, in plain words.
+    pub actions: Vec<String>,
+    /// Why nothing was written (uncorrectable errors, a missing member), if so.
+    pub skipped: Option<String>,
+    /// The repair started and failed.
+    pub failed: Option<String>,
+}
+
+/// Everything a check found. [`FsckReport::exit_code`] maps it to e2fsck's exit codes.
+#[derive(Clone, Debug, Default)]
+pub struct FsckReport {
+    pub images: Vec<PathBuf>,
+    /// The pair's id when the images are pair members.
+    pub pair_id: Option<u64>,
+    pub members: Vec<MemberReport>,
+    pub log: Option<LogReport>,
+    pub replicas: Option<ReplicaDiff>,
+    pub findings: Vec<Finding>,
+    pub repair: Option<RepairReport>,
+}
+
+impl FsckReport {
+    pub(crate) fn add(&mut self, severity: Severity, layer: &'static str, code: &'static str, message: impl Into<String>) {
+        self.findings.push(Finding::new(severity, layer, code, message));
+    }
+
+    /// The worst severity found, `None` if nothing at all.
+    pub fn worst(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+
+    /// True when no finding needs action (infos only).
+    pub fn is_clean(&self) -> bool {
+        self.worst().is_none_or(|s| s == Severity::Info)
+    }
+
+    /// e2fsck's convention: 0 clean; 1 errors corrected (a repair ran and the image is now
+    /// clean); 4 errors left uncorrected (including recovery that a read-only check did not
+    /// run). Operational errors (8) are [`crate::InspectError`]s, never a report.
+    pub fn exit_code(&self) -> i32 {
+        if !self.is_clean() {
+            return EXIT_UNCORRECTED;
+        }
+        match &self.repair {
+            Some(repair) if repair.skipped.is_none() && repair.failed.is_none() => EXIT_CORRECTED,
+            _ => EXIT_CLEAN,
+        }
+    }
+
+    /// A one-line diagnosis: the images, the verdict, and the most important findings.
+    pub fn summary(&self) -> String {
+        let names: Vec<String> = self.images.iter().map(|p| p.display().to_string()).collect();
+        let names = names.join(" + ");
+        let verdict = match self.exit_code() {
+            EXIT_CLEAN => "clean".to_string(),
+            EXIT_CORRECTED => "errors corrected, now clean".to_string(),
+            _ => "problems left uncorrected".to_string(),
+        };
+        let mut worst: Vec<&Finding> = self.findings.iter().filter(|f| f.severity > Severity::Info).collect();
+        worst.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        let mut line = format!("{names}: {verdict}");
+        if let Some(first) = worst.first() {
+            let _ = write!(line, ": {}", first.message);
+            if worst.len() > 1 {
+                let _ = write!(line, " (and {} more)", worst.len() - 1);
+            }
+        }
+        one_line(&line)
+    }
+
+    /// The report as a human reads it: what was checked, every finding, the verdict.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        render_members(self, &mut out);
+        if let Some(log) = &self.log {
+            render_log(log, &mut out);
+        }
+        if let Some(diff) = &self.replicas {
+            let listed: Vec<String> = diff.first_differences.iter().map(u64::to_string).collect();
+            let _ = writeln!(
+                out,
+                "replicas: {} of {} data blocks differ{}",
+                diff.differing_blocks,
+                diff.compared_blocks,
+                if listed.is_empty() { String::new() } else { format!(" (first: {})", listed.join(", ")) }
+            );
+        }
+        if let Some(repair) = &self.repair {
+            render_repair(repair, &mut out);
+        }
+        for finding in &self.findings {
+            let _ = writeln!(out, "{:<7} {}: {}", finding.severity.name(), finding.layer, finding.message);
+        }
+        let _ = writeln!(out, "{}", self.summary());
+        out
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "images": self.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "exit_code": self.exit_code(),
+            "summary": self.summary(),
+            "pair_id": self.pair_id.map(|id| format!("{id:016x}")),
+            "members": self.members.iter().map(member_json).collect::<Vec<_>>(),
+            "log": self.log.as_ref().map(log_json),
+            "replicas": self.replicas.as_ref().map(|d| json!({
+                "compared_blocks": d.compared_blocks, "differing_blocks": d.differing_blocks,
+                "first_differences": d.first_differences, "source": d.source.to_string(),
+            })),
+            "findings": self.findings.iter().map(Finding::to_json).collect::<Vec<_>>(),
+            "repair": self.repair.as_ref().map(|r| json!({
+                "before": r.before.iter().map(Finding::to_json).collect::<Vec<_>>(),
+                "actions": r.actions, "skipped": r.skipped, "failed": r.failed,
+            })),
+        })
+    }
+}
+
+/// Collapses a message onto one line (error chains may carry newlines).
+pub(crate) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+pub(crate) fn slot_text(slot: &Slot) -> String {
+    match slot {
+        Slot::Valid(meta) => meta_text(meta),
+        Slot::Blank => "blank".into(),
+        Slot::Foreign => "not pair metadata".into(),
+        Slot::BadVersion { found } => format!("format version {found} (unsupported)"),
+        Slot::Corrupt { expected_crc, found_crc } => {
+            format!("corrupt (checksum expected {expected_crc:#010x}, found {found_crc:#010x}, or a field out of range)")
+        }
+        Slot::Unreadable => "unreadable".into(),
+    }
+}
+
+pub(crate) fn state_text(state: MetaState) -> &'static str {
+    match state {
+        MetaState::Clean => "clean",
+        MetaState::Dirty => "dirty",
+        MetaState::Rebuilding => "rebuilding",
+    }
+}
+
+fn meta_text(meta: &ReplicaMeta) -> String {
+    format!(
+        "member {} of pair {:016x}, {}, seq {}, events {}, {} data blocks{}",
+        meta.role,
+        meta.pair_id,
+        state_text(meta.state),
+        meta.seq,
+        meta.events,
+        meta.data_size_blocks,
+        if meta.peer_failed { ", ran without its peer" } else { "" }
+    )
+}
+
+fn render_members(report: &FsckReport, out: &mut String) {
+    for member in &report.members {
+        let _ = writeln!(out, "{}:", member.path.display());
+        for (index, slot) in member.slots.iter().enumerate() {
+            let _ = writeln!(out, "  metadata slot {index}: {}", slot_text(slot));
+        }
+    }
+}
+
+pub(crate) fn superblock_text(sb: &Superblock) -> String {
+    format!(
+        "version {}, {} blocks, log blocks {}..{} ({} blocks), data blocks {}..{} ({} blocks), salt {:#018x}",
+        sb.version,
+        sb.size_blocks,
+        sb.log_start,
+        sb.log_start + sb.log_blocks,
+        sb.log_blocks,
+        sb.data_start,
+        sb.data_start + sb.data_blocks,
+        sb.data_blocks,
+        sb.salt
+    )
+}
+
+pub(crate) fn header_slot_text(slot: &SlotState) -> String {
+    match slot {
+        SlotState::Valid(h) => format!("generation {}, tail position {}, tail sequence {}", h.generation, h.tail_pos, h.tail_seq),
+        SlotState::Invalid(reason) => format!("invalid ({reason})"),
+    }
+}
+
+fn render_log(log: &LogReport, out: &mut String) {
+    let _ = writeln!(out, "log superblock: {}", superblock_text(&log.superblock));
+    for (index, slot) in log.slots.iter().enumerate() {
+        let _ = writeln!(out, "log header slot {}: {}", index + 1, header_slot_text(slot));
+    }
+    let _ = writeln!(out, "log: {} transaction(s) to replay from position {}", log.records.len(), log.header.tail_pos);
+    for record in &log.records {
+        let _ = writeln!(
+            out,
+            "  sequence {} at position {}: {} block(s), home {}, checksum {:#010x} valid",
+            record.seq,
+            record.pos,
+            record.len_blocks,
+            addr_list(&record.addrs, 8),
+            record.crc
+        );
+    }
+    let _ = writeln!(out, "log ends: {}", log.stop);
+    for record in &log.beyond_stop {
+        let _ = writeln!(
+            out,
+            "  past the end: sequence {} at position {} (durable through {}), not replayed",
+            record.seq, record.pos, record.durable_seq
+        );
+    }
+}
+
+fn render_repair(repair: &RepairReport, out: &mut String) {
+    if let Some(reason) = &repair.skipped {
+        let _ = writeln!(out, "repair: skipped: {reason}");
+    }
+    for action in &repair.actions {
+        let _ = writeln!(out, "repair: {action}");
+    }
+    if let Some(error) = &repair.failed {
+        let _ = writeln!(out, "repair: failed: {error}");
+    }
+}
+
+/// Up to `max` addresses, then a count of the rest.
+pub(crate) fn addr_list(addrs: &[Addr], max: usize) -> String {
+    let shown: Vec<String> = addrs.iter().take(max).map(u64::to_string).collect();
+    let mut text = shown.join(" ");
+    if addrs.len() > max {
+        let _ = write!(text, " (+{} more)", addrs.len() - max);
+    }
+    text
+}
+
+fn member_json(member: &MemberReport) -> Value {
+    json!({
+        "path": member.path.display().to_string(),
+        "slots": member.slots.iter().map(slot_text).collect::<Vec<_>>(),
+        "role": member.meta.map(|m| m.role.to_string()),
+        "state": member.meta.map(|m| state_text(m.state)),
+        "events": member.meta.map(|m| m.events),
+        "data_blocks": member.meta.map(|m| m.data_size_blocks),
+    })
+}
+
+pub(crate) fn superblock_json(sb: &Superblock) -> Value {
+    json!({
+        "version": sb.version, "size_blocks": sb.size_blocks, "log_start": sb.log_start,
+        "log_blocks": sb.log_blocks, "data_start": sb.data_start, "data_blocks": sb.data_blocks,
+        "salt": format!("{:#018x}", sb.salt),
+    })
+}
+
+fn log_json(log: &LogReport) -> Value {
+    json!({
+        "superblock": superblock_json(&log.superblock),
+        "header_slots": log.slots.iter().map(header_slot_text).collect::<Vec<_>>(),
+        "tail_position": log.header.tail_pos,
+        "tail_sequence": log.header.tail_seq,
+        "replay": log.records.iter().map(RecordSummary::to_json).collect::<Vec<_>>(),
+        "replay_home_blocks": log.replay_home_blocks,
+        "end_position": log.end_pos,
+        "next_sequence": log.next_seq,
+        "stop": log.stop.to_string(),
+        "beyond_stop": log.beyond_stop.iter().map(RecordSummary::to_json).collect::<Vec<_>>(),
+        "corruption": log.corruption,
+    })
+}
