@@ -161,7 +161,8 @@ pub fn log_intact(
 
 /// Accepts `recovered` if it equals one of `states` at index `min_index` or later (the states
 /// after each prefix of the commit order; `min_index` the last durably committed). Returns the
-/// index matched; on failure, the first address that tells the closest state apart.
+/// index matched; on failure, the first address at which it differs from the newest allowed
+/// state, with the expected and found values.
 pub fn matches_prefix(
     recovered: &Contents,
     states: &[Contents],
