@@ -64,9 +64,13 @@ impl ServerProcess {
             .ok_or_else(|| io::Error::other("no stdout"))?;
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
             let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = reader.read_line(&mut line);
             let _ = tx.send(line);
+            // Keep draining, so later output never meets a closed pipe (EPIPE would make a
+            // server's final message fail, and with it a clean exit).
+            let _ = io::copy(&mut reader, &mut io::sink());
         });
         let line = match rx.recv_timeout(timeout) {
             Ok(line) => line,

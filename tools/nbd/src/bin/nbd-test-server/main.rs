@@ -66,7 +66,8 @@ fn serve<B: ExportBackend>(args: &Args, backend: B) -> Result<(), String> {
     println!("listening on {addr}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     let stats = server.serve_until(stop).map_err(|e| e.to_string())?;
-    eprintln!("stopped: {stats:?}");
+    // On stdout on purpose: the test harness must keep reading it after the first line.
+    println!("stopped: {stats:?}");
     Ok(())
 }
 
