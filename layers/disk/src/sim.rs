@@ -93,6 +93,20 @@ struct State {
     faults: FaultPlan,
     trace: Vec<OpKind>,
     stats: SimStats,
+    #[cfg(debug_assertions)]
+    seen: RepSeen,
+}
+
+/// What `check_rep` saw at its previous call (debug builds only), so that it can check the
+/// history the rep invariant speaks of: the operation counter never goes back, and a disk that
+/// stopped (crashed or failed) never changes again.
+#[cfg(debug_assertions)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RepSeen {
+    ops: u64,
+    /// Taken at the first check after the disk stopped: status, counters, pending writes and
+    /// dirty blocks, none of which may change afterwards.
+    stopped: Option<(Status, SimStats, usize, usize)>,
 }
 
 /// The asynchronous disk model with crash and fault injection. See the module documentation.
@@ -103,7 +117,7 @@ pub struct SimDisk {
 }
 
 /// A whole-disk image: one value per block. Cheap to clone (blocks are shared).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DiskImage {
     blocks: Vec<Arc<Block>>,
 }
@@ -112,7 +126,9 @@ impl DiskImage {
     /// An image of `size_blocks` zero blocks.
     pub fn zeroed(size_blocks: u64) -> DiskImage {
         let zero = Arc::new(Block::zeroed());
-        DiskImage { blocks: vec![zero; size_blocks as usize] }
+        DiskImage {
+            blocks: vec![zero; size_blocks as usize],
+        }
     }
 
     pub fn size_blocks(&self) -> u64 {
@@ -137,7 +153,11 @@ impl DiskImage {
 
     /// Addresses at which the two images differ (both must have the same size).
     pub fn diff(&self, other: &DiskImage) -> Vec<Addr> {
-        assert_eq!(self.size_blocks(), other.size_blocks(), "disk: diff of images of different sizes");
+        assert_eq!(
+            self.size_blocks(),
+            other.size_blocks(),
+            "disk: diff of images of different sizes"
+        );
         let pairs = self.blocks.iter().zip(other.blocks.iter());
         pairs
             .enumerate()
@@ -181,11 +201,17 @@ pub struct CrashStates {
 
 impl CrashStates {
     fn new(base: DiskImage, units: Vec<ChoiceUnit>) -> CrashStates {
-        let total = units
-            .iter()
-            .fold(1u128, |acc, unit| acc.saturating_mul(unit.candidates.len() as u128));
+        let total = units.iter().fold(1u128, |acc, unit| {
+            acc.saturating_mul(unit.candidates.len() as u128)
+        });
         let next = Some(vec![0; units.len()]);
-        CrashStates { base, units, next, total, produced: 0 }
+        CrashStates {
+            base,
+            units,
+            next,
+            total,
+            produced: 0,
+        }
     }
 
     /// How many states the enumeration yields in all (saturating at `u128::MAX`).
@@ -216,7 +242,9 @@ impl CrashStates {
     }
 
     fn advance(&mut self) {
-        let Some(counter) = self.next.as_mut() else { return };
+        let Some(counter) = self.next.as_mut() else {
+            return;
+        };
         for (index, unit) in self.units.iter().enumerate() {
             counter[index] += 1;
             if counter[index] < unit.candidates.len() {
@@ -237,7 +265,10 @@ impl Iterator for CrashStates {
         self.produced += 1;
         self.advance();
         if self.next.is_none() && self.total != u128::MAX {
-            assert_eq!(self.produced, self.total, "disk: enumeration yielded a wrong number of crash states");
+            assert_eq!(
+                self.produced, self.total,
+                "disk: enumeration yielded a wrong number of crash states"
+            );
         }
         Some(image)
     }
@@ -254,7 +285,10 @@ impl SimDisk {
         let slots = image
             .blocks
             .iter()
-            .map(|block| Slot { durable: Arc::clone(block), pending: Vec::new() })
+            .map(|block| Slot {
+                durable: Arc::clone(block),
+                pending: Vec::new(),
+            })
             .collect();
         let state = State {
             slots,
@@ -265,8 +299,13 @@ impl SimDisk {
             faults: FaultPlan::default(),
             trace: Vec::new(),
             stats: SimStats::default(),
+            #[cfg(debug_assertions)]
+            seen: RepSeen::default(),
         };
-        SimDisk { state: Mutex::new(state), size_blocks: image.size_blocks() }
+        SimDisk {
+            state: Mutex::new(state),
+            size_blocks: image.size_blocks(),
+        }
     }
 
     // ---- fault scheduling ----
@@ -304,7 +343,10 @@ impl SimDisk {
 
     /// The `write` numbered `op` lands at `to` instead of its own address.
     pub fn schedule_misdirected_write(&self, op: u64, to: Addr) {
-        assert!(to < self.size_blocks, "disk: misdirect target {to} out of range");
+        assert!(
+            to < self.size_blocks,
+            "disk: misdirect target {to} out of range"
+        );
         self.state.lock().faults.misdirect_write_at_op = Some((op, to));
     }
 
@@ -318,7 +360,10 @@ impl SimDisk {
         // Checked here, as in `schedule_misdirected_write`: unchecked, the bad target would only
         // surface later as an index panic inside `write`, far from the plan that caused it.
         if let Some((op, to)) = faults.misdirect_write_at_op {
-            assert!(to < self.size_blocks, "disk: misdirect target {to} (op {op}) out of range");
+            assert!(
+                to < self.size_blocks,
+                "disk: misdirect target {to} (op {op}) out of range"
+            );
         }
         self.state.lock().faults = faults;
     }
@@ -365,7 +410,9 @@ impl SimDisk {
     /// The newest contents: what a crash leaves if every pending write survives.
     pub fn current_image(&self) -> DiskImage {
         let state = self.state.lock();
-        DiskImage { blocks: state.slots.iter().map(|s| Arc::clone(s.newest())).collect() }
+        DiskImage {
+            blocks: state.slots.iter().map(|s| Arc::clone(s.newest())).collect(),
+        }
     }
 
     // ---- crash states ----
@@ -376,19 +423,30 @@ impl SimDisk {
             let values = state.slots[addr as usize].distinct_values();
             if !torn {
                 if values.len() > 1 {
-                    units.push(ChoiceUnit { addr, sector: None, candidates: values });
+                    units.push(ChoiceUnit {
+                        addr,
+                        sector: None,
+                        candidates: values,
+                    });
                 }
                 continue;
             }
             for sector in 0..SECTORS_PER_BLOCK {
                 let mut candidates: Vec<Arc<Block>> = Vec::new();
                 for value in &values {
-                    if !candidates.iter().any(|c| c.sector(sector) == value.sector(sector)) {
+                    if !candidates
+                        .iter()
+                        .any(|c| c.sector(sector) == value.sector(sector))
+                    {
                         candidates.push(Arc::clone(value));
                     }
                 }
                 if candidates.len() > 1 {
-                    units.push(ChoiceUnit { addr, sector: Some(sector), candidates });
+                    units.push(ChoiceUnit {
+                        addr,
+                        sector: Some(sector),
+                        candidates,
+                    });
                 }
             }
         }
@@ -409,7 +467,10 @@ impl SimDisk {
     pub fn crash_states_capped(&self, torn: bool, cap: u128) -> Result<CrashStates, TooManyStates> {
         let states = self.crash_states(torn);
         if states.total() > cap {
-            return Err(TooManyStates { count: states.total(), cap });
+            return Err(TooManyStates {
+                count: states.total(),
+                cap,
+            });
         }
         Ok(states)
     }
@@ -449,15 +510,22 @@ impl SimDisk {
 
     /// The rep invariant (see the crate documentation). Panics, naming the block, when broken.
     pub fn check_rep_sim(&self) {
-        let state = self.state.lock();
-        assert_eq!(state.slots.len() as u64, self.size_blocks, "disk: slot count != size_blocks");
+        let mut state = self.state.lock();
+        assert_eq!(
+            state.slots.len() as u64,
+            self.size_blocks,
+            "disk: slot count != size_blocks"
+        );
         let mut pending_total = 0usize;
         for &addr in &state.dirty {
             let slot = state
                 .slots
                 .get(addr as usize)
                 .unwrap_or_else(|| panic!("disk: dirty address {addr} out of range"));
-            assert!(!slot.pending.is_empty(), "disk: block {addr} marked dirty with no pending write");
+            assert!(
+                !slot.pending.is_empty(),
+                "disk: block {addr} marked dirty with no pending write"
+            );
             assert!(
                 slot.pending.len() <= MAX_PENDING_PER_BLOCK,
                 "disk: block {addr} has {} pending writes, max {MAX_PENDING_PER_BLOCK}",
@@ -465,19 +533,65 @@ impl SimDisk {
             );
             pending_total += slot.pending.len();
         }
-        assert_eq!(pending_total, state.pending_total, "disk: pending-write count out of step");
-        assert_eq!(state.trace.len() as u64, state.ops, "disk: trace length != operation count");
+        assert_eq!(
+            pending_total, state.pending_total,
+            "disk: pending-write count out of step"
+        );
+        assert_eq!(
+            state.trace.len() as u64,
+            state.ops,
+            "disk: trace length != operation count"
+        );
         match state.status {
             Status::Running => {}
             Status::Crashed { at_op } | Status::Failed { at_op } => {
-                assert!(at_op <= state.ops, "disk: stopped at op {at_op} beyond ops {}", state.ops)
+                assert!(
+                    at_op <= state.ops,
+                    "disk: stopped at op {at_op} beyond ops {}",
+                    state.ops
+                )
             }
         }
         #[cfg(feature = "expensive-checks")]
         for (addr, slot) in state.slots.iter().enumerate() {
             let addr = addr as Addr;
-            assert_eq!(!slot.pending.is_empty(), state.dirty.contains(&addr), "disk: dirty set wrong at block {addr}");
+            assert_eq!(
+                !slot.pending.is_empty(),
+                state.dirty.contains(&addr),
+                "disk: dirty set wrong at block {addr}"
+            );
         }
+        #[cfg(debug_assertions)]
+        SimDisk::check_history(&mut state);
+    }
+
+    /// The part of the rep invariant that spans calls (see [`RepSeen`]).
+    #[cfg(debug_assertions)]
+    fn check_history(state: &mut State) {
+        let (before, now) = (state.seen.ops, state.ops);
+        assert!(
+            now >= before,
+            "disk: operation counter went back from {before} to {now}"
+        );
+        state.seen.ops = now;
+        if state.status == Status::Running {
+            assert!(
+                state.seen.stopped.is_none(),
+                "disk: a stopped disk is running again"
+            );
+            return;
+        }
+        let current = (
+            state.status,
+            state.stats,
+            state.pending_total,
+            state.dirty.len(),
+        );
+        let at_stop = *state.seen.stopped.get_or_insert(current);
+        assert_eq!(
+            at_stop, current,
+            "disk: a stopped disk changed (status, stats, pending, dirty)"
+        );
     }
 
     // ---- the operations ----
@@ -575,7 +689,9 @@ impl SimDisk {
 
 /// The durable value of every block, read under the caller's lock.
 fn durable_of(state: &State) -> DiskImage {
-    DiskImage { blocks: state.slots.iter().map(|s| Arc::clone(&s.durable)).collect() }
+    DiskImage {
+        blocks: state.slots.iter().map(|s| Arc::clone(&s.durable)).collect(),
+    }
 }
 
 impl Disk for SimDisk {
