@@ -64,7 +64,10 @@ impl Block {
 
     /// Sector `index` (0..8) of the block.
     pub fn sector(&self, index: usize) -> &[u8] {
-        assert!(index < SECTORS_PER_BLOCK, "disk: sector index {index} out of range");
+        assert!(
+            index < SECTORS_PER_BLOCK,
+            "disk: sector index {index} out of range"
+        );
         &self.0[index * SECTOR_SIZE..(index + 1) * SECTOR_SIZE]
     }
 
