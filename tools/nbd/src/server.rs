@@ -27,6 +27,8 @@ use crate::transmission::{self, Counters, End, ReplyWriter};
 pub struct ServerOptions {
     /// Threads per connection running requests against the backend.
     pub workers_per_connection: usize,
+    /// Connections served at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
     /// Largest READ or WRITE accepted (advertised as the maximum block size). Over a
     /// transactional backend, lower it to what one transaction can hold (an unaligned write
     /// touches one block more than its length suggests).
@@ -50,6 +52,7 @@ impl Default for ServerOptions {
     fn default() -> ServerOptions {
         ServerOptions {
             workers_per_connection: 4,
+            max_connections: 64,
             // What qemu and libnbd clients assume when nothing is advertised.
             max_payload_bytes: 32 * 1024 * 1024,
             max_inflight_bytes: 64 * 1024 * 1024,
@@ -66,6 +69,8 @@ impl Default for ServerOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServeStats {
     pub connections: u64,
+    /// Connections closed unserved because `max_connections` were open.
+    pub refused_connections: u64,
     pub requests: u64,
     pub error_replies: u64,
     pub protocol_violations: u64,
@@ -96,6 +101,8 @@ struct Shared<B> {
     violations: AtomicU64,
     /// Connections accepted so far; also the next connection's id.
     connections: AtomicU64,
+    /// Connections closed at once because `max_connections` were open.
+    refused: AtomicU64,
     /// Read/write clones of every open connection's socket, to stop them.
     open: Mutex<HashMap<u64, TcpStream>>,
 }
@@ -164,6 +171,7 @@ impl<B: ExportBackend> Server<B> {
             counters: Counters::default(),
             violations: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
         });
         self.listener.set_nonblocking(true)?;
@@ -175,6 +183,7 @@ impl<B: ExportBackend> Server<B> {
         accepted?;
         Ok(ServeStats {
             connections: shared.connections.load(Ordering::SeqCst),
+            refused_connections: shared.refused.load(Ordering::SeqCst),
             requests: shared.counters.requests.load(Ordering::SeqCst),
             error_replies: shared.counters.error_replies.load(Ordering::SeqCst),
             protocol_violations: shared.violations.load(Ordering::SeqCst),
@@ -191,8 +200,18 @@ fn accept_loop<B: ExportBackend>(
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, peer)) => {
-                let id = shared.connections.fetch_add(1, Ordering::SeqCst);
                 threads.retain(|t| !t.is_finished());
+                if shared.open.lock().len() >= shared.opts.max_connections {
+                    // Refused before the greeting: each connection costs threads.
+                    tracing::warn!(
+                        "nbd: refusing {peer}: {} connections open",
+                        shared.opts.max_connections
+                    );
+                    shared.refused.fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                }
+                let id = shared.connections.fetch_add(1, Ordering::SeqCst);
                 match start_connection(stream, id, shared) {
                     Ok(t) => threads.push(t),
                     Err(e) => tracing::warn!("nbd: cannot start connection from {peer}: {e}"),

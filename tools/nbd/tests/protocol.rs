@@ -372,6 +372,36 @@ fn a_smaller_maximum_payload_is_advertised_and_enforced_and_bad_options_are_refu
 }
 
 #[test]
+fn connections_past_the_limit_are_closed_and_served_again_once_one_leaves() {
+    let opts = txdisk_nbd::ServerOptions {
+        max_connections: 2,
+        ..Default::default()
+    };
+    let srv = InProcess::start_with(Arc::new(MemBackend::new(SIZE)), opts);
+    let first = Client::connect(srv.addr, "disk").unwrap();
+    let mut second = Client::connect(srv.addr, "disk").unwrap();
+    assert!(
+        Client::connect(srv.addr, "disk").is_err(),
+        "a third connection was served"
+    );
+    first.disconnect().unwrap();
+    // The slot frees once the first connection's thread has finished (bounded wait).
+    let mut third = None;
+    for _ in 0..500 {
+        if let Ok(c) = Client::connect(srv.addr, "disk") {
+            third = Some(c);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut third = third.expect("no connection served after one left");
+    third.write(0, b"third", false).unwrap();
+    assert_eq!(second.read(0, 5).unwrap(), b"third");
+    let stats = srv.stop();
+    assert!(stats.refused_connections >= 1, "{stats:?}");
+}
+
+#[test]
 fn a_client_that_disconnects_mid_write_leaves_no_partial_write() {
     let srv = mem_server();
     let mut s = go(greet(srv.addr, proto::FLAG_C_FIXED_NEWSTYLE));
