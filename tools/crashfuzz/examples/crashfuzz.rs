@@ -23,7 +23,10 @@ fn main() -> ExitCode {
             "--json" => json = true,
             "--bug" => {
                 let name = value();
-                config.bug = Bug::ALL.iter().copied().find(|bug| format!("{bug:?}") == name);
+                config.bug = Bug::ALL
+                    .iter()
+                    .copied()
+                    .find(|bug| format!("{bug:?}") == name);
             }
             "--replay" => {
                 return match replay(&value()) {

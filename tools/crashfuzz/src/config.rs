@@ -16,7 +16,9 @@ impl std::str::FromStr for Budget {
 
     /// `20s` is seconds, a plain number a count of states.
     fn from_str(text: &str) -> Result<Budget, FuzzError> {
-        let bad = || FuzzError::BadConfig { reason: format!("budget {text:?}: expected a count of states or seconds as `20s`") };
+        let bad = || FuzzError::BadConfig {
+            reason: format!("budget {text:?}: expected a count of states or seconds as `20s`"),
+        };
         match text.strip_suffix('s') {
             Some(seconds) => {
                 let seconds: f64 = seconds.parse().map_err(|_| bad())?;
@@ -56,7 +58,10 @@ impl Bug {
     ];
 
     pub(crate) fn code(self) -> u64 {
-        Bug::ALL.iter().position(|b| *b == self).map_or(0, |index| index as u64 + 1)
+        Bug::ALL
+            .iter()
+            .position(|b| *b == self)
+            .map_or(0, |index| index as u64 + 1)
     }
 
     pub(crate) fn from_code(code: u64) -> Option<Option<Bug>> {
@@ -132,7 +137,11 @@ impl Default for FuzzConfig {
 
 impl FuzzConfig {
     pub(crate) fn validate(&self) -> Result<(), FuzzError> {
-        let bad = |reason: &str| Err(FuzzError::BadConfig { reason: reason.into() });
+        let bad = |reason: &str| {
+            Err(FuzzError::BadConfig {
+                reason: reason.into(),
+            })
+        };
         if self.depth == 0 {
             return bad("depth must be at least 1");
         }

@@ -85,11 +85,27 @@ pub(crate) struct Engine<'a, L: FuzzLayer> {
 }
 
 impl<'a, L: FuzzLayer> Engine<'a, L> {
-    pub fn new(layer: &'a L, cfg: &'a FuzzConfig, record: bool) -> Result<Engine<'a, L>, FuzzError> {
+    pub fn new(
+        layer: &'a L,
+        cfg: &'a FuzzConfig,
+        record: bool,
+    ) -> Result<Engine<'a, L>, FuzzError> {
         cfg.validate()?;
-        let stack = Stack { replicated: cfg.replicated, torn: cfg.torn, bug: cfg.bug, record };
-        let (base, data_blocks) = base_images(layer, cfg).map_err(|detail| FuzzError::Setup { detail })?;
-        Ok(Engine { layer, cfg, stack, base, data_blocks })
+        let stack = Stack {
+            replicated: cfg.replicated,
+            torn: cfg.torn,
+            bug: cfg.bug,
+            record,
+        };
+        let (base, data_blocks) =
+            base_images(layer, cfg).map_err(|detail| FuzzError::Setup { detail })?;
+        Ok(Engine {
+            layer,
+            cfg,
+            stack,
+            base,
+            data_blocks,
+        })
     }
 
     /// The workload numbered `index`, the same for every run of this configuration.
@@ -98,8 +114,14 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         let mut model = self.layer.initial_model();
         let mut epochs = Vec::new();
         for epoch in 0..self.cfg.epochs {
-            let len = if epoch == 0 { self.cfg.workload_len } else { (self.cfg.workload_len / 2).max(1) };
-            let steps: Vec<Step<L::Op>> = (0..len).map(|_| self.random_step(&mut rng, &mut model)).collect();
+            let len = if epoch == 0 {
+                self.cfg.workload_len
+            } else {
+                (self.cfg.workload_len / 2).max(1)
+            };
+            let steps: Vec<Step<L::Op>> = (0..len)
+                .map(|_| self.random_step(&mut rng, &mut model))
+                .collect();
             epochs.push(steps);
         }
         let faults = self.random_faults(&mut rng, &epochs[0]);
@@ -133,13 +155,20 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
             let disk = rng.below(2) as usize;
             match rng.below(3) {
                 0 => {}
-                1 => faults.fail_stop = Some(CrashAt { disk, op: rng.below(ops[disk] + 1) }),
+                1 => {
+                    faults.fail_stop = Some(CrashAt {
+                        disk,
+                        op: rng.below(ops[disk] + 1),
+                    })
+                }
                 _ => {
                     // Data blocks only: a bad metadata slot is the pair's metadata layer's
                     // business, tested there.
                     let data = self.cfg.disk_blocks - RESERVED_BLOCKS;
                     for _ in 0..1 + rng.below(2) {
-                        faults.read_errors.push((disk, RESERVED_BLOCKS + rng.below(data)));
+                        faults
+                            .read_errors
+                            .push((disk, RESERVED_BLOCKS + rng.below(data)));
                     }
                 }
             }
@@ -147,7 +176,9 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         if self.cfg.misdirect && rng.chance(1, 4) {
             let disk = rng.below(ops.len() as u64) as usize;
             let trace = clean.disks.sims[disk].trace();
-            let writes: Vec<u64> = (0..trace.len() as u64).filter(|&op| trace[op as usize] == OpKind::Write).collect();
+            let writes: Vec<u64> = (0..trace.len() as u64)
+                .filter(|&op| trace[op as usize] == OpKind::Write)
+                .collect();
             if !writes.is_empty() {
                 let op = writes[rng.below(writes.len() as u64) as usize];
                 faults.misdirect = Some((CrashAt { disk, op }, rng.below(self.cfg.disk_blocks)));
@@ -182,7 +213,13 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         steps: &[Step<L::Op>],
     ) -> Run {
         let disks = self.stack.disks(images, env, crash, faults);
-        let mut run = Run { disks, called: 0, durable: 0, boundaries: Vec::new(), failure: None };
+        let mut run = Run {
+            disks,
+            called: 0,
+            durable: 0,
+            boundaries: Vec::new(),
+            failure: None,
+        };
         let outcome = guarded(|| self.run_steps(&mut run, steps));
         if let Err(panic) = outcome {
             run.failure = Some((ViolationKind::Panic, panic));
@@ -196,7 +233,10 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
             Ok(opened) => opened,
             Err(error) => {
                 if !run.disks.crashed() {
-                    run.failure = Some((ViolationKind::OperationFailed, format!("open before the workload: {error}")));
+                    run.failure = Some((
+                        ViolationKind::OperationFailed,
+                        format!("open before the workload: {error}"),
+                    ));
                 }
                 return;
             }
@@ -214,7 +254,12 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         run.boundaries.push(run.disks.ops());
     }
 
-    fn run_step(&self, run: &mut Run, disk: &LogicalDisk, step: &Step<L::Op>) -> Result<(), String> {
+    fn run_step(
+        &self,
+        run: &mut Run,
+        disk: &LogicalDisk,
+        step: &Step<L::Op>,
+    ) -> Result<(), String> {
         match step {
             Step::Op(op) => {
                 let kind = self.layer.commit_kind(op);
@@ -238,7 +283,12 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
     }
 
     /// Runs recovery on `images` with a crash at `crash`; returns the crashed disks.
-    pub fn crash_recovery(&self, images: &[txdisk_disk::DiskImage], env: &Env, crash: CrashAt) -> Result<Disks, Failure> {
+    pub fn crash_recovery(
+        &self,
+        images: &[txdisk_disk::DiskImage],
+        env: &Env,
+        crash: CrashAt,
+    ) -> Result<Disks, Failure> {
         let disks = self.stack.disks(images, env, Some(crash), None);
         let outcome = guarded(|| {
             let opened = self.stack.open(&disks)?;
@@ -246,7 +296,9 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         });
         match outcome {
             Err(panic) => return Err((ViolationKind::Panic, panic)),
-            Ok(Err(error)) if !disks.crashed() => return Err((ViolationKind::RecoveryFailed, error)),
+            Ok(Err(error)) if !disks.crashed() => {
+                return Err((ViolationKind::RecoveryFailed, error))
+            }
             Ok(_) => {}
         }
         disks.crash_all();
@@ -264,15 +316,36 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
     ) -> Result<Recovered, Failure> {
         let disks = self.stack.disks(images, env, None, None);
         let outcome = guarded(|| -> Result<usize, Failure> {
-            let opened = self.stack.open(&disks).map_err(|e| (ViolationKind::RecoveryFailed, e))?;
-            self.layer.recover(&opened.disk).map_err(|e| (ViolationKind::RecoveryFailed, format!("layer recovery: {e}")))?;
-            self.stack.check(&opened).map_err(|e| (ViolationKind::Invariant, e))?;
-            self.layer.check(&opened.disk).map_err(|e| (ViolationKind::Invariant, e))?;
-            let found = self.layer.observe(&opened.disk).map_err(|e| (ViolationKind::RecoveryFailed, e))?;
-            self.layer.match_prefix(&found, allowed, min_index).map_err(|e| (ViolationKind::Oracle, e))
+            let opened = self
+                .stack
+                .open(&disks)
+                .map_err(|e| (ViolationKind::RecoveryFailed, e))?;
+            self.layer.recover(&opened.disk).map_err(|e| {
+                (
+                    ViolationKind::RecoveryFailed,
+                    format!("layer recovery: {e}"),
+                )
+            })?;
+            self.stack
+                .check(&opened)
+                .map_err(|e| (ViolationKind::Invariant, e))?;
+            self.layer
+                .check(&opened.disk)
+                .map_err(|e| (ViolationKind::Invariant, e))?;
+            let found = self
+                .layer
+                .observe(&opened.disk)
+                .map_err(|e| (ViolationKind::RecoveryFailed, e))?;
+            self.layer
+                .match_prefix(&found, allowed, min_index)
+                .map_err(|e| (ViolationKind::Oracle, e))
         });
         let matched = outcome.unwrap_or_else(|panic| Err((ViolationKind::Panic, panic)))?;
-        Ok(Recovered { ops: disks.ops(), images: disks.durable_images(), matched })
+        Ok(Recovered {
+            ops: disks.ops(),
+            images: disks.durable_images(),
+            matched,
+        })
     }
 
     /// Every crash point of a run that made `ops` operations per disk: each operation of each
@@ -292,25 +365,41 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
 /// The formatted starting image(s) with the layer set up, and the data blocks the log offers.
 fn base_images<L: FuzzLayer>(layer: &L, cfg: &FuzzConfig) -> Result<(Images, u64), String> {
     let count = if cfg.replicated { 2 } else { 1 };
-    let sims: Vec<Arc<SimDisk>> = (0..count).map(|_| Arc::new(SimDisk::new(cfg.disk_blocks))).collect();
+    let sims: Vec<Arc<SimDisk>> = (0..count)
+        .map(|_| Arc::new(SimDisk::new(cfg.disk_blocks)))
+        .collect();
     let mut pair: Option<Arc<Pair>> = None;
     let disk: Arc<dyn Disk> = if cfg.replicated {
         let (d1, d2): (Arc<dyn Disk>, Arc<dyn Disk>) = (sims[0].clone(), sims[1].clone());
-        let options = FormatOptions { pair_id: Some(mix(cfg.seed, 0x9a17).max(1)), assume_equal: true };
-        ReplicatedDisk::format(&d1, &d2, &options).map_err(|e| format!("replicated format: {e}"))?;
-        let opened = Arc::new(ReplicatedDisk::open(d1, d2, &mut |_| {}).map_err(|e| format!("replicated open: {e}"))?);
+        let options = FormatOptions {
+            pair_id: Some(mix(cfg.seed, 0x9a17).max(1)),
+            assume_equal: true,
+        };
+        ReplicatedDisk::format(&d1, &d2, &options)
+            .map_err(|e| format!("replicated format: {e}"))?;
+        let opened = Arc::new(
+            ReplicatedDisk::open(d1, d2, &mut |_| {})
+                .map_err(|e| format!("replicated open: {e}"))?,
+        );
         pair = Some(Arc::clone(&opened));
         opened
     } else {
         sims[0].clone()
     };
-    Log::format(&*disk, cfg.log_blocks, mix(cfg.seed, 0x5a17)).map_err(|e| format!("log format: {e}"))?;
-    let logical = LogicalDisk::open(Arc::clone(&disk), log_options()).map_err(|e| format!("logical open: {e}"))?;
+    Log::format(&*disk, cfg.log_blocks, mix(cfg.seed, 0x5a17))
+        .map_err(|e| format!("log format: {e}"))?;
+    let logical = LogicalDisk::open(Arc::clone(&disk), log_options())
+        .map_err(|e| format!("logical open: {e}"))?;
     let data_blocks = logical.log().data_blocks();
-    layer.setup(&logical).map_err(|e| format!("layer setup: {e}"))?;
+    layer
+        .setup(&logical)
+        .map_err(|e| format!("layer setup: {e}"))?;
     logical.close().map_err(|e| format!("logical close: {e}"))?;
     if let Some(pair) = pair {
         pair.sync().map_err(|e| format!("pair sync: {e}"))?;
     }
-    Ok((sims.iter().map(|sim| sim.durable_image()).collect(), data_blocks))
+    Ok((
+        sims.iter().map(|sim| sim.durable_image()).collect(),
+        data_blocks,
+    ))
 }

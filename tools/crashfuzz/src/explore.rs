@@ -42,7 +42,11 @@ struct Allowed<'m, M> {
 }
 
 impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
-    pub fn new(engine: Engine<'a, L>, cfg: &'a FuzzConfig, progress: &'p mut dyn FnMut(&FuzzProgress)) -> Self {
+    pub fn new(
+        engine: Engine<'a, L>,
+        cfg: &'a FuzzConfig,
+        progress: &'p mut dyn FnMut(&FuzzProgress),
+    ) -> Self {
         let report = FuzzReport {
             seed: cfg.seed,
             layer: engine.layer.name(),
@@ -51,7 +55,16 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
             ..FuzzReport::default()
         };
         let rng = SplitMix64::new(mix(cfg.seed, u64::MAX));
-        Explorer { engine, cfg, report, start: Instant::now(), progress, rng, workload: None, workload_index: 0 }
+        Explorer {
+            engine,
+            cfg,
+            report,
+            start: Instant::now(),
+            progress,
+            rng,
+            workload: None,
+            workload_index: 0,
+        }
     }
 
     pub fn run(mut self) -> FuzzReport {
@@ -60,12 +73,18 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
             self.report.workloads += 1;
             self.rng = SplitMix64::new(mix(self.cfg.seed ^ 0x00c0_ffee, self.workload_index));
             let workload = self.engine.workload(self.workload_index);
-            let faults = workload.faults.clone();
             self.workload = Some(workload);
             let start = self.engine.base.clone();
-            let env = Env { dead: [false; 2], read_errors: faults.read_errors.clone() };
+            let env = Env::default();
             let mut cuts = Vec::new();
-            if self.explore_epoch(0, &start, &env, &self.engine.layer.initial_model(), &mut cuts) == Flow::Stop {
+            if self.explore_epoch(
+                0,
+                &start,
+                &env,
+                &self.engine.layer.initial_model(),
+                &mut cuts,
+            ) == Flow::Stop
+            {
                 break;
             }
         }
@@ -74,7 +93,8 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
 
     fn finish(mut self) -> FuzzReport {
         self.report.elapsed_s = self.start.elapsed().as_secs_f64();
-        self.report.states_per_s = self.report.crash_states as f64 / self.report.elapsed_s.max(1e-9);
+        self.report.states_per_s =
+            self.report.crash_states as f64 / self.report.elapsed_s.max(1e-9);
         self.tick(true);
         self.report
     }
@@ -87,7 +107,8 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
     }
 
     fn spent(&self) -> bool {
-        self.report.violations.len() as u64 >= u64::from(self.cfg.max_violations.max(1)) || self.fraction() >= 1.0
+        self.report.violations.len() as u64 >= u64::from(self.cfg.max_violations.max(1))
+            || self.fraction() >= 1.0
     }
 
     fn tick(&mut self, force: bool) {
@@ -105,16 +126,34 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
     }
 
     fn steps(&self, epoch: usize) -> Vec<Step<L::Op>> {
-        self.workload.as_ref().map(|w| w.epochs[epoch].clone()).unwrap_or_default()
+        self.workload
+            .as_ref()
+            .map(|w| w.epochs[epoch].clone())
+            .unwrap_or_default()
     }
 
     fn violation(&mut self, cuts: &[Cut], failure: Failure) -> Flow {
-        let path = Path { workload: self.workload_index, cuts: cuts.to_vec() };
-        let token = Token { layer: self.engine.layer.name(), config: self.cfg.clone(), path }.encode();
+        let path = Path {
+            workload: self.workload_index,
+            cuts: cuts.to_vec(),
+        };
+        let token = Token {
+            layer: self.engine.layer.name(),
+            config: self.cfg.clone(),
+            path,
+        }
+        .encode();
         let epoch = cuts.len();
         let crash = cuts.last().map(describe_cut).unwrap_or_default();
         let (kind, message) = failure;
-        self.report.violations.push(Violation { kind, message, token, workload: self.workload_index, epoch, crash });
+        self.report.violations.push(Violation {
+            kind,
+            message,
+            token,
+            workload: self.workload_index,
+            epoch,
+            crash,
+        });
         if self.spent() {
             Flow::Stop
         } else {
@@ -123,13 +162,30 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
     }
 
     /// Runs epoch `epoch` from `start` at each of its crash points.
-    fn explore_epoch(&mut self, epoch: usize, start: &Images, env: &Env, model: &L::Model, cuts: &mut Vec<Cut>) -> Flow {
+    fn explore_epoch(
+        &mut self,
+        epoch: usize,
+        start: &Images,
+        env: &Env,
+        model: &L::Model,
+        cuts: &mut Vec<Cut>,
+    ) -> Flow {
         let steps = self.steps(epoch);
         let models = self.engine.prefix_models(model, &steps);
-        let faults = self.workload.as_ref().filter(|_| epoch == 0).map(|w| w.faults.clone());
-        let clean = self.engine.run_epoch(start, env, faults.as_ref(), None, &steps);
+        let faults = self
+            .workload
+            .as_ref()
+            .filter(|_| epoch == 0)
+            .map(|w| w.faults.clone());
+        let clean = self
+            .engine
+            .run_epoch(start, env, faults.as_ref(), None, &steps);
         if let Some(failure) = clean.failure {
-            let cut = Cut { crash: None, state: StateChoice::Random(0), recovery: Vec::new() };
+            let cut = Cut {
+                crash: None,
+                state: StateChoice::Random(0),
+                recovery: Vec::new(),
+            };
             cuts.push(cut);
             let flow = self.violation(cuts, failure);
             cuts.pop();
@@ -137,9 +193,11 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
         }
         let all = self.engine.crash_points(&clean.disks.ops(), env.dead);
         for point in self.pick_points(epoch, all) {
-            let run = self.engine.run_epoch(start, env, faults.as_ref(), point, &steps);
+            let run = self
+                .engine
+                .run_epoch(start, env, faults.as_ref(), point, &steps);
             self.report.crash_points += 1;
-            let flow = self.explore_point(epoch, point, run, env, &models, cuts);
+            let flow = self.explore_point(epoch, point, run, &models, cuts);
             if flow != Flow::Go {
                 return flow;
             }
@@ -151,7 +209,11 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
         if epoch == 0 && self.cfg.exhaustive {
             return all;
         }
-        let wanted = if epoch == 0 { self.cfg.crash_points as usize } else { 2 };
+        let wanted = if epoch == 0 {
+            self.cfg.crash_points as usize
+        } else {
+            2
+        };
         if all.len() <= wanted {
             return all;
         }
@@ -168,29 +230,47 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
         epoch: usize,
         point: Option<CrashAt>,
         run: crate::engine::Run,
-        env: &Env,
         models: &[L::Model],
         cuts: &mut Vec<Cut>,
     ) -> Flow {
         if let Some(failure) = run.failure {
-            cuts.push(Cut { crash: point, state: StateChoice::Random(0), recovery: Vec::new() });
+            cuts.push(Cut {
+                crash: point,
+                state: StateChoice::Random(0),
+                recovery: Vec::new(),
+            });
             let flow = self.violation(cuts, failure);
             cuts.pop();
             return flow;
         }
-        let env = Env { dead: run.disks.dead(), read_errors: env.read_errors.clone() };
-        let allowed = Allowed { models: &models[..=run.called.min(models.len() - 1)], min_index: run.durable };
+        let env = Env {
+            dead: run.disks.dead(),
+        };
+        let allowed = Allowed {
+            models: &models[..=run.called.min(models.len() - 1)],
+            min_index: run.durable,
+        };
         let count = self.engine.stack.state_count(&run.disks, env.dead);
         let choices: Vec<StateChoice> = if epoch == 0 && count <= u128::from(self.cfg.state_cap) {
             (0..count as u64).map(StateChoice::Nth).collect()
         } else {
             self.report.sampled_points += 1;
-            let samples = if epoch == 0 { self.cfg.samples.max(1) } else { 1 };
-            (0..samples).map(|_| StateChoice::Random(self.rng.next_u64())).collect()
+            let samples = if epoch == 0 {
+                self.cfg.samples.max(1)
+            } else {
+                1
+            };
+            (0..samples)
+                .map(|_| StateChoice::Random(self.rng.next_u64()))
+                .collect()
         };
         for choice in choices {
             let images = self.engine.stack.realize(&run.disks, env.dead, choice);
-            cuts.push(Cut { crash: point, state: choice, recovery: Vec::new() });
+            cuts.push(Cut {
+                crash: point,
+                state: choice,
+                recovery: Vec::new(),
+            });
             let flow = self.explore_state(epoch, &images, &env, &allowed, cuts, self.cfg.depth);
             cuts.pop();
             if flow != Flow::Go {
@@ -211,7 +291,9 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
         cuts: &mut Vec<Cut>,
         depth: u32,
     ) -> Flow {
-        let recovered = self.engine.recover_check(images, env, allowed.models, allowed.min_index);
+        let recovered = self
+            .engine
+            .recover_check(images, env, allowed.models, allowed.min_index);
         self.report.crash_states += 1;
         self.tick(false);
         let recovered = match recovered {
@@ -222,14 +304,15 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
             return Flow::Stop;
         }
         if depth > 1 {
-            let flow = self.crash_recoveries(epoch, images, env, allowed, cuts, depth, &recovered.ops);
+            let flow =
+                self.crash_recoveries(epoch, images, env, allowed, cuts, depth, &recovered.ops);
             if flow != Flow::Go {
                 return flow;
             }
         }
         let top_level = cuts.last().is_some_and(|cut| cut.recovery.is_empty());
         if top_level && epoch + 1 < self.cfg.epochs as usize {
-            let next_env = Env { dead: env.dead, read_errors: Vec::new() };
+            let next_env = Env { dead: env.dead };
             let model = allowed.models[recovered.matched].clone();
             return self.explore_epoch(epoch + 1, &recovered.images, &next_env, &model, cuts);
         }
@@ -247,14 +330,23 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
         depth: u32,
         ops: &[u64],
     ) -> Flow {
-        let mut points: Vec<CrashAt> = self.engine.crash_points(ops, env.dead).into_iter().flatten().collect();
+        let mut points: Vec<CrashAt> = self
+            .engine
+            .crash_points(ops, env.dead)
+            .into_iter()
+            .flatten()
+            .collect();
         if !self.cfg.exhaustive && points.len() > self.cfg.recovery_points as usize {
-            points = (0..self.cfg.recovery_points).map(|_| points[self.rng.below(points.len() as u64) as usize]).collect();
+            points = (0..self.cfg.recovery_points)
+                .map(|_| points[self.rng.below(points.len() as u64) as usize])
+                .collect();
         }
         for crash in points {
             self.report.recovery_crashes += 1;
             let choice = StateChoice::Random(self.rng.next_u64());
-            let Some(cut) = cuts.last_mut() else { return Flow::Go };
+            let Some(cut) = cuts.last_mut() else {
+                return Flow::Go;
+            };
             cut.recovery.push((crash, choice));
             let flow = match self.engine.crash_recovery(images, env, crash) {
                 Err(failure) => self.violation(cuts, failure),
@@ -284,8 +376,17 @@ pub(crate) fn describe_cut(cut: &Cut) -> String {
         StateChoice::Nth(index) => format!("crash state #{index}"),
         StateChoice::Random(seed) => format!("sampled crash state {seed:#x}"),
     };
-    let recovery: Vec<String> =
-        cut.recovery.iter().map(|(at, _)| format!("recovery crashed at operation {} of d{}", at.op, at.disk + 1)).collect();
+    let recovery: Vec<String> = cut
+        .recovery
+        .iter()
+        .map(|(at, _)| {
+            format!(
+                "recovery crashed at operation {} of d{}",
+                at.op,
+                at.disk + 1
+            )
+        })
+        .collect();
     let mut text = format!("{point}, {state}");
     for item in recovery {
         text.push_str(", ");

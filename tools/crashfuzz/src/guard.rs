@@ -19,12 +19,18 @@ fn install_hook() {
             if GUARDED.with(Cell::get) == 0 {
                 return previous(info);
             }
-            let message = match (info.payload().downcast_ref::<&str>(), info.payload().downcast_ref::<String>()) {
+            let message = match (
+                info.payload().downcast_ref::<&str>(),
+                info.payload().downcast_ref::<String>(),
+            ) {
                 (Some(text), _) => (*text).to_string(),
                 (_, Some(text)) => text.clone(),
                 _ => "a panic with a non-text payload".to_string(),
             };
-            let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            let place = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
             LAST_PANIC.with(|last| *last.borrow_mut() = Some(format!("{message}{place}")));
         }));
     });

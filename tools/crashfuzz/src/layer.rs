@@ -69,7 +69,12 @@ pub trait FuzzLayer {
 
     /// Accepts `found` if it equals `allowed[i]` for some `i >= min_index`; returns `i`, or a
     /// message with the expected and found values.
-    fn match_prefix(&self, found: &Self::Model, allowed: &[Self::Model], min_index: usize) -> Result<usize, String> {
+    fn match_prefix(
+        &self,
+        found: &Self::Model,
+        allowed: &[Self::Model],
+        min_index: usize,
+    ) -> Result<usize, String> {
         if let Some(index) = (min_index..allowed.len()).find(|&index| allowed[index] == *found) {
             return Ok(index);
         }
@@ -98,8 +103,13 @@ pub struct TxLayer {
 /// One operation of [`TxLayer`]: the blocks a transaction writes as (address, tag) pairs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxOp {
-    Commit { writes: Vec<(Addr, u32)>, durable: bool },
-    Abort { writes: Vec<(Addr, u32)> },
+    Commit {
+        writes: Vec<(Addr, u32)>,
+        durable: bool,
+    },
+    Abort {
+        writes: Vec<(Addr, u32)>,
+    },
 }
 
 /// A block recognisable in failure messages: the address in bytes 0..8, the tag in 8..12, the
@@ -135,7 +145,10 @@ impl FuzzLayer for TxLayer {
         }
         match rng.below(12) {
             0 => TxOp::Abort { writes },
-            pick => TxOp::Commit { writes, durable: pick % 2 == 0 },
+            pick => TxOp::Commit {
+                writes,
+                durable: pick % 2 == 0,
+            },
         }
     }
 
@@ -177,7 +190,9 @@ impl FuzzLayer for TxLayer {
     fn observe(&self, disk: &LogicalDisk) -> Result<Contents, String> {
         let mut contents = Contents::new();
         for addr in 0..disk.log().data_blocks() {
-            let block = disk.read_committed(addr).map_err(|error| format!("read of data block {addr}: {error}"))?;
+            let block = disk
+                .read_committed(addr)
+                .map_err(|error| format!("read of data block {addr}: {error}"))?;
             if !block.is_zero() {
                 contents.insert(addr, block);
             }
@@ -185,25 +200,39 @@ impl FuzzLayer for TxLayer {
         Ok(contents)
     }
 
-    fn match_prefix(&self, found: &Contents, allowed: &[Contents], min_index: usize) -> Result<usize, String> {
+    fn match_prefix(
+        &self,
+        found: &Contents,
+        allowed: &[Contents],
+        min_index: usize,
+    ) -> Result<usize, String> {
         matches_prefix(found, allowed, min_index).map_err(|violation| violation.to_string())
     }
 
     fn shrink_op(&self, op: &TxOp) -> Vec<TxOp> {
-        let (writes, rebuild): (&Vec<(Addr, u32)>, Box<dyn Fn(Vec<(Addr, u32)>) -> TxOp>) = match op {
-            TxOp::Commit { writes, durable } => {
-                let durable = *durable;
-                (writes, Box::new(move |w| TxOp::Commit { writes: w, durable }))
-            }
-            TxOp::Abort { writes } => (writes, Box::new(|w| TxOp::Abort { writes: w })),
+        let (writes, durable) = match op {
+            TxOp::Commit { writes, durable } => (writes, Some(*durable)),
+            TxOp::Abort { writes } => (writes, None),
+        };
+        let rebuild = |writes: Vec<(Addr, u32)>| match durable {
+            Some(durable) => TxOp::Commit { writes, durable },
+            None => TxOp::Abort { writes },
         };
         let mut smaller = Vec::new();
-        if let TxOp::Commit { writes, durable: false } = op {
-            smaller.push(TxOp::Commit { writes: writes.clone(), durable: true });
+        if durable == Some(false) {
+            smaller.push(TxOp::Commit {
+                writes: writes.clone(),
+                durable: true,
+            });
         }
         if writes.len() > 1 {
             for skip in 0..writes.len() {
-                let fewer = writes.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, w)| *w).collect();
+                let fewer = writes
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != skip)
+                    .map(|(_, w)| *w)
+                    .collect();
                 smaller.push(rebuild(fewer));
             }
         }
@@ -256,7 +285,10 @@ impl FuzzLayer for CounterLayer {
     }
 
     fn random_op(&self, rng: &mut SplitMix64, _model: &u64, _data_blocks: u64) -> CounterOp {
-        CounterOp { amount: 1 + rng.below(1000), durable: rng.chance(1, 2) }
+        CounterOp {
+            amount: 1 + rng.below(1000),
+            durable: rng.chance(1, 2),
+        }
     }
 
     fn commit_kind(&self, op: &CounterOp) -> CommitKind {
@@ -284,7 +316,10 @@ impl FuzzLayer for CounterLayer {
     }
 
     fn check(&self, disk: &LogicalDisk) -> Result<(), String> {
-        let read = |addr| disk.read_committed(addr).map_err(|error| format!("counter: read of block {addr}: {error}"));
+        let read = |addr| {
+            disk.read_committed(addr)
+                .map_err(|error| format!("counter: read of block {addr}: {error}"))
+        };
         let (value, complement) = (counter_value(&read(0)?), counter_value(&read(1)?));
         if complement != !value {
             return Err(format!("counter: block 1 holds {complement:#x}, expected the complement of {value:#x} ({:#x})", !value));
@@ -293,7 +328,9 @@ impl FuzzLayer for CounterLayer {
     }
 
     fn observe(&self, disk: &LogicalDisk) -> Result<u64, String> {
-        let block = disk.read_committed(0).map_err(|error| format!("counter: read of block 0: {error}"))?;
+        let block = disk
+            .read_committed(0)
+            .map_err(|error| format!("counter: read of block 0: {error}"))?;
         Ok(counter_value(&block))
     }
 }

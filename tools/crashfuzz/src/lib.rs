@@ -47,7 +47,10 @@ use token::Token;
 
 impl Default for TxLayer {
     fn default() -> TxLayer {
-        TxLayer { addr_span: 8, max_tx_blocks: 3 }
+        TxLayer {
+            addr_span: 8,
+            max_tx_blocks: 3,
+        }
     }
 }
 
@@ -89,7 +92,11 @@ pub fn fuzz(config: &FuzzConfig, progress: &mut dyn FnMut(&FuzzProgress)) -> Res
 }
 
 /// Fuzzes `layer` on top of the stack under `config`.
-pub fn fuzz_layer<L: FuzzLayer>(layer: &L, config: &FuzzConfig, progress: &mut dyn FnMut(&FuzzProgress)) -> Result<FuzzReport> {
+pub fn fuzz_layer<L: FuzzLayer>(
+    layer: &L,
+    config: &FuzzConfig,
+    progress: &mut dyn FnMut(&FuzzProgress),
+) -> Result<FuzzReport> {
     let engine = Engine::new(layer, config, false)?;
     let _switch = BugSwitch::on(config.bug);
     Ok(explore::Explorer::new(engine, config, progress).run())

@@ -66,7 +66,10 @@ impl ReplayReport {
     }
 
     pub fn to_json(&self) -> Value {
-        let pair = |v: &Option<(ViolationKind, String)>| v.as_ref().map(|(kind, message)| json!({"kind": kind.name(), "message": message}));
+        let pair = |v: &Option<(ViolationKind, String)>| {
+            v.as_ref()
+                .map(|(kind, message)| json!({"kind": kind.name(), "message": message}))
+        };
         json!({
             "token": self.token,
             "layer": self.layer,
@@ -86,7 +89,11 @@ impl ReplayReport {
 
 impl std::fmt::Display for ReplayReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "token {} (layer {}, workload {}, {})", self.token, self.layer, self.workload, self.crash)?;
+        writeln!(
+            f,
+            "token {} (layer {}, workload {}, {})",
+            self.token, self.layer, self.workload, self.crash
+        )?;
         let Some((kind, message)) = &self.violation else {
             return writeln!(f, "not reproduced: the state passes every check");
         };
@@ -102,19 +109,32 @@ impl std::fmt::Display for ReplayReport {
 
 /// Runs `path` on `workload`; returns the first violation (with its epoch) and the concrete
 /// trace that was run.
-fn run_path<L: FuzzLayer>(engine: &Engine<'_, L>, path: &Path) -> (Option<(usize, Failure)>, Concrete<L::Op>) {
+fn run_path<L: FuzzLayer>(
+    engine: &Engine<'_, L>,
+    path: &Path,
+) -> (Option<(usize, Failure)>, Concrete<L::Op>) {
     let workload = engine.workload(path.workload);
-    let mut concrete = Concrete { epochs: workload.epochs.clone(), faults: workload.faults.clone(), cuts: Vec::new() };
+    let mut concrete = Concrete {
+        epochs: workload.epochs.clone(),
+        faults: workload.faults.clone(),
+        cuts: Vec::new(),
+    };
     let mut images = engine.base.clone();
-    let mut env = Env { dead: [false; 2], read_errors: workload.faults.read_errors.clone() };
+    let mut env = Env::default();
     let mut model = engine.layer.initial_model();
     for (epoch, cut) in path.cuts.iter().enumerate() {
-        let Some(steps) = workload.epochs.get(epoch) else { break };
+        let Some(steps) = workload.epochs.get(epoch) else {
+            break;
+        };
         let faults = (epoch == 0).then_some(&workload.faults);
         let clean = engine.run_epoch(&images, &env, faults, None, steps);
         let run = engine.run_epoch(&images, &env, faults, cut.crash, steps);
         let crash = cut.crash.map(|at| segment_of(&clean.boundaries, at));
-        let mut concrete_cut = ConcreteCut { crash, state: Vec::new(), recovery: Vec::new() };
+        let mut concrete_cut = ConcreteCut {
+            crash,
+            state: Vec::new(),
+            recovery: Vec::new(),
+        };
         if let Some(failure) = run.failure {
             concrete.cuts.push(concrete_cut);
             return (Some((epoch, failure)), concrete);
@@ -130,7 +150,9 @@ fn run_path<L: FuzzLayer>(engine: &Engine<'_, L>, path: &Path) -> (Option<(usize
                 }
                 Ok(disks) => {
                     state = engine.stack.realize(&disks, env.dead, choice);
-                    concrete_cut.recovery.push((at, differences(&disks, &state)));
+                    concrete_cut
+                        .recovery
+                        .push((at, differences(&disks, &state)));
                 }
             }
         }
@@ -142,7 +164,6 @@ fn run_path<L: FuzzLayer>(engine: &Engine<'_, L>, path: &Path) -> (Option<(usize
             Ok(recovered) => {
                 images = recovered.images;
                 model = allowed[recovered.matched].clone();
-                env.read_errors.clear();
             }
         }
     }
@@ -151,15 +172,25 @@ fn run_path<L: FuzzLayer>(engine: &Engine<'_, L>, path: &Path) -> (Option<(usize
 
 /// (disk, segment, offset) of operation `at.op`, given a clean run's step boundaries.
 fn segment_of(boundaries: &[Vec<u64>], at: CrashAt) -> (usize, usize, u64) {
-    let segment = boundaries.iter().take_while(|b| b.get(at.disk).is_some_and(|&start| start <= at.op)).count();
-    let start = if segment == 0 { 0 } else { boundaries[segment - 1][at.disk] };
+    let segment = boundaries
+        .iter()
+        .take_while(|b| b.get(at.disk).is_some_and(|&start| start <= at.op))
+        .count();
+    let start = if segment == 0 {
+        0
+    } else {
+        boundaries[segment - 1][at.disk]
+    };
     (at.disk, segment, at.op - start)
 }
 
 /// Runs a concrete trace; returns the first violation and where.
-fn run_concrete<L: FuzzLayer>(engine: &Engine<'_, L>, concrete: &Concrete<L::Op>) -> Option<(usize, Failure)> {
+fn run_concrete<L: FuzzLayer>(
+    engine: &Engine<'_, L>,
+    concrete: &Concrete<L::Op>,
+) -> Option<(usize, Failure)> {
     let mut images = engine.base.clone();
-    let mut env = Env { dead: [false; 2], read_errors: concrete.faults.read_errors.clone() };
+    let mut env = Env::default();
     let mut model = engine.layer.initial_model();
     for (epoch, cut) in concrete.cuts.iter().enumerate() {
         let steps = concrete.epochs.get(epoch)?;
@@ -168,16 +199,26 @@ fn run_concrete<L: FuzzLayer>(engine: &Engine<'_, L>, concrete: &Concrete<L::Op>
             let clean = engine.run_epoch(&images, &env, faults, None, steps);
             let start = match segment {
                 0 => 0,
-                s => clean.boundaries.get(s - 1).and_then(|b| b.get(disk)).copied().unwrap_or(u64::MAX / 2),
+                s => clean
+                    .boundaries
+                    .get(s - 1)
+                    .and_then(|b| b.get(disk))
+                    .copied()
+                    .unwrap_or(u64::MAX / 2),
             };
-            CrashAt { disk, op: start + offset }
+            CrashAt {
+                disk,
+                op: start + offset,
+            }
         });
         let run = engine.run_epoch(&images, &env, faults, crash, steps);
         if let Some(failure) = run.failure {
             return Some((epoch, failure));
         }
         env.dead = run.disks.dead();
-        let mut state = engine.stack.realize_explicit(&run.disks, env.dead, &cut.state);
+        let mut state = engine
+            .stack
+            .realize_explicit(&run.disks, env.dead, &cut.state);
         for (at, wanted) in &cut.recovery {
             let disks: Disks = match engine.crash_recovery(&state, &env, *at) {
                 Err(failure) => return Some((epoch, failure)),
@@ -192,7 +233,6 @@ fn run_concrete<L: FuzzLayer>(engine: &Engine<'_, L>, concrete: &Concrete<L::Op>
             Ok(recovered) => {
                 images = recovered.images;
                 model = allowed[recovered.matched].clone();
-                env.read_errors.clear();
             }
         }
     }
@@ -270,7 +310,9 @@ impl<L: FuzzLayer> Shrinker<'_, '_, L> {
     fn shrink_ops(&mut self, best: &mut Concrete<L::Op>) {
         for epoch in 0..best.epochs.len() {
             for index in 0..best.epochs[epoch].len() {
-                let Step::Op(op) = &best.epochs[epoch][index] else { continue };
+                let Step::Op(op) = &best.epochs[epoch][index] else {
+                    continue;
+                };
                 for smaller in self.engine.layer.shrink_op(op) {
                     let mut candidate = best.clone();
                     candidate.epochs[epoch][index] = Step::Op(smaller);
@@ -337,7 +379,11 @@ fn ops_of<Op>(concrete: &Concrete<Op>) -> usize {
 
 fn pending_of<Op>(concrete: &Concrete<Op>) -> usize {
     let count = |wanted: &Wanted| wanted.iter().map(BTreeMap::len).sum::<usize>();
-    concrete.cuts.iter().map(|cut| count(&cut.state) + cut.recovery.iter().map(|(_, w)| count(w)).sum::<usize>()).sum()
+    concrete
+        .cuts
+        .iter()
+        .map(|cut| count(&cut.state) + cut.recovery.iter().map(|(_, w)| count(w)).sum::<usize>())
+        .sum()
 }
 
 fn recovery_crashes_of<Op>(concrete: &Concrete<Op>) -> usize {
@@ -348,16 +394,25 @@ fn describe_wanted(wanted: &Wanted) -> String {
     let kept: Vec<String> = wanted
         .iter()
         .enumerate()
-        .flat_map(|(disk, map)| map.iter().map(move |(addr, block)| format!("d{} block {addr} = {block:?}", disk + 1)))
+        .flat_map(|(disk, map)| {
+            map.iter()
+                .map(move |(addr, block)| format!("d{} block {addr} = {block:?}", disk + 1))
+        })
         .collect();
     if kept.is_empty() {
         "every block at its durable value".into()
     } else {
-        format!("pending writes kept: {}; every other block durable", kept.join(", "))
+        format!(
+            "pending writes kept: {}; every other block durable",
+            kept.join(", ")
+        )
     }
 }
 
-fn describe<Op: std::fmt::Debug>(concrete: &Concrete<Op>, failure: Option<&(usize, Failure)>) -> String {
+fn describe<Op: std::fmt::Debug>(
+    concrete: &Concrete<Op>,
+    failure: Option<&(usize, Failure)>,
+) -> String {
     let mut text = String::new();
     let faults = &concrete.faults;
     if *faults != Faults::default() {
@@ -369,25 +424,53 @@ fn describe<Op: std::fmt::Debug>(concrete: &Concrete<Op>, failure: Option<&(usiz
             let _ = writeln!(text, "  step {index}: {step:?}");
         }
         let _ = match cut.crash {
-            Some((disk, 0, offset)) => writeln!(text, "  crash: d{} operation {offset} of the stack's open", disk + 1),
-            Some((disk, segment, offset)) => writeln!(text, "  crash: d{} operation {offset} of step {}", disk + 1, segment - 1),
+            Some((disk, 0, offset)) => writeln!(
+                text,
+                "  crash: d{} operation {offset} of the stack's open",
+                disk + 1
+            ),
+            Some((disk, segment, offset)) => writeln!(
+                text,
+                "  crash: d{} operation {offset} of step {}",
+                disk + 1,
+                segment - 1
+            ),
             None => writeln!(text, "  crash: after the last step"),
         };
         let _ = writeln!(text, "  crash state: {}", describe_wanted(&cut.state));
         for (at, wanted) in &cut.recovery {
-            let _ = writeln!(text, "  recovery crashed at d{} operation {}; state: {}", at.disk + 1, at.op, describe_wanted(wanted));
+            let _ = writeln!(
+                text,
+                "  recovery crashed at d{} operation {}; state: {}",
+                at.disk + 1,
+                at.op,
+                describe_wanted(wanted)
+            );
         }
     }
     if let Some((epoch, (kind, message))) = failure {
-        let _ = writeln!(text, "result after recovery of epoch {}: {kind} violation: {message}", epoch + 1);
+        let _ = writeln!(
+            text,
+            "result after recovery of epoch {}: {kind} violation: {message}",
+            epoch + 1
+        );
     }
     text
 }
 
 /// Replays `path` on `engine` (built with recording) and shrinks what it finds.
-pub(crate) fn replay_path<L: FuzzLayer>(engine: &Engine<'_, L>, token: &str, path: &Path) -> ReplayReport {
+pub(crate) fn replay_path<L: FuzzLayer>(
+    engine: &Engine<'_, L>,
+    token: &str,
+    path: &Path,
+) -> ReplayReport {
     let (found, concrete) = run_path(engine, path);
-    let original_ops = concrete.epochs.iter().take(concrete.cuts.len()).map(Vec::len).sum();
+    let original_ops = concrete
+        .epochs
+        .iter()
+        .take(concrete.cuts.len())
+        .map(Vec::len)
+        .sum();
     let mut report = ReplayReport {
         token: token.to_string(),
         layer: engine.layer.name(),
@@ -401,9 +484,16 @@ pub(crate) fn replay_path<L: FuzzLayer>(engine: &Engine<'_, L>, token: &str, pat
         trace: describe(&concrete, found.as_ref()),
         shrink_runs: 0,
     };
-    let Some((epoch, failure)) = found else { return report };
+    let Some((epoch, failure)) = found else {
+        return report;
+    };
     report.violation = Some(failure.clone());
-    let mut shrinker = Shrinker { engine, kind: failure.0, runs: 0, last: None };
+    let mut shrinker = Shrinker {
+        engine,
+        kind: failure.0,
+        runs: 0,
+        last: None,
+    };
     if !shrinker.fails(&concrete) {
         // The concrete form does not fail as the path did (it should): report the path as is.
         report.shrunk_violation = Some(failure);
@@ -411,7 +501,9 @@ pub(crate) fn replay_path<L: FuzzLayer>(engine: &Engine<'_, L>, token: &str, pat
     }
     let shrunk = shrinker.shrink(concrete);
     // Run the result once more so the failure printed is the shrunk trace's own.
-    let last = run_concrete(engine, &shrunk).or(shrinker.last.clone()).unwrap_or((epoch, failure));
+    let last = run_concrete(engine, &shrunk)
+        .or(shrinker.last.clone())
+        .unwrap_or((epoch, failure));
     report.shrunk_ops = ops_of(&shrunk);
     report.shrunk_pending_writes = pending_of(&shrunk);
     report.trace = describe(&shrunk, Some(&last));

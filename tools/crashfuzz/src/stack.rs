@@ -33,17 +33,18 @@ pub(crate) enum StateChoice {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Faults {
     pub fail_stop: Option<CrashAt>,
-    /// (disk, physical block) whose reads fail until written.
+    /// (disk, physical block) whose reads fail until written, during the first epoch's run.
+    /// (Not across a restart: a block gone bad while the pair is at rest and clean is a latent
+    /// error that only a scrub finds, which `open` does not claim to do.)
     pub read_errors: Vec<(usize, Addr)>,
     /// The write at this operation lands at this block instead.
     pub misdirect: Option<(CrashAt, Addr)>,
 }
 
-/// What persists from one start of the stack to the next: dead members and bad blocks.
+/// What persists from one start of the stack to the next: dead members.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Env {
     pub dead: [bool; 2],
-    pub read_errors: Vec<(usize, Addr)>,
 }
 
 /// Records, per block, the writes not yet made durable by a successful sync (the value sets of
@@ -55,7 +56,10 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     fn pending(&self) -> BTreeMap<Addr, Vec<Block>> {
-        self.pending.lock().map(|pending| pending.clone()).unwrap_or_default()
+        self.pending
+            .lock()
+            .map(|pending| pending.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -145,7 +149,10 @@ impl Disks {
 
     /// Per disk, the writes since the last sync (recording runs only).
     pub fn pending(&self) -> Vec<BTreeMap<Addr, Vec<Block>>> {
-        self.recorders.iter().map(|recorder| recorder.pending()).collect()
+        self.recorders
+            .iter()
+            .map(|recorder| recorder.pending())
+            .collect()
     }
 }
 
@@ -166,21 +173,30 @@ pub(crate) struct Stack {
 }
 
 pub(crate) fn log_options() -> LogOptions {
-    LogOptions { background_installer: false, ..LogOptions::default() }
+    LogOptions {
+        background_installer: false,
+        ..LogOptions::default()
+    }
 }
 
 impl Stack {
     /// Disks holding `images`, with the dead ones failed, the bad blocks injected, and a crash
     /// and the first-epoch faults scheduled.
-    pub fn disks(&self, images: &[DiskImage], env: &Env, crash: Option<CrashAt>, faults: Option<&Faults>) -> Disks {
-        let sims: Vec<Arc<SimDisk>> = images.iter().map(|image| Arc::new(SimDisk::from_image(image))).collect();
+    pub fn disks(
+        &self,
+        images: &[DiskImage],
+        env: &Env,
+        crash: Option<CrashAt>,
+        faults: Option<&Faults>,
+    ) -> Disks {
+        let sims: Vec<Arc<SimDisk>> = images
+            .iter()
+            .map(|image| Arc::new(SimDisk::from_image(image)))
+            .collect();
         for (index, sim) in sims.iter().enumerate() {
             if env.dead[index] {
                 sim.fail_now();
             }
-        }
-        for &(disk, addr) in &env.read_errors {
-            sims[disk].inject_read_error(addr);
         }
         if let Some(crash) = crash {
             sims[crash.disk].schedule_crash(crash.op);
@@ -189,12 +205,22 @@ impl Stack {
             if let Some(fail) = faults.fail_stop {
                 sims[fail.disk].schedule_fail_stop(fail.op);
             }
+            for &(disk, addr) in &faults.read_errors {
+                sims[disk].inject_read_error(addr);
+            }
             if let Some((at, to)) = faults.misdirect {
                 sims[at.disk].schedule_misdirected_write(at.op, to);
             }
         }
         let recorders = if self.record {
-            sims.iter().map(|sim| Arc::new(Recorder { sim: Arc::clone(sim), pending: Mutex::new(BTreeMap::new()) })).collect()
+            sims.iter()
+                .map(|sim| {
+                    Arc::new(Recorder {
+                        sim: Arc::clone(sim),
+                        pending: Mutex::new(BTreeMap::new()),
+                    })
+                })
+                .collect()
         } else {
             Vec::new()
         };
@@ -203,9 +229,17 @@ impl Stack {
 
     fn members(&self, disks: &Disks) -> Vec<Arc<dyn Disk>> {
         let mut members: Vec<Arc<dyn Disk>> = if self.record {
-            disks.recorders.iter().map(|r| Arc::clone(r) as Arc<dyn Disk>).collect()
+            disks
+                .recorders
+                .iter()
+                .map(|r| Arc::clone(r) as Arc<dyn Disk>)
+                .collect()
         } else {
-            disks.sims.iter().map(|s| Arc::clone(s) as Arc<dyn Disk>).collect()
+            disks
+                .sims
+                .iter()
+                .map(|s| Arc::clone(s) as Arc<dyn Disk>)
+                .collect()
         };
         if self.bug == Some(Bug::ReplicatedSkipsD2) && members.len() == 2 {
             members[1] = Arc::new(SkipDataWrites(Arc::clone(&members[1])));
@@ -219,13 +253,15 @@ impl Stack {
         let (base, pair): (Arc<dyn Disk>, Option<Arc<Pair>>) = if self.replicated {
             let d2 = members.pop().ok_or("replicated stack without d2")?;
             let d1 = members.pop().ok_or("replicated stack without d1")?;
-            let pair = ReplicatedDisk::open(d1, d2, &mut |_| {}).map_err(|error| format!("replicated open: {error}"))?;
+            let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})
+                .map_err(|error| format!("replicated open: {error}"))?;
             let pair = Arc::new(pair);
             (Arc::clone(&pair) as Arc<dyn Disk>, Some(pair))
         } else {
             (members.pop().ok_or("stack without a disk")?, None)
         };
-        let disk = LogicalDisk::open(base, log_options()).map_err(|error| format!("logical disk open: {error}"))?;
+        let disk = LogicalDisk::open(base, log_options())
+            .map_err(|error| format!("logical disk open: {error}"))?;
         Ok(Opened { disk, pair })
     }
 
@@ -241,12 +277,22 @@ impl Stack {
 
     fn state_counts(&self, disks: &Disks, dead: [bool; 2]) -> Vec<u128> {
         let counts = disks.sims.iter().enumerate();
-        counts.map(|(index, sim)| if dead[index] { 1 } else { sim.crash_state_count(self.torn) }).collect()
+        counts
+            .map(|(index, sim)| {
+                if dead[index] {
+                    1
+                } else {
+                    sim.crash_state_count(self.torn)
+                }
+            })
+            .collect()
     }
 
     /// How many crash states the crashed disks have together.
     pub fn state_count(&self, disks: &Disks, dead: [bool; 2]) -> u128 {
-        self.state_counts(disks, dead).iter().fold(1u128, |acc, count| acc.saturating_mul(*count))
+        self.state_counts(disks, dead)
+            .iter()
+            .fold(1u128, |acc, count| acc.saturating_mul(*count))
     }
 
     /// The chosen crash state of the crashed disks (a dead disk keeps its durable image).
@@ -259,7 +305,10 @@ impl Stack {
                     let count = u64::try_from(count).unwrap_or(u64::MAX).max(1);
                     let pick = index % count;
                     index /= count;
-                    images.push(sim.nth_crash_state(self.torn, u128::from(pick)).unwrap_or_else(|| sim.durable_image()));
+                    images.push(
+                        sim.nth_crash_state(self.torn, u128::from(pick))
+                            .unwrap_or_else(|| sim.durable_image()),
+                    );
                 }
                 images
             }
@@ -267,7 +316,13 @@ impl Stack {
                 let mut rng = SplitMix64::new(seed);
                 let images = disks.sims.iter().enumerate();
                 images
-                    .map(|(index, sim)| if dead[index] { sim.durable_image() } else { sim.random_crash_state(&mut rng, self.torn) })
+                    .map(|(index, sim)| {
+                        if dead[index] {
+                            sim.durable_image()
+                        } else {
+                            sim.random_crash_state(&mut rng, self.torn)
+                        }
+                    })
                     .collect()
             }
         }
@@ -277,16 +332,25 @@ impl Stack {
     /// image): each wanted block is kept where every sector of it is the durable value's or a
     /// pending write's (torn mode: sector by sector; otherwise a whole pending write), else the
     /// durable value. Recording runs only.
-    pub fn realize_explicit(&self, disks: &Disks, dead: [bool; 2], wanted: &[BTreeMap<Addr, Block>]) -> Images {
+    pub fn realize_explicit(
+        &self,
+        disks: &Disks,
+        dead: [bool; 2],
+        wanted: &[BTreeMap<Addr, Block>],
+    ) -> Images {
         let pending = disks.pending();
         let mut images = disks.durable_images();
         for (index, image) in images.iter_mut().enumerate() {
             if dead[index] {
                 continue;
             }
-            let (Some(wanted), Some(pending)) = (wanted.get(index), pending.get(index)) else { continue };
+            let (Some(wanted), Some(pending)) = (wanted.get(index), pending.get(index)) else {
+                continue;
+            };
             for (&addr, block) in wanted {
-                let Some(durable) = image.block(addr).cloned() else { continue };
+                let Some(durable) = image.block(addr).cloned() else {
+                    continue;
+                };
                 let values = pending.get(&addr).map(Vec::as_slice).unwrap_or(&[]);
                 if self.is_crash_value(block, &durable, values) {
                     // In range: `block(addr)` answered above.
@@ -303,7 +367,8 @@ impl Stack {
         }
         (0..SECTORS_PER_BLOCK).all(|sector| {
             let wanted = block.sector(sector);
-            durable.sector(sector) == wanted || pending.iter().any(|value| value.sector(sector) == wanted)
+            durable.sector(sector) == wanted
+                || pending.iter().any(|value| value.sector(sector) == wanted)
         })
     }
 }
@@ -315,7 +380,10 @@ pub(crate) fn differences(disks: &Disks, images: &[DiskImage]) -> Vec<BTreeMap<A
         .iter()
         .zip(images)
         .map(|(base, image)| {
-            base.diff(image).into_iter().filter_map(|addr| Some((addr, image.block(addr)?.clone()))).collect()
+            base.diff(image)
+                .into_iter()
+                .filter_map(|addr| Some((addr, image.block(addr)?.clone())))
+                .collect()
         })
         .collect()
 }

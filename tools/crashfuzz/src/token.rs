@@ -71,7 +71,9 @@ impl Reader<'_> {
 }
 
 fn bad(reason: &str) -> FuzzError {
-    FuzzError::BadToken { reason: reason.into() }
+    FuzzError::BadToken {
+        reason: reason.into(),
+    }
 }
 
 fn put_crash(out: &mut Vec<u8>, crash: Option<CrashAt>) {
@@ -87,7 +89,10 @@ fn put_crash(out: &mut Vec<u8>, crash: Option<CrashAt>) {
 fn get_crash(reader: &mut Reader<'_>) -> Result<Option<CrashAt>, FuzzError> {
     match reader.get_bounded(2, "disk")? {
         0 => Ok(None),
-        disk => Ok(Some(CrashAt { disk: disk as usize - 1, op: reader.get()? })),
+        disk => Ok(Some(CrashAt {
+            disk: disk as usize - 1,
+            op: reader.get()?,
+        })),
     }
 }
 
@@ -133,7 +138,10 @@ fn decode_base32(text: &str) -> Result<Vec<u8>, FuzzError> {
     let (mut buffer, mut bits) = (0u32, 0u32);
     for ch in text.chars() {
         let lower = ch.to_ascii_lowercase() as u8;
-        let value = ALPHABET.iter().position(|&c| c == lower).ok_or_else(|| bad(&format!("character {ch:?}")))?;
+        let value = ALPHABET
+            .iter()
+            .position(|&c| c == lower)
+            .ok_or_else(|| bad(&format!("character {ch:?}")))?;
         buffer = (buffer << 5) | value as u32;
         bits += 5;
         if bits >= 8 {
@@ -151,9 +159,17 @@ impl Token {
         let mut out = Vec::new();
         put(&mut out, u64::from(fnv32(self.layer.as_bytes())));
         put(&mut out, c.seed);
-        put(&mut out, u64::from(c.replicated) | u64::from(c.torn) << 1 | u64::from(c.misdirect) << 2);
+        put(
+            &mut out,
+            u64::from(c.replicated) | u64::from(c.torn) << 1 | u64::from(c.misdirect) << 2,
+        );
         put(&mut out, c.bug.map_or(0, Bug::code));
-        for value in [u64::from(c.workload_len), u64::from(c.epochs), c.disk_blocks, c.log_blocks] {
+        for value in [
+            u64::from(c.workload_len),
+            u64::from(c.epochs),
+            c.disk_blocks,
+            c.log_blocks,
+        ] {
             put(&mut out, value);
         }
         put(&mut out, self.path.workload);
@@ -173,7 +189,10 @@ impl Token {
 
     /// Decodes a token made for the layer named `layer`.
     pub fn decode(text: &str, layer: &str) -> Result<Token, FuzzError> {
-        let body = text.trim().strip_prefix(PREFIX).ok_or_else(|| bad(&format!("does not start with {PREFIX}")))?;
+        let body = text
+            .trim()
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| bad(&format!("does not start with {PREFIX}")))?;
         let bytes = decode_base32(body)?;
         let split = bytes.len().checked_sub(4).ok_or_else(|| bad("too short"))?;
         let (payload, sum) = bytes.split_at(split);
@@ -182,15 +201,22 @@ impl Token {
         }
         let mut reader = Reader { bytes: payload };
         if reader.get()? != u64::from(fnv32(layer.as_bytes())) {
-            return Err(FuzzError::WrongLayer { expected: "another layer".into(), found: layer.into() });
+            return Err(FuzzError::WrongLayer {
+                expected: "another layer".into(),
+                found: layer.into(),
+            });
         }
-        let mut config = FuzzConfig { seed: reader.get()?, ..FuzzConfig::default() };
+        let mut config = FuzzConfig {
+            seed: reader.get()?,
+            ..FuzzConfig::default()
+        };
         let flags = reader.get_bounded(7, "flags")?;
         config.replicated = flags & 1 != 0;
         config.torn = flags & 2 != 0;
         config.misdirect = flags & 4 != 0;
         config.bug = Bug::from_code(reader.get()?).ok_or_else(|| bad("unknown variant"))?;
-        config.workload_len = u32::try_from(reader.get_bounded(1 << 16, "workload length")?).unwrap_or(1);
+        config.workload_len =
+            u32::try_from(reader.get_bounded(1 << 16, "workload length")?).unwrap_or(1);
         config.epochs = u32::try_from(reader.get_bounded(2, "epochs")?).unwrap_or(1);
         config.disk_blocks = reader.get_bounded(1 << 20, "disk blocks")?;
         config.log_blocks = reader.get_bounded(1 << 20, "log blocks")?;
@@ -201,10 +227,15 @@ impl Token {
             let state = get_state(&mut reader)?;
             let mut recovery = Vec::new();
             for _ in 0..reader.get_bounded(MAX_RECOVERY_CRASHES, "recovery crashes")? {
-                let at = get_crash(&mut reader)?.ok_or_else(|| bad("a recovery crash without a point"))?;
+                let at = get_crash(&mut reader)?
+                    .ok_or_else(|| bad("a recovery crash without a point"))?;
                 recovery.push((at, get_state(&mut reader)?));
             }
-            cuts.push(Cut { crash, state, recovery });
+            cuts.push(Cut {
+                crash,
+                state,
+                recovery,
+            });
         }
         if !reader.bytes.is_empty() {
             return Err(bad("trailing bytes"));
@@ -212,6 +243,83 @@ impl Token {
         if cuts.is_empty() || cuts.len() > config.epochs as usize {
             return Err(bad("cuts do not fit the epochs"));
         }
-        Ok(Token { layer: layer.into(), config, path: Path { workload, cuts } })
+        Ok(Token {
+            layer: layer.into(),
+            config,
+            path: Path { workload, cuts },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let config = FuzzConfig {
+            seed: u64::MAX - 3,
+            replicated: true,
+            torn: true,
+            bug: Some(Bug::NoSequenceJump),
+            ..FuzzConfig::default()
+        };
+        let path = Path {
+            workload: 1 << 40,
+            cuts: vec![
+                Cut {
+                    crash: Some(CrashAt { disk: 1, op: 300 }),
+                    state: StateChoice::Nth(17),
+                    recovery: vec![(CrashAt { disk: 0, op: 5 }, StateChoice::Random(u64::MAX))],
+                },
+                Cut {
+                    crash: None,
+                    state: StateChoice::Random(0),
+                    recovery: Vec::new(),
+                },
+            ],
+        };
+        let token = Token {
+            layer: "tx".into(),
+            config: config.clone(),
+            path: path.clone(),
+        };
+        let text = token.encode();
+        let back = Token::decode(&text, "tx").expect("decode");
+        assert_eq!(back.path, path);
+        assert_eq!(back.config.seed, config.seed);
+        assert_eq!(
+            (
+                back.config.replicated,
+                back.config.torn,
+                back.config.misdirect
+            ),
+            (true, true, false)
+        );
+        assert_eq!(back.config.bug, config.bug);
+        assert_eq!(back.config.disk_blocks, config.disk_blocks);
+        assert!(matches!(
+            Token::decode(&text, "counter"),
+            Err(FuzzError::WrongLayer { .. })
+        ));
+        assert!(matches!(
+            Token::decode(&text[..text.len() - 2], "tx"),
+            Err(FuzzError::BadToken { .. })
+        ));
+        assert!(
+            Token::decode(&text.to_uppercase().replace("TXF1-", "txf1-"), "tx").is_ok(),
+            "case-insensitive"
+        );
+    }
+
+    #[test]
+    fn base32_round_trip() {
+        for len in 0..12 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            assert_eq!(
+                decode_base32(&encode_base32(&bytes)).expect("decode"),
+                bytes
+            );
+        }
     }
 }

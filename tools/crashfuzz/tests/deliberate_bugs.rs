@@ -5,22 +5,47 @@
 use txdisk_crashfuzz::{fuzz, replay, Bug, FuzzConfig};
 
 fn caught(bug: Bug) {
-    let config = FuzzConfig { bug: Some(bug), replicated: bug == Bug::ReplicatedSkipsD2, max_violations: 1, ..FuzzConfig::default() };
+    let config = FuzzConfig {
+        bug: Some(bug),
+        replicated: bug == Bug::ReplicatedSkipsD2,
+        max_violations: 1,
+        ..FuzzConfig::default()
+    };
     let report = fuzz(&config, &mut |_| {}).unwrap_or_else(|e| panic!("{bug:?}: {e}"));
     println!("{bug:?}: {report}");
     let Some(violation) = report.violations.first() else {
-        panic!("seed {}: the default budget did not catch {bug:?}: {report}", config.seed);
+        panic!(
+            "seed {}: the default budget did not catch {bug:?}: {report}",
+            config.seed
+        );
     };
-    let replayed = replay(&violation.token).unwrap_or_else(|e| panic!("{bug:?}: replay of {}: {e}", violation.token));
+    let replayed = replay(&violation.token)
+        .unwrap_or_else(|e| panic!("{bug:?}: replay of {}: {e}", violation.token));
     println!("{replayed}");
     let Some((kind, message)) = &replayed.violation else {
-        panic!("{bug:?}: the token {} does not reproduce the violation", violation.token);
+        panic!(
+            "{bug:?}: the token {} does not reproduce the violation",
+            violation.token
+        );
     };
-    assert_eq!(*kind, violation.kind, "{bug:?}: replayed a different kind of violation");
-    assert_eq!(*message, violation.message, "{bug:?}: replayed a different violation");
+    assert_eq!(
+        *kind, violation.kind,
+        "{bug:?}: replayed a different kind of violation"
+    );
+    assert_eq!(
+        *message, violation.message,
+        "{bug:?}: replayed a different violation"
+    );
     let shrunk = replayed.shrunk_violation.as_ref().map(|(kind, _)| *kind);
-    assert_eq!(shrunk, Some(violation.kind), "{bug:?}: the shrunk trace fails otherwise");
-    assert!(replayed.shrunk_ops <= replayed.original_ops, "{bug:?}: shrinking grew the trace");
+    assert_eq!(
+        shrunk,
+        Some(violation.kind),
+        "{bug:?}: the shrunk trace fails otherwise"
+    );
+    assert!(
+        replayed.shrunk_ops <= replayed.original_ops,
+        "{bug:?}: shrinking grew the trace"
+    );
 }
 
 #[test]
