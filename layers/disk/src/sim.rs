@@ -510,6 +510,7 @@ impl SimDisk {
 
     /// The rep invariant (see the crate documentation). Panics, naming the block, when broken.
     pub fn check_rep_sim(&self) {
+        #[cfg_attr(not(debug_assertions), allow(unused_mut))]
         let mut state = self.state.lock();
         assert_eq!(
             state.slots.len() as u64,
