@@ -399,10 +399,14 @@ pub fn dump<S: TxStore>(fs: &Fs<S>) -> Result<Node, FsError> {
 }
 
 fn dump_dir<S: TxStore>(fs: &Fs<S>, dir: Ino, depth: u32) -> Result<Node, FsError> {
-    assert!(
-        depth < 64,
-        "test: directory tree deeper than any test builds"
-    );
+    if depth >= MAX_DEPTH {
+        // Deeper than any workload builds: a cycle in a damaged tree.
+        return Err(FsError::corrupt(
+            "directory depth within the oracle's bound",
+            MAX_DEPTH,
+            depth,
+        ));
+    }
     let mut map = BTreeMap::new();
     for entry in fs.readdir(dir)? {
         let node = match entry.kind {

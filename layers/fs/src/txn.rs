@@ -9,7 +9,7 @@
 use crate::error::{FsError, Result};
 use crate::format::{
     bit, get_u64, put_u64, set_bit, Ino, Inode, Kind, Superblock, BITS_PER_BLOCK, DIRECT_POINTERS,
-    MAX_FILE_BLOCKS, POINTERS_PER_BLOCK,
+    MAX_FILE_BLOCKS, MAX_FILE_BYTES, POINTERS_PER_BLOCK,
 };
 use crate::store::TxHandle;
 use std::collections::{BTreeSet, HashMap};
@@ -158,6 +158,14 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
                 "inode kind (1 file, 2 dir)",
                 1u32,
                 inode.kind_code,
+            ));
+        }
+        // Every loop over a file's blocks is bounded by its size: hold the size to the format.
+        if inode.size_bytes > MAX_FILE_BYTES {
+            return Err(FsError::corrupt(
+                "inode size at most the largest file",
+                MAX_FILE_BYTES,
+                inode.size_bytes,
             ));
         }
         Ok(inode)

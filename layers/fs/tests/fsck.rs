@@ -418,6 +418,22 @@ fn operations_refuse_a_damaged_image_without_panicking() {
         matches!(error, txdisk_fs::FsError::Corrupt { .. }),
         "{error}"
     );
+    image.edit_inode(image.d, |inode| inode.size_bytes = u64::MAX - 4095);
+    let error = fs
+        .readdir(image.d)
+        .expect_err("an impossible directory size");
+    assert!(
+        matches!(error, txdisk_fs::FsError::Corrupt { .. }),
+        "{error}"
+    );
+    image.edit_inode(image.f, |inode| inode.size_bytes = MAX_FILE_BYTES + 1);
+    let error = fs
+        .read(image.f, 0, 1 << 20)
+        .expect_err("an impossible file size");
+    assert!(
+        matches!(error, txdisk_fs::FsError::Corrupt { .. }),
+        "{error}"
+    );
     image.edit_block(0, |block| block.as_bytes_mut()[0] = b'X');
     let error = Fs::open(Arc::clone(&image.store), Default::default())
         .err()
