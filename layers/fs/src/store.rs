@@ -8,6 +8,10 @@
 //! [`MemStore::crash_after_ops`] every call fails with [`StoreError::Crashed`], and
 //! [`MemStore::restart`] keeps the flushed state plus a chosen prefix of the deferred commits —
 //! exactly the states the logical disk's crash contract allows.
+//!
+//! The logical disk's adapter is a forwarding impl (the `on_logical` test has it whole):
+//! `begin` wraps `LogicalDisk::begin`, each tx method forwards, and a `LogicalError` maps to
+//! [`StoreError::Conflict`] when `is_conflict()` and to [`StoreError::Other`] otherwise.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
