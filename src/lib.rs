@@ -7,7 +7,7 @@
 //! * [`log`] — the write-ahead log: atomic transactions, group commit, idempotent recovery.
 //! * [`logical`] — the logical disk: serializable transactions for many threads.
 //!
-//! [`format`] makes an image (or a replicated pair of images); [`open`] gives a ready
+//! [`format()`] makes an image (or a replicated pair of images); [`open`] gives a ready
 //! [`Stack`] — a [`LogicalDisk`] after replica recovery and then log recovery.
 //!
 //! ```no_run
