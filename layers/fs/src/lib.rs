@@ -12,7 +12,8 @@
 //! **Operations** ([`Fs`]), inode-based like a kernel VFS: `mkfs`, `open`, `lookup`, `create`,
 //! `mkdir`, `link`, `read`, `write` (any offset and length, holes read as zeros), `truncate`,
 //! `unlink`, `rmdir`, `rename` (across directories, replacing as POSIX does), `readdir`,
-//! `stat`, `fsync`, plus `resolve` for slash-separated paths. Errors are [`FsError`] values
+//! `stat`, `fsync`, plus path-level helpers for tools (`resolve`, `mkdir_path`, `put_file`,
+//! `get_file`, `list_path`, `remove_path`, `rename_path`, `stat_path`). Errors are [`FsError`] values
 //! with the errno a POSIX program expects ([`FsError::errno`]).
 //!
 //! **Atomicity and durability.** Each operation commits with `commit_nosync`: atomic at once,
@@ -70,6 +71,7 @@ mod fs;
 #[cfg(feature = "fuse")]
 pub mod fuse;
 pub mod oracle;
+mod paths;
 pub mod store;
 mod txn;
 
@@ -77,4 +79,5 @@ pub use check::{check_invariants, FsckReport, Violation};
 pub use error::{errno, FsError, Result};
 pub use format::{Ino, Kind, ROOT_INO};
 pub use fs::{DirEntry, Fs, FsOptions, FsStats, MkfsOptions, Stat, MAX_ATTEMPTS};
+pub use paths::STREAM_PIECE_BYTES;
 pub use store::{MemStore, StoreError, TxHandle, TxStore};
