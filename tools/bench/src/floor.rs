@@ -140,6 +140,13 @@ impl Floor {
             data.len(),
             "floor: addrs and data differ in length"
         );
+        if 8 * (addrs.len() + 1) > BLOCK_SIZE {
+            return Err(BenchError::Config(format!(
+                "floor: a header block holds at most {} addresses, transaction has {}",
+                BLOCK_SIZE / 8 - 1,
+                addrs.len()
+            )));
+        }
         // The header a log would write: the count and the addresses of the blocks.
         let mut header = [0u8; BLOCK_SIZE];
         header[..8].copy_from_slice(&(addrs.len() as u64).to_le_bytes());
