@@ -189,11 +189,13 @@ impl FuzzLayer for TxLayer {
 
     fn observe(&self, disk: &LogicalDisk) -> Result<Contents, String> {
         let mut contents = Contents::new();
+        // Compared whole (a memcmp), not byte by byte: this runs on every recovered state.
+        let zero = Block::zeroed();
         for addr in 0..disk.log().data_blocks() {
             let block = disk
                 .read_committed(addr)
                 .map_err(|error| format!("read of data block {addr}: {error}"))?;
-            if !block.is_zero() {
+            if block != zero {
                 contents.insert(addr, block);
             }
         }
@@ -206,6 +208,12 @@ impl FuzzLayer for TxLayer {
         allowed: &[Contents],
         min_index: usize,
     ) -> Result<usize, String> {
+        // Contents hold no zero blocks (`observe` drops them; `model_apply` writes tagged
+        // blocks, never zeros), so equal maps are equal contents. The log's `matches_prefix`
+        // explains a mismatch, formatting blocks as it goes: too slow for states that match.
+        if let Some(index) = (min_index..allowed.len()).find(|&index| allowed[index] == *found) {
+            return Ok(index);
+        }
         matches_prefix(found, allowed, min_index).map_err(|violation| violation.to_string())
     }
 
