@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! nbd-test-server [--listen ADDR] [--export NAME]
-//!                 (--mem BYTES | --file PATH [--create BYTES] | --journal PATH --size BYTES)
+//!                 (--mem BYTES | --file PATH [--create BYTES] | --journal PATH --size BYTES
+//!                  | --txdisk IMAGE[,IMAGE2] [--create BYTES])
 //! ```
+//!
+//! `--txdisk` serves the logical disk over one image or a replicated pair (formatted first
+//! with `--create`), as `txdisk serve` does.
 //!
 //! `--journal` serves the all-or-nothing journalled backend of `journal.rs`.
 
@@ -25,6 +29,7 @@ struct Args {
     create_bytes: Option<u64>,
     journal: Option<PathBuf>,
     size_bytes: Option<usize>,
+    txdisk: Option<Vec<PathBuf>>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
         create_bytes: None,
         journal: None,
         size_bytes: None,
+        txdisk: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
                 args.create_bytes = Some(value()?.parse().map_err(|e| format!("--create: {e}"))?)
             }
             "--journal" => args.journal = Some(PathBuf::from(value()?)),
+            "--txdisk" => args.txdisk = Some(value()?.split(',').map(PathBuf::from).collect()),
             "--size" => {
                 args.size_bytes = Some(value()?.parse().map_err(|e| format!("--size: {e}"))?)
             }
@@ -71,8 +78,31 @@ fn serve<B: ExportBackend>(args: &Args, backend: B) -> Result<(), String> {
     Ok(())
 }
 
+/// Serves the logical disk on `images`, formatting them first if `create_bytes` is given.
+fn serve_txdisk(args: &Args, images: &[PathBuf]) -> Result<(), String> {
+    if let Some(data_bytes) = args.create_bytes {
+        let log_blocks = 2048;
+        let size_blocks = data_bytes.div_ceil(4096) + log_blocks + 8;
+        let options = txdisk::FormatOptions {
+            size_blocks,
+            log_blocks,
+        };
+        txdisk::format(images, &options).map_err(|e| e.to_string())?;
+    }
+    let stop = txdisk_nbd::signal::stop_on_signals().map_err(|e| e.to_string())?;
+    let stats = txdisk_nbd::serve_images(images, &args.listen, &args.export, stop, &mut |addr| {
+        println!("listening on {addr}");
+        let _ = std::io::stdout().flush();
+    })?;
+    println!("stopped: {stats:?}");
+    Ok(())
+}
+
 fn run() -> Result<(), String> {
     let args = parse_args()?;
+    if let Some(images) = &args.txdisk {
+        return serve_txdisk(&args, images);
+    }
     match (&args.mem_bytes, &args.file, &args.journal) {
         (Some(bytes), None, None) => serve(&args, MemBackend::new(*bytes)),
         (None, None, Some(path)) => {
