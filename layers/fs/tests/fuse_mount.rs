@@ -1,6 +1,6 @@
 //! The FUSE mount against real programs: a file system on a MemStore is mounted with the
 //! `fuse` feature and driven with `ls`, `cp` of a large file in and out with `cmp`, `mv`, `rm`,
-//! `mkdir -p`, `find` and `tar` of this crate's source tree in and out (compared with
+//! `mkdir -p`, `ln`, `df`, `find` and `tar` of this crate's source tree in and out (compared with
 //! `diff -r`); after unmounting, every operation is flushed and the invariant checker passes.
 //! Skipped, with the reason printed, where `/dev/fuse` is absent.
 
@@ -89,6 +89,10 @@ fn real_programs_against_the_mount() {
         m,
         t,
         "echo hello > \"$M/h\" && test \"$(cat \"$M/h\")\" = hello
+        ln \"$M/h\" \"$M/a/h2\"
+        test \"$(stat -c %h \"$M/h\")\" = 2
+        rm \"$M/a/h2\"
+        df \"$M\" > /dev/null
         rm \"$M/h\" \"$M/a/b/moved\"
         rm -r \"$M/tests\"
         test ! -e \"$M/tests\"
