@@ -35,8 +35,10 @@
 //! the region sizes, directory scans by the directory's size (itself at most the largest file),
 //! block-map walks by the pointer tables, parent-chain walks by the inode count. Names are at
 //! most [`format::NAME_MAX`] (112) bytes. A store whose transactions cannot hold the largest
-//! non-write operation (about 17 blocks plus every block-bitmap block, for freeing a large
-//! file in one go) is refused with [`FsError::TxTooSmall`].
+//! non-write operation (14 blocks plus every bitmap block, since freeing a large file clears
+//! bits anywhere in the block bitmap in one transaction) is refused with
+//! [`FsError::TxTooSmall`]. Consecutive pieces of a split write are separate operations under
+//! the lock, so another thread's operation may come between them.
 //!
 //! **Invariants.** [`check_invariants`] is the crash invariant: it walks the tree and checks
 //! the bitmaps, link counts, directory entries and sizes (see [`check`]). `Fs::check_rep` runs
