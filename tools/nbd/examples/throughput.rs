@@ -1,5 +1,6 @@
-//! Throughput of `qemu-img convert` of a raw image into an NBD export: this server over a
-//! plain file and over memory, side by side with `qemu-nbd` serving a raw file, in one run.
+//! Throughput of `qemu-img convert` of a raw image into an NBD export: this server over the
+//! logical disk (one image and a replicated pair), over a plain file and over memory, side by
+//! side with `qemu-nbd` serving a raw file, in one run.
 //!
 //! ```text
 //! cargo run --release -p txdisk-nbd --example throughput [-- SIZE_MIB [RUNS]]
@@ -17,7 +18,9 @@ use std::thread;
 use std::time::Duration;
 
 use txdisk_nbd::testkit::{clients, SplitMix64};
-use txdisk_nbd::{Client, ExportBackend, FileBackend, MemBackend, Server};
+use txdisk_nbd::{
+    Client, ExportBackend, FileBackend, LogicalBackend, MemBackend, Server, ServerOptions,
+};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -38,6 +41,37 @@ fn serve_in_thread<B: ExportBackend>(
         }
     });
     Ok((addr, stop, handle))
+}
+
+/// Serves a freshly formatted logical disk over `images` and measures it.
+fn measure_txdisk(
+    images: &[std::path::PathBuf],
+    size: u64,
+    src: &Path,
+    back: &Path,
+    runs: usize,
+) -> Result<(f64, f64), Error> {
+    let log_blocks = 4096;
+    let options = txdisk::FormatOptions {
+        size_blocks: size.div_ceil(4096) + log_blocks + 8,
+        log_blocks,
+    };
+    txdisk::format(images, &options)?;
+    let backend = LogicalBackend::new(txdisk::open(images, txdisk::OpenOptions::default())?);
+    let server_options = ServerOptions {
+        max_payload_bytes: backend.max_payload_bytes(),
+        ..ServerOptions::default()
+    };
+    let server =
+        Server::bind("127.0.0.1:0", "disk", Arc::new(backend))?.with_options(server_options)?;
+    let addr = server.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = thread::spawn(move || server.serve_until(&flag).map(|_| ()));
+    let result = measure(&format!("nbd://{addr}/disk"), src, back, runs);
+    stop.store(true, Ordering::SeqCst);
+    let _ = handle.join();
+    result
 }
 
 fn free_port() -> Result<u16, Error> {
@@ -86,6 +120,12 @@ fn main() -> Result<(), Error> {
     drop(data);
     println!("qemu-img convert of a {size_mib} MiB raw image (random data), best of {runs}, MiB/s");
     println!("{:<34} {:>8} {:>8}", "target", "in", "out");
+
+    let (i, o) = measure_txdisk(&[dir.path().join("single.img")], size, &src, &back, runs)?;
+    println!("{:<34} {i:>8.1} {o:>8.1}", "txdisk serve, one image");
+    let pair = [dir.path().join("d1.img"), dir.path().join("d2.img")];
+    let (i, o) = measure_txdisk(&pair, size, &src, &back, runs)?;
+    println!("{:<34} {i:>8.1} {o:>8.1}", "txdisk serve, replicated pair");
 
     let file_img = dir.path().join("txdisk-nbd.img");
     let (addr, stop, handle) = serve_in_thread(FileBackend::create(&file_img, size)?)?;
