@@ -91,6 +91,8 @@ struct MemInner {
     crashed: bool,
     /// Commits that are still to fail with `Conflict` (to exercise retry paths).
     forced_conflicts: u32,
+    /// Commits refused for a real conflict so far.
+    conflicts: u64,
 }
 
 /// An in-memory [`TxStore`] with crash simulation (see the module documentation).
@@ -116,6 +118,7 @@ impl MemStore {
                 crash_at: None,
                 crashed: false,
                 forced_conflicts: 0,
+                conflicts: 0,
             }),
         }
     }
@@ -140,6 +143,11 @@ impl MemStore {
     /// Deferred commits not yet flushed (what a crash may lose).
     pub fn pending_commits(&self) -> usize {
         self.inner.lock().pending.len()
+    }
+
+    /// Commits refused so far because another transaction changed what they read.
+    pub fn conflicts(&self) -> u64 {
+        self.inner.lock().conflicts
     }
 
     /// Store calls made so far (reads, writes, commits, flushes).
@@ -276,6 +284,7 @@ impl MemTx<'_> {
         let stale =
             |addr: &Addr| inner.last_commit.get(addr).copied().unwrap_or(0) > self.began_after;
         if self.reads.iter().any(stale) || self.writes.keys().any(stale) {
+            inner.conflicts += 1;
             return Err(StoreError::Conflict);
         }
         let mut writes: Writes = self.writes.into_iter().collect();
