@@ -130,8 +130,13 @@ fn same_as_model(ops: Ops) -> TestResult {
 
 #[test]
 fn operations_match_the_in_memory_model() {
+    // QUICKCHECK_TESTS overrides the count for long runs.
+    let tests = std::env::var("QUICKCHECK_TESTS")
+        .ok()
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(500);
     QuickCheck::new()
-        .tests(500)
+        .tests(tests)
         .quickcheck(same_as_model as fn(Ops) -> TestResult);
 }
 
