@@ -73,6 +73,9 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
             self.report.workloads += 1;
             self.rng = SplitMix64::new(mix(self.cfg.seed ^ 0x00c0_ffee, self.workload_index));
             let workload = self.engine.workload(self.workload_index);
+            self.report.fail_stop_workloads += u64::from(workload.faults.fail_stop.is_some());
+            self.report.read_error_workloads += u64::from(!workload.faults.read_errors.is_empty());
+            self.report.misdirect_workloads += u64::from(workload.faults.misdirect.is_some());
             self.workload = Some(workload);
             let start = self.engine.base.clone();
             let env = Env::default();

@@ -415,8 +415,28 @@ fn describe<Op: std::fmt::Debug>(
 ) -> String {
     let mut text = String::new();
     let faults = &concrete.faults;
-    if *faults != Faults::default() {
-        let _ = writeln!(text, "faults: {faults:?}");
+    if let Some(at) = faults.fail_stop {
+        let _ = writeln!(
+            text,
+            "fault: d{} fails for good at its operation {}",
+            at.disk + 1,
+            at.op
+        );
+    }
+    for (disk, addr) in &faults.read_errors {
+        let _ = writeln!(
+            text,
+            "fault: d{} block {addr} unreadable until written",
+            disk + 1
+        );
+    }
+    if let Some((at, to)) = faults.misdirect {
+        let _ = writeln!(
+            text,
+            "fault: the write at d{} operation {} lands at block {to}",
+            at.disk + 1,
+            at.op
+        );
     }
     for (epoch, (steps, cut)) in concrete.epochs.iter().zip(&concrete.cuts).enumerate() {
         let _ = writeln!(text, "epoch {}:", epoch + 1);

@@ -99,6 +99,12 @@ pub struct FuzzReport {
     pub crash_states: u64,
     /// Recoveries crashed on purpose (depth 2 and more).
     pub recovery_crashes: u64,
+    /// Workloads with a fail-stop of one disk scheduled in their first epoch.
+    pub fail_stop_workloads: u64,
+    /// Workloads with bad blocks on one disk during their first epoch.
+    pub read_error_workloads: u64,
+    /// Workloads with a misdirected write in their first epoch.
+    pub misdirect_workloads: u64,
     pub elapsed_s: f64,
     pub states_per_s: f64,
     pub violations: Vec<Violation>,
@@ -118,6 +124,9 @@ impl FuzzReport {
             "sampled_points": self.sampled_points,
             "crash_states": self.crash_states,
             "recovery_crashes": self.recovery_crashes,
+            "fail_stop_workloads": self.fail_stop_workloads,
+            "read_error_workloads": self.read_error_workloads,
+            "misdirect_workloads": self.misdirect_workloads,
             "elapsed_s": self.elapsed_s,
             "states_per_s": self.states_per_s,
             "violations": self.violations.iter().map(Violation::to_json).collect::<Vec<_>>(),
@@ -139,6 +148,15 @@ impl fmt::Display for FuzzReport {
             self.elapsed_s,
             self.states_per_s
         )?;
+        let faults = [
+            self.fail_stop_workloads,
+            self.read_error_workloads,
+            self.misdirect_workloads,
+        ];
+        if faults.iter().any(|&count| count > 0) {
+            let [fail_stop, read_errors, misdirect] = faults;
+            writeln!(f, "faults: {fail_stop} workloads with a fail-stop, {read_errors} with bad blocks, {misdirect} with a misdirected write")?;
+        }
         if self.violations.is_empty() {
             return writeln!(f, "no violations");
         }

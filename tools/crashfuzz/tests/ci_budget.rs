@@ -1,45 +1,45 @@
-//! The correct stack passes: a fixed-seed campaign over a single disk and over a replicated
-//! pair (with fail-stop and bad blocks) finds no violation, and checks as many states as its
-//! budget asks for, at every depth.
+//! The correct stack passes: fixed-seed campaigns over a single disk (sampled, exhaustive, torn
+//! sectors, deep recovery crashes) and over a replicated pair (with fail-stops and bad blocks)
+//! find no violation and check as many states as their budgets ask for.
 
-use txdisk_crashfuzz::{fuzz, Budget, FuzzConfig};
+use txdisk_crashfuzz::{fuzz, Budget, FuzzConfig, FuzzReport};
 
-fn clean_run(config: FuzzConfig) {
+fn clean_run(config: FuzzConfig) -> FuzzReport {
     let report = fuzz(&config, &mut |_| {}).unwrap_or_else(|e| panic!("seed {}: {e}", config.seed));
     println!("{report}");
+    let seed = config.seed;
     assert!(
         report.violations.is_empty(),
-        "seed {}: the correct stack failed:\n{report}",
-        config.seed
+        "seed {seed}: the correct stack failed:\n{report}"
     );
     let Budget::States(states) = config.budget else {
         unreachable!("the CI budget counts states")
     };
     assert!(
         report.crash_states >= states,
-        "seed {}: stopped at {} of {states} states",
-        config.seed,
+        "seed {seed}: stopped at {} of {states} states",
         report.crash_states
     );
     assert!(
         report.recovery_crashes > 0,
-        "seed {}: no recovery was crashed",
-        config.seed
+        "seed {seed}: no recovery was crashed"
     );
-    assert!(
-        report.workloads > 1,
-        "seed {}: one workload only",
-        config.seed
-    );
+    assert!(report.workloads > 1, "seed {seed}: one workload only");
+    report
 }
 
 #[test]
 fn single_disk_ci_budget() {
-    clean_run(FuzzConfig {
+    let config = FuzzConfig {
         seed: 0x5eed_0001,
-        budget: Budget::States(60_000),
+        budget: Budget::States(250_000),
         ..FuzzConfig::default()
-    });
+    };
+    let report = clean_run(config);
+    assert!(
+        report.sampled_points < report.crash_points,
+        "every crash point was sampled: {report}"
+    );
 }
 
 #[test]
@@ -51,25 +51,46 @@ fn single_disk_exhaustive() {
         workload_len: 4,
         ..FuzzConfig::default()
     };
-    clean_run(config);
+    let _ = clean_run(config);
 }
 
 #[test]
 fn single_disk_torn_sectors() {
-    clean_run(FuzzConfig {
+    let config = FuzzConfig {
         seed: 0x5eed_0004,
         budget: Budget::States(20_000),
         torn: true,
         ..FuzzConfig::default()
-    });
+    };
+    let _ = clean_run(config);
+}
+
+#[test]
+fn deep_recovery_crashes() {
+    let config = FuzzConfig {
+        seed: 0x5eed_0005,
+        budget: Budget::States(10_000),
+        depth: 4,
+        ..FuzzConfig::default()
+    };
+    let _ = clean_run(config);
 }
 
 #[test]
 fn replicated_pair_ci_budget() {
-    clean_run(FuzzConfig {
+    let config = FuzzConfig {
         seed: 0x5eed_0003,
-        budget: Budget::States(15_000),
+        budget: Budget::States(30_000),
         replicated: true,
         ..FuzzConfig::default()
-    });
+    };
+    let report = clean_run(config);
+    assert!(
+        report.fail_stop_workloads > 0,
+        "no workload failed a disk: {report}"
+    );
+    assert!(
+        report.read_error_workloads > 0,
+        "no workload had bad blocks: {report}"
+    );
 }
