@@ -2,7 +2,10 @@
 //! layer by layer from the bottom, and the repair that runs the layers' own recoveries.
 
 use crate::error::{InspectError, Result};
-use crate::report::{one_line, slot_text, state_text, FsckReport, LogReport, MemberReport, RecordSummary, ReplicaDiff, Severity};
+use crate::report::{
+    one_line, slot_text, state_text, FsckReport, LogReport, MemberReport, RecordSummary,
+    ReplicaDiff, Severity,
+};
 use crate::view::{open_image, ImageKind, OpenedImage};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,7 +25,10 @@ pub struct CheckOptions {
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { repair: false, max_listed: 10 }
+        CheckOptions {
+            repair: false,
+            max_listed: 10,
+        }
     }
 }
 
@@ -44,7 +50,11 @@ pub fn check(images: &[PathBuf], options: &CheckOptions) -> Result<FsckReport> {
 }
 
 /// As [`check`], reporting progress of the long steps.
-pub fn check_with_progress(images: &[PathBuf], options: &CheckOptions, progress: &mut dyn FnMut(Progress)) -> Result<FsckReport> {
+pub fn check_with_progress(
+    images: &[PathBuf],
+    options: &CheckOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<FsckReport> {
     let before = inspect(images, options, progress)?;
     if !options.repair || before.is_clean() {
         return Ok(before);
@@ -56,15 +66,32 @@ pub fn check_with_progress(images: &[PathBuf], options: &CheckOptions, progress:
 }
 
 /// The read-only check.
-fn inspect(images: &[PathBuf], options: &CheckOptions, progress: &mut dyn FnMut(Progress)) -> Result<FsckReport> {
+fn inspect(
+    images: &[PathBuf],
+    options: &CheckOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<FsckReport> {
     if images.is_empty() || images.len() > 2 {
-        return Err(InspectError::ImageCount { count: images.len() });
+        return Err(InspectError::ImageCount {
+            count: images.len(),
+        });
     }
-    let opened = images.iter().map(|path| open_image(path)).collect::<Result<Vec<_>>>()?;
-    let mut report = FsckReport { images: images.to_vec(), ..FsckReport::default() };
-    let all_members = opened.iter().all(|image| matches!(image.kind, ImageKind::Member { .. }));
+    let opened = images
+        .iter()
+        .map(|path| open_image(path))
+        .collect::<Result<Vec<_>>>()?;
+    let mut report = FsckReport {
+        images: images.to_vec(),
+        ..FsckReport::default()
+    };
+    let all_members = opened
+        .iter()
+        .all(|image| matches!(image.kind, ImageKind::Member { .. }));
     if opened.len() == 2 && !all_members {
-        let single = opened.iter().find(|image| image.kind == ImageKind::Single).map_or_else(PathBuf::new, |i| i.path.clone());
+        let single = opened
+            .iter()
+            .find(|image| image.kind == ImageKind::Single)
+            .map_or_else(PathBuf::new, |i| i.path.clone());
         return Err(InspectError::NotAPairMember { path: single });
     }
     if !all_members {
@@ -74,10 +101,21 @@ fn inspect(images: &[PathBuf], options: &CheckOptions, progress: &mut dyn FnMut(
     let source = check_members(&opened, &mut report)?;
     if opened.len() == 2 {
         if let Some(source) = source {
-            report.replicas = Some(compare_replicas(&opened, source, options, progress, &mut report)?);
+            report.replicas = Some(compare_replicas(
+                &opened,
+                source,
+                options,
+                progress,
+                &mut report,
+            )?);
         }
     } else {
-        report.add(Severity::Info, "replicated", "replicated.one_member", "only one member of the pair given: replicas not compared");
+        report.add(
+            Severity::Info,
+            "replicated",
+            "replicated.one_member",
+            "only one member of the pair given: replicas not compared",
+        );
     }
     let log_source = source.map_or(0, Role::index).min(opened.len() - 1);
     check_log(&opened[log_source], false, &mut report)?;
@@ -85,7 +123,10 @@ fn inspect(images: &[PathBuf], options: &CheckOptions, progress: &mut dyn FnMut(
 }
 
 fn io_error(path: &Path) -> impl Fn(txdisk_disk::DiskError) -> InspectError + '_ {
-    move |source| InspectError::Io { path: path.to_path_buf(), source }
+    move |source| InspectError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 // ---- the replicated layer ----
@@ -95,8 +136,14 @@ fn io_error(path: &Path) -> impl Fn(txdisk_disk::DiskError) -> InspectError + '_
 fn check_members(opened: &[OpenedImage], report: &mut FsckReport) -> Result<Option<Role>> {
     let mut metas: Vec<Option<ReplicaMeta>> = Vec::new();
     for (index, image) in opened.iter().enumerate() {
-        let ImageKind::Member { slots, meta } = &image.kind else { unreachable!("inspect: members checked above") };
-        report.members.push(MemberReport { path: image.path.clone(), slots: *slots, meta: *meta });
+        let ImageKind::Member { slots, meta } = &image.kind else {
+            unreachable!("inspect: members checked above")
+        };
+        report.members.push(MemberReport {
+            path: image.path.clone(),
+            slots: *slots,
+            meta: *meta,
+        });
         check_slots(image, slots, meta, report);
         if let Some(meta) = meta {
             if opened.len() == 2 && meta.role != Role::from_index(index) {
@@ -120,8 +167,16 @@ fn check_members(opened: &[OpenedImage], report: &mut FsckReport) -> Result<Opti
             });
         }
         if m1.data_size_blocks != m2.data_size_blocks {
-            let message = format!("the members record different sizes (d1 {} data blocks, d2 {})", m1.data_size_blocks, m2.data_size_blocks);
-            report.add(Severity::Error, "replicated", "replicated.geometry", message);
+            let message = format!(
+                "the members record different sizes (d1 {} data blocks, d2 {})",
+                m1.data_size_blocks, m2.data_size_blocks
+            );
+            report.add(
+                Severity::Error,
+                "replicated",
+                "replicated.geometry",
+                message,
+            );
             return Ok(None);
         }
     }
@@ -129,19 +184,41 @@ fn check_members(opened: &[OpenedImage], report: &mut FsckReport) -> Result<Opti
     Ok(choose_source(&metas, report))
 }
 
-fn check_slots(image: &OpenedImage, slots: &[Slot; 2], meta: &Option<ReplicaMeta>, report: &mut FsckReport) {
+fn check_slots(
+    image: &OpenedImage,
+    slots: &[Slot; 2],
+    meta: &Option<ReplicaMeta>,
+    report: &mut FsckReport,
+) {
     let name = image.path.display();
     if meta.is_none() {
-        let message = format!("{name}: no valid pair metadata (slot 0: {}; slot 1: {})", slot_text(&slots[0]), slot_text(&slots[1]));
-        report.add(Severity::Error, "replicated", "replicated.no_metadata", message);
+        let message = format!(
+            "{name}: no valid pair metadata (slot 0: {}; slot 1: {})",
+            slot_text(&slots[0]),
+            slot_text(&slots[1])
+        );
+        report.add(
+            Severity::Error,
+            "replicated",
+            "replicated.no_metadata",
+            message,
+        );
         return;
     }
     for (index, slot) in slots.iter().enumerate() {
         if !matches!(slot, Slot::Valid(_)) {
             // Both slots are valid on a healthy member; one bad slot is a torn metadata write
             // or damage, and the next metadata update rewrites it.
-            let message = format!("{name}: metadata slot {index} is {}; the other slot is current", slot_text(slot));
-            report.add(Severity::Fixable, "replicated", "replicated.slot_damaged", message);
+            let message = format!(
+                "{name}: metadata slot {index} is {}; the other slot is current",
+                slot_text(slot)
+            );
+            report.add(
+                Severity::Fixable,
+                "replicated",
+                "replicated.slot_damaged",
+                message,
+            );
         }
     }
 }
@@ -161,13 +238,22 @@ fn check_member_size(image: &OpenedImage, meta: &ReplicaMeta, report: &mut FsckR
 /// The source as open chooses it: never a half-rebuilt member, the most events, d1 on a tie.
 /// Reports what open would do with the other member.
 fn choose_source(metas: &[Option<ReplicaMeta>], report: &mut FsckReport) -> Option<Role> {
-    let source = metas.iter().flatten().filter(|m| m.state != MetaState::Rebuilding).fold(None::<ReplicaMeta>, |best, m| match best {
-        Some(b) if b.events >= m.events => Some(b),
-        _ => Some(*m),
-    });
+    let source = metas
+        .iter()
+        .flatten()
+        .filter(|m| m.state != MetaState::Rebuilding)
+        .fold(None::<ReplicaMeta>, |best, m| match best {
+            Some(b) if b.events >= m.events => Some(b),
+            _ => Some(*m),
+        });
     let Some(source) = source else {
         if metas.iter().flatten().next().is_some() {
-            report.add(Severity::Error, "replicated", "replicated.no_source", "every member given is an unfinished rebuild: no current replica");
+            report.add(
+                Severity::Error,
+                "replicated",
+                "replicated.no_source",
+                "every member given is an unfinished rebuild: no current replica",
+            );
         }
         return None;
     };
@@ -176,16 +262,36 @@ fn choose_source(metas: &[Option<ReplicaMeta>], report: &mut FsckReport) -> Opti
             continue;
         }
         if meta.state == MetaState::Rebuilding {
-            let message = format!("{}'s rebuild did not finish; recovery rebuilds it from {}", meta.role, source.role);
-            report.add(Severity::Fixable, "replicated", "replicated.rebuild_unfinished", message);
+            let message = format!(
+                "{}'s rebuild did not finish; recovery rebuilds it from {}",
+                meta.role, source.role
+            );
+            report.add(
+                Severity::Fixable,
+                "replicated",
+                "replicated.rebuild_unfinished",
+                message,
+            );
         } else if meta.events < source.events {
-            let message = format!("{} is stale ({} events, {} has {}); recovery rebuilds it", meta.role, meta.events, source.role, source.events);
+            let message = format!(
+                "{} is stale ({} events, {} has {}); recovery rebuilds it",
+                meta.role, meta.events, source.role, source.events
+            );
             report.add(Severity::Fixable, "replicated", "replicated.stale", message);
         }
     }
-    let dirty: Vec<String> = metas.iter().flatten().filter(|m| m.state == MetaState::Dirty).map(|m| m.role.to_string()).collect();
+    let dirty: Vec<String> = metas
+        .iter()
+        .flatten()
+        .filter(|m| m.state == MetaState::Dirty)
+        .map(|m| m.role.to_string())
+        .collect();
     if !dirty.is_empty() {
-        let message = format!("pair not closed cleanly ({} {}): replica recovery pending", dirty.join(", "), state_text(MetaState::Dirty));
+        let message = format!(
+            "pair not closed cleanly ({} {}): replica recovery pending",
+            dirty.join(", "),
+            state_text(MetaState::Dirty)
+        );
         report.add(Severity::Fixable, "replicated", "replicated.dirty", message);
     }
     Some(source.role)
@@ -201,7 +307,12 @@ fn compare_replicas(
 ) -> Result<ReplicaDiff> {
     let (v1, v2) = (opened[0].log_view(), opened[1].log_view());
     let total_blocks = v1.size_blocks().min(v2.size_blocks());
-    let mut diff = ReplicaDiff { compared_blocks: total_blocks, differing_blocks: 0, first_differences: Vec::new(), source };
+    let mut diff = ReplicaDiff {
+        compared_blocks: total_blocks,
+        differing_blocks: 0,
+        first_differences: Vec::new(),
+        source,
+    };
     for addr in 0..total_blocks {
         let b1 = v1.read(addr).map_err(io_error(&opened[0].path))?;
         let b2 = v2.read(addr).map_err(io_error(&opened[1].path))?;
@@ -212,10 +323,18 @@ fn compare_replicas(
             }
         }
         if (addr + 1) % PROGRESS_INTERVAL_BLOCKS == 0 {
-            progress(Progress { phase: "comparing replicas", done_blocks: addr + 1, total_blocks });
+            progress(Progress {
+                phase: "comparing replicas",
+                done_blocks: addr + 1,
+                total_blocks,
+            });
         }
     }
-    progress(Progress { phase: "comparing replicas", done_blocks: total_blocks, total_blocks });
+    progress(Progress {
+        phase: "comparing replicas",
+        done_blocks: total_blocks,
+        total_blocks,
+    });
     if diff.differing_blocks > 0 {
         let listed: Vec<String> = diff.first_differences.iter().map(Addr::to_string).collect();
         let message = format!(
@@ -226,7 +345,12 @@ fn compare_replicas(
             source,
             source.other()
         );
-        report.add(Severity::Fixable, "replicated", "replicated.differ", message);
+        report.add(
+            Severity::Fixable,
+            "replicated",
+            "replicated.differ",
+            message,
+        );
     }
     Ok(diff)
 }
@@ -235,11 +359,23 @@ fn compare_replicas(
 
 /// What a log error means for the check: an operational error (not ours at all, a version we
 /// cannot read, an I/O failure) or damage on an image we recognise.
-fn log_error(image: &OpenedImage, single: bool, error: LogError, report: &mut FsckReport) -> Result<()> {
+fn log_error(
+    image: &OpenedImage,
+    single: bool,
+    error: LogError,
+    report: &mut FsckReport,
+) -> Result<()> {
     let path = image.path.clone();
     match error {
         LogError::NotAnImage { reason } if single => Err(InspectError::NotAnImage { path, reason }),
-        LogError::UnsupportedVersion { found, supported } => Err(InspectError::UnsupportedVersion { path, what: "log", found, supported }),
+        LogError::UnsupportedVersion { found, supported } => {
+            Err(InspectError::UnsupportedVersion {
+                path,
+                what: "log",
+                found,
+                supported,
+            })
+        }
         LogError::Disk(source) => Err(InspectError::Io { path, source }),
         other => {
             let code = match &other {
@@ -257,7 +393,10 @@ fn log_error(image: &OpenedImage, single: bool, error: LogError, report: &mut Fs
 fn check_log(image: &OpenedImage, single: bool, report: &mut FsckReport) -> Result<()> {
     let view = image.log_view();
     if view.size_blocks() == 0 {
-        return Err(InspectError::NotAnImage { path: image.path.clone(), reason: "no blocks after the pair metadata".into() });
+        return Err(InspectError::NotAnImage {
+            path: image.path.clone(),
+            reason: "no blocks after the pair metadata".into(),
+        });
     }
     let sb = match read_superblock(&view) {
         Ok(sb) => sb,
@@ -270,7 +409,10 @@ fn check_log(image: &OpenedImage, single: bool, report: &mut FsckReport) -> Resu
     // Positions are absolute and only grow; one this close to the end of u64 cannot come from
     // a real log (it would take centuries), and scanning past it would overflow.
     if header.tail_pos > u64::MAX / 4 || header.tail_seq > u64::MAX / 4 {
-        let message = format!("log header position {} / sequence {} out of any plausible range", header.tail_pos, header.tail_seq);
+        let message = format!(
+            "log header position {} / sequence {} out of any plausible range",
+            header.tail_pos, header.tail_seq
+        );
         report.add(Severity::Error, "log", "log.header", message);
         return Ok(());
     }
@@ -278,7 +420,11 @@ fn check_log(image: &OpenedImage, single: bool, report: &mut FsckReport) -> Resu
         Ok(scan) => scan,
         Err(error) => return log_error(image, single, error, report),
     };
-    let home: BTreeSet<Addr> = scan.records.iter().flat_map(|r| r.addrs.iter().copied()).collect();
+    let home: BTreeSet<Addr> = scan
+        .records
+        .iter()
+        .flat_map(|r| r.addrs.iter().copied())
+        .collect();
     let log = LogReport {
         superblock: scan.superblock,
         slots: scan.slots.clone(),
@@ -298,7 +444,8 @@ fn check_log(image: &OpenedImage, single: bool, report: &mut FsckReport) -> Resu
 
 fn log_findings(log: &LogReport, report: &mut FsckReport) {
     if let Some(detail) = &log.corruption {
-        let message = format!("log corruption: {detail}; acknowledged transactions cannot be replayed");
+        let message =
+            format!("log corruption: {detail}; acknowledged transactions cannot be replayed");
         report.add(Severity::Error, "log", "log.corruption", message);
     }
     if let (Some(first), Some(last)) = (log.records.first(), log.records.last()) {

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use txdisk_disk::{Block, Disk, FileDisk, BLOCK_SIZE};
 use txdisk_log::{scan_log, LogOptions, Superblock};
 use txdisk_logical::LogicalDisk;
-use txdisk_replicated::{FormatOptions, MetaState, ReplicaMeta, ReplicatedDisk, Slot, RESERVED_BLOCKS};
+use txdisk_replicated::{
+    FormatOptions, MetaState, ReplicaMeta, ReplicatedDisk, Slot, RESERVED_BLOCKS,
+};
 
 /// Blocks of every test image (1 MiB): small, so that thousands of checks take seconds.
 pub const SIZE_BLOCKS: u64 = 256;
@@ -97,14 +99,25 @@ pub fn make(damage: Damage, dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let single = || vec![dir.join("single.img")];
     let pair = || vec![dir.join("d1.img"), dir.join("d2.img")];
     let images = match damage {
-        Damage::CleanSingle | Damage::PendingSingle | Damage::TornTail | Damage::TornOnly | Damage::BrokenChain => single(),
-        Damage::SuperblockChecksum | Damage::WrongMagic | Damage::FutureLogVersion | Damage::NoValidHeader => single(),
-        Damage::TruncatedSingle | Damage::EmptyFile | Damage::NotAnImage | Damage::Directory => single(),
+        Damage::CleanSingle
+        | Damage::PendingSingle
+        | Damage::TornTail
+        | Damage::TornOnly
+        | Damage::BrokenChain => single(),
+        Damage::SuperblockChecksum
+        | Damage::WrongMagic
+        | Damage::FutureLogVersion
+        | Damage::NoValidHeader => single(),
+        Damage::TruncatedSingle | Damage::EmptyFile | Damage::NotAnImage | Damage::Directory => {
+            single()
+        }
         _ => pair(),
     };
     match damage {
         Damage::EmptyFile => std::fs::write(&images[0], b"")?,
-        Damage::NotAnImage => std::fs::write(&images[0], "not an image\n".repeat(2 * BLOCK_SIZE / 13 + 1))?,
+        Damage::NotAnImage => {
+            std::fs::write(&images[0], "not an image\n".repeat(2 * BLOCK_SIZE / 13 + 1))?
+        }
         Damage::Directory => std::fs::create_dir(&images[0])?,
         Damage::DifferentPairs => {
             format(&images, 1)?;
@@ -137,7 +150,11 @@ fn damage_formatted(damage: Damage, images: &[PathBuf]) -> Result<(), Error> {
         }
         Damage::ReplicaDifference => {
             let d2 = FileDisk::open(&images[1])?;
-            let sb = txdisk_log::read_superblock(&Window::new(&d2, RESERVED_BLOCKS, d2.size_blocks() - RESERVED_BLOCKS))?;
+            let sb = txdisk_log::read_superblock(&Window::new(
+                &d2,
+                RESERVED_BLOCKS,
+                d2.size_blocks() - RESERVED_BLOCKS,
+            ))?;
             for home in [5, 6, 40] {
                 d2.write(RESERVED_BLOCKS + sb.data_start + home, &Block::filled(0xd2))?;
             }
@@ -154,7 +171,11 @@ fn damage_formatted(damage: Damage, images: &[PathBuf]) -> Result<(), Error> {
         }
         Damage::FuturePairVersion => {
             for slot in 0..RESERVED_BLOCKS {
-                patch(&images[0], slot * BLOCK_SIZE as u64 + 8, &2u32.to_le_bytes())?;
+                patch(
+                    &images[0],
+                    slot * BLOCK_SIZE as u64 + 8,
+                    &2u32.to_le_bytes(),
+                )?;
             }
         }
         Damage::NoValidHeader => {
@@ -163,7 +184,10 @@ fn damage_formatted(damage: Damage, images: &[PathBuf]) -> Result<(), Error> {
         }
         Damage::TruncatedSingle | Damage::TruncatedMember => {
             let path = images.last().ok_or("no image")?;
-            OpenOptions::new().write(true).open(path)?.set_len(SIZE_BLOCKS / 2 * BLOCK_SIZE as u64)?;
+            OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .set_len(SIZE_BLOCKS / 2 * BLOCK_SIZE as u64)?;
         }
         Damage::StaleMember => rewrite_meta(&images[1], |meta| meta.events = 0)?,
         Damage::UnfinishedRebuild => rewrite_meta(&images[1], |meta| {
@@ -184,8 +208,18 @@ pub fn format(images: &[PathBuf], pair_id: u64) -> Result<(), Error> {
             LogicalDisk::format(&disk, LOG_BLOCKS)?;
         }
         [p1, p2] => {
-            let (d1, d2) = (FileDisk::create(p1, SIZE_BLOCKS)?, FileDisk::create(p2, SIZE_BLOCKS)?);
-            ReplicatedDisk::format(&d1, &d2, &FormatOptions { pair_id: Some(pair_id), assume_equal: true })?;
+            let (d1, d2) = (
+                FileDisk::create(p1, SIZE_BLOCKS)?,
+                FileDisk::create(p2, SIZE_BLOCKS)?,
+            );
+            ReplicatedDisk::format(
+                &d1,
+                &d2,
+                &FormatOptions {
+                    pair_id: Some(pair_id),
+                    assume_equal: true,
+                },
+            )?;
             let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})?;
             LogicalDisk::format(&pair, LOG_BLOCKS)?;
             pair.close()?;
@@ -201,10 +235,17 @@ pub fn format(images: &[PathBuf], pair_id: u64) -> Result<(), Error> {
 pub fn commit_and_crash(images: &[PathBuf], count: u8) -> Result<(), Error> {
     let disk: Arc<dyn Disk> = match images {
         [single] => Arc::new(FileDisk::open(single)?),
-        [p1, p2] => Arc::new(ReplicatedDisk::open(FileDisk::open(p1)?, FileDisk::open(p2)?, &mut |_| {})?),
+        [p1, p2] => Arc::new(ReplicatedDisk::open(
+            FileDisk::open(p1)?,
+            FileDisk::open(p2)?,
+            &mut |_| {},
+        )?),
         _ => return Err("one or two images".into()),
     };
-    let options = LogOptions { background_installer: false, ..LogOptions::default() };
+    let options = LogOptions {
+        background_installer: false,
+        ..LogOptions::default()
+    };
     let logical = LogicalDisk::open(disk, options)?;
     for index in 0..count {
         let mut tx = logical.begin();

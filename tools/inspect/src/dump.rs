@@ -3,7 +3,9 @@
 //! one log parser ([`txdisk_log::scan_log`]) returns — the same records recovery replays.
 
 use crate::error::{InspectError, Result};
-use crate::report::{addr_list, header_slot_text, one_line, superblock_json, superblock_text, RecordSummary};
+use crate::report::{
+    addr_list, header_slot_text, one_line, superblock_json, superblock_text, RecordSummary,
+};
 use crate::view::{open_image, ImageKind};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -63,30 +65,56 @@ pub fn logdump(image: &Path, options: &DumpOptions) -> Result<LogDump> {
     let opened = open_image(image)?;
     let view = opened.log_view();
     let unreadable = |error: LogError| match error {
-        LogError::Disk(source) => InspectError::Io { path: image.to_path_buf(), source },
-        LogError::UnsupportedVersion { found, supported } => {
-            InspectError::UnsupportedVersion { path: image.to_path_buf(), what: "log", found, supported }
+        LogError::Disk(source) => InspectError::Io {
+            path: image.to_path_buf(),
+            source,
+        },
+        LogError::UnsupportedVersion { found, supported } => InspectError::UnsupportedVersion {
+            path: image.to_path_buf(),
+            what: "log",
+            found,
+            supported,
+        },
+        LogError::NotAnImage { reason } if opened.kind == ImageKind::Single => {
+            InspectError::NotAnImage {
+                path: image.to_path_buf(),
+                reason,
+            }
         }
-        LogError::NotAnImage { reason } if opened.kind == ImageKind::Single => InspectError::NotAnImage { path: image.to_path_buf(), reason },
-        other => InspectError::Unreadable { path: image.to_path_buf(), detail: one_line(&other.to_string()) },
+        other => InspectError::Unreadable {
+            path: image.to_path_buf(),
+            detail: one_line(&other.to_string()),
+        },
     };
     let header = txdisk_log::read_superblock(&view)
         .and_then(|sb| txdisk_log::read_headers(&view, &sb))
         .map_err(unreadable)?
         .1;
     if header.tail_pos > u64::MAX / 4 || header.tail_seq > u64::MAX / 4 {
-        let detail = format!("log header position {} / sequence {} out of any plausible range", header.tail_pos, header.tail_seq);
-        return Err(InspectError::Unreadable { path: image.to_path_buf(), detail });
+        let detail = format!(
+            "log header position {} / sequence {} out of any plausible range",
+            header.tail_pos, header.tail_seq
+        );
+        return Err(InspectError::Unreadable {
+            path: image.to_path_buf(),
+            detail,
+        });
     }
     let scan = scan_log(&view, false).map_err(unreadable)?;
     let sb = scan.superblock;
     let read_raw = |pos: u64| -> Result<RawBlock> {
         let disk_addr = sb.log_addr(pos);
-        let block = view.read(disk_addr).map_err(|source| InspectError::Io { path: image.to_path_buf(), source })?;
+        let block = view.read(disk_addr).map_err(|source| InspectError::Io {
+            path: image.to_path_buf(),
+            source,
+        })?;
         Ok(RawBlock { disk_addr, block })
     };
     let mut records = Vec::new();
-    let shown = scan.records.iter().filter(|r| options.block.is_none_or(|b| r.addrs.contains(&b)));
+    let shown = scan
+        .records
+        .iter()
+        .filter(|r| options.block.map_or(true, |b| r.addrs.contains(&b)));
     for record in shown.take(options.max_records.unwrap_or(usize::MAX)) {
         let mut raw = Vec::new();
         if options.raw {
@@ -94,9 +122,17 @@ pub fn logdump(image: &Path, options: &DumpOptions) -> Result<LogDump> {
                 raw.push(read_raw(record.pos + index)?);
             }
         }
-        records.push(DumpRecord { record: RecordSummary::from(record), first_disk_addr: sb.log_addr(record.pos), raw });
+        records.push(DumpRecord {
+            record: RecordSummary::from(record),
+            first_disk_addr: sb.log_addr(record.pos),
+            raw,
+        });
     }
-    let stop_block = if options.raw { Some(read_raw(scan.end_pos)?) } else { None };
+    let stop_block = if options.raw {
+        Some(read_raw(scan.end_pos)?)
+    } else {
+        None
+    };
     Ok(LogDump {
         image: image.to_path_buf(),
         offset_blocks: view.offset_blocks(),
@@ -115,10 +151,21 @@ pub fn logdump(image: &Path, options: &DumpOptions) -> Result<LogDump> {
 impl LogDump {
     pub fn render_text(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "Log of {} (log address space at file block {})", self.image.display(), self.offset_blocks);
+        let _ = writeln!(
+            out,
+            "Log of {} (log address space at file block {})",
+            self.image.display(),
+            self.offset_blocks
+        );
         let _ = writeln!(out, "superblock: {}", superblock_text(&self.superblock));
         for (index, slot) in self.slots.iter().enumerate() {
-            let _ = writeln!(out, "header slot {} (block {}): {}", index + 1, index + 1, header_slot_text(slot));
+            let _ = writeln!(
+                out,
+                "header slot {} (block {}): {}",
+                index + 1,
+                index + 1,
+                header_slot_text(slot)
+            );
         }
         let _ = writeln!(
             out,
@@ -192,7 +239,12 @@ impl LogDump {
 }
 
 fn raw_json(raw: &RawBlock) -> Value {
-    let hex: String = raw.block.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = raw
+        .block
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     json!({ "block": raw.disk_addr, "hex": hex })
 }
 
@@ -213,8 +265,22 @@ pub fn hex_dump(block: &Block, indent: &str) -> String {
         starred = false;
         previous = Some(line);
         let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
-        let ascii: String = line.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }).collect();
-        let _ = writeln!(out, "{indent}{:04x}  {}  |{ascii}|", index * 16, hex.join(" "));
+        let ascii: String = line
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{indent}{:04x}  {}  |{ascii}|",
+            index * 16,
+            hex.join(" ")
+        );
     }
     let _ = writeln!(out, "{indent}{:04x}", bytes.len());
     out

@@ -28,13 +28,27 @@ pub enum InspectError {
     NotAnImage { path: PathBuf, reason: String },
 
     #[error("{path}: {what} format version {found} is not supported (this build reads version {supported})")]
-    UnsupportedVersion { path: PathBuf, what: &'static str, found: u32, supported: u32 },
+    UnsupportedVersion {
+        path: PathBuf,
+        what: &'static str,
+        found: u32,
+        supported: u32,
+    },
 
     #[error("the images belong to different pairs ({first} is in pair {first_pair_id:016x}, {second} in pair {second_pair_id:016x})")]
-    DifferentPairs { first: PathBuf, second: PathBuf, first_pair_id: u64, second_pair_id: u64 },
+    DifferentPairs {
+        first: PathBuf,
+        second: PathBuf,
+        first_pair_id: u64,
+        second_pair_id: u64,
+    },
 
     #[error("{path} is member {found} of its pair, expected member {expected} here (give d1 first, then d2)")]
-    WrongOrder { path: PathBuf, expected: String, found: String },
+    WrongOrder {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
 
     #[error("{path}: not a member of a replicated pair, but two images were given")]
     NotAPairMember { path: PathBuf },

@@ -13,18 +13,32 @@ use txdisk_replicated::{Phase, ReplicatedDisk};
 /// Repairs what `before` found fixable. Writes nothing if it found uncorrectable errors: the
 /// recoveries assume a sound image, and run on a damaged one they could spread the damage (a
 /// resync copies d1 over d2 whatever d1 holds).
-pub(crate) fn repair(images: &[PathBuf], before: &FsckReport, progress: &mut dyn FnMut(Progress)) -> RepairReport {
-    let mut repair = RepairReport { before: before.findings.clone(), ..RepairReport::default() };
-    let errors = before.findings.iter().filter(|f| f.severity == Severity::Error).count();
+pub(crate) fn repair(
+    images: &[PathBuf],
+    before: &FsckReport,
+    progress: &mut dyn FnMut(Progress),
+) -> RepairReport {
+    let mut repair = RepairReport {
+        before: before.findings.clone(),
+        ..RepairReport::default()
+    };
+    let errors = before
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
     if errors > 0 {
-        repair.skipped = Some(format!("{errors} uncorrectable error(s); nothing was written"));
+        repair.skipped = Some(format!(
+            "{errors} uncorrectable error(s); nothing was written"
+        ));
         return repair;
     }
     let outcome = match images {
         [single] if before.members.is_empty() => repair_single(single, &mut repair.actions),
         [d1, d2] => repair_pair(d1, d2, &mut repair.actions, progress),
         _ => {
-            repair.skipped = Some("repairing a pair needs both members; nothing was written".into());
+            repair.skipped =
+                Some("repairing a pair needs both members; nothing was written".into());
             return repair;
         }
     };
@@ -41,7 +55,12 @@ fn repair_single(path: &PathBuf, actions: &mut Vec<String>) -> Result<(), String
     Ok(())
 }
 
-fn repair_pair(d1: &PathBuf, d2: &PathBuf, actions: &mut Vec<String>, progress: &mut dyn FnMut(Progress)) -> Result<(), String> {
+fn repair_pair(
+    d1: &PathBuf,
+    d2: &PathBuf,
+    actions: &mut Vec<String>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), String> {
     let open = |path: &PathBuf| FileDisk::open(path).map_err(|e| e.to_string());
     let (disk1, disk2) = (open(d1)?, open(d2)?);
     let mut forward = |p: txdisk_replicated::Progress| {
@@ -49,11 +68,18 @@ fn repair_pair(d1: &PathBuf, d2: &PathBuf, actions: &mut Vec<String>, progress: 
             Phase::Resync => "resyncing replicas",
             Phase::Rebuild => "rebuilding a replica",
         };
-        progress(Progress { phase, done_blocks: p.done_blocks, total_blocks: p.total_blocks });
+        progress(Progress {
+            phase,
+            done_blocks: p.done_blocks,
+            total_blocks: p.total_blocks,
+        });
     };
-    let pair = ReplicatedDisk::open(disk1, disk2, &mut forward).map_err(|e| format!("opening the pair: {e}"))?;
+    let pair = ReplicatedDisk::open(disk1, disk2, &mut forward)
+        .map_err(|e| format!("opening the pair: {e}"))?;
     actions.push("replicated: opened the pair (resync or rebuild as its metadata asks)".into());
-    let copied = pair.recover(&mut forward).map_err(|e| format!("replica recovery: {e}"))?;
+    let copied = pair
+        .recover(&mut forward)
+        .map_err(|e| format!("replica recovery: {e}"))?;
     actions.push(format!(
         "replicated: resynced d1 -> d2: {} of {} blocks differed and were copied",
         copied.copied_blocks, copied.scanned_blocks

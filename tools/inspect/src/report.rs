@@ -49,8 +49,18 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(severity: Severity, layer: &'static str, code: &'static str, message: impl Into<String>) -> Finding {
-        Finding { severity, layer, code, message: message.into() }
+    pub fn new(
+        severity: Severity,
+        layer: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            severity,
+            layer,
+            code,
+            message: message.into(),
+        }
     }
 
     fn to_json(&self) -> Value {
@@ -161,8 +171,15 @@ pub struct FsckReport {
 }
 
 impl FsckReport {
-    pub(crate) fn add(&mut self, severity: Severity, layer: &'static str, code: &'static str, message: impl Into<String>) {
-        self.findings.push(Finding::new(severity, layer, code, message));
+    pub(crate) fn add(
+        &mut self,
+        severity: Severity,
+        layer: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) {
+        self.findings
+            .push(Finding::new(severity, layer, code, message));
     }
 
     /// The worst severity found, `None` if nothing at all.
@@ -172,7 +189,7 @@ impl FsckReport {
 
     /// True when no finding needs action (infos only).
     pub fn is_clean(&self) -> bool {
-        self.worst().is_none_or(|s| s == Severity::Info)
+        self.worst().map_or(true, |s| s == Severity::Info)
     }
 
     /// e2fsck's convention: 0 clean; 1 errors corrected (a repair ran and the image is now
@@ -190,14 +207,22 @@ impl FsckReport {
 
     /// A one-line diagnosis: the images, the verdict, and the most important findings.
     pub fn summary(&self) -> String {
-        let names: Vec<String> = self.images.iter().map(|p| p.display().to_string()).collect();
+        let names: Vec<String> = self
+            .images
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         let names = names.join(" + ");
         let verdict = match self.exit_code() {
             EXIT_CLEAN => "clean".to_string(),
             EXIT_CORRECTED => "errors corrected, now clean".to_string(),
             _ => "problems left uncorrected".to_string(),
         };
-        let mut worst: Vec<&Finding> = self.findings.iter().filter(|f| f.severity > Severity::Info).collect();
+        let mut worst: Vec<&Finding> = self
+            .findings
+            .iter()
+            .filter(|f| f.severity > Severity::Info)
+            .collect();
         worst.sort_by_key(|f| std::cmp::Reverse(f.severity));
         let mut line = format!("{names}: {verdict}");
         if let Some(first) = worst.first() {
@@ -223,14 +248,24 @@ impl FsckReport {
                 "replicas: {} of {} data blocks differ{}",
                 diff.differing_blocks,
                 diff.compared_blocks,
-                if listed.is_empty() { String::new() } else { format!(" (first: {})", listed.join(", ")) }
+                if listed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (first: {})", listed.join(", "))
+                }
             );
         }
         if let Some(repair) = &self.repair {
             render_repair(repair, &mut out);
         }
         for finding in &self.findings {
-            let _ = writeln!(out, "{:<7} {}: {}", finding.severity.name(), finding.layer, finding.message);
+            let _ = writeln!(
+                out,
+                "{:<7} {}: {}",
+                finding.severity.name(),
+                finding.layer,
+                finding.message
+            );
         }
         let _ = writeln!(out, "{}", self.summary());
         out
@@ -268,7 +303,10 @@ pub(crate) fn slot_text(slot: &Slot) -> String {
         Slot::Blank => "blank".into(),
         Slot::Foreign => "not pair metadata".into(),
         Slot::BadVersion { found } => format!("format version {found} (unsupported)"),
-        Slot::Corrupt { expected_crc, found_crc } => {
+        Slot::Corrupt {
+            expected_crc,
+            found_crc,
+        } => {
             format!("corrupt (checksum expected {expected_crc:#010x}, found {found_crc:#010x}, or a field out of range)")
         }
         Slot::Unreadable => "unreadable".into(),
@@ -292,7 +330,11 @@ fn meta_text(meta: &ReplicaMeta) -> String {
         meta.seq,
         meta.events,
         meta.data_size_blocks,
-        if meta.peer_failed { ", ran without its peer" } else { "" }
+        if meta.peer_failed {
+            ", ran without its peer"
+        } else {
+            ""
+        }
     )
 }
 
@@ -322,7 +364,10 @@ pub(crate) fn superblock_text(sb: &Superblock) -> String {
 
 pub(crate) fn header_slot_text(slot: &SlotState) -> String {
     match slot {
-        SlotState::Valid(h) => format!("generation {}, tail position {}, tail sequence {}", h.generation, h.tail_pos, h.tail_seq),
+        SlotState::Valid(h) => format!(
+            "generation {}, tail position {}, tail sequence {}",
+            h.generation, h.tail_pos, h.tail_seq
+        ),
         SlotState::Invalid(reason) => format!("invalid ({reason})"),
     }
 }
@@ -330,9 +375,19 @@ pub(crate) fn header_slot_text(slot: &SlotState) -> String {
 fn render_log(log: &LogReport, out: &mut String) {
     let _ = writeln!(out, "log superblock: {}", superblock_text(&log.superblock));
     for (index, slot) in log.slots.iter().enumerate() {
-        let _ = writeln!(out, "log header slot {}: {}", index + 1, header_slot_text(slot));
+        let _ = writeln!(
+            out,
+            "log header slot {}: {}",
+            index + 1,
+            header_slot_text(slot)
+        );
     }
-    let _ = writeln!(out, "log: {} transaction(s) to replay from position {}", log.records.len(), log.header.tail_pos);
+    let _ = writeln!(
+        out,
+        "log: {} transaction(s) to replay from position {}",
+        log.records.len(),
+        log.header.tail_pos
+    );
     for record in &log.records {
         let _ = writeln!(
             out,

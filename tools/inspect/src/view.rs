@@ -24,7 +24,11 @@ impl<D: Disk> Window<D> {
             "inspect: window {offset_blocks}+{size_blocks} beyond a disk of {} blocks",
             inner.size_blocks()
         );
-        Window { inner, offset_blocks, size_blocks }
+        Window {
+            inner,
+            offset_blocks,
+            size_blocks,
+        }
     }
 
     pub fn offset_blocks(&self) -> u64 {
@@ -58,7 +62,10 @@ pub enum ImageKind {
     /// The log's superblock at block 0 (or nothing of ours at all: the log check tells).
     Single,
     /// A member of a replicated pair: two metadata slots, then the pair's address space.
-    Member { slots: [Slot; 2], meta: Option<ReplicaMeta> },
+    Member {
+        slots: [Slot; 2],
+        meta: Option<ReplicaMeta>,
+    },
 }
 
 /// An image opened read-only, classified.
@@ -92,11 +99,20 @@ impl OpenedImage {
 /// directory, a pair member of a format version this build does not read).
 pub fn open_image(path: &Path) -> Result<OpenedImage> {
     if path.is_dir() {
-        return Err(InspectError::IsDirectory { path: path.to_path_buf() });
+        return Err(InspectError::IsDirectory {
+            path: path.to_path_buf(),
+        });
     }
-    let disk = FileDisk::open_read_only(path).map_err(|source| InspectError::Open { path: path.to_path_buf(), source })?;
+    let disk = FileDisk::open_read_only(path).map_err(|source| InspectError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let kind = classify(path, &disk)?;
-    Ok(OpenedImage { path: path.to_path_buf(), disk, kind })
+    Ok(OpenedImage {
+        path: path.to_path_buf(),
+        disk,
+        kind,
+    })
 }
 
 fn classify(path: &Path, disk: &FileDisk) -> Result<ImageKind> {
@@ -105,19 +121,39 @@ fn classify(path: &Path, disk: &FileDisk) -> Result<ImageKind> {
     }
     let mut slots = [Slot::Blank; 2];
     for (addr, slot) in slots.iter_mut().enumerate() {
-        let block = disk.read(addr as Addr).map_err(|source| InspectError::Io { path: path.to_path_buf(), source })?;
+        let block = disk.read(addr as Addr).map_err(|source| InspectError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         *slot = Slot::decode(&block);
     }
     let meta = slots
         .iter()
-        .filter_map(|slot| if let Slot::Valid(meta) = slot { Some(*meta) } else { None })
+        .filter_map(|slot| {
+            if let Slot::Valid(meta) = slot {
+                Some(*meta)
+            } else {
+                None
+            }
+        })
         .max_by_key(|meta| meta.seq);
-    let ours = slots.iter().any(|slot| matches!(slot, Slot::Valid(_) | Slot::Corrupt { .. } | Slot::BadVersion { .. }));
+    let ours = slots.iter().any(|slot| {
+        matches!(
+            slot,
+            Slot::Valid(_) | Slot::Corrupt { .. } | Slot::BadVersion { .. }
+        )
+    });
     if !ours {
         return Ok(ImageKind::Single);
     }
     if meta.is_none() {
-        if let Some(found) = slots.iter().find_map(|slot| if let Slot::BadVersion { found } = slot { Some(*found) } else { None }) {
+        if let Some(found) = slots.iter().find_map(|slot| {
+            if let Slot::BadVersion { found } = slot {
+                Some(*found)
+            } else {
+                None
+            }
+        }) {
             return Err(InspectError::UnsupportedVersion {
                 path: path.to_path_buf(),
                 what: "replicated pair",

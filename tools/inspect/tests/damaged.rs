@@ -12,7 +12,12 @@ const EXPECTED: &[(Damage, i32, &[&str], i32)] = &[
     (Damage::CleanSingle, 0, &[], 0),
     (Damage::CleanPair, 0, &[], 0),
     (Damage::PendingSingle, 4, &["log.recovery_needed"], 1),
-    (Damage::PendingPair, 4, &["log.recovery_needed", "replicated.dirty"], 1),
+    (
+        Damage::PendingPair,
+        4,
+        &["log.recovery_needed", "replicated.dirty"],
+        1,
+    ),
     (Damage::TornTail, 4, &["log.recovery_needed", "log.torn"], 1),
     (Damage::TornOnly, 0, &["log.torn"], 0),
     (Damage::ReplicaDifference, 4, &["replicated.differ"], 1),
@@ -26,7 +31,12 @@ const EXPECTED: &[(Damage, i32, &[&str], i32)] = &[
     (Damage::TruncatedMember, 4, &["disk.truncated"], 4),
     (Damage::DifferentPairs, 8, &[], 8),
     (Damage::StaleMember, 4, &["replicated.stale"], 1),
-    (Damage::UnfinishedRebuild, 4, &["replicated.rebuild_unfinished"], 1),
+    (
+        Damage::UnfinishedRebuild,
+        4,
+        &["replicated.rebuild_unfinished"],
+        1,
+    ),
     (Damage::DamagedSlot, 4, &["replicated.slot_damaged"], 1),
     (Damage::EmptyFile, 8, &[], 8),
     (Damage::NotAnImage, 8, &[], 8),
@@ -34,7 +44,13 @@ const EXPECTED: &[(Damage, i32, &[&str], i32)] = &[
 ];
 
 fn run(images: &[PathBuf], repair: bool) -> (i32, Option<FsckReport>, String) {
-    match check(images, &CheckOptions { repair, ..CheckOptions::default() }) {
+    match check(
+        images,
+        &CheckOptions {
+            repair,
+            ..CheckOptions::default()
+        },
+    ) {
         Ok(report) => (report.exit_code(), Some(report.clone()), report.summary()),
         Err(error) => (8, None, error.to_string()),
     }
@@ -42,46 +58,76 @@ fn run(images: &[PathBuf], repair: bool) -> (i32, Option<FsckReport>, String) {
 
 #[test]
 fn every_damaged_image_gives_its_result() {
-    assert_eq!(EXPECTED.len(), Damage::ALL.len(), "every damage kind has an expected result");
+    assert_eq!(
+        EXPECTED.len(),
+        Damage::ALL.len(),
+        "every damage kind has an expected result"
+    );
     for &(damage, read_only, codes, repaired) in EXPECTED {
         let dir = tempfile::tempdir().unwrap();
         let images = make(damage, dir.path()).unwrap();
         let (code, report, line) = run(&images, false);
         assert_eq!(code, read_only, "{damage:?} read-only: {line}");
-        assert!(!line.contains('\n') && !line.is_empty(), "{damage:?}: diagnosis not one line: {line:?}");
+        assert!(
+            !line.contains('\n') && !line.is_empty(),
+            "{damage:?}: diagnosis not one line: {line:?}"
+        );
         if let Some(report) = &report {
             for want in codes {
-                assert!(report.findings.iter().any(|f| f.code == *want), "{damage:?}: no {want} finding in {:?}", report.findings);
+                assert!(
+                    report.findings.iter().any(|f| f.code == *want),
+                    "{damage:?}: no {want} finding in {:?}",
+                    report.findings
+                );
             }
             if code == 0 {
-                assert!(report.findings.iter().all(|f| f.severity == Severity::Info), "{damage:?}: {:?}", report.findings);
+                assert!(
+                    report.findings.iter().all(|f| f.severity == Severity::Info),
+                    "{damage:?}: {:?}",
+                    report.findings
+                );
             }
         }
         let (code, report, line) = run(&images, true);
         assert_eq!(code, repaired, "{damage:?} with --repair: {line}");
         if repaired == 1 {
             let report = report.as_ref().unwrap();
-            assert!(report.is_clean(), "{damage:?}: claimed corrected but {:?}", report.findings);
+            assert!(
+                report.is_clean(),
+                "{damage:?}: claimed corrected but {:?}",
+                report.findings
+            );
             let (again, _, line) = run(&images, false);
             assert_eq!(again, 0, "{damage:?}: not clean after repair: {line}");
         }
         if repaired == 4 {
             let repair = report.unwrap().repair.unwrap();
-            assert!(repair.skipped.is_some(), "{damage:?}: repair of an uncorrectable image wrote something");
+            assert!(
+                repair.skipped.is_some(),
+                "{damage:?}: repair of an uncorrectable image wrote something"
+            );
         }
     }
 }
 
 #[test]
 fn a_read_only_check_writes_nothing() {
-    for damage in [Damage::PendingPair, Damage::TornTail, Damage::ReplicaDifference, Damage::StaleMember] {
+    for damage in [
+        Damage::PendingPair,
+        Damage::TornTail,
+        Damage::ReplicaDifference,
+        Damage::StaleMember,
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let images = make(damage, dir.path()).unwrap();
         let before: Vec<Vec<u8>> = images.iter().map(|p| std::fs::read(p).unwrap()).collect();
         let report = check(&images, &CheckOptions::default()).unwrap();
         assert_eq!(report.exit_code(), 4, "{damage:?}");
         let after: Vec<Vec<u8>> = images.iter().map(|p| std::fs::read(p).unwrap()).collect();
-        assert!(before == after, "{damage:?}: a read-only check changed the images");
+        assert!(
+            before == after,
+            "{damage:?}: a read-only check changed the images"
+        );
     }
 }
 
@@ -94,11 +140,17 @@ fn pending_transactions_are_listed_with_their_home_addresses() {
     let homes: Vec<Vec<u64>> = log.records.iter().map(|r| r.addrs.clone()).collect();
     assert_eq!(homes, vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
     let seqs: Vec<u64> = log.records.iter().map(|r| r.seq).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "sequences not consecutive: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "sequences not consecutive: {seqs:?}"
+    );
     assert_eq!(log.replay_home_blocks, 6);
     assert!(log.corruption.is_none());
     let replicas = report.replicas.as_ref().unwrap();
-    assert_eq!(replicas.differing_blocks, 0, "a crash after durable commits leaves equal replicas");
+    assert_eq!(
+        replicas.differing_blocks, 0,
+        "a crash after durable commits leaves equal replicas"
+    );
     let json = report.to_json();
     assert_eq!(json["exit_code"], 4);
     assert_eq!(json["log"]["replay"].as_array().unwrap().len(), 3);
@@ -112,5 +164,8 @@ fn replica_differences_are_counted_and_listed() {
     let diff = report.replicas.unwrap();
     assert_eq!(diff.differing_blocks, 3);
     let data_start = report.log.unwrap().superblock.data_start;
-    assert_eq!(diff.first_differences, vec![data_start + 5, data_start + 6, data_start + 40]);
+    assert_eq!(
+        diff.first_differences,
+        vec![data_start + 5, data_start + 6, data_start + 40]
+    );
 }

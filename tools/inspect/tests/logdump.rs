@@ -9,9 +9,16 @@ fn dump_shows_every_pending_record() {
     let dir = tempfile::tempdir().unwrap();
     let images = make(Damage::PendingPair, dir.path()).unwrap();
     let dump = logdump(&images[0], &DumpOptions::default()).unwrap();
-    assert_eq!(dump.offset_blocks, 2, "a pair member's log starts after its metadata");
+    assert_eq!(
+        dump.offset_blocks, 2,
+        "a pair member's log starts after its metadata"
+    );
     assert_eq!(dump.chain_records, 3);
-    let homes: Vec<Vec<u64>> = dump.records.iter().map(|r| r.record.addrs.clone()).collect();
+    let homes: Vec<Vec<u64>> = dump
+        .records
+        .iter()
+        .map(|r| r.record.addrs.clone())
+        .collect();
     assert_eq!(homes, vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
     let text = dump.render_text();
     assert!(text.contains("home blocks: 2 3"), "{text}");
@@ -24,12 +31,33 @@ fn dump_shows_every_pending_record() {
 fn count_and_block_filters() {
     let dir = tempfile::tempdir().unwrap();
     let images = make(Damage::PendingSingle, dir.path()).unwrap();
-    let first_two = logdump(&images[0], &DumpOptions { max_records: Some(2), ..DumpOptions::default() }).unwrap();
+    let first_two = logdump(
+        &images[0],
+        &DumpOptions {
+            max_records: Some(2),
+            ..DumpOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(first_two.records.len(), 2);
-    let touching = logdump(&images[0], &DumpOptions { block: Some(3), ..DumpOptions::default() }).unwrap();
+    let touching = logdump(
+        &images[0],
+        &DumpOptions {
+            block: Some(3),
+            ..DumpOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(touching.records.len(), 1);
     assert_eq!(touching.records[0].record.addrs, vec![2, 3]);
-    let none = logdump(&images[0], &DumpOptions { block: Some(99), ..DumpOptions::default() }).unwrap();
+    let none = logdump(
+        &images[0],
+        &DumpOptions {
+            block: Some(99),
+            ..DumpOptions::default()
+        },
+    )
+    .unwrap();
     assert!(none.records.is_empty());
 }
 
@@ -37,13 +65,30 @@ fn count_and_block_filters() {
 fn raw_dump_holds_the_record_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let images = make(Damage::PendingSingle, dir.path()).unwrap();
-    let dump = logdump(&images[0], &DumpOptions { raw: true, ..DumpOptions::default() }).unwrap();
+    let dump = logdump(
+        &images[0],
+        &DumpOptions {
+            raw: true,
+            ..DumpOptions::default()
+        },
+    )
+    .unwrap();
     let first = &dump.records[0];
     assert_eq!(first.raw.len() as u64, first.record.len_blocks);
-    assert_eq!(&first.raw[0].block.as_bytes()[..8], b"TXDRECRD", "the first block is the descriptor");
-    assert!(first.raw[1].block.as_bytes().iter().all(|&b| b == 1), "the data block as committed");
+    assert_eq!(
+        &first.raw[0].block.as_bytes()[..8],
+        b"TXDRECRD",
+        "the first block is the descriptor"
+    );
+    assert!(
+        first.raw[1].block.as_bytes().iter().all(|&b| b == 1),
+        "the data block as committed"
+    );
     let text = dump.render_text();
-    assert!(text.contains("|TXDRECRD"), "hex dump shows the magic: {text}");
+    assert!(
+        text.contains("|TXDRECRD"),
+        "hex dump shows the magic: {text}"
+    );
     assert!(dump.stop_block.is_some());
 }
 
@@ -58,7 +103,10 @@ fn the_stop_reason_names_the_torn_record() {
     assert!(dump.corruption.is_none());
     let broken = make(Damage::BrokenChain, &dir.path().join("b").tap_mkdir()).unwrap();
     let dump = logdump(&broken[0], &DumpOptions::default()).unwrap();
-    assert!(dump.corruption.is_some(), "a damaged acknowledged record is corruption");
+    assert!(
+        dump.corruption.is_some(),
+        "a damaged acknowledged record is corruption"
+    );
     assert_eq!(dump.beyond_stop.len(), 2);
 }
 

@@ -26,14 +26,32 @@ struct Mutation {
 
 /// A mutation inside the metadata and log blocks (`first_block..first_block + blocks`), biased
 /// towards the first 64 bytes of a block, where the fields are.
-fn pick(rng: &mut SplitMix64, files: usize, first_block: u64, blocks: u64, original: &dyn Fn(usize, u64) -> u8) -> Mutation {
+fn pick(
+    rng: &mut SplitMix64,
+    files: usize,
+    first_block: u64,
+    blocks: u64,
+    original: &dyn Fn(usize, u64) -> u8,
+) -> Mutation {
     let file = (rng.next_u64() % files as u64) as usize;
     let block = first_block + rng.next_u64() % blocks;
-    let byte = if rng.next_u64() % 2 == 0 { rng.next_u64() % 64 } else { rng.next_u64() % BLOCK_SIZE as u64 };
+    let byte = if rng.next_u64() % 2 == 0 {
+        rng.next_u64() % 64
+    } else {
+        rng.next_u64() % BLOCK_SIZE as u64
+    };
     let offset = block * BLOCK_SIZE as u64 + byte;
     let old = original(file, offset);
-    let value = if rng.next_u64() % 2 == 0 { old ^ (1 << (rng.next_u64() % 8)) } else { rng.next_u64() as u8 };
-    Mutation { file, offset, value }
+    let value = if rng.next_u64() % 2 == 0 {
+        old ^ (1 << (rng.next_u64() % 8))
+    } else {
+        rng.next_u64() as u8
+    };
+    Mutation {
+        file,
+        offset,
+        value,
+    }
 }
 
 fn write_byte(path: &Path, offset: u64, value: u8) {
@@ -48,12 +66,18 @@ struct Tally {
 
 /// Checks the (mutated) images read-only and returns the exit code, asserting the diagnosis.
 fn check_once(images: &[PathBuf], repair: bool, context: &str) -> i32 {
-    let options = CheckOptions { repair, ..CheckOptions::default() };
+    let options = CheckOptions {
+        repair,
+        ..CheckOptions::default()
+    };
     let (code, line) = match check(images, &options) {
         Ok(report) => (report.exit_code(), report.summary()),
         Err(error) => (8, error.to_string()),
     };
-    assert!(!line.is_empty() && !line.contains('\n'), "{context}: diagnosis not one line: {line:?}");
+    assert!(
+        !line.is_empty() && !line.contains('\n'),
+        "{context}: diagnosis not one line: {line:?}"
+    );
     let allowed: &[i32] = if repair { &[0, 1, 4, 8] } else { &[0, 4, 8] };
     assert!(allowed.contains(&code), "{context}: exit {code}: {line}");
     code
@@ -63,13 +87,21 @@ fn mutate_many(damage: Damage, count: u64, first_block: u64, blocks: u64, seed: 
     let restored_code = if damage == Damage::CleanPair { 0 } else { 4 };
     // Thousands of small checks: on a memory file system where there is one.
     let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .unwrap();
     let images = make(damage, dir.path()).unwrap();
     let originals: Vec<Vec<u8>> = images.iter().map(|p| std::fs::read(p).unwrap()).collect();
     let original = |file: usize, offset: u64| originals[file][offset as usize];
     let scratch = dir.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
-    let copies: Vec<PathBuf> = images.iter().map(|p| scratch.join(p.file_name().unwrap())).collect();
+    let copies: Vec<PathBuf> = images
+        .iter()
+        .map(|p| scratch.join(p.file_name().unwrap()))
+        .collect();
     let mut rng = SplitMix64::new(seed);
     let mut tally = Tally::default();
     for round in 0..count {
@@ -83,10 +115,18 @@ fn mutate_many(damage: Damage, count: u64, first_block: u64, blocks: u64, seed: 
                 std::fs::copy(image, copy).unwrap();
             }
             if check_once(&copies, true, &format!("{context} --repair")) == 1 {
-                assert_eq!(check_once(&copies, false, &format!("{context} after repair")), 0, "{context}: repair claimed success");
+                assert_eq!(
+                    check_once(&copies, false, &format!("{context} after repair")),
+                    0,
+                    "{context}: repair claimed success"
+                );
             }
         }
-        write_byte(&images[mutation.file], mutation.offset, original(mutation.file, mutation.offset));
+        write_byte(
+            &images[mutation.file],
+            mutation.offset,
+            original(mutation.file, mutation.offset),
+        );
     }
     // The images are back as they were: the original verdict again.
     assert_eq!(check_once(&images, false, "restored"), restored_code);
@@ -101,16 +141,34 @@ fn ten_thousand_mutations_of_a_pair() {
     let blocks = RESERVED_BLOCKS + 3 + LOG_BLOCKS;
     let pending = mutate_many(Damage::PendingPair, 5_000, 0, blocks, SEED);
     let clean = mutate_many(Damage::CleanPair, 5_000, 0, blocks, SEED + 2);
-    println!("pending pair: exit codes {:?}; clean pair: {:?}", pending.by_code, clean.by_code);
-    assert!(pending.by_code[4] > 0, "no mutation was ever noticed: {pending:?}");
-    assert!(clean.by_code[4] > 0, "no mutation was ever noticed: {clean:?}");
-    assert!(clean.by_code[0] > 0, "no mutation ever hit unused space: {clean:?}");
+    println!(
+        "pending pair: exit codes {:?}; clean pair: {:?}",
+        pending.by_code, clean.by_code
+    );
+    assert!(
+        pending.by_code[4] > 0,
+        "no mutation was ever noticed: {pending:?}"
+    );
+    assert!(
+        clean.by_code[4] > 0,
+        "no mutation was ever noticed: {clean:?}"
+    );
+    assert!(
+        clean.by_code[0] > 0,
+        "no mutation ever hit unused space: {clean:?}"
+    );
 }
 
 #[test]
 fn mutations_of_a_single_image() {
     let tally = mutate_many(Damage::TornTail, 2_000, 0, 3 + LOG_BLOCKS, SEED + 1);
     println!("single: exit codes {:?}", tally.by_code);
-    assert!(tally.by_code[4] > 0, "no mutation was ever noticed: {tally:?}");
-    assert!(tally.by_code[0] > 0, "no mutation ever made the pending record look torn: {tally:?}");
+    assert!(
+        tally.by_code[4] > 0,
+        "no mutation was ever noticed: {tally:?}"
+    );
+    assert!(
+        tally.by_code[0] > 0,
+        "no mutation ever made the pending record look torn: {tally:?}"
+    );
 }

@@ -44,7 +44,8 @@ struct Story {
 impl Story {
     fn say(&mut self, step: &str, text: &str, data: Value) {
         if self.json {
-            self.steps.push(json!({ "step": step, "text": text, "data": data }));
+            self.steps
+                .push(json!({ "step": step, "text": text, "data": data }));
         } else {
             println!("{text}");
         }
@@ -52,7 +53,10 @@ impl Story {
 }
 
 pub fn run(args: &DemoArgs, json: bool) -> i32 {
-    let mut story = Story { json, steps: Vec::new() };
+    let mut story = Story {
+        json,
+        steps: Vec::new(),
+    };
     let (dir, _temp) = match workdir(args) {
         Ok(dir) => dir,
         Err(message) => return crate::output::fail(json, &message),
@@ -61,7 +65,11 @@ pub fn run(args: &DemoArgs, json: bool) -> i32 {
     let code = match outcome {
         Ok(()) => 0,
         Err(message) => {
-            story.say("failed", &format!("demo failed: {message}"), json!({ "error": message }));
+            story.say(
+                "failed",
+                &format!("demo failed: {message}"),
+                json!({ "error": message }),
+            );
             1
         }
     };
@@ -78,7 +86,10 @@ fn workdir(args: &DemoArgs) -> Result<(PathBuf, Option<tempfile::TempDir>), Stri
             Ok((dir.clone(), None))
         }
         None => {
-            let temp = tempfile::Builder::new().prefix("txdisk-demo").tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+            let temp = tempfile::Builder::new()
+                .prefix("txdisk-demo")
+                .tempdir()
+                .map_err(|e| format!("temporary directory: {e}"))?;
             Ok((temp.path().to_path_buf(), Some(temp)))
         }
     }
@@ -90,33 +101,70 @@ fn tell(dir: &Path, args: &DemoArgs, story: &mut Story) -> Result<(), String> {
     step_format(&images, story)?;
     step_transactions(&images, args.transactions, story)?;
     let acked = step_crash(&images, story)?;
-    step_fsck(&images, false, 4, "4. fsck, read-only: what did the crash leave?", story)?;
-    step_fsck(&images, true, 1, "5. fsck --repair: replica recovery, then log recovery.", story)?;
-    step_fsck(&images, false, 0, "6. fsck again: the pair must now be clean.", story)?;
+    step_fsck(
+        &images,
+        false,
+        4,
+        "4. fsck, read-only: what did the crash leave?",
+        story,
+    )?;
+    step_fsck(
+        &images,
+        true,
+        1,
+        "5. fsck --repair: replica recovery, then log recovery.",
+        story,
+    )?;
+    step_fsck(
+        &images,
+        false,
+        0,
+        "6. fsck again: the pair must now be clean.",
+        story,
+    )?;
     step_verify(&images, &acked, story)?;
-    step_crashfuzz(story);
-    let text = format!("Done in {:.1} s. The images are in {} (deleted unless --keep).", started.elapsed().as_secs_f64(), dir.display());
-    story.say("done", &text, json!({ "seconds": started.elapsed().as_secs_f64() }));
+    step_crashfuzz(story)?;
+    let text = format!(
+        "Done in {:.1} s. The images are in {} (deleted unless --keep).",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    story.say(
+        "done",
+        &text,
+        json!({ "seconds": started.elapsed().as_secs_f64() }),
+    );
     Ok(())
 }
 
 fn step_format(images: &[PathBuf; 2], story: &mut Story) -> Result<(), String> {
-    let options = txdisk::FormatOptions { size_blocks: SIZE_BLOCKS, log_blocks: LOG_BLOCKS };
+    let options = txdisk::FormatOptions {
+        size_blocks: SIZE_BLOCKS,
+        log_blocks: LOG_BLOCKS,
+    };
     txdisk::format(images, &options).map_err(|e| format!("format: {e}"))?;
     let text = format!(
         "1. Formatted a replicated pair: {} and {}, {} MiB each, with a {}-block write-ahead log.\n   Every write goes to both; either file alone could carry on.",
         images[0].display(),
         images[1].display(),
-        SIZE_BLOCKS * 4096 >> 20,
+        (SIZE_BLOCKS * 4096) >> 20,
         LOG_BLOCKS
     );
-    story.say("format", &text, json!({ "size_blocks": SIZE_BLOCKS, "log_blocks": LOG_BLOCKS }));
+    story.say(
+        "format",
+        &text,
+        json!({ "size_blocks": SIZE_BLOCKS, "log_blocks": LOG_BLOCKS }),
+    );
     Ok(())
 }
 
 /// One transfer between two random accounts, counted in the thread's counter block; durable
 /// when it returns. Returns the thread's new count.
-fn transfer(disk: &txdisk::LogicalDisk, rng: &mut SplitMix64, thread: u64) -> Result<u64, txdisk::LogicalError> {
+fn transfer(
+    disk: &txdisk::LogicalDisk,
+    rng: &mut SplitMix64,
+    thread: u64,
+) -> Result<u64, txdisk::LogicalError> {
     let from = rng.next_u64() % ACCOUNTS;
     let to = (from + 1 + rng.next_u64() % (ACCOUNTS - 1)) % ACCOUNTS;
     let amount = rng.next_u64() % 50;
@@ -139,10 +187,16 @@ fn total(disk: &txdisk::LogicalDisk) -> Result<u64, String> {
     Ok(sum)
 }
 
-fn step_transactions(images: &[PathBuf; 2], per_thread: u64, story: &mut Story) -> Result<(), String> {
+fn step_transactions(
+    images: &[PathBuf; 2],
+    per_thread: u64,
+    story: &mut Story,
+) -> Result<(), String> {
     let stack = txdisk::open(images, OpenOptions::default()).map_err(|e| format!("open: {e}"))?;
     stack
-        .transaction(|tx| (0..ACCOUNTS).try_for_each(|account| tx.write(account, &block_of(OPENING_BALANCE))))
+        .transaction(|tx| {
+            (0..ACCOUNTS).try_for_each(|account| tx.write(account, &block_of(OPENING_BALANCE)))
+        })
         .map_err(|e| format!("opening balances: {e}"))?;
     let started = Instant::now();
     let failures = AtomicU64::new(0);
@@ -162,7 +216,10 @@ fn step_transactions(images: &[PathBuf; 2], per_thread: u64, story: &mut Story) 
     let elapsed_ms = started.elapsed().as_millis();
     let (sum, stats) = (total(&stack)?, stack.stats());
     if failures.load(Ordering::Relaxed) > 0 || sum != ACCOUNTS * OPENING_BALANCE {
-        return Err(format!("{} transfers failed; total {sum}", failures.load(Ordering::Relaxed)));
+        return Err(format!(
+            "{} transfers failed; total {sum}",
+            failures.load(Ordering::Relaxed)
+        ));
     }
     stack.close().map_err(|e| format!("close: {e}"))?;
     let text = format!(
@@ -202,12 +259,18 @@ fn step_crash(images: &[PathBuf; 2], story: &mut Story) -> Result<Vec<u64>, Stri
             break;
         }
     }
-    child.kill().map_err(|e| format!("killing the writer: {e}"))?;
+    child
+        .kill()
+        .map_err(|e| format!("killing the writer: {e}"))?;
     let _ = child.wait();
     let text = format!(
         "3. Crash: a second process (txdisk demo-writer) committed transfers from {THREADS} threads with\n   installation off, so they stay in the log; it was killed with SIGKILL in the middle of\n   committing, after acknowledging {acks} transfers (thread counters acknowledged: {acked:?})."
     );
-    story.say("crash", &text, json!({ "acknowledgements": acks, "acknowledged_counters": acked }));
+    story.say(
+        "crash",
+        &text,
+        json!({ "acknowledgements": acks, "acknowledged_counters": acked }),
+    );
     if acks < ACKS_BEFORE_KILL {
         return Err(format!("the writer stopped after {acks} acknowledgements"));
     }
@@ -216,7 +279,12 @@ fn step_crash(images: &[PathBuf; 2], story: &mut Story) -> Result<Vec<u64>, Stri
 
 /// The hidden `demo-writer` subcommand: open the pair and commit transfers until killed.
 pub fn writer(d1: &Path, d2: &Path) -> i32 {
-    let options = OpenOptions { log: LogOptions { background_installer: false, ..LogOptions::default() } };
+    let options = OpenOptions {
+        log: LogOptions {
+            background_installer: false,
+            ..LogOptions::default()
+        },
+    };
     let stack = match txdisk::open(&[d1, d2], options) {
         Ok(stack) => stack,
         Err(error) => return crate::output::fail(false, &format!("demo-writer: {error}")),
@@ -228,8 +296,13 @@ pub fn writer(d1: &Path, d2: &Path) -> i32 {
             scope.spawn(move || {
                 let mut rng = SplitMix64::new(100 + thread);
                 while let Ok(count) = transfer(stack, &mut rng, thread) {
-                    let mut out = stdout.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    if writeln!(out, "acked {thread} {count}").and_then(|()| out.flush()).is_err() {
+                    let mut out = stdout
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if writeln!(out, "acked {thread} {count}")
+                        .and_then(|()| out.flush())
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -239,19 +312,51 @@ pub fn writer(d1: &Path, d2: &Path) -> i32 {
     1
 }
 
-fn step_fsck(images: &[PathBuf; 2], repair: bool, expected: i32, title: &str, story: &mut Story) -> Result<(), String> {
-    let options = CheckOptions { repair, ..CheckOptions::default() };
+fn step_fsck(
+    images: &[PathBuf; 2],
+    repair: bool,
+    expected: i32,
+    title: &str,
+    story: &mut Story,
+) -> Result<(), String> {
+    let options = CheckOptions {
+        repair,
+        ..CheckOptions::default()
+    };
     let report = txdisk_inspect::check(images, &options).map_err(|e| format!("fsck: {e}"))?;
     let mut lines: Vec<String> = Vec::new();
     if let Some(repair) = &report.repair {
         lines.extend(repair.actions.iter().map(|a| format!("repair: {a}")));
     }
-    lines.extend(report.findings.iter().map(|f| format!("{}: {}", f.severity.name(), f.message)));
-    lines.push(format!("exit code {} ({})", report.exit_code(), report.summary()));
-    let text = format!("{title}\n{}", lines.iter().map(|l| format!("   {l}")).collect::<Vec<_>>().join("\n"));
-    story.say(if repair { "fsck-repair" } else { "fsck" }, &text, report.to_json());
+    lines.extend(
+        report
+            .findings
+            .iter()
+            .map(|f| format!("{}: {}", f.severity.name(), f.message)),
+    );
+    lines.push(format!(
+        "exit code {} ({})",
+        report.exit_code(),
+        report.summary()
+    ));
+    let text = format!(
+        "{title}\n{}",
+        lines
+            .iter()
+            .map(|l| format!("   {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    story.say(
+        if repair { "fsck-repair" } else { "fsck" },
+        &text,
+        report.to_json(),
+    );
     if report.exit_code() != expected {
-        return Err(format!("fsck gave exit code {}, expected {expected}", report.exit_code()));
+        return Err(format!(
+            "fsck gave exit code {}, expected {expected}",
+            report.exit_code()
+        ));
     }
     Ok(())
 }
@@ -261,22 +366,52 @@ fn step_verify(images: &[PathBuf; 2], acked: &[u64], story: &mut Story) -> Resul
     let sum = total(&stack)?;
     let mut counts = Vec::new();
     for thread in 0..THREADS {
-        counts.push(value(&stack.read_committed(COUNTER_BASE + thread).map_err(|e| e.to_string())?));
+        counts.push(value(
+            &stack
+                .read_committed(COUNTER_BASE + thread)
+                .map_err(|e| e.to_string())?,
+        ));
     }
     stack.close().map_err(|e| format!("close: {e}"))?;
-    let kept = counts.iter().zip(acked).all(|(count, acked)| count >= acked);
+    let kept = counts
+        .iter()
+        .zip(acked)
+        .all(|(count, acked)| count >= acked);
     let text = format!(
         "7. Reopened: every acknowledged transfer survived (thread counters on disk {counts:?}, acknowledged\n   {acked:?}; a few more may have been durable when the kill came), and the total is {sum}."
     );
-    story.say("verify", &text, json!({ "on_disk": counts, "acknowledged": acked, "total": sum }));
+    story.say(
+        "verify",
+        &text,
+        json!({ "on_disk": counts, "acknowledged": acked, "total": sum }),
+    );
     if !kept || sum != ACCOUNTS * OPENING_BALANCE {
         return Err("the recovered pair lost an acknowledged transfer or money".into());
     }
     Ok(())
 }
 
-fn step_crashfuzz(story: &mut Story) {
-    // The place for a short crash-point fuzzing run of the whole stack (txdisk-crashfuzz).
-    let text = "8. Crash-point fuzzing: not part of this build's demo yet (run the crashfuzz tests).";
-    story.say("crashfuzz", text, json!({ "ran": false }));
+/// Seconds of crash-point fuzzing in the demo: enough for thousands of crash states.
+const FUZZ_SECONDS: f64 = 2.0;
+
+fn step_crashfuzz(story: &mut Story) -> Result<(), String> {
+    let config = txdisk_crashfuzz::FuzzConfig {
+        budget: txdisk_crashfuzz::Budget::Seconds(FUZZ_SECONDS),
+        replicated: true,
+        ..txdisk_crashfuzz::FuzzConfig::default()
+    };
+    let report =
+        txdisk_crashfuzz::fuzz(&config, &mut |_| {}).map_err(|e| format!("crashfuzz: {e}"))?;
+    let text = format!(
+        "8. Crash-point fuzzing, {FUZZ_SECONDS} s: random transaction workloads on a simulated replicated pair,\n   crashed at {} points (with disk failures and bad blocks), {} crash states recovered and\n   checked against the oracle, {} recoveries crashed again: {} violation(s).",
+        report.crash_points,
+        report.crash_states,
+        report.recovery_crashes,
+        report.violations.len()
+    );
+    story.say("crashfuzz", &text, report.to_json());
+    match report.violations.first() {
+        Some(violation) => Err(format!("crashfuzz found a violation: {violation}")),
+        None => Ok(()),
+    }
 }

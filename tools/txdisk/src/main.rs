@@ -5,12 +5,17 @@ mod demo;
 mod output;
 
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use txdisk_inspect::{CheckOptions, DumpOptions, EXIT_OPERATIONAL, EXIT_UNCORRECTED};
 
 #[derive(Parser, Debug)]
-#[command(name = "txdisk", version, about = "A crash-safe transactional logical disk", propagate_version = true)]
+#[command(
+    name = "txdisk",
+    version,
+    about = "A crash-safe transactional logical disk",
+    propagate_version = true
+)]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -117,30 +122,53 @@ fn run(cli: &Cli) -> u8 {
     code as u8
 }
 
-fn images(first: &PathBuf, second: &Option<PathBuf>) -> Vec<PathBuf> {
-    std::iter::once(first.clone()).chain(second.clone()).collect()
+fn images(first: &Path, second: &Option<PathBuf>) -> Vec<PathBuf> {
+    std::iter::once(first.to_path_buf())
+        .chain(second.clone())
+        .collect()
 }
 
 fn format(args: &FormatArgs, json: bool) -> i32 {
-    let sizes = output::parse_blocks(&args.size).and_then(|size| Ok((size, output::parse_blocks(&args.log)?)));
+    let sizes = output::parse_blocks(&args.size)
+        .and_then(|size| Ok((size, output::parse_blocks(&args.log)?)));
     let (size_blocks, log_blocks) = match sizes {
         Ok(sizes) => sizes,
         Err(message) => return output::fail(json, &message),
     };
     let images = images(&args.image, &args.image2);
     // Check the geometry before any file is created, so a format that cannot fit leaves nothing.
-    let pair_blocks = if images.len() == 2 { size_blocks.saturating_sub(txdisk::replicated::RESERVED_BLOCKS) } else { size_blocks };
+    let pair_blocks = if images.len() == 2 {
+        size_blocks.saturating_sub(txdisk::replicated::RESERVED_BLOCKS)
+    } else {
+        size_blocks
+    };
     if let Err(error) = txdisk::log::Superblock::layout(pair_blocks, log_blocks, 0) {
         return output::fail(json, &format!("format: {error}"));
     }
-    match txdisk::format(&images, &txdisk::FormatOptions { size_blocks, log_blocks }) {
+    match txdisk::format(
+        &images,
+        &txdisk::FormatOptions {
+            size_blocks,
+            log_blocks,
+        },
+    ) {
         Ok(()) => {
             let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
-            let what = if images.len() == 2 { "replicated pair" } else { "image" };
-            if json {
-                println!("{}", serde_json::json!({ "images": names, "size_blocks": size_blocks, "log_blocks": log_blocks }));
+            let what = if images.len() == 2 {
+                "replicated pair"
             } else {
-                println!("formatted {what} {}: {size_blocks} blocks each, log of {log_blocks} blocks", names.join(" + "));
+                "image"
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "images": names, "size_blocks": size_blocks, "log_blocks": log_blocks })
+                );
+            } else {
+                println!(
+                    "formatted {what} {}: {size_blocks} blocks each, log of {log_blocks} blocks",
+                    names.join(" + ")
+                );
             }
             0
         }
@@ -150,9 +178,14 @@ fn format(args: &FormatArgs, json: bool) -> i32 {
 
 fn fsck(args: &FsckArgs, json: bool) -> i32 {
     let images = images(&args.image, &args.image2);
-    let options = CheckOptions { repair: args.repair, max_listed: args.max_listed };
+    let options = CheckOptions {
+        repair: args.repair,
+        max_listed: args.max_listed,
+    };
     let mut bar = output::Bar::new(json);
-    match txdisk_inspect::check_with_progress(&images, &options, &mut |p| bar.update(p.phase, p.done_blocks, p.total_blocks)) {
+    match txdisk_inspect::check_with_progress(&images, &options, &mut |p| {
+        bar.update(p.phase, p.done_blocks, p.total_blocks)
+    }) {
         Ok(report) => {
             bar.finish();
             if json {
@@ -170,7 +203,11 @@ fn fsck(args: &FsckArgs, json: bool) -> i32 {
 }
 
 fn logdump(args: &LogdumpArgs, json: bool) -> i32 {
-    let options = DumpOptions { max_records: args.count, block: args.block, raw: args.raw };
+    let options = DumpOptions {
+        max_records: args.count,
+        block: args.block,
+        raw: args.raw,
+    };
     match txdisk_inspect::logdump(&args.image, &options) {
         Ok(dump) => {
             if json {

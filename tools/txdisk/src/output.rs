@@ -12,15 +12,22 @@ pub fn init_tracing(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Prints an operational error as one line (or a JSON object) and returns exit code 8.
 pub fn fail(json: bool, message: &str) -> i32 {
     let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
     if json {
-        println!("{}", serde_json::json!({ "error": message, "exit_code": EXIT_OPERATIONAL }));
+        println!(
+            "{}",
+            serde_json::json!({ "error": message, "exit_code": EXIT_OPERATIONAL })
+        );
     } else {
         eprintln!("txdisk: {message}");
     }
@@ -37,7 +44,9 @@ impl Bar {
         let visible = !json && std::io::stderr().is_terminal();
         let bar = visible.then(|| {
             let bar = ProgressBar::new(0);
-            if let Ok(style) = ProgressStyle::with_template("{msg:24} [{bar:40}] {pos}/{len} blocks") {
+            if let Ok(style) =
+                ProgressStyle::with_template("{msg:24} [{bar:40}] {pos}/{len} blocks")
+            {
                 bar.set_style(style.progress_chars("=> "));
             }
             bar
@@ -64,9 +73,13 @@ impl Bar {
 /// accepted too), which must be a whole number of blocks.
 pub fn parse_blocks(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, suffix) = text.split_at(digits_end);
-    let number: u64 = digits.parse().map_err(|_| format!("bad size {text:?}: expected a number of blocks, or bytes with K, M or G"))?;
+    let number: u64 = digits.parse().map_err(|_| {
+        format!("bad size {text:?}: expected a number of blocks, or bytes with K, M or G")
+    })?;
     let unit: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
         "" => return Ok(number),
         "K" | "KB" | "KIB" => 1 << 10,
@@ -74,9 +87,13 @@ pub fn parse_blocks(text: &str) -> Result<u64, String> {
         "G" | "GB" | "GIB" => 1 << 30,
         other => return Err(format!("bad size {text:?}: unknown unit {other:?}")),
     };
-    let bytes = number.checked_mul(unit).ok_or_else(|| format!("size {text:?} is too large"))?;
+    let bytes = number
+        .checked_mul(unit)
+        .ok_or_else(|| format!("size {text:?} is too large"))?;
     if bytes % txdisk::BLOCK_SIZE as u64 != 0 {
-        return Err(format!("size {text:?} is not a whole number of 4096-byte blocks"));
+        return Err(format!(
+            "size {text:?} is not a whole number of 4096-byte blocks"
+        ));
     }
     Ok(bytes / txdisk::BLOCK_SIZE as u64)
 }

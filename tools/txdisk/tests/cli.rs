@@ -13,7 +13,11 @@ struct Run {
 }
 
 fn txdisk(args: &[&str], images: &[PathBuf]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_txdisk")).args(args).args(images).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_txdisk"))
+        .args(args)
+        .args(images)
+        .output()
+        .unwrap();
     Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -32,34 +36,82 @@ fn help_and_version() {
     let help = txdisk(&["--help"], &[]);
     assert_eq!(help.code, 0);
     for command in ["format", "fsck", "logdump", "demo"] {
-        assert!(help.stdout.contains(command), "--help lacks {command}: {}", help.stdout);
+        assert!(
+            help.stdout.contains(command),
+            "--help lacks {command}: {}",
+            help.stdout
+        );
     }
-    assert!(!help.stdout.contains("demo-writer"), "the internal subcommand is hidden");
+    assert!(
+        !help.stdout.contains("demo-writer"),
+        "the internal subcommand is hidden"
+    );
     let version = txdisk(&["--version"], &[]);
     assert_eq!(version.code, 0);
-    assert!(version.stdout.starts_with("txdisk 0."), "{}", version.stdout);
+    assert!(
+        version.stdout.starts_with("txdisk 0."),
+        "{}",
+        version.stdout
+    );
 }
 
 /// Operational errors: exit 8 and exactly one line on stderr, nothing on stdout.
 #[test]
 fn unusable_inputs_exit_8_with_one_line() {
-    let cases = [Damage::EmptyFile, Damage::Directory, Damage::NotAnImage, Damage::WrongMagic, Damage::FutureLogVersion, Damage::FuturePairVersion, Damage::DifferentPairs];
+    let cases = [
+        Damage::EmptyFile,
+        Damage::Directory,
+        Damage::NotAnImage,
+        Damage::WrongMagic,
+        Damage::FutureLogVersion,
+        Damage::FuturePairVersion,
+        Damage::DifferentPairs,
+    ];
     for damage in cases {
         let (_dir, images) = damaged(damage);
         // Each member of two different pairs is fine on its own: only fsck sees both.
-        let commands: &[&str] = if damage == Damage::DifferentPairs { &["fsck"] } else { &["fsck", "logdump"] };
+        let commands: &[&str] = if damage == Damage::DifferentPairs {
+            &["fsck"]
+        } else {
+            &["fsck", "logdump"]
+        };
         for &command in commands {
-            let images = if command == "logdump" { &images[..1] } else { &images[..] };
+            let images = if command == "logdump" {
+                &images[..1]
+            } else {
+                &images[..]
+            };
             let run = txdisk(&[command], images);
-            assert_eq!(run.code, 8, "{command} {damage:?}: stdout {} stderr {}", run.stdout, run.stderr);
-            assert_eq!(run.stderr.lines().count(), 1, "{command} {damage:?}: {:?}", run.stderr);
-            assert!(run.stderr.starts_with(&format!("txdisk: {command}: ")), "{command} {damage:?}: {}", run.stderr);
-            assert!(run.stdout.is_empty(), "{command} {damage:?}: {}", run.stdout);
+            assert_eq!(
+                run.code, 8,
+                "{command} {damage:?}: stdout {} stderr {}",
+                run.stdout, run.stderr
+            );
+            assert_eq!(
+                run.stderr.lines().count(),
+                1,
+                "{command} {damage:?}: {:?}",
+                run.stderr
+            );
+            assert!(
+                run.stderr.starts_with(&format!("txdisk: {command}: ")),
+                "{command} {damage:?}: {}",
+                run.stderr
+            );
+            assert!(
+                run.stdout.is_empty(),
+                "{command} {damage:?}: {}",
+                run.stdout
+            );
         }
     }
     let missing = txdisk(&["fsck", "/nonexistent/txdisk.img"], &[]);
     assert_eq!(missing.code, 8);
-    assert!(missing.stderr.contains("No such file"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("No such file"),
+        "{}",
+        missing.stderr
+    );
 }
 
 #[test]
@@ -69,14 +121,24 @@ fn diagnoses_name_the_trouble() {
         (Damage::Directory, "is a directory"),
         (Damage::NotAnImage, "not a whole number of 4096-byte blocks"),
         (Damage::WrongMagic, "bad superblock magic"),
-        (Damage::FutureLogVersion, "log format version 2 is not supported"),
-        (Damage::FuturePairVersion, "replicated pair format version 2 is not supported"),
+        (
+            Damage::FutureLogVersion,
+            "log format version 2 is not supported",
+        ),
+        (
+            Damage::FuturePairVersion,
+            "replicated pair format version 2 is not supported",
+        ),
         (Damage::DifferentPairs, "belong to different pairs"),
     ];
     for (damage, words) in expect {
         let (_dir, images) = damaged(damage);
         let run = txdisk(&["fsck"], &images);
-        assert!(run.stderr.contains(words), "{damage:?}: {:?} lacks {words:?}", run.stderr);
+        assert!(
+            run.stderr.contains(words),
+            "{damage:?}: {:?} lacks {words:?}",
+            run.stderr
+        );
     }
 }
 
@@ -96,13 +158,23 @@ fn damaged_images_exit_4_and_repair_writes_nothing() {
         let run = txdisk(&["fsck"], &images);
         assert_eq!(run.code, 4, "{damage:?}: {}{}", run.stdout, run.stderr);
         let last = run.stdout.lines().last().unwrap_or_default();
-        assert!(last.contains("problems left uncorrected") && last.contains(words), "{damage:?}: {last}");
+        assert!(
+            last.contains("problems left uncorrected") && last.contains(words),
+            "{damage:?}: {last}"
+        );
         let before: Vec<Vec<u8>> = images.iter().map(|p| std::fs::read(p).unwrap()).collect();
         let repair = txdisk(&["fsck", "--repair"], &images);
         assert_eq!(repair.code, 4, "{damage:?} --repair: {}", repair.stdout);
-        assert!(repair.stdout.contains("repair: skipped"), "{damage:?}: {}", repair.stdout);
+        assert!(
+            repair.stdout.contains("repair: skipped"),
+            "{damage:?}: {}",
+            repair.stdout
+        );
         let after: Vec<Vec<u8>> = images.iter().map(|p| std::fs::read(p).unwrap()).collect();
-        assert!(before == after, "{damage:?}: repair wrote to an image it cannot correct");
+        assert!(
+            before == after,
+            "{damage:?}: repair wrote to an image it cannot correct"
+        );
     }
 }
 
@@ -113,23 +185,44 @@ fn pending_torn_and_differing_images() {
     let (_dir, pending) = damaged(Damage::PendingPair);
     let run = txdisk(&["fsck"], &pending);
     assert_eq!(run.code, 4, "{}", run.stdout);
-    assert!(run.stdout.contains("recovery needed: 3 transaction(s) to replay"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("recovery needed: 3 transaction(s) to replay"),
+        "{}",
+        run.stdout
+    );
     assert!(!run.stdout.contains("corruption"), "{}", run.stdout);
     let repaired = txdisk(&["fsck", "--repair"], &pending);
     assert_eq!(repaired.code, 1, "{}", repaired.stdout);
-    assert!(repaired.stdout.contains("log: replayed 3 transaction(s)"), "{}", repaired.stdout);
+    assert!(
+        repaired.stdout.contains("log: replayed 3 transaction(s)"),
+        "{}",
+        repaired.stdout
+    );
     assert_eq!(txdisk(&["fsck"], &pending).code, 0);
 
     let (_dir, torn) = damaged(Damage::TornTail);
     let run = txdisk(&["fsck"], &torn);
     assert_eq!(run.code, 4, "{}", run.stdout);
-    assert!(run.stdout.contains("torn transaction at position"), "{}", run.stdout);
-    assert!(run.stdout.contains("recovery needed: 1 transaction(s)"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("torn transaction at position"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("recovery needed: 1 transaction(s)"),
+        "{}",
+        run.stdout
+    );
 
     let (_dir, differ) = damaged(Damage::ReplicaDifference);
     let run = txdisk(&["fsck"], &differ);
     assert_eq!(run.code, 4, "{}", run.stdout);
-    assert!(run.stdout.contains("replicas differ at 3 of"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("replicas differ at 3 of"),
+        "{}",
+        run.stdout
+    );
     let repaired = txdisk(&["fsck", "--repair"], &differ);
     assert_eq!(repaired.code, 1, "{}", repaired.stdout);
     assert!(repaired.stdout.contains("3 of"), "{}", repaired.stdout);
@@ -143,9 +236,14 @@ fn json_output_carries_the_exit_code() {
     for damage in [Damage::CleanPair, Damage::PendingSingle, Damage::NotAnImage] {
         let (_dir, images) = damaged(damage);
         let run = txdisk(&["fsck", "--json"], &images);
-        let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{damage:?}: {e}: {}", run.stdout));
+        let value: serde_json::Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("{damage:?}: {e}: {}", run.stdout));
         assert_eq!(value["exit_code"], run.code, "{damage:?}: {}", run.stdout);
-        assert!(run.stderr.is_empty(), "{damage:?}: no progress bar or log when piped: {}", run.stderr);
+        assert!(
+            run.stderr.is_empty(),
+            "{damage:?}: no progress bar or log when piped: {}",
+            run.stderr
+        );
     }
     let (_dir, images) = damaged(Damage::PendingSingle);
     let run = txdisk(&["logdump", "--json"], &images);
@@ -158,21 +256,48 @@ fn logdump_filters_and_raw() {
     let (_dir, images) = damaged(Damage::PendingSingle);
     let all = txdisk(&["logdump"], &images);
     assert_eq!(all.code, 0, "{}", all.stderr);
-    assert_eq!(all.stdout.matches("  sequence ").count(), 3, "{}", all.stdout);
+    assert_eq!(
+        all.stdout.matches("  sequence ").count(),
+        3,
+        "{}",
+        all.stdout
+    );
     assert!(all.stdout.contains("home blocks: 4 5"), "{}", all.stdout);
-    assert!(all.stdout.contains("end of log: position"), "{}", all.stdout);
+    assert!(
+        all.stdout.contains("end of log: position"),
+        "{}",
+        all.stdout
+    );
     let one = txdisk(&["logdump", "-n", "1"], &images);
-    assert_eq!(one.stdout.matches("  sequence ").count(), 1, "{}", one.stdout);
+    assert_eq!(
+        one.stdout.matches("  sequence ").count(),
+        1,
+        "{}",
+        one.stdout
+    );
     let block = txdisk(&["logdump", "-b", "3"], &images);
-    assert_eq!(block.stdout.matches("  sequence ").count(), 1, "{}", block.stdout);
-    assert!(block.stdout.contains("home blocks: 2 3"), "{}", block.stdout);
+    assert_eq!(
+        block.stdout.matches("  sequence ").count(),
+        1,
+        "{}",
+        block.stdout
+    );
+    assert!(
+        block.stdout.contains("home blocks: 2 3"),
+        "{}",
+        block.stdout
+    );
     let raw = txdisk(&["logdump", "--raw", "-n", "1"], &images);
     assert!(raw.stdout.contains("|TXDRECRD"), "{}", raw.stdout);
     let (_dir, broken) = damaged(Damage::BrokenChain);
     let run = txdisk(&["logdump"], &broken);
     assert_eq!(run.code, 4, "{}", run.stdout);
     assert!(run.stdout.contains("CORRUPTION"), "{}", run.stdout);
-    assert!(run.stdout.contains("expected") && run.stdout.contains("checksum mismatch"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("expected") && run.stdout.contains("checksum mismatch"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -185,26 +310,54 @@ fn format_makes_clean_images() {
     assert_eq!(std::fs::metadata(&pair[0]).unwrap().len(), 2 << 20);
     assert_eq!(txdisk(&["fsck"], &pair).code, 0);
     let single = [path("s.img")];
-    assert_eq!(txdisk(&["format", "--size", "512", "--log", "64K"], &single).code, 0);
+    assert_eq!(
+        txdisk(&["format", "--size", "512", "--log", "64K"], &single).code,
+        0
+    );
     assert_eq!(txdisk(&["fsck"], &single).code, 0);
     let again = txdisk(&["format", "--size", "512"], &single);
     assert_eq!(again.code, 8, "formatting over an existing file must fail");
     let bad_size = txdisk(&["format", "--size", "1001K"], &[path("odd.img")]);
     assert_eq!(bad_size.code, 8);
-    assert!(bad_size.stderr.contains("whole number of 4096-byte blocks"), "{}", bad_size.stderr);
+    assert!(
+        bad_size.stderr.contains("whole number of 4096-byte blocks"),
+        "{}",
+        bad_size.stderr
+    );
     assert!(!Path::new(&path("odd.img")).exists());
-    let no_room = txdisk(&["format", "--size", "1000K", "--log", "4M"], &[path("small.img")]);
+    let no_room = txdisk(
+        &["format", "--size", "1000K", "--log", "4M"],
+        &[path("small.img")],
+    );
     assert_eq!(no_room.code, 8);
-    assert!(no_room.stderr.contains("leaves no data region"), "{}", no_room.stderr);
-    assert!(!Path::new(&path("small.img")).exists(), "a format that cannot fit leaves no file behind");
+    assert!(
+        no_room.stderr.contains("leaves no data region"),
+        "{}",
+        no_room.stderr
+    );
+    assert!(
+        !Path::new(&path("small.img")).exists(),
+        "a format that cannot fit leaves no file behind"
+    );
 }
 
 #[test]
 fn demo_tells_the_whole_story() {
     let run = txdisk(&["demo"], &[]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    for words in ["Formatted a replicated pair", "exit code 4", "recovery needed", "exit code 1", "exit code 0", "every acknowledged transfer survived"] {
-        assert!(run.stdout.contains(words), "demo output lacks {words:?}: {}", run.stdout);
+    for words in [
+        "Formatted a replicated pair",
+        "exit code 4",
+        "recovery needed",
+        "exit code 1",
+        "exit code 0",
+        "every acknowledged transfer survived",
+    ] {
+        assert!(
+            run.stdout.contains(words),
+            "demo output lacks {words:?}: {}",
+            run.stdout
+        );
     }
     let json = txdisk(&["demo", "--json", "--transactions", "10"], &[]);
     assert_eq!(json.code, 0, "{}", json.stdout);
