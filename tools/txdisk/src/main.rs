@@ -36,6 +36,8 @@ enum Command {
     Fsck(FsckArgs),
     /// Show the log transaction by transaction, and why it ends.
     Logdump(LogdumpArgs),
+    /// Crash-point fuzzing of the stack on simulated disks; exit 1 if it finds a violation.
+    Crashfuzz(CrashfuzzArgs),
     /// The whole story on temporary files, in seconds: format, transactions, a crash, fsck, repair.
     Demo(DemoArgs),
     /// (Used by `demo`.) Commit transfers in a loop until killed, printing each acknowledgement.
@@ -84,6 +86,34 @@ struct LogdumpArgs {
 }
 
 #[derive(Args, Debug)]
+struct CrashfuzzArgs {
+    /// Seed of the workloads (a run is a function of its configuration).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// When to stop: a count of crash states, or seconds as `20s`.
+    #[arg(long, default_value = "20s")]
+    budget: String,
+    /// A replicated pair under the log, with fail-stop and bad-block faults.
+    #[arg(long)]
+    replicated: bool,
+    /// Crash states tear pending writes at 512-byte sectors.
+    #[arg(long)]
+    torn: bool,
+    /// Some workloads get one misdirected write.
+    #[arg(long)]
+    misdirect: bool,
+    /// Crash at every disk operation, not at sampled ones.
+    #[arg(long)]
+    exhaustive: bool,
+    /// Crashes in a row: the workload's, then crashes of recovery.
+    #[arg(long, default_value_t = 2)]
+    depth: u32,
+    /// Replay (and shrink) the failure a token names, instead of fuzzing.
+    #[arg(long, value_name = "TOKEN")]
+    replay: Option<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Keep the temporary images in this directory (created; must not exist) instead of deleting them.
     #[arg(long)]
@@ -116,6 +146,7 @@ fn run(cli: &Cli) -> u8 {
         Command::Format(args) => format(args, cli.json),
         Command::Fsck(args) => fsck(args, cli.json),
         Command::Logdump(args) => logdump(args, cli.json),
+        Command::Crashfuzz(args) => crashfuzz(args, cli.json),
         Command::Demo(args) => demo::run(args, cli.json),
         Command::DemoWriter { d1, d2 } => demo::writer(d1, d2),
     };
@@ -223,4 +254,73 @@ fn logdump(args: &LogdumpArgs, json: bool) -> i32 {
         }
         Err(error) => output::fail(json, &format!("logdump: {error}")),
     }
+}
+
+fn crashfuzz(args: &CrashfuzzArgs, json: bool) -> i32 {
+    if let Some(token) = &args.replay {
+        return replay(token, json);
+    }
+    let budget = match args.budget.parse() {
+        Ok(budget) => budget,
+        Err(error) => return output::fail(json, &format!("crashfuzz: {error}")),
+    };
+    let config = txdisk_crashfuzz::FuzzConfig {
+        seed: args.seed,
+        budget,
+        replicated: args.replicated,
+        torn: args.torn,
+        misdirect: args.misdirect,
+        exhaustive: args.exhaustive,
+        depth: args.depth,
+        ..txdisk_crashfuzz::FuzzConfig::default()
+    };
+    let mut bar = output::Bar::new(json);
+    let outcome = txdisk_crashfuzz::fuzz(&config, &mut |p| {
+        bar.update("fuzzing", (p.fraction * 1000.0) as u64, 1000)
+    });
+    bar.finish();
+    match outcome {
+        Ok(report) => {
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            i32::from(!report.violations.is_empty())
+        }
+        Err(error) => output::fail(json, &format!("crashfuzz: {error}")),
+    }
+}
+
+fn replay(token: &str, json: bool) -> i32 {
+    let report = match txdisk_crashfuzz::replay(token) {
+        Ok(report) => report,
+        Err(error) => return output::fail(json, &format!("crashfuzz --replay: {error}")),
+    };
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        println!(
+            "workload {} ({}), crashed {}",
+            report.workload, report.layer, report.crash
+        );
+        match (&report.violation, &report.shrunk_violation) {
+            (None, _) => println!("not reproduced: the state passes every check now"),
+            (Some((kind, message)), shrunk) => {
+                println!("reproduced: {kind}: {message}");
+                println!(
+                    "shrunk from {} to {} operations ({} pending writes kept, {} runs)",
+                    report.original_ops,
+                    report.shrunk_ops,
+                    report.shrunk_pending_writes,
+                    report.shrink_runs
+                );
+                if let Some((kind, message)) = shrunk {
+                    println!("shrunk violation: {kind}: {message}");
+                }
+                print!("{}", report.trace);
+            }
+        }
+    }
+    i32::from(report.reproduced())
 }

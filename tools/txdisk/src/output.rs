@@ -44,9 +44,7 @@ impl Bar {
         let visible = !json && std::io::stderr().is_terminal();
         let bar = visible.then(|| {
             let bar = ProgressBar::new(0);
-            if let Ok(style) =
-                ProgressStyle::with_template("{msg:24} [{bar:40}] {pos}/{len} blocks")
-            {
+            if let Ok(style) = ProgressStyle::with_template("{msg:24} [{bar:40}] {percent:>3}%") {
                 bar.set_style(style.progress_chars("=> "));
             }
             bar

@@ -364,3 +364,31 @@ fn demo_tells_the_whole_story() {
     let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert!(value["steps"].as_array().unwrap().len() >= 7);
 }
+
+#[test]
+fn crashfuzz_runs_and_rejects_bad_tokens() {
+    let run = txdisk(&["crashfuzz", "--budget", "200", "--json"], &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        value["crash_states"].as_u64().unwrap() >= 200,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(value["violations"].as_array().unwrap().len(), 0);
+    let bad = txdisk(&["crashfuzz", "--replay", "not-a-token"], &[]);
+    assert_eq!(bad.code, 8);
+    assert_eq!(bad.stderr.lines().count(), 1, "{}", bad.stderr);
+}
+
+#[test]
+fn verbose_logs_go_to_stderr() {
+    let (_dir, images) = damaged(Damage::PendingSingle);
+    let quiet = txdisk(&["fsck", "--repair"], &images);
+    assert_eq!(quiet.code, 1, "{}", quiet.stdout);
+    assert!(quiet.stderr.is_empty(), "{}", quiet.stderr);
+    let (_dir, images) = damaged(Damage::PendingSingle);
+    let loud = txdisk(&["-v", "fsck", "--repair"], &images);
+    assert_eq!(loud.code, 1, "{}", loud.stdout);
+    assert!(loud.stderr.contains("log recovered"), "{}", loud.stderr);
+}
