@@ -489,6 +489,45 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
     (0..len).map(|_| gen.op()).collect()
 }
 
+/// One random operation on the state `model` describes (naming its files and directories
+/// most of the time), that runs as at most one transaction: a write never crosses a multiple
+/// of `write_chunk_bytes` ([`Fs::write_chunk_bytes`]). For a fuzzer that generates one
+/// operation at a time from its model; `rng` advances by one draw.
+pub fn random_op(rng: &mut SplitMix64, model: &Model, write_chunk_bytes: u64) -> Op {
+    let mut gen = Gen {
+        rng: rng.fork(),
+        known: Vec::new(),
+        dirs: vec![Vec::new()],
+    };
+    collect_paths(&model.root, &mut Vec::new(), &mut gen);
+    let mut op = gen.op();
+    if let Op::Write { offset, len, .. } = &mut op {
+        let room = write_chunk_bytes - *offset % write_chunk_bytes;
+        *len = (u64::from(*len).min(room)) as u32;
+    }
+    op
+}
+
+/// Adds every path under `node` to the generator's known paths (directories also as places
+/// for new names).
+fn collect_paths(node: &Node, prefix: &mut Path, gen: &mut Gen) {
+    let Node::Dir(map) = node else { return };
+    for (name, child) in map {
+        let Some(index) = NAMES.iter().position(|known| *known == name.as_slice()) else {
+            continue;
+        };
+        prefix.push(index as u8);
+        gen.known.push(prefix.clone());
+        if matches!(child, Node::Dir(_)) {
+            if prefix.len() < 3 {
+                gen.dirs.push(prefix.clone());
+            }
+            collect_paths(child, prefix, gen);
+        }
+        prefix.pop();
+    }
+}
+
 /// The states a write split into chunks passes through between its chunks (none for any
 /// other operation, or a write that fits one transaction).
 pub fn chunk_states(model: &Model, op: &Op, chunk_bytes: u64) -> Vec<Node> {

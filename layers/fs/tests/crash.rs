@@ -147,3 +147,42 @@ fn a_crash_drops_unflushed_operations_and_keeps_fsynced_ones() {
     assert_eq!(names, vec!["kept".to_string()]);
     check_invariants(&store).expect("clean");
 }
+
+#[test]
+fn model_driven_operations_fit_one_transaction_and_recover() {
+    // The generator a fuzzer uses one operation at a time: every write stays inside one chunk,
+    // so each operation commits at most one transaction.
+    let store = Arc::new(MemStore::new(1024, MAX_TX_BLOCKS));
+    let fs = Fs::mkfs(
+        Arc::clone(&store),
+        &MkfsOptions {
+            inode_count: Some(64),
+        },
+    )
+    .expect("mkfs");
+    let chunk_bytes = fs.write_chunk_bytes();
+    let mut recorder = Recorder::new(&fs, false);
+    let mut model = txdisk_fs::oracle::Model::default();
+    let mut rng = SplitMix64::new(7);
+    let mut writes = 0;
+    for _ in 0..300 {
+        let op = txdisk_fs::oracle::random_op(&mut rng, &model, chunk_bytes);
+        if let Op::Write { offset, len, .. } = op {
+            assert_eq!(
+                offset / chunk_bytes,
+                (offset + u64::from(len).max(1) - 1) / chunk_bytes
+            );
+            writes += 1;
+        }
+        let _ = model.apply(&op);
+        recorder
+            .run(&fs, &op)
+            .unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    }
+    assert!(writes > 30);
+    assert!(recorder.completed() == 300);
+    drop(fs);
+    store.restart(store.pending_commits() / 2);
+    let fs = Fs::open(Arc::clone(&store), FsOptions::default()).expect("reopen");
+    recorder.check_recovered(&fs).expect("a prefix");
+}
