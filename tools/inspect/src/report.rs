@@ -200,7 +200,9 @@ impl FsckReport {
             return EXIT_UNCORRECTED;
         }
         match &self.repair {
-            Some(repair) if repair.skipped.is_none() && repair.failed.is_none() => EXIT_CORRECTED,
+            // A repair that failed part-way is not reported as a success, whatever it left.
+            Some(repair) if repair.failed.is_some() => EXIT_UNCORRECTED,
+            Some(repair) if repair.skipped.is_none() => EXIT_CORRECTED,
             _ => EXIT_CLEAN,
         }
     }
@@ -216,20 +218,38 @@ impl FsckReport {
         let verdict = match self.exit_code() {
             EXIT_CLEAN => "clean".to_string(),
             EXIT_CORRECTED => "errors corrected, now clean".to_string(),
+            _ if self.repair.as_ref().is_some_and(|r| r.failed.is_some()) => {
+                "repair failed".to_string()
+            }
             _ => "problems left uncorrected".to_string(),
         };
-        let mut worst: Vec<&Finding> = self
-            .findings
+        // What is wrong now; after a successful repair, what was wrong before it.
+        let findings = match &self.repair {
+            Some(repair) if self.exit_code() == EXIT_CORRECTED => &repair.before,
+            _ => &self.findings,
+        };
+        let mut worst: Vec<&Finding> = findings
             .iter()
             .filter(|f| f.severity > Severity::Info)
             .collect();
-        worst.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        // The worst first; among fixable findings, pending transactions say the most.
+        worst.sort_by_key(|f| {
+            (
+                std::cmp::Reverse(f.severity),
+                f.code != "log.recovery_needed",
+            )
+        });
         let mut line = format!("{names}: {verdict}");
         if let Some(first) = worst.first() {
-            let _ = write!(line, ": {}", first.message);
-            if worst.len() > 1 {
-                let _ = write!(line, " (and {} more)", worst.len() - 1);
+            let more = match worst.len() {
+                1 => String::new(),
+                count => format!(" (and {} more)", count - 1),
+            };
+            match self.exit_code() {
+                EXIT_CORRECTED => write!(line, " (was: {}{more})", first.message),
+                _ => write!(line, ": {}{more}", first.message),
             }
+            .unwrap_or_default();
         }
         one_line(&line)
     }

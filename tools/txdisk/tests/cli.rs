@@ -199,6 +199,11 @@ fn pending_torn_and_differing_images() {
         "{}",
         repaired.stdout
     );
+    let last = repaired.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("errors corrected, now clean (was: recovery needed: 3 transaction(s)"),
+        "{last}"
+    );
     assert_eq!(txdisk(&["fsck"], &pending).code, 0);
 
     let (_dir, torn) = damaged(Damage::TornTail);
