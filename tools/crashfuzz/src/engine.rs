@@ -8,7 +8,9 @@ use crate::error::FuzzError;
 use crate::guard::guarded;
 use crate::layer::{CommitKind, FuzzLayer};
 use crate::report::ViolationKind;
-use crate::stack::{log_options, CrashAt, Disks, Env, Faults, Images, Pair, Stack, StateChoice};
+use crate::stack::{
+    log_options, CrashAt, Disks, Env, Faults, Images, Interrupt, Pair, Stack, StateChoice,
+};
 use std::sync::Arc;
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Disk, OpKind, SimDisk};
@@ -37,7 +39,7 @@ pub(crate) struct Cut {
     /// `None`: the epoch ran to its end, then the machine crashed.
     pub crash: Option<CrashAt>,
     pub state: StateChoice,
-    pub recovery: Vec<(CrashAt, StateChoice)>,
+    pub recovery: Vec<(Interrupt, StateChoice)>,
 }
 
 /// Everything that decides one checked state: the workload and the cut of each epoch run.
@@ -282,14 +284,23 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         Ok(())
     }
 
-    /// Runs recovery on `images` with a crash at `crash`; returns the crashed disks.
+    /// Runs recovery on `images` cut short by `interrupt`; returns the crashed disks (a disk
+    /// failed by the interrupt is dead in them).
     pub fn crash_recovery(
         &self,
         images: &[txdisk_disk::DiskImage],
         env: &Env,
-        crash: CrashAt,
+        interrupt: Interrupt,
     ) -> Result<Disks, Failure> {
-        let disks = self.stack.disks(images, env, Some(crash), None);
+        let fail = Faults {
+            fail_stop: Some(interrupt.at),
+            ..Faults::default()
+        };
+        let disks = if interrupt.fail_stop {
+            self.stack.disks(images, env, None, Some(&fail))
+        } else {
+            self.stack.disks(images, env, Some(interrupt.at), None)
+        };
         let outcome = guarded(|| {
             let opened = self.stack.open(&disks)?;
             self.layer.recover(&opened.disk)

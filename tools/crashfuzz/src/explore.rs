@@ -6,7 +6,7 @@ use crate::config::{Budget, FuzzConfig};
 use crate::engine::{mix, Cut, Engine, Failure, Path, Step, Workload};
 use crate::layer::FuzzLayer;
 use crate::report::{FuzzProgress, FuzzReport, Violation};
-use crate::stack::{CrashAt, Env, Images, StateChoice};
+use crate::stack::{CrashAt, Env, Images, Interrupt, StateChoice};
 use crate::token::Token;
 use std::time::Instant;
 use txdisk_disk::rng::SplitMix64;
@@ -344,18 +344,23 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
                 .map(|_| points[self.rng.below(points.len() as u64) as usize])
                 .collect();
         }
-        for crash in points {
+        for at in points {
+            // Replicated runs with both disks alive: sometimes one fails during recovery.
+            let fail_stop = self.cfg.replicated && env.dead == [false; 2] && self.rng.chance(1, 4);
+            let interrupt = Interrupt { at, fail_stop };
             self.report.recovery_crashes += 1;
+            self.report.recovery_fail_stops += u64::from(fail_stop);
             let choice = StateChoice::Random(self.rng.next_u64());
             let Some(cut) = cuts.last_mut() else {
                 return Flow::Go;
             };
-            cut.recovery.push((crash, choice));
-            let flow = match self.engine.crash_recovery(images, env, crash) {
+            cut.recovery.push((interrupt, choice));
+            let flow = match self.engine.crash_recovery(images, env, interrupt) {
                 Err(failure) => self.violation(cuts, failure),
                 Ok(disks) => {
-                    let next = self.engine.stack.realize(&disks, env.dead, choice);
-                    self.explore_state(epoch, &next, env, allowed, cuts, depth - 1)
+                    let next_env = Env { dead: disks.dead() };
+                    let next = self.engine.stack.realize(&disks, next_env.dead, choice);
+                    self.explore_state(epoch, &next, &next_env, allowed, cuts, depth - 1)
                 }
             };
             if let Some(cut) = cuts.last_mut() {
@@ -379,21 +384,9 @@ pub(crate) fn describe_cut(cut: &Cut) -> String {
         StateChoice::Nth(index) => format!("crash state #{index}"),
         StateChoice::Random(seed) => format!("sampled crash state {seed:#x}"),
     };
-    let recovery: Vec<String> = cut
-        .recovery
-        .iter()
-        .map(|(at, _)| {
-            format!(
-                "recovery crashed at operation {} of d{}",
-                at.op,
-                at.disk + 1
-            )
-        })
-        .collect();
     let mut text = format!("{point}, {state}");
-    for item in recovery {
-        text.push_str(", ");
-        text.push_str(&item);
+    for (interrupt, _) in &cut.recovery {
+        text.push_str(&format!(", {interrupt}"));
     }
     text
 }

@@ -12,7 +12,7 @@ use crate::engine::{Engine, Failure, Path, Step};
 use crate::explore::describe_cut;
 use crate::layer::FuzzLayer;
 use crate::report::ViolationKind;
-use crate::stack::{differences, CrashAt, Disks, Env, Faults};
+use crate::stack::{differences, CrashAt, Disks, Env, Faults, Interrupt};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,7 +28,7 @@ struct ConcreteCut {
     /// (disk, segment, offset): segment 0 is the stack's open, segment `j + 1` step `j`.
     crash: Option<(usize, usize, u64)>,
     state: Wanted,
-    recovery: Vec<(CrashAt, Wanted)>,
+    recovery: Vec<(Interrupt, Wanted)>,
 }
 
 #[derive(Clone, Debug)]
@@ -149,6 +149,7 @@ fn run_path<L: FuzzLayer>(
                     return (Some((epoch, failure)), concrete);
                 }
                 Ok(disks) => {
+                    env.dead = disks.dead();
                     state = engine.stack.realize(&disks, env.dead, choice);
                     concrete_cut
                         .recovery
@@ -224,6 +225,7 @@ fn run_concrete<L: FuzzLayer>(
                 Err(failure) => return Some((epoch, failure)),
                 Ok(disks) => disks,
             };
+            env.dead = disks.dead();
             state = engine.stack.realize_explicit(&disks, env.dead, wanted);
         }
         let models = engine.prefix_models(&model, steps);
@@ -458,14 +460,8 @@ fn describe<Op: std::fmt::Debug>(
             None => writeln!(text, "  crash: after the last step"),
         };
         let _ = writeln!(text, "  crash state: {}", describe_wanted(&cut.state));
-        for (at, wanted) in &cut.recovery {
-            let _ = writeln!(
-                text,
-                "  recovery crashed at d{} operation {}; state: {}",
-                at.disk + 1,
-                at.op,
-                describe_wanted(wanted)
-            );
+        for (interrupt, wanted) in &cut.recovery {
+            let _ = writeln!(text, "  {interrupt}; state: {}", describe_wanted(wanted));
         }
     }
     if let Some((epoch, (kind, message))) = failure {

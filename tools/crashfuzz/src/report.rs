@@ -99,6 +99,8 @@ pub struct FuzzReport {
     pub crash_states: u64,
     /// Recoveries crashed on purpose (depth 2 and more).
     pub recovery_crashes: u64,
+    /// Of those, recoveries where one disk of the pair failed for good instead.
+    pub recovery_fail_stops: u64,
     /// Workloads with a fail-stop of one disk scheduled in their first epoch.
     pub fail_stop_workloads: u64,
     /// Workloads with bad blocks on one disk during their first epoch.
@@ -124,6 +126,7 @@ impl FuzzReport {
             "sampled_points": self.sampled_points,
             "crash_states": self.crash_states,
             "recovery_crashes": self.recovery_crashes,
+            "recovery_fail_stops": self.recovery_fail_stops,
             "fail_stop_workloads": self.fail_stop_workloads,
             "read_error_workloads": self.read_error_workloads,
             "misdirect_workloads": self.misdirect_workloads,
@@ -149,13 +152,18 @@ impl fmt::Display for FuzzReport {
             self.states_per_s
         )?;
         let faults = [
+            self.recovery_fail_stops,
             self.fail_stop_workloads,
             self.read_error_workloads,
             self.misdirect_workloads,
         ];
         if faults.iter().any(|&count| count > 0) {
-            let [fail_stop, read_errors, misdirect] = faults;
-            writeln!(f, "faults: {fail_stop} workloads with a fail-stop, {read_errors} with bad blocks, {misdirect} with a misdirected write")?;
+            let [in_recovery, fail_stop, read_errors, misdirect] = faults;
+            writeln!(
+                f,
+                "faults: {fail_stop} workloads with a fail-stop, {read_errors} with bad blocks, \
+                 {misdirect} with a misdirected write; {in_recovery} recoveries with a fail-stop"
+            )?;
         }
         if self.violations.is_empty() {
             return writeln!(f, "no violations");

@@ -21,6 +21,28 @@ pub(crate) struct CrashAt {
     pub op: u64,
 }
 
+/// How a recovery is cut short: the machine crashes at `at`, or (`fail_stop`) that disk fails
+/// for good there, recovery goes on without it, and the machine crashes after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Interrupt {
+    pub at: CrashAt,
+    pub fail_stop: bool,
+}
+
+impl std::fmt::Display for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (disk, op) = (self.at.disk + 1, self.at.op);
+        if self.fail_stop {
+            write!(
+                f,
+                "d{disk} failed for good at its operation {op} of recovery"
+            )
+        } else {
+            write!(f, "recovery crashed at operation {op} of d{disk}")
+        }
+    }
+}
+
 /// Which crash state of the crashed disks: the `Nth` of their enumeration, or one drawn from a
 /// seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

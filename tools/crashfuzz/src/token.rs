@@ -5,7 +5,7 @@
 use crate::config::{Bug, FuzzConfig};
 use crate::engine::{Cut, Path};
 use crate::error::FuzzError;
-use crate::stack::{CrashAt, StateChoice};
+use crate::stack::{CrashAt, Interrupt, StateChoice};
 
 const PREFIX: &str = "txf1-";
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
@@ -96,6 +96,30 @@ fn get_crash(reader: &mut Reader<'_>) -> Result<Option<CrashAt>, FuzzError> {
     }
 }
 
+/// An interrupt of recovery: `disk + 1`, plus 2 for a fail-stop, then the operation.
+fn put_interrupt(out: &mut Vec<u8>, interrupt: Interrupt) {
+    put(
+        out,
+        interrupt.at.disk as u64 + 1 + 2 * u64::from(interrupt.fail_stop),
+    );
+    put(out, interrupt.at.op);
+}
+
+fn get_interrupt(reader: &mut Reader<'_>) -> Result<Interrupt, FuzzError> {
+    let code = reader.get_bounded(4, "recovery interrupt")?;
+    if code == 0 {
+        return Err(bad("a recovery interrupt without a disk"));
+    }
+    let at = CrashAt {
+        disk: ((code - 1) % 2) as usize,
+        op: reader.get()?,
+    };
+    Ok(Interrupt {
+        at,
+        fail_stop: code > 2,
+    })
+}
+
 fn put_state(out: &mut Vec<u8>, state: StateChoice) {
     match state {
         StateChoice::Nth(index) => {
@@ -178,8 +202,8 @@ impl Token {
             put_crash(&mut out, cut.crash);
             put_state(&mut out, cut.state);
             put(&mut out, cut.recovery.len() as u64);
-            for &(crash, state) in &cut.recovery {
-                put_crash(&mut out, Some(crash));
+            for &(interrupt, state) in &cut.recovery {
+                put_interrupt(&mut out, interrupt);
                 put_state(&mut out, state);
             }
         }
@@ -227,9 +251,8 @@ impl Token {
             let state = get_state(&mut reader)?;
             let mut recovery = Vec::new();
             for _ in 0..reader.get_bounded(MAX_RECOVERY_CRASHES, "recovery crashes")? {
-                let at = get_crash(&mut reader)?
-                    .ok_or_else(|| bad("a recovery crash without a point"))?;
-                recovery.push((at, get_state(&mut reader)?));
+                let interrupt = get_interrupt(&mut reader)?;
+                recovery.push((interrupt, get_state(&mut reader)?));
             }
             cuts.push(Cut {
                 crash,
@@ -270,7 +293,22 @@ mod tests {
                 Cut {
                     crash: Some(CrashAt { disk: 1, op: 300 }),
                     state: StateChoice::Nth(17),
-                    recovery: vec![(CrashAt { disk: 0, op: 5 }, StateChoice::Random(u64::MAX))],
+                    recovery: vec![
+                        (
+                            Interrupt {
+                                at: CrashAt { disk: 1, op: 5 },
+                                fail_stop: true,
+                            },
+                            StateChoice::Random(u64::MAX),
+                        ),
+                        (
+                            Interrupt {
+                                at: CrashAt { disk: 0, op: 9 },
+                                fail_stop: false,
+                            },
+                            StateChoice::Nth(3),
+                        ),
+                    ],
                 },
                 Cut {
                     crash: None,

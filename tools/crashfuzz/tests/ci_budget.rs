@@ -93,4 +93,8 @@ fn replicated_pair_ci_budget() {
         report.read_error_workloads > 0,
         "no workload had bad blocks: {report}"
     );
+    assert!(
+        report.recovery_fail_stops > 0,
+        "no disk failed during recovery: {report}"
+    );
 }
