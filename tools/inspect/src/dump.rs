@@ -285,3 +285,31 @@ pub fn hex_dump(block: &Block, indent: &str) -> String {
     let _ = writeln!(out, "{indent}{:04x}", bytes.len());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_dump_collapses_repeated_lines() {
+        let mut block = Block::zeroed();
+        block.as_bytes_mut()[..8].copy_from_slice(b"TXDRECRD");
+        let text = hex_dump(&block, "");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("0000  54 58 44 52"), "{text}");
+        assert!(lines[0].ends_with("|TXDRECRD........|"), "{text}");
+        assert!(lines[1].starts_with("0010  00 00"), "{text}");
+        assert_eq!(lines[2], "*");
+        assert_eq!(lines[3], "1000");
+    }
+
+    #[test]
+    fn hex_dump_shows_every_differing_line() {
+        let mut block = Block::zeroed();
+        for (index, byte) in block.as_bytes_mut().iter_mut().enumerate() {
+            *byte = (index / 16) as u8;
+        }
+        assert_eq!(hex_dump(&block, "  ").lines().count(), 4096 / 16 + 1);
+    }
+}

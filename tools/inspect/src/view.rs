@@ -164,3 +164,28 @@ fn classify(path: &Path, disk: &FileDisk) -> Result<ImageKind> {
     }
     Ok(ImageKind::Member { slots, meta })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use txdisk_disk::SimDisk;
+
+    #[test]
+    fn window_maps_and_bounds_addresses() {
+        let sim = SimDisk::new(10);
+        sim.write(7, &Block::filled(7)).unwrap();
+        let window = Window::new(&sim, 2, 6);
+        assert_eq!(window.size_blocks(), 6);
+        assert_eq!(window.read(5).unwrap(), Block::filled(7));
+        assert!(window.read(6).is_err(), "address past the window");
+        window.write(0, &Block::filled(1)).unwrap();
+        assert_eq!(sim.read(2).unwrap(), Block::filled(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond a disk of 10 blocks")]
+    fn window_must_fit() {
+        let sim = SimDisk::new(10);
+        let _ = Window::new(&sim, 5, 6);
+    }
+}
