@@ -77,14 +77,17 @@ impl Bug {
 pub struct FuzzConfig {
     pub seed: u64,
     pub budget: Budget,
-    /// Crash the first epoch of every workload at every disk operation (and every recovery at
-    /// every operation); otherwise `crash_points` sampled points per workload.
+    /// Crash the first epoch of every workload at every disk operation, and the first recovery
+    /// of each state at every operation; otherwise `crash_points` sampled points per workload
+    /// and `recovery_points` per recovery. (Later epochs and deeper recoveries are sampled.)
     pub exhaustive: bool,
     /// A replicated pair of `SimDisk`s under the log, with fail-stop and read-error faults.
     pub replicated: bool,
     /// Crash states tear pending writes at 512-byte sectors.
     pub torn: bool,
-    /// Some workloads get one misdirected write (a block landing at a wrong address).
+    /// Some workloads get one misdirected write (a block landing at a wrong address). The stack
+    /// has no defence against one (no block carries its own address), so expect violations:
+    /// this measures what a misdirected write does, it is not part of the clean budget.
     pub misdirect: bool,
     /// Crashes in a row: the workload's, then `depth - 1` crashes of recovery, then a recovery
     /// to the end.

@@ -339,7 +339,10 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
             .into_iter()
             .flatten()
             .collect();
-        if !self.cfg.exhaustive && points.len() > self.cfg.recovery_points as usize {
+        // Exhaustive mode crashes the first recovery at every operation; deeper ones (whose count
+        // would multiply) at sampled operations.
+        let every = self.cfg.exhaustive && depth == self.cfg.depth;
+        if !every && points.len() > self.cfg.recovery_points as usize {
             points = (0..self.cfg.recovery_points)
                 .map(|_| points[self.rng.below(points.len() as u64) as usize])
                 .collect();
