@@ -86,8 +86,8 @@ pub struct FuzzConfig {
     /// Crash states tear pending writes at 512-byte sectors.
     pub torn: bool,
     /// Some workloads get one misdirected write (a block landing at a wrong address). The stack
-    /// has no defence against one (no block carries its own address), so expect violations:
-    /// this measures what a misdirected write does, it is not part of the clean budget.
+    /// does not detect one (a home block carries neither its address nor a checksum), so expect
+    /// violations: this measures what a misdirected write does; it is no part of a clean run.
     pub misdirect: bool,
     /// Crashes in a row: the workload's, then `depth - 1` crashes of recovery, then a recovery
     /// to the end.
