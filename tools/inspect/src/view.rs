@@ -2,6 +2,7 @@
 //! pair), and a window onto the address space the log lives in.
 
 use crate::error::{InspectError, Result};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use txdisk_disk::{Addr, Block, Disk, FileDisk};
 use txdisk_replicated::{ReplicaMeta, Slot, FORMAT_VERSION as PAIR_VERSION, RESERVED_BLOCKS};
@@ -102,6 +103,18 @@ pub fn open_image(path: &Path) -> Result<OpenedImage> {
         return Err(InspectError::IsDirectory {
             path: path.to_path_buf(),
         });
+    }
+    // Opening a fifo would wait for a writer forever, and a character device or a socket has
+    // no blocks to check: refuse anything but a file or a block device up front.
+    if let Ok(metadata) = std::fs::metadata(path) {
+        let kind = metadata.file_type();
+        if !kind.is_file() && !kind.is_block_device() {
+            let reason = "not a regular file or a block device".to_string();
+            return Err(InspectError::NotAnImage {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
     }
     let disk = FileDisk::open_read_only(path).map_err(|source| InspectError::Open {
         path: path.to_path_buf(),

@@ -397,3 +397,23 @@ fn verbose_logs_go_to_stderr() {
     assert_eq!(loud.code, 1, "{}", loud.stdout);
     assert!(loud.stderr.contains("log recovered"), "{}", loud.stderr);
 }
+
+#[test]
+fn special_files_are_refused_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for path in [fifo, PathBuf::from("/dev/null"), PathBuf::from("/dev/zero")] {
+        for command in ["fsck", "logdump"] {
+            let run = txdisk(&[command], &[path.clone()]);
+            assert_eq!(run.code, 8, "{command} {}: {}", path.display(), run.stderr);
+            assert!(
+                run.stderr.contains("not a regular file or a block device"),
+                "{command} {}: {}",
+                path.display(),
+                run.stderr
+            );
+        }
+    }
+}
