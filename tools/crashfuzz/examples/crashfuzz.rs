@@ -21,13 +21,7 @@ fn main() -> ExitCode {
             "--torn" => config.torn = true,
             "--misdirect" => config.misdirect = true,
             "--json" => json = true,
-            "--bug" => {
-                let name = value();
-                config.bug = Bug::ALL
-                    .iter()
-                    .copied()
-                    .find(|bug| format!("{bug:?}") == name);
-            }
+            "--bug" => config.bug = value().parse::<Bug>().ok(),
             "--replay" => {
                 return match replay(&value()) {
                     Ok(report) => {

@@ -57,6 +57,17 @@ impl Bug {
         Bug::ReplicatedSkipsD2,
     ];
 
+    /// The variant's name on a command line: `commit-without-flush`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::CommitWithoutFlush => "commit-without-flush",
+            Bug::ReplayWithoutChecksum => "replay-without-checksum",
+            Bug::HeaderBeforeInstallDurable => "header-before-install-durable",
+            Bug::NoSequenceJump => "no-sequence-jump",
+            Bug::ReplicatedSkipsD2 => "replicated-skips-d2",
+        }
+    }
+
     pub(crate) fn code(self) -> u64 {
         Bug::ALL
             .iter()
@@ -69,6 +80,22 @@ impl Bug {
             0 => Some(None),
             code => Bug::ALL.get(code as usize - 1).map(|bug| Some(*bug)),
         }
+    }
+}
+
+impl std::str::FromStr for Bug {
+    type Err = FuzzError;
+
+    fn from_str(text: &str) -> Result<Bug, FuzzError> {
+        Bug::ALL
+            .into_iter()
+            .find(|bug| bug.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Bug::ALL.iter().map(|bug| bug.name()).collect();
+                FuzzError::BadConfig {
+                    reason: format!("no variant {text:?}; the variants are {}", names.join(", ")),
+                }
+            })
     }
 }
 

@@ -144,3 +144,14 @@ fn a_bad_configuration_is_an_error() {
         Err(FuzzError::Setup { .. })
     ));
 }
+
+#[test]
+fn variants_parse_by_name() {
+    for bug in Bug::ALL {
+        assert_eq!(bug.name().parse::<Bug>().ok(), Some(bug));
+    }
+    assert!(matches!(
+        "no-such-bug".parse::<Bug>(),
+        Err(FuzzError::BadConfig { .. })
+    ));
+}
