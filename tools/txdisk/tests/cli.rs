@@ -406,7 +406,7 @@ fn special_files_are_refused_without_waiting() {
     assert!(made.success());
     for path in [fifo, PathBuf::from("/dev/null"), PathBuf::from("/dev/zero")] {
         for command in ["fsck", "logdump"] {
-            let run = txdisk(&[command], &[path.clone()]);
+            let run = txdisk(&[command], std::slice::from_ref(&path));
             assert_eq!(run.code, 8, "{command} {}: {}", path.display(), run.stderr);
             assert!(
                 run.stderr.contains("not a regular file or a block device"),
