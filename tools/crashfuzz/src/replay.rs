@@ -274,7 +274,22 @@ impl<L: FuzzLayer> Shrinker<'_, '_, L> {
             self.revert_pending(&mut best);
             let after = (ops_of(&best), pending_of(&best), recovery_crashes_of(&best));
             if after == before || self.runs >= MAX_SHRINK_RUNS {
+                self.crash_at_end(&mut best);
                 return best;
+            }
+        }
+    }
+
+    /// A crash point after which nothing more ran (or that never came) reads better as a crash
+    /// after the last step: keep that where it fails the same way.
+    fn crash_at_end(&mut self, best: &mut Concrete<L::Op>) {
+        for epoch in 0..best.cuts.len() {
+            if best.cuts[epoch].crash.is_some() {
+                let mut candidate = best.clone();
+                candidate.cuts[epoch].crash = None;
+                if self.fails(&candidate) {
+                    *best = candidate;
+                }
             }
         }
     }
