@@ -262,7 +262,10 @@ impl Header {
         if header.tail_seq == 0 {
             return Err("tail sequence 0 (sequences start at 1)".into());
         }
-        if header.tail_pos > MAX_POSITION || header.tail_seq > MAX_POSITION {
+        if header.tail_pos > MAX_POSITION
+            || header.tail_seq > MAX_POSITION
+            || header.generation > MAX_POSITION
+        {
             return Err(format!(
                 "tail position {} / sequence {} beyond {MAX_POSITION}",
                 header.tail_pos, header.tail_seq

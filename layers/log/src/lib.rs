@@ -77,8 +77,6 @@ pub use scan::{
 pub use txdisk_disk::{Addr, Block, Disk};
 pub use wal_check::WalChecker;
 
-/// A salt for a new image: not secret, but unknown to anyone who writes data through the log,
-/// so no data block can be crafted to pass a record checksum.
 /// True when the deliberately wrong variant `bug` is switched on (never without the feature).
 macro_rules! bug_active {
     ($bug:ident) => {{
@@ -91,6 +89,8 @@ macro_rules! bug_active {
 }
 pub(crate) use bug_active;
 
+/// A salt for a new image: not secret, but unknown to anyone who writes data through the log,
+/// so no data block can be crafted to pass a record checksum.
 pub fn random_salt() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();

@@ -81,6 +81,9 @@ pub(crate) struct State {
     /// Bumped when an installation picks its batch: a home read that saw no change of it
     /// cannot have overlapped a home write (see `Inner::read`).
     pub install_gen: u64,
+    /// The background installer leaves the log alone (a full log is still installed by the
+    /// committer that needs the space).
+    pub installer_paused: bool,
 }
 
 pub(crate) struct Inner {
@@ -93,6 +96,8 @@ pub(crate) struct Inner {
     /// Signalled when the installer should look at the log.
     pub install_wanted: Condvar,
     pub install_lock: Mutex<()>,
+    /// Serialises syncs and counts the ones that failed (see `Inner::sync_since`).
+    pub sync_failures: Mutex<u64>,
     pub commits: AtomicU64,
     pub flushes: AtomicU64,
     pub records_written: AtomicU64,
@@ -141,8 +146,11 @@ impl Transaction<'_> {
     /// for an empty transaction, which changes nothing).
     pub fn commit(self) -> Result<Option<u64>> {
         let seq = self.log.append(self.writes.into_iter().collect())?;
-        if let Some(seq) = seq {
-            self.log.wait_durable(seq)?;
+        match seq {
+            Some(seq) => self.log.wait_durable(seq)?,
+            // A read-only transaction may have read deferred commits: what it saw must be
+            // durable before its durable commit returns.
+            None => self.log.flush()?,
         }
         Ok(seq)
     }
@@ -157,8 +165,10 @@ impl Transaction<'_> {
 }
 
 impl Log {
-    /// Writes a fresh log on `disk`: superblock and header. The data region is not touched:
-    /// it reads as zeros only if the disk did (a new image file, a new `SimDisk`).
+    /// Writes a fresh log on `disk`: superblock, header, and zeros over the log region (so no
+    /// data of an earlier use of the disk sits there, and on a file every log block is
+    /// allocated before the first lap). The data region is not touched: it reads as zeros only
+    /// if the disk did (a new image file, a new `SimDisk`).
     pub fn format(disk: &dyn Disk, log_blocks: u64, salt: u64) -> Result<Superblock> {
         let sb = Superblock::layout(disk.size_blocks(), log_blocks, salt)?;
         let header = Header {
@@ -171,7 +181,11 @@ impl Log {
         // The other slot may hold a header of an earlier format of this disk; with another
         // salt it cannot validate, but clear it so the image reads unambiguously.
         let other = crate::format::HEADER_SLOTS[1];
-        disk.write(other, &Block::zeroed())?;
+        let zero = Block::zeroed();
+        disk.write(other, &zero)?;
+        for offset in 0..sb.log_blocks {
+            disk.write(sb.log_addr(offset), &zero)?;
+        }
         disk.sync()?;
         Ok(sb)
     }
@@ -194,6 +208,7 @@ impl Log {
             logged: HashMap::new(),
             shutdown: false,
             install_gen: 0,
+            installer_paused: false,
         };
         let inner = Arc::new(Inner {
             disk,
@@ -203,6 +218,7 @@ impl Log {
             flushed: Condvar::new(),
             install_wanted: Condvar::new(),
             install_lock: Mutex::new(()),
+            sync_failures: Mutex::new(0),
             commits: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             records_written: AtomicU64::new(0),
@@ -321,6 +337,14 @@ impl Log {
                 std::panic::resume_unwind(panic);
             }
         }
+    }
+
+    /// Pauses or resumes the background installer (it is off anyway without
+    /// `LogOptions::background_installer`). Installation still happens when a commit finds the
+    /// log full, and on [`Log::install`].
+    pub fn pause_installer(&self, paused: bool) {
+        self.inner.state.lock().installer_paused = paused;
+        self.inner.install_wanted.notify_all();
     }
 
     /// Blocks in the log region now in use (committed, not yet installed).
@@ -531,6 +555,7 @@ impl Inner {
     fn write_batch(&self, batch: &[Arc<RecordMeta>], durable_before: u64) -> Result<()> {
         let sb = &self.sb;
         let disk = &self.disk;
+        let failures_before = self.failed_syncs();
         for record in batch {
             let data: Vec<&Block> = record.data.iter().map(|b| &**b).collect();
             let descs = encode_record(sb, record.seq, durable_before, &record.addrs, &data);
@@ -541,12 +566,56 @@ impl Inner {
         }
         // One sync makes the whole group durable; each record's checksum makes it all or nothing.
         if !crate::bug_active!(CommitWithoutFlush) {
-            disk.sync()?;
+            self.sync_since(failures_before)?;
         }
         self.flushes.fetch_add(1, Ordering::Relaxed);
         self.records_written
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Syncs that have failed so far. Read it before issuing writes that a later
+    /// [`Inner::sync_since`] must vouch for.
+    fn failed_syncs(&self) -> u64 {
+        *self.sync_failures.lock()
+    }
+
+    /// Syncs the disk, and vouches for every write issued since `failures_before` was read: Ok
+    /// only if this sync succeeded and no sync of anyone failed in between — a failed sync may
+    /// have dropped any write not yet durable, whoever issued it, and the next sync on the
+    /// same file can succeed without having written them. Syncs are serialised so that the
+    /// count and the outcome are read together. A failure poisons the log.
+    fn sync_since(&self, failures_before: u64) -> Result<()> {
+        let mut failures = self.sync_failures.lock();
+        let outcome = self.disk.sync();
+        let failed = outcome.is_err();
+        if failed {
+            *failures += 1;
+        }
+        let vouched = *failures == failures_before;
+        drop(failures);
+        match outcome {
+            Err(error) => {
+                self.poison(format!("sync failed: {error}"));
+                Err(error.into())
+            }
+            Ok(()) if !vouched => {
+                let cause =
+                    "an earlier sync failed: writes issued before it may be lost".to_string();
+                self.poison(cause.clone());
+                Err(LogError::Poisoned { cause })
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Stops the log: every later operation fails, nothing more is written.
+    fn poison(&self, cause: String) {
+        let mut state = self.state.lock();
+        if state.poisoned.is_none() {
+            state.poisoned = Some(cause);
+        }
+        self.flushed.notify_all();
     }
 
     /// Installs every durable record at its home location and moves the tail past them
@@ -608,6 +677,7 @@ impl Inner {
     /// The I/O of an installation: home blocks, sync, header, sync. Returns the new header.
     fn install_batch(&self, batch: &[Arc<RecordMeta>]) -> Result<Header> {
         let inner = self;
+        let failures_before = self.failed_syncs();
         let mut newest: BTreeMap<Addr, &Arc<Block>> = BTreeMap::new();
         for record in batch {
             for (addr, block) in record.addrs.iter().zip(&record.data) {
@@ -620,9 +690,14 @@ impl Inner {
         }
         // The home blocks must be durable before the header stops pointing at their records.
         if !crate::bug_active!(HeaderBeforeInstallDurable) {
-            inner.disk.sync()?;
+            self.sync_since(failures_before)?;
         }
-        let old = inner.state.lock().header;
+        // A flush may have failed meanwhile: once poisoned, the log writes nothing more.
+        let old = {
+            let state = inner.state.lock();
+            Inner::usable(&state)?;
+            state.header
+        };
         let last = &batch[batch.len() - 1];
         let header = Header {
             generation: old.generation + 1,
@@ -633,7 +708,7 @@ impl Inner {
             .disk
             .write(header.slot_addr(), &header.encode(&inner.sb))?;
         // The freed space may be reused only once the header naming the new tail is durable.
-        inner.disk.sync()?;
+        self.sync_since(failures_before)?;
         inner
             .blocks_installed
             .fetch_add(newest.len() as u64, Ordering::Relaxed);
@@ -672,7 +747,8 @@ fn installer_loop(inner: &Arc<Inner>) {
                 .iter()
                 .take_while(|r| r.seq <= state.durable_seq)
                 .count();
-            let want = used * 100 >= inner.options.install_threshold_pct * inner.sb.log_blocks;
+            let want = used * 100 >= inner.options.install_threshold_pct * inner.sb.log_blocks
+                && !state.installer_paused;
             if !want || durable_records == 0 {
                 continue;
             }

@@ -84,7 +84,7 @@ fn fresh_header(scan: &ScanReport) -> Result<Header> {
     let overflow = || LogError::Corruption {
         pos: scan.end_pos,
         seq: scan.next_seq,
-        detail: "sequence numbers exhausted".into(),
+        detail: "log positions or sequence numbers exhausted: copy the data to a new image".into(),
     };
     // At most log_blocks / 2 records fit in the region, so no record past the chain carries a
     // sequence at or above next_seq + log_blocks.
@@ -95,6 +95,12 @@ fn fresh_header(scan: &ScanReport) -> Result<Header> {
     };
     let tail_seq = scan.next_seq.checked_add(jump).ok_or_else(overflow)?;
     let generation = scan.header.generation.checked_add(1).ok_or_else(overflow)?;
+    // Refuse to run a log whose positions could one day pass what a header may hold: every
+    // header this log writes must decode again.
+    let limit = crate::format::MAX_POSITION / 2;
+    if tail_seq > limit || scan.end_pos > limit || generation > limit {
+        return Err(overflow());
+    }
     Ok(Header {
         generation,
         tail_pos: scan.end_pos,

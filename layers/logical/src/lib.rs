@@ -24,7 +24,17 @@
 //! No transaction holds a lock while it runs, so there is no deadlock; disjoint transactions
 //! proceed in parallel and share group commits. A transaction that keeps conflicting is retried
 //! by `transaction` in exclusive mode (holding the commit lock from begin to commit) after
-//! [`OPTIMISTIC_ATTEMPTS`] attempts, so a long read-only scan always finishes.
+//! [`OPTIMISTIC_ATTEMPTS`] attempts, so a long read-only scan always finishes. Two caveats:
+//! a transaction body must not start another transaction or write through the `Disk` trait
+//! of the same logical disk (in exclusive mode that would wait for itself); and when a commit
+//! finds the log full, it installs under the commit lock, so other committers wait for that
+//! one installation.
+//!
+//! A read that meets a conflict marks its transaction: it is retried by `transaction` and can
+//! never commit, even if the body ignored the error. A durable commit of a read-only
+//! transaction returns once every commit it read from is durable. Writes through
+//! [`LogicalDisk::log`] bypass this concurrency control: use it for statistics and
+//! installation, not for data.
 //!
 //! **Rep invariant** (debug builds, after every public operation): the log's rep invariant; and
 //! no version stripe a commit has finished with is left busy or newer than the clock.
@@ -98,8 +108,11 @@ pub struct Transaction<'a> {
     reads: BTreeMap<usize, u64>,
     writes: BTreeMap<Addr, Block>,
     exclusive: Option<MutexGuard<'a, ()>>,
-    /// A read hit a conflict: whatever the body returns, the attempt is retried.
+    /// A read hit a conflict: whatever the body returns, the attempt is retried, and it can
+    /// never commit (even if the body swallowed the error).
     conflicted: bool,
+    /// The newest version among the stripes read: a durable read-only commit waits for it.
+    newest_read: u64,
 }
 
 fn stripe(addr: Addr) -> usize {
@@ -150,6 +163,7 @@ impl LogicalDisk {
             writes: BTreeMap::new(),
             exclusive: None,
             conflicted: false,
+            newest_read: 0,
         }
     }
 
@@ -288,6 +302,7 @@ impl Transaction<'_> {
             return Err(LogicalError::Conflict { addr });
         }
         self.reads.entry(index).or_insert(before);
+        self.newest_read = self.newest_read.max(before);
         Ok(block)
     }
 
@@ -327,6 +342,9 @@ impl Transaction<'_> {
             Some(guard) => guard,
             None => disk.commit_lock.lock(),
         };
+        if self.conflicted {
+            return Err(LogicalError::Conflict { addr: 0 });
+        }
         for (&index, &seen) in &self.reads {
             if disk.versions[index].load(Ordering::Acquire) != seen {
                 return Err(LogicalError::Conflict {
@@ -335,6 +353,12 @@ impl Transaction<'_> {
             }
         }
         if self.writes.is_empty() {
+            drop(guard);
+            // What a read-only transaction saw may come from deferred commits: a durable
+            // commit of it returns once they are durable too.
+            if durable && self.newest_read > 0 {
+                disk.log.wait_durable(self.newest_read)?;
+            }
             return Ok(());
         }
         let written: Vec<usize> = self.writes.keys().map(|&addr| stripe(addr)).collect();
