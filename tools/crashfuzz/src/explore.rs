@@ -220,10 +220,16 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
         if all.len() <= wanted {
             return all;
         }
-        // A later epoch always includes its end: stale records of the first epoch show there.
-        let mut points: Vec<Option<CrashAt>> = if epoch == 0 { Vec::new() } else { vec![None] };
-        while points.len() < wanted {
-            points.push(all[self.rng.below(all.len() as u64) as usize]);
+        // Distinct points. A later epoch always includes its end (the last point): stale
+        // records of the first epoch show there.
+        let mut pool = all;
+        let mut points = Vec::with_capacity(wanted);
+        if epoch > 0 {
+            points.extend(pool.pop());
+        }
+        while points.len() < wanted && !pool.is_empty() {
+            let index = self.rng.below(pool.len() as u64) as usize;
+            points.push(pool.swap_remove(index));
         }
         points
     }
