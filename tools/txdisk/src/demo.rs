@@ -334,11 +334,15 @@ fn step_fsck(
             .iter()
             .map(|f| format!("{}: {}", f.severity.name(), f.message)),
     );
-    lines.push(format!(
-        "exit code {} ({})",
-        report.exit_code(),
-        report.summary()
-    ));
+    if let (false, Some(log)) = (repair, &report.log) {
+        lines.extend(pending_lines(&images[0], log.records.len())?);
+    }
+    // The summary without the (long, temporary) image names.
+    let summary = report.summary();
+    let verdict = summary
+        .split_once(".img: ")
+        .map_or(summary.as_str(), |(_, rest)| rest);
+    lines.push(format!("exit code {}: {verdict}", report.exit_code()));
     let text = format!(
         "{title}\n{}",
         lines
@@ -359,6 +363,31 @@ fn step_fsck(
         ));
     }
     Ok(())
+}
+
+/// The first pending transactions as `txdisk logdump` shows them.
+fn pending_lines(image: &Path, pending: usize) -> Result<Vec<String>, String> {
+    const SHOWN: usize = 3;
+    if pending == 0 {
+        return Ok(Vec::new());
+    }
+    let options = txdisk_inspect::DumpOptions {
+        max_records: Some(SHOWN),
+        ..txdisk_inspect::DumpOptions::default()
+    };
+    let dump = txdisk_inspect::logdump(image, &options).map_err(|e| format!("logdump: {e}"))?;
+    let mut lines = vec![format!(
+        "the log, as `txdisk logdump` shows it (first {SHOWN} of {pending}):"
+    )];
+    for shown in &dump.records {
+        let r = &shown.record;
+        lines.push(format!(
+            "  sequence {} at log position {}: home blocks {:?}, checksum {:#010x} valid",
+            r.seq, r.pos, r.addrs, r.crc
+        ));
+    }
+    lines.push(format!("  ... the log ends at {}", dump.stop));
+    Ok(lines)
 }
 
 fn step_verify(images: &[PathBuf; 2], acked: &[u64], story: &mut Story) -> Result<(), String> {
