@@ -266,6 +266,18 @@ impl Token {
         if cuts.is_empty() || cuts.len() > config.epochs as usize {
             return Err(bad("cuts do not fit the epochs"));
         }
+        let disks = if config.replicated { 2 } else { 1 };
+        let mut named = cuts.iter().flat_map(|cut| {
+            cut.crash
+                .iter()
+                .map(|at| at.disk)
+                .chain(cut.recovery.iter().map(|(i, _)| i.at.disk))
+        });
+        if named.any(|disk| disk >= disks) {
+            return Err(bad(&format!(
+                "a crash on a disk the stack does not have ({disks} disks)"
+            )));
+        }
         Ok(Token {
             layer: layer.into(),
             config,
@@ -336,6 +348,20 @@ mod tests {
         );
         assert_eq!(back.config.bug, config.bug);
         assert_eq!(back.config.disk_blocks, config.disk_blocks);
+        let single = Token {
+            config: FuzzConfig {
+                replicated: false,
+                ..config.clone()
+            },
+            ..token.clone()
+        };
+        assert!(
+            matches!(
+                Token::decode(&single.encode(), "tx"),
+                Err(FuzzError::BadToken { .. })
+            ),
+            "d2 on one disk"
+        );
         assert!(matches!(
             Token::decode(&text, "counter"),
             Err(FuzzError::WrongLayer { .. })
