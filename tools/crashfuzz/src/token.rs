@@ -278,6 +278,15 @@ impl Token {
                 "a crash on a disk the stack does not have ({disks} disks)"
             )));
         }
+        let fail_stops = cuts
+            .iter()
+            .flat_map(|cut| cut.recovery.iter())
+            .any(|(i, _)| i.fail_stop);
+        if fail_stops && !config.replicated {
+            return Err(bad(
+                "a disk failing during recovery in a run without a pair",
+            ));
+        }
         Ok(Token {
             layer: layer.into(),
             config,
