@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use txdisk_inspect::{CheckOptions, DumpOptions, EXIT_OPERATIONAL, EXIT_UNCORRECTED};
 
+/// e2fsck's exit code for a usage or syntax error.
+const EXIT_USAGE: u8 = 16;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "txdisk",
@@ -124,7 +127,14 @@ pub struct DemoArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // e2fsck's 16 for a usage error (clap's own would be 2); 0 for --help, --version.
+            return ExitCode::from(if error.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
     output::init_tracing(cli.verbose);
     // A panic is a bug; it still ends as e2fsck's operational error, never as exit 101.
     match std::panic::catch_unwind(|| run(&cli)) {

@@ -46,6 +46,24 @@ fn help_and_version() {
         !help.stdout.contains("demo-writer"),
         "the internal subcommand is hidden"
     );
+    for bad in [
+        &["fsck"][..],
+        &["fsck", "a", "b", "c"],
+        &["frobnicate"],
+        &["logdump", "x", "-n", "many"],
+    ] {
+        let usage = txdisk(bad, &[]);
+        assert_eq!(
+            usage.code, 16,
+            "{bad:?}: usage errors exit as e2fsck's: {}",
+            usage.stderr
+        );
+        assert!(
+            usage.stderr.starts_with("error:"),
+            "{bad:?}: {}",
+            usage.stderr
+        );
+    }
     let version = txdisk(&["--version"], &[]);
     assert_eq!(version.code, 0);
     assert!(
