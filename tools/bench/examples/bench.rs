@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use txdisk_bench::{baseline_systems, run, BenchConfig, SystemFactory, Workload};
+use txdisk_bench::{all_systems, run, BenchConfig, SystemFactory, Workload};
 
 struct Args {
     quick: bool,
@@ -49,7 +49,7 @@ fn parse_args() -> Result<Args, String> {
 
 fn main() -> ExitCode {
     // Each cell runs in a re-executed copy of this program: hand it to the bench first.
-    let all = baseline_systems();
+    let all = all_systems();
     let systems: Vec<&dyn SystemFactory> = all.iter().map(|s| s.as_ref()).collect();
     if let Some(code) = txdisk_bench::child_entry(&systems) {
         return code;
@@ -95,7 +95,7 @@ fn try_main() -> Result<(), String> {
             .map(|name| Workload::from_name(name).ok_or(format!("unknown workload {name}")))
             .collect::<Result<_, _>>()?;
     }
-    let all = baseline_systems();
+    let all = all_systems();
     let systems: Vec<&dyn SystemFactory> = all
         .iter()
         .map(|s| s.as_ref())

@@ -27,6 +27,7 @@ pub mod report;
 mod runner;
 mod sqlite;
 mod system;
+mod txdisk_system;
 mod workload;
 
 pub use counting::{CountingDisk, DiskCounts};
@@ -40,13 +41,24 @@ pub use report::{median_of_rounds, Measurement, Report, RssMode};
 pub use runner::{run, BenchConfig};
 pub use sqlite::SqliteFactory;
 pub use system::{RecoveryRun, System, SystemFactory};
+pub use txdisk_system::TxdiskFactory;
 pub use workload::{Geometry, ReadKind, RecoveryKind, Workload, WorkloadKind};
 
-/// The floor and the peers, in the order the table shows them. The txdisk systems are added by
-/// the program that links the logical disk (they live above this crate).
+/// The floor and the peers, in the order the table shows them.
 pub fn baseline_systems() -> Vec<Box<dyn SystemFactory>> {
     vec![
         Box::new(FloorFactory),
+        Box::new(SqliteFactory),
+        Box::new(RedbFactory),
+    ]
+}
+
+/// Every system: the floor, txdisk on one image and on a pair, and the peers.
+pub fn all_systems() -> Vec<Box<dyn SystemFactory>> {
+    vec![
+        Box::new(FloorFactory),
+        Box::new(TxdiskFactory { replicated: false }),
+        Box::new(TxdiskFactory { replicated: true }),
         Box::new(SqliteFactory),
         Box::new(RedbFactory),
     ]
