@@ -34,8 +34,12 @@ struct Cli {
 enum Command {
     /// Make a new image, or a replicated pair of images.
     Format(FormatArgs),
-    /// Check an image or a pair (read-only unless --repair). Exit codes as e2fsck: 0 clean,
-    /// 1 errors corrected, 4 errors left uncorrected, 8 operational error.
+    /// Check an image or a pair (read-only unless --repair).
+    ///
+    /// Checks every layer: the files, the pair metadata and the replicas' data, the log's
+    /// superblock, headers and every transaction in it. Exit codes as e2fsck: 0 clean, 1 errors
+    /// corrected, 4 errors left uncorrected (including recovery not run), 8 operational error,
+    /// 16 usage error.
     Fsck(FsckArgs),
     /// Show the log transaction by transaction, and why it ends.
     Logdump(LogdumpArgs),
@@ -64,7 +68,9 @@ struct FormatArgs {
 
 #[derive(Args, Debug)]
 struct FsckArgs {
+    /// The image, or the first member (d1) of a pair.
     image: PathBuf,
+    /// The second member (d2) of a pair.
     image2: Option<PathBuf>,
     /// Run replica recovery and log recovery, then check again.
     #[arg(long)]
@@ -76,6 +82,7 @@ struct FsckArgs {
 
 #[derive(Args, Debug)]
 struct LogdumpArgs {
+    /// An image, or either member of a pair.
     image: PathBuf,
     /// Show at most N transactions.
     #[arg(short = 'n', long = "count")]
