@@ -118,8 +118,34 @@ fn inspect(
         );
     }
     let log_source = source.map_or(0, Role::index).min(opened.len() - 1);
+    let errors_before = count_errors(&report);
     check_log(&opened[log_source], false, &mut report)?;
+    if opened.len() == 2 && count_errors(&report) > errors_before {
+        compare_logs(&opened[1 - log_source], &mut report);
+    }
     Ok(report)
+}
+
+fn count_errors(report: &FsckReport) -> usize {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count()
+}
+
+/// The log is damaged on the member recovery would copy from: tell whether the other member's
+/// copy is intact (a resync would overwrite it, so repair leaves both alone).
+fn compare_logs(other: &OpenedImage, report: &mut FsckReport) {
+    let mut scratch = FsckReport::default();
+    if check_log(other, false, &mut scratch).is_err() || count_errors(&scratch) > 0 {
+        return;
+    }
+    let message = format!(
+        "the log on {} is intact: the damage is on the other member only",
+        other.path.display()
+    );
+    report.add(Severity::Info, "log", "log.other_member_intact", message);
 }
 
 fn io_error(path: &Path) -> impl Fn(txdisk_disk::DiskError) -> InspectError + '_ {

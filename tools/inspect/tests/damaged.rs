@@ -169,3 +169,32 @@ fn replica_differences_are_counted_and_listed() {
         vec![data_start + 5, data_start + 6, data_start + 40]
     );
 }
+
+#[test]
+fn damage_on_one_member_only_is_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = make(Damage::CleanPair, dir.path()).unwrap();
+    // Flip a byte of d1's log superblock (pair block 0 = file block 2).
+    txdisk_inspect::damaged::patch(&images[0], 2 * 4096 + 20, &[0x55]).unwrap();
+    let report = check(&images, &CheckOptions::default()).unwrap();
+    assert_eq!(report.exit_code(), 4);
+    let codes: Vec<&str> = report.findings.iter().map(|f| f.code).collect();
+    assert!(codes.contains(&"log.superblock"), "{codes:?}");
+    assert!(codes.contains(&"replicated.differ"), "{codes:?}");
+    assert!(codes.contains(&"log.other_member_intact"), "{codes:?}");
+    let before = std::fs::read(&images[1]).unwrap();
+    let repaired = check(
+        &images,
+        &CheckOptions {
+            repair: true,
+            ..CheckOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        repaired.exit_code(),
+        4,
+        "a resync would copy the damage over the good copy"
+    );
+    assert_eq!(std::fs::read(&images[1]).unwrap(), before, "d2 untouched");
+}
