@@ -72,6 +72,7 @@ pub mod format;
 mod fs;
 #[cfg(feature = "fuse")]
 pub mod fuse;
+mod logical_store;
 pub mod oracle;
 mod paths;
 pub mod store;

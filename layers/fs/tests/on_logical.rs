@@ -1,62 +1,18 @@
-//! The file system on the real stack: a LogicalDisk over a SimDisk (through a ten-line
-//! `TxStore` adapter). It works, splits writes to the log's transaction limit, and survives a
+//! The file system on the real stack: a LogicalDisk over a SimDisk (the logical disk is a
+//! `TxStore`). It works, splits writes to the log's transaction limit, and survives a
 //! crash at sampled disk operations: recovery of the log, then the invariant checker and the
 //! prefix oracle (`txdisk_fs::oracle`) on the recovered file system, torn writes included.
 
 use std::sync::Arc;
 use txdisk_disk::rng::SplitMix64;
-use txdisk_disk::{Addr, Block, Disk, SimDisk};
+use txdisk_disk::{Disk, SimDisk};
 use txdisk_fs::oracle::{workload, OracleError, Recorder};
-use txdisk_fs::{
-    check_invariants, Fs, FsOptions, MkfsOptions, StoreError, TxHandle, TxStore, ROOT_INO,
-};
+use txdisk_fs::{check_invariants, Fs, FsOptions, MkfsOptions, ROOT_INO};
 use txdisk_log::LogOptions;
-use txdisk_logical::{LogicalDisk, LogicalError, Transaction};
+use txdisk_logical::LogicalDisk;
 
-struct OnLogical(LogicalDisk);
-struct OnLogicalTx<'a>(Transaction<'a>);
-
-fn store_error(error: LogicalError) -> StoreError {
-    if error.is_conflict() {
-        StoreError::Conflict
-    } else {
-        StoreError::Other(Box::new(error))
-    }
-}
-
-impl TxStore for OnLogical {
-    type Tx<'a> = OnLogicalTx<'a>;
-    fn begin(&self) -> OnLogicalTx<'_> {
-        OnLogicalTx(self.0.begin())
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.0.flush().map_err(store_error)
-    }
-    fn size_blocks(&self) -> u64 {
-        Disk::size_blocks(&self.0)
-    }
-    fn max_tx_blocks(&self) -> usize {
-        self.0.max_tx_blocks()
-    }
-}
-
-impl TxHandle for OnLogicalTx<'_> {
-    fn read(&mut self, addr: Addr) -> Result<Block, StoreError> {
-        self.0.read(addr).map_err(store_error)
-    }
-    fn write(&mut self, addr: Addr, block: &Block) -> Result<(), StoreError> {
-        self.0.write(addr, block).map_err(store_error)
-    }
-    fn commit(self) -> Result<(), StoreError> {
-        self.0.commit().map_err(store_error)
-    }
-    fn commit_nosync(self) -> Result<(), StoreError> {
-        self.0.commit_nosync().map_err(store_error)
-    }
-    fn abort(self) {
-        self.0.abort()
-    }
-}
+/// The logical disk is the store (`impl TxStore for LogicalDisk`).
+type OnLogical = LogicalDisk;
 
 const DISK_BLOCKS: u64 = 2048;
 const LOG_BLOCKS: u64 = 128;
@@ -71,9 +27,7 @@ fn options() -> LogOptions {
 
 fn open(sim: &Arc<SimDisk>) -> Result<OnLogical, String> {
     let disk: Arc<dyn Disk> = Arc::clone(sim) as Arc<dyn Disk>;
-    LogicalDisk::open(disk, options())
-        .map(OnLogical)
-        .map_err(|e| format!("logical open: {e}"))
+    LogicalDisk::open(disk, options()).map_err(|e| format!("logical open: {e}"))
 }
 
 /// A formatted stack with an empty, durable file system.
