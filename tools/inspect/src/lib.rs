@@ -28,7 +28,11 @@
 //! never acknowledged; recovery drops it and moves the sequence numbers past it.
 //!
 //! Repair writes nothing if the check found an error it cannot correct: the recoveries assume a
-//! sound image, and a resync run on a damaged one would copy the damage over the good replica.
+//! sound image, and a resync run on a damaged one would copy the damage over the good replica
+//! (when the log is damaged on the member recovery copies from, the check says whether the
+//! other member's copy is intact). Where the replicas' data differ, nothing tells which one is
+//! right — data blocks carry no checksum below the log — so repair does what replica recovery
+//! does: the current member (d1 when both are) wins.
 
 mod check;
 pub mod damaged;
