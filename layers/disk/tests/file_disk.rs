@@ -175,3 +175,36 @@ fn read_only_open_refuses_writes() {
         "the refused write reached the file"
     );
 }
+
+/// `write_run` (one vectored write) lands every block where a `write` of each would, refuses a
+/// run that ends past the disk without writing any of it, and agrees with the default
+/// block-by-block implementation of `SimDisk`.
+#[test]
+fn write_run_matches_block_writes() {
+    use txdisk_disk::{Block, Disk, FileDisk, SimDisk};
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileDisk::create(dir.path().join("run.img"), 2100).unwrap();
+    let sim = SimDisk::new(2100);
+    let blocks: Vec<Block> = (0..1500u32)
+        .map(|i| Block::filled((i % 251) as u8 + 1))
+        .collect();
+    let refs: Vec<&Block> = blocks.iter().collect();
+    for disk in [&file as &dyn Disk, &sim as &dyn Disk] {
+        disk.write_run(300, &refs).unwrap();
+        disk.write_run(7, &refs[..1]).unwrap();
+        disk.write_run(0, &[]).unwrap();
+        assert!(
+            disk.write_run(2000, &refs[..101]).is_err(),
+            "a run past the end must be refused"
+        );
+    }
+    for addr in 0..2100u64 {
+        let expected = match addr {
+            7 => blocks[0].clone(),
+            300..=1799 => blocks[(addr - 300) as usize].clone(),
+            _ => Block::zeroed(),
+        };
+        assert_eq!(file.read(addr).unwrap(), expected, "file block {addr}");
+        assert_eq!(sim.read(addr).unwrap(), expected, "sim block {addr}");
+    }
+}

@@ -556,14 +556,24 @@ impl Inner {
         let sb = &self.sb;
         let disk = &self.disk;
         let failures_before = self.failed_syncs();
-        for record in batch {
-            let data: Vec<&Block> = record.data.iter().map(|b| &**b).collect();
-            let descs = encode_record(sb, record.seq, durable_before, &record.addrs, &data);
-            let blocks = descs.iter().chain(data.iter().copied());
-            for (offset, block) in blocks.enumerate() {
-                disk.write(sb.log_addr(record.pos + offset as u64), block)?;
-            }
-        }
+        let descs: Vec<Vec<Block>> = batch
+            .iter()
+            .map(|record| {
+                let data: Vec<&Block> = record.data.iter().map(|b| &**b).collect();
+                encode_record(sb, record.seq, durable_before, &record.addrs, &data)
+            })
+            .collect();
+        // The group occupies consecutive log positions: write it as runs of consecutive disk
+        // blocks (broken only where the circular log wraps).
+        let blocks = batch.iter().zip(&descs).flat_map(|(record, descs)| {
+            let data = record.data.iter().map(|b| &**b);
+            let positions = record.pos..record.pos + record.len_blocks;
+            positions.zip(descs.iter().chain(data))
+        });
+        write_runs(
+            &**disk,
+            blocks.map(|(pos, block)| (sb.log_addr(pos), block)),
+        )?;
         // One sync makes the whole group durable; each record's checksum makes it all or nothing.
         if !crate::bug_active!(CommitWithoutFlush) {
             self.sync_since(failures_before)?;
@@ -685,9 +695,10 @@ impl Inner {
             }
         }
         // Write-ahead: every record in the batch is durable in the log (seq <= durable_seq).
-        for (addr, block) in &newest {
-            inner.disk.write(inner.sb.data_start + addr, block)?;
-        }
+        let home = newest
+            .iter()
+            .map(|(addr, block)| (inner.sb.data_start + addr, &***block));
+        write_runs(&*inner.disk, home)?;
         // The home blocks must be durable before the header stops pointing at their records.
         if !crate::bug_active!(HeaderBeforeInstallDurable) {
             self.sync_since(failures_before)?;
@@ -714,6 +725,26 @@ impl Inner {
             .fetch_add(newest.len() as u64, Ordering::Relaxed);
         Ok(header)
     }
+}
+
+/// Writes `(address, block)` pairs, in order, as runs of consecutive addresses.
+fn write_runs<'a>(disk: &dyn Disk, blocks: impl Iterator<Item = (Addr, &'a Block)>) -> Result<()> {
+    let mut run: Vec<&Block> = Vec::new();
+    let mut run_start: Addr = 0;
+    for (addr, block) in blocks {
+        if !run.is_empty() && addr != run_start + run.len() as u64 {
+            disk.write_run(run_start, &run)?;
+            run.clear();
+        }
+        if run.is_empty() {
+            run_start = addr;
+        }
+        run.push(block);
+    }
+    if !run.is_empty() {
+        disk.write_run(run_start, &run)?;
+    }
+    Ok(())
 }
 
 fn distinct(addrs: &[Addr]) -> bool {

@@ -62,6 +62,12 @@ impl<D: Disk> Disk for CountingDisk<D> {
         self.inner.write(addr, block)
     }
 
+    fn write_run(&self, start: Addr, blocks: &[&Block]) -> Result<()> {
+        self.writes
+            .fetch_add(blocks.len() as u64, Ordering::Relaxed);
+        self.inner.write_run(start, blocks)
+    }
+
     fn sync(&self) -> Result<()> {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.inner.sync()
