@@ -4,7 +4,8 @@
 
 use crate::error::{InspectError, Result};
 use crate::report::{
-    addr_list, header_slot_text, one_line, superblock_json, superblock_text, RecordSummary,
+    addr_list, header_slot_text, one_line, stop_kind, superblock_json, superblock_text,
+    RecordSummary,
 };
 use crate::view::{open_image, ImageKind};
 use serde_json::{json, Value};
@@ -189,7 +190,12 @@ impl LogDump {
                 out.push_str(&hex_dump(&raw.block, "      "));
             }
         }
-        let _ = writeln!(out, "end of log: {}", self.stop);
+        let _ = writeln!(
+            out,
+            "end of log: {} ({})",
+            self.stop,
+            stop_kind(&self.stop).1
+        );
         if let Some(raw) = &self.stop_block {
             let _ = writeln!(out, "    block {} (at the end of the log):", raw.disk_addr);
             out.push_str(&hex_dump(&raw.block, "      "));
@@ -231,6 +237,7 @@ impl LogDump {
             "chain_records": self.chain_records,
             "records": self.records.iter().map(record_json).collect::<Vec<_>>(),
             "stop": self.stop.to_string(),
+            "stop_kind": stop_kind(&self.stop).0,
             "stop_block": self.stop_block.as_ref().map(raw_json),
             "beyond_stop": self.beyond_stop.iter().map(RecordSummary::to_json).collect::<Vec<_>>(),
             "corruption": self.corruption,

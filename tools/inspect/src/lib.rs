@@ -46,7 +46,7 @@ pub use check::{check, check_with_progress, CheckOptions, Progress};
 pub use dump::{hex_dump, logdump, DumpOptions, DumpRecord, LogDump, RawBlock};
 pub use error::{InspectError, Result};
 pub use report::{
-    Finding, FsckReport, LogReport, MemberReport, RecordSummary, RepairReport, ReplicaDiff,
-    Severity, EXIT_CLEAN, EXIT_CORRECTED, EXIT_OPERATIONAL, EXIT_UNCORRECTED,
+    stop_kind, Finding, FsckReport, LogReport, MemberReport, RecordSummary, RepairReport,
+    ReplicaDiff, Severity, EXIT_CLEAN, EXIT_CORRECTED, EXIT_OPERATIONAL, EXIT_UNCORRECTED,
 };
 pub use view::{open_image, ImageKind, OpenedImage, Window};

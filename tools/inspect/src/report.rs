@@ -419,7 +419,7 @@ fn render_log(log: &LogReport, out: &mut String) {
             record.crc
         );
     }
-    let _ = writeln!(out, "log ends: {}", log.stop);
+    let _ = writeln!(out, "log ends: {} ({})", log.stop, stop_kind(&log.stop).1);
     for record in &log.beyond_stop {
         let _ = writeln!(
             out,
@@ -481,7 +481,32 @@ fn log_json(log: &LogReport) -> Value {
         "end_position": log.end_pos,
         "next_sequence": log.next_seq,
         "stop": log.stop.to_string(),
+        "stop_kind": stop_kind(&log.stop).0,
         "beyond_stop": log.beyond_stop.iter().map(RecordSummary::to_json).collect::<Vec<_>>(),
         "corruption": log.corruption,
     })
+}
+
+/// What the block where the chain ends holds: a short name and a plain explanation.
+pub fn stop_kind(stop: &ScanStop) -> (&'static str, &'static str) {
+    match stop {
+        ScanStop::NotARecord { .. } => ("unused", "no record there: the log is empty from here"),
+        ScanStop::WrongSequence {
+            expected_seq,
+            found_seq,
+            ..
+        } if found_seq < expected_seq => {
+            ("stale", "a record of an earlier lap, installed long ago")
+        }
+        ScanStop::WrongSequence { .. } => (
+            "ahead",
+            "a record numbered past the header's: not part of this log",
+        ),
+        ScanStop::ChecksumMismatch { .. } => ("torn", "its write never completed"),
+        ScanStop::TooLong { .. } => ("malformed", "it claims more blocks than the log has"),
+        ScanStop::BadAddress { .. } => {
+            ("corrupt", "a checksummed record with an impossible address")
+        }
+        ScanStop::LogFull { .. } => ("full", "the chain fills the whole log"),
+    }
 }

@@ -23,6 +23,11 @@ fn dump_shows_every_pending_record() {
     let text = dump.render_text();
     assert!(text.contains("home blocks: 2 3"), "{text}");
     assert!(text.contains("end of log: position"), "{text}");
+    assert_eq!(
+        dump.to_json()["stop_kind"],
+        "unused",
+        "nothing was ever written past the chain"
+    );
     let json = dump.to_json();
     assert_eq!(json["records"].as_array().unwrap().len(), 3);
 }
@@ -100,6 +105,8 @@ fn the_stop_reason_names_the_torn_record() {
     assert_eq!(dump.chain_records, 1);
     let stop = dump.stop.to_string();
     assert!(stop.contains("checksum mismatch"), "{stop}");
+    assert_eq!(txdisk_inspect::stop_kind(&dump.stop).0, "torn");
+    assert!(dump.render_text().contains("its write never completed"));
     assert!(dump.corruption.is_none());
     let broken = make(Damage::BrokenChain, &dir.path().join("b").tap_mkdir()).unwrap();
     let dump = logdump(&broken[0], &DumpOptions::default()).unwrap();
@@ -119,4 +126,35 @@ impl TapMkdir for std::path::PathBuf {
         std::fs::create_dir_all(&self).unwrap();
         self
     }
+}
+
+#[test]
+fn a_record_before_the_last_recovery_is_called_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = make(Damage::TornTail, dir.path()).unwrap();
+    // Recovery replays the valid record and moves the sequence numbers past the torn one,
+    // which stays where the next record will go: a stale record now, never a torn one.
+    let options = txdisk_inspect::CheckOptions {
+        repair: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        txdisk_inspect::check(&images, &options)
+            .unwrap()
+            .exit_code(),
+        1
+    );
+    let dump = logdump(&images[0], &DumpOptions::default()).unwrap();
+    assert_eq!(dump.chain_records, 0);
+    assert_eq!(
+        txdisk_inspect::stop_kind(&dump.stop).0,
+        "stale",
+        "{}",
+        dump.stop
+    );
+    assert!(
+        dump.stop.to_string().contains("expected sequence"),
+        "{}",
+        dump.stop
+    );
 }
