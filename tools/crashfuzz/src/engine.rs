@@ -6,12 +6,14 @@
 use crate::config::FuzzConfig;
 use crate::error::FuzzError;
 use crate::guard::guarded;
+use crate::history::PairHistory;
 use crate::layer::{CommitKind, FuzzLayer};
 use crate::report::ViolationKind;
 use crate::stack::{
-    log_options, CrashAt, Disks, Env, Faults, Images, Interrupt, Pair, Stack, StateChoice,
+    log_options, CrashAt, Disks, Env, Faults, HistoryDisk, Images, Interrupt, Stack, StateChoice,
 };
 use std::sync::Arc;
+use std::sync::Mutex;
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Disk, OpKind, SimDisk};
 use txdisk_log::Log;
@@ -69,6 +71,8 @@ pub(crate) struct Recovered {
     pub images: Images,
     /// Which prefix the contents matched.
     pub matched: usize,
+    /// What the next start inherits.
+    pub env: Env,
 }
 
 pub(crate) type Failure = (ViolationKind, String);
@@ -84,6 +88,8 @@ pub(crate) struct Engine<'a, L: FuzzLayer> {
     pub stack: Stack,
     pub base: Images,
     pub data_blocks: u64,
+    /// What the first start of every workload inherits.
+    pub base_env: Env,
 }
 
 impl<'a, L: FuzzLayer> Engine<'a, L> {
@@ -99,7 +105,7 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
             bug: cfg.bug,
             record,
         };
-        let (base, data_blocks) =
+        let (base, data_blocks, base_env) =
             base_images(layer, cfg).map_err(|detail| FuzzError::Setup { detail })?;
         Ok(Engine {
             layer,
@@ -107,6 +113,7 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
             stack,
             base,
             data_blocks,
+            base_env,
         })
     }
 
@@ -151,7 +158,7 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         if !self.cfg.replicated && !self.cfg.misdirect {
             return faults;
         }
-        let clean = self.run_epoch(&self.base, &Env::default(), None, None, steps);
+        let clean = self.run_epoch(&self.base, &self.base_env, None, None, steps);
         let ops = clean.disks.ops();
         if self.cfg.replicated {
             let disk = rng.below(2) as usize;
@@ -338,7 +345,7 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
                 )
             })?;
             self.stack
-                .check(&opened)
+                .check(&opened, &disks)
                 .map_err(|e| (ViolationKind::Invariant, e))?;
             self.layer
                 .check(&opened.disk)
@@ -356,6 +363,7 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
             ops: disks.ops(),
             images: disks.durable_images(),
             matched,
+            env: disks.env(),
         })
     }
 
@@ -373,13 +381,14 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
     }
 }
 
-/// The formatted starting image(s) with the layer set up, and the data blocks the log offers.
-fn base_images<L: FuzzLayer>(layer: &L, cfg: &FuzzConfig) -> Result<(Images, u64), String> {
+/// The formatted starting image(s) with the layer set up, the data blocks the log offers, and
+/// what the next start inherits (the pair's write history in replicated runs).
+fn base_images<L: FuzzLayer>(layer: &L, cfg: &FuzzConfig) -> Result<(Images, u64, Env), String> {
     let count = if cfg.replicated { 2 } else { 1 };
     let sims: Vec<Arc<SimDisk>> = (0..count)
         .map(|_| Arc::new(SimDisk::new(cfg.disk_blocks)))
         .collect();
-    let mut pair: Option<Arc<Pair>> = None;
+    let mut history: Option<Arc<Mutex<PairHistory>>> = None;
     let disk: Arc<dyn Disk> = if cfg.replicated {
         let (d1, d2): (Arc<dyn Disk>, Arc<dyn Disk>) = (sims[0].clone(), sims[1].clone());
         let options = FormatOptions {
@@ -388,12 +397,14 @@ fn base_images<L: FuzzLayer>(layer: &L, cfg: &FuzzConfig) -> Result<(Images, u64
         };
         ReplicatedDisk::format(&d1, &d2, &options)
             .map_err(|e| format!("replicated format: {e}"))?;
-        let opened = Arc::new(
-            ReplicatedDisk::open(d1, d2, &mut |_| {})
-                .map_err(|e| format!("replicated open: {e}"))?,
-        );
-        pair = Some(Arc::clone(&opened));
-        opened
+        let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})
+            .map_err(|e| format!("replicated open: {e}"))?;
+        let recorded = Arc::new(Mutex::new(PairHistory::default()));
+        history = Some(Arc::clone(&recorded));
+        Arc::new(HistoryDisk {
+            pair: Arc::new(pair),
+            history: recorded,
+        })
     } else {
         sims[0].clone()
     };
@@ -406,11 +417,15 @@ fn base_images<L: FuzzLayer>(layer: &L, cfg: &FuzzConfig) -> Result<(Images, u64
         .setup(&logical)
         .map_err(|e| format!("layer setup: {e}"))?;
     logical.close().map_err(|e| format!("logical close: {e}"))?;
-    if let Some(pair) = pair {
-        pair.sync().map_err(|e| format!("pair sync: {e}"))?;
-    }
+    disk.sync().map_err(|e| format!("sync after setup: {e}"))?;
+    let history = history.and_then(|h| h.lock().ok().map(|h| h.clone()));
+    let images = sims.iter().map(|sim| sim.durable_image()).collect();
     Ok((
-        sims.iter().map(|sim| sim.durable_image()).collect(),
+        images,
         data_blocks,
+        Env {
+            dead: [false; 2],
+            history,
+        },
     ))
 }

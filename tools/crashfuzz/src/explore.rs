@@ -78,7 +78,7 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
             self.report.misdirect_workloads += u64::from(workload.faults.misdirect.is_some());
             self.workload = Some(workload);
             let start = self.engine.base.clone();
-            let env = Env::default();
+            let env = self.engine.base_env.clone();
             let mut cuts = Vec::new();
             if self.explore_epoch(
                 0,
@@ -252,9 +252,7 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
             cuts.pop();
             return flow;
         }
-        let env = Env {
-            dead: run.disks.dead(),
-        };
+        let env = run.disks.env();
         let allowed = Allowed {
             models: &models[..=run.called.min(models.len() - 1)],
             min_index: run.durable,
@@ -321,7 +319,7 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
         }
         let top_level = cuts.last().is_some_and(|cut| cut.recovery.is_empty());
         if top_level && epoch + 1 < self.cfg.epochs as usize {
-            let next_env = Env { dead: env.dead };
+            let next_env = recovered.env;
             let model = allowed.models[recovered.matched].clone();
             return self.explore_epoch(epoch + 1, &recovered.images, &next_env, &model, cuts);
         }
@@ -367,7 +365,7 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
             let flow = match self.engine.crash_recovery(images, env, interrupt) {
                 Err(failure) => self.violation(cuts, failure),
                 Ok(disks) => {
-                    let next_env = Env { dead: disks.dead() };
+                    let next_env = disks.env();
                     let next = self.engine.stack.realize(&disks, next_env.dead, choice);
                     self.explore_state(epoch, &next, &next_env, allowed, cuts, depth - 1)
                 }

@@ -30,6 +30,7 @@ mod engine;
 mod error;
 mod explore;
 mod guard;
+mod history;
 mod layer;
 mod replay;
 mod report;

@@ -12,7 +12,7 @@ use crate::engine::{Engine, Failure, Path, Step};
 use crate::explore::describe_cut;
 use crate::layer::FuzzLayer;
 use crate::report::ViolationKind;
-use crate::stack::{differences, CrashAt, Disks, Env, Faults, Interrupt};
+use crate::stack::{differences, CrashAt, Disks, Faults, Interrupt};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -120,7 +120,7 @@ fn run_path<L: FuzzLayer>(
         cuts: Vec::new(),
     };
     let mut images = engine.base.clone();
-    let mut env = Env::default();
+    let mut env = engine.base_env.clone();
     let mut model = engine.layer.initial_model();
     for (epoch, cut) in path.cuts.iter().enumerate() {
         let Some(steps) = workload.epochs.get(epoch) else {
@@ -139,7 +139,7 @@ fn run_path<L: FuzzLayer>(
             concrete.cuts.push(concrete_cut);
             return (Some((epoch, failure)), concrete);
         }
-        env.dead = run.disks.dead();
+        env = run.disks.env();
         let mut state = engine.stack.realize(&run.disks, env.dead, cut.state);
         concrete_cut.state = differences(&run.disks, &state);
         for &(at, choice) in &cut.recovery {
@@ -149,7 +149,7 @@ fn run_path<L: FuzzLayer>(
                     return (Some((epoch, failure)), concrete);
                 }
                 Ok(disks) => {
-                    env.dead = disks.dead();
+                    env = disks.env();
                     state = engine.stack.realize(&disks, env.dead, choice);
                     concrete_cut
                         .recovery
@@ -165,6 +165,7 @@ fn run_path<L: FuzzLayer>(
             Ok(recovered) => {
                 images = recovered.images;
                 model = allowed[recovered.matched].clone();
+                env = recovered.env;
             }
         }
     }
@@ -191,7 +192,7 @@ fn run_concrete<L: FuzzLayer>(
     concrete: &Concrete<L::Op>,
 ) -> Option<(usize, Failure)> {
     let mut images = engine.base.clone();
-    let mut env = Env::default();
+    let mut env = engine.base_env.clone();
     let mut model = engine.layer.initial_model();
     for (epoch, cut) in concrete.cuts.iter().enumerate() {
         let steps = concrete.epochs.get(epoch)?;
@@ -216,7 +217,7 @@ fn run_concrete<L: FuzzLayer>(
         if let Some(failure) = run.failure {
             return Some((epoch, failure));
         }
-        env.dead = run.disks.dead();
+        env = run.disks.env();
         let mut state = engine
             .stack
             .realize_explicit(&run.disks, env.dead, &cut.state);
@@ -225,7 +226,7 @@ fn run_concrete<L: FuzzLayer>(
                 Err(failure) => return Some((epoch, failure)),
                 Ok(disks) => disks,
             };
-            env.dead = disks.dead();
+            env = disks.env();
             state = engine.stack.realize_explicit(&disks, env.dead, wanted);
         }
         let models = engine.prefix_models(&model, steps);
@@ -235,6 +236,7 @@ fn run_concrete<L: FuzzLayer>(
             Ok(recovered) => {
                 images = recovered.images;
                 model = allowed[recovered.matched].clone();
+                env = recovered.env;
             }
         }
     }

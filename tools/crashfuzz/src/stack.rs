@@ -3,6 +3,7 @@
 //! must pass.
 
 use crate::config::Bug;
+use crate::history::PairHistory;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use txdisk_disk::rng::SplitMix64;
@@ -63,10 +64,44 @@ pub(crate) struct Faults {
     pub misdirect: Option<(CrashAt, Addr)>,
 }
 
-/// What persists from one start of the stack to the next: dead members.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What persists from one start of the stack to the next: dead members, and (replicated
+/// runs) what was written to the pair, for its crash invariant.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Env {
     pub dead: [bool; 2],
+    pub history: Option<PairHistory>,
+}
+
+/// The pair as the log sees it, recording every write (before it is issued: a crash may land
+/// it) and every successful sync in the pair's history.
+pub(crate) struct HistoryDisk {
+    pub pair: Arc<Pair>,
+    pub history: Arc<Mutex<PairHistory>>,
+}
+
+impl Disk for HistoryDisk {
+    fn size_blocks(&self) -> u64 {
+        self.pair.size_blocks()
+    }
+    fn read(&self, addr: Addr) -> txdisk_disk::Result<Block> {
+        self.pair.read(addr)
+    }
+    fn write(&self, addr: Addr, block: &Block) -> txdisk_disk::Result<()> {
+        if let Ok(mut history) = self.history.lock() {
+            history.write(addr, block);
+        }
+        self.pair.write(addr, block)
+    }
+    fn sync(&self) -> txdisk_disk::Result<()> {
+        self.pair.sync()?;
+        if let Ok(mut history) = self.history.lock() {
+            history.sync_ok();
+        }
+        Ok(())
+    }
+    fn check_rep(&self) {
+        self.pair.check_rep();
+    }
 }
 
 /// Records, per block, the writes not yet made durable by a successful sync (the value sets of
@@ -139,9 +174,28 @@ impl Disk for SkipDataWrites {
 pub(crate) struct Disks {
     pub sims: Vec<Arc<SimDisk>>,
     recorders: Vec<Arc<Recorder>>,
+    history: Option<Arc<Mutex<PairHistory>>>,
 }
 
 impl Disks {
+    /// What the next start of the stack inherits from this one.
+    pub fn env(&self) -> Env {
+        let history = self
+            .history
+            .as_ref()
+            .and_then(|h| h.lock().ok().map(|h| h.clone()));
+        // The next start begins from a crash state (or a durable image): what was pending may
+        // or may not be there.
+        let history = history.map(|mut history| {
+            history.crash();
+            history
+        });
+        Env {
+            dead: self.dead(),
+            history,
+        }
+    }
+
     pub fn crashed(&self) -> bool {
         self.sims.iter().any(|sim| sim.is_crashed())
     }
@@ -246,7 +300,12 @@ impl Stack {
         } else {
             Vec::new()
         };
-        Disks { sims, recorders }
+        let history = env.history.clone().map(|h| Arc::new(Mutex::new(h)));
+        Disks {
+            sims,
+            recorders,
+            history,
+        }
     }
 
     fn members(&self, disks: &Disks) -> Vec<Arc<dyn Disk>> {
@@ -278,7 +337,14 @@ impl Stack {
             let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})
                 .map_err(|error| format!("replicated open: {error}"))?;
             let pair = Arc::new(pair);
-            (Arc::clone(&pair) as Arc<dyn Disk>, Some(pair))
+            let base: Arc<dyn Disk> = match &disks.history {
+                Some(history) => Arc::new(HistoryDisk {
+                    pair: Arc::clone(&pair),
+                    history: Arc::clone(history),
+                }),
+                None => Arc::clone(&pair) as Arc<dyn Disk>,
+            };
+            (base, Some(pair))
         } else {
             (members.pop().ok_or("stack without a disk")?, None)
         };
@@ -287,12 +353,20 @@ impl Stack {
         Ok(Opened { disk, pair })
     }
 
-    /// Rep invariants of every layer and the pair's crash invariant (both replicas equal).
-    pub fn check(&self, opened: &Opened) -> Result<(), String> {
+    /// Rep invariants of every layer and the pair's crash invariant: both replicas equal, every
+    /// block a value written there (when the run kept the pair's history).
+    pub fn check(&self, opened: &Opened, disks: &Disks) -> Result<(), String> {
         opened.disk.check_rep();
         if let Some(pair) = &opened.pair {
             pair.check_rep();
-            replicas_agree(pair).map_err(|violation| violation.to_string())?;
+            let history = disks
+                .history
+                .as_ref()
+                .and_then(|h| h.lock().ok().map(|h| h.clone()));
+            match history {
+                Some(history) => history.check(pair, self.torn)?,
+                None => replicas_agree(pair).map_err(|violation| violation.to_string())?,
+            }
         }
         Ok(())
     }

@@ -80,7 +80,7 @@ fn deep_recovery_crashes() {
 fn replicated_pair_ci_budget() {
     let config = FuzzConfig {
         seed: 0x5eed_0003,
-        budget: Budget::States(30_000),
+        budget: Budget::States(20_000),
         replicated: true,
         ..FuzzConfig::default()
     };
