@@ -430,11 +430,17 @@ impl Inner {
     /// visible to readers at once. Returns its sequence number, `None` if `writes` is empty.
     pub fn append(&self, writes: Vec<(Addr, Block)>) -> Result<Option<u64>> {
         // Several writes to one address in one transaction: the last one is the transaction's.
-        let writes: Vec<(Addr, Block)> = writes
-            .into_iter()
-            .collect::<BTreeMap<_, _>>()
-            .into_iter()
-            .collect();
+        // (Callers that buffer writes in an ordered map pass them sorted and distinct already.)
+        let sorted_distinct = writes.windows(2).all(|pair| pair[0].0 < pair[1].0);
+        let writes: Vec<(Addr, Block)> = if sorted_distinct {
+            writes
+        } else {
+            writes
+                .into_iter()
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect()
+        };
         if writes.is_empty() {
             return Ok(None);
         }
