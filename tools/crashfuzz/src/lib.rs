@@ -8,11 +8,13 @@
 //! or at a sample of them, takes every crash state of the disks (up to
 //! [`FuzzConfig::state_cap`], else a seeded sample; torn sectors on request), recovers each,
 //! crashes that recovery again (down to [`FuzzConfig::depth`] crashes in a row) and recovers to
-//! the end. Replicated runs add the fail-stop of either disk at a random operation and bad
-//! blocks on one disk; [`FuzzConfig::misdirect`] adds an occasional misdirected write.
+//! the end. Replicated runs add the fail-stop of either disk at a random operation of the
+//! workload or of a recovery, and bad blocks on one disk; [`FuzzConfig::misdirect`] adds an
+//! occasional misdirected write.
 //!
 //! **The oracle**, on every recovered state: recovery succeeds; every layer's `check_rep`
-//! holds; the pair's crash invariant holds (both replicas equal); the fuzzed layer's own
+//! holds; the pair's crash invariant holds (both replicas equal, every block of each a value
+//! written there, tracked across every crash of the run); the fuzzed layer's own
 //! invariant holds; and its contents equal the state after some prefix of the commit order
 //! that includes every transaction whose durable commit, or a later flush, returned.
 //!
