@@ -7,7 +7,7 @@
 use crate::stack::Pair;
 use std::collections::BTreeMap;
 use txdisk_disk::{Addr, Block, Disk, SECTORS_PER_BLOCK};
-use txdisk_replicated::{replicas_agree, ReplicaStatus, Role};
+use txdisk_replicated::{ReplicaStatus, Role};
 
 /// Per block of the pair: the values it may hold now (`allowed`, zeros if never written) and
 /// those written since the last successful sync (`pending`).
@@ -67,35 +67,57 @@ impl PairHistory {
 
     /// The pair's crash invariant after recovery: the active replicas agree everywhere, and
     /// every block of each holds a value this history allows (sector by sector if `torn`).
+    /// (As `replicas_agree` and `recovered_from`, reading each block of each replica once.)
     pub fn check(&self, pair: &Pair, torn: bool) -> Result<(), String> {
-        replicas_agree(pair).map_err(|violation| violation.to_string())?;
+        let active: Vec<Role> = [Role::D1, Role::D2]
+            .into_iter()
+            .filter(|role| pair.replica_status(*role) == ReplicaStatus::Active)
+            .collect();
+        if active.is_empty() {
+            return Err("replicated: after recovery, no replica is active".into());
+        }
         for addr in 0..pair.size_blocks() {
-            for role in [Role::D1, Role::D2] {
-                if pair.replica_status(role) != ReplicaStatus::Active {
-                    continue;
-                }
+            let mut first: Option<(Role, Block)> = None;
+            for &role in &active {
                 let value = pair
                     .read_replica(role, addr)
-                    .map_err(|e| format!("replicated: {role} block {addr}: {e}"))?;
+                    .map_err(|e| format!("replicated: after recovery, {role} block {addr}: {e}"))?;
                 if !self.allows(addr, &value, torn) {
-                    let allowed: Vec<String> = self
-                        .allowed
-                        .get(&addr)
-                        .into_iter()
-                        .chain(self.pending.get(&addr))
-                        .flatten()
-                        .map(|block| format!("{:016x}", block.fingerprint()))
-                        .collect();
-                    return Err(format!(
-                        "replicated crash invariant: after recovery, {role} block {addr} holds {:016x}, \
-                         never written there (allowed: {})",
-                        value.fingerprint(),
-                        if allowed.is_empty() { "zeros".to_string() } else { allowed.join(", ") }
-                    ));
+                    return Err(self.never_written(role, addr, &value));
                 }
+                if let Some((other, seen)) = &first {
+                    if *seen != value {
+                        return Err(format!(
+                            "replicated: after recovery, block {addr} differs: {other} {:016x}, {role} {:016x}",
+                            seen.fingerprint(),
+                            value.fingerprint()
+                        ));
+                    }
+                }
+                first = Some((role, value));
             }
         }
         Ok(())
+    }
+
+    fn never_written(&self, role: Role, addr: Addr, value: &Block) -> String {
+        let allowed: Vec<String> = self
+            .allowed
+            .get(&addr)
+            .into_iter()
+            .chain(self.pending.get(&addr))
+            .flatten()
+            .map(|block| format!("{:016x}", block.fingerprint()))
+            .collect();
+        let allowed = if allowed.is_empty() {
+            "zeros".to_string()
+        } else {
+            allowed.join(", ")
+        };
+        format!(
+            "replicated crash invariant: after recovery, {role} block {addr} holds {:016x}, never written there (allowed: {allowed})",
+            value.fingerprint()
+        )
     }
 }
 
