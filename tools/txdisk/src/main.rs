@@ -1,8 +1,11 @@
 //! The `txdisk` command-line program: argument parsing and presentation only; every
 //! subcommand is a call into the library crates (`txdisk`, `txdisk-inspect`).
 
+mod bench;
 mod demo;
+mod fs_cmd;
 mod output;
+mod serve;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -47,6 +50,12 @@ enum Command {
     Crashfuzz(CrashfuzzArgs),
     /// The whole story on temporary files, in seconds: format, transactions, a crash, fsck, repair.
     Demo(DemoArgs),
+    /// Serve the logical disk over NBD: every WRITE one atomic transaction.
+    Serve(serve::ServeArgs),
+    /// Throughput side by side: the raw-device floor, txdisk, txdisk-pair, SQLite, redb.
+    Bench(bench::BenchArgs),
+    /// The example file system on the logical disk: mkfs, ls, mkdir, put, get, cat, rm, mv, stat, mount.
+    Fs(fs_cmd::FsArgs),
     /// (Used by `demo`.) Commit transfers in a loop until killed, printing each acknowledgement.
     #[command(hide = true)]
     DemoWriter { d1: PathBuf, d2: PathBuf },
@@ -134,6 +143,10 @@ pub struct DemoArgs {
 }
 
 fn main() -> ExitCode {
+    // `txdisk bench` measures each cell in a child copy of this program.
+    if let Some(code) = bench::child_entry() {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -165,6 +178,11 @@ fn run(cli: &Cli) -> u8 {
         Command::Logdump(args) => logdump(args, cli.json),
         Command::Crashfuzz(args) => crashfuzz(args, cli.json),
         Command::Demo(args) => demo::run(args, cli.json),
+        Command::Serve(args) => serve::run(args, cli.json),
+        Command::Bench(args) => bench::run(args, cli.json),
+        Command::Fs(args) => {
+            fs_cmd::mount(args, cli.json).unwrap_or_else(|| fs_cmd::run(args, cli.json))
+        }
         Command::DemoWriter { d1, d2 } => demo::writer(d1, d2),
     };
     code as u8

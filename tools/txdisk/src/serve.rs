@@ -1,0 +1,67 @@
+//! `txdisk serve`: the logical disk as an NBD export (each WRITE one atomic transaction).
+
+use crate::output;
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The image, or the first member (d1) of a pair.
+    image: PathBuf,
+    /// The second member (d2) of a pair.
+    image2: Option<PathBuf>,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:10809")]
+    listen: String,
+    /// The export's name.
+    #[arg(long, default_value = "txdisk")]
+    export: String,
+}
+
+/// Serves until SIGINT or SIGTERM, then flushes, closes the images cleanly and exits 0.
+pub fn run(args: &ServeArgs, json: bool) -> i32 {
+    let images: Vec<PathBuf> = std::iter::once(args.image.clone())
+        .chain(args.image2.clone())
+        .collect();
+    let stop = match txdisk_nbd::signal::stop_on_signals() {
+        Ok(stop) => stop,
+        Err(error) => {
+            return output::fail(
+                json,
+                &format!("serve: cannot install signal handlers: {error}"),
+            )
+        }
+    };
+    let announce = |addr: std::net::SocketAddr| {
+        // The line scripts (and the tests) wait for; flushed at once.
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "listening": addr.to_string(), "export": args.export })
+            );
+        } else {
+            println!("listening on {addr}");
+        }
+        let _ = std::io::stdout().flush();
+    };
+    match txdisk_nbd::serve_images(&images, &args.listen, &args.export, stop, &mut |addr| {
+        announce(addr)
+    }) {
+        Ok(stats) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "stopped": true, "connections": stats.connections, "requests": stats.requests })
+                );
+            } else {
+                println!(
+                    "stopped after {} connections and {} requests; images closed cleanly",
+                    stats.connections, stats.requests
+                );
+            }
+            0
+        }
+        Err(message) => output::fail(json, &format!("serve: {message}")),
+    }
+}
