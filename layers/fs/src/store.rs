@@ -356,3 +356,25 @@ impl<S: TxStore + ?Sized> TxStore for Arc<S> {
         (**self).max_tx_blocks()
     }
 }
+
+/// A borrowed store is a store: a file system can run on a store its caller keeps owning (the
+/// crash-point fuzzer opens one per operation over the logical disk it hands out).
+impl<S: TxStore + ?Sized> TxStore for &S {
+    type Tx<'a>
+        = S::Tx<'a>
+    where
+        Self: 'a;
+
+    fn begin(&self) -> Self::Tx<'_> {
+        (**self).begin()
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
+    fn size_blocks(&self) -> u64 {
+        (**self).size_blocks()
+    }
+    fn max_tx_blocks(&self) -> usize {
+        (**self).max_tx_blocks()
+    }
+}
