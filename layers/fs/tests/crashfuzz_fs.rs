@@ -14,6 +14,7 @@ use txdisk_crashfuzz::{
 };
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Disk, DiskError, SimDisk};
+use txdisk_fs::format::{bit, set_bit, BITS_PER_BLOCK};
 use txdisk_fs::oracle::{self, dump, run_op, Model, Op, Out, Outcome, NAMES};
 use txdisk_fs::{check_invariants, errno, Fs, FsError, FsOptions, Ino, MkfsOptions, StoreError};
 use txdisk_fs::{Kind, ROOT_INO};
@@ -45,6 +46,10 @@ enum Variant {
     RenameInTwoTransactions,
     /// A write past the end of a file first extends it with zeros (a truncate), then writes.
     ExtendThenWrite,
+    /// Creating a file or directory first marks the lowest free inode in the inode bitmap in a
+    /// transaction of its own, then hands it back in another before the create proper: a crash
+    /// in between leaks the inode, which the invariant checker (not the oracle) sees.
+    ReserveInodeApart,
 }
 
 /// One generated operation and the outcome the model gave it when it was generated.
@@ -115,6 +120,9 @@ impl FsLayer {
                     path, offset, len, ..
                 },
             ) => extend_before_write(fs, path, offset + u64::from(*len)),
+            (Variant::ReserveInodeApart, Op::Create(_) | Op::Mkdir(_)) => {
+                reserve_and_release_inode(fs, self.durability).map(|()| false)
+            }
             _ => Ok(false),
         };
         match split {
@@ -195,6 +203,40 @@ fn extend_before_write(
     Ok(true)
 }
 
+/// The broken allocator: sets the lowest free inode's bit in one transaction and clears it in
+/// the next, committed as the file system commits.
+fn reserve_and_release_inode(fs: &Fs<&LogicalDisk>, durability: Durability) -> Result<(), FsError> {
+    let sb = fs.superblock();
+    let Some(ino) = (ROOT_INO + 1..sb.inode_count).find(|&ino| {
+        let mut tx = fs.store().begin();
+        let marked = tx
+            .read(sb.inode_bitmap_start + ino / BITS_PER_BLOCK)
+            .map(|block| bit(&block, ino % BITS_PER_BLOCK));
+        tx.abort();
+        matches!(marked, Ok(false))
+    }) else {
+        return Ok(());
+    };
+    for value in [true, false] {
+        let addr = sb.inode_bitmap_start + ino / BITS_PER_BLOCK;
+        let mut tx = fs.store().begin();
+        let mut block = tx.read(addr).map_err(store_failure)?;
+        set_bit(&mut block, ino % BITS_PER_BLOCK, value);
+        tx.write(addr, &block).map_err(store_failure)?;
+        match durability {
+            Durability::EveryOp => tx.commit(),
+            Durability::Deferred => tx.commit_nosync(),
+        }
+        .map_err(store_failure)?;
+    }
+    Ok(())
+}
+
+/// A logical-disk error as the file system passes one up.
+fn store_failure(error: LogicalError) -> FsError {
+    FsError::Store(StoreError::Other(Box::new(error)))
+}
+
 /// A failure of the file system that is no POSIX outcome, as the fuzzer's error type.
 fn failure(message: String) -> LogicalError {
     LogicalError::Log(LogError::Disk(DiskError::Io {
@@ -245,6 +287,7 @@ impl FuzzLayer for FsLayer {
             Variant::Correct => "",
             Variant::RenameInTwoTransactions => "-rename-in-two-transactions",
             Variant::ExtendThenWrite => "-extend-then-write",
+            Variant::ReserveInodeApart => "-reserve-inode-apart",
         };
         format!("fs-{durability}{variant}")
     }
@@ -425,26 +468,30 @@ fn assert_clean(layer: &FsLayer, config: &FuzzConfig, report: &FuzzReport) {
 }
 
 /// Deferred durability with fsync, one epoch, each result checked against the model; then
-/// durable operations over two epochs (the second runs on the recovered file system).
+/// durable operations over two epochs (the second runs on the recovered file system), with
+/// crash states that tear pending writes at sectors.
 #[test]
 fn file_system_passes_the_ci_budget() {
     let deferred = FsLayer::new(Durability::Deferred, Variant::Correct, true);
     let config = FuzzConfig {
         epochs: 1,
-        ..geometry(0xf5_0001, Budget::States(60_000))
+        ..geometry(0xf5_0001, Budget::States(40_000))
     };
     let report = fuzz(&deferred, &config);
     assert_clean(&deferred, &config, &report);
 
     let durable = FsLayer::new(Durability::EveryOp, Variant::Correct, false);
-    let config = geometry(0xf5_0002, Budget::States(60_000));
+    let config = FuzzConfig {
+        torn: true,
+        ..geometry(0xf5_0002, Budget::States(40_000))
+    };
     let report = fuzz(&durable, &config);
     assert_clean(&durable, &config, &report);
 }
 
 /// A variant is caught within the CI budget with the given kind of violation, and its token
 /// replays it on that variant (and is refused by the correct file system).
-fn caught(variant: Variant, durability: Durability, seed: u64) {
+fn caught(variant: Variant, durability: Durability, seed: u64, kind: ViolationKind) {
     let layer = FsLayer::new(durability, variant, false);
     let config = FuzzConfig {
         max_violations: 1,
@@ -459,13 +506,13 @@ fn caught(variant: Variant, durability: Durability, seed: u64) {
             report.crash_states
         )
     });
-    assert_eq!(violation.kind, ViolationKind::Oracle, "{violation}");
+    assert_eq!(violation.kind, kind, "{violation}");
     let replayed = replay_layer(&layer, &violation.token)
         .unwrap_or_else(|error| panic!("{}: replay: {error}", layer.name()));
     println!("{replayed}");
     assert_eq!(
         replayed.violation.as_ref().map(|(kind, _)| *kind),
-        Some(ViolationKind::Oracle),
+        Some(kind),
         "{}: the token did not reproduce: {replayed}",
         layer.name()
     );
@@ -484,31 +531,55 @@ fn rename_split_in_two_transactions_is_caught() {
         Variant::RenameInTwoTransactions,
         Durability::EveryOp,
         0xf5_0003,
+        ViolationKind::Oracle,
     );
 }
 
 #[test]
 fn write_extending_before_writing_is_caught() {
-    caught(Variant::ExtendThenWrite, Durability::EveryOp, 0xf5_0004);
+    caught(
+        Variant::ExtendThenWrite,
+        Durability::EveryOp,
+        0xf5_0004,
+        ViolationKind::Oracle,
+    );
+}
+
+#[test]
+fn inode_reserved_in_a_transaction_apart_is_caught_by_the_invariant() {
+    caught(
+        Variant::ReserveInodeApart,
+        Durability::Deferred,
+        0xf5_0006,
+        ViolationKind::Invariant,
+    );
 }
 
 /// The long run (`cargo test -p txdisk-fs --test crashfuzz_fs -- --ignored --nocapture`):
-/// both durabilities, two epochs, longer workloads, a time budget each.
+/// both durabilities over one disk with torn sectors, then over a replicated pair with
+/// fail-stops and bad blocks; two epochs, longer workloads, a time budget each.
 #[test]
 #[ignore = "long run: minutes of crash states"]
 fn long_run() {
-    for (durability, seed) in [
-        (Durability::Deferred, 0xf5_1001),
-        (Durability::EveryOp, 0xf5_1002),
-    ] {
+    let runs = [
+        (Durability::Deferred, false, 0xf5_1001),
+        (Durability::EveryOp, false, 0xf5_1002),
+        (Durability::Deferred, true, 0xf5_1003),
+    ];
+    let mut states = 0;
+    for (durability, replicated, seed) in runs {
         let layer = FsLayer::new(durability, Variant::Correct, false);
         let config = FuzzConfig {
             workload_len: 10,
-            ..geometry(seed, Budget::Seconds(120.0))
+            torn: !replicated,
+            replicated,
+            ..geometry(seed, Budget::Seconds(80.0))
         };
         let report = fuzz(&layer, &config);
         assert_clean(&layer, &config, &report);
+        states += report.crash_states;
     }
+    println!("long run: {states} crash states, no violations");
 }
 
 /// The layer's plumbing on its own: operations applied through it change the file system as
