@@ -53,14 +53,17 @@
 //! at a mount point through the `fuser` crate's own mount (no libfuse), flushing the store when
 //! the session ends.
 //!
-//! **Tests** (`cargo test -p txdisk-fs`; add `--features fuse` for the mount):
+//! **Tests** (`cargo test -p txdisk-fs`; the mount test needs the `fuse` feature, which the
+//! workspace build turns on through the `txdisk` CLI):
 //! `model` (quickcheck: operation sequences against an in-memory tree), `crash` (MemStore:
 //! crashes at every store call of some workloads and sampled calls of many, recovery to a
 //! random prefix of the unflushed commits, the oracle), `on_logical` (the same oracle on a
 //! LogicalDisk over a SimDisk: every disk crash point, torn writes included), `fsck` (one
 //! hand-made corruption per checker violation), `errors` (POSIX errors, conflicts, limits),
 //! `large` (a 100 MiB file and a 10,000-entry directory), `fuse_mount` (real programs on a
-//! mount).
+//! mount), `crashfuzz_fs` (the crash-point fuzzer driving the file system as a pluggable layer:
+//! every disk crash point of short workloads, crashed recovery, the invariant checker and the
+//! contents oracle; three deliberately wrong variants it must catch, with replay tokens).
 //!
 //! **Not supported (yet):** open-but-unlinked files (an unlinked file is freed at once),
 //! timestamps, permissions and ownership, symbolic links.
