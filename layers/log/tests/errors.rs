@@ -217,33 +217,7 @@ fn run_all(disk: Arc<dyn Disk>, steps: &[Step]) -> (Option<Vec<Outcome>>, Progre
     };
     let mut outcomes = Vec::new();
     for step in steps {
-        let result = match step {
-            Step::Commit { writes, durable } => {
-                let mut tx = log.begin();
-                for &(addr, fill) in writes {
-                    tx.write(addr, &value(addr, fill))
-                        .expect("addresses are in range");
-                }
-                progress.commits_called += 1;
-                let result = if *durable {
-                    tx.commit()
-                } else {
-                    tx.commit_nosync()
-                };
-                if result.is_ok() && *durable {
-                    progress.durable_commits = progress.commits_called;
-                }
-                result.map(|_| ())
-            }
-            Step::Flush => {
-                let result = log.flush();
-                if result.is_ok() {
-                    progress.durable_commits = progress.commits_called;
-                }
-                result
-            }
-            Step::Install => log.install().map(|_| ()),
-        };
+        let result = run_step(&log, step, &mut progress);
         outcomes.push(match result {
             Ok(()) => Outcome::Ok,
             Err(error) => Outcome::Err(error),

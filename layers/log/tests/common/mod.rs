@@ -64,39 +64,41 @@ pub fn run_steps(disk: Arc<dyn Disk>, steps: &[Step]) -> (Progress, Result<(), L
         Err(error) => return (progress, Err(error)),
     };
     for step in steps {
-        let result = match step {
-            Step::Commit { writes, durable } => {
-                let mut tx = log.begin();
-                for &(addr, fill) in writes {
-                    if let Err(error) = tx.write(addr, &value(addr, fill)) {
-                        return (progress, Err(error));
-                    }
-                }
-                progress.commits_called += 1;
-                let result = if *durable {
-                    tx.commit()
-                } else {
-                    tx.commit_nosync()
-                };
-                if result.is_ok() && *durable {
-                    progress.durable_commits = progress.commits_called;
-                }
-                result.map(|_| ())
-            }
-            Step::Flush => {
-                let result = log.flush();
-                if result.is_ok() {
-                    progress.durable_commits = progress.commits_called;
-                }
-                result
-            }
-            Step::Install => log.install().map(|_| ()),
-        };
-        if let Err(error) = result {
+        if let Err(error) = run_step(&log, step, &mut progress) {
             return (progress, Err(error));
         }
     }
     (progress, Ok(()))
+}
+
+/// Runs one step on an open log, counting commits called and commits known durable.
+pub fn run_step(log: &Log, step: &Step, progress: &mut Progress) -> Result<(), LogError> {
+    match step {
+        Step::Commit { writes, durable } => {
+            let mut tx = log.begin();
+            for &(addr, fill) in writes {
+                tx.write(addr, &value(addr, fill))?;
+            }
+            progress.commits_called += 1;
+            let result = if *durable {
+                tx.commit()
+            } else {
+                tx.commit_nosync()
+            };
+            if result.is_ok() && *durable {
+                progress.durable_commits = progress.commits_called;
+            }
+            result.map(|_| ())
+        }
+        Step::Flush => {
+            let result = log.flush();
+            if result.is_ok() {
+                progress.durable_commits = progress.commits_called;
+            }
+            result
+        }
+        Step::Install => log.install().map(|_| ()),
+    }
 }
 
 /// A formatted image of `size_blocks` with a `log_blocks` log and the given salt.
