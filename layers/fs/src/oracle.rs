@@ -117,7 +117,11 @@ fn walk<'n>(mut node: &'n Node, comps: &[Vec<u8>]) -> Result<&'n Node, i32> {
 fn walk_mut<'n>(mut node: &'n mut Node, comps: &[Vec<u8>]) -> &'n mut Node {
     for c in comps {
         match node {
-            Node::Dir(map) => node = map.get_mut(c).expect("oracle model invariant: the path was resolved above"),
+            Node::Dir(map) => {
+                node = map
+                    .get_mut(c)
+                    .expect("oracle model invariant: the path was resolved above")
+            }
             Node::File(_) => panic!("model: path checked"),
         }
     }
