@@ -131,21 +131,7 @@ fn campaign_catches_each_deliberate_bug() {
             let steps = random_steps(&mut rng, 14, 6, 3);
             crash_everywhere(&formatted(17, 8, 77), &steps, campaign);
             crash_everywhere(&base_image(), &two_write_steps(), campaign);
-            let first = vec![
-                Step::Commit {
-                    writes: vec![(0, 0x10)],
-                    durable: false,
-                },
-                Step::Commit {
-                    writes: vec![(1, 0x20)],
-                    durable: false,
-                },
-                Step::Flush,
-            ];
-            let second = vec![Step::Commit {
-                writes: vec![(2, 0x30)],
-                durable: true,
-            }];
+            let (first, second) = stale_group_steps();
             crash_then_continue(&formatted(20, 8, 0x77), &first, &second, 5);
         });
         bugs::set(None);

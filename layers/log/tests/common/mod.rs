@@ -373,3 +373,25 @@ pub fn crash_then_continue(base: &DiskImage, first: &[Step], second: &[Step], se
     }
     checked
 }
+
+/// A group flush of two records can leave the first torn and the second complete. After
+/// recovery, a new record of the same length lands where the torn one was; the complete stale
+/// record right behind it must not be replayed after the next recovery.
+pub fn stale_group_steps() -> (Vec<Step>, Vec<Step>) {
+    let first = vec![
+        Step::Commit {
+            writes: vec![(0, 0x10)],
+            durable: false,
+        },
+        Step::Commit {
+            writes: vec![(1, 0x20)],
+            durable: false,
+        },
+        Step::Flush,
+    ];
+    let second = vec![Step::Commit {
+        writes: vec![(2, 0x30)],
+        durable: true,
+    }];
+    (first, second)
+}
