@@ -26,7 +26,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
     status_kib(&status, "VmHWM:").map(|kib| kib * 1024)
 }
 
-/// The value in KiB of a `Key:   123 kB` line of /proc/<pid>/status or /proc/meminfo.
+/// The value in KiB of a `Key:   123 kB` line of `/proc/<pid>/status` or /proc/meminfo.
 pub fn status_kib(text: &str, key: &str) -> Option<u64> {
     let line = text.lines().find(|line| line.starts_with(key))?;
     let mut fields = line[key.len()..].split_whitespace();
