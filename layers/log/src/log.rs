@@ -558,6 +558,12 @@ impl Inner {
             );
             state.flushing = true;
             inner.gather(&mut state);
+            if state.poisoned.is_some() {
+                // Stopped while the group gathered: write nothing more, report the poison.
+                state.flushing = false;
+                inner.flushed.notify_all();
+                continue;
+            }
             let first = state.records.len() - state.unwritten;
             let batch: Vec<Arc<RecordMeta>> = state.records.iter().skip(first).cloned().collect();
             let durable_before = state.durable_seq;
