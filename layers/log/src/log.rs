@@ -95,6 +95,8 @@ pub(crate) struct State {
 pub(crate) struct Inner {
     pub disk: Arc<dyn Disk>,
     pub sb: Superblock,
+    /// `sb.max_tx_blocks()`, computed once: every append checks against it.
+    pub max_tx_blocks: usize,
     pub options: LogOptions,
     pub state: Mutex<State>,
     /// Signalled when a flush ends (durable_seq moved, or the log was poisoned).
@@ -223,6 +225,7 @@ impl Log {
         };
         let inner = Arc::new(Inner {
             disk,
+            max_tx_blocks: sb.max_tx_blocks(),
             sb,
             options: options.clone(),
             state: Mutex::new(state),
@@ -266,7 +269,7 @@ impl Log {
 
     /// Most blocks one transaction may write.
     pub fn max_tx_blocks(&self) -> usize {
-        self.inner.sb.max_tx_blocks()
+        self.inner.max_tx_blocks
     }
 
     pub fn disk(&self) -> &Arc<dyn Disk> {
@@ -456,7 +459,7 @@ impl Inner {
         if writes.is_empty() {
             return Ok(None);
         }
-        let max_blocks = self.sb.max_tx_blocks();
+        let max_blocks = self.max_tx_blocks;
         if writes.len() > max_blocks {
             return Err(LogError::TransactionTooLarge {
                 blocks: writes.len(),
@@ -780,7 +783,10 @@ impl Inner {
 }
 
 /// Writes `(address, block)` pairs, in order, as runs of consecutive addresses.
-fn write_runs<'a>(disk: &dyn Disk, blocks: impl Iterator<Item = (Addr, &'a Block)>) -> Result<()> {
+pub(crate) fn write_runs<'a>(
+    disk: &dyn Disk,
+    blocks: impl Iterator<Item = (Addr, &'a Block)>,
+) -> Result<()> {
     let mut run: Vec<&Block> = Vec::new();
     let mut run_start: Addr = 0;
     for (addr, block) in blocks {

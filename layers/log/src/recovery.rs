@@ -69,9 +69,10 @@ fn replay(disk: &dyn Disk, scan: &ScanReport) -> Result<usize> {
         }
     }
     let data_start = scan.superblock.data_start;
-    for (addr, block) in &newest {
-        disk.write(data_start + addr, block)?;
-    }
+    let home = newest
+        .iter()
+        .map(|(addr, block)| (data_start + addr, *block));
+    crate::log::write_runs(disk, home)?;
     // The home blocks must be durable before the header stops pointing at their records.
     disk.sync()?;
     Ok(newest.len())
