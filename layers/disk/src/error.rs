@@ -43,12 +43,48 @@ pub enum DiskError {
         source: std::io::Error,
     },
 
+    /// Another handle — in this process or another — holds the image: one writer at a time, and
+    /// no reader while a writer runs (what it read would be changing under it).
+    #[error("{path}: {}", locked_reason(*.wanted, *.holder_pid))]
+    Locked {
+        path: String,
+        /// What this open asked for.
+        wanted: LockMode,
+        /// The process holding the conflicting lock, where the OS tells (`/proc/locks`).
+        holder_pid: Option<u32>,
+    },
+
     #[error("{path}: {source}")]
     Open {
         path: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The lock an open takes on an image for the lifetime of its handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// A writer: no other handle of any kind.
+    Exclusive,
+    /// A read-only inspection: other readers, but no writer.
+    Shared,
+}
+
+fn locked_reason(wanted: LockMode, holder_pid: Option<u32>) -> String {
+    let holder = match holder_pid {
+        Some(pid) if pid == std::process::id() => "another handle in this process".to_string(),
+        Some(pid) => format!("process {pid}"),
+        None => "another process".to_string(),
+    };
+    match wanted {
+        LockMode::Exclusive => format!(
+            "in use by {holder}; an image has one user at a time (stop the other before opening it)"
+        ),
+        LockMode::Shared => format!(
+            "open for writing by {holder}; a live image is changing and is not inspected (stop the writer first)"
+        ),
+    }
 }
 
 impl DiskError {

@@ -1,16 +1,22 @@
-//! `FileDisk`: an image file or a block device, with positional I/O and `fdatasync`.
+//! `FileDisk`: an image file or a block device, with positional I/O and `fdatasync`, locked
+//! for the lifetime of the handle (see `lock.rs`).
 
 use crate::block::{Addr, Block, BLOCK_SIZE};
-use crate::error::{DiskError, Result};
+use crate::error::{DiskError, LockMode, Result};
+use crate::lock::lock_image;
 use crate::Disk;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A disk backed by a file or block device. `read`/`write` are `pread`/`pwrite` of one block,
 /// `sync` is `fdatasync`. Safe to share between threads: positional I/O needs no seek lock.
+///
+/// A handle opened for writing holds an exclusive lock on its image, a read-only one a shared
+/// lock, until it is dropped: a second writer, or a reader beside a writer, in this process or
+/// any other, gets [`DiskError::Locked`] at once.
 #[derive(Debug)]
 pub struct FileDisk {
     file: File,
@@ -21,7 +27,8 @@ pub struct FileDisk {
 }
 
 impl FileDisk {
-    /// Creates a new image of `size_blocks` zero blocks; fails if `path` exists.
+    /// Creates a new image of `size_blocks` zero blocks, locked exclusively; fails if `path`
+    /// exists.
     pub fn create(path: impl AsRef<Path>, size_blocks: u64) -> Result<FileDisk> {
         let path = path.as_ref();
         if size_blocks == 0 {
@@ -37,6 +44,7 @@ impl FileDisk {
             .create_new(true)
             .open(path)
             .map_err(open_err)?;
+        lock_image(&file, &show(path), LockMode::Exclusive)?;
         let size_bytes = size_blocks
             .checked_mul(BLOCK_SIZE as u64)
             .ok_or_else(|| open_err(std::io::Error::other("size overflows")))?;
@@ -46,12 +54,14 @@ impl FileDisk {
         Ok(FileDisk::from_parts(file, path, size_blocks, false))
     }
 
-    /// Opens an existing image or block device for reading and writing.
+    /// Opens an existing image or block device for reading and writing, locked exclusively (a
+    /// block device also with `O_EXCL`).
     pub fn open(path: impl AsRef<Path>) -> Result<FileDisk> {
         FileDisk::open_with(path.as_ref(), false)
     }
 
-    /// Opens an existing image read-only: every `write` fails (the inspector uses this).
+    /// Opens an existing image read-only, with a shared lock: every `write` fails (the inspector
+    /// uses this), and an image a writer holds is refused.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<FileDisk> {
         FileDisk::open_with(path.as_ref(), true)
     }
@@ -61,11 +71,20 @@ impl FileDisk {
             path: show(path),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)
-            .map_err(open_err)?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(!read_only);
+        if !read_only && is_block_device(path) {
+            // The kernel refuses a device that is mounted or that another program holds
+            // exclusively, which a file lock alone would not see.
+            options.custom_flags(libc::O_EXCL);
+        }
+        let mut file = options.open(path).map_err(open_err)?;
+        let mode = if read_only {
+            LockMode::Shared
+        } else {
+            LockMode::Exclusive
+        };
+        lock_image(&file, &show(path), mode)?;
         // Seeking to the end works for block devices, whose metadata length is 0.
         let size_bytes = file.seek(SeekFrom::End(0)).map_err(open_err)?;
         if size_bytes % BLOCK_SIZE as u64 != 0 {
@@ -106,9 +125,13 @@ impl FileDisk {
     }
 }
 
-/// Allocates every block of a new image up front (zeros), so that a later overwrite plus
-/// `fdatasync` needs no file-system metadata update: that is the cost a commit is measured
-/// against. Falls back to a sparse file where the file system cannot preallocate.
+/// Reserves every block of a new image up front, so that writing it later cannot fail for lack
+/// of space. `posix_fallocate` leaves *unwritten* extents: the first overwrite of such a block
+/// still needs a file-system metadata update (the extent's conversion to written), which the
+/// following `fdatasync` carries. A region that must be overwritten and synced on the commit
+/// path without that dependency is written for real by its layer's `format` (the log region
+/// and every metadata block are: see `docs/FORMAT.md`). Falls back to a sparse file where the
+/// file system cannot preallocate.
 fn preallocate(file: &File, size_bytes: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let length = libc::off_t::try_from(size_bytes)
@@ -158,6 +181,11 @@ impl FileDisk {
         }
         Ok(())
     }
+}
+
+fn is_block_device(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|metadata| metadata.file_type().is_block_device())
 }
 
 fn show(path: &Path) -> String {

@@ -6,7 +6,7 @@
 //! implementation serialises what it must. Two implementations:
 //!
 //! * [`FileDisk`] — an image file or a block device, positional I/O (`pread`/`pwrite`), `sync`
-//!   = `fdatasync`.
+//!   = `fdatasync`; each handle locks its image (one writer, or readers only).
 //! * [`SimDisk`] — the asynchronous disk model of FSCQ, in memory, with crash and fault
 //!   injection, deterministic from a seed. Crash tests and the crash-point fuzzer run every
 //!   layer above on it.
@@ -33,11 +33,12 @@
 mod block;
 mod error;
 mod file;
+mod lock;
 pub mod rng;
 mod sim;
 
 pub use block::{Addr, Block, BLOCK_SIZE, SECTORS_PER_BLOCK, SECTOR_SIZE};
-pub use error::{DiskError, Result};
+pub use error::{DiskError, LockMode, Result};
 pub use file::FileDisk;
 pub use sim::{
     CrashStates, DiskImage, FaultPlan, OpKind, SimDisk, SimStats, TooManyStates,

@@ -20,6 +20,16 @@ pub enum ReplicatedError {
     #[error("no current replica: {reason}")]
     NoCurrentReplica { reason: String },
 
+    /// Each member ran alone past the last event at which it saw the other: both hold writes
+    /// the other never saw, and neither may be copied over the other.
+    #[error("split brain: d1 ran alone from event {d1_alone_since} to {d1_events}, d2 from {d2_alone_since} to {d2_events}; each holds writes the other never saw, so neither is copied over the other (to keep one, put a blank disk in place of the other: the pair rebuilds it from the one kept)")]
+    SplitBrain {
+        d1_events: u64,
+        d1_alone_since: u64,
+        d2_events: u64,
+        d2_alone_since: u64,
+    },
+
     #[error("the two disks belong to different pairs (d1 is in pair {d1_pair_id:016x}, d2 in pair {d2_pair_id:016x})")]
     PairMismatch { d1_pair_id: u64, d2_pair_id: u64 },
 

@@ -122,12 +122,15 @@ mod meta;
 mod open;
 mod pair;
 mod resync;
+mod source;
 
 pub use error::{ReplicatedError, Result};
 pub use invariant::{recovered_from, replicas_agree, CrashViolation, WriteHistory};
 pub use meta::{
-    inspect_member, MetaState, ReplicaMeta, Role, Slot, FORMAT_VERSION, MAGIC, RESERVED_BLOCKS,
+    inspect_member, MetaState, ReplicaMeta, Role, Slot, FORMAT_VERSION, MAGIC,
+    OLDEST_READABLE_VERSION, RESERVED_BLOCKS,
 };
 pub use open::FormatOptions;
 pub use pair::{PairStatus, ReplicaStatus, ReplicatedDisk, LOCK_STRIPES};
 pub use resync::{CopyReport, Phase, Progress, PROGRESS_INTERVAL_BLOCKS};
+pub use source::{choose_source, plan_other, MemberPlan, Peer};

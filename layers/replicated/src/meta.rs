@@ -11,8 +11,11 @@ use txdisk_disk::{Addr, Block, Disk, DiskError, BLOCK_SIZE};
 /// Blocks reserved at the start of each replica for the metadata slots. Data address `a` of
 /// the pair lives at block `a + RESERVED_BLOCKS` of each replica.
 pub const RESERVED_BLOCKS: u64 = 2;
-/// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this crate writes. Version 1 slots (no `peer_events`) are still read,
+/// and upgraded by the next metadata write.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this crate reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// The first 8 bytes of a metadata slot.
 pub const MAGIC: [u8; 8] = *b"txdPAIR\0";
 
@@ -27,10 +30,15 @@ const PAIR_ID_OFFSET: usize = PAD_OFFSET + 1;
 const SEQ_OFFSET: usize = PAIR_ID_OFFSET + 8;
 const EVENTS_OFFSET: usize = SEQ_OFFSET + 8;
 const DATA_SIZE_OFFSET: usize = EVENTS_OFFSET + 8;
-const CRC_OFFSET: usize = DATA_SIZE_OFFSET + 8;
+const PEER_EVENTS_OFFSET: usize = DATA_SIZE_OFFSET + 8;
+const CRC_OFFSET: usize = PEER_EVENTS_OFFSET + 8;
 const END_OFFSET: usize = CRC_OFFSET + 4;
+// Version 1 had no `peer_events`: its checksum sat where `peer_events` sits now.
+const V1_CRC_OFFSET: usize = PEER_EVENTS_OFFSET;
+const V1_END_OFFSET: usize = V1_CRC_OFFSET + 4;
 
-const _: () = assert!(END_OFFSET == 52);
+const _: () = assert!(END_OFFSET == 60);
+const _: () = assert!(V1_END_OFFSET == 52);
 const _: () = assert!(END_OFFSET <= BLOCK_SIZE);
 const _: () = assert!(RESERVED_BLOCKS == 2);
 
@@ -115,11 +123,17 @@ pub struct ReplicaMeta {
     pub peer_failed: bool,
     /// Counts this replica's metadata writes; the slot it went to is `seq % 2`.
     pub seq: u64,
-    /// The event counter: bumped on the survivor whenever the pair loses a member, so that a
-    /// replica that missed writes always has fewer events than a current one.
+    /// The event counter: bumped at every transition a member must have seen — the first
+    /// write after open (Dirty), a clean close or the end of a resync (Clean), losing a member,
+    /// opening without one, the end of a rebuild — so that a replica that missed any of them
+    /// (it failed, or is an older copy of itself put back) has fewer events than a current one.
     pub events: u64,
     /// Data blocks of the pair (the replica holds `RESERVED_BLOCKS` more).
     pub data_size_blocks: u64,
+    /// The event count at which this member last ran with its peer current: equal to `events`
+    /// while both are active, frozen when the member goes on alone. Two members that each ran
+    /// alone past what the other saw are a split brain ([`choose_source`](crate::choose_source)).
+    pub peer_events: u64,
 }
 
 /// What one slot holds.
@@ -143,9 +157,10 @@ pub enum Slot {
     Unreadable,
 }
 
-fn slot_crc(bytes: &[u8; BLOCK_SIZE]) -> u32 {
-    let head = crc32c::crc32c(&bytes[..CRC_OFFSET]);
-    crc32c::crc32c_append(head, &bytes[END_OFFSET..])
+/// The slot's checksum: over every byte of the block but the checksum field itself.
+fn slot_crc(bytes: &[u8; BLOCK_SIZE], crc_offset: usize) -> u32 {
+    let head = crc32c::crc32c(&bytes[..crc_offset]);
+    crc32c::crc32c_append(head, &bytes[crc_offset + 4..])
 }
 
 fn le_u64(bytes: &[u8], offset: usize) -> u64 {
@@ -179,7 +194,9 @@ impl ReplicaMeta {
         bytes[EVENTS_OFFSET..EVENTS_OFFSET + 8].copy_from_slice(&self.events.to_le_bytes());
         bytes[DATA_SIZE_OFFSET..DATA_SIZE_OFFSET + 8]
             .copy_from_slice(&self.data_size_blocks.to_le_bytes());
-        let crc = slot_crc(bytes);
+        bytes[PEER_EVENTS_OFFSET..PEER_EVENTS_OFFSET + 8]
+            .copy_from_slice(&self.peer_events.to_le_bytes());
+        let crc = slot_crc(bytes, CRC_OFFSET);
         bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
         // Pair assertion: what we are about to write must read back as itself.
         debug_assert_eq!(
@@ -202,11 +219,13 @@ impl Slot {
             };
         }
         let version = le_u32(bytes, VERSION_OFFSET);
-        if version != FORMAT_VERSION {
-            return Slot::BadVersion { found: version };
-        }
-        let expected_crc = slot_crc(bytes);
-        let found_crc = le_u32(bytes, CRC_OFFSET);
+        let crc_offset = match version {
+            FORMAT_VERSION => CRC_OFFSET,
+            1 => V1_CRC_OFFSET,
+            found => return Slot::BadVersion { found },
+        };
+        let expected_crc = slot_crc(bytes, crc_offset);
+        let found_crc = le_u32(bytes, crc_offset);
         let corrupt = Slot::Corrupt {
             expected_crc,
             found_crc,
@@ -230,14 +249,27 @@ impl Slot {
         if bytes[PAD_OFFSET] != 0 {
             return corrupt;
         }
+        let events = le_u64(bytes, EVENTS_OFFSET);
+        let peer_events = if version == FORMAT_VERSION {
+            le_u64(bytes, PEER_EVENTS_OFFSET)
+        } else if peer_failed {
+            // Version 1 bumped events only on losing a member: one bump ago it had its peer.
+            events.saturating_sub(1)
+        } else {
+            events
+        };
+        if peer_events > events {
+            return corrupt;
+        }
         Slot::Valid(ReplicaMeta {
             pair_id: le_u64(bytes, PAIR_ID_OFFSET),
             role,
             state,
             peer_failed,
             seq: le_u64(bytes, SEQ_OFFSET),
-            events: le_u64(bytes, EVENTS_OFFSET),
+            events,
             data_size_blocks: le_u64(bytes, DATA_SIZE_OFFSET),
+            peer_events,
         })
     }
 }
@@ -364,6 +396,7 @@ mod tests {
             seq: 7,
             events: 42,
             data_size_blocks: 1000,
+            peer_events: 40,
         }
     }
 
@@ -377,7 +410,7 @@ mod tests {
     #[test]
     fn any_flipped_byte_is_detected() {
         let block = sample().encode();
-        for offset in [0, 9, 12, 13, 14, 15, 16, 30, 48, 51, 52, 4095] {
+        for offset in [0, 9, 12, 13, 14, 15, 16, 30, 48, 51, 52, 56, 59, 60, 4095] {
             let mut bad = block.clone();
             bad.as_bytes_mut()[offset] ^= 0x40;
             assert!(
@@ -385,6 +418,38 @@ mod tests {
                 "flip at byte {offset} went unnoticed"
             );
         }
+    }
+
+    /// A version-1 slot (the layout before `peer_events`), built byte by byte.
+    fn v1_slot(meta: &ReplicaMeta) -> Block {
+        let mut block = meta.encode();
+        let bytes = block.as_bytes_mut();
+        bytes[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&1u32.to_le_bytes());
+        bytes[PEER_EVENTS_OFFSET..END_OFFSET].fill(0);
+        let crc = slot_crc(bytes, V1_CRC_OFFSET);
+        bytes[V1_CRC_OFFSET..V1_CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        block
+    }
+
+    #[test]
+    fn version_1_slots_are_read_with_peer_events_derived() {
+        let alone = sample();
+        let Slot::Valid(read) = Slot::decode(&v1_slot(&alone)) else {
+            panic!("a version-1 slot must be read")
+        };
+        assert_eq!(read.events, alone.events);
+        assert_eq!(read.peer_events, alone.events - 1, "ran alone since its last bump");
+        let paired = ReplicaMeta {
+            peer_failed: false,
+            ..sample()
+        };
+        let Slot::Valid(read) = Slot::decode(&v1_slot(&paired)) else {
+            panic!("a version-1 slot must be read")
+        };
+        assert_eq!(read.peer_events, read.events);
+        let mut torn = v1_slot(&paired);
+        torn.as_bytes_mut()[40] ^= 1;
+        assert!(matches!(Slot::decode(&torn), Slot::Corrupt { .. }));
     }
 
     #[test]

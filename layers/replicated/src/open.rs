@@ -7,6 +7,7 @@ use crate::meta::{
 };
 use crate::pair::{Member, PairMeta, ReplicaStatus, ReplicatedDisk};
 use crate::resync::Progress;
+use crate::source::{choose_source, plan_other, MemberPlan, Peer};
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Disk, DiskError};
 
@@ -29,17 +30,6 @@ enum Seen {
     Blank,
     Dead(DiskError),
     Missing,
-}
-
-/// What `open` does with the member that is not the source.
-#[derive(Debug, PartialEq, Eq)]
-enum Plan {
-    /// Both current; copy d1 → d2 unless both were closed clean.
-    Equal { clean: bool },
-    /// Stale, half-rebuilt or blank: copy the source onto it.
-    Rebuild { why: String },
-    /// Unreadable or absent: run on the source alone.
-    Degraded,
 }
 
 fn random_pair_id() -> u64 {
@@ -86,6 +76,7 @@ impl<D: Disk> ReplicatedDisk<D> {
                 seq: 1,
                 events: 1,
                 data_size_blocks: d1_blocks - RESERVED_BLOCKS,
+                peer_events: 1,
             };
             // d1 complete and durable before d2 is touched: a crash in between leaves d1 a
             // pair member and d2 blank, which the next open rebuilds.
@@ -133,16 +124,16 @@ impl<D: Disk> ReplicatedDisk<D> {
         let source_meta = validate(&seen, &disks)?;
         let source = source_meta.role;
         let target = source.other();
-        let plan = plan(&source_meta, &seen[target.index()]);
+        let plan = plan_other(&source_meta, &seen[target.index()].as_peer());
         tracing::info!(pair_id = source_meta.pair_id, %source, ?plan, "opening replicated pair");
         let pair = assemble(source_meta, &seen, &plan, disks);
         match plan {
-            Plan::Equal { clean: true } => {}
-            Plan::Equal { clean: false } => {
+            MemberPlan::InSync { clean: true } => {}
+            MemberPlan::InSync { clean: false } => {
                 pair.recover(progress)?;
                 pair.mark_clean()?;
             }
-            Plan::Rebuild { .. } => {
+            MemberPlan::Rebuild { .. } => {
                 match pair.rebuild_member(target, progress) {
                     Ok(_) => {}
                     Err(
@@ -155,14 +146,15 @@ impl<D: Disk> ReplicatedDisk<D> {
                 }
                 pair.mark_clean()?;
             }
-            Plan::Degraded => pair.bump_events()?,
+            MemberPlan::Degraded => pair.bump_events()?,
         }
         #[cfg(debug_assertions)]
         pair.check_rep();
         Ok(pair)
     }
 
-    /// Bumps the event counter on the active members (opening without a member).
+    /// Bumps the event counter on the active members (opening without a member): from here on
+    /// the member runs alone, and the absent one, should it come back, is stale.
     fn bump_events(&self) -> Result<()> {
         let mut meta = self.meta.lock();
         meta.events += 1;
@@ -173,6 +165,16 @@ impl<D: Disk> ReplicatedDisk<D> {
             }
         }
         Ok(())
+    }
+}
+
+impl Seen {
+    fn as_peer(&self) -> Peer {
+        match self {
+            Seen::Meta(meta) => Peer::Meta(*meta),
+            Seen::Blank => Peer::Blank,
+            Seen::Dead(_) | Seen::Missing => Peer::Absent,
+        }
     }
 }
 
@@ -247,44 +249,17 @@ fn validate<D: Disk>(seen: &[Seen; 2], disks: &[Option<D>; 2]) -> Result<Replica
             });
         }
     }
-    // The source: never a half-rebuilt member; the most events; d1 on a tie.
-    let source = metas
-        .iter()
-        .filter(|m| m.state != MetaState::Rebuilding)
-        .fold(None::<ReplicaMeta>, |best, m| match best {
-            Some(b) if b.events >= m.events => Some(b),
-            _ => Some(*m),
-        });
-    source.ok_or_else(|| ReplicatedError::NoCurrentReplica {
-        reason: "every member left is an unfinished rebuild".into(),
-    })
-}
-
-fn plan(source: &ReplicaMeta, other: &Seen) -> Plan {
-    match other {
-        Seen::Meta(meta) if meta.state == MetaState::Rebuilding => Plan::Rebuild {
-            why: "its last rebuild did not finish".into(),
-        },
-        Seen::Meta(meta) if meta.events < source.events => Plan::Rebuild {
-            why: format!(
-                "stale: {} events, the current replica has {}",
-                meta.events, source.events
-            ),
-        },
-        Seen::Meta(meta) => Plan::Equal {
-            clean: meta.state == MetaState::Clean && source.state == MetaState::Clean,
-        },
-        Seen::Blank => Plan::Rebuild {
-            why: "a blank replacement".into(),
-        },
-        Seen::Dead(_) | Seen::Missing => Plan::Degraded,
+    let mut by_role = [None, None];
+    for meta in &metas {
+        by_role[meta.role.index()] = Some(*meta);
     }
+    choose_source(by_role)
 }
 
 fn assemble<D: Disk>(
     source: ReplicaMeta,
     seen: &[Seen; 2],
-    plan: &Plan,
+    plan: &MemberPlan,
     disks: [Option<D>; 2],
 ) -> ReplicatedDisk<D> {
     let target = source.role.other();
@@ -296,21 +271,27 @@ fn assemble<D: Disk>(
         }
     }
     let target_status = match (plan, &seen[target.index()]) {
-        (Plan::Equal { .. }, _) => ReplicaStatus::Active,
-        (Plan::Rebuild { why }, _) => {
+        (MemberPlan::InSync { .. }, _) => ReplicaStatus::Active,
+        (MemberPlan::Rebuild { why }, _) => {
             failure[target.index()] = Some(why.clone());
             ReplicaStatus::Failed
         }
-        (Plan::Degraded, Seen::Dead(error)) => {
+        (MemberPlan::Degraded, Seen::Dead(error)) => {
             failure[target.index()] = Some(error.to_string());
             ReplicaStatus::Failed
         }
-        (Plan::Degraded, _) => ReplicaStatus::Missing,
+        (MemberPlan::Degraded, _) => ReplicaStatus::Missing,
     };
     let on_disk = match plan {
-        Plan::Equal { clean: true } => MetaState::Clean,
-        Plan::Equal { clean: false } => MetaState::Dirty,
+        MemberPlan::InSync { clean: true } => MetaState::Clean,
+        MemberPlan::InSync { clean: false } => MetaState::Dirty,
         _ => source.state,
+    };
+    // Where the source already ran alone, it keeps the event it last saw its peer at; a pair
+    // opened with both current has seen its peer now.
+    let alone_since = match plan {
+        MemberPlan::InSync { .. } => source.events,
+        _ => source.peer_events,
     };
     let mut statuses = [ReplicaStatus::Active; 2];
     statuses[target.index()] = target_status;
@@ -318,6 +299,7 @@ fn assemble<D: Disk>(
     let members = [Member::new(d1, statuses[0]), Member::new(d2, statuses[1])];
     let meta = PairMeta {
         events: source.events,
+        alone_since,
         on_disk,
         seq,
         failure,

@@ -101,6 +101,9 @@ pub(crate) struct MemberError {
 #[derive(Debug)]
 pub(crate) struct PairMeta {
     pub(crate) events: u64,
+    /// The event at which the pair last had both members active: what a member running alone
+    /// records as its `peer_events` (see `source.rs`).
+    pub(crate) alone_since: u64,
     pub(crate) on_disk: MetaState,
     /// The `seq` of the metadata last written to each member.
     pub(crate) seq: [u64; 2],
@@ -249,6 +252,11 @@ impl<D: Disk> ReplicatedDisk<D> {
             seq: meta.seq[role.index()] + 1,
             events: meta.events,
             data_size_blocks: self.data_size_blocks,
+            peer_events: if self.replica_status(role.other()) == ReplicaStatus::Active {
+                meta.events
+            } else {
+                meta.alone_since
+            },
         }
     }
 
@@ -299,6 +307,10 @@ impl<D: Disk> ReplicatedDisk<D> {
             return self.any_active(meta);
         }
         tracing::warn!(replica = %role, error = %cause, "replica failed; the pair goes on degraded");
+        if status == ReplicaStatus::Active && self.replica_status(role.other()) == ReplicaStatus::Active {
+            // The last event both saw: the survivor runs alone from here.
+            meta.alone_since = meta.events;
+        }
         meta.failure[role.index()] = Some(cause.to_string());
         self.set_status(role, ReplicaStatus::Failed);
         let survivor = role.other();
@@ -325,7 +337,8 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     /// Makes the Dirty mark durable on every active member before the first data write after
     /// open (or after a resync marked the pair clean): a crash after any data write then always
-    /// finds the pair dirty and resyncs.
+    /// finds the pair dirty and resyncs. The mark is an event: an older copy of a member, put
+    /// back after it, is stale.
     pub(crate) fn ensure_dirty(&self) -> Result<()> {
         if self.dirty_marked.load(Ordering::Acquire) {
             return Ok(());
@@ -335,6 +348,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             return Ok(());
         }
         meta.on_disk = MetaState::Dirty;
+        meta.events += 1;
         for role in self.active_roles() {
             self.write_member_meta(&mut meta, role, MetaState::Dirty)?;
         }
@@ -344,11 +358,12 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     /// After the data of every active member is durable and equal: marks them Clean, so that a
-    /// crash before the next write needs no resync.
+    /// crash before the next write needs no resync. An event, as the Dirty mark is.
     pub(crate) fn mark_clean(&self) -> Result<()> {
         self.sync_members()?;
         let mut meta = self.meta.lock();
         meta.on_disk = MetaState::Clean;
+        meta.events += 1;
         self.dirty_marked.store(false, Ordering::Release);
         for role in self.active_roles() {
             self.write_member_meta(&mut meta, role, MetaState::Clean)?;
@@ -553,6 +568,12 @@ impl<D: Disk> ReplicatedDisk<D> {
         assert!(
             meta.events >= 1,
             "replicated: event counter {} below 1",
+            meta.events
+        );
+        assert!(
+            meta.alone_since <= meta.events,
+            "replicated: alone since event {}, beyond the counter {}",
+            meta.alone_since,
             meta.events
         );
         assert_eq!(self.stripes.len(), LOCK_STRIPES, "replicated: stripe count");

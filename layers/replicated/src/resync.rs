@@ -175,6 +175,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             seq: found_seq.max(meta.seq[target.index()]) + 1,
             events: 0,
             data_size_blocks: self.data_size_blocks,
+            peer_events: 0,
         };
         match self.on_member(target, |disk| write_both_slots(disk, &marker)) {
             Ok(written) => meta.seq[target.index()] = written.seq,
@@ -200,7 +201,10 @@ impl<D: Disk> ReplicatedDisk<D> {
         }
     }
 
-    /// The target's copy is durable: its metadata now takes the pair's events and state.
+    /// The target's copy is durable: a new event, first on the source (a crash here leaves
+    /// the target Rebuilding: rebuilt again), then the target current, then the source again
+    /// with its peer back (a crash between the two leaves both current at equal events, the
+    /// source still saying it ran alone: not a split brain, since the target does not).
     fn finish_rebuild(&self, target: Role) -> Result<()> {
         let mut meta = self.meta.lock();
         let aborted = |meta: &crate::pair::PairMeta| ReplicatedError::RebuildAborted {
@@ -213,12 +217,13 @@ impl<D: Disk> ReplicatedDisk<D> {
             return Err(aborted(&meta));
         }
         let state = meta.on_disk;
+        meta.events += 1;
+        self.write_member_meta(&mut meta, target.other(), state)?;
         self.write_member_meta(&mut meta, target, state)?;
         if self.replica_status(target) != ReplicaStatus::Rebuilding {
             return Err(aborted(&meta));
         }
         self.set_status(target, ReplicaStatus::Active);
-        // Diagnostic only: the source no longer runs without its peer.
         self.write_member_meta(&mut meta, target.other(), state)?;
         tracing::info!(replica = %target, "rebuild complete");
         Ok(())

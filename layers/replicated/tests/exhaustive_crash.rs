@@ -24,9 +24,12 @@ enum Op {
     /// Must return the newest value written there (zeros if none).
     Read(u64),
     Sync,
+    /// A clean close (an event: the Clean mark), then `open` again (the next write is the
+    /// Dirty mark, another event).
+    CloseAndReopen,
 }
 
-/// Six writes over four addresses, syncs between some, two reads.
+/// Six writes over four addresses, syncs between some, two reads, a clean close and reopen.
 const WORKLOAD: &[Op] = &[
     Op::Write(0, 1),
     Op::Write(1, 2),
@@ -35,6 +38,7 @@ const WORKLOAD: &[Op] = &[
     Op::Read(0),
     Op::Write(2, 4),
     Op::Sync,
+    Op::CloseAndReopen,
     Op::Write(3, 5),
     Op::Write(0, 6),
     Op::Read(1),
@@ -115,7 +119,7 @@ fn run_workload(
             matches!(error, ReplicatedError::Disk(DiskError::Crashed)),
             "faults {faults:?}: open: {error}"
         ),
-        Ok(pair) => run_ops(&pair, &mut history, faults),
+        Ok(pair) => run_ops(pair, &disks, &mut history, faults),
     }
     for disk in &disks {
         disk.crash_now();
@@ -123,7 +127,7 @@ fn run_workload(
     (disks, history)
 }
 
-fn run_ops(pair: &Pair, history: &mut WriteHistory, faults: Faults) {
+fn run_ops(mut pair: Pair, disks: &[Arc<SimDisk>; 2], history: &mut WriteHistory, faults: Faults) {
     for op in WORKLOAD {
         match *op {
             Op::Write(addr, tag) => {
@@ -146,6 +150,18 @@ fn run_ops(pair: &Pair, history: &mut WriteHistory, faults: Faults) {
                 Ok(()) => history.sync_ok(),
                 Err(error) => return expect_crash(&error, faults),
             },
+            Op::CloseAndReopen => {
+                match pair.close() {
+                    Ok(()) => history.sync_ok(),
+                    Err(error) => return expect_crash(&error.into(), faults),
+                }
+                let reopened =
+                    ReplicatedDisk::open(Arc::clone(&disks[0]), Arc::clone(&disks[1]), &mut |_| {});
+                pair = match reopened {
+                    Ok(pair) => pair,
+                    Err(error) => return expect_crash(&error.into(), faults),
+                };
+            }
         }
     }
 }

@@ -1,0 +1,170 @@
+//! The rule that picks the member a pair is served from, and what becomes of the other one.
+//!
+//! One owner: `open` assembles the pair with it, and the inspector (`txdisk fsck`) reports with
+//! it what `open` would do. As in md: the member with the most events is current; a member with
+//! fewer missed a transition (it failed, or it is an older copy of itself put back) and is
+//! rebuilt from the current one, never served, never a source. As in DRBD, two members that
+//! each ran alone past the last point they saw each other (a split brain) are refused, never
+//! merged: each holds writes the other never saw.
+
+use crate::error::{ReplicatedError, Result};
+use crate::meta::{MetaState, ReplicaMeta, Role};
+
+/// What one member slot of a pair holds, as the source choice sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// Valid pair metadata (of this pair: the caller has checked pair id and role).
+    Meta(ReplicaMeta),
+    /// A blank disk: a replacement to rebuild.
+    Blank,
+    /// No disk, or one that failed while its metadata was read.
+    Absent,
+}
+
+/// What happens to the member that is not the source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberPlan {
+    /// Both current: nothing to copy if both were closed clean, else a resync.
+    InSync { clean: bool },
+    /// Stale, half-rebuilt or blank: rebuilt whole from the source.
+    Rebuild { why: String },
+    /// Absent: the pair runs on the source alone.
+    Degraded,
+}
+
+/// The current member among `metas` (`[d1, d2]`, of one pair): never a half-rebuilt member; the
+/// most events; d1 on a tie. Refuses a split brain and a pair with no current member.
+pub fn choose_source(metas: [Option<ReplicaMeta>; 2]) -> Result<ReplicaMeta> {
+    let candidates: Vec<ReplicaMeta> = metas
+        .iter()
+        .flatten()
+        .filter(|meta| meta.state != MetaState::Rebuilding)
+        .copied()
+        .collect();
+    let source = candidates
+        .iter()
+        .copied()
+        .reduce(|best, meta| if meta.events > best.events { meta } else { best })
+        .ok_or_else(|| ReplicatedError::NoCurrentReplica {
+            reason: "every member left is an unfinished rebuild".into(),
+        })?;
+    if let [first, second] = candidates.as_slice() {
+        if is_split_brain(first, second) {
+            let (d1, d2) = match first.role {
+                Role::D1 => (first, second),
+                Role::D2 => (second, first),
+            };
+            return Err(ReplicatedError::SplitBrain {
+                d1_events: d1.events,
+                d1_alone_since: d1.peer_events,
+                d2_events: d2.events,
+                d2_alone_since: d2.peer_events,
+            });
+        }
+    }
+    Ok(source)
+}
+
+/// Both members ran alone, and each went on past the last event the other saw it at.
+fn is_split_brain(a: &ReplicaMeta, b: &ReplicaMeta) -> bool {
+    a.peer_failed && b.peer_failed && a.events > b.peer_events && b.events > a.peer_events
+}
+
+/// What `open` does with `other`, given the chosen `source`.
+pub fn plan_other(source: &ReplicaMeta, other: &Peer) -> MemberPlan {
+    match other {
+        Peer::Meta(meta) if meta.state == MetaState::Rebuilding => MemberPlan::Rebuild {
+            why: "its last rebuild did not finish".into(),
+        },
+        Peer::Meta(meta) if meta.events < source.events => MemberPlan::Rebuild {
+            why: format!(
+                "stale: {} events, the current replica has {}",
+                meta.events, source.events
+            ),
+        },
+        Peer::Meta(meta) => MemberPlan::InSync {
+            clean: meta.state == MetaState::Clean && source.state == MetaState::Clean,
+        },
+        Peer::Blank => MemberPlan::Rebuild {
+            why: "a blank replacement".into(),
+        },
+        Peer::Absent => MemberPlan::Degraded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(role: Role, events: u64, peer_events: u64, state: MetaState) -> ReplicaMeta {
+        ReplicaMeta {
+            pair_id: 7,
+            role,
+            state,
+            peer_failed: peer_events < events,
+            seq: 3,
+            events,
+            data_size_blocks: 10,
+            peer_events,
+        }
+    }
+
+    #[test]
+    fn most_events_wins_and_d1_wins_a_tie() {
+        let d1 = member(Role::D1, 5, 5, MetaState::Clean);
+        let d2 = member(Role::D2, 5, 5, MetaState::Clean);
+        assert_eq!(choose_source([Some(d1), Some(d2)]).unwrap().role, Role::D1);
+        let newer = member(Role::D2, 6, 6, MetaState::Dirty);
+        assert_eq!(choose_source([Some(d1), Some(newer)]).unwrap().role, Role::D2);
+        assert!(matches!(
+            plan_other(&newer, &Peer::Meta(d1)),
+            MemberPlan::Rebuild { .. }
+        ));
+    }
+
+    #[test]
+    fn a_rebuilding_member_is_never_the_source() {
+        let d1 = member(Role::D1, 0, 0, MetaState::Rebuilding);
+        let d2 = member(Role::D2, 3, 3, MetaState::Clean);
+        assert_eq!(choose_source([Some(d1), Some(d2)]).unwrap().role, Role::D2);
+        assert!(matches!(
+            choose_source([Some(d1), None]),
+            Err(ReplicatedError::NoCurrentReplica { .. })
+        ));
+    }
+
+    #[test]
+    fn a_member_that_fell_behind_is_stale_not_a_split_brain() {
+        // d2 failed at 4; d1 ran on alone (bumped to 5, then 6, 7).
+        let d1 = member(Role::D1, 7, 4, MetaState::Clean);
+        // d2 had itself run alone once before (peer_events 2) and was rebuilt since.
+        let d2 = ReplicaMeta {
+            peer_failed: true,
+            ..member(Role::D2, 4, 2, MetaState::Dirty)
+        };
+        let source = choose_source([Some(d1), Some(d2)]).unwrap();
+        assert_eq!(source.role, Role::D1);
+        assert!(matches!(
+            plan_other(&source, &Peer::Meta(d2)),
+            MemberPlan::Rebuild { .. }
+        ));
+    }
+
+    #[test]
+    fn two_members_that_each_ran_alone_are_refused() {
+        let d1 = member(Role::D1, 6, 4, MetaState::Clean);
+        let d2 = member(Role::D2, 5, 4, MetaState::Clean);
+        match choose_source([Some(d1), Some(d2)]) {
+            Err(ReplicatedError::SplitBrain {
+                d1_events: 6,
+                d2_events: 5,
+                ..
+            }) => {}
+            other => panic!("split brain not refused: {other:?}"),
+        }
+        // A rebuild that finished on one side only (the other still says alone) is not one.
+        let rebuilt = member(Role::D2, 6, 6, MetaState::Dirty);
+        let source = choose_source([Some(d1), Some(rebuilt)]).unwrap();
+        assert_eq!(plan_other(&source, &Peer::Meta(rebuilt)), MemberPlan::InSync { clean: false });
+    }
+}
