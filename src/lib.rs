@@ -101,33 +101,92 @@ impl Stack {
     }
 }
 
-/// Creates new image files (one, or two for a replicated pair) and formats them.
+/// Creates new image files (one, or two for a replicated pair) and formats them. The geometry
+/// is checked before any file is created, and a format that fails part-way removes the files
+/// it created: a refusal leaves nothing behind, and the same command can be run again.
 pub fn format(images: &[impl AsRef<Path>], options: &FormatOptions) -> Result<(), Error> {
-    match images {
-        [single] => {
-            let disk = FileDisk::create(single, options.size_blocks)?;
-            LogicalDisk::format(&disk, options.log_blocks)?;
-        }
-        [first, second] => {
-            let d1 = FileDisk::create(first, options.size_blocks)?;
-            let d2 = FileDisk::create(second, options.size_blocks)?;
-            // Both files are new and read as zeros: they are equal without a copy.
-            let pair_options = txdisk_replicated::FormatOptions {
-                pair_id: None,
-                assume_equal: true,
-            };
-            ReplicatedDisk::format(&d1, &d2, &pair_options)?;
-            let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})?;
-            LogicalDisk::format(&pair, options.log_blocks)?;
-            pair.close()?;
-        }
-        _ => {
-            return Err(Error::ImageCount {
-                count: images.len(),
-            })
+    check_geometry(images.len(), options)?;
+    for image in images {
+        refuse_existing(image.as_ref())?;
+    }
+    let result = match images {
+        [single] => format_single(single.as_ref(), options),
+        [first, second] => format_pair(first.as_ref(), second.as_ref(), options),
+        _ => unreachable!("txdisk: image count checked above"),
+    };
+    if result.is_err() {
+        for image in images {
+            remove_if_created(image.as_ref(), &result);
         }
     }
+    result
+}
+
+/// The checks `format` makes before it creates anything.
+fn check_geometry(image_count: usize, options: &FormatOptions) -> Result<(), Error> {
+    let log_space_blocks = match image_count {
+        1 => options.size_blocks,
+        2 => options
+            .size_blocks
+            .saturating_sub(txdisk_replicated::RESERVED_BLOCKS),
+        count => return Err(Error::ImageCount { count }),
+    };
+    txdisk_log::Superblock::layout(log_space_blocks, options.log_blocks, 0)?;
     Ok(())
+}
+
+/// `format` makes new images only: an existing file (or device) is refused before anything is
+/// created, so that cleaning up after a failure removes only what this call made.
+fn refuse_existing(path: &Path) -> Result<(), Error> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        let source = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "File exists");
+        return Err(txdisk_disk::DiskError::Open {
+            path: path.display().to_string(),
+            source,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn format_single(path: &Path, options: &FormatOptions) -> Result<(), Error> {
+    let disk = FileDisk::create(path, options.size_blocks)?;
+    LogicalDisk::format(&disk, options.log_blocks)?;
+    Ok(())
+}
+
+fn format_pair(first: &Path, second: &Path, options: &FormatOptions) -> Result<(), Error> {
+    let d1 = FileDisk::create(first, options.size_blocks)?;
+    let d2 = FileDisk::create(second, options.size_blocks)?;
+    // Both files are new and read as zeros: they are equal without a copy.
+    let pair_options = txdisk_replicated::FormatOptions {
+        pair_id: None,
+        assume_equal: true,
+    };
+    ReplicatedDisk::format(&d1, &d2, &pair_options)?;
+    let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})?;
+    LogicalDisk::format(&pair, options.log_blocks)?;
+    pair.close()?;
+    Ok(())
+}
+
+/// Removes `path` after a failed format, unless the failure was that it already existed (then
+/// it is somebody else's file).
+fn remove_if_created(path: &Path, result: &Result<(), Error>) {
+    let existed = matches!(
+        result,
+        Err(Error::Disk(txdisk_disk::DiskError::Open { path: failed, source }))
+            if failed == &path.display().to_string()
+                && source.kind() == std::io::ErrorKind::AlreadyExists
+    );
+    if existed {
+        return;
+    }
+    if let Err(error) = std::fs::remove_file(path) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), %error, "could not remove a half-formatted image");
+        }
+    }
 }
 
 /// Opens one image, or a replicated pair (running replica recovery, or rebuilding a blank

@@ -130,7 +130,7 @@ impl<D: Disk> ReplicatedDisk<D> {
         match plan {
             MemberPlan::InSync { clean: true } => {}
             MemberPlan::InSync { clean: false } => {
-                pair.recover(progress)?;
+                pair.resync_from(source, progress)?;
                 pair.mark_clean()?;
             }
             MemberPlan::Rebuild { .. } => {
@@ -287,10 +287,10 @@ fn assemble<D: Disk>(
         MemberPlan::InSync { clean: false } => MetaState::Dirty,
         _ => source.state,
     };
-    // Where the source already ran alone, it keeps the event it last saw its peer at; a pair
-    // opened with both current has seen its peer now.
-    let alone_since = match plan {
-        MemberPlan::InSync { .. } => source.events,
+    // Both current: each holds at least the lower of their events. Otherwise the source keeps
+    // what it last knew of a peer.
+    let confirmed = match (plan, &seen[target.index()]) {
+        (MemberPlan::InSync { .. }, Seen::Meta(other)) => other.events.min(source.events),
         _ => source.peer_events,
     };
     let mut statuses = [ReplicaStatus::Active; 2];
@@ -299,7 +299,7 @@ fn assemble<D: Disk>(
     let members = [Member::new(d1, statuses[0]), Member::new(d2, statuses[1])];
     let meta = PairMeta {
         events: source.events,
-        alone_since,
+        confirmed,
         on_disk,
         seq,
         failure,

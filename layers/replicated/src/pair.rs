@@ -101,9 +101,9 @@ pub(crate) struct MemberError {
 #[derive(Debug)]
 pub(crate) struct PairMeta {
     pub(crate) events: u64,
-    /// The event at which the pair last had both members active: what a member running alone
-    /// records as its `peer_events` (see `source.rs`).
-    pub(crate) alone_since: u64,
+    /// The newest event both active members are known to hold durably: what every metadata
+    /// write records as `peer_events` (see `source.rs`). Frozen while a member runs alone.
+    pub(crate) confirmed: u64,
     pub(crate) on_disk: MetaState,
     /// The `seq` of the metadata last written to each member.
     pub(crate) seq: [u64; 2],
@@ -252,11 +252,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             seq: meta.seq[role.index()] + 1,
             events: meta.events,
             data_size_blocks: self.data_size_blocks,
-            peer_events: if self.replica_status(role.other()) == ReplicaStatus::Active {
-                meta.events
-            } else {
-                meta.alone_since
-            },
+            peer_events: meta.confirmed,
         }
     }
 
@@ -307,10 +303,6 @@ impl<D: Disk> ReplicatedDisk<D> {
             return self.any_active(meta);
         }
         tracing::warn!(replica = %role, error = %cause, "replica failed; the pair goes on degraded");
-        if status == ReplicaStatus::Active && self.replica_status(role.other()) == ReplicaStatus::Active {
-            // The last event both saw: the survivor runs alone from here.
-            meta.alone_since = meta.events;
-        }
         meta.failure[role.index()] = Some(cause.to_string());
         self.set_status(role, ReplicaStatus::Failed);
         let survivor = role.other();
@@ -349,11 +341,35 @@ impl<D: Disk> ReplicatedDisk<D> {
         }
         meta.on_disk = MetaState::Dirty;
         meta.events += 1;
-        for role in self.active_roles() {
-            self.write_member_meta(&mut meta, role, MetaState::Dirty)?;
-        }
+        self.confirm_event(&mut meta, MetaState::Dirty)?;
         self.any_active(&meta)?;
         self.dirty_marked.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the current event to every active member so that each ends knowing the other
+    /// holds it: the first member (its `peer_events` still the old event), then the second
+    /// (which knows the first has it), then the first again. Only then may data be written: a
+    /// copy of a member older than this event is then below its peer's `peer_events`, so it is
+    /// stale, while a member a crash left one event behind in the middle of these writes is not
+    /// below it (it missed no data), and is resynced instead of rebuilt.
+    fn confirm_event(&self, meta: &mut PairMeta, state: MetaState) -> Result<()> {
+        let roles = self.active_roles();
+        let Some(&first) = roles.first() else {
+            return Err(self.all_failed(meta));
+        };
+        self.write_member_meta(meta, first, state)?;
+        let Some(&second) = roles.get(1) else {
+            return Ok(());
+        };
+        if self.active_roles().len() < 2 {
+            return Ok(()); // the first failed; the survivor's bump is written
+        }
+        meta.confirmed = meta.events;
+        self.write_member_meta(meta, second, state)?;
+        if self.active_roles().len() == 2 {
+            self.write_member_meta(meta, first, state)?;
+        }
         Ok(())
     }
 
@@ -571,9 +587,9 @@ impl<D: Disk> ReplicatedDisk<D> {
             meta.events
         );
         assert!(
-            meta.alone_since <= meta.events,
-            "replicated: alone since event {}, beyond the counter {}",
-            meta.alone_since,
+            meta.confirmed <= meta.events,
+            "replicated: confirmed event {}, beyond the counter {}",
+            meta.confirmed,
             meta.events
         );
         assert_eq!(self.stripes.len(), LOCK_STRIPES, "replicated: stripe count");

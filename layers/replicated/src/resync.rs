@@ -53,13 +53,22 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// to interrupt by a crash and run again. If d1 fails during the copy, d2 — every block of
     /// which holds either its own value or d1's — stands alone; if d2 fails, d1 does.
     pub fn recover(&self, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport> {
+        self.resync_from(Role::D1, progress)
+    }
+
+    /// As [`Self::recover`], copying from `source` (the member `open` chose).
+    pub(crate) fn resync_from(
+        &self,
+        source: Role,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<CopyReport> {
         let both = self.replica_status(Role::D1) == ReplicaStatus::Active
             && self.replica_status(Role::D2) == ReplicaStatus::Active;
         if !both {
             return Ok(CopyReport::default());
         }
         self.ensure_dirty()?;
-        let report = self.copy_all(Role::D1, Role::D2, Phase::Resync, progress)?;
+        let report = self.copy_all(source, source.other(), Phase::Resync, progress)?;
         self.sync_members()?;
         #[cfg(debug_assertions)]
         self.check_rep();
@@ -202,9 +211,10 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     /// The target's copy is durable: a new event, first on the source (a crash here leaves
-    /// the target Rebuilding: rebuilt again), then the target current, then the source again
-    /// with its peer back (a crash between the two leaves both current at equal events, the
-    /// source still saying it ran alone: not a split brain, since the target does not).
+    /// the target Rebuilding: rebuilt again), then the target current (it knows the source has
+    /// the event), then the source again with its peer back (a crash between the two leaves
+    /// both current at equal events, the source still saying it ran alone: not a split brain,
+    /// since the target does not).
     fn finish_rebuild(&self, target: Role) -> Result<()> {
         let mut meta = self.meta.lock();
         let aborted = |meta: &crate::pair::PairMeta| ReplicatedError::RebuildAborted {
@@ -219,6 +229,7 @@ impl<D: Disk> ReplicatedDisk<D> {
         let state = meta.on_disk;
         meta.events += 1;
         self.write_member_meta(&mut meta, target.other(), state)?;
+        meta.confirmed = meta.events;
         self.write_member_meta(&mut meta, target, state)?;
         if self.replica_status(target) != ReplicaStatus::Rebuilding {
             return Err(aborted(&meta));

@@ -3,7 +3,10 @@
 //! One owner: `open` assembles the pair with it, and the inspector (`txdisk fsck`) reports with
 //! it what `open` would do. As in md: the member with the most events is current; a member with
 //! fewer missed a transition (it failed, or it is an older copy of itself put back) and is
-//! rebuilt from the current one, never served, never a source. As in DRBD, two members that
+//! rebuilt from the current one, never served, never a source — unless it is behind only
+//! within one metadata update of both members (`peer_events` says the source never saw it at
+//! a newer event, and the source did not run alone since), when it missed no data and a resync
+//! from the source equalises it. As in DRBD, two members that
 //! each ran alone past the last point they saw each other (a split brain) are refused, never
 //! merged: each holds writes the other never saw.
 
@@ -76,14 +79,27 @@ pub fn plan_other(source: &ReplicaMeta, other: &Peer) -> MemberPlan {
         Peer::Meta(meta) if meta.state == MetaState::Rebuilding => MemberPlan::Rebuild {
             why: "its last rebuild did not finish".into(),
         },
-        Peer::Meta(meta) if meta.events < source.events => MemberPlan::Rebuild {
+        // The source ran on alone after this member left: it missed writes.
+        Peer::Meta(meta) if source.peer_failed && meta.events < source.events => {
+            MemberPlan::Rebuild {
+                why: format!(
+                    "stale: {} events, the current replica ran on alone to {}",
+                    meta.events, source.events
+                ),
+            }
+        }
+        // The source knew this member at a newer event: this is an older copy of it.
+        Peer::Meta(meta) if meta.events < source.peer_events => MemberPlan::Rebuild {
             why: format!(
-                "stale: {} events, the current replica has {}",
-                meta.events, source.events
+                "stale: {} events, the current replica knew it at {}",
+                meta.events, source.peer_events
             ),
         },
+        // Equal, or behind within one metadata update of both (no data written since).
         Peer::Meta(meta) => MemberPlan::InSync {
-            clean: meta.state == MetaState::Clean && source.state == MetaState::Clean,
+            clean: meta.state == MetaState::Clean
+                && source.state == MetaState::Clean
+                && meta.events == source.events,
         },
         Peer::Blank => MemberPlan::Rebuild {
             why: "a blank replacement".into(),
@@ -146,6 +162,28 @@ mod tests {
         assert_eq!(source.role, Role::D1);
         assert!(matches!(
             plan_other(&source, &Peer::Meta(d2)),
+            MemberPlan::Rebuild { .. }
+        ));
+    }
+
+    #[test]
+    fn a_member_behind_within_one_metadata_update_is_resynced_not_rebuilt() {
+        // d1 wrote the new event; a crash came before d2 got it (no data written since).
+        let d1 = ReplicaMeta {
+            peer_failed: false,
+            ..member(Role::D1, 6, 5, MetaState::Dirty)
+        };
+        let d2 = member(Role::D2, 5, 5, MetaState::Clean);
+        let source = choose_source([Some(d1), Some(d2)]).unwrap();
+        assert_eq!(source.role, Role::D1);
+        assert_eq!(
+            plan_other(&source, &Peer::Meta(d2)),
+            MemberPlan::InSync { clean: false }
+        );
+        // Once d1 knew d2 at 6, a d2 at 5 is an older copy.
+        let knew = member(Role::D1, 6, 6, MetaState::Dirty);
+        assert!(matches!(
+            plan_other(&knew, &Peer::Meta(d2)),
             MemberPlan::Rebuild { .. }
         ));
     }

@@ -91,9 +91,11 @@ fn eight_threads_on_overlapping_addresses_keep_the_replicas_equal() {
         d1.stats().writes > THREADS * OPS_PER_THREAD / 2,
         "the writers did not run"
     );
+    // d1 carries one metadata write more than d2: the Dirty mark's event is written to d1,
+    // then d2, then confirmed on d1 again.
     assert_eq!(
         d1.stats().writes,
-        d2.stats().writes,
+        d2.stats().writes + 1,
         "every data write must reach both replicas"
     );
 }

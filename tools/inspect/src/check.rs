@@ -11,7 +11,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use txdisk_disk::{Addr, Disk};
 use txdisk_log::{read_headers, read_superblock, scan_log, LogError, ScanStop};
-use txdisk_replicated::{MetaState, ReplicaMeta, Role, Slot, RESERVED_BLOCKS};
+use txdisk_replicated::{
+    plan_other, MemberPlan, MetaState, Peer, ReplicaMeta, ReplicatedError, Role, Slot,
+    RESERVED_BLOCKS,
+};
 
 /// How to check.
 #[derive(Clone, Debug)]
@@ -76,10 +79,11 @@ fn inspect(
             count: images.len(),
         });
     }
-    let opened = images
+    let mut opened = images
         .iter()
         .map(|path| open_image(path))
         .collect::<Result<Vec<_>>>()?;
+    mark_blank_replacement(&mut opened)?;
     let mut report = FsckReport {
         images: images.to_vec(),
         ..FsckReport::default()
@@ -98,9 +102,11 @@ fn inspect(
         check_log(&opened[0], true, &mut report)?;
         return Ok(report);
     }
-    let source = check_members(&opened, &mut report)?;
+    let chosen = check_members(&opened, &mut report)?;
+    let source = chosen.as_ref().map(|(source, _)| *source);
     if opened.len() == 2 {
-        if let Some(source) = source {
+        // A member to be rebuilt is overwritten whole: comparing it would list every block.
+        if let Some((source, MemberPlan::InSync { .. })) = chosen {
             report.replicas = Some(compare_replicas(
                 &opened,
                 source,
@@ -157,9 +163,40 @@ fn io_error(path: &Path) -> impl Fn(txdisk_disk::DiskError) -> InspectError + '_
 
 // ---- the replicated layer ----
 
+/// Beside a pair member, an image whose metadata blocks are all zeros is a blank replacement
+/// (what `open` rebuilds), not a single image.
+fn mark_blank_replacement(opened: &mut [OpenedImage]) -> Result<()> {
+    let members = opened
+        .iter()
+        .filter(|image| matches!(image.kind, ImageKind::Member { .. }))
+        .count();
+    if opened.len() != 2 || members != 1 {
+        return Ok(());
+    }
+    for image in opened.iter_mut() {
+        if image.kind != ImageKind::Single || image.disk.size_blocks() <= RESERVED_BLOCKS {
+            continue;
+        }
+        for addr in 0..RESERVED_BLOCKS {
+            if !image.disk.read(addr).map_err(io_error(&image.path))?.is_zero() {
+                return Ok(());
+            }
+        }
+        image.kind = ImageKind::Member {
+            slots: [Slot::Blank; 2],
+            meta: None,
+        };
+    }
+    Ok(())
+}
+
 /// Checks the pair metadata of every member given; returns the member recovery would take as
-/// the source (as `ReplicatedDisk::open` chooses it), if any can be.
-fn check_members(opened: &[OpenedImage], report: &mut FsckReport) -> Result<Option<Role>> {
+/// the source and what it would do with the other (as `ReplicatedDisk::open` decides), if a
+/// source can be chosen.
+fn check_members(
+    opened: &[OpenedImage],
+    report: &mut FsckReport,
+) -> Result<Option<(Role, MemberPlan)>> {
     let mut metas: Vec<Option<ReplicaMeta>> = Vec::new();
     for (index, image) in opened.iter().enumerate() {
         let ImageKind::Member { slots, meta } = &image.kind else {
@@ -210,6 +247,17 @@ fn check_members(opened: &[OpenedImage], report: &mut FsckReport) -> Result<Opti
     Ok(choose_source(&metas, report))
 }
 
+/// What a member given in position `index` is to the source choice.
+fn peer_of(metas: &[Option<ReplicaMeta>], index: usize) -> Peer {
+    match metas.get(index) {
+        Some(Some(meta)) => Peer::Meta(*meta),
+        // A member without valid metadata is here only if it is blank (anything else is an
+        // error reported by `check_slots`, and the source choice does not run on it).
+        Some(None) => Peer::Blank,
+        None => Peer::Absent,
+    }
+}
+
 fn check_slots(
     image: &OpenedImage,
     slots: &[Slot; 2],
@@ -217,6 +265,10 @@ fn check_slots(
     report: &mut FsckReport,
 ) {
     let name = image.path.display();
+    if meta.is_none() && slots.iter().all(|slot| *slot == Slot::Blank) {
+        // A blank replacement: the source choice reports its rebuild.
+        return;
+    }
     if meta.is_none() {
         let message = format!(
             "{name}: no valid pair metadata (slot 0: {}; slot 1: {})",
@@ -261,50 +313,49 @@ fn check_member_size(image: &OpenedImage, meta: &ReplicaMeta, report: &mut FsckR
     }
 }
 
-/// The source as open chooses it: never a half-rebuilt member, the most events, d1 on a tie.
-/// Reports what open would do with the other member.
-fn choose_source(metas: &[Option<ReplicaMeta>], report: &mut FsckReport) -> Option<Role> {
-    let source = metas
-        .iter()
-        .flatten()
-        .filter(|m| m.state != MetaState::Rebuilding)
-        .fold(None::<ReplicaMeta>, |best, m| match best {
-            Some(b) if b.events >= m.events => Some(b),
-            _ => Some(*m),
-        });
-    let Some(source) = source else {
-        if metas.iter().flatten().next().is_some() {
-            report.add(
-                Severity::Error,
-                "replicated",
-                "replicated.no_source",
-                "every member given is an unfinished rebuild: no current replica",
-            );
-        }
-        return None;
-    };
+/// The source as `open` chooses it (the replicated crate's rule), and what `open` would do with
+/// the other member, reported.
+fn choose_source(
+    metas: &[Option<ReplicaMeta>],
+    report: &mut FsckReport,
+) -> Option<(Role, MemberPlan)> {
+    let mut by_role = [None, None];
     for meta in metas.iter().flatten() {
-        if meta.role == source.role {
-            continue;
+        by_role[meta.role.index()] = Some(*meta);
+    }
+    let source = match txdisk_replicated::choose_source(by_role) {
+        Ok(source) => source,
+        Err(error) => {
+            let code = match error {
+                ReplicatedError::SplitBrain { .. } => "replicated.split_brain",
+                _ => "replicated.no_source",
+            };
+            if metas.iter().flatten().next().is_some() {
+                report.add(Severity::Error, "replicated", code, one_line(&error.to_string()));
+            }
+            return None;
         }
-        if meta.state == MetaState::Rebuilding {
-            let message = format!(
-                "{}'s rebuild did not finish; recovery rebuilds it from {}",
-                meta.role, source.role
-            );
-            report.add(
-                Severity::Fixable,
-                "replicated",
-                "replicated.rebuild_unfinished",
-                message,
-            );
-        } else if meta.events < source.events {
-            let message = format!(
-                "{} is stale ({} events, {} has {}); recovery rebuilds it",
-                meta.role, meta.events, source.role, source.events
-            );
-            report.add(Severity::Fixable, "replicated", "replicated.stale", message);
-        }
+    };
+    let other_index = if metas.len() == 2 {
+        source.role.other().index()
+    } else {
+        metas.len()
+    };
+    let plan = plan_other(&source, &peer_of(metas, other_index));
+    if let MemberPlan::Rebuild { why } = &plan {
+        let code = match peer_of(metas, other_index) {
+            Peer::Meta(meta) if meta.state == MetaState::Rebuilding => {
+                "replicated.rebuild_unfinished"
+            }
+            Peer::Meta(_) => "replicated.stale",
+            _ => "replicated.blank_member",
+        };
+        let message = format!(
+            "{} is to be rebuilt from {} ({why})",
+            source.role.other(),
+            source.role
+        );
+        report.add(Severity::Fixable, "replicated", code, message);
     }
     let dirty: Vec<String> = metas
         .iter()
@@ -320,7 +371,7 @@ fn choose_source(metas: &[Option<ReplicaMeta>], report: &mut FsckReport) -> Opti
         );
         report.add(Severity::Fixable, "replicated", "replicated.dirty", message);
     }
-    Some(source.role)
+    Some((source.role, plan))
 }
 
 /// Compares the two members' data block by block.

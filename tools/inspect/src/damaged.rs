@@ -44,7 +44,7 @@ pub enum Damage {
     WrongMagic,
     /// A log superblock of format version 2, with a valid checksum.
     FutureLogVersion,
-    /// d1's pair metadata of format version 2.
+    /// d1's pair metadata of a format version newer than this build's.
     FuturePairVersion,
     /// Both log header slots zeroed.
     NoValidHeader,
@@ -174,7 +174,7 @@ fn damage_formatted(damage: Damage, images: &[PathBuf]) -> Result<(), Error> {
                 patch(
                     &images[0],
                     slot * BLOCK_SIZE as u64 + 8,
-                    &2u32.to_le_bytes(),
+                    &(txdisk_replicated::FORMAT_VERSION + 1).to_le_bytes(),
                 )?;
             }
         }
@@ -189,10 +189,15 @@ fn damage_formatted(damage: Damage, images: &[PathBuf]) -> Result<(), Error> {
                 .open(path)?
                 .set_len(SIZE_BLOCKS / 2 * BLOCK_SIZE as u64)?;
         }
-        Damage::StaleMember => rewrite_meta(&images[1], |meta| meta.events = 0)?,
+        // As d2 was at format time: an older copy of itself put back.
+        Damage::StaleMember => rewrite_meta(&images[1], |meta| {
+            meta.events = 1;
+            meta.peer_events = 1;
+        })?,
         Damage::UnfinishedRebuild => rewrite_meta(&images[1], |meta| {
             meta.state = MetaState::Rebuilding;
             meta.events = 0;
+            meta.peer_events = 0;
         })?,
         Damage::DamagedSlot => patch(&images[0], 30, &[0xff])?,
         _ => {}

@@ -30,6 +30,8 @@ fn superblock_with_huge_geometry() {
         let mut sb = Superblock::decode(&disk.read(0).unwrap(), disk.size_blocks()).unwrap();
         sb.log_blocks = log_blocks;
         disk.write(0, &sb.encode()).unwrap();
+        disk.sync().unwrap();
+        drop(disk); // fsck inspects images at rest only
         let code = verdict(&images);
         assert_eq!(code, 4, "log_blocks {log_blocks}");
     }
@@ -53,6 +55,8 @@ fn header_with_huge_positions() {
             tail_seq,
         };
         disk.write(header.slot_addr(), &header.encode(&sb)).unwrap();
+        disk.sync().unwrap();
+        drop(disk); // fsck inspects images at rest only
         let code = verdict(&images);
         assert!(
             code == 4 || code == 0,
