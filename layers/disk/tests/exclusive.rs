@@ -64,7 +64,12 @@ fn readers_share_but_keep_a_writer_out() {
 /// Starts this test binary as a process that opens `path` for writing and holds it until killed.
 fn spawn_holder(path: &std::path::Path) -> Child {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "holder_process", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "holder_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(HOLDER_ENV, path)
         .stdout(Stdio::piped())
         .stdin(Stdio::piped())

@@ -106,8 +106,10 @@ fn concurrent_durable_commits_share_flushes() {
         "the log of {LOG_BLOCKS} blocks took {commits} records without installing"
     );
     check_every_block(&log, "before reopening");
-    // Drop without `close`: what is not installed yet stays in the log for recovery.
+    // Drop without `close`: what is not installed yet stays in the log for recovery. Every
+    // handle goes, as in a crash (the image is locked while one is open).
     drop(log);
+    drop(disk);
     let disk = Arc::new(FileDisk::open(&path).expect("reopen image"));
     let log = Log::open(disk, LogOptions::default()).expect("recover");
     println!(

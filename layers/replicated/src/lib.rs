@@ -25,14 +25,18 @@
 //!   (online), [`ReplicatedDisk::close`] (clean shutdown: the next open copies nothing).
 //!
 //! **Pair metadata and the event counter** (byte layout in `docs/FORMAT-replicated.md`). Each
-//! member records the pair id, its role (d1 or d2), a state (Clean, Dirty, Rebuilding) and an
-//! event counter, as Linux md does. Whenever the pair loses a member, the survivor's counter is
-//! bumped and made durable *before* any later write or sync is acknowledged, so a member that
-//! missed writes always carries fewer events than a current one. `open` takes the member with
-//! the most events (d1 on a tie, never a Rebuilding one) as the source, and copies it onto the
-//! other if the other is stale, half-rebuilt or blank; if both are current and either says
-//! Dirty, it resyncs d1 → d2. Disks of two different pairs, a disk that is not a pair member,
-//! swapped members, or two copies of the same member are refused with a clear error.
+//! member records the pair id, its role (d1 or d2), a state (Clean, Dirty, Rebuilding), an
+//! event counter, as Linux md does, and `peer_events`, the newest event it knows its peer
+//! holds. The counter advances at every transition a member must have seen — the Dirty mark
+//! before the first write after open, the Clean mark, losing a member (durable on the survivor
+//! before any later write or sync is acknowledged), opening without a member, the end of a
+//! rebuild — so a member that failed, or an older copy of a member put back, carries fewer
+//! events than the current one. [`choose_source`] (which `open` and the inspector share) takes
+//! the member with the most events (d1 on a tie, never a Rebuilding one) as the source; the
+//! other is rebuilt if it is stale, half-rebuilt or blank ([`plan_other`]), resynced from the
+//! source if either says Dirty. Two members that each ran alone are a split brain and are
+//! refused ([`ReplicatedError::SplitBrain`]). Disks of two different pairs, a disk that is not
+//! a pair member, swapped members, or two copies of the same member are refused too.
 //!
 //! ## Rep invariant (checked in debug builds)
 //!
@@ -95,12 +99,12 @@
 //! | update | crash before it is durable | crash after |
 //! |---|---|---|
 //! | format (d1, then d2) | d1 blank or torn: refused, format again | d2 blank: `open` rebuilds it |
-//! | Dirty mark (d1, d2, then data) | both Clean, no data written yet: nothing to do | one or both Dirty: full resync (harmless) |
+//! | Dirty mark, a new event (d1, d2, d1 again, then data) | d2 one event behind d1 but not below d1's `peer_events`: resync, nothing differs | both Dirty: resync; from the third write on, a copy older than the event is stale |
 //! | bump on going degraded | equal events: resync d1 → d2; only unsynced writes were issued since | failed member stale: rebuilt, never a source |
-//! | clean close (data synced, then d1, d2) | one Dirty: full resync | both Clean: nothing copied |
+//! | clean close, a new event (data synced, then d1, d2) | d2 Dirty one event behind: resync | both Clean at equal events: nothing copied |
 //! | resync at open (d2 written, both synced, then Clean marks) | still Dirty: resync again (idempotent: only d2 is written, and d1 only with d2's value) | Clean |
 //! | rebuild: Rebuilding marker on the target (both slots) | target still stale or blank: rebuild again | Rebuilding: never a source, rebuild again |
-//! | rebuild: target data synced, then its metadata current | Rebuilding: rebuild again | current; if Dirty, a resync equalises |
+//! | rebuild end, a new event: target synced; source, target current, source | Rebuilding: rebuild again | current; if Dirty, a resync equalises |
 //!
 //! The pair's `sync` and a member's failure are ordered by the metadata lock: a `sync` returns
 //! `Ok` only after any bump in progress is durable, and a member replaced by `rebuild` carries a

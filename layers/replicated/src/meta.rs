@@ -438,7 +438,11 @@ mod tests {
             panic!("a version-1 slot must be read")
         };
         assert_eq!(read.events, alone.events);
-        assert_eq!(read.peer_events, alone.events - 1, "ran alone since its last bump");
+        assert_eq!(
+            read.peer_events,
+            alone.events - 1,
+            "ran alone since its last bump"
+        );
         let paired = ReplicaMeta {
             peer_failed: false,
             ..sample()

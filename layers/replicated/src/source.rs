@@ -47,7 +47,13 @@ pub fn choose_source(metas: [Option<ReplicaMeta>; 2]) -> Result<ReplicaMeta> {
     let source = candidates
         .iter()
         .copied()
-        .reduce(|best, meta| if meta.events > best.events { meta } else { best })
+        .reduce(|best, meta| {
+            if meta.events > best.events {
+                meta
+            } else {
+                best
+            }
+        })
         .ok_or_else(|| ReplicatedError::NoCurrentReplica {
             reason: "every member left is an unfinished rebuild".into(),
         })?;
@@ -131,7 +137,10 @@ mod tests {
         let d2 = member(Role::D2, 5, 5, MetaState::Clean);
         assert_eq!(choose_source([Some(d1), Some(d2)]).unwrap().role, Role::D1);
         let newer = member(Role::D2, 6, 6, MetaState::Dirty);
-        assert_eq!(choose_source([Some(d1), Some(newer)]).unwrap().role, Role::D2);
+        assert_eq!(
+            choose_source([Some(d1), Some(newer)]).unwrap().role,
+            Role::D2
+        );
         assert!(matches!(
             plan_other(&newer, &Peer::Meta(d1)),
             MemberPlan::Rebuild { .. }
@@ -203,6 +212,9 @@ mod tests {
         // A rebuild that finished on one side only (the other still says alone) is not one.
         let rebuilt = member(Role::D2, 6, 6, MetaState::Dirty);
         let source = choose_source([Some(d1), Some(rebuilt)]).unwrap();
-        assert_eq!(plan_other(&source, &Peer::Meta(rebuilt)), MemberPlan::InSync { clean: false });
+        assert_eq!(
+            plan_other(&source, &Peer::Meta(rebuilt)),
+            MemberPlan::InSync { clean: false }
+        );
     }
 }

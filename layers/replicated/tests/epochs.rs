@@ -26,7 +26,9 @@ fn formatted() -> [DiskImage; 2] {
 }
 
 fn open(images: &[DiskImage; 2]) -> (Pair, [Arc<SimDisk>; 2]) {
-    let disks = images.clone().map(|image| Arc::new(SimDisk::from_image(&image)));
+    let disks = images
+        .clone()
+        .map(|image| Arc::new(SimDisk::from_image(&image)));
     let pair = ReplicatedDisk::open(Arc::clone(&disks[0]), Arc::clone(&disks[1]), &mut |_| {})
         .expect("open");
     (pair, disks)
@@ -98,7 +100,9 @@ fn run_alone(image: &DiskImage, value: u8) -> DiskImage {
 fn two_members_that_each_ran_alone_are_refused() {
     let images = cycle(&formatted(), 1);
     let split = [run_alone(&images[0], 2), run_alone(&images[1], 3)];
-    let disks = split.clone().map(|image| Arc::new(SimDisk::from_image(&image)));
+    let disks = split
+        .clone()
+        .map(|image| Arc::new(SimDisk::from_image(&image)));
     match ReplicatedDisk::open(Arc::clone(&disks[0]), Arc::clone(&disks[1]), &mut |_| {}) {
         Err(error @ ReplicatedError::SplitBrain { .. }) => {
             let text = error.to_string();

@@ -178,7 +178,12 @@ fn mark_blank_replacement(opened: &mut [OpenedImage]) -> Result<()> {
             continue;
         }
         for addr in 0..RESERVED_BLOCKS {
-            if !image.disk.read(addr).map_err(io_error(&image.path))?.is_zero() {
+            if !image
+                .disk
+                .read(addr)
+                .map_err(io_error(&image.path))?
+                .is_zero()
+            {
                 return Ok(());
             }
         }
@@ -331,7 +336,12 @@ fn choose_source(
                 _ => "replicated.no_source",
             };
             if metas.iter().flatten().next().is_some() {
-                report.add(Severity::Error, "replicated", code, one_line(&error.to_string()));
+                report.add(
+                    Severity::Error,
+                    "replicated",
+                    code,
+                    one_line(&error.to_string()),
+                );
             }
             return None;
         }
