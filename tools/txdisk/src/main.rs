@@ -202,15 +202,7 @@ fn format(args: &FormatArgs, json: bool) -> i32 {
         Err(message) => return output::fail(json, &message),
     };
     let images = images(&args.image, &args.image2);
-    // Check the geometry before any file is created, so a format that cannot fit leaves nothing.
-    let pair_blocks = if images.len() == 2 {
-        size_blocks.saturating_sub(txdisk::replicated::RESERVED_BLOCKS)
-    } else {
-        size_blocks
-    };
-    if let Err(error) = txdisk::log::Superblock::layout(pair_blocks, log_blocks, 0) {
-        return output::fail(json, &format!("format: {error}"));
-    }
+    // The library checks the geometry before it creates a file: a refusal leaves nothing.
     match txdisk::format(
         &images,
         &txdisk::FormatOptions {
