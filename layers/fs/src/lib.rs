@@ -86,4 +86,5 @@ pub use error::{errno, FsError, Result};
 pub use format::{Ino, Kind, ROOT_INO};
 pub use fs::{DirEntry, Fs, FsOptions, FsStats, MkfsOptions, Stat, MAX_ATTEMPTS};
 pub use paths::STREAM_PIECE_BYTES;
+pub use logical_store::LogicalStore;
 pub use store::{MemStore, StoreError, TxHandle, TxStore};

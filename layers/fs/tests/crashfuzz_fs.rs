@@ -19,7 +19,7 @@ use txdisk_fs::format::{bit, set_bit, BITS_PER_BLOCK};
 use txdisk_fs::oracle::{self, dump, run_op, Model, Op, Out, Outcome, NAMES};
 use txdisk_fs::{check_invariants, errno, Fs, FsError, FsOptions, Ino, MkfsOptions, StoreError};
 use txdisk_fs::{Kind, ROOT_INO};
-use txdisk_log::{LogError, LogOptions};
+use txdisk_log::LogOptions;
 use txdisk_logical::{LogicalDisk, LogicalError};
 
 /// More crash points than any workload here makes: all of them are run.
@@ -241,11 +241,11 @@ fn store_failure(error: LogicalError) -> FsError {
 
 /// A failure of the file system that is no POSIX outcome, as the fuzzer's error type.
 fn failure(message: String) -> LogicalError {
-    LogicalError::Log(LogError::Disk(DiskError::Io {
+    LogicalError::Disk(DiskError::Io {
         op: "file system",
         addr: 0,
         source: std::io::Error::other(message),
-    }))
+    })
 }
 
 /// The logical disk's own error when the store passed one up; a crash as the disk's crash.
@@ -256,7 +256,7 @@ fn logical_error(error: FsError) -> LogicalError {
             Err(other) => failure(format!("store: {other}")),
         },
         FsError::Store(StoreError::Crashed) => {
-            LogicalError::Log(LogError::Disk(DiskError::Crashed))
+            LogicalError::Disk(DiskError::Crashed)
         }
         other => failure(other.to_string()),
     }

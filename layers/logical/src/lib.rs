@@ -32,12 +32,14 @@
 //!
 //! A read that meets a conflict marks its transaction: it is retried by `transaction` and can
 //! never commit, even if the body ignored the error. A durable commit of a read-only
-//! transaction returns once every commit it read from is durable. Writes through
-//! [`LogicalDisk::log`] bypass this concurrency control: use it for statistics and
-//! installation, not for data.
+//! transaction returns once every commit it read from is durable. The log underneath is
+//! private: [`LogicalDisk::stats`], [`LogicalDisk::install`], [`LogicalDisk::pause_installer`]
+//! and [`LogicalDisk::used_log_blocks`] are what a user sees of it.
 //!
-//! **Rep invariant** (debug builds, after every public operation): the log's rep invariant; and
-//! no version stripe a commit has finished with is left busy or newer than the clock.
+//! **Rep invariant** (`check_rep`, after every public operation in debug builds): the log's rep
+//! invariant; no commit in progress leaves a version stripe busy once it has finished (counted);
+//! and no stripe is newer than the clock (checked for a rotating window of stripes at each call,
+//! for all of them with the `expensive-checks` feature).
 //!
 //! **Crash invariant** (as the log's: [`txdisk_log::matches_prefix`]): after any crash and
 //! recovery, the contents are those after some prefix of the commit (sequence) order that
@@ -49,6 +51,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use txdisk_disk::{Addr, Block, Disk, DiskError};
 use txdisk_log::{Log, LogError, LogOptions, LogStats};
+#[cfg(debug_assertions)]
+use std::sync::atomic::AtomicUsize;
 
 pub use txdisk_log::{matches_prefix, Contents, CrashViolation};
 
@@ -60,29 +64,78 @@ pub const OPTIMISTIC_ATTEMPTS: usize = 16;
 /// A stripe being written by a commit in progress.
 const BUSY: u64 = u64::MAX;
 
+/// Stripes the rep check looks at per call (all of them under `expensive-checks`).
+#[cfg(debug_assertions)]
+const CHECK_WINDOW_STRIPES: usize = 64;
+
+/// The logical disk's results.
 pub type Result<T, E = LogicalError> = std::result::Result<T, E>;
 
+/// What can go wrong on the logical disk, in its own terms.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogicalError {
+    /// The transaction writes more blocks than one log record can hold.
+    #[error("transaction of {blocks} blocks exceeds the largest the log takes ({max_blocks})")]
+    TooLarge { blocks: usize, max_blocks: usize },
+
+    /// An address past the end of the logical disk.
+    #[error("address {addr} is out of range (the logical disk has {size_blocks} blocks)")]
+    OutOfRange { addr: Addr, size_blocks: u64 },
+
+    /// The disk below failed (or the machine crashed).
     #[error(transparent)]
-    Log(#[from] LogError),
+    Disk(DiskError),
+
+    /// The logical disk stopped taking work: an I/O failure poisoned it (reopen to recover), or
+    /// it was closed.
+    #[error("the logical disk stopped: {cause}")]
+    Stopped { cause: String },
 
     /// Another transaction changed something this one read: retry it.
     #[error("transaction conflict at address {addr}: retry")]
     Conflict { addr: Addr },
+
+    /// The image cannot be formatted or opened: not ours, another version, damaged metadata,
+    /// or a corrupt log (the detail says which).
+    #[error(transparent)]
+    Image(LogError),
 }
 
 impl LogicalError {
+    /// True for a conflict: the transaction committed nothing and may be retried.
     pub fn is_conflict(&self) -> bool {
         matches!(self, LogicalError::Conflict { .. })
+    }
+}
+
+impl From<LogError> for LogicalError {
+    fn from(error: LogError) -> LogicalError {
+        match error {
+            LogError::TransactionTooLarge { blocks, max_blocks } => {
+                LogicalError::TooLarge { blocks, max_blocks }
+            }
+            LogError::AddressOutOfRange { addr, data_blocks } => LogicalError::OutOfRange {
+                addr,
+                size_blocks: data_blocks,
+            },
+            LogError::Disk(disk) => LogicalError::Disk(disk),
+            LogError::Poisoned { cause } => LogicalError::Stopped { cause },
+            LogError::Closed => LogicalError::Stopped {
+                cause: "closed".into(),
+            },
+            image => LogicalError::Image(image),
+        }
     }
 }
 
 impl From<LogicalError> for DiskError {
     fn from(error: LogicalError) -> DiskError {
         match error {
-            LogicalError::Log(LogError::Disk(disk)) => disk,
+            LogicalError::Disk(disk) => disk,
+            LogicalError::OutOfRange { addr, size_blocks } => {
+                DiskError::OutOfRange { addr, size_blocks }
+            }
             other => DiskError::Io {
                 op: "logical",
                 addr: 0,
@@ -98,6 +151,12 @@ pub struct LogicalDisk {
     versions: Box<[AtomicU64]>,
     clock: AtomicU64,
     commit_lock: Mutex<()>,
+    /// Stripes marked busy by a commit and not yet stamped (only for checking).
+    #[cfg(debug_assertions)]
+    busy_stripes: AtomicUsize,
+    /// Where the next rep check's window of stripes starts.
+    #[cfg(debug_assertions)]
+    check_cursor: AtomicUsize,
 }
 
 /// A transaction on the logical disk. Dropping it aborts it.
@@ -128,26 +187,41 @@ impl LogicalDisk {
 
     /// Opens the logical disk on `disk`, recovering the log first.
     pub fn open(disk: Arc<dyn Disk>, options: LogOptions) -> Result<LogicalDisk> {
-        Ok(LogicalDisk::over(Log::open(disk, options)?))
+        let disk = LogicalDisk::over(Log::open(disk, options)?);
+        #[cfg(debug_assertions)]
+        disk.check_rep();
+        Ok(disk)
     }
 
     /// A logical disk over an open log.
-    pub fn over(log: Log) -> LogicalDisk {
+    fn over(log: Log) -> LogicalDisk {
         let versions = (0..VERSION_STRIPES).map(|_| AtomicU64::new(0)).collect();
         LogicalDisk {
             log,
             versions,
             clock: AtomicU64::new(0),
             commit_lock: Mutex::new(()),
+            #[cfg(debug_assertions)]
+            busy_stripes: AtomicUsize::new(0),
+            #[cfg(debug_assertions)]
+            check_cursor: AtomicUsize::new(0),
         }
     }
 
-    pub fn log(&self) -> &Log {
-        &self.log
-    }
-
+    /// Counters of the log underneath: commits, flushes, installations.
     pub fn stats(&self) -> LogStats {
         self.log.stats()
+    }
+
+    /// Log blocks in use (committed, not yet installed).
+    pub fn used_log_blocks(&self) -> u64 {
+        self.log.used_log_blocks()
+    }
+
+    /// Holds the background installer back (`true`) or lets it run again (`false`); a full
+    /// log still installs synchronously. For measurements that need data left in the log.
+    pub fn pause_installer(&self, paused: bool) {
+        self.log.pause_installer(paused);
     }
 
     /// Most blocks one transaction may write.
@@ -155,6 +229,8 @@ impl LogicalDisk {
         self.log.max_tx_blocks()
     }
 
+    /// Starts an optimistic transaction: it sees the state as of now, and conflicts if what it
+    /// reads changes before it commits.
     pub fn begin(&self) -> Transaction<'_> {
         Transaction {
             disk: self,
@@ -235,50 +311,70 @@ impl LogicalDisk {
 
     /// Makes every transaction committed so far durable.
     pub fn flush(&self) -> Result<()> {
-        self.log.flush()?;
-        self.debug_check();
-        Ok(())
+        let result = self.log.flush();
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        Ok(result?)
     }
 
     /// Installs every durable transaction at its home location now (a checkpoint).
     pub fn install(&self) -> Result<usize> {
-        Ok(self.log.install()?)
+        let result = self.log.install();
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        Ok(result?)
     }
 
     /// Flushes, installs everything and closes the log.
     pub fn close(self) -> Result<()> {
+        #[cfg(debug_assertions)]
+        self.check_rep();
         Ok(self.log.close()?)
     }
 
     /// The committed value of `addr` (outside any transaction).
     pub fn read_committed(&self, addr: Addr) -> Result<Block> {
-        Ok(self.log.read(addr)?)
+        let result = self.log.read(addr);
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        Ok(result?)
     }
 
-    /// The rep invariant; panics, naming what broke.
+    /// The rep invariant; panics, naming what broke. Waits for a commit in progress to leave
+    /// its critical section (it is in memory only), so it never skips a check.
     pub fn check_rep(&self) {
         self.log.check_rep();
-        if let Some(_quiet) = self.commit_lock.try_lock() {
-            let clock = self.clock.load(Ordering::Acquire);
-            for (index, version) in self.versions.iter().enumerate() {
-                let version = version.load(Ordering::Acquire);
-                assert!(
-                    version != BUSY,
-                    "logical: stripe {index} left busy with no commit running"
-                );
-                assert!(
-                    version <= clock,
-                    "logical: stripe {index} at version {version}, clock {clock}"
-                );
-            }
+        let _quiet = self.commit_lock.lock();
+        let clock = self.clock.load(Ordering::Acquire);
+        #[cfg(debug_assertions)]
+        {
+            let busy = self.busy_stripes.load(Ordering::Acquire);
+            assert_eq!(busy, 0, "logical: {busy} stripe(s) left busy with no commit running");
+        }
+        for index in self.stripes_to_check() {
+            let version = self.versions[index].load(Ordering::Acquire);
+            assert_ne!(version, BUSY, "logical: stripe {index} left busy with no commit running");
+            assert!(
+                version <= clock,
+                "logical: stripe {index} at version {version}, clock {clock}"
+            );
         }
     }
 
-    fn debug_check(&self) {
-        #[cfg(all(debug_assertions, feature = "expensive-checks"))]
-        self.check_rep();
+    /// Every stripe with `expensive-checks`; otherwise a window that moves on at each call.
+    fn stripes_to_check(&self) -> std::ops::Range<usize> {
         #[cfg(all(debug_assertions, not(feature = "expensive-checks")))]
-        self.log.check_rep();
+        {
+            let start = self
+                .check_cursor
+                .fetch_add(CHECK_WINDOW_STRIPES, Ordering::Relaxed)
+                % VERSION_STRIPES;
+            start..(start + CHECK_WINDOW_STRIPES).min(VERSION_STRIPES)
+        }
+        #[cfg(any(not(debug_assertions), feature = "expensive-checks"))]
+        {
+            0..VERSION_STRIPES
+        }
     }
 }
 
@@ -306,13 +402,12 @@ impl Transaction<'_> {
         Ok(block)
     }
 
+    /// Writes `block` at `addr` in this transaction (seen by its own reads; by others once
+    /// it commits).
     pub fn write(&mut self, addr: Addr, block: &Block) -> Result<()> {
-        if addr >= self.disk.log.data_blocks() {
-            return Err(LogError::AddressOutOfRange {
-                addr,
-                data_blocks: self.disk.log.data_blocks(),
-            }
-            .into());
+        let size_blocks = self.disk.log.data_blocks();
+        if addr >= size_blocks {
+            return Err(LogicalError::OutOfRange { addr, size_blocks });
         }
         self.writes.insert(addr, block.clone());
         Ok(())
@@ -365,6 +460,8 @@ impl Transaction<'_> {
         for &index in &written {
             disk.versions[index].store(BUSY, Ordering::Release);
         }
+        #[cfg(debug_assertions)]
+        disk.busy_stripes.fetch_add(written.len(), Ordering::AcqRel);
         let appended = disk
             .log
             .append(std::mem::take(&mut self.writes).into_iter().collect());
@@ -377,19 +474,30 @@ impl Transaction<'_> {
                 for &index in &written {
                     disk.versions[index].store(clock, Ordering::Release);
                 }
+                #[cfg(debug_assertions)]
+                disk.busy_stripes.fetch_sub(written.len(), Ordering::AcqRel);
                 return Err(error.into());
             }
         };
+        assert!(
+            seq > disk.clock.load(Ordering::Acquire),
+            "logical: commit sequence {seq} not after the clock"
+        );
         for &index in &written {
             disk.versions[index].store(seq, Ordering::Release);
         }
+        #[cfg(debug_assertions)]
+        disk.busy_stripes.fetch_sub(written.len(), Ordering::AcqRel);
         disk.clock.store(seq, Ordering::Release);
         drop(guard);
-        if durable {
-            disk.log.wait_durable(seq)?;
-        }
-        disk.debug_check();
-        Ok(())
+        let result = if durable {
+            disk.log.wait_durable(seq)
+        } else {
+            Ok(())
+        };
+        #[cfg(debug_assertions)]
+        disk.check_rep();
+        Ok(result?)
     }
 }
 

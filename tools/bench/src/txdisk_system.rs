@@ -187,7 +187,7 @@ impl TxdiskSystem {
             let per_tx = FILL_TX_BLOCKS.min(disk.max_tx_blocks());
             let mut written = 0u64;
             // Fill while a whole transaction still fits without triggering installation.
-            while disk.log().used_log_blocks() + txdisk::log::record_len_blocks(per_tx)
+            while disk.used_log_blocks() + txdisk::log::record_len_blocks(per_tx)
                 <= self.geometry.log_blocks
             {
                 let mut tx = disk.begin();
@@ -253,9 +253,8 @@ impl System for TxdiskSystem {
     }
 
     fn prepare_reads(&self, kind: ReadKind, addrs: &[Addr], data: &[Block]) -> Result<()> {
-        let log = self.disk.log();
-        log.pause_installer(kind == ReadKind::Logged);
-        log.install().map_err(|e| system_error(self.name, e))?;
+        self.disk.pause_installer(kind == ReadKind::Logged);
+        self.disk.install().map_err(|e| system_error(self.name, e))?;
         for (chunk_addrs, chunk_data) in addrs
             .chunks(FILL_TX_BLOCKS)
             .zip(data.chunks(FILL_TX_BLOCKS))
@@ -264,7 +263,7 @@ impl System for TxdiskSystem {
         }
         self.flush()?;
         if kind == ReadKind::Installed {
-            log.install().map_err(|e| system_error(self.name, e))?;
+            self.disk.install().map_err(|e| system_error(self.name, e))?;
         }
         Ok(())
     }

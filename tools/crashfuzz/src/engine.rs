@@ -412,7 +412,7 @@ fn base_images<L: FuzzLayer>(layer: &L, cfg: &FuzzConfig) -> Result<(Images, u64
         .map_err(|e| format!("log format: {e}"))?;
     let logical = LogicalDisk::open(Arc::clone(&disk), log_options())
         .map_err(|e| format!("logical open: {e}"))?;
-    let data_blocks = logical.log().data_blocks();
+    let data_blocks = logical.size_blocks();
     layer
         .setup(&logical)
         .map_err(|e| format!("layer setup: {e}"))?;

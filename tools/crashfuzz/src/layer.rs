@@ -5,7 +5,7 @@
 
 use std::fmt;
 use txdisk_disk::rng::SplitMix64;
-use txdisk_disk::{Addr, Block};
+use txdisk_disk::{Addr, Block, Disk};
 use txdisk_logical::{matches_prefix, Contents, LogicalDisk, LogicalError};
 
 /// How an operation ends, as far as crash recovery is concerned.
@@ -191,7 +191,7 @@ impl FuzzLayer for TxLayer {
         let mut contents = Contents::new();
         // Compared whole (a memcmp), not byte by byte: this runs on every recovered state.
         let zero = Block::zeroed();
-        for addr in 0..disk.log().data_blocks() {
+        for addr in 0..disk.size_blocks() {
             let block = disk
                 .read_committed(addr)
                 .map_err(|error| format!("read of data block {addr}: {error}"))?;

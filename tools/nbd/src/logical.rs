@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use txdisk::{Block, LogicalError, Transaction, BLOCK_SIZE};
+use txdisk::{Block, Disk, LogicalError, Transaction, BLOCK_SIZE};
 
 use crate::backend::check_range;
 use crate::error::BackendError;
@@ -54,8 +54,7 @@ fn spans(offset: u64, len: u64) -> impl Iterator<Item = Span> {
 
 fn backend_error(error: LogicalError) -> BackendError {
     match error {
-        LogicalError::Log(txdisk::log::LogError::TransactionTooLarge { .. })
-        | LogicalError::Log(txdisk::log::LogError::AddressOutOfRange { .. }) => {
+        LogicalError::TooLarge { .. } | LogicalError::OutOfRange { .. } => {
             BackendError::Invalid(error.to_string())
         }
         other => BackendError::Io(std::io::Error::other(other.to_string())),
@@ -64,7 +63,7 @@ fn backend_error(error: LogicalError) -> BackendError {
 
 impl LogicalBackend {
     pub fn new(stack: txdisk::Stack) -> LogicalBackend {
-        let size_bytes = stack.log().data_blocks() * BLOCK_SIZE as u64;
+        let size_bytes = stack.size_blocks() * BLOCK_SIZE as u64;
         LogicalBackend { stack, size_bytes }
     }
 

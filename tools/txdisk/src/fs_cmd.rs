@@ -4,8 +4,8 @@ use crate::output;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
-use txdisk::{LogicalDisk, Stack};
-use txdisk_fs::{Fs, FsOptions, Kind, MkfsOptions, StoreError, TxStore};
+use txdisk::Stack;
+use txdisk_fs::{Fs, FsOptions, Kind, LogicalStore, MkfsOptions};
 
 #[derive(Args, Debug)]
 pub struct FsArgs {
@@ -61,23 +61,7 @@ enum FsCommand {
 }
 
 /// The assembled stack as the file system's store (the stack is closed cleanly at the end).
-struct StackStore(Stack);
-
-impl TxStore for StackStore {
-    type Tx<'a> = txdisk::Transaction<'a>;
-    fn begin(&self) -> Self::Tx<'_> {
-        TxStore::begin(&*self.0 as &LogicalDisk)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        TxStore::flush(&*self.0 as &LogicalDisk)
-    }
-    fn size_blocks(&self) -> u64 {
-        TxStore::size_blocks(&*self.0 as &LogicalDisk)
-    }
-    fn max_tx_blocks(&self) -> usize {
-        TxStore::max_tx_blocks(&*self.0 as &LogicalDisk)
-    }
-}
+type StackStore = LogicalStore<Stack>;
 
 fn image_of(command: &FsCommand) -> &str {
     match command {
@@ -108,7 +92,7 @@ fn open_stack(image: &str) -> Result<Stack, String> {
 
 fn try_run(args: &FsArgs, json: bool) -> Result<(), String> {
     let image = image_of(&args.command);
-    let store = StackStore(open_stack(image)?);
+    let store = LogicalStore(open_stack(image)?);
     if let FsCommand::Mkfs { .. } = &args.command {
         let fs = Fs::mkfs(store, &MkfsOptions::default()).map_err(|e| e.to_string())?;
         let stats = fs.statfs().map_err(|e| e.to_string())?;
@@ -249,7 +233,7 @@ pub fn mount(args: &FsArgs, json: bool) -> Option<i32> {
     };
     let result = (|| -> Result<(), String> {
         let fs = Arc::new(
-            Fs::open(StackStore(open_stack(image)?), FsOptions::default())
+            Fs::open(LogicalStore(open_stack(image)?), FsOptions::default())
                 .map_err(|e| e.to_string())?,
         );
         let stop =
