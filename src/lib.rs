@@ -53,6 +53,8 @@ pub enum Error {
     ImageCount { count: usize },
     #[error("the replicated pair is still in use and cannot be closed cleanly")]
     PairInUse,
+    #[error("{path} is given twice: a replicated pair needs two different images")]
+    SameImageTwice { path: String },
 }
 
 /// Geometry of a new image.
@@ -106,6 +108,14 @@ impl Stack {
 /// it created: a refusal leaves nothing behind, and the same command can be run again.
 pub fn format(images: &[impl AsRef<Path>], options: &FormatOptions) -> Result<(), Error> {
     check_geometry(images.len(), options)?;
+    if let [first, second] = images {
+        let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.into());
+        if absolute(first.as_ref()) == absolute(second.as_ref()) {
+            return Err(Error::SameImageTwice {
+                path: first.as_ref().display().to_string(),
+            });
+        }
+    }
     for image in images {
         refuse_existing(image.as_ref())?;
     }
@@ -132,6 +142,26 @@ fn check_geometry(image_count: usize, options: &FormatOptions) -> Result<(), Err
         count => return Err(Error::ImageCount { count }),
     };
     txdisk_log::Superblock::layout(log_space_blocks, options.log_blocks, 0)?;
+    Ok(())
+}
+
+/// Two names of one file (or device) would lock against each other with a confusing message:
+/// say what is wrong instead.
+fn refuse_same_file(first: &Path, second: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |path: &Path| {
+        std::fs::metadata(path).map(|m| {
+            let device = if m.rdev() != 0 { m.rdev() } else { m.dev() };
+            (device, if m.rdev() != 0 { 0 } else { m.ino() })
+        })
+    };
+    if let (Ok(a), Ok(b)) = (identity(first), identity(second)) {
+        if a == b {
+            return Err(Error::SameImageTwice {
+                path: second.display().to_string(),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -204,6 +234,7 @@ pub fn open_with_progress(
     let (disk, pair): (Arc<dyn Disk>, _) = match images {
         [single] => (Arc::new(FileDisk::open(single)?), None),
         [first, second] => {
+            refuse_same_file(first.as_ref(), second.as_ref())?;
             let pair = Arc::new(ReplicatedDisk::open(
                 FileDisk::open(first)?,
                 FileDisk::open(second)?,

@@ -138,3 +138,22 @@ fn format_refuses_a_geometry_before_creating_files() {
         }
     }
 }
+
+#[test]
+fn the_same_image_twice_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("a.img");
+    let twice = [image.clone(), dir.path().join(".").join("a.img")];
+    match txdisk::format(&twice, &geometry()) {
+        Err(Error::SameImageTwice { .. }) => {}
+        other => panic!("format of one path twice: {:?}", other.err()),
+    }
+    assert!(!image.exists(), "a refused format left the image behind");
+    let pair = images(dir.path(), 2);
+    let same = [pair[0].clone(), pair[0].clone()];
+    match txdisk::open(&same, OpenOptions::default()) {
+        Err(Error::SameImageTwice { path }) => assert!(path.ends_with("a.img"), "{path}"),
+        Err(other) => panic!("open of one image twice: {other}"),
+        Ok(_) => panic!("open of one image twice succeeded"),
+    }
+}

@@ -85,6 +85,6 @@ pub use check::{check_invariants, FsckReport, Violation};
 pub use error::{errno, FsError, Result};
 pub use format::{Ino, Kind, ROOT_INO};
 pub use fs::{DirEntry, Fs, FsOptions, FsStats, MkfsOptions, Stat, MAX_ATTEMPTS};
-pub use paths::STREAM_PIECE_BYTES;
 pub use logical_store::LogicalStore;
+pub use paths::STREAM_PIECE_BYTES;
 pub use store::{MemStore, StoreError, TxHandle, TxStore};

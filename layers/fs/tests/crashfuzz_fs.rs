@@ -255,9 +255,7 @@ fn logical_error(error: FsError) -> LogicalError {
             Ok(logical) => *logical,
             Err(other) => failure(format!("store: {other}")),
         },
-        FsError::Store(StoreError::Crashed) => {
-            LogicalError::Disk(DiskError::Crashed)
-        }
+        FsError::Store(StoreError::Crashed) => LogicalError::Disk(DiskError::Crashed),
         other => failure(other.to_string()),
     }
 }

@@ -47,12 +47,12 @@
 
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
+#[cfg(debug_assertions)]
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use txdisk_disk::{Addr, Block, Disk, DiskError};
 use txdisk_log::{Log, LogError, LogOptions, LogStats};
-#[cfg(debug_assertions)]
-use std::sync::atomic::AtomicUsize;
 
 pub use txdisk_log::{matches_prefix, Contents, CrashViolation};
 
@@ -349,11 +349,17 @@ impl LogicalDisk {
         #[cfg(debug_assertions)]
         {
             let busy = self.busy_stripes.load(Ordering::Acquire);
-            assert_eq!(busy, 0, "logical: {busy} stripe(s) left busy with no commit running");
+            assert_eq!(
+                busy, 0,
+                "logical: {busy} stripe(s) left busy with no commit running"
+            );
         }
         for index in self.stripes_to_check() {
             let version = self.versions[index].load(Ordering::Acquire);
-            assert_ne!(version, BUSY, "logical: stripe {index} left busy with no commit running");
+            assert_ne!(
+                version, BUSY,
+                "logical: stripe {index} left busy with no commit running"
+            );
             assert!(
                 version <= clock,
                 "logical: stripe {index} at version {version}, clock {clock}"

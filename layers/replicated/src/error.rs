@@ -48,7 +48,7 @@ pub enum ReplicatedError {
     #[error("neither disk has been formatted as a replicated pair")]
     NotFormatted,
 
-    #[error("{replica}: metadata slot {slot} has format version {found}, this build reads version {expected}")]
+    #[error("{replica}: metadata slot {slot} has format version {found}, this build reads versions up to {expected}")]
     UnsupportedVersion {
         replica: Role,
         slot: u64,

@@ -27,16 +27,18 @@
 //! **Pair metadata and the event counter** (byte layout in `docs/FORMAT-replicated.md`). Each
 //! member records the pair id, its role (d1 or d2), a state (Clean, Dirty, Rebuilding), an
 //! event counter, as Linux md does, and `peer_events`, the newest event it knows its peer
-//! holds. The counter advances at every transition a member must have seen — the Dirty mark
-//! before the first write after open, the Clean mark, losing a member (durable on the survivor
-//! before any later write or sync is acknowledged), opening without a member, the end of a
-//! rebuild — so a member that failed, or an older copy of a member put back, carries fewer
-//! events than the current one. [`choose_source`] (which `open` and the inspector share) takes
-//! the member with the most events (d1 on a tie, never a Rebuilding one) as the source; the
-//! other is rebuilt if it is stale, half-rebuilt or blank ([`plan_other`]), resynced from the
-//! source if either says Dirty. Two members that each ran alone are a split brain and are
-//! refused ([`ReplicatedError::SplitBrain`]). Disks of two different pairs, a disk that is not
-//! a pair member, swapped members, or two copies of the same member are refused too.
+//! holds. The counter advances at every transition that changes data a member must have seen —
+//! the Dirty mark before the first write of a run (a member running alone records that it does
+//! so with it), the Clean mark after writes, losing a member (durable on the survivor before
+//! any later write or sync is acknowledged), the end of a rebuild — so a member that failed, or
+//! an older copy of a member put back, carries fewer events than the current one.
+//! [`choose_source`] (which `open` and the inspector share) takes as the source the member that
+//! ran alone past the other, else the one with the most events (d1 on a tie, never a Rebuilding
+//! one); the other is rebuilt if it is stale, half-rebuilt or blank ([`plan_other`]), resynced
+//! from the source if either says Dirty. Two members that each ran alone past the other are a
+//! split brain and are refused ([`ReplicatedError::SplitBrain`]). Disks of two different pairs,
+//! a disk that is not a pair member, swapped members, or two copies of the same member are
+//! refused too.
 //!
 //! ## Rep invariant (checked in debug builds)
 //!

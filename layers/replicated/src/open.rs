@@ -146,25 +146,13 @@ impl<D: Disk> ReplicatedDisk<D> {
                 }
                 pair.mark_clean()?;
             }
-            MemberPlan::Degraded => pair.bump_events()?,
+            // Running alone is recorded (a new event, `peer_failed`) by the first data write,
+            // as its Dirty mark: until then this member holds nothing its peer lacks.
+            MemberPlan::Degraded => {}
         }
         #[cfg(debug_assertions)]
         pair.check_rep();
         Ok(pair)
-    }
-
-    /// Bumps the event counter on the active members (opening without a member): from here on
-    /// the member runs alone, and the absent one, should it come back, is stale.
-    fn bump_events(&self) -> Result<()> {
-        let mut meta = self.meta.lock();
-        meta.events += 1;
-        let state = meta.on_disk;
-        for role in [Role::D1, Role::D2] {
-            if self.replica_status(role) == ReplicaStatus::Active {
-                self.write_member_meta(&mut meta, role, state)?;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -149,13 +149,15 @@ impl<D: Disk> ReplicatedDisk<D> {
         pair_id: u64,
         data_size_blocks: u64,
     ) -> Self {
-        let dirty = meta.on_disk == MetaState::Dirty;
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         ReplicatedDisk {
             members,
             stripes,
             meta: Mutex::new(meta),
-            dirty_marked: AtomicBool::new(dirty),
+            // Whatever the metadata says, the first data write of this run (or of a resync)
+            // is a new event: a member copied before it is then stale, and a member that
+            // runs alone from here records so before it writes.
+            dirty_marked: AtomicBool::new(false),
             pair_id,
             data_size_blocks,
         }
@@ -374,12 +376,20 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     /// After the data of every active member is durable and equal: marks them Clean, so that a
-    /// crash before the next write needs no resync. An event, as the Dirty mark is.
+    /// crash before the next write needs no resync. An event, as the Dirty mark is — unless no
+    /// data was written since the last mark (nothing for a copy to miss), so that opening and
+    /// closing a member alone without writing does not make it look as if it ran alone.
     pub(crate) fn mark_clean(&self) -> Result<()> {
         self.sync_members()?;
         let mut meta = self.meta.lock();
+        let wrote = self.dirty_marked.load(Ordering::Acquire);
+        if !wrote && meta.on_disk == MetaState::Clean {
+            return self.any_active(&meta);
+        }
         meta.on_disk = MetaState::Clean;
-        meta.events += 1;
+        if wrote {
+            meta.events += 1;
+        }
         self.dirty_marked.store(false, Ordering::Release);
         for role in self.active_roles() {
             self.write_member_meta(&mut meta, role, MetaState::Clean)?;

@@ -1,14 +1,22 @@
 //! The rule that picks the member a pair is served from, and what becomes of the other one.
 //!
 //! One owner: `open` assembles the pair with it, and the inspector (`txdisk fsck`) reports with
-//! it what `open` would do. As in md: the member with the most events is current; a member with
-//! fewer missed a transition (it failed, or it is an older copy of itself put back) and is
-//! rebuilt from the current one, never served, never a source — unless it is behind only
-//! within one metadata update of both members (`peer_events` says the source never saw it at
-//! a newer event, and the source did not run alone since), when it missed no data and a resync
-//! from the source equalises it. As in DRBD, two members that
-//! each ran alone past the last point they saw each other (a split brain) are refused, never
-//! merged: each holds writes the other never saw.
+//! it what `open` would do. Each member says how far it got (`events`), the newest event it
+//! knows its peer holds (`peer_events`), and whether it went on without its peer
+//! (`peer_failed`). A member **ran alone past** the other when it went on without it to an event
+//! the other never saw it at (`peer_failed && events > other.peer_events`): it holds writes the
+//! other lacks.
+//!
+//! * Both ran alone past each other: a split brain (as DRBD calls it), refused, never merged.
+//! * One did: it is the source, and the other is stale — rebuilt from it, never served.
+//! * Neither: the member with the most events is the source (d1 on a tie), as md takes it;
+//!   the other is stale if it has fewer events than the source's `peer_events` (the source
+//!   knew it at a newer event: an older copy of it, put back), else in sync — equal, or behind
+//!   only in metadata (a crash between the two members' writes of one update), and resynced.
+//!
+//! A member that advanced its events alone *without* going degraded (the first member written
+//! by a Dirty or Clean mark, cut short by a crash) did not write data its peer lacks, so more
+//! events alone never outranks a member that ran alone.
 
 use crate::error::{ReplicatedError, Result};
 use crate::meta::{MetaState, ReplicaMeta, Role};
@@ -44,39 +52,44 @@ pub fn choose_source(metas: [Option<ReplicaMeta>; 2]) -> Result<ReplicaMeta> {
         .filter(|meta| meta.state != MetaState::Rebuilding)
         .copied()
         .collect();
-    let source = candidates
-        .iter()
-        .copied()
-        .reduce(|best, meta| {
-            if meta.events > best.events {
-                meta
-            } else {
-                best
-            }
-        })
-        .ok_or_else(|| ReplicatedError::NoCurrentReplica {
-            reason: "every member left is an unfinished rebuild".into(),
-        })?;
-    if let [first, second] = candidates.as_slice() {
-        if is_split_brain(first, second) {
+    let [first, second] = match candidates.as_slice() {
+        [] => {
+            return Err(ReplicatedError::NoCurrentReplica {
+                reason: "every member left is an unfinished rebuild".into(),
+            })
+        }
+        [only] => return Ok(*only),
+        [first, second] => [*first, *second],
+        _ => unreachable!("replicated: a pair has two members"),
+    };
+    match (
+        ran_alone_past(&first, &second),
+        ran_alone_past(&second, &first),
+    ) {
+        (true, true) => {
             let (d1, d2) = match first.role {
                 Role::D1 => (first, second),
                 Role::D2 => (second, first),
             };
-            return Err(ReplicatedError::SplitBrain {
+            Err(ReplicatedError::SplitBrain {
                 d1_events: d1.events,
                 d1_alone_since: d1.peer_events,
                 d2_events: d2.events,
                 d2_alone_since: d2.peer_events,
-            });
+            })
         }
+        (true, false) => Ok(first),
+        (false, true) => Ok(second),
+        // `candidates` is in role order, so d1 wins a tie.
+        (false, false) if second.events > first.events => Ok(second),
+        (false, false) => Ok(first),
     }
-    Ok(source)
 }
 
-/// Both members ran alone, and each went on past the last event the other saw it at.
-fn is_split_brain(a: &ReplicaMeta, b: &ReplicaMeta) -> bool {
-    a.peer_failed && b.peer_failed && a.events > b.peer_events && b.events > a.peer_events
+/// `member` went on without its peer to an event `other` never saw it at: it holds writes
+/// `other` lacks.
+fn ran_alone_past(member: &ReplicaMeta, other: &ReplicaMeta) -> bool {
+    member.peer_failed && member.events > other.peer_events
 }
 
 /// What `open` does with `other`, given the chosen `source`.
@@ -85,15 +98,13 @@ pub fn plan_other(source: &ReplicaMeta, other: &Peer) -> MemberPlan {
         Peer::Meta(meta) if meta.state == MetaState::Rebuilding => MemberPlan::Rebuild {
             why: "its last rebuild did not finish".into(),
         },
-        // The source ran on alone after this member left: it missed writes.
-        Peer::Meta(meta) if source.peer_failed && meta.events < source.events => {
-            MemberPlan::Rebuild {
-                why: format!(
-                    "stale: {} events, the current replica ran on alone to {}",
-                    meta.events, source.events
-                ),
-            }
-        }
+        // The source ran on alone after this member last saw it: it missed writes.
+        Peer::Meta(meta) if ran_alone_past(source, meta) => MemberPlan::Rebuild {
+            why: format!(
+                "stale: it last saw the current replica at event {}, which ran on alone to {}",
+                meta.peer_events, source.events
+            ),
+        },
         // The source knew this member at a newer event: this is an older copy of it.
         Peer::Meta(meta) if meta.events < source.peer_events => MemberPlan::Rebuild {
             why: format!(
@@ -101,7 +112,7 @@ pub fn plan_other(source: &ReplicaMeta, other: &Peer) -> MemberPlan {
                 meta.events, source.peer_events
             ),
         },
-        // Equal, or behind within one metadata update of both (no data written since).
+        // Equal, or behind in metadata only (no data written since the source knew it).
         Peer::Meta(meta) => MemberPlan::InSync {
             clean: meta.state == MetaState::Clean
                 && source.state == MetaState::Clean

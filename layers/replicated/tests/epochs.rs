@@ -120,3 +120,51 @@ fn two_members_that_each_ran_alone_are_refused() {
     let (pair, _disks) = open(&[ahead, images[1].clone()]);
     assert_eq!(pair.read_replica(Role::D2, 0).unwrap(), Block::filled(5));
 }
+
+/// The clean close reached d1 but not d2 (a crash between the two Clean marks), then d2 ran
+/// alone and acknowledged writes: d2 holds them, and d1's extra event (a Clean mark, no data)
+/// must not outrank it.
+#[test]
+fn a_member_that_ran_alone_outranks_one_that_only_marked_clean_first() {
+    let images = cycle(&formatted(), 1);
+    let (pair, disks) = open(&images);
+    pair.write(0, &Block::filled(2)).unwrap();
+    pair.sync().unwrap();
+    let d2_before_close = disks[1].durable_image();
+    pair.close().unwrap();
+    let torn_close = [disks[0].durable_image(), d2_before_close];
+    // d1 is gone for a while: d2 runs alone, acknowledges a write, and crashes.
+    let d2 = Arc::new(SimDisk::from_image(&torn_close[1]));
+    let alone = ReplicatedDisk::open_degraded(Arc::clone(&d2), &mut |_| {}).unwrap();
+    alone.write(0, &Block::filled(3)).unwrap();
+    alone.sync().unwrap();
+    drop(alone);
+    let (pair, _disks) = open(&[torn_close[0].clone(), d2.durable_image()]);
+    for role in [Role::D1, Role::D2] {
+        assert_eq!(
+            pair.read_replica(role, 0).unwrap(),
+            Block::filled(3),
+            "{role}: the write d2 acknowledged alone was lost"
+        );
+    }
+}
+
+/// d2 was opened alone once and closed without writing, while d1 ran on alone with writes:
+/// no split brain (d2 wrote nothing), d1 is the source.
+#[test]
+fn a_member_opened_alone_without_writing_is_no_split_brain() {
+    let images = cycle(&formatted(), 1);
+    let d1_ahead = run_alone(&images[0], 2);
+    let d2 = Arc::new(SimDisk::from_image(&images[1]));
+    let idle = ReplicatedDisk::open_degraded(Arc::clone(&d2), &mut |_| {}).unwrap();
+    assert_eq!(idle.read(0).unwrap(), Block::filled(1));
+    idle.close().unwrap();
+    let (pair, _disks) = open(&[d1_ahead, d2.durable_image()]);
+    for role in [Role::D1, Role::D2] {
+        assert_eq!(
+            pair.read_replica(role, 5).unwrap(),
+            Block::filled(2),
+            "{role}"
+        );
+    }
+}

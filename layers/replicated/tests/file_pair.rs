@@ -4,7 +4,7 @@
 
 use txdisk_disk::{Block, Disk, FileDisk};
 use txdisk_replicated::{
-    replicas_agree, FormatOptions, Phase, ReplicaStatus, ReplicatedDisk, RESERVED_BLOCKS,
+    replicas_agree, FormatOptions, Phase, ReplicaStatus, ReplicatedDisk, Role, RESERVED_BLOCKS,
 };
 
 const DATA_BLOCKS: u64 = 64;
@@ -77,7 +77,21 @@ fn image_files_survive_losing_either_one() {
     );
     assert_eq!(pair.read(3).unwrap(), Block::filled(3 ^ 0x5a));
     pair.close().unwrap();
-    // a.img missed the degraded open's bump: it is stale now and is rebuilt, not trusted.
+    // Opened alone and only read: a.img missed nothing, and is not copied over.
+    let mut phases = Vec::new();
+    let pair = ReplicatedDisk::open(
+        FileDisk::open(&p1).unwrap(),
+        FileDisk::open(&p2).unwrap(),
+        &mut |p| phases.push(p.phase),
+    )
+    .unwrap();
+    assert!(phases.is_empty(), "nothing to copy: {phases:?}");
+    pair.close().unwrap();
+
+    let pair = ReplicatedDisk::open_degraded(FileDisk::open(&p2).unwrap(), &mut |_| {}).unwrap();
+    pair.write(3, &Block::filled(0x33)).unwrap();
+    pair.close().unwrap();
+    // a.img missed the write b.img made alone: it is stale now and is rebuilt, not trusted.
     let mut phases = Vec::new();
     let pair = ReplicatedDisk::open(
         FileDisk::open(&p1).unwrap(),
@@ -86,5 +100,6 @@ fn image_files_survive_losing_either_one() {
     )
     .unwrap();
     assert_eq!(phases.last(), Some(&Phase::Rebuild));
+    assert_eq!(pair.read_replica(Role::D1, 3).unwrap(), Block::filled(0x33));
     pair.close().unwrap();
 }

@@ -254,7 +254,9 @@ impl System for TxdiskSystem {
 
     fn prepare_reads(&self, kind: ReadKind, addrs: &[Addr], data: &[Block]) -> Result<()> {
         self.disk.pause_installer(kind == ReadKind::Logged);
-        self.disk.install().map_err(|e| system_error(self.name, e))?;
+        self.disk
+            .install()
+            .map_err(|e| system_error(self.name, e))?;
         for (chunk_addrs, chunk_data) in addrs
             .chunks(FILL_TX_BLOCKS)
             .zip(data.chunks(FILL_TX_BLOCKS))
@@ -263,7 +265,9 @@ impl System for TxdiskSystem {
         }
         self.flush()?;
         if kind == ReadKind::Installed {
-            self.disk.install().map_err(|e| system_error(self.name, e))?;
+            self.disk
+                .install()
+                .map_err(|e| system_error(self.name, e))?;
         }
         Ok(())
     }

@@ -249,17 +249,23 @@ fn check_members(
         }
     }
     report.pair_id = metas.iter().flatten().next().map(|m| m.pair_id);
-    Ok(choose_source(&metas, report))
+    let blank: Vec<bool> = opened
+        .iter()
+        .map(|image| {
+            matches!(&image.kind, ImageKind::Member { slots, .. }
+                if slots.iter().all(|slot| *slot == Slot::Blank))
+        })
+        .collect();
+    Ok(choose_source(&metas, &blank, report))
 }
 
-/// What a member given in position `index` is to the source choice.
-fn peer_of(metas: &[Option<ReplicaMeta>], index: usize) -> Peer {
+/// What a member given in position `index` is to the source choice: a member with damaged
+/// metadata (reported as an error by `check_slots`) counts as absent, not as a replacement.
+fn peer_of(metas: &[Option<ReplicaMeta>], blank: &[bool], index: usize) -> Peer {
     match metas.get(index) {
         Some(Some(meta)) => Peer::Meta(*meta),
-        // A member without valid metadata is here only if it is blank (anything else is an
-        // error reported by `check_slots`, and the source choice does not run on it).
-        Some(None) => Peer::Blank,
-        None => Peer::Absent,
+        Some(None) if blank.get(index) == Some(&true) => Peer::Blank,
+        Some(None) | None => Peer::Absent,
     }
 }
 
@@ -322,6 +328,7 @@ fn check_member_size(image: &OpenedImage, meta: &ReplicaMeta, report: &mut FsckR
 /// the other member, reported.
 fn choose_source(
     metas: &[Option<ReplicaMeta>],
+    blank: &[bool],
     report: &mut FsckReport,
 ) -> Option<(Role, MemberPlan)> {
     let mut by_role = [None, None];
@@ -351,9 +358,9 @@ fn choose_source(
     } else {
         metas.len()
     };
-    let plan = plan_other(&source, &peer_of(metas, other_index));
+    let plan = plan_other(&source, &peer_of(metas, blank, other_index));
     if let MemberPlan::Rebuild { why } = &plan {
-        let code = match peer_of(metas, other_index) {
+        let code = match peer_of(metas, blank, other_index) {
             Peer::Meta(meta) if meta.state == MetaState::Rebuilding => {
                 "replicated.rebuild_unfinished"
             }
