@@ -22,6 +22,10 @@ pub struct BenchArgs {
     /// Rounds (the median round is reported).
     #[arg(long)]
     rounds: Option<usize>,
+    /// Thread counts to sweep the durable and deferred workloads over, comma-separated
+    /// (e.g. 1,2,4,8,16): one row per system, workload and count, all in one interleaved run.
+    #[arg(long, value_delimiter = ',')]
+    threads: Option<Vec<usize>>,
 }
 
 /// The bench re-executes this program for each measured cell: let it take over first.
@@ -65,6 +69,9 @@ fn try_run(args: &BenchArgs, json: bool) -> Result<(), String> {
     }
     if let Some(rounds) = args.rounds {
         config.rounds = rounds;
+    }
+    if let Some(threads) = &args.threads {
+        config.sweep_threads(threads).map_err(|e| e.to_string())?;
     }
     let all = all_systems();
     let chosen: Vec<&dyn SystemFactory> = match &args.systems {
