@@ -14,6 +14,8 @@
 //!
 //! * [`compare()`] of two runs ([`load_run`] finds one saved with [`save_run`] or any JSON file
 //!   a run printed): each row's ratio with a noise band from the rounds, and a [`Verdict`].
+//! * [`plot::write_charts`]: SVG charts of a run (throughput against threads, latency CDFs,
+//!   ratios to the floor).
 //!
 //! Workloads are named as in the JSON ([`Workload::name`]); a system leaves out what it cannot
 //! do ([`SystemFactory::supports`]). The runner checks every read against what was written, so a
@@ -25,6 +27,7 @@ mod error;
 mod floor;
 pub mod histogram;
 mod isolation;
+pub mod plot;
 pub mod probe;
 mod redb_store;
 pub mod report;

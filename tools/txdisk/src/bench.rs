@@ -4,6 +4,7 @@
 use crate::output;
 use clap::Args;
 use std::path::{Path, PathBuf};
+use txdisk_bench::plot::write_charts;
 use txdisk_bench::{
     all_systems, compare, load_run, run as run_bench, save_run, BenchConfig, Comparison, Report,
     SystemFactory, Verdict, Workload, DEFAULT_NOISE_FLOOR, RESULTS_DIR,
@@ -34,6 +35,10 @@ pub struct BenchArgs {
     /// (e.g. 1,2,4,8,16): one row per system, workload and count, all in one interleaved run.
     #[arg(long, value_delimiter = ',')]
     threads: Option<Vec<usize>>,
+    /// Write SVG charts of the run into DIR: throughput against threads, latency CDFs of the
+    /// durable workloads, ratios to the floor.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
     /// Keep this run's JSON as bench-results/NAME.json (under --dir, or the current directory).
     #[arg(long, value_name = "NAME")]
     save: Option<String>,
@@ -92,6 +97,12 @@ fn try_run(args: &BenchArgs, json: bool) -> Result<i32, String> {
         return Ok(exit_code(args, &comparison));
     }
     let report = measure(args, json, &parent)?;
+    if let Some(dir) = &args.plot {
+        let charts = write_charts(&report, dir).map_err(|e| e.to_string())?;
+        if !json {
+            eprintln!("{} chart(s) in {}", charts.len(), dir.display());
+        }
+    }
     if let Some(name) = &args.save {
         let path = save_run(&report, &results_dir, name).map_err(|e| e.to_string())?;
         if !json {
