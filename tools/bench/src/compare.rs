@@ -71,6 +71,9 @@ pub struct Comparison {
     pub only_in_a: Vec<(String, Workload)>,
     pub only_in_b: Vec<(String, Workload)>,
     pub noise_floor: f64,
+    /// How the two runs differ in machine or configuration: a change there explains a ratio
+    /// as well as a change of code would.
+    pub differences: Vec<String>,
 }
 
 /// Compares run `b` against run `a` (the earlier one, or the baseline).
@@ -94,7 +97,31 @@ pub fn compare(a: &Report, b: &Report, noise_floor: f64) -> Comparison {
         only_in_a,
         only_in_b,
         noise_floor,
+        differences: differences(a, b),
     }
+}
+
+/// "cell seconds: 2 → 0.4", one line per machine or configuration field that differs.
+fn differences(a: &Report, b: &Report) -> Vec<String> {
+    let (ma, mb) = (&a.machine, &b.machine);
+    let fields = [
+        ("CPU", ma.cpu_model.clone(), mb.cpu_model.clone()),
+        ("cores", ma.cores.to_string(), mb.cores.to_string()),
+        ("kernel", ma.kernel.clone(), mb.kernel.clone()),
+        ("file system", ma.fs_type.clone(), mb.fs_type.clone()),
+        ("quick", a.quick.to_string(), b.quick.to_string()),
+        ("rounds", a.rounds.to_string(), b.rounds.to_string()),
+        (
+            "cell seconds",
+            a.cell_seconds.to_string(),
+            b.cell_seconds.to_string(),
+        ),
+    ];
+    fields
+        .into_iter()
+        .filter(|(_, before, after)| before != after)
+        .map(|(what, before, after)| format!("{what}: {before} → {after}"))
+        .collect()
 }
 
 fn row_change(before: &Measurement, after: &Measurement, noise_floor: f64) -> RowChange {
@@ -171,6 +198,9 @@ impl Comparison {
             self.count(Verdict::WithinNoise),
             self.noise_floor * 100.0
         );
+        if !self.differences.is_empty() {
+            let _ = writeln!(out, "the runs differ in: {}", self.differences.join("; "));
+        }
         for (label, missing) in [("A", &self.only_in_a), ("B", &self.only_in_b)] {
             if !missing.is_empty() {
                 let names: Vec<String> = missing.iter().map(|(s, w)| format!("{s} {w}")).collect();
@@ -215,6 +245,7 @@ impl Comparison {
             "rows": rows,
             "only_in_a": names(&self.only_in_a),
             "only_in_b": names(&self.only_in_b),
+            "differences": self.differences,
         })
     }
 }

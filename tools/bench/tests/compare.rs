@@ -1,6 +1,7 @@
 //! Checks before-and-after comparisons on made-up runs: the ratio and noise-band arithmetic, the
 //! verdicts (a run against itself is all within noise; clear changes are faster or slower, and
-//! swapping the runs swaps them), and saving and finding runs by name or path.
+//! swapping the runs swaps them), the runs' differences in configuration, and saving and
+//! finding runs by name or path.
 
 use txdisk_bench::{
     compare, load_run, save_run, BenchError, Machine, Measurement, Report, RssMode, Verdict,
@@ -75,6 +76,7 @@ fn a_run_compared_with_itself_is_all_within_noise() {
     }
     assert_eq!(comparison.count(Verdict::WithinNoise), 4);
     assert!(comparison.only_in_a.is_empty() && comparison.only_in_b.is_empty());
+    assert!(comparison.differences.is_empty());
     // Even a run of tight single rounds, against itself, is within noise.
     let single = run_of(vec![row("floor", Workload::DURABLE_1BLK_1THR, &[123.0])]);
     assert_eq!(
@@ -169,7 +171,9 @@ fn recoveries_are_compared_in_mb_per_s_and_missing_rows_are_listed() {
     b_row.rounds_mb_per_s = vec![300.0];
     b_row.mb_per_s = 300.0;
     let a = run_of(vec![a_row, row("sqlite", Workload::ReadInstalled, &[5.0])]);
-    let b = run_of(vec![b_row, row("redb", Workload::ReadInstalled, &[5.0])]);
+    let mut b = run_of(vec![b_row, row("redb", Workload::ReadInstalled, &[5.0])]);
+    b.quick = true;
+    b.cell_seconds = 0.4;
     let comparison = compare(&a, &b, DEFAULT_NOISE_FLOOR);
     assert_eq!(comparison.rows.len(), 1);
     assert_eq!(comparison.rows[0].ratio, 3.0);
