@@ -242,11 +242,11 @@ fn throughput_chart(root: &Area<'_>, report: &Report, family: &str) -> DrawResul
     let (lowest, highest) = (counts[0] as f64, counts[counts.len() - 1] as f64);
     let x_range = (lowest.ln() - 0.15)..(highest.ln() + 0.15);
     let ticks: Vec<f64> = counts.iter().map(|&t| (t as f64).ln()).collect();
-    let most = report
-        .results
+    let systems = report.system_names();
+    let most = systems
         .iter()
-        .filter(|m| m.workload.family() == family && m.workload.with_threads(1).is_some())
-        .map(|m| m.ops_per_s)
+        .flat_map(|system| family_rows(report, family, system))
+        .flat_map(|m| m.rounds_ops_per_s.iter().copied().chain([m.ops_per_s]))
         .fold(0.0, f64::max);
     let mut chart = ChartBuilder::on(&area)
         .caption(title_of(family), (FONT, 20))
@@ -264,7 +264,7 @@ fn throughput_chart(root: &Area<'_>, report: &Report, family: &str) -> DrawResul
     let threads = |x: &f64| format!("{}", x.exp().round());
     chart
         .configure_mesh()
-        .x_desc("threads (log scale)")
+        .x_desc("threads (log scale); bars span the slowest to the fastest round")
         .y_desc("throughput (transactions/s)")
         .x_label_formatter(&threads)
         .y_label_formatter(&|y| format!("{y:.0}"))
@@ -272,15 +272,21 @@ fn throughput_chart(root: &Area<'_>, report: &Report, family: &str) -> DrawResul
         .axis_desc_style((FONT, 15))
         .draw()
         .map_err(|e| e.to_string())?;
-    for system in report.system_names() {
-        let points: Vec<(f64, f64)> = family_rows(report, family, &system)
+    for (index, system) in systems.iter().enumerate() {
+        // Systems sit a little apart at each count, so their round bars do not hide each other.
+        let nudge = (index as f64 - (systems.len() as f64 - 1.0) / 2.0) * 0.02;
+        let points: Vec<Point> = family_rows(report, family, system)
             .iter()
-            .map(|m| ((m.workload.threads() as f64).ln(), m.ops_per_s))
+            .map(|m| Point {
+                x: (m.workload.threads() as f64).ln() + nudge,
+                median: m.ops_per_s,
+                rounds: extremes(&m.rounds_ops_per_s).unwrap_or((m.ops_per_s, m.ops_per_s)),
+            })
             .collect();
         if points.is_empty() {
             continue;
         }
-        draw_line(&mut chart, &system, points)?;
+        draw_line(&mut chart, system, &points)?;
     }
     legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
@@ -291,21 +297,45 @@ type KeyedChart<'a, 'b> = ChartContext<
     Cartesian2d<TickedAxis, plotters::coord::types::RangedCoordf64>,
 >;
 
-/// One system's line (with a dot at each measured point) and its legend entry.
-fn draw_line(chart: &mut KeyedChart<'_, '_>, system: &str, points: Vec<(f64, f64)>) -> DrawResult {
+/// One measured point of a throughput line: the median round and the range of all rounds.
+struct Point {
+    x: f64,
+    median: f64,
+    rounds: (f64, f64),
+}
+
+/// The slowest and fastest of `rounds`; None when there are none.
+fn extremes(rounds: &[f64]) -> Option<(f64, f64)> {
+    let low = rounds.iter().copied().reduce(f64::min)?;
+    let high = rounds.iter().copied().reduce(f64::max)?;
+    Some((low, high))
+}
+
+/// One system's line through its medians, a dot at each, a thin bar from its slowest to its
+/// fastest round (how far to trust the dot), and its legend entry.
+fn draw_line(chart: &mut KeyedChart<'_, '_>, system: &str, points: &[Point]) -> DrawResult {
     let style = line_style(system);
+    let colour = system_colour(system);
+    let medians: Vec<(f64, f64)> = points.iter().map(|p| (p.x, p.median)).collect();
     chart
-        .draw_series(LineSeries::new(points.clone(), style))
+        .draw_series(LineSeries::new(medians.clone(), style))
         .map_err(|e| e.to_string())?
         .label(legend_name(system))
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
     chart
         .draw_series(
-            points
+            medians
                 .into_iter()
-                .map(|point| Circle::new(point, 3, system_colour(system).filled())),
+                .map(|p| Circle::new(p, 3, colour.filled())),
         )
         .map_err(|e| e.to_string())?;
+    let bars = points.iter().map(|p| {
+        PathElement::new(
+            vec![(p.x, p.rounds.0), (p.x, p.rounds.1)],
+            colour.stroke_width(1),
+        )
+    });
+    chart.draw_series(bars).map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -313,13 +313,7 @@ impl Report {
             .map(Measurement::from_row_json)
             .collect::<Result<Vec<_>, _>>()?;
         let run = &value["run"];
-        let systems = match value.get("systems").and_then(Value::as_object) {
-            Some(map) => map
-                .iter()
-                .map(|(name, note)| (name.clone(), note.as_str().unwrap_or("").to_string()))
-                .collect(),
-            None => Vec::new(),
-        };
+        let systems = systems_in_run_order(value.get("systems"), &results);
         Ok(Report {
             machine: machine_from_json(&value["machine"]),
             dir: run["dir"].as_str().unwrap_or("").to_string(),
@@ -439,6 +433,35 @@ fn round3(value: f64) -> f64 {
     } else {
         0.0
     }
+}
+
+/// (system, note) pairs in the order the run had them: a JSON object's keys come back sorted,
+/// but the rows are in run order, so the systems' first rows give it.
+fn systems_in_run_order(notes: Option<&Value>, results: &[Measurement]) -> Vec<(String, String)> {
+    let note = |name: &str| {
+        notes
+            .and_then(|n| n.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut names: Vec<String> = Vec::new();
+    let listed = notes
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|map| map.keys());
+    for name in results.iter().map(|m| &m.system).chain(listed) {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let n = note(&name);
+            (name, n)
+        })
+        .collect()
 }
 
 fn rss_mode_name(mode: RssMode) -> &'static str {

@@ -30,7 +30,8 @@ fn row(system: &str, workload: Workload, ops_per_s: f64, latency_scale_us: f64) 
             .iter()
             .map(|&q| (q, latency_scale_us * (0.5 + 4.0 * q * q)))
             .collect(),
-        rounds_ops_per_s: vec![ops_per_s],
+        // The median round and a slower and a faster one around it.
+        rounds_ops_per_s: vec![ops_per_s * 0.9, ops_per_s, ops_per_s * 1.2],
         rounds_mb_per_s: vec![ops_per_s * 0.004096],
     }
 }
@@ -170,7 +171,7 @@ fn throughput_has_one_line_per_system_rising_as_its_figures_do() {
     let doc = Document::parse(&text).expect("XML");
     let texts = texts(&doc);
     for label in [
-        "threads (log scale)",
+        "threads (log scale); bars span the slowest to the fastest round",
         "throughput (transactions/s)",
         "1",
         "2",
@@ -209,6 +210,31 @@ fn throughput_has_one_line_per_system_rising_as_its_figures_do() {
             );
         } else {
             assert!(ys.windows(2).all(|w| w[0] > w[1]), "{system} rises: {ys:?}");
+        }
+    }
+    // Each point has a vertical bar through it from the slowest round to the fastest.
+    for system in SYSTEMS {
+        let line = points(&data_lines(&doc, system)[0]);
+        let thin: Vec<Vec<(f64, f64)>> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .filter(|n| n.attribute("stroke") == Some(&hex(system)))
+            .filter(|n| n.attribute("stroke-width") == Some("1"))
+            .map(|n| points(&n))
+            .collect();
+        for point in &line {
+            // (The floor's black is also the axes': only lines through the point count.)
+            let bars: Vec<&Vec<(f64, f64)>> = thin
+                .iter()
+                .filter(|bar| bar.len() == 2 && bar.iter().all(|p| p.0 == point.0))
+                .collect();
+            assert_eq!(bars.len(), 1, "{system}: one bar through {point:?}");
+            // Slowest round (larger y) below the median, fastest above, further (1.2 > 1/0.9).
+            let (below, above) = (bars[0][0].1 - point.1, point.1 - bars[0][1].1);
+            assert!(
+                below > 0.0 && above > below,
+                "{system}: {bars:?} around {point:?}"
+            );
         }
     }
     // txdisk is above the floor at every count, as its figures are.

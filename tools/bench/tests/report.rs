@@ -258,6 +258,8 @@ fn a_run_loads_back_from_its_json_and_a_first_version_run_still_loads() {
         original.results[1].latency_cdf_us
     );
     assert_eq!(loaded.machine, original.machine);
+    // In run order (floor, sqlite, redb), not the JSON object's sorted keys.
+    assert_eq!(loaded.systems, original.systems);
     assert_eq!(loaded.started_unix_s, original.started_unix_s);
     assert_eq!(loaded.started_utc(), "2026-12-28 19:56 UTC");
 

@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// durable workloads, ratios to the floor.
     #[arg(long, value_name = "DIR")]
     plot: Option<PathBuf>,
+    /// With --plot: draw the saved run NAME (or a JSON file a run printed) instead of running.
+    #[arg(long, value_name = "NAME", requires = "plot", conflicts_with_all = ["compare", "baseline", "save"])]
+    from: Option<String>,
     /// Keep this run's JSON as bench-results/NAME.json (under --dir, or the current directory).
     #[arg(long, value_name = "NAME")]
     save: Option<String>,
@@ -96,11 +99,17 @@ fn try_run(args: &BenchArgs, json: bool) -> Result<i32, String> {
         }
         return Ok(exit_code(args, &comparison));
     }
-    let report = measure(args, json, &parent)?;
+    let report = match &args.from {
+        Some(name) => load_run(name, &results_dir).map_err(|e| e.to_string())?.1,
+        None => measure(args, json, &parent)?,
+    };
     if let Some(dir) = &args.plot {
         let charts = write_charts(&report, dir).map_err(|e| e.to_string())?;
         if !json {
             eprintln!("{} chart(s) in {}", charts.len(), dir.display());
+        }
+        if args.from.is_some() {
+            return Ok(0);
         }
     }
     if let Some(name) = &args.save {
