@@ -39,10 +39,7 @@ pub enum BenchError {
     Missing { system: String, addr: Addr },
 
     #[error("{system} cannot run workload {workload}")]
-    Unsupported {
-        system: String,
-        workload: &'static str,
-    },
+    Unsupported { system: String, workload: String },
 
     /// Timing a page cache in memory would say nothing about durable writes.
     #[error("{path} is on {fs_type}, not on a disk file system (pass a directory on a real disk)")]
@@ -59,15 +56,20 @@ pub enum BenchError {
     #[error("{system} {workload} in a child process: {message}")]
     Child {
         system: String,
-        workload: &'static str,
+        workload: String,
         message: String,
     },
 
+    /// A chart could not be drawn or written.
+    #[error("plot {path}: {message}")]
+    Plot { path: PathBuf, message: String },
+
+    /// A saved run could not be read or written, or is not a bench run's JSON.
+    #[error("saved run {path}: {message}")]
+    SavedRun { path: PathBuf, message: String },
+
     #[error("a worker thread of {system} panicked during {workload}")]
-    WorkerPanicked {
-        system: String,
-        workload: &'static str,
-    },
+    WorkerPanicked { system: String, workload: String },
 }
 
 impl BenchError {

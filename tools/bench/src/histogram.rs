@@ -11,6 +11,13 @@ const SUB_COUNT: usize = 1 << SUB_BITS;
 const GROUPS: usize = 64 - SUB_BITS as usize + 1;
 const BUCKETS: usize = GROUPS * SUB_COUNT;
 
+/// Where a row's latency CDF is sampled: every 5 % of the body, then ever finer into the tail,
+/// where durable stores differ most. 0 is the fastest sample and 1 the slowest.
+pub const CDF_QUANTILES: [f64; 31] = [
+    0.0, 0.01, 0.02, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65,
+    0.70, 0.75, 0.80, 0.85, 0.90, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999, 1.0,
+];
+
 /// Counts of latencies in nanoseconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LatencyHistogram {
@@ -81,6 +88,19 @@ impl LatencyHistogram {
             "bench histogram: counts sum to fewer than total {} (rank {rank})",
             self.total
         )
+    }
+
+    /// The distribution as (quantile, latency µs) points at `quantiles` (ascending): the
+    /// latency below which that fraction of operations completed, from the same buckets as the
+    /// percentiles. Empty when nothing was recorded.
+    pub fn cdf_us(&self, quantiles: &[f64]) -> Vec<(f64, f64)> {
+        if self.total == 0 {
+            return Vec::new();
+        }
+        quantiles
+            .iter()
+            .map(|&q| (q, self.percentile_us(q)))
+            .collect()
     }
 
     /// `percentile_ns` in microseconds, 0 when empty.

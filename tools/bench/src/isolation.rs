@@ -163,12 +163,12 @@ mod tests {
         config.flush_every = 17;
         config.seed = u64::MAX - 3;
         config.cell_duration = Duration::from_micros(1_234_567);
-        let cell = encode_cell(&config, "sqlite", Workload::Durable16Blk8Thr, 2);
+        let cell = encode_cell(&config, "sqlite", Workload::DURABLE_16BLK_8THR, 2);
         let text = cell.to_string();
         let parsed: Value = serde_json::from_str(&text).expect("valid JSON");
         let (decoded, system, workload, round) = decode_cell(&parsed).expect("decodes");
         assert_eq!(system, "sqlite");
-        assert_eq!(workload, Workload::Durable16Blk8Thr);
+        assert_eq!(workload, Workload::DURABLE_16BLK_8THR);
         assert_eq!(round, 2);
         assert_eq!(decoded.dir, config.dir);
         assert_eq!(decoded.geometry, config.geometry);
@@ -189,7 +189,7 @@ mod tests {
     fn a_measurement_survives_the_trip_back() {
         let measurement = Measurement {
             system: "redb".into(),
-            workload: Workload::Nosync1Blk1Thr,
+            workload: Workload::nosync(1, 4),
             ops_per_s: 1234.5,
             mb_per_s: 5.056,
             p50_us: 12.25,
@@ -198,6 +198,9 @@ mod tests {
             syncs_per_op: None,
             cpu_us_per_op: 33.0,
             ops: 999,
+            latency_cdf_us: vec![(0.0, 3.5), (0.5, 12.25), (1.0, 4100.0)],
+            rounds_ops_per_s: vec![1234.5],
+            rounds_mb_per_s: vec![5.056],
         };
         let text = measurement.to_full_json().to_string();
         let value: Value = serde_json::from_str(&text).expect("valid JSON");

@@ -10,26 +10,37 @@
 //! * [`FloorFactory`], [`SqliteFactory`], [`RedbFactory`]: the floor and the peers.
 //! * [`run`] with a [`BenchConfig`] (`quick` or `full`) gives a [`Report`]: a table
 //!   ([`Report::table`]) and one JSON object ([`Report::to_json`]) whose `results` entries are
-//!   `{system, workload, ops_per_s, mb_per_s, p50_us, p99_us, peak_rss_bytes}`.
+//!   `{system, workload, ops_per_s, mb_per_s, p50_us, p99_us, peak_rss_bytes}` and, added
+//!   since, `threads`, `syncs_per_op`, `cpu_us_per_op`, `ops`, `rounds_ops_per_s`,
+//!   `rounds_mb_per_s` and `latency_cdf_us`. [`BenchConfig::sweep_threads`] runs the writing
+//!   workloads at several thread counts in the same run.
+//! * [`compare()`] of two runs ([`load_run`] finds one saved with [`save_run`] or any JSON file
+//!   a run printed): each row's ratio with a noise band from the rounds, and a [`Verdict`].
+//! * [`plot::write_charts`]: SVG charts of a run (throughput against threads, latency CDFs,
+//!   ratios to the floor).
 //!
 //! Workloads are named as in the JSON ([`Workload::name`]); a system leaves out what it cannot
 //! do ([`SystemFactory::supports`]). The runner checks every read against what was written, so a
 //! fast wrong answer is an error, not a figure.
 
+pub mod compare;
 mod counting;
 mod error;
 mod floor;
 pub mod histogram;
 mod isolation;
+pub mod plot;
 pub mod probe;
 mod redb_store;
 pub mod report;
 mod runner;
+mod saved;
 mod sqlite;
 mod system;
 mod txdisk_system;
 mod workload;
 
+pub use compare::{compare, Comparison, RowChange, Verdict, DEFAULT_NOISE_FLOOR};
 pub use counting::{CountingDisk, DiskCounts};
 pub use error::{BenchError, Result};
 pub use floor::FloorFactory;
@@ -39,6 +50,7 @@ pub use probe::Machine;
 pub use redb_store::RedbFactory;
 pub use report::{median_of_rounds, Measurement, Report, RssMode};
 pub use runner::{run, BenchConfig};
+pub use saved::{load_run, save_run, saved_path, RESULTS_DIR};
 pub use sqlite::SqliteFactory;
 pub use system::{RecoveryRun, System, SystemFactory};
 pub use txdisk_system::TxdiskFactory;

@@ -50,6 +50,41 @@ pub fn cpu_time() -> Duration {
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
+/// Seconds since the Unix epoch now (0 if the clock is before it).
+pub fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `unix_s` as "YYYY-MM-DD HH:MM UTC" ("date unknown" for 0), without a calendar crate: the
+/// days-to-civil conversion of the proleptic Gregorian calendar (H. Hinnant's algorithm).
+pub fn utc_date_time(unix_s: u64) -> String {
+    if unix_s == 0 {
+        return "date unknown".to_string();
+    }
+    let (days, seconds) = ((unix_s / 86_400) as i64, unix_s % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        seconds / 3600,
+        seconds % 3600 / 60
+    )
+}
+
 /// The machine a run happened on, for the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Machine {
@@ -146,6 +181,14 @@ mod tests {
         }
         std::hint::black_box(spin);
         assert!(cpu_time() > before, "CPU time must grow while spinning");
+    }
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(utc_date_time(0), "date unknown");
+        assert_eq!(utc_date_time(86_399), "1970-01-01 23:59 UTC");
+        assert_eq!(utc_date_time(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc_date_time(1_798_487_808), "2026-12-28 19:56 UTC");
     }
 
     #[test]

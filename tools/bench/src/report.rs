@@ -1,7 +1,12 @@
 //! Results: one [`Measurement`] per (system, workload), the median over rounds, the ratios, and
-//! the two outputs — a table for people and one JSON object for programs.
+//! the two outputs — a table for people and one JSON object for programs — and the way back
+//! from that JSON ([`Report::from_json`]) for comparing saved runs.
+//!
+//! The JSON only ever gains fields: the seven of the first version (`system`, `workload`,
+//! `ops_per_s`, `mb_per_s`, `p50_us`, `p99_us`, `peak_rss_bytes`) keep their names and meaning,
+//! and a run saved by an older version still loads (what it lacks is left empty).
 
-use crate::probe::Machine;
+use crate::probe::{self, Machine};
 use crate::workload::{Workload, WorkloadKind};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -25,6 +30,13 @@ pub struct Measurement {
     pub cpu_us_per_op: f64,
     /// Operations measured.
     pub ops: u64,
+    /// The latency distribution: (quantile, latency µs) at [`CDF_QUANTILES`].
+    pub latency_cdf_us: Vec<(f64, f64)>,
+    /// Every round's ops/s, in run order (the figure above is their median round); the spread
+    /// of these is the noise a comparison allows. One entry for a single cell.
+    pub rounds_ops_per_s: Vec<f64>,
+    /// Every round's MB/s, in run order.
+    pub rounds_mb_per_s: Vec<f64>,
 }
 
 /// How `peak_rss_bytes` was obtained.
@@ -48,12 +60,37 @@ pub struct Report {
     pub cell_seconds: f64,
     pub quick: bool,
     pub rss_mode: RssMode,
+    /// When the run started, in seconds since the Unix epoch (0 when unknown).
+    pub started_unix_s: u64,
     /// (system, how it is configured), in run order.
     pub systems: Vec<(String, String)>,
     pub results: Vec<Measurement>,
 }
 
 impl Measurement {
+    /// The figure throughput is compared by: MB/s for recoveries (systems recover different
+    /// amounts), ops/s otherwise.
+    pub fn throughput(&self) -> f64 {
+        if self.by_bytes() {
+            self.mb_per_s
+        } else {
+            self.ops_per_s
+        }
+    }
+
+    /// `throughput` of every round, in run order.
+    pub fn rounds_throughput(&self) -> &[f64] {
+        if self.by_bytes() {
+            &self.rounds_mb_per_s
+        } else {
+            &self.rounds_ops_per_s
+        }
+    }
+
+    fn by_bytes(&self) -> bool {
+        matches!(self.workload.kind(), WorkloadKind::Recovery(_))
+    }
+
     /// Every field, for handing a measurement from a child process to the runner.
     pub(crate) fn to_full_json(&self) -> Value {
         json!({
@@ -67,6 +104,9 @@ impl Measurement {
             "syncs_per_op": self.syncs_per_op,
             "cpu_us_per_op": self.cpu_us_per_op,
             "ops": self.ops,
+            "latency_cdf_us": self.latency_cdf_us,
+            "rounds_ops_per_s": self.rounds_ops_per_s,
+            "rounds_mb_per_s": self.rounds_mb_per_s,
         })
     }
 
@@ -84,20 +124,107 @@ impl Measurement {
             syncs_per_op: number("syncs_per_op"),
             cpu_us_per_op: number("cpu_us_per_op")?,
             ops: value.get("ops")?.as_u64()?,
+            latency_cdf_us: cdf_points(value.get("latency_cdf_us")?)?,
+            rounds_ops_per_s: numbers(value.get("rounds_ops_per_s")?)?,
+            rounds_mb_per_s: numbers(value.get("rounds_mb_per_s")?)?,
+        })
+    }
+
+    /// A row of the report's `results`: the documented seven keys first, then the later ones.
+    fn to_row_json(&self) -> Value {
+        let cdf: Vec<[f64; 2]> = self
+            .latency_cdf_us
+            .iter()
+            .map(|&(q, us)| [q, round3(us)])
+            .collect();
+        json!({
+            "system": self.system,
+            "workload": self.workload.name(),
+            "ops_per_s": round3(self.ops_per_s),
+            "mb_per_s": round3(self.mb_per_s),
+            "p50_us": round3(self.p50_us),
+            "p99_us": round3(self.p99_us),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "threads": self.workload.threads(),
+            "syncs_per_op": self.syncs_per_op.map(round3),
+            "cpu_us_per_op": round3(self.cpu_us_per_op),
+            "ops": self.ops,
+            "rounds_ops_per_s": self.rounds_ops_per_s.iter().copied().map(round3).collect::<Vec<_>>(),
+            "rounds_mb_per_s": self.rounds_mb_per_s.iter().copied().map(round3).collect::<Vec<_>>(),
+            "latency_cdf_us": cdf,
+        })
+    }
+
+    /// A row of a saved run, of this version or an older one: the first version's seven keys
+    /// are required; the later ones default to empty (one round: the median itself).
+    fn from_row_json(value: &Value) -> Result<Measurement, String> {
+        let text = |key: &str| value.get(key).and_then(Value::as_str);
+        let number = |key: &str| value.get(key).and_then(Value::as_f64);
+        let need =
+            |key: &str| number(key).ok_or_else(|| format!("a result without {key}: {value}"));
+        let system = text("system").ok_or_else(|| format!("a result without system: {value}"))?;
+        let name = text("workload").ok_or_else(|| format!("a result without workload: {value}"))?;
+        let workload =
+            Workload::from_name(name).ok_or_else(|| format!("unknown workload {name}"))?;
+        let (ops_per_s, mb_per_s) = (need("ops_per_s")?, need("mb_per_s")?);
+        let listed = |key: &str, median: f64| {
+            value
+                .get(key)
+                .and_then(numbers)
+                .filter(|rounds| !rounds.is_empty())
+                .unwrap_or_else(|| vec![median])
+        };
+        Ok(Measurement {
+            system: system.to_string(),
+            workload,
+            ops_per_s,
+            mb_per_s,
+            p50_us: need("p50_us")?,
+            p99_us: need("p99_us")?,
+            peak_rss_bytes: value
+                .get("peak_rss_bytes")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            syncs_per_op: number("syncs_per_op"),
+            cpu_us_per_op: number("cpu_us_per_op").unwrap_or(0.0),
+            ops: value.get("ops").and_then(Value::as_u64).unwrap_or(0),
+            latency_cdf_us: value
+                .get("latency_cdf_us")
+                .and_then(cdf_points)
+                .unwrap_or_default(),
+            rounds_ops_per_s: listed("rounds_ops_per_s", ops_per_s),
+            rounds_mb_per_s: listed("rounds_mb_per_s", mb_per_s),
         })
     }
 }
 
+fn numbers(value: &Value) -> Option<Vec<f64>> {
+    value.as_array()?.iter().map(Value::as_f64).collect()
+}
+
+fn cdf_points(value: &Value) -> Option<Vec<(f64, f64)>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|point| Some((point.get(0)?.as_f64()?, point.get(1)?.as_f64()?)))
+        .collect()
+}
+
 /// The round whose ops/s is the median (the lower middle for an even count), with the largest
-/// peak RSS of all rounds: a memory bound should hold in every round.
+/// peak RSS of all rounds (a memory bound should hold in every round) and every round's
+/// throughput, in the order given, for the noise band of a comparison.
 pub fn median_of_rounds(mut rounds: Vec<Measurement>) -> Option<Measurement> {
     if rounds.is_empty() {
         return None;
     }
     let peak_rss_bytes = rounds.iter().map(|m| m.peak_rss_bytes).max().unwrap_or(0);
+    let rounds_ops_per_s = rounds.iter().map(|m| m.ops_per_s).collect();
+    let rounds_mb_per_s = rounds.iter().map(|m| m.mb_per_s).collect();
     rounds.sort_by(|a, b| a.ops_per_s.total_cmp(&b.ops_per_s));
     let mut median = rounds.swap_remove((rounds.len() - 1) / 2);
     median.peak_rss_bytes = peak_rss_bytes;
+    median.rounds_ops_per_s = rounds_ops_per_s;
+    median.rounds_mb_per_s = rounds_mb_per_s;
     Some(median)
 }
 
@@ -114,35 +241,40 @@ impl Report {
     /// `system`'s throughput on `workload` divided by `baseline`'s: above 1 is faster. Compared
     /// in MB/s for recoveries (systems recover different amounts) and in ops/s otherwise.
     pub fn ratio(&self, system: &str, workload: Workload, baseline: &str) -> Option<f64> {
-        let mine = self.find(system, workload)?;
-        let theirs = self.find(baseline, workload)?;
-        let by_bytes = matches!(workload.kind(), WorkloadKind::Recovery(_));
-        let (a, b) = if by_bytes {
-            (mine.mb_per_s, theirs.mb_per_s)
-        } else {
-            (mine.ops_per_s, theirs.ops_per_s)
-        };
-        (b > 0.0 && a.is_finite()).then(|| a / b)
+        let mine = self.find(system, workload)?.throughput();
+        let theirs = self.find(baseline, workload)?.throughput();
+        (theirs > 0.0 && mine.is_finite()).then(|| mine / theirs)
     }
 
-    /// The JSON object: `results` holds exactly the seven documented keys per entry; the run's
-    /// context sits beside it.
+    /// The workloads that have results, in table order (by workload, then thread count).
+    pub fn workloads(&self) -> Vec<Workload> {
+        let mut workloads: Vec<Workload> = self.results.iter().map(|m| m.workload).collect();
+        workloads.sort_unstable();
+        workloads.dedup();
+        workloads
+    }
+
+    /// The systems in run order, followed by any that have results but no configuration note.
+    pub fn system_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.systems.iter().map(|(name, _)| name.clone()).collect();
+        for m in &self.results {
+            if !names.contains(&m.system) {
+                names.push(m.system.clone());
+            }
+        }
+        names
+    }
+
+    /// "2026-12-01 19:56 UTC" for the run's start, or "date unknown".
+    pub fn started_utc(&self) -> String {
+        probe::utc_date_time(self.started_unix_s)
+    }
+
+    /// The JSON object: `results` holds one row per (system, workload) — the first version's
+    /// seven keys, then `threads`, `syncs_per_op`, `cpu_us_per_op`, `ops`, the rounds'
+    /// throughput and the latency CDF; the run's context sits beside it.
     pub fn to_json(&self) -> Value {
-        let results: Vec<Value> = self
-            .results
-            .iter()
-            .map(|m| {
-                json!({
-                    "system": m.system,
-                    "workload": m.workload.name(),
-                    "ops_per_s": round3(m.ops_per_s),
-                    "mb_per_s": round3(m.mb_per_s),
-                    "p50_us": round3(m.p50_us),
-                    "p99_us": round3(m.p99_us),
-                    "peak_rss_bytes": m.peak_rss_bytes,
-                })
-            })
-            .collect();
+        let results: Vec<Value> = self.results.iter().map(Measurement::to_row_json).collect();
         let systems: serde_json::Map<String, Value> = self
             .systems
             .iter()
@@ -161,14 +293,41 @@ impl Report {
                 "rounds": self.rounds,
                 "cell_seconds": self.cell_seconds,
                 "quick": self.quick,
-                "peak_rss": match self.rss_mode {
-                    RssMode::PerProcess => "per-process",
-                    RssMode::PerCell => "per-cell",
-                    RssMode::Cumulative => "cumulative",
-                },
+                "peak_rss": rss_mode_name(self.rss_mode),
+                "started_unix_s": self.started_unix_s,
+                "started_utc": self.started_utc(),
             },
             "systems": systems,
             "results": results,
+        })
+    }
+
+    /// A report from `to_json`'s output, of this version or an older one. Fields it lacks are
+    /// left empty (an unknown machine, one round per row); a result it cannot read is an error.
+    pub fn from_json(value: &Value) -> Result<Report, String> {
+        let results = value
+            .get("results")
+            .and_then(Value::as_array)
+            .ok_or("no results list: not a bench run")?
+            .iter()
+            .map(Measurement::from_row_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        let run = &value["run"];
+        let systems = systems_in_run_order(value.get("systems"), &results);
+        Ok(Report {
+            machine: machine_from_json(&value["machine"]),
+            dir: run["dir"].as_str().unwrap_or("").to_string(),
+            rounds: run["rounds"].as_u64().map_or(1, |n| n as usize),
+            cell_seconds: run["cell_seconds"].as_f64().unwrap_or(0.0),
+            quick: run["quick"].as_bool().unwrap_or(false),
+            rss_mode: match run["peak_rss"].as_str() {
+                Some("per-cell") => RssMode::PerCell,
+                Some("cumulative") => RssMode::Cumulative,
+                _ => RssMode::PerProcess,
+            },
+            started_unix_s: run["started_unix_s"].as_u64().unwrap_or(0),
+            systems,
+            results,
         })
     }
 
@@ -196,7 +355,7 @@ impl Report {
         }
         let _ = writeln!(out, "{header}");
         let _ = writeln!(out, "{}", "-".repeat(header.chars().count()));
-        for workload in Workload::ALL {
+        for workload in self.workloads() {
             for m in self.results.iter().filter(|m| m.workload == workload) {
                 let _ = write!(out, "{}", self.row(m));
                 for baseline in &baselines {
@@ -234,7 +393,8 @@ impl Report {
     fn footer(&self) -> String {
         let mut out = format!(
             "machine: {} ({} cores), {:.1} GiB RAM, Linux {}, bench directory on {} ({})\n\
-             run: {} round(s), interleaved; ~{:.1} s per cell; median round shown; peak RSS {}\n\
+             run: {} round(s), interleaved, started {}; ~{:.1} s per cell; median round shown; \
+             peak RSS {}\n\
              ÷X = throughput ÷ X's on the same workload (MB/s for recoveries, ops/s otherwise)\n",
             self.machine.cpu_model,
             self.machine.cores,
@@ -243,6 +403,7 @@ impl Report {
             self.machine.fs_type,
             self.dir,
             self.rounds,
+            self.started_utc(),
             self.cell_seconds,
             match self.rss_mode {
                 RssMode::PerProcess => "of each cell's own process",
@@ -271,5 +432,53 @@ fn round3(value: f64) -> f64 {
         (value * 1000.0).round() / 1000.0
     } else {
         0.0
+    }
+}
+
+/// (system, note) pairs in the order the run had them: a JSON object's keys come back sorted,
+/// but the rows are in run order, so the systems' first rows give it.
+fn systems_in_run_order(notes: Option<&Value>, results: &[Measurement]) -> Vec<(String, String)> {
+    let note = |name: &str| {
+        notes
+            .and_then(|n| n.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut names: Vec<String> = Vec::new();
+    let listed = notes
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|map| map.keys());
+    for name in results.iter().map(|m| &m.system).chain(listed) {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let n = note(&name);
+            (name, n)
+        })
+        .collect()
+}
+
+fn rss_mode_name(mode: RssMode) -> &'static str {
+    match mode {
+        RssMode::PerProcess => "per-process",
+        RssMode::PerCell => "per-cell",
+        RssMode::Cumulative => "cumulative",
+    }
+}
+
+fn machine_from_json(value: &Value) -> Machine {
+    let text = |key: &str| value[key].as_str().unwrap_or("unknown").to_string();
+    Machine {
+        cpu_model: text("cpu_model"),
+        cores: value["cores"].as_u64().map_or(0, |n| n as usize),
+        mem_total_bytes: value["mem_total_bytes"].as_u64().unwrap_or(0),
+        kernel: text("kernel"),
+        fs_type: text("fs_type"),
     }
 }

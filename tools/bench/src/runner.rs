@@ -11,7 +11,7 @@
 //! it is not the default.
 
 use crate::error::{BenchError, Result};
-use crate::histogram::LatencyHistogram;
+use crate::histogram::{LatencyHistogram, CDF_QUANTILES};
 use crate::isolation::{self, Isolation};
 use crate::probe::{self, Machine};
 use crate::report::{median_of_rounds, Measurement, Report, RssMode};
@@ -96,8 +96,49 @@ impl BenchConfig {
         }
     }
 
+    /// Runs each durable and deferred workload of `workloads` from every thread count in
+    /// `threads` instead (its family once per count, in the order given, where the family first
+    /// appeared); reads and recoveries stay as they are. The geometry grows to the largest
+    /// count, so each thread keeps a region of its own.
+    pub fn sweep_threads(&mut self, threads: &[usize]) -> Result<()> {
+        if threads.is_empty() || threads.contains(&0) {
+            return Err(BenchError::Config(format!(
+                "thread counts must be positive, got {threads:?}"
+            )));
+        }
+        let mut swept = Vec::new();
+        for workload in &self.workloads {
+            let family = threads
+                .iter()
+                .filter_map(|&t| workload.with_threads(t))
+                .collect::<Vec<_>>();
+            let fresh: Vec<Workload> = if family.is_empty() {
+                vec![*workload]
+            } else {
+                family
+            };
+            for workload in fresh {
+                if !swept.contains(&workload) {
+                    swept.push(workload);
+                }
+            }
+        }
+        self.workloads = swept;
+        let most = threads.iter().copied().max().unwrap_or(1);
+        self.geometry.max_threads = self.geometry.max_threads.max(most);
+        Ok(())
+    }
+
     fn validate(&self) -> Result<()> {
         self.geometry.validate()?;
+        let largest_txn = self.workloads.iter().map(|w| w.blocks_per_txn()).max();
+        if largest_txn.unwrap_or(0) as u64 > self.geometry.region_blocks() {
+            return Err(BenchError::Config(format!(
+                "a transaction of {} blocks does not fit a thread's region of {}",
+                largest_txn.unwrap_or(0),
+                self.geometry.region_blocks()
+            )));
+        }
         let max_threads = self
             .workloads
             .iter()
@@ -135,6 +176,7 @@ pub fn run(
 ) -> Result<Report> {
     isolation::refuse_nested_run()?;
     config.validate()?;
+    let started_unix_s = probe::unix_now_s();
     std::fs::create_dir_all(&config.dir).map_err(|e| BenchError::io("mkdir", &config.dir, e))?;
     let machine = Machine::describe(&config.dir);
     if probe::is_memory_fs(&machine.fs_type) && !config.allow_memory_fs {
@@ -193,6 +235,7 @@ pub fn run(
         cell_seconds: config.cell_duration.as_secs_f64(),
         quick: config.quick,
         rss_mode,
+        started_unix_s,
         systems: systems
             .iter()
             .map(|s| (s.name().to_string(), s.config_note()))
@@ -249,7 +292,7 @@ pub(crate) fn run_cell(
     probe::trim_heap();
     probe::reset_peak_rss();
     let system = factory.open(&system_dir(config, factory), &config.geometry)?;
-    let seed = config.seed ^ ((round as u64) << 32) ^ workload as u64;
+    let seed = config.seed ^ ((round as u64) << 32) ^ name_hash(&workload.name());
     let outcome = match workload.kind() {
         WorkloadKind::Durable {
             blocks_per_txn,
@@ -263,9 +306,18 @@ pub(crate) fn run_cell(
             true,
             seed,
         )?,
-        WorkloadKind::Nosync { blocks_per_txn } => {
-            drive_writes(config, &*system, workload, blocks_per_txn, 1, false, seed)?
-        }
+        WorkloadKind::Nosync {
+            blocks_per_txn,
+            threads,
+        } => drive_writes(
+            config,
+            &*system,
+            workload,
+            blocks_per_txn,
+            threads,
+            false,
+            seed,
+        )?,
         WorkloadKind::Read(kind) => drive_reads(config, &*system, kind, seed)?,
         WorkloadKind::Recovery(kind) => drive_recoveries(config, &*system, kind)?,
     };
@@ -287,18 +339,31 @@ fn measurement(
 ) -> Measurement {
     let seconds = outcome.measured.as_secs_f64().max(1e-9);
     let all_ops = outcome.all_ops.max(1) as f64;
+    let ops_per_s = outcome.ops as f64 / seconds;
+    let mb_per_s = outcome.bytes as f64 / seconds / 1e6;
     Measurement {
         system: system.to_string(),
         workload,
-        ops_per_s: outcome.ops as f64 / seconds,
-        mb_per_s: outcome.bytes as f64 / seconds / 1e6,
+        ops_per_s,
+        mb_per_s,
         p50_us: outcome.latencies.percentile_us(0.50),
         p99_us: outcome.latencies.percentile_us(0.99),
         peak_rss_bytes,
         syncs_per_op: outcome.syncs.map(|s| s as f64 / all_ops),
         cpu_us_per_op: outcome.cpu.as_secs_f64() * 1e6 / all_ops,
         ops: outcome.ops,
+        latency_cdf_us: outcome.latencies.cdf_us(&CDF_QUANTILES),
+        // One cell is one round; `median_of_rounds` gathers the others.
+        rounds_ops_per_s: vec![ops_per_s],
+        rounds_mb_per_s: vec![mb_per_s],
     }
+}
+
+/// FNV-1a of a workload's name: a per-workload seed that does not depend on declaration order.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Distinct blocks of pseudo-random data, so that no system can win by compressing.

@@ -39,7 +39,7 @@ pub trait System: Send + Sync {
     /// One transaction whose durability is deferred to the next [`flush`](System::flush).
     fn nosync_txn(&self, thread: usize, addrs: &[Addr], data: &[Block]) -> Result<()> {
         let _ = (thread, addrs, data);
-        Err(self.unsupported(Workload::Nosync1Blk1Thr))
+        Err(self.unsupported(Workload::NOSYNC_1BLK_1THR))
     }
 
     /// Makes every transaction committed so far durable.

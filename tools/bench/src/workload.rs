@@ -1,15 +1,25 @@
 //! The workloads, named exactly as in the JSON output, and the geometry every system is given.
+//!
+//! Writing workloads take a thread count, so a sweep (`durable-1blk` at 1, 2, 4, 8, 16 threads)
+//! is a list of workloads like any other: `durable-1blk-4thr` is named, run and reported the
+//! same way as the documented `durable-1blk-1thr` and `durable-1blk-8thr`.
 
 use std::fmt;
 
 /// One measured workload. The name (`Workload::name`) is the string in the JSON `workload` field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Workload {
-    Durable1Blk1Thr,
-    Durable1Blk8Thr,
-    Durable16Blk1Thr,
-    Durable16Blk8Thr,
-    Nosync1Blk1Thr,
+    /// Transactions of `blocks_per_txn` blocks, each durable when it returns, from `threads`.
+    Durable {
+        blocks_per_txn: usize,
+        threads: usize,
+    },
+    /// Transactions whose durability is deferred, from `threads`, each of which flushes after
+    /// every `BenchConfig::flush_every` of its own transactions.
+    Nosync {
+        blocks_per_txn: usize,
+        threads: usize,
+    },
     ReadInstalled,
     ReadLogged,
     RecoverFullLog,
@@ -25,7 +35,10 @@ pub enum WorkloadKind {
         threads: usize,
     },
     /// Transactions whose durability is deferred, with a flush every `BenchConfig::flush_every`.
-    Nosync { blocks_per_txn: usize },
+    Nosync {
+        blocks_per_txn: usize,
+        threads: usize,
+    },
     /// Random single-block reads from one thread.
     Read(ReadKind),
     /// One timed recovery after an untimed crash set-up.
@@ -51,47 +64,108 @@ pub enum RecoveryKind {
 }
 
 impl Workload {
+    pub const DURABLE_1BLK_1THR: Workload = Workload::durable(1, 1);
+    pub const DURABLE_1BLK_8THR: Workload = Workload::durable(1, 8);
+    pub const DURABLE_16BLK_1THR: Workload = Workload::durable(16, 1);
+    pub const DURABLE_16BLK_8THR: Workload = Workload::durable(16, 8);
+    pub const NOSYNC_1BLK_1THR: Workload = Workload::nosync(1, 1);
+
+    /// The documented workloads, in the order the table shows them: a run without a thread
+    /// sweep runs exactly these.
     pub const ALL: [Workload; 9] = [
-        Workload::Durable1Blk1Thr,
-        Workload::Durable1Blk8Thr,
-        Workload::Durable16Blk1Thr,
-        Workload::Durable16Blk8Thr,
-        Workload::Nosync1Blk1Thr,
+        Workload::DURABLE_1BLK_1THR,
+        Workload::DURABLE_1BLK_8THR,
+        Workload::DURABLE_16BLK_1THR,
+        Workload::DURABLE_16BLK_8THR,
+        Workload::NOSYNC_1BLK_1THR,
         Workload::ReadInstalled,
         Workload::ReadLogged,
         Workload::RecoverFullLog,
         Workload::ReplicaResync,
     ];
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Workload::Durable1Blk1Thr => "durable-1blk-1thr",
-            Workload::Durable1Blk8Thr => "durable-1blk-8thr",
-            Workload::Durable16Blk1Thr => "durable-16blk-1thr",
-            Workload::Durable16Blk8Thr => "durable-16blk-8thr",
-            Workload::Nosync1Blk1Thr => "nosync-1blk-1thr",
-            Workload::ReadInstalled => "read-installed",
-            Workload::ReadLogged => "read-logged",
-            Workload::RecoverFullLog => "recover-full-log",
-            Workload::ReplicaResync => "replica-resync",
+    pub const fn durable(blocks_per_txn: usize, threads: usize) -> Workload {
+        Workload::Durable {
+            blocks_per_txn,
+            threads,
         }
     }
 
+    pub const fn nosync(blocks_per_txn: usize, threads: usize) -> Workload {
+        Workload::Nosync {
+            blocks_per_txn,
+            threads,
+        }
+    }
+
+    /// The JSON name: `durable-{blocks}blk-{threads}thr`, `nosync-{blocks}blk-{threads}thr`,
+    /// or one of the fixed names of the single-threaded workloads.
+    pub fn name(self) -> String {
+        match self {
+            Workload::Durable { threads, .. } | Workload::Nosync { threads, .. } => {
+                format!("{}-{threads}thr", self.family())
+            }
+            _ => self.family(),
+        }
+    }
+
+    /// The name without the thread count: what a thread sweep varies over (`durable-1blk`).
+    /// For reads and recoveries, the name itself.
+    pub fn family(self) -> String {
+        match self {
+            Workload::Durable { blocks_per_txn, .. } => format!("durable-{blocks_per_txn}blk"),
+            Workload::Nosync { blocks_per_txn, .. } => format!("nosync-{blocks_per_txn}blk"),
+            Workload::ReadInstalled => "read-installed".into(),
+            Workload::ReadLogged => "read-logged".into(),
+            Workload::RecoverFullLog => "recover-full-log".into(),
+            Workload::ReplicaResync => "replica-resync".into(),
+        }
+    }
+
+    /// Parses what `name` prints; None for anything else (zero blocks or threads included).
     pub fn from_name(name: &str) -> Option<Workload> {
-        Workload::ALL.into_iter().find(|w| w.name() == name)
+        let fixed = [
+            Workload::ReadInstalled,
+            Workload::ReadLogged,
+            Workload::RecoverFullLog,
+            Workload::ReplicaResync,
+        ];
+        if let Some(workload) = fixed.into_iter().find(|w| w.name() == name) {
+            return Some(workload);
+        }
+        let (make, rest): (fn(usize, usize) -> Workload, &str) =
+            if let Some(rest) = name.strip_prefix("durable-") {
+                (Workload::durable, rest)
+            } else {
+                (Workload::nosync, name.strip_prefix("nosync-")?)
+            };
+        let (blocks, threads) = rest.strip_suffix("thr")?.split_once("blk-")?;
+        let number = |text: &str| -> Option<usize> {
+            // Digits only, so that every name parses back to exactly one spelling.
+            let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+            text.parse()
+                .ok()
+                .filter(|n| digits && *n > 0 && !text.starts_with('0'))
+        };
+        Some(make(number(blocks)?, number(threads)?))
     }
 
     pub fn kind(self) -> WorkloadKind {
-        let durable = |blocks_per_txn, threads| WorkloadKind::Durable {
-            blocks_per_txn,
-            threads,
-        };
         match self {
-            Workload::Durable1Blk1Thr => durable(1, 1),
-            Workload::Durable1Blk8Thr => durable(1, 8),
-            Workload::Durable16Blk1Thr => durable(16, 1),
-            Workload::Durable16Blk8Thr => durable(16, 8),
-            Workload::Nosync1Blk1Thr => WorkloadKind::Nosync { blocks_per_txn: 1 },
+            Workload::Durable {
+                blocks_per_txn,
+                threads,
+            } => WorkloadKind::Durable {
+                blocks_per_txn,
+                threads,
+            },
+            Workload::Nosync {
+                blocks_per_txn,
+                threads,
+            } => WorkloadKind::Nosync {
+                blocks_per_txn,
+                threads,
+            },
             Workload::ReadInstalled => WorkloadKind::Read(ReadKind::Installed),
             Workload::ReadLogged => WorkloadKind::Read(ReadKind::Logged),
             Workload::RecoverFullLog => WorkloadKind::Recovery(RecoveryKind::FullLog),
@@ -101,16 +175,46 @@ impl Workload {
 
     /// Threads that drive this workload (and so the thread indices a system must accept).
     pub fn threads(self) -> usize {
-        match self.kind() {
-            WorkloadKind::Durable { threads, .. } => threads,
+        match self {
+            Workload::Durable { threads, .. } | Workload::Nosync { threads, .. } => threads,
             _ => 1,
         }
+    }
+
+    /// Blocks written per transaction; 0 for reads and recoveries.
+    pub fn blocks_per_txn(self) -> usize {
+        match self {
+            Workload::Durable { blocks_per_txn, .. } | Workload::Nosync { blocks_per_txn, .. } => {
+                blocks_per_txn
+            }
+            _ => 0,
+        }
+    }
+
+    /// The same workload from `threads` threads; None for reads and recoveries, which a sweep
+    /// leaves alone.
+    pub fn with_threads(self, threads: usize) -> Option<Workload> {
+        match self {
+            Workload::Durable { blocks_per_txn, .. } => {
+                Some(Workload::durable(blocks_per_txn, threads))
+            }
+            Workload::Nosync { blocks_per_txn, .. } => {
+                Some(Workload::nosync(blocks_per_txn, threads))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether each operation is a transaction durable on return (the latency CDFs are drawn
+    /// for these).
+    pub fn is_durable(self) -> bool {
+        matches!(self, Workload::Durable { .. })
     }
 }
 
 impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.name())
     }
 }
 

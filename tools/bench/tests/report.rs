@@ -1,6 +1,6 @@
 //! Checks the report: the JSON object's exact shape and names, ratio arithmetic (ops/s for
 //! transactions, MB/s for recoveries), the median-of-rounds choice, and the table's contents,
-//! on hand-made measurements.
+//! its way back from JSON (this version's and the first version's), on hand-made measurements.
 
 use serde_json::Value;
 use txdisk_bench::{median_of_rounds, Machine, Measurement, Report, RssMode, Workload};
@@ -17,6 +17,9 @@ fn measurement(system: &str, workload: Workload, ops_per_s: f64, mb_per_s: f64) 
         syncs_per_op: None,
         cpu_us_per_op: 12.5,
         ops: 1000,
+        latency_cdf_us: vec![(0.0, 50.0), (0.5, 100.0), (0.99, 900.0), (1.0, 1200.0)],
+        rounds_ops_per_s: vec![ops_per_s],
+        rounds_mb_per_s: vec![mb_per_s],
     }
 }
 
@@ -34,6 +37,7 @@ fn report(results: Vec<Measurement>) -> Report {
         cell_seconds: 2.0,
         quick: false,
         rss_mode: RssMode::PerCell,
+        started_unix_s: 1_798_487_808,
         systems: vec![
             ("floor".into(), "raw file".into()),
             ("sqlite".into(), "WAL, synchronous=FULL".into()),
@@ -45,9 +49,9 @@ fn report(results: Vec<Measurement>) -> Report {
 
 fn sample_report() -> Report {
     report(vec![
-        measurement("floor", Workload::Durable1Blk1Thr, 200.0, 0.8192),
-        measurement("sqlite", Workload::Durable1Blk1Thr, 100.0, 0.4096),
-        measurement("redb", Workload::Durable1Blk1Thr, 50.0, 0.2048),
+        measurement("floor", Workload::DURABLE_1BLK_1THR, 200.0, 0.8192),
+        measurement("sqlite", Workload::DURABLE_1BLK_1THR, 100.0, 0.4096),
+        measurement("redb", Workload::DURABLE_1BLK_1THR, 50.0, 0.2048),
         measurement("floor", Workload::RecoverFullLog, 100.0, 400.0),
         measurement("sqlite", Workload::RecoverFullLog, 100.0, 100.0),
     ])
@@ -59,25 +63,37 @@ fn json_results_have_exactly_the_documented_keys_and_names() {
     let results = json["results"].as_array().expect("results is a list");
     assert_eq!(results.len(), 5);
     let systems = ["floor", "txdisk", "txdisk-pair", "sqlite", "redb"];
-    let workloads: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+    let workloads: Vec<String> = Workload::ALL.iter().map(|w| w.name()).collect();
     for result in results {
         let object = result.as_object().expect("each result is an object");
         let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
         keys.sort_unstable();
+        // The first version's seven keys, then only additions: old readers keep working.
         assert_eq!(
             keys,
             [
+                "cpu_us_per_op",
+                "latency_cdf_us",
                 "mb_per_s",
+                "ops",
                 "ops_per_s",
                 "p50_us",
                 "p99_us",
                 "peak_rss_bytes",
+                "rounds_mb_per_s",
+                "rounds_ops_per_s",
+                "syncs_per_op",
                 "system",
+                "threads",
                 "workload"
             ]
         );
         assert!(systems.contains(&object["system"].as_str().expect("system is a string")));
-        assert!(workloads.contains(&object["workload"].as_str().expect("workload is a string")));
+        let workload = object["workload"].as_str().expect("workload is a string");
+        assert!(workloads.iter().any(|w| w == workload));
+        assert!(object["threads"].is_u64());
+        assert!(object["rounds_ops_per_s"].is_array());
+        assert!(object["latency_cdf_us"].is_array());
         for key in ["ops_per_s", "mb_per_s", "p50_us", "p99_us"] {
             assert!(object[key].is_f64(), "{key} is a number: {}", object[key]);
         }
@@ -101,7 +117,7 @@ fn json_round_trips_through_text_and_names_the_run() {
 
 #[test]
 fn workload_names_are_the_documented_ones_and_parse_back() {
-    let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+    let names: Vec<String> = Workload::ALL.iter().map(|w| w.name()).collect();
     assert_eq!(
         names,
         [
@@ -117,24 +133,45 @@ fn workload_names_are_the_documented_ones_and_parse_back() {
         ]
     );
     for workload in Workload::ALL {
-        assert_eq!(Workload::from_name(workload.name()), Some(workload));
+        assert_eq!(Workload::from_name(&workload.name()), Some(workload));
     }
     assert_eq!(Workload::from_name("durable"), None);
+    // Sweeps name their points the same way, and only the one spelling parses.
+    assert_eq!(
+        Workload::from_name("durable-1blk-16thr"),
+        Some(Workload::durable(1, 16))
+    );
+    assert_eq!(
+        Workload::from_name("nosync-1blk-4thr"),
+        Some(Workload::nosync(1, 4))
+    );
+    assert_eq!(Workload::durable(16, 2).name(), "durable-16blk-2thr");
+    assert_eq!(Workload::durable(16, 2).family(), "durable-16blk");
+    for bad in [
+        "durable-0blk-1thr",
+        "durable-1blk-0thr",
+        "durable-01blk-1thr",
+        "nosync-1blk-thr",
+        "durable-+1blk-1thr",
+        "read-installed-2thr",
+    ] {
+        assert_eq!(Workload::from_name(bad), None, "{bad}");
+    }
 }
 
 #[test]
 fn ratios_divide_ops_for_transactions_and_bytes_for_recoveries() {
     let report = sample_report();
     assert_eq!(
-        report.ratio("sqlite", Workload::Durable1Blk1Thr, "floor"),
+        report.ratio("sqlite", Workload::DURABLE_1BLK_1THR, "floor"),
         Some(0.5)
     );
     assert_eq!(
-        report.ratio("floor", Workload::Durable1Blk1Thr, "redb"),
+        report.ratio("floor", Workload::DURABLE_1BLK_1THR, "redb"),
         Some(4.0)
     );
     assert_eq!(
-        report.ratio("redb", Workload::Durable1Blk1Thr, "redb"),
+        report.ratio("redb", Workload::DURABLE_1BLK_1THR, "redb"),
         Some(1.0)
     );
     // Same recoveries per second, but the floor moved four times the bytes.
@@ -147,7 +184,7 @@ fn ratios_divide_ops_for_transactions_and_bytes_for_recoveries() {
         None
     );
     assert_eq!(
-        report.ratio("txdisk", Workload::Durable1Blk1Thr, "floor"),
+        report.ratio("txdisk", Workload::DURABLE_1BLK_1THR, "floor"),
         None
     );
 }
@@ -155,11 +192,11 @@ fn ratios_divide_ops_for_transactions_and_bytes_for_recoveries() {
 #[test]
 fn a_zero_baseline_gives_no_ratio() {
     let report = report(vec![
-        measurement("floor", Workload::Durable1Blk1Thr, 0.0, 0.0),
-        measurement("sqlite", Workload::Durable1Blk1Thr, 10.0, 0.04),
+        measurement("floor", Workload::DURABLE_1BLK_1THR, 0.0, 0.0),
+        measurement("sqlite", Workload::DURABLE_1BLK_1THR, 10.0, 0.04),
     ]);
     assert_eq!(
-        report.ratio("sqlite", Workload::Durable1Blk1Thr, "floor"),
+        report.ratio("sqlite", Workload::DURABLE_1BLK_1THR, "floor"),
         None
     );
 }
@@ -167,9 +204,9 @@ fn a_zero_baseline_gives_no_ratio() {
 #[test]
 fn median_round_is_chosen_by_ops_and_keeps_the_largest_peak_rss() {
     let mut rounds = vec![
-        measurement("sqlite", Workload::Durable1Blk1Thr, 300.0, 1.2),
-        measurement("sqlite", Workload::Durable1Blk1Thr, 100.0, 0.4),
-        measurement("sqlite", Workload::Durable1Blk1Thr, 200.0, 0.8),
+        measurement("sqlite", Workload::DURABLE_1BLK_1THR, 300.0, 1.2),
+        measurement("sqlite", Workload::DURABLE_1BLK_1THR, 100.0, 0.4),
+        measurement("sqlite", Workload::DURABLE_1BLK_1THR, 200.0, 0.8),
     ];
     rounds[0].peak_rss_bytes = 99 << 20;
     rounds[2].p99_us = 777.0;
@@ -204,4 +241,50 @@ fn the_table_shows_every_row_ratio_and_configuration() {
     assert_eq!(fields[11], "2.00");
     assert!(table.contains("sqlite: WAL, synchronous=FULL"));
     assert!(table.contains("on ext4"));
+}
+
+#[test]
+fn a_run_loads_back_from_its_json_and_a_first_version_run_still_loads() {
+    let original = sample_report();
+    let text = original.to_json().to_string();
+    let loaded =
+        Report::from_json(&serde_json::from_str(&text).expect("valid JSON")).expect("loads");
+    // The JSON keeps three decimals, so the loaded run is the original at that precision.
+    assert_eq!(loaded.to_json(), original.to_json());
+    assert_eq!(loaded.results.len(), original.results.len());
+    assert_eq!(loaded.results[1].mb_per_s, 0.41);
+    assert_eq!(
+        loaded.results[1].latency_cdf_us,
+        original.results[1].latency_cdf_us
+    );
+    assert_eq!(loaded.machine, original.machine);
+    // In run order (floor, sqlite, redb), not the JSON object's sorted keys.
+    assert_eq!(loaded.systems, original.systems);
+    assert_eq!(loaded.started_unix_s, original.started_unix_s);
+    assert_eq!(loaded.started_utc(), "2026-12-28 19:56 UTC");
+
+    // What the first version wrote: the seven keys and nothing else.
+    let old = serde_json::json!({
+        "machine": {"cpu_model": "Old CPU", "cores": 2},
+        "run": {"rounds": 3},
+        "systems": {"floor": "raw file"},
+        "results": [{"system": "floor", "workload": "durable-1blk-8thr", "ops_per_s": 7786.0,
+                     "mb_per_s": 31.89, "p50_us": 905.0, "p99_us": 4882.0,
+                     "peak_rss_bytes": 4_000_000}]
+    });
+    let loaded = Report::from_json(&old).expect("an old run loads");
+    let row = &loaded.results[0];
+    assert_eq!(row.workload, Workload::DURABLE_1BLK_8THR);
+    assert_eq!(
+        row.rounds_ops_per_s,
+        [7786.0],
+        "one round: the median itself"
+    );
+    assert!(row.latency_cdf_us.is_empty());
+    assert_eq!(loaded.started_utc(), "date unknown");
+
+    let unknown = serde_json::json!({"results": [{"system": "floor", "workload": "fast",
+        "ops_per_s": 1.0, "mb_per_s": 1.0, "p50_us": 1.0, "p99_us": 1.0}]});
+    assert!(Report::from_json(&unknown).is_err());
+    assert!(Report::from_json(&serde_json::json!({"error": "x"})).is_err());
 }

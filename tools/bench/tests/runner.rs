@@ -1,7 +1,8 @@
 //! Checks the runner end to end: the floor and both peers on a small disk in a scratch
 //! directory (every supported cell measured once, unsupported ones left out, reads verified),
 //! and an in-memory system that records what the runner asks of it (addresses inside each
-//! thread's region, distinct within a transaction, never a repeated block) or lies on reads.
+//! thread's region, distinct within a transaction, never a repeated block) or lies on reads;
+//! and thread sweeps: one row per (system, workload, thread count), each with its rounds.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -59,7 +60,7 @@ fn floor_and_peers_run_every_supported_cell_once() {
         assert!(m.peak_rss_bytes > 0, "{} {}", m.system, m.workload);
     }
     // The floor syncs exactly once per durable transaction, whatever the thread count.
-    for workload in [Workload::Durable1Blk1Thr, Workload::Durable16Blk8Thr] {
+    for workload in [Workload::DURABLE_1BLK_1THR, Workload::DURABLE_16BLK_8THR] {
         let floor = report.find("floor", workload).expect("floor ran");
         assert_eq!(floor.syncs_per_op, Some(1.0), "{workload}");
     }
@@ -203,6 +204,91 @@ fn a_disk_too_small_for_its_threads_is_refused() {
     let scratch = tempfile::tempdir().expect("scratch directory");
     let mut config = tiny_config(scratch.path());
     config.geometry.disk_blocks = 100;
+    let factory = RecorderFactory(recorder(config.geometry, false));
+    assert!(matches!(
+        run(&config, &[&factory], &mut |_| {}),
+        Err(BenchError::Config(_))
+    ));
+}
+
+#[test]
+fn a_thread_sweep_reports_one_row_per_system_workload_and_thread_count() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let mut config = tiny_config(scratch.path());
+    config.workloads = vec![
+        Workload::DURABLE_1BLK_1THR,
+        Workload::DURABLE_1BLK_8THR,
+        Workload::NOSYNC_1BLK_1THR,
+        Workload::ReadInstalled,
+    ];
+    let threads = [1, 2, 4, 16];
+    config.sweep_threads(&threads).expect("a valid sweep");
+    assert_eq!(
+        config.geometry.max_threads, 16,
+        "room for the largest count"
+    );
+    let factories = baseline_systems();
+    let systems: Vec<&dyn SystemFactory> = factories.iter().map(|s| s.as_ref()).collect();
+    let report = run(&config, &systems, &mut |_| {}).expect("bench run");
+    let json = report.to_json();
+    let rows = json["results"].as_array().expect("results is a list");
+    let count = |system: &str, workload: &str, threads: usize| {
+        rows.iter()
+            .filter(|row| {
+                row["system"] == system && row["workload"] == workload && row["threads"] == threads
+            })
+            .count()
+    };
+    for system in ["floor", "sqlite", "redb"] {
+        for t in threads {
+            assert_eq!(
+                count(system, &format!("durable-1blk-{t}thr"), t),
+                1,
+                "{system} {t}"
+            );
+            assert_eq!(
+                count(system, &format!("nosync-1blk-{t}thr"), t),
+                1,
+                "{system} {t}"
+            );
+        }
+        assert_eq!(
+            count(system, "read-installed", 1),
+            1,
+            "{system}: reads are not swept"
+        );
+        // 8 threads was not asked for: the documented 8-thread workload became the sweep.
+        assert_eq!(count(system, "durable-1blk-8thr", 8), 0, "{system}");
+    }
+    assert_eq!(rows.len(), 3 * (2 * threads.len() + 1));
+    for row in rows {
+        let rounds = row["rounds_ops_per_s"].as_array().expect("rounds listed");
+        assert_eq!(rounds.len(), config.rounds, "{row}");
+        let cdf = row["latency_cdf_us"].as_array().expect("a CDF");
+        assert!(!cdf.is_empty(), "{row}");
+    }
+    for t in threads {
+        let floor = report
+            .find("floor", Workload::durable(1, t))
+            .expect("floor ran");
+        assert_eq!(floor.syncs_per_op, Some(1.0), "{t} threads");
+    }
+}
+
+#[test]
+fn a_sweep_without_room_for_its_threads_is_refused() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let mut config = tiny_config(scratch.path());
+    assert!(matches!(
+        config.sweep_threads(&[1, 0]),
+        Err(BenchError::Config(_))
+    ));
+    assert!(matches!(
+        config.sweep_threads(&[]),
+        Err(BenchError::Config(_))
+    ));
+    // 1024 blocks among 32 threads leaves each fewer than the 64 a region needs.
+    config.sweep_threads(&[1, 32]).expect("expands");
     let factory = RecorderFactory(recorder(config.geometry, false));
     assert!(matches!(
         run(&config, &[&factory], &mut |_| {}),
