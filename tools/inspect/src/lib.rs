@@ -11,7 +11,7 @@
 //!   parser ([`txdisk_log::scan_log`]) sees it — what recovery would replay, and why the chain
 //!   ends. With `repair`, it runs the layers' own recoveries and checks again.
 //! * [`logdump`] — the log, transaction by transaction, like debugfs's logdump.
-//! * [`damaged`] — deliberately damaged images for tests.
+//! * `damaged` (feature `test-support`) — deliberately damaged images for tests.
 //!
 //! **What each state means** (the exit code is e2fsck's: [`FsckReport::exit_code`]):
 //!
@@ -35,6 +35,7 @@
 //! does: the current member (d1 when both are) wins.
 
 mod check;
+#[cfg(feature = "test-support")]
 pub mod damaged;
 mod dump;
 mod error;

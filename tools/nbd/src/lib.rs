@@ -35,6 +35,7 @@ pub mod logical;
 pub mod proto;
 pub mod server;
 pub mod signal;
+#[cfg(feature = "test-support")]
 pub mod testkit;
 mod transmission;
 
