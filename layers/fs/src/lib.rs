@@ -76,6 +76,7 @@ mod fs;
 #[cfg(feature = "fuse")]
 pub mod fuse;
 mod logical_store;
+#[cfg(feature = "test-support")]
 pub mod oracle;
 mod paths;
 pub mod store;
