@@ -35,9 +35,13 @@ pub struct FsOptions {
 /// What `stat` reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stat {
+    /// The inode number.
     pub ino: Ino,
+    /// File or directory.
     pub kind: Kind,
+    /// Length in bytes (a directory: its entry blocks).
     pub size_bytes: u64,
+    /// Directory entries naming it (a directory: 2 + its subdirectories).
     pub nlink: u32,
     /// Data and index blocks the inode owns.
     pub blocks: u64,
@@ -48,17 +52,22 @@ pub struct Stat {
 pub struct FsStats {
     /// Data blocks (4096 bytes each).
     pub blocks: u64,
+    /// Data blocks not in use.
     pub free_blocks: u64,
     /// Usable inodes (inode 0 is reserved).
     pub inodes: u64,
+    /// Inodes not in use.
     pub free_inodes: u64,
 }
 
 /// One entry of a directory listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
+    /// The entry's name (any bytes but `/` and NUL).
     pub name: Vec<u8>,
+    /// The inode number.
     pub ino: Ino,
+    /// File or directory.
     pub kind: Kind,
 }
 

@@ -75,6 +75,8 @@
 //! **Not supported (yet):** open-but-unlinked files (an unlinked file is freed at once),
 //! timestamps, permissions and ownership, symbolic links.
 
+#![deny(missing_docs)]
+
 pub mod check;
 mod dir;
 mod error;

@@ -12,42 +12,69 @@ pub const NAMES: [&[u8]; 3] = [b"a", b"b", b"c"];
 pub type Path = Vec<u8>;
 
 #[derive(Clone, Debug)]
+/// One generated file-system operation, on paths of [`NAMES`].
 pub enum Op {
+    /// Create an empty file.
     Create(Path),
+    /// Make a directory.
     Mkdir(Path),
+    /// Write `len` bytes of [`pattern`] at `offset`.
     Write {
+        /// The file.
         path: Path,
+        /// Byte offset in the file.
         offset: u64,
+        /// Bytes.
         len: u32,
+        /// Seed of the written pattern.
         seed: u8,
     },
+    /// Read up to `len` bytes at `offset`.
     Read {
+        /// The file.
         path: Path,
+        /// Byte offset in the file.
         offset: u64,
+        /// Bytes.
         len: u32,
     },
+    /// Set a file's size in bytes.
     Truncate(Path, u64),
+    /// Remove a file.
     Unlink(Path),
+    /// Remove an empty directory.
     Rmdir(Path),
+    /// Rename the first path to the second.
     Rename(Path, Path),
+    /// List a directory.
     Readdir(Path),
+    /// Kind, size and link count.
     Stat(Path),
+    /// Make every completed operation durable.
     Fsync,
 }
 
 /// What an operation returned (directory sizes are not modelled, so a directory's is 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Out {
+    /// Done, nothing returned.
     Unit,
+    /// The bytes read.
     Data(Vec<u8>),
+    /// What `stat` reports.
     Stat {
+        /// File or directory.
         kind: Kind,
+        /// Length in bytes (0 for a directory: not modelled).
         size_bytes: u64,
+        /// Link count.
         nlink: u32,
     },
+    /// A directory's entries, sorted by name.
     Entries(Vec<(Vec<u8>, Kind)>),
 }
 
+/// An operation's result, an error as its errno.
 pub type Outcome = Result<Out, i32>;
 
 /// Deepest directory the oracle walks (the generator builds at most three levels).
@@ -74,13 +101,18 @@ pub(super) fn comps(path: &[u8]) -> Vec<Vec<u8>> {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// A tree node of the model.
 pub enum Node {
+    /// A file and its bytes.
     File(Vec<u8>),
+    /// A directory and its entries by name.
     Dir(BTreeMap<Vec<u8>, Node>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// The file-system tree the operations should produce.
 pub struct Model {
+    /// The root directory.
     pub root: Node,
 }
 
@@ -128,12 +160,13 @@ fn subdirs(map: &BTreeMap<Vec<u8>, Node>) -> u32 {
 }
 
 impl Model {
-    /// Applies `op` (a write only up to `cut` bytes when given, as a crash between chunks
-    /// leaves it).
+    /// Applies `op` as the file system should, and returns what it should return.
     pub fn apply(&mut self, op: &Op) -> Outcome {
         self.apply_cut(op, None)
     }
 
+    /// Applies `op`, a write only up to `cut` bytes when given (as a crash between chunks
+    /// leaves it).
     pub fn apply_cut(&mut self, op: &Op, cut: Option<usize>) -> Outcome {
         match op {
             Op::Create(p) => self.make(p, Node::File(Vec::new())),

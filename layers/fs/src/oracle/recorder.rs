@@ -147,16 +147,22 @@ pub enum OracleError {
     /// The store failed (a crash): the operation is in flight; recover and check.
     #[error("the store failed during operation {step}: {source}")]
     StoreFailed {
+        /// The operation's number in the workload.
         step: usize,
         #[source]
+        /// The store's error.
         source: FsError,
     },
     /// The file system and the model disagree (a bug).
     #[error("operation {step} {op}: model {expected}, file system {found}")]
     Mismatch {
+        /// The operation's number in the workload.
         step: usize,
+        /// The operation.
         op: String,
+        /// What the model returned.
         expected: String,
+        /// What the file system returned.
         found: String,
     },
     /// A recovered file system is in none of the allowed states, or fails its checker.
