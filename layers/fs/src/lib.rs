@@ -56,7 +56,7 @@
 //! against every state a crash may legally leave: the crash tests here use it, and so does the
 //! file system's layer for the crash-point fuzzer (`tests/crashfuzz_fs.rs`).
 //!
-//! **FUSE** (feature `fuse`): [`fuse::spawn_mount`] and [`fuse::mount`] serve a file system
+//! **FUSE** (feature `fuse`): `fuse::spawn_mount` and `fuse::mount` serve a file system
 //! at a mount point through the `fuser` crate's own mount (no libfuse), flushing the store when
 //! the session ends.
 //!

@@ -307,25 +307,25 @@ impl Disk for SimDisk {
     fn read(&self, addr: Addr) -> Result<Block> {
         let result = self.do_read(addr);
         #[cfg(debug_assertions)]
-        self.check_rep_sim();
+        self.check_rep();
         result
     }
 
     fn write(&self, addr: Addr, block: &Block) -> Result<()> {
         let result = self.do_write(addr, block);
         #[cfg(debug_assertions)]
-        self.check_rep_sim();
+        self.check_rep();
         result
     }
 
     fn sync(&self) -> Result<()> {
         let result = self.do_sync();
         #[cfg(debug_assertions)]
-        self.check_rep_sim();
+        self.check_rep();
         result
     }
 
     fn check_rep(&self) {
-        self.check_rep_sim();
+        SimDisk::check_rep(self);
     }
 }

@@ -7,7 +7,7 @@ use crate::block::Addr;
 
 impl SimDisk {
     /// The rep invariant (see the crate documentation). Panics, naming the block, when broken.
-    pub fn check_rep_sim(&self) {
+    pub fn check_rep(&self) {
         #[cfg_attr(not(debug_assertions), allow(unused_mut))]
         let mut state = self.state.lock();
         assert_eq!(
