@@ -319,6 +319,10 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
     }
 
     fn pointer_in(&mut self, block_addr: Addr, index: u64) -> Result<Addr> {
+        assert!(
+            index < POINTERS_PER_BLOCK,
+            "fs: pointer slot {index} of index block {block_addr}: expected below {POINTERS_PER_BLOCK}"
+        );
         self.check_pointer(block_addr)?;
         let pointer = get_u64(self.get(block_addr)?.as_bytes(), (index * 8) as usize);
         if pointer != 0 {
@@ -328,6 +332,15 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
     }
 
     fn set_pointer_in(&mut self, block_addr: Addr, index: u64, pointer: Addr) -> Result<()> {
+        // Preconditions: a slot of the table, and a hole or a data block to store in it.
+        assert!(
+            index < POINTERS_PER_BLOCK,
+            "fs: pointer slot {index} of index block {block_addr}: expected below {POINTERS_PER_BLOCK}"
+        );
+        assert!(
+            pointer == 0 || self.sb.is_data(pointer),
+            "fs: pointer {pointer} stored in index block {block_addr}: expected 0 or a data block"
+        );
         put_u64(
             self.get_mut(block_addr)?.as_bytes_mut(),
             (index * 8) as usize,
@@ -371,6 +384,16 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
     /// The block holding file block `index`, allocating it (and index blocks) if it is a hole.
     /// Returns the address and whether it is new (zeroed).
     pub fn map_alloc(&mut self, inode: &mut Inode, index: u64) -> Result<(Addr, bool)> {
+        let (addr, fresh) = self.map_alloc_slot(inode, index)?;
+        // Postcondition: file block `index` now lives in the data region.
+        assert!(
+            self.sb.is_data(addr),
+            "fs: file block {index} mapped to block {addr}: expected a data block"
+        );
+        Ok((addr, fresh))
+    }
+
+    fn map_alloc_slot(&mut self, inode: &mut Inode, index: u64) -> Result<(Addr, bool)> {
         match slot_of(index) {
             Slot::Direct(i) => {
                 let (addr, fresh) = self.ensure(inode, inode.direct[i])?;

@@ -43,6 +43,17 @@ pub struct CrashStates {
 
 impl CrashStates {
     fn new(base: DiskImage, units: Vec<ChoiceUnit>) -> CrashStates {
+        // A unit with one candidate is no choice: it would count each state more than once
+        // in nothing but the counter, and belongs in the base image instead.
+        for unit in &units {
+            assert!(
+                unit.candidates.len() >= 2,
+                "disk: crash choice at block {} (sector {:?}) has {} candidates, expected at least 2",
+                unit.addr,
+                unit.sector,
+                unit.candidates.len()
+            );
+        }
         let total = units.iter().fold(1u128, |acc, unit| {
             acc.saturating_mul(unit.candidates.len() as u128)
         });
@@ -67,6 +78,11 @@ impl CrashStates {
     }
 
     fn build(&self, choice: &[usize]) -> DiskImage {
+        assert_eq!(
+            choice.len(),
+            self.units.len(),
+            "disk: a crash state needs one choice per unit"
+        );
         let mut image = self.base.clone();
         for (unit, &pick) in self.units.iter().zip(choice) {
             let chosen = &unit.candidates[pick];
@@ -203,6 +219,11 @@ impl SimDisk {
             choice.push((index % radix) as usize);
             index /= radix;
         }
+        // Postcondition: an index below the total is used up exactly by the mixed radix.
+        assert_eq!(
+            index, 0,
+            "disk: crash state index left over after choosing every unit"
+        );
         Some(states.build(&choice))
     }
 }
