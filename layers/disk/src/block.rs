@@ -50,14 +50,17 @@ impl Block {
         Ok(block)
     }
 
+    /// The block's bytes.
     pub fn as_bytes(&self) -> &[u8; BLOCK_SIZE] {
         &self.0
     }
 
+    /// The block's bytes, to change in place.
     pub fn as_bytes_mut(&mut self) -> &mut [u8; BLOCK_SIZE] {
         &mut self.0
     }
 
+    /// Whether every byte is zero.
     pub fn is_zero(&self) -> bool {
         self.0.iter().all(|&b| b == 0)
     }

@@ -2,22 +2,44 @@
 
 use crate::block::Addr;
 
+/// The disk layer's result: [`DiskError`] unless said otherwise.
 pub type Result<T, E = DiskError> = std::result::Result<T, E>;
 
+/// Why a disk call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiskError {
+    /// An address past the end of the disk.
     #[error("address {addr} is out of range (disk has {size_blocks} blocks)")]
-    OutOfRange { addr: Addr, size_blocks: u64 },
+    OutOfRange {
+        /// The address asked for.
+        addr: Addr,
+        /// The disk's size; valid addresses are below it.
+        size_blocks: u64,
+    },
 
+    /// Bytes that do not make a block.
     #[error("a block must be exactly 4096 bytes, got {len}")]
-    BadBlockLength { len: usize },
+    BadBlockLength {
+        /// The length given, in bytes.
+        len: usize,
+    },
 
+    /// An image whose size is not whole blocks.
     #[error("{path}: size {size_bytes} bytes is not a whole number of 4096-byte blocks")]
-    BadSize { path: String, size_bytes: u64 },
+    BadSize {
+        /// The image file or device.
+        path: String,
+        /// Its size.
+        size_bytes: u64,
+    },
 
+    /// An image of zero blocks.
     #[error("{path}: a disk must have at least one block")]
-    Empty { path: String },
+    Empty {
+        /// The image file or device.
+        path: String,
+    },
 
     /// The (simulated) machine crashed: nothing more reaches this disk until it is restarted.
     #[error("the disk crashed")]
@@ -29,16 +51,23 @@ pub enum DiskError {
 
     /// One block cannot be read (a bad sector); the device is otherwise alive.
     #[error("read error at block {addr}")]
-    ReadError { addr: Addr },
+    ReadError {
+        /// The unreadable block.
+        addr: Addr,
+    },
 
     /// A flush failed: writes since the last good sync may be lost. Never retry and report success.
     #[error("sync failed: writes since the last successful sync may be lost")]
     SyncFailed,
 
+    /// A system call on an image failed.
     #[error("{op} of block {addr} failed: {source}")]
     Io {
+        /// The call (`read`, `write`, `sync`, …).
         op: &'static str,
+        /// The block it was for (the first, for a run).
         addr: Addr,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -47,6 +76,7 @@ pub enum DiskError {
     /// no reader while a writer runs (what it read would be changing under it).
     #[error("{path}: {}", locked_reason(*.wanted, *.holder_pid))]
     Locked {
+        /// The image.
         path: String,
         /// What this open asked for.
         wanted: LockMode,
@@ -54,9 +84,12 @@ pub enum DiskError {
         holder_pid: Option<u32>,
     },
 
+    /// An image could not be opened.
     #[error("{path}: {source}")]
     Open {
+        /// The image.
         path: String,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },

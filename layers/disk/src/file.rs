@@ -110,6 +110,7 @@ impl FileDisk {
         }
     }
 
+    /// The image file or device this disk was opened on.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -30,6 +30,8 @@
 //!
 //! Errors are values ([`DiskError`]); a panic here means a broken invariant of this crate.
 
+#![deny(missing_docs)]
+
 mod block;
 mod error;
 mod file;

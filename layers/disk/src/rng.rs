@@ -1,16 +1,25 @@
 //! A small deterministic random number generator (SplitMix64), so that every simulated run is
 //! reproducible from one `u64` seed on every platform and in every version of this crate.
+//!
+//! Not test support: it is part of the simulated disk's interface
+//! ([`SimDisk::random_crash_state`](crate::SimDisk::random_crash_state) draws from it), the
+//! crash-point fuzzer, the benchmarks and the demo ship with it, and the replicated layer draws
+//! a pair's identifier from it. Forty lines with no dependency, so it stays in the release
+//! library rather than behind a feature.
 
+/// SplitMix64 (Steele, Lea and Flood): one `u64` of state, every output a mix of it.
 #[derive(Clone, Debug)]
 pub struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
+    /// A generator whose stream is fixed by `seed`.
     pub fn new(seed: u64) -> SplitMix64 {
         SplitMix64 { state: seed }
     }
 
+    /// The next value of the stream, uniform over `u64`.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.state;
@@ -31,6 +40,7 @@ impl SplitMix64 {
         self.below(denominator) < numerator
     }
 
+    /// Fills `bytes` from the stream, eight bytes per draw (little-endian).
     pub fn fill_bytes(&mut self, bytes: &mut [u8]) {
         for chunk in bytes.chunks_mut(8) {
             let word = self.next_u64().to_le_bytes();

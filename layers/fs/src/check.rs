@@ -26,10 +26,13 @@ use txdisk_disk::{Addr, Block, BLOCK_SIZE};
 /// Counts from a clean check.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FsckReport {
+    /// Regular files reached from the root.
     pub files: u64,
+    /// Directories reached, the root included.
     pub directories: u64,
     /// Data and index blocks in use.
     pub blocks_used: u64,
+    /// Data blocks not in use.
     pub blocks_free: u64,
     /// Sum of regular file sizes.
     pub file_bytes: u64,
@@ -40,76 +43,211 @@ pub struct FsckReport {
 #[non_exhaustive]
 pub enum Violation {
     #[error("fs: superblock: {0}")]
+    /// Block 0 is not a valid superblock.
     Superblock(#[source] FsError),
     #[error("fs: reading the store: {0}")]
+    /// The store failed while the checker read it: an I/O error, not damage.
     Store(#[from] StoreError),
     #[error("fs: root inode {ino} is not an allocated directory (kind code {kind_code})")]
-    RootNotDirectory { ino: Ino, kind_code: u32 },
+    /// The root inode is free or not a directory.
+    RootNotDirectory {
+        /// The inode.
+        ino: Ino,
+        /// The kind code it holds.
+        kind_code: u32,
+    },
     #[error("fs: inode {ino} has unknown kind code {kind_code}")]
-    BadKind { ino: Ino, kind_code: u32 },
+    /// An inode of an unknown kind.
+    BadKind {
+        /// The inode.
+        ino: Ino,
+        /// The kind code it holds.
+        kind_code: u32,
+    },
     #[error("fs: inode {ino} points at block {addr}, outside the data region")]
-    PointerOutOfRange { ino: Ino, addr: Addr },
+    /// A block pointer outside the data region.
+    PointerOutOfRange {
+        /// The inode.
+        ino: Ino,
+        /// The block.
+        addr: Addr,
+    },
     #[error("fs: block {addr} owned by inode {ino} is not marked in the block bitmap")]
-    BlockNotMarked { ino: Ino, addr: Addr },
+    /// A block in use that the block bitmap calls free.
+    BlockNotMarked {
+        /// The inode.
+        ino: Ino,
+        /// The block.
+        addr: Addr,
+    },
     #[error("fs: block {addr} is owned by inode {first} and again by inode {second}")]
-    BlockOwnedTwice { addr: Addr, first: Ino, second: Ino },
+    /// A block two inodes (or one inode twice) point to.
+    BlockOwnedTwice {
+        /// The block.
+        addr: Addr,
+        /// The inode owning it first.
+        first: Ino,
+        /// The inode owning it again.
+        second: Ino,
+    },
     #[error("fs: block {addr} is marked in the bitmap but owned by no inode")]
-    BlockLeaked { addr: Addr },
+    /// A block the bitmap marks that no inode owns.
+    BlockLeaked {
+        /// The block.
+        addr: Addr,
+    },
     #[error("fs: block bitmap bit {bit} past the data region is set")]
-    BitmapTail { bit: u64 },
+    /// A block bitmap bit past the data region is set.
+    BitmapTail {
+        /// The bit index.
+        bit: u64,
+    },
     #[error("fs: inode {ino} is reachable but not marked in the inode bitmap")]
-    InodeNotMarked { ino: Ino },
+    /// A reachable inode the inode bitmap calls free.
+    InodeNotMarked {
+        /// The inode.
+        ino: Ino,
+    },
     #[error("fs: inode {ino} is marked in the inode bitmap but not reachable")]
-    InodeLeaked { ino: Ino },
+    /// An inode the bitmap marks that no directory reaches.
+    InodeLeaked {
+        /// The inode.
+        ino: Ino,
+    },
     #[error("fs: inode bitmap bit {ino} is wrong for a reserved or out-of-range inode")]
-    InodeBitmapReserved { ino: Ino },
+    /// The bitmap bit of inode 0 or of an inode past the count is wrong.
+    InodeBitmapReserved {
+        /// The inode.
+        ino: Ino,
+    },
     #[error("fs: directory {dir} entry {name:?} names inode {ino}, which is free")]
-    DanglingEntry { dir: Ino, name: String, ino: Ino },
+    /// A directory entry naming a free inode.
+    DanglingEntry {
+        /// The directory.
+        dir: Ino,
+        /// The entry's name (lossy UTF-8).
+        name: String,
+        /// The inode.
+        ino: Ino,
+    },
     #[error(
         "fs: directory {dir} entry {name:?} says kind {expected}, inode {ino} has kind {found}"
     )]
+    /// A directory entry whose kind is not its inode's.
     EntryKind {
+        /// The directory.
         dir: Ino,
+        /// The entry's name (lossy UTF-8).
         name: String,
+        /// The inode.
         ino: Ino,
+        /// What the invariant requires.
         expected: u32,
+        /// What the image holds.
         found: u32,
     },
     #[error("fs: directory {dir} slot {slot} has an invalid name {name:?} (length {len})")]
+    /// A directory entry with an empty, too long or reserved name.
     BadName {
+        /// The directory.
         dir: Ino,
+        /// The entry's slot in the directory.
         slot: u64,
+        /// The entry's name (lossy UTF-8).
         name: String,
+        /// The name length recorded.
         len: usize,
     },
     #[error("fs: directory {dir} holds the name {name:?} twice")]
-    DuplicateName { dir: Ino, name: String },
+    /// Two entries of one directory with the same name.
+    DuplicateName {
+        /// The directory.
+        dir: Ino,
+        /// The entry's name (lossy UTF-8).
+        name: String,
+    },
     #[error("fs: directory {ino} is named by more than one entry (second in directory {dir})")]
-    DirectoryLinkedTwice { ino: Ino, dir: Ino },
-    #[error("fs: directory {ino} is in directory {expected} but its parent field says {found}")]
-    WrongParent { ino: Ino, expected: Ino, found: Ino },
-    #[error("fs: inode {ino} link count: expected {expected}, found {found}")]
-    LinkCount { ino: Ino, expected: u64, found: u32 },
-    #[error("fs: inode {ino} size {size_bytes} is past the largest file {max_bytes}")]
-    SizeTooLarge {
+    /// A directory named by more than one entry.
+    DirectoryLinkedTwice {
+        /// The inode.
         ino: Ino,
+        /// The directory.
+        dir: Ino,
+    },
+    #[error("fs: directory {ino} is in directory {expected} but its parent field says {found}")]
+    /// A directory whose parent field is not the directory holding it.
+    WrongParent {
+        /// The inode.
+        ino: Ino,
+        /// What the invariant requires.
+        expected: Ino,
+        /// What the image holds.
+        found: Ino,
+    },
+    #[error("fs: inode {ino} link count: expected {expected}, found {found}")]
+    /// A link count that is not the number of entries naming the inode.
+    LinkCount {
+        /// The inode.
+        ino: Ino,
+        /// What the invariant requires.
+        expected: u64,
+        /// What the image holds.
+        found: u32,
+    },
+    #[error("fs: inode {ino} size {size_bytes} is past the largest file {max_bytes}")]
+    /// A size past the largest file.
+    SizeTooLarge {
+        /// The inode.
+        ino: Ino,
+        /// The size recorded, in bytes.
         size_bytes: u64,
+        /// The largest file, in bytes.
         max_bytes: u64,
     },
     #[error("fs: inode {ino} maps block index {index} past its size {size_bytes}")]
+    /// A file block mapped past the end of the file.
     BlockPastEof {
+        /// The inode.
         ino: Ino,
+        /// The file block index.
         index: u64,
+        /// The size recorded, in bytes.
         size_bytes: u64,
     },
     #[error("fs: inode {ino} has non-zero bytes past its size {size_bytes} in its last block")]
-    TailNotZero { ino: Ino, size_bytes: u64 },
+    /// Bytes past the end of a file, in its last block, that are not zero.
+    TailNotZero {
+        /// The inode.
+        ino: Ino,
+        /// The size recorded, in bytes.
+        size_bytes: u64,
+    },
     #[error("fs: directory {ino} size {size_bytes} is not a whole number of blocks")]
-    DirectorySize { ino: Ino, size_bytes: u64 },
+    /// A directory size that is not whole blocks.
+    DirectorySize {
+        /// The inode.
+        ino: Ino,
+        /// The size recorded, in bytes.
+        size_bytes: u64,
+    },
     #[error("fs: directory {ino} has a hole at block index {index}")]
-    DirectoryHole { ino: Ino, index: u64 },
+    /// A directory with an unmapped block below its size.
+    DirectoryHole {
+        /// The inode.
+        ino: Ino,
+        /// The file block index.
+        index: u64,
+    },
     #[error("fs: inode {ino} block count: expected {expected}, found {found}")]
-    BlockCount { ino: Ino, expected: u64, found: u64 },
+    /// An inode block count that is not the blocks it owns.
+    BlockCount {
+        /// The inode.
+        ino: Ino,
+        /// What the invariant requires.
+        expected: u64,
+        /// What the image holds.
+        found: u64,
+    },
 }
 
 /// Checks every invariant of the file system on `store` (in one read-only transaction).

@@ -146,7 +146,14 @@ impl<T: TxHandle> Ctx<'_, T> {
             Some(place) => place,
             None => (self.dir_grow(dir)?, 0),
         };
-        entry.encode_into(self.get_mut(addr)?, slot);
+        let block = self.get_mut(addr)?;
+        entry.encode_into(block, slot);
+        // Pair check: the bytes about to be written decode to the entry meant.
+        debug_assert_eq!(
+            RawDirent::decode(block, slot),
+            (entry, name.len()),
+            "fs: directory {dir} entry at block {addr} slot {slot} does not decode to what was encoded"
+        );
         Ok(())
     }
 

@@ -19,6 +19,7 @@ pub const ROOT_INO: Ino = 1;
 
 /// Bytes per inode and inodes per inode-table block.
 pub const INODE_BYTES: usize = 128;
+/// Inodes in one inode-table block.
 pub const INODES_PER_BLOCK: u64 = (BLOCK_SIZE / INODE_BYTES) as u64;
 /// Direct block pointers in an inode.
 pub const DIRECT_POINTERS: usize = 10;
@@ -34,6 +35,7 @@ pub const MAX_FILE_BYTES: u64 = MAX_FILE_BLOCKS * BLOCK_SIZE as u64;
 
 /// Bytes per directory entry and entries per directory block.
 pub const DIRENT_BYTES: usize = 128;
+/// Directory entries in one directory block.
 pub const DIRENTS_PER_BLOCK: usize = BLOCK_SIZE / DIRENT_BYTES;
 /// Longest file name, in bytes.
 pub const NAME_MAX: usize = DIRENT_BYTES - DIRENT_NAME_OFFSET;
@@ -108,16 +110,27 @@ fn put_u32(bytes: &mut [u8], offset: usize, value: u32) {
 /// The geometry recorded in block 0: where each region starts and how long it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Superblock {
+    /// Blocks the file system spans, from block 0.
     pub total_blocks: u64,
+    /// Inodes, inode 0 (reserved) included; a whole number of table blocks.
     pub inode_count: u64,
+    /// First block of the inode bitmap.
     pub inode_bitmap_start: Addr,
+    /// Blocks of the inode bitmap.
     pub inode_bitmap_blocks: u64,
+    /// First block of the block bitmap.
     pub block_bitmap_start: Addr,
+    /// Blocks of the block bitmap.
     pub block_bitmap_blocks: u64,
+    /// First block of the inode table.
     pub inode_table_start: Addr,
+    /// Blocks of the inode table.
     pub inode_table_blocks: u64,
+    /// First data block.
     pub data_start: Addr,
+    /// Data blocks (one block-bitmap bit each).
     pub data_blocks: u64,
+    /// The root directory's inode.
     pub root_ino: Ino,
 }
 
@@ -153,6 +166,7 @@ impl Superblock {
         })
     }
 
+    /// Block 0 holding this geometry, with magic, version and crc32c.
     pub fn encode(&self) -> Block {
         let mut block = Block::zeroed();
         let bytes = block.as_bytes_mut();
@@ -256,11 +270,14 @@ impl Superblock {
 /// What an inode is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
 }
 
 impl Kind {
+    /// The kind's code in inodes and directory entries.
     pub fn code(self) -> u8 {
         match self {
             Kind::File => 1,
@@ -268,6 +285,7 @@ impl Kind {
         }
     }
 
+    /// The kind a code stands for; `None` for an unknown code.
     pub fn from_code(code: u8) -> Option<Kind> {
         match code {
             1 => Some(Kind::File),
@@ -290,12 +308,16 @@ pub struct Inode {
     pub blocks: u64,
     /// A directory's parent (the root's is itself); 0 for a file.
     pub parent: Ino,
+    /// The first file blocks' addresses (0: a hole).
     pub direct: [Addr; DIRECT_POINTERS],
+    /// A block of pointers to the next file blocks (0: none).
     pub indirect: Addr,
+    /// A block of pointers to pointer blocks, for the rest (0: none).
     pub double_indirect: Addr,
 }
 
 impl Inode {
+    /// A fresh inode of `kind`: no blocks, one link (a directory two, and `parent`).
     pub fn new(kind: Kind, parent: Ino) -> Inode {
         Inode {
             kind_code: u32::from(kind.code()),
@@ -305,10 +327,12 @@ impl Inode {
         }
     }
 
+    /// The kind; `None` for a free slot or an unknown code.
     pub fn kind(&self) -> Option<Kind> {
         u8::try_from(self.kind_code).ok().and_then(Kind::from_code)
     }
 
+    /// The inode in slot `slot` of an inode-table block.
     pub fn decode(block: &Block, slot: usize) -> Inode {
         let bytes = &block.as_bytes()[slot * INODE_BYTES..(slot + 1) * INODE_BYTES];
         let mut direct = [0; DIRECT_POINTERS];
@@ -327,6 +351,7 @@ impl Inode {
         }
     }
 
+    /// Stores the inode in slot `slot` of an inode-table block.
     pub fn encode_into(&self, block: &mut Block, slot: usize) {
         let bytes = &mut block.as_bytes_mut()[slot * INODE_BYTES..(slot + 1) * INODE_BYTES];
         put_u32(bytes, INODE_KIND_OFFSET, self.kind_code);
@@ -345,8 +370,11 @@ impl Inode {
 /// One directory entry as stored (128 bytes); `ino == 0` is a free slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawDirent {
+    /// The inode named; 0 in a free slot.
     pub ino: Ino,
+    /// The kind's code ([`Kind::code`]).
     pub kind_code: u8,
+    /// The name, at most [`NAME_MAX`] bytes.
     pub name: Vec<u8>,
 }
 
@@ -376,6 +404,7 @@ impl RawDirent {
         &bytes[DIRENT_NAME_OFFSET..DIRENT_NAME_OFFSET + len]
     }
 
+    /// Stores the entry in slot `slot` of a directory block.
     pub fn encode_into(&self, block: &mut Block, slot: usize) {
         assert!(
             self.name.len() <= NAME_MAX,
@@ -402,6 +431,7 @@ pub fn bit(block: &Block, index: u64) -> bool {
     byte & (1 << (index % 8)) != 0
 }
 
+/// Sets or clears bit `index` of a bitmap block.
 pub fn set_bit(block: &mut Block, index: u64, value: bool) {
     let byte = &mut block.as_bytes_mut()[(index / 8) as usize];
     if value {

@@ -35,9 +35,13 @@ pub struct FsOptions {
 /// What `stat` reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stat {
+    /// The inode number.
     pub ino: Ino,
+    /// File or directory.
     pub kind: Kind,
+    /// Length in bytes (a directory: its entry blocks).
     pub size_bytes: u64,
+    /// Directory entries naming it (a directory: 2 + its subdirectories).
     pub nlink: u32,
     /// Data and index blocks the inode owns.
     pub blocks: u64,
@@ -48,17 +52,22 @@ pub struct Stat {
 pub struct FsStats {
     /// Data blocks (4096 bytes each).
     pub blocks: u64,
+    /// Data blocks not in use.
     pub free_blocks: u64,
     /// Usable inodes (inode 0 is reserved).
     pub inodes: u64,
+    /// Inodes not in use.
     pub free_inodes: u64,
 }
 
 /// One entry of a directory listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
+    /// The entry's name (any bytes but `/` and NUL).
     pub name: Vec<u8>,
+    /// The inode number.
     pub ino: Ino,
+    /// File or directory.
     pub kind: Kind,
 }
 
@@ -78,6 +87,10 @@ pub struct Fs<S: TxStore> {
     /// each other, so a store conflict means someone else shares the store.
     hints: Mutex<Hints>,
     write_chunk_blocks: u64,
+    /// Whether an operation may have written since the whole-image check last passed: a
+    /// read-only operation leaves the image as checked, so the check is not repeated for it.
+    #[cfg(feature = "expensive-checks")]
+    image_unchecked: std::sync::atomic::AtomicBool,
 }
 
 /// Distinct blocks a write of `blocks` data blocks may dirty: the data, a bitmap block per
@@ -122,7 +135,13 @@ impl<S: TxStore> Fs<S> {
             set_bit(ctx.get_mut(sb.inode_bitmap_start)?, 0, true);
             set_bit(ctx.get_mut(sb.inode_bitmap_start)?, ROOT_INO, true);
             ctx.put_inode(ROOT_INO, &Inode::new(Kind::Dir, ROOT_INO))?;
-            ctx.put(SUPERBLOCK_ADDR, sb.encode());
+            let encoded = sb.encode();
+            // Pair check: the superblock about to be written decodes to the geometry meant.
+            debug_assert!(
+                matches!(Superblock::decode(&encoded, total_blocks), Ok(decoded) if decoded == sb),
+                "fs: superblock for {total_blocks} blocks does not decode to what was encoded"
+            );
+            ctx.put(SUPERBLOCK_ADDR, encoded);
             Ok(())
         })?;
         Fs::open(store, FsOptions::default())
@@ -142,8 +161,11 @@ impl<S: TxStore> Fs<S> {
             options,
             hints: Mutex::new(Hints::default()),
             write_chunk_blocks,
+            #[cfg(feature = "expensive-checks")]
+            image_unchecked: std::sync::atomic::AtomicBool::new(true),
         };
-        fs.check_rep();
+        #[cfg(debug_assertions)]
+        fs.check_rep()?;
         Ok(fs)
     }
 
@@ -168,19 +190,79 @@ impl<S: TxStore> Fs<S> {
         self.store
     }
 
-    /// Checks the rep invariant: the geometry fits the store and the hints are in range.
-    /// The whole-image check ([`crate::check_invariants`]) runs here with `expensive-checks`.
-    pub fn check_rep(&self) {
+    /// Checks the rep invariant (see the crate documentation) and panics, naming what broke,
+    /// when the cheap part does not hold. With `expensive-checks` it also runs the whole-image
+    /// check ([`crate::check_invariants`]): a store error while reading is returned as an error
+    /// value, a broken invariant panics. Runs after every public operation in debug builds.
+    pub fn check_rep(&self) -> Result<()> {
+        self.check_geometry();
+        let hints = self.hints.lock();
+        assert!(
+            hints.next_data_bit <= self.sb.data_blocks,
+            "fs: allocation hint at data bit {}: expected at most {} (the data blocks)",
+            hints.next_data_bit,
+            self.sb.data_blocks
+        );
+        assert!(
+            hints.next_ino <= self.sb.inode_count,
+            "fs: allocation hint at inode {}: expected at most {} (the inode count)",
+            hints.next_ino,
+            self.sb.inode_count
+        );
+        drop(hints);
+        #[cfg(feature = "expensive-checks")]
+        self.check_image()?;
+        Ok(())
+    }
+
+    /// The cheap geometry part of the rep invariant.
+    fn check_geometry(&self) {
+        let layout = Superblock::layout(self.sb.total_blocks, self.sb.inode_count);
+        assert_eq!(
+            layout,
+            Some(self.sb),
+            "fs: superblock geometry is not the layout of its own counts"
+        );
         assert!(
             self.sb.total_blocks <= self.store.size_blocks(),
-            "fs: superblock total {} > store size {}",
+            "fs: superblock total {} blocks: expected at most the store's {}",
             self.sb.total_blocks,
             self.store.size_blocks()
         );
-        assert!(self.write_chunk_blocks >= 1, "fs: write chunk of 0 blocks");
-        #[cfg(feature = "expensive-checks")]
-        if let Err(violation) = crate::check::check_invariants(&self.store) {
-            panic!("fs: invariant violated after an operation: {violation}");
+        assert!(
+            self.write_chunk_blocks >= 1,
+            "fs: write chunk of 0 blocks: expected at least 1"
+        );
+        let max_tx_blocks = self.store.max_tx_blocks() as u64;
+        let write_blocks = write_cost_blocks(self.write_chunk_blocks, self.sb.block_bitmap_blocks);
+        assert!(
+            write_blocks <= max_tx_blocks,
+            "fs: a write chunk may dirty {write_blocks} blocks: expected at most the store's {max_tx_blocks}"
+        );
+        assert!(
+            op_cost_blocks(&self.sb) <= max_tx_blocks,
+            "fs: an operation may dirty {} blocks: expected at most the store's {max_tx_blocks}",
+            op_cost_blocks(&self.sb)
+        );
+    }
+
+    /// The whole-image part of the rep invariant: every invariant [`crate::check`] verifies.
+    #[cfg(feature = "expensive-checks")]
+    fn check_image(&self) -> Result<()> {
+        use crate::check::Violation;
+        use std::sync::atomic::Ordering;
+        if !self.image_unchecked.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        match crate::check::check_invariants(&self.store) {
+            Ok(_) => Ok(()),
+            // The store failing under the check is an I/O error, not a broken invariant.
+            Err(Violation::Store(error)) => {
+                // Checked again after the next operation: the store may answer then.
+                self.image_unchecked.store(true, Ordering::SeqCst);
+                Err(error.into())
+            }
+            Err(violation) => panic!("fs: invariant violated after an operation: {violation}"),
         }
     }
 
@@ -191,6 +273,11 @@ impl<S: TxStore> Fs<S> {
     ) -> Result<T> {
         let mut hints = self.hints.lock();
         let durable = self.options.sync_every_op;
+        #[cfg(feature = "expensive-checks")]
+        if mutates {
+            self.image_unchecked
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let result = if mutates {
             run_tx(&self.store, self.sb, &mut hints, durable, op)
         } else {
@@ -198,9 +285,7 @@ impl<S: TxStore> Fs<S> {
         };
         drop(hints);
         #[cfg(debug_assertions)]
-        if mutates {
-            self.check_rep();
-        }
+        self.check_rep()?;
         result
     }
 
@@ -431,8 +516,12 @@ impl<S: TxStore> Fs<S> {
 
     /// Makes every completed operation durable.
     pub fn fsync(&self) -> Result<()> {
-        let _serialise = self.hints.lock();
-        Ok(self.store.flush()?)
+        let serialise = self.hints.lock();
+        let result = self.store.flush();
+        drop(serialise);
+        #[cfg(debug_assertions)]
+        self.check_rep()?;
+        Ok(result?)
     }
 
     /// The inode a slash-separated path names, from the root (empty components ignored).

@@ -1,30 +1,41 @@
 //! # txdisk-fs: a small POSIX-like file system on the transactional logical disk
 //!
-//! The example user of the txdisk stack: an ext2-shaped file system (superblock, inode and
-//! block bitmaps, an inode table, linear directories, files with ten direct blocks, one
-//! indirect and one double-indirect block — up to just over 1 GiB) in which **every operation
-//! is one transaction** of the store below, so a crash leaves each operation all or nothing
-//! and the file system never needs an fsck-style repair.
+//! **What it offers.** [`Fs`], an ext2-shaped file system (superblock, inode and block bitmaps,
+//! an inode table, linear directories, files of ten direct blocks, one indirect and one
+//! double-indirect block: just over 1 GiB) on any [`TxStore`] (the logical disk in production,
+//! [`MemStore`] in tests), in which **every operation is one transaction**. Operations are
+//! inode-based like a kernel VFS (`mkfs`, `open`, `lookup`, `create`, `mkdir`, `link`, `read`,
+//! `write`, `truncate`, `unlink`, `rmdir`, `rename`, `readdir`, `stat`, `statfs`, `fsync`), with
+//! path-level helpers for tools; [`check_invariants`] is an fsck that reports and never repairs.
+//! The byte layout is in `FORMAT.md` beside this crate and in [`mod@format`].
 //!
-//! It runs on any [`TxStore`]: the logical disk (`txdisk-logical`) in production, [`MemStore`]
-//! in tests. The byte layout is in `FORMAT.md` beside this crate and in [`mod@format`].
+//! **Crash invariant.** Each operation is atomic at once and durable at the next [`Fs::fsync`]
+//! (at once with [`FsOptions::sync_every_op`]), in operation order: after a crash the file
+//! system is the state after some prefix of the completed operations that includes every one
+//! before the last successful `fsync`. A write larger than one transaction
+//! ([`Fs::write_chunk_bytes`]) may keep a prefix of its chunks. Every state a crash can leave
+//! passes [`check_invariants`], so no fsck-style repair is ever needed.
 //!
-//! **Operations** ([`Fs`]), inode-based like a kernel VFS: `mkfs`, `open`, `lookup`, `create`,
-//! `mkdir`, `link`, `read`, `write` (any offset and length, holes read as zeros), `truncate`,
-//! `unlink`, `rmdir`, `rename` (across directories, replacing as POSIX does), `readdir`,
-//! `stat`, `fsync`, plus path-level helpers for tools (`resolve`, `mkdir_path`, `put_file`,
-//! `get_file`, `list_path`, `remove_path`, `rename_path`, `stat_path`). Errors are [`FsError`] values
-//! with the errno a POSIX program expects ([`FsError::errno`]).
+//! **Rep invariant (`Fs::check_rep`, after every public operation in debug builds).** Always
+//! (cheap): the geometry is the one `Superblock::layout` gives for its two numbers and fits the
+//! store; a write chunk is at least one block and, like every other operation, fits one
+//! transaction; the allocation hints lie inside the bitmaps. With `expensive-checks` (the whole
+//! image, what [`check`] verifies): the inode and block bitmaps mark exactly what is reachable
+//! from the root, every block owned once; every directory entry names an allocated inode of
+//! its kind; link counts and sizes agree with the entries and the block lists. A store error
+//! during that check is returned as an error value, a broken invariant panics.
 //!
-//! **Atomicity and durability.** Each operation commits with `commit_nosync`: atomic at once,
-//! durable at the next [`Fs::fsync`] (which flushes the store), in operation order — so after a
-//! crash the file system is in the state after some prefix of the completed operations that
-//! includes every one before the last successful `fsync`. [`FsOptions::sync_every_op`] makes
-//! each operation durable on return instead. The exception is a **write larger than one
-//! transaction can carry** ([`Fs::write_chunk_bytes`], derived from the store's
-//! `max_tx_blocks`): it is split at chunk boundaries into several transactions, each atomic and
-//! each leaving a consistent file system with the file size covering the chunks written, so a
-//! crash may keep a prefix of the chunks — the guarantee ext4 gives with `data=ordered`.
+//! Errors are values ([`FsError`], with the errno a POSIX program expects); a panic here means
+//! a broken invariant of this crate.
+//!
+//! ## Details
+//!
+//! **Atomicity and durability.** Each operation commits with `commit_nosync` (`commit` with
+//! `sync_every_op`); [`Fs::fsync`] flushes the store. A write larger than one transaction can
+//! carry ([`Fs::write_chunk_bytes`], derived from the store's `max_tx_blocks`) is split at chunk
+//! boundaries into several transactions, each atomic and each leaving a consistent file system
+//! with the file size covering the chunks written — the guarantee ext4 gives with
+//! `data=ordered`.
 //!
 //! **Concurrency.** Operations are serialised by one lock per file system; the store's
 //! serializability is a second line of defence for a store shared with other users: a
@@ -40,16 +51,12 @@
 //! [`FsError::TxTooSmall`]. Consecutive pieces of a split write are separate operations under
 //! the lock, so another thread's operation may come between them.
 //!
-//! **Invariants.** [`check_invariants`] is the crash invariant: it walks the tree and checks
-//! the bitmaps, link counts, directory entries and sizes (see [`check`]). `Fs::check_rep` runs
-//! after every mutating operation in debug builds, and runs the whole check too with the
-//! `expensive-checks` feature.
+//! **Crash oracle** (feature `test-support`, test support only). `oracle` holds a workload
+//! generator, an in-memory model of the tree and a recorder that checks a recovered file system
+//! against every state a crash may legally leave: the crash tests here use it, and so does the
+//! file system's layer for the crash-point fuzzer (`tests/crashfuzz_fs.rs`).
 //!
-//! **Crash oracle.** [`oracle`] holds a workload generator, an in-memory model of the tree and
-//! a recorder that checks a recovered file system against every state a crash may legally
-//! leave: the crash tests here and the crash-point fuzzer use the same code.
-//!
-//! **FUSE** (feature `fuse`): [`fuse::spawn_mount`] and [`fuse::mount`] serve a file system
+//! **FUSE** (feature `fuse`): `fuse::spawn_mount` and `fuse::mount` serve a file system
 //! at a mount point through the `fuser` crate's own mount (no libfuse), flushing the store when
 //! the session ends.
 //!
@@ -68,6 +75,8 @@
 //! **Not supported (yet):** open-but-unlinked files (an unlinked file is freed at once),
 //! timestamps, permissions and ownership, symbolic links.
 
+#![deny(missing_docs)]
+
 pub mod check;
 mod dir;
 mod error;
@@ -76,6 +85,7 @@ mod fs;
 #[cfg(feature = "fuse")]
 pub mod fuse;
 mod logical_store;
+#[cfg(feature = "test-support")]
 pub mod oracle;
 mod paths;
 pub mod store;

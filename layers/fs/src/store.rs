@@ -27,10 +27,20 @@ pub enum StoreError {
     Conflict,
     /// The transaction wrote more distinct blocks than [`TxStore::max_tx_blocks`].
     #[error("transaction writes {blocks} distinct blocks, the store allows {max_blocks}")]
-    TxTooLarge { blocks: usize, max_blocks: usize },
+    TxTooLarge {
+        /// Distinct blocks written.
+        blocks: usize,
+        /// The most the store allows.
+        max_blocks: usize,
+    },
     /// The address is past the end of the store.
     #[error("address {addr} is out of range (store has {size_blocks} blocks)")]
-    OutOfRange { addr: Addr, size_blocks: u64 },
+    OutOfRange {
+        /// The address asked for.
+        addr: Addr,
+        /// The store's size; valid addresses are below it.
+        size_blocks: u64,
+    },
     /// The (simulated) machine crashed: nothing more reaches the store until restart.
     #[error("the store crashed")]
     Crashed,

@@ -174,13 +174,25 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
     pub fn put_inode(&mut self, ino: Ino, inode: &Inode) -> Result<()> {
         self.check_ino(ino)?;
         let (addr, slot) = self.sb.inode_location(ino);
-        inode.encode_into(self.get_mut(addr)?, slot);
+        let block = self.get_mut(addr)?;
+        inode.encode_into(block, slot);
+        // Pair check: the bytes about to be written decode to the inode meant.
+        debug_assert_eq!(
+            Inode::decode(block, slot),
+            *inode,
+            "fs: inode {ino} at block {addr} slot {slot} does not decode to what was encoded"
+        );
         Ok(())
     }
 
     /// Finds a free inode (next fit, bounded by the inode count), marks it and writes `inode`.
     pub fn alloc_inode(&mut self, inode: &Inode) -> Result<Ino> {
         let count = self.sb.inode_count;
+        // Precondition: the geometry promises inode 0 (reserved), the root and more.
+        assert!(
+            count >= 2,
+            "fs: inode allocation with {count} inodes: expected at least 2"
+        );
         let start = self.hints.next_ino.clamp(1, count - 1);
         for step in 0..count {
             let ino = (start + step) % count;
@@ -193,6 +205,16 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
             }
             set_bit(self.get_mut(addr)?, ino % BITS_PER_BLOCK, true);
             self.put_inode(ino, inode)?;
+            // Postconditions: a usable inode number, now marked in the inode bitmap.
+            assert_ne!(ino, 0, "fs: inode allocation returned the reserved inode 0");
+            assert!(
+                ino < count,
+                "fs: inode allocation returned inode {ino}: expected below the count {count}"
+            );
+            assert!(
+                bit(self.get(addr)?, ino % BITS_PER_BLOCK),
+                "fs: allocated inode {ino} not marked in inode bitmap block {addr}"
+            );
             self.hints.next_ino = ino + 1;
             return Ok(ino);
         }
@@ -221,6 +243,11 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
     /// Allocates a data block (next fit, bounded by the data region) holding zeros.
     pub fn alloc_block(&mut self) -> Result<Addr> {
         let total = self.sb.data_blocks;
+        // Precondition: the geometry promises a data region (`Superblock::layout`).
+        assert!(
+            total > 0,
+            "fs: block allocation with 0 data blocks: expected at least 1"
+        );
         let mut index = self.hints.next_data_bit % total;
         let mut scanned = 0;
         while scanned < total {
@@ -236,6 +263,17 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
                 set_bit(self.get_mut(bitmap_addr)?, b, true);
                 let bit_index = index - within + b;
                 let addr = self.sb.data_start + bit_index;
+                // Postcondition: the block handed out is a data block, marked in the bitmap.
+                assert!(
+                    self.sb.is_data(addr),
+                    "fs: block allocation returned block {addr}: expected in the data region {}..{}",
+                    self.sb.data_start,
+                    self.sb.data_start + total
+                );
+                assert!(
+                    bit(self.get(bitmap_addr)?, b),
+                    "fs: allocated block {addr} not marked in block bitmap block {bitmap_addr}"
+                );
                 self.hints.next_data_bit = bit_index + 1;
                 self.put(addr, Block::zeroed());
                 return Ok(addr);
@@ -258,6 +296,11 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
             return Err(FsError::corrupt("bitmap bit of an owned block", 1u32, 0u32));
         }
         set_bit(self.get_mut(bitmap_addr)?, index % BITS_PER_BLOCK, false);
+        // Postcondition: the block is free in the bitmap.
+        assert!(
+            !bit(self.get(bitmap_addr)?, index % BITS_PER_BLOCK),
+            "fs: freed block {addr} still marked in block bitmap block {bitmap_addr}"
+        );
         // The block's contents no longer matter: never write them over its next owner.
         self.cache.remove(&addr);
         self.dirty.remove(&addr);
@@ -276,6 +319,10 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
     }
 
     fn pointer_in(&mut self, block_addr: Addr, index: u64) -> Result<Addr> {
+        assert!(
+            index < POINTERS_PER_BLOCK,
+            "fs: pointer slot {index} of index block {block_addr}: expected below {POINTERS_PER_BLOCK}"
+        );
         self.check_pointer(block_addr)?;
         let pointer = get_u64(self.get(block_addr)?.as_bytes(), (index * 8) as usize);
         if pointer != 0 {
@@ -285,6 +332,15 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
     }
 
     fn set_pointer_in(&mut self, block_addr: Addr, index: u64, pointer: Addr) -> Result<()> {
+        // Preconditions: a slot of the table, and a hole or a data block to store in it.
+        assert!(
+            index < POINTERS_PER_BLOCK,
+            "fs: pointer slot {index} of index block {block_addr}: expected below {POINTERS_PER_BLOCK}"
+        );
+        assert!(
+            pointer == 0 || self.sb.is_data(pointer),
+            "fs: pointer {pointer} stored in index block {block_addr}: expected 0 or a data block"
+        );
         put_u64(
             self.get_mut(block_addr)?.as_bytes_mut(),
             (index * 8) as usize,
@@ -328,6 +384,16 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
     /// The block holding file block `index`, allocating it (and index blocks) if it is a hole.
     /// Returns the address and whether it is new (zeroed).
     pub fn map_alloc(&mut self, inode: &mut Inode, index: u64) -> Result<(Addr, bool)> {
+        let (addr, fresh) = self.map_alloc_slot(inode, index)?;
+        // Postcondition: file block `index` now lives in the data region.
+        assert!(
+            self.sb.is_data(addr),
+            "fs: file block {index} mapped to block {addr}: expected a data block"
+        );
+        Ok((addr, fresh))
+    }
+
+    fn map_alloc_slot(&mut self, inode: &mut Inode, index: u64) -> Result<(Addr, bool)> {
         match slot_of(index) {
             Slot::Direct(i) => {
                 let (addr, fresh) = self.ensure(inode, inode.direct[i])?;
