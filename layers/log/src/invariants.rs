@@ -1,7 +1,7 @@
 //! The log's invariants as code: the rep invariant of a running log, and the crash invariants
 //! (FSCQ's `log_intact`) that tests and the fuzzer apply to recovered disks.
 
-use crate::log::{Inner, State};
+use crate::state::{Inner, State};
 use std::collections::BTreeMap;
 use std::fmt;
 use txdisk_disk::{Addr, Block};

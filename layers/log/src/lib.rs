@@ -52,23 +52,28 @@
 //! condition implies its precondition: it writes nothing the scan depends on until the replay
 //! is durable, so it is idempotent.
 
+mod api;
 #[cfg(feature = "deliberate-bugs")]
 pub mod bugs;
+mod commit;
 mod error;
 mod format;
+mod home;
+mod install;
 mod invariants;
-mod log;
+mod read;
 mod recovery;
 mod scan;
+mod state;
 mod wal_check;
 
+pub use api::{Log, LogOptions, LogStats, Transaction};
 pub use error::{LogError, Result};
 pub use format::{
     record_len_blocks, Header, Superblock, FORMAT_VERSION, HEADER_SLOTS, LOG_START, MIN_LOG_BLOCKS,
     SUPERBLOCK_ADDR,
 };
 pub use invariants::{first_difference, log_intact, matches_prefix, Contents, CrashViolation};
-pub use log::{Log, LogOptions, LogStats, Transaction};
 pub use recovery::{log_recover, RecoveryReport};
 pub use scan::{
     read_headers, read_superblock, scan_log, ScanReport, ScanStop, ScannedRecord, SlotState,

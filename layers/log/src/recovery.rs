@@ -7,9 +7,9 @@
 
 use crate::error::{LogError, Result};
 use crate::format::Header;
+use crate::home::write_home;
 use crate::scan::{scan_log, ScanReport, ScanStop};
-use std::collections::BTreeMap;
-use txdisk_disk::{Addr, Block, Disk};
+use txdisk_disk::Disk;
 
 /// What a recovery did.
 #[derive(Clone, Debug)]
@@ -62,20 +62,14 @@ pub fn log_recover(disk: &dyn Disk) -> Result<RecoveryReport> {
 
 /// Writes the newest value of every address in the chain home, then syncs.
 fn replay(disk: &dyn Disk, scan: &ScanReport) -> Result<usize> {
-    let mut newest: BTreeMap<Addr, &Block> = BTreeMap::new();
-    for record in &scan.records {
-        for (addr, block) in record.addrs.iter().zip(record.data.iter()) {
-            newest.insert(*addr, block);
-        }
-    }
-    let data_start = scan.superblock.data_start;
-    let home = newest
+    let writes = scan
+        .records
         .iter()
-        .map(|(addr, block)| (data_start + addr, *block));
-    crate::log::write_runs(disk, home)?;
+        .flat_map(|record| record.addrs.iter().copied().zip(record.data.iter()));
+    let home_blocks = write_home(disk, scan.superblock.data_start, writes)?;
     // The home blocks must be durable before the header stops pointing at their records.
     disk.sync()?;
-    Ok(newest.len())
+    Ok(home_blocks)
 }
 
 /// The header after recovery: the tail at the end of the chain, and a sequence number past

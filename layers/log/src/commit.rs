@@ -1,0 +1,220 @@
+//! Commit with group commit: a commit reserves its place in the log under the state lock; the
+//! first committer that needs durability and finds no flush in progress writes every record
+//! not yet written and syncs once for all of them, and the others wait for it.
+
+use crate::error::{LogError, Result};
+use crate::format::{encode_record, record_len_blocks};
+use crate::home::write_runs;
+use crate::state::{Inner, RecordMeta, State};
+use parking_lot::MutexGuard;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use txdisk_disk::{Addr, Block};
+
+impl Inner {
+    /// Commits `writes` (distinct addresses) as one record without waiting for durability;
+    /// visible to readers at once. Returns its sequence number, `None` if `writes` is empty.
+    pub fn append(&self, writes: Vec<(Addr, Block)>) -> Result<Option<u64>> {
+        // Several writes to one address in one transaction: the last one is the transaction's.
+        // (Callers that buffer writes in an ordered map pass them sorted and distinct already.)
+        let sorted_distinct = writes.windows(2).all(|pair| pair[0].0 < pair[1].0);
+        let writes: Vec<(Addr, Block)> = if sorted_distinct {
+            writes
+        } else {
+            writes
+                .into_iter()
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect()
+        };
+        if writes.is_empty() {
+            return Ok(None);
+        }
+        let max_blocks = self.max_tx_blocks;
+        if writes.len() > max_blocks {
+            return Err(LogError::TransactionTooLarge {
+                blocks: writes.len(),
+                max_blocks,
+            });
+        }
+        for (addr, _) in &writes {
+            self.check_data_addr(*addr)?;
+        }
+        let len_blocks = record_len_blocks(writes.len());
+        let (addrs, data): (Vec<Addr>, Vec<Arc<Block>>) = writes
+            .into_iter()
+            .map(|(addr, block)| (addr, Arc::new(block)))
+            .unzip();
+        debug_assert!(
+            distinct(&addrs),
+            "log: duplicate address survived deduplication"
+        );
+        let seq = loop {
+            let mut state = self.state.lock();
+            Inner::usable(&state)?;
+            if state.head_pos + len_blocks - state.header.tail_pos <= self.sb.log_blocks {
+                break self.reserve(&mut state, len_blocks, &addrs, &data);
+            }
+            drop(state);
+            // The log is full: make everything durable so the installer can free it all.
+            self.flush()?;
+            self.install()?;
+        };
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        Ok(Some(seq))
+    }
+
+    fn reserve(
+        &self,
+        state: &mut State,
+        len_blocks: u64,
+        addrs: &[Addr],
+        data: &[Arc<Block>],
+    ) -> u64 {
+        let seq = state.next_seq;
+        let record = RecordMeta {
+            seq,
+            pos: state.head_pos,
+            len_blocks,
+            addrs: addrs.to_vec(),
+            data: data.to_vec(),
+        };
+        state.next_seq += 1;
+        state.head_pos += len_blocks;
+        for (addr, block) in addrs.iter().zip(data) {
+            state.logged.insert(*addr, (seq, Arc::clone(block)));
+        }
+        state.records.push_back(Arc::new(record));
+        state.unwritten += 1;
+        if state.gathering {
+            self.appended.notify_all();
+        }
+        let used = state.head_pos - state.header.tail_pos;
+        if used * 100 >= self.options.install_threshold_pct * self.sb.log_blocks {
+            self.install_wanted.notify_one();
+        }
+        seq
+    }
+
+    /// Makes every transaction committed so far durable (one group flush).
+    pub fn flush(&self) -> Result<()> {
+        let target = self.state.lock().next_seq - 1;
+        self.wait_durable(target)
+    }
+
+    /// Returns once the record `seq` (and so every record before it) is durable. Whoever finds
+    /// no flush in progress writes every record committed so far and syncs once, on behalf of
+    /// all committers waiting: that is group commit. No lock is held across the I/O.
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        let inner = self;
+        let mut state = inner.state.lock();
+        // Nothing past the newest commit can become durable: wait for that one at most.
+        let seq = seq.min(state.next_seq - 1);
+        loop {
+            if let Some(cause) = &state.poisoned {
+                return Err(LogError::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            if state.durable_seq >= seq {
+                return Ok(());
+            }
+            if state.flushing {
+                inner.flushed.wait(&mut state);
+                continue;
+            }
+            assert!(
+                state.unwritten > 0,
+                "log: record {seq} not durable (durable {}) and none unwritten",
+                state.durable_seq
+            );
+            state.flushing = true;
+            inner.gather(&mut state);
+            if state.poisoned.is_some() {
+                // Stopped while the group gathered: write nothing more, report the poison.
+                state.flushing = false;
+                inner.flushed.notify_all();
+                continue;
+            }
+            let first = state.records.len() - state.unwritten;
+            let batch: Vec<Arc<RecordMeta>> = state.records.iter().skip(first).cloned().collect();
+            let durable_before = state.durable_seq;
+            state.unwritten = 0;
+            let started = Instant::now();
+            let result =
+                MutexGuard::unlocked(&mut state, || self.write_batch(&batch, durable_before));
+            state.flushing = false;
+            state.last_batch_records = batch.len();
+            state.last_flush_us = started.elapsed().as_micros() as u64;
+            match result {
+                Ok(()) => state.durable_seq = batch.last().map_or(durable_before, |r| r.seq),
+                Err(error) => state.poisoned = Some(format!("log flush: {error}")),
+            }
+            inner.flushed.notify_all();
+        }
+    }
+
+    /// Before a flush, waits a little for committers to join the group: right after a flush the
+    /// committers it released come back one by one, and the first must not leave with a group of
+    /// one while the rest wait a whole flush for the next. It waits until the group is as large
+    /// as the last one, or for half the last flush's duration (10 µs to 500 µs), whichever comes
+    /// first; a lone committer (last group of one) never waits.
+    fn gather(&self, state: &mut MutexGuard<'_, State>) {
+        let expected = state.last_batch_records;
+        if expected <= 1 || state.unwritten >= expected {
+            return;
+        }
+        let patience = Duration::from_micros((state.last_flush_us / 2).clamp(10, 500));
+        let deadline = Instant::now() + patience;
+        state.gathering = true;
+        while state.unwritten < expected && state.poisoned.is_none() {
+            if self.appended.wait_until(state, deadline).timed_out() {
+                break;
+            }
+        }
+        state.gathering = false;
+    }
+
+    /// Writes a group of records to their reserved places and syncs once.
+    fn write_batch(&self, batch: &[Arc<RecordMeta>], durable_before: u64) -> Result<()> {
+        let sb = &self.sb;
+        let disk = &self.disk;
+        let failures_before = self.failed_syncs();
+        let descs: Vec<Vec<Block>> = batch
+            .iter()
+            .map(|record| {
+                let data: Vec<&Block> = record.data.iter().map(|b| &**b).collect();
+                encode_record(sb, record.seq, durable_before, &record.addrs, &data)
+            })
+            .collect();
+        // The group occupies consecutive log positions: write it as runs of consecutive disk
+        // blocks (broken only where the circular log wraps).
+        let blocks = batch.iter().zip(&descs).flat_map(|(record, descs)| {
+            let data = record.data.iter().map(|b| &**b);
+            let positions = record.pos..record.pos + record.len_blocks;
+            positions.zip(descs.iter().chain(data))
+        });
+        write_runs(
+            &**disk,
+            blocks.map(|(pos, block)| (sb.log_addr(pos), block)),
+        )?;
+        // One sync makes the whole group durable; each record's checksum makes it all or nothing.
+        if !crate::bug_active!(CommitWithoutFlush) {
+            self.sync_since(failures_before)?;
+        }
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.records_written
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn distinct(addrs: &[Addr]) -> bool {
+    let mut sorted = addrs.to_vec();
+    sorted.sort_unstable();
+    sorted.windows(2).all(|w| w[0] != w[1])
+}
