@@ -7,7 +7,7 @@ use crate::format::{Header, Superblock};
 use crate::install::installer_loop;
 use crate::recovery::{log_recover, RecoveryReport};
 use crate::scan::read_superblock;
-use crate::state::{Inner, State};
+use crate::state::{Flusher, Inner, Installer, Mode, State};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,22 +138,19 @@ impl Log {
         let sb = read_superblock(&*disk)?;
         let header = recovery.new_header;
         let state = State {
-            poisoned: None,
-            closed: false,
+            mode: Mode::Running,
             header,
             head_pos: header.tail_pos,
             next_seq: header.tail_seq,
             durable_seq: header.tail_seq - 1,
-            flushing: false,
+            flusher: Flusher::Idle,
             records: VecDeque::new(),
             unwritten: 0,
             logged: HashMap::new(),
-            shutdown: false,
             install_gen: 0,
-            installer_paused: false,
+            installer: Installer::Active,
             last_batch_records: 0,
             last_flush_us: 0,
-            gathering: false,
         };
         let inner = Arc::new(Inner {
             disk,
@@ -271,12 +268,17 @@ impl Log {
         self.flush()?;
         self.install()?;
         self.stop_installer();
-        self.inner.state.lock().closed = true;
+        let mut state = self.inner.state.lock();
+        // A log poisoned meanwhile (by the installer thread) stays poisoned.
+        if state.mode == Mode::Running {
+            state.mode = Mode::Closed;
+        }
+        drop(state);
         Ok(())
     }
 
     fn stop_installer(&self) {
-        self.inner.state.lock().shutdown = true;
+        self.inner.state.lock().installer = Installer::Stopped;
         self.inner.install_wanted.notify_all();
         if let Some(handle) = self.installer.lock().take() {
             // A panic in the installer is a broken invariant; surface it here.
@@ -290,7 +292,15 @@ impl Log {
     /// `LogOptions::background_installer`). Installation still happens when a commit finds the
     /// log full, and on [`Log::install`].
     pub fn pause_installer(&self, paused: bool) {
-        self.inner.state.lock().installer_paused = paused;
+        let mut state = self.inner.state.lock();
+        if state.installer != Installer::Stopped {
+            state.installer = if paused {
+                Installer::Paused
+            } else {
+                Installer::Active
+            };
+        }
+        drop(state);
         self.inner.install_wanted.notify_all();
     }
 

@@ -5,7 +5,7 @@
 use crate::error::{LogError, Result};
 use crate::format::{encode_record, record_len_blocks};
 use crate::home::write_runs;
-use crate::state::{Inner, RecordMeta, State};
+use crate::state::{Flusher, Inner, Mode, RecordMeta, State};
 use parking_lot::MutexGuard;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -90,7 +90,7 @@ impl Inner {
         }
         state.records.push_back(Arc::new(record));
         state.unwritten += 1;
-        if state.gathering {
+        if state.flusher == Flusher::Gathering {
             self.appended.notify_all();
         }
         let used = state.head_pos - state.header.tail_pos;
@@ -115,7 +115,7 @@ impl Inner {
         // Nothing past the newest commit can become durable: wait for that one at most.
         let seq = seq.min(state.next_seq - 1);
         loop {
-            if let Some(cause) = &state.poisoned {
+            if let Mode::Poisoned { cause } = &state.mode {
                 return Err(LogError::Poisoned {
                     cause: cause.clone(),
                 });
@@ -123,7 +123,7 @@ impl Inner {
             if state.durable_seq >= seq {
                 return Ok(());
             }
-            if state.flushing {
+            if state.flusher != Flusher::Idle {
                 inner.flushed.wait(&mut state);
                 continue;
             }
@@ -132,11 +132,11 @@ impl Inner {
                 "log: record {seq} not durable (durable {}) and none unwritten",
                 state.durable_seq
             );
-            state.flushing = true;
+            state.flusher = Flusher::Flushing;
             inner.gather(&mut state);
-            if state.poisoned.is_some() {
+            if state.mode.is_poisoned() {
                 // Stopped while the group gathered: write nothing more, report the poison.
-                state.flushing = false;
+                state.flusher = Flusher::Idle;
                 inner.flushed.notify_all();
                 continue;
             }
@@ -147,12 +147,16 @@ impl Inner {
             let started = Instant::now();
             let result =
                 MutexGuard::unlocked(&mut state, || self.write_batch(&batch, durable_before));
-            state.flushing = false;
+            state.flusher = Flusher::Idle;
             state.last_batch_records = batch.len();
             state.last_flush_us = started.elapsed().as_micros() as u64;
             match result {
                 Ok(()) => state.durable_seq = batch.last().map_or(durable_before, |r| r.seq),
-                Err(error) => state.poisoned = Some(format!("log flush: {error}")),
+                Err(error) => {
+                    state.mode = Mode::Poisoned {
+                        cause: format!("log flush: {error}"),
+                    }
+                }
             }
             inner.flushed.notify_all();
         }
@@ -170,13 +174,13 @@ impl Inner {
         }
         let patience = Duration::from_micros((state.last_flush_us / 2).clamp(10, 500));
         let deadline = Instant::now() + patience;
-        state.gathering = true;
-        while state.unwritten < expected && state.poisoned.is_none() {
+        state.flusher = Flusher::Gathering;
+        while state.unwritten < expected && !state.mode.is_poisoned() {
             if self.appended.wait_until(state, deadline).timed_out() {
                 break;
             }
         }
-        state.gathering = false;
+        state.flusher = Flusher::Flushing;
     }
 
     /// Writes a group of records to their reserved places and syncs once.

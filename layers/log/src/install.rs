@@ -5,7 +5,7 @@
 use crate::error::Result;
 use crate::format::Header;
 use crate::home::write_home;
-use crate::state::{Inner, RecordMeta};
+use crate::state::{Inner, Installer, Mode, RecordMeta};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,9 @@ impl Inner {
         let new_header = match result {
             Ok(header) => header,
             Err(error) => {
-                state.poisoned = Some(format!("log installation: {error}"));
+                state.mode = Mode::Poisoned {
+                    cause: format!("log installation: {error}"),
+                };
                 inner.flushed.notify_all();
                 return Err(error);
             }
@@ -109,13 +111,13 @@ pub(crate) fn installer_loop(inner: &Arc<Inner>) {
     loop {
         {
             let mut state = inner.state.lock();
-            if state.shutdown || state.poisoned.is_some() {
+            if state.installer == Installer::Stopped || state.mode.is_poisoned() {
                 return;
             }
             let _ = inner
                 .install_wanted
                 .wait_for(&mut state, Duration::from_millis(50));
-            if state.shutdown || state.poisoned.is_some() {
+            if state.installer == Installer::Stopped || state.mode.is_poisoned() {
                 return;
             }
             let used = state.head_pos - state.header.tail_pos;
@@ -125,7 +127,7 @@ pub(crate) fn installer_loop(inner: &Arc<Inner>) {
                 .take_while(|r| r.seq <= state.durable_seq)
                 .count();
             let want = used * 100 >= inner.options.install_threshold_pct * inner.sb.log_blocks
-                && !state.installer_paused;
+                && state.installer != Installer::Paused;
             if !want || durable_records == 0 {
                 continue;
             }

@@ -26,36 +26,70 @@ impl RecordMeta {
     }
 }
 
+/// The log's mode, as FSCQ names its `logstate`: what the log still accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Commits, flushes, installations and reads go ahead.
+    Running,
+    /// A disk write or sync failed: every later operation fails with this cause and nothing
+    /// more is written. Never left (reopening the image recovers what is durable).
+    Poisoned { cause: String },
+    /// `Log::close` returned: the image is installed with an empty log.
+    Closed,
+}
+
+impl Mode {
+    pub(crate) fn is_poisoned(&self) -> bool {
+        matches!(self, Mode::Poisoned { .. })
+    }
+}
+
+/// What group commit is doing: at most one flusher at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flusher {
+    /// No flush in progress: the next committer that needs durability becomes the flusher.
+    Idle,
+    /// A flusher waits for committers to join its group (see `Inner::gather`).
+    Gathering,
+    /// A flusher is writing records and syncing; others wait for it rather than flush alongside.
+    Flushing,
+}
+
+/// What the background installer may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Installer {
+    /// Installs when the log is full enough.
+    Active,
+    /// Leaves the log alone (a full log is still installed by the committer that needs the
+    /// space).
+    Paused,
+    /// The log is closing or dropped: the thread exits.
+    Stopped,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
-    pub poisoned: Option<String>,
-    pub closed: bool,
+    pub mode: Mode,
     /// The durable header: the tail it names is where space is reusable from.
     pub header: Header,
     pub head_pos: u64,
     pub next_seq: u64,
     pub durable_seq: u64,
-    /// A flusher is writing records; others wait for it rather than flush alongside.
-    pub flushing: bool,
+    pub flusher: Flusher,
     /// Every committed, not yet installed record, in sequence order.
     pub records: VecDeque<Arc<RecordMeta>>,
     /// How many records at the back of `records` no flusher has taken yet.
     pub unwritten: usize,
     /// Newest committed value of every address that has a record in the log.
     pub logged: HashMap<Addr, (u64, Arc<Block>)>,
-    pub shutdown: bool,
     /// Bumped when an installation picks its batch: a home read that saw no change of it
     /// cannot have overlapped a home write (see `Inner::read`).
     pub install_gen: u64,
-    /// The background installer leaves the log alone (a full log is still installed by the
-    /// committer that needs the space).
-    pub installer_paused: bool,
+    pub installer: Installer,
     /// Records of the last group flush, and how long its write and sync took: a new flusher
     /// waits briefly for about as many committers to join (see `Inner::gather`).
     pub last_batch_records: usize,
     pub last_flush_us: u64,
-    /// A flusher is waiting for committers to join its group.
-    pub gathering: bool,
 }
 
 pub(crate) struct Inner {
@@ -91,15 +125,13 @@ impl Inner {
     }
 
     pub(crate) fn usable(state: &State) -> Result<()> {
-        if let Some(cause) = &state.poisoned {
-            return Err(LogError::Poisoned {
+        match &state.mode {
+            Mode::Running => Ok(()),
+            Mode::Poisoned { cause } => Err(LogError::Poisoned {
                 cause: cause.clone(),
-            });
+            }),
+            Mode::Closed => Err(LogError::Closed),
         }
-        if state.closed {
-            return Err(LogError::Closed);
-        }
-        Ok(())
     }
 
     /// Syncs that have failed so far. Read it before issuing writes that a later
@@ -140,8 +172,8 @@ impl Inner {
     /// Stops the log: every later operation fails, nothing more is written.
     pub(crate) fn poison(&self, cause: String) {
         let mut state = self.state.lock();
-        if state.poisoned.is_none() {
-            state.poisoned = Some(cause);
+        if !state.mode.is_poisoned() {
+            state.mode = Mode::Poisoned { cause };
         }
         self.flushed.notify_all();
     }
