@@ -178,7 +178,8 @@ impl Log {
             installer: Mutex::new(installer),
             recovery,
         };
-        log.debug_check();
+        #[cfg(debug_assertions)]
+        log.check_rep();
         Ok(log)
     }
 
@@ -243,37 +244,55 @@ impl Log {
     /// Commits `writes` (distinct addresses) as one record without waiting for durability;
     /// visible to readers at once. Returns its sequence number, `None` if `writes` is empty.
     pub fn append(&self, writes: Vec<(Addr, Block)>) -> Result<Option<u64>> {
-        self.inner.append(writes)
+        let result = self.inner.append(writes);
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        result
     }
 
     /// Makes every transaction committed so far durable (one group flush).
     pub fn flush(&self) -> Result<()> {
-        self.inner.flush()
+        let result = self.inner.flush();
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        result
     }
 
     /// Returns once the record `seq` (and so every record before it) is durable.
     pub fn wait_durable(&self, seq: u64) -> Result<()> {
-        self.inner.wait_durable(seq)
+        let result = self.inner.wait_durable(seq);
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        result
     }
 
     /// Installs every durable record at its home location and moves the tail past them
     /// (a checkpoint). Returns the number of records installed.
     pub fn install(&self) -> Result<usize> {
-        self.inner.install()
+        let result = self.inner.install();
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        result
     }
 
     /// Flushes, installs everything and stops the installer: the image is then fully installed
     /// with an empty log.
     pub fn close(self) -> Result<()> {
-        self.flush()?;
-        self.install()?;
+        let result = self.close_and_stop();
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        result
+    }
+
+    fn close_and_stop(&self) -> Result<()> {
+        self.inner.flush()?;
+        self.inner.install()?;
         self.stop_installer();
         let mut state = self.inner.state.lock();
         // A log poisoned meanwhile (by the installer thread) stays poisoned.
         if state.mode == Mode::Running {
             state.mode = Mode::Closed;
         }
-        drop(state);
         Ok(())
     }
 
@@ -302,6 +321,8 @@ impl Log {
         }
         drop(state);
         self.inner.install_wanted.notify_all();
+        #[cfg(debug_assertions)]
+        self.check_rep();
     }
 
     /// Blocks in the log region now in use (committed, not yet installed).
@@ -316,12 +337,9 @@ impl Log {
         (state.next_seq - 1, state.durable_seq)
     }
 
-    fn debug_check(&self) {
-        #[cfg(debug_assertions)]
-        self.inner.check_rep();
-    }
-
-    /// The rep invariant (see the crate documentation); panics, naming what broke.
+    /// The rep invariant (see the crate documentation); panics, naming what broke. Runs after
+    /// every operation that changes the log's state in debug builds; reads and the accessors
+    /// only look at it.
     pub fn check_rep(&self) {
         self.inner.check_rep();
     }

@@ -64,8 +64,6 @@ impl Inner {
         }
         drop(state);
         inner.installs.fetch_add(1, Ordering::Relaxed);
-        #[cfg(debug_assertions)]
-        self.check_rep();
         Ok(batch.len())
     }
 
@@ -136,5 +134,7 @@ pub(crate) fn installer_loop(inner: &Arc<Inner>) {
             tracing::error!(%error, "background installation failed; the log is stopped");
             return;
         }
+        #[cfg(debug_assertions)]
+        inner.check_rep();
     }
 }
