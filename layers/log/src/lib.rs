@@ -69,18 +69,24 @@ mod wal_check;
 
 pub use api::{Log, LogOptions, LogStats, Transaction};
 pub use error::{LogError, Result};
-pub use format::{
-    record_len_blocks, Header, Superblock, FORMAT_VERSION, HEADER_SLOTS, LOG_START, MIN_LOG_BLOCKS,
-    SUPERBLOCK_ADDR,
-};
-pub use invariants::{first_difference, log_intact, matches_prefix, Contents, CrashViolation};
 pub use recovery::{log_recover, RecoveryReport};
-pub use scan::{
-    read_headers, read_superblock, scan_log, ScanReport, ScanStop, ScannedRecord, SlotState,
-};
 
-pub use txdisk_disk::{Addr, Block, Disk};
-pub use wal_check::WalChecker;
+/// The tooling API: the on-disk format, the read-only scanner the inspector and recovery share,
+/// and the invariants and checkers that tests and the crash fuzzer apply. Programs that only
+/// run transactions need none of it.
+pub mod tooling {
+    pub use crate::format::{
+        record_len_blocks, Header, Superblock, FORMAT_VERSION, HEADER_SLOTS, LOG_START,
+        MIN_LOG_BLOCKS, SUPERBLOCK_ADDR,
+    };
+    pub use crate::invariants::{
+        first_difference, log_intact, matches_prefix, Contents, CrashViolation,
+    };
+    pub use crate::scan::{
+        read_headers, read_superblock, scan_log, ScanReport, ScanStop, ScannedRecord, SlotState,
+    };
+    pub use crate::wal_check::WalChecker;
+}
 
 /// True when the deliberately wrong variant `bug` is switched on (never without the feature).
 macro_rules! bug_active {
