@@ -41,9 +41,11 @@ pub struct LogStats {
     pub commits: u64,
     /// Log flushes: one write of a group of records and one `sync`.
     pub flushes: u64,
+    /// Records written by those flushes.
     pub records_written: u64,
-    /// Installations (checkpoints) and the home blocks they wrote.
+    /// Installations (checkpoints).
     pub installs: u64,
+    /// Home blocks written by installations (repeated writes to one address absorbed).
     pub blocks_installed: u64,
 }
 
@@ -69,6 +71,7 @@ impl Transaction<'_> {
         }
     }
 
+    /// Buffers a write of `block` at `addr`; a later write to the same address replaces it.
     pub fn write(&mut self, addr: Addr, block: &Block) -> Result<()> {
         self.log.check_data_addr(addr)?;
         self.writes.insert(addr, block.clone());
@@ -80,6 +83,7 @@ impl Transaction<'_> {
         self.writes.len()
     }
 
+    /// True when the transaction writes nothing.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()
     }
@@ -188,6 +192,7 @@ impl Log {
         &self.recovery
     }
 
+    /// The image's superblock: its geometry and salt.
     pub fn superblock(&self) -> &Superblock {
         &self.inner.sb
     }
@@ -202,10 +207,12 @@ impl Log {
         self.inner.max_tx_blocks
     }
 
+    /// The disk the log runs on.
     pub fn disk(&self) -> &Arc<dyn Disk> {
         &self.inner.disk
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> LogStats {
         let i = &self.inner;
         LogStats {
@@ -217,6 +224,7 @@ impl Log {
         }
     }
 
+    /// Starts a transaction: nothing is written until it commits.
     pub fn begin(&self) -> Transaction<'_> {
         Transaction {
             log: self,

@@ -7,8 +7,10 @@ use crate::error::{LogError, Result};
 use byteorder::{ByteOrder, LittleEndian as LE};
 use txdisk_disk::{Addr, Block, BLOCK_SIZE};
 
+/// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Where the superblock lives.
 pub const SUPERBLOCK_ADDR: Addr = 0;
 /// The two header slots; a header write goes to the slot the newest valid header is not in.
 pub const HEADER_SLOTS: [Addr; 2] = [1, 2];
@@ -68,12 +70,19 @@ const _: () = assert!(ADDRS_IN_FIRST_DESC == 507);
 /// The superblock: where everything is, and the salt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Superblock {
+    /// The format version ([`FORMAT_VERSION`]).
     pub version: u32,
+    /// Blocks of the whole image.
     pub size_blocks: u64,
+    /// First block of the circular log region ([`LOG_START`]).
     pub log_start: Addr,
+    /// Blocks of the log region.
     pub log_blocks: u64,
+    /// First block of the data region: the home of address 0.
     pub data_start: Addr,
+    /// Blocks of the data region: the address space the log offers.
     pub data_blocks: u64,
+    /// Seeds every record and header checksum, so user data cannot pass for log metadata.
     pub salt: u64,
 }
 
@@ -110,6 +119,7 @@ impl Superblock {
         })
     }
 
+    /// The superblock as block 0 holds it, checksum filled in.
     pub fn encode(&self) -> Block {
         let mut block = Block::zeroed();
         let b = block.as_bytes_mut();
@@ -224,6 +234,7 @@ impl Header {
         HEADER_SLOTS[(self.generation % 2) as usize]
     }
 
+    /// The header as a header slot holds it, checksum seeded with `sb`'s salt.
     pub fn encode(&self, sb: &Superblock) -> Block {
         let mut block = Block::zeroed();
         let b = block.as_bytes_mut();

@@ -125,7 +125,9 @@ fn check_logged_map(state: &State) {
 /// A crash invariant that failed: which address, what was expected, what was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrashViolation {
+    /// The first address whose contents break the invariant.
     pub addr: Addr,
+    /// What was expected there and what was found.
     pub detail: String,
 }
 

@@ -18,7 +18,9 @@ pub struct RecoveryReport {
     pub replayed: Vec<(u64, usize)>,
     /// Distinct home blocks written (repeated writes to one address absorbed).
     pub home_blocks_written: usize,
+    /// The header the scan started from.
     pub old_header: Header,
+    /// The header recovery wrote: the tail past the replayed records.
     pub new_header: Header,
     /// Why the scan ended.
     pub stop: ScanStop,
