@@ -122,8 +122,14 @@ impl Log {
             tail_pos: 0,
             tail_seq: 1,
         };
-        disk.write(crate::format::SUPERBLOCK_ADDR, &sb.encode())?;
-        disk.write(header.slot_addr(), &header.encode(&sb))?;
+        let (sb_block, header_block) = (sb.encode(), header.encode(&sb));
+        #[cfg(debug_assertions)]
+        {
+            crate::format::check_superblock_round_trip(&sb, &sb_block);
+            crate::format::check_header_round_trip(&header, &header_block, &sb);
+        }
+        disk.write(crate::format::SUPERBLOCK_ADDR, &sb_block)?;
+        disk.write(header.slot_addr(), &header_block)?;
         // The other slot may hold a header of an earlier format of this disk; with another
         // salt it cannot validate, but clear it so the image reads unambiguously.
         let other = crate::format::HEADER_SLOTS[1];

@@ -3,6 +3,8 @@
 //! not yet written and syncs once for all of them, and the others wait for it.
 
 use crate::error::{LogError, Result};
+#[cfg(debug_assertions)]
+use crate::format::check_record_round_trip;
 use crate::format::{encode_record, record_len_blocks};
 use crate::home::write_runs;
 use crate::state::{Flusher, Inner, Mode, RecordMeta, State};
@@ -74,6 +76,7 @@ impl Inner {
         addrs: &[Addr],
         data: &[Arc<Block>],
     ) -> u64 {
+        self.check_reserve(state, len_blocks, addrs, data);
         let seq = state.next_seq;
         let record = RecordMeta {
             seq,
@@ -182,16 +185,71 @@ impl Inner {
         state.flusher = Flusher::Flushing;
     }
 
+    /// Preconditions of a reservation, which the caller established under the state lock.
+    fn check_reserve(&self, state: &State, len_blocks: u64, addrs: &[Addr], data: &[Arc<Block>]) {
+        let head_pos = state.head_pos;
+        assert_eq!(
+            state.mode,
+            Mode::Running,
+            "log: reserve at position {head_pos} on a log that is not running"
+        );
+        assert!(
+            !addrs.is_empty(),
+            "log: empty record at position {head_pos}"
+        );
+        assert_eq!(
+            addrs.len(),
+            data.len(),
+            "log: record at position {head_pos}: {} addresses, {} blocks",
+            addrs.len(),
+            data.len()
+        );
+        assert_eq!(
+            len_blocks,
+            record_len_blocks(addrs.len()),
+            "log: record at position {head_pos} of {} blocks reserves {len_blocks}",
+            addrs.len()
+        );
+        let tail_pos = state.header.tail_pos;
+        assert!(
+            tail_pos <= head_pos,
+            "log: reserve at position {head_pos}, behind the tail {tail_pos}"
+        );
+        let (used, log_blocks) = (head_pos - tail_pos, self.sb.log_blocks);
+        assert!(
+            used + len_blocks <= log_blocks,
+            "log: record of {len_blocks} blocks at position {head_pos}: {used} of {log_blocks} in use"
+        );
+        let data_blocks = self.sb.data_blocks;
+        for &addr in addrs {
+            assert!(
+                addr < data_blocks,
+                "log: record at position {head_pos} names address {addr}, expected below {data_blocks}"
+            );
+        }
+    }
+
     /// Writes a group of records to their reserved places and syncs once.
     fn write_batch(&self, batch: &[Arc<RecordMeta>], durable_before: u64) -> Result<()> {
         let sb = &self.sb;
         let disk = &self.disk;
+        check_batch(batch, durable_before);
         let failures_before = self.failed_syncs();
         let descs: Vec<Vec<Block>> = batch
             .iter()
             .map(|record| {
                 let data: Vec<&Block> = record.data.iter().map(|b| &**b).collect();
-                encode_record(sb, record.seq, durable_before, &record.addrs, &data)
+                let descs = encode_record(sb, record.seq, durable_before, &record.addrs, &data);
+                #[cfg(debug_assertions)]
+                check_record_round_trip(
+                    sb,
+                    record.seq,
+                    durable_before,
+                    &record.addrs,
+                    &descs,
+                    &data,
+                );
+                descs
             })
             .collect();
         // The group occupies consecutive log positions: write it as runs of consecutive disk
@@ -213,6 +271,40 @@ impl Inner {
         self.records_written
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// Preconditions of a group flush: the batch is the records right after the durable ones,
+/// consecutive in sequence and position.
+fn check_batch(batch: &[Arc<RecordMeta>], durable_before: u64) {
+    let Some(first) = batch.first() else {
+        panic!("log: flush of an empty batch (durable through {durable_before})")
+    };
+    assert_eq!(
+        first.seq,
+        durable_before + 1,
+        "log: flush starts at record {}, expected {} (durable through {durable_before})",
+        first.seq,
+        durable_before + 1
+    );
+    for pair in batch.windows(2) {
+        let (prev, next) = (&pair[0], &pair[1]);
+        assert_eq!(
+            next.seq,
+            prev.seq + 1,
+            "log: flush batch has record {} after record {}",
+            next.seq,
+            prev.seq
+        );
+        assert_eq!(
+            next.pos,
+            prev.end_pos(),
+            "log: record {} at position {}, expected {} (end of record {})",
+            next.seq,
+            next.pos,
+            prev.end_pos(),
+            prev.seq
+        );
     }
 }
 

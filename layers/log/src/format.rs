@@ -348,6 +348,74 @@ pub fn encode_record(
     descs
 }
 
+/// Debug builds, before a header is written: the block decodes back to the same header.
+#[cfg(debug_assertions)]
+pub(crate) fn check_header_round_trip(header: &Header, block: &Block, sb: &Superblock) {
+    let decoded = Header::decode(block, sb);
+    assert_eq!(
+        decoded.as_ref(),
+        Ok(header),
+        "log: header for slot {} does not decode back (expected left, found right)",
+        header.slot_addr()
+    );
+}
+
+/// Debug builds, before the superblock is written: the block decodes back to the same one.
+#[cfg(debug_assertions)]
+pub(crate) fn check_superblock_round_trip(sb: &Superblock, block: &Block) {
+    let decoded = Superblock::decode(block, sb.size_blocks);
+    assert!(
+        decoded.as_ref().is_ok_and(|found| found == sb),
+        "log: superblock at block {SUPERBLOCK_ADDR} does not decode back: expected {sb:?}, found {decoded:?}"
+    );
+}
+
+/// Debug builds, before a record is written: its descriptors decode back to the sequence
+/// numbers, addresses and checksum it was encoded from.
+#[cfg(debug_assertions)]
+pub(crate) fn check_record_round_trip(
+    sb: &Superblock,
+    seq: u64,
+    durable_seq: u64,
+    addrs: &[Addr],
+    descs: &[Block],
+    data: &[&Block],
+) {
+    let head = match decode_record_head(&descs[0]) {
+        Ok(head) => head,
+        Err(reason) => panic!("log: record {seq} does not decode back: {reason}"),
+    };
+    assert_eq!(
+        head.seq, seq,
+        "log: record {seq} decodes as record {}",
+        head.seq
+    );
+    assert_eq!(
+        head.durable_seq, durable_seq,
+        "log: record {seq} encoded durable_seq {durable_seq}, decodes {}",
+        head.durable_seq
+    );
+    assert_eq!(
+        head.desc_blocks as usize,
+        descs.len(),
+        "log: record {seq}: {} descriptor blocks encoded, {} decoded",
+        descs.len(),
+        head.desc_blocks
+    );
+    assert!(
+        decode_record_addrs(descs, head.data_blocks as usize) == addrs,
+        "log: record {seq}: home addresses do not decode back ({} encoded, {} decoded)",
+        addrs.len(),
+        head.data_blocks
+    );
+    let crc = record_crc(sb, descs, data.iter().copied());
+    assert_eq!(
+        crc, head.crc,
+        "log: record {seq}: stored checksum {:#010x}, recomputed {crc:#010x}",
+        head.crc
+    );
+}
+
 /// Where home address number `index` is stored: (descriptor block, byte offset).
 fn addr_slot(index: usize) -> (usize, usize) {
     if index < ADDRS_IN_FIRST_DESC {

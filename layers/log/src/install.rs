@@ -3,9 +3,11 @@
 //! full; a committer that finds the log full installs synchronously.
 
 use crate::error::Result;
+#[cfg(debug_assertions)]
+use crate::format::check_header_round_trip;
 use crate::format::Header;
 use crate::home::write_home;
-use crate::state::{Inner, Installer, Mode, RecordMeta};
+use crate::state::{Inner, Installer, Mode, RecordMeta, State};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,94 +16,148 @@ impl Inner {
     /// Installs every durable record at its home location and moves the tail past them
     /// (a checkpoint). Returns the number of records installed.
     pub fn install(&self) -> Result<usize> {
-        let inner = self;
-        let _one_installer = inner.install_lock.lock();
-        let batch: Vec<Arc<RecordMeta>> = {
-            let mut state = inner.state.lock();
-            Inner::usable(&state)?;
-            state.install_gen += 1;
-            state
-                .records
-                .iter()
-                .take_while(|r| r.seq <= state.durable_seq)
-                .cloned()
-                .collect()
-        };
+        let _one_installer = self.install_lock.lock();
+        let batch = self.pick_batch()?;
         let Some(last) = batch.last() else {
             return Ok(0);
         };
-        let result = self.install_batch(&batch);
-        let mut state = inner.state.lock();
+        let result = self.install_batch(&batch, last);
+        let mut state = self.state.lock();
         let new_header = match result {
             Ok(header) => header,
             Err(error) => {
                 state.mode = Mode::Poisoned {
                     cause: format!("log installation: {error}"),
                 };
-                inner.flushed.notify_all();
+                self.flushed.notify_all();
                 return Err(error);
             }
         };
-        state.header = new_header;
-        for record in &batch {
-            let front = state.records.pop_front();
-            assert!(
-                front.is_some_and(|f| f.seq == record.seq),
-                "log: installed record {} was not at the front",
-                record.seq
-            );
-        }
-        for record in &batch {
-            for addr in &record.addrs {
-                if state
-                    .logged
-                    .get(addr)
-                    .is_some_and(|(seq, _)| *seq <= last.seq)
-                {
-                    state.logged.remove(addr);
-                }
-            }
-        }
+        retire(&mut state, &batch, new_header);
         drop(state);
-        inner.installs.fetch_add(1, Ordering::Relaxed);
+        self.installs.fetch_add(1, Ordering::Relaxed);
         Ok(batch.len())
     }
 
+    /// The durable records at the front of the log, checked against the header they follow.
+    fn pick_batch(&self) -> Result<Vec<Arc<RecordMeta>>> {
+        let mut state = self.state.lock();
+        Inner::usable(&state)?;
+        state.install_gen += 1;
+        let batch: Vec<Arc<RecordMeta>> = state
+            .records
+            .iter()
+            .take_while(|r| r.seq <= state.durable_seq)
+            .cloned()
+            .collect();
+        check_install_batch(&state, &batch);
+        Ok(batch)
+    }
+
     /// The I/O of an installation: home blocks, sync, header, sync. Returns the new header.
-    fn install_batch(&self, batch: &[Arc<RecordMeta>]) -> Result<Header> {
-        let inner = self;
+    fn install_batch(&self, batch: &[Arc<RecordMeta>], last: &RecordMeta) -> Result<Header> {
         let failures_before = self.failed_syncs();
         // Write-ahead: every record in the batch is durable in the log (seq <= durable_seq).
         let writes = batch.iter().flat_map(|record| {
             let data = record.data.iter().map(|block| &**block);
             record.addrs.iter().copied().zip(data)
         });
-        let home_blocks = write_home(&*inner.disk, inner.sb.data_start, writes)?;
+        let home_blocks = write_home(&*self.disk, self.sb.data_start, writes)?;
         // The home blocks must be durable before the header stops pointing at their records.
         if !crate::bug_active!(HeaderBeforeInstallDurable) {
             self.sync_since(failures_before)?;
         }
         // A flush may have failed meanwhile: once poisoned, the log writes nothing more.
         let old = {
-            let state = inner.state.lock();
+            let state = self.state.lock();
             Inner::usable(&state)?;
             state.header
         };
-        let last = &batch[batch.len() - 1];
         let header = Header {
             generation: old.generation + 1,
             tail_pos: last.end_pos(),
             tail_seq: last.seq + 1,
         };
-        inner
-            .disk
-            .write(header.slot_addr(), &header.encode(&inner.sb))?;
+        let block = header.encode(&self.sb);
+        #[cfg(debug_assertions)]
+        check_header_round_trip(&header, &block, &self.sb);
+        self.disk.write(header.slot_addr(), &block)?;
         // The freed space may be reused only once the header naming the new tail is durable.
         self.sync_since(failures_before)?;
-        inner
-            .blocks_installed
+        self.blocks_installed
             .fetch_add(home_blocks as u64, Ordering::Relaxed);
         Ok(header)
+    }
+}
+
+/// Preconditions of an installation: the batch starts at the header's tail, is consecutive in
+/// sequence and position, and is durable in the log (write-ahead).
+fn check_install_batch(state: &State, batch: &[Arc<RecordMeta>]) {
+    let tail = state.header;
+    if let Some(first) = batch.first() {
+        assert_eq!(
+            first.pos, tail.tail_pos,
+            "log: installation starts at position {}, expected the tail {}",
+            first.pos, tail.tail_pos
+        );
+        assert_eq!(
+            first.seq, tail.tail_seq,
+            "log: installation starts at record {}, expected the tail's {}",
+            first.seq, tail.tail_seq
+        );
+    }
+    if let Some(last) = batch.last() {
+        assert!(
+            last.seq <= state.durable_seq,
+            "log: installing record {} home, durable only through {}",
+            last.seq,
+            state.durable_seq
+        );
+    }
+    for pair in batch.windows(2) {
+        assert_eq!(
+            pair[1].pos,
+            pair[0].end_pos(),
+            "log: installing record {} at position {}, expected {}",
+            pair[1].seq,
+            pair[1].pos,
+            pair[0].end_pos()
+        );
+    }
+}
+
+/// After the new header is durable: the installed records leave the log, and so do the
+/// addresses whose newest value they carried.
+fn retire(state: &mut State, batch: &[Arc<RecordMeta>], new_header: Header) {
+    assert_eq!(
+        new_header.generation,
+        state.header.generation + 1,
+        "log: header generation {} replaces generation {}, expected the next",
+        new_header.generation,
+        state.header.generation
+    );
+    state.header = new_header;
+    for record in batch {
+        let Some(front) = state.records.pop_front() else {
+            panic!("log: installed record {} but no record is left", record.seq)
+        };
+        assert_eq!(
+            front.seq, record.seq,
+            "log: installed record {} but record {} was at the front",
+            record.seq, front.seq
+        );
+    }
+    let last_seq = new_header.tail_seq - 1;
+    for record in batch {
+        for addr in &record.addrs {
+            if state
+                .logged
+                .get(addr)
+                .is_some_and(|(seq, _)| *seq <= last_seq)
+            {
+                state.logged.remove(addr);
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The log's invariants as code: the rep invariant of a running log, and the crash invariants
 //! (FSCQ's `log_intact`) that tests and the fuzzer apply to recovered disks.
 
-use crate::state::{Inner, State};
+use crate::state::{Flusher, Inner, Mode, State};
 use std::collections::BTreeMap;
 use std::fmt;
 use txdisk_disk::{Addr, Block};
@@ -16,6 +16,34 @@ impl Inner {
         check_positions(&state, self.sb.log_blocks);
         check_records(&state);
         check_logged_map(&state);
+        check_modes(&state);
+    }
+}
+
+/// What the named states imply about the records.
+fn check_modes(state: &State) {
+    // close flushed and installed everything before it marked the log closed.
+    if state.mode == Mode::Closed {
+        assert!(
+            state.records.is_empty(),
+            "log: closed with {} records not installed (tail {}, head {})",
+            state.records.len(),
+            state.header.tail_pos,
+            state.head_pos
+        );
+    }
+    // Between group flushes of a running log, a record is durable or no flusher has taken it.
+    if state.mode == Mode::Running && state.flusher == Flusher::Idle {
+        let not_durable = state
+            .records
+            .iter()
+            .filter(|r| r.seq > state.durable_seq)
+            .count();
+        assert_eq!(
+            not_durable, state.unwritten,
+            "log: no flush running, {not_durable} records not durable (through {}), {} unwritten",
+            state.durable_seq, state.unwritten
+        );
     }
 }
 
