@@ -5,6 +5,7 @@
 use crate::error::Result;
 use crate::format::{Header, Superblock};
 use crate::install::installer_loop;
+use crate::position::Seq;
 use crate::recovery::{log_recover, RecoveryReport};
 use crate::scan::read_superblock;
 use crate::state::{Flusher, Inner, Installer, Mode, State};
@@ -150,9 +151,9 @@ impl Log {
         let state = State {
             mode: Mode::Running,
             header,
-            head_pos: header.tail_pos,
-            next_seq: header.tail_seq,
-            durable_seq: header.tail_seq - 1,
+            head_pos: header.tail(),
+            next_seq: header.first_seq(),
+            durable_seq: header.first_seq().prev(),
             flusher: Flusher::Idle,
             records: VecDeque::new(),
             unwritten: 0,
@@ -258,7 +259,7 @@ impl Log {
     /// Commits `writes` (distinct addresses) as one record without waiting for durability;
     /// visible to readers at once. Returns its sequence number, `None` if `writes` is empty.
     pub fn append(&self, writes: Vec<(Addr, Block)>) -> Result<Option<u64>> {
-        let result = self.inner.append(writes);
+        let result = self.inner.append(writes).map(|seq| seq.map(|seq| seq.0));
         #[cfg(debug_assertions)]
         self.check_rep();
         result
@@ -274,7 +275,7 @@ impl Log {
 
     /// Returns once the record `seq` (and so every record before it) is durable.
     pub fn wait_durable(&self, seq: u64) -> Result<()> {
-        let result = self.inner.wait_durable(seq);
+        let result = self.inner.wait_durable(Seq(seq));
         #[cfg(debug_assertions)]
         self.check_rep();
         result
@@ -342,13 +343,13 @@ impl Log {
     /// Blocks in the log region now in use (committed, not yet installed).
     pub fn used_log_blocks(&self) -> u64 {
         let state = self.inner.state.lock();
-        state.head_pos - state.header.tail_pos
+        state.head_pos - state.header.tail()
     }
 
     /// Sequence numbers: (highest committed, highest durable).
     pub fn seqs(&self) -> (u64, u64) {
         let state = self.inner.state.lock();
-        (state.next_seq - 1, state.durable_seq)
+        (state.next_seq.prev().0, state.durable_seq.0)
     }
 
     /// The rep invariant (see the crate documentation); panics, naming what broke. Runs after

@@ -7,6 +7,7 @@ use crate::error::{LogError, Result};
 use crate::format::check_record_round_trip;
 use crate::format::{encode_record, record_len_blocks};
 use crate::home::write_runs;
+use crate::position::Seq;
 use crate::state::{Flusher, Inner, Mode, RecordMeta, State};
 use parking_lot::MutexGuard;
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use txdisk_disk::{Addr, Block};
 impl Inner {
     /// Commits `writes` (distinct addresses) as one record without waiting for durability;
     /// visible to readers at once. Returns its sequence number, `None` if `writes` is empty.
-    pub fn append(&self, writes: Vec<(Addr, Block)>) -> Result<Option<u64>> {
+    pub fn append(&self, writes: Vec<(Addr, Block)>) -> Result<Option<Seq>> {
         // Several writes to one address in one transaction: the last one is the transaction's.
         // (Callers that buffer writes in an ordered map pass them sorted and distinct already.)
         let sorted_distinct = writes.windows(2).all(|pair| pair[0].0 < pair[1].0);
@@ -57,7 +58,7 @@ impl Inner {
         let seq = loop {
             let mut state = self.state.lock();
             Inner::usable(&state)?;
-            if state.head_pos + len_blocks - state.header.tail_pos <= self.sb.log_blocks {
+            if state.head_pos + len_blocks - state.header.tail() <= self.sb.log_blocks {
                 break self.reserve(&mut state, len_blocks, &addrs, &data);
             }
             drop(state);
@@ -75,7 +76,7 @@ impl Inner {
         len_blocks: u64,
         addrs: &[Addr],
         data: &[Arc<Block>],
-    ) -> u64 {
+    ) -> Seq {
         self.check_reserve(state, len_blocks, addrs, data);
         let seq = state.next_seq;
         let record = RecordMeta {
@@ -85,7 +86,7 @@ impl Inner {
             addrs: addrs.to_vec(),
             data: data.to_vec(),
         };
-        state.next_seq += 1;
+        state.next_seq = seq.next();
         state.head_pos += len_blocks;
         for (addr, block) in addrs.iter().zip(data) {
             state.logged.insert(*addr, (seq, Arc::clone(block)));
@@ -95,7 +96,7 @@ impl Inner {
         if state.flusher == Flusher::Gathering {
             self.appended.notify_all();
         }
-        let used = state.head_pos - state.header.tail_pos;
+        let used = state.head_pos - state.header.tail();
         if used * 100 >= self.options.install_threshold_pct * self.sb.log_blocks {
             self.install_wanted.notify_one();
         }
@@ -104,18 +105,18 @@ impl Inner {
 
     /// Makes every transaction committed so far durable (one group flush).
     pub fn flush(&self) -> Result<()> {
-        let target = self.state.lock().next_seq - 1;
+        let target = self.state.lock().next_seq.prev();
         self.wait_durable(target)
     }
 
     /// Returns once the record `seq` (and so every record before it) is durable. Whoever finds
     /// no flush in progress writes every record committed so far and syncs once, on behalf of
     /// all committers waiting: that is group commit. No lock is held across the I/O.
-    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+    pub fn wait_durable(&self, seq: Seq) -> Result<()> {
         let inner = self;
         let mut state = inner.state.lock();
         // Nothing past the newest commit can become durable: wait for that one at most.
-        let seq = seq.min(state.next_seq - 1);
+        let seq = seq.min(state.next_seq.prev());
         loop {
             if let Mode::Poisoned { cause } = &state.mode {
                 return Err(LogError::Poisoned {
@@ -210,7 +211,7 @@ impl Inner {
             "log: record at position {head_pos} of {} blocks reserves {len_blocks}",
             addrs.len()
         );
-        let tail_pos = state.header.tail_pos;
+        let tail_pos = state.header.tail();
         assert!(
             tail_pos <= head_pos,
             "log: reserve at position {head_pos}, behind the tail {tail_pos}"
@@ -230,7 +231,7 @@ impl Inner {
     }
 
     /// Writes a group of records to their reserved places and syncs once.
-    fn write_batch(&self, batch: &[Arc<RecordMeta>], durable_before: u64) -> Result<()> {
+    fn write_batch(&self, batch: &[Arc<RecordMeta>], durable_before: Seq) -> Result<()> {
         let sb = &self.sb;
         let disk = &self.disk;
         check_batch(batch, durable_before);
@@ -239,16 +240,10 @@ impl Inner {
             .iter()
             .map(|record| {
                 let data: Vec<&Block> = record.data.iter().map(|b| &**b).collect();
-                let descs = encode_record(sb, record.seq, durable_before, &record.addrs, &data);
+                let (seq, durable_seq) = (record.seq.0, durable_before.0);
+                let descs = encode_record(sb, seq, durable_seq, &record.addrs, &data);
                 #[cfg(debug_assertions)]
-                check_record_round_trip(
-                    sb,
-                    record.seq,
-                    durable_before,
-                    &record.addrs,
-                    &descs,
-                    &data,
-                );
+                check_record_round_trip(sb, seq, durable_seq, &record.addrs, &descs, &data);
                 descs
             })
             .collect();
@@ -256,7 +251,7 @@ impl Inner {
         // blocks (broken only where the circular log wraps).
         let blocks = batch.iter().zip(&descs).flat_map(|(record, descs)| {
             let data = record.data.iter().map(|b| &**b);
-            let positions = record.pos..record.pos + record.len_blocks;
+            let positions = record.pos.0..record.end_pos().0;
             positions.zip(descs.iter().chain(data))
         });
         write_runs(
@@ -276,22 +271,22 @@ impl Inner {
 
 /// Preconditions of a group flush: the batch is the records right after the durable ones,
 /// consecutive in sequence and position.
-fn check_batch(batch: &[Arc<RecordMeta>], durable_before: u64) {
+fn check_batch(batch: &[Arc<RecordMeta>], durable_before: Seq) {
     let Some(first) = batch.first() else {
         panic!("log: flush of an empty batch (durable through {durable_before})")
     };
     assert_eq!(
         first.seq,
-        durable_before + 1,
+        durable_before.next(),
         "log: flush starts at record {}, expected {} (durable through {durable_before})",
         first.seq,
-        durable_before + 1
+        durable_before.next()
     );
     for pair in batch.windows(2) {
         let (prev, next) = (&pair[0], &pair[1]);
         assert_eq!(
             next.seq,
-            prev.seq + 1,
+            prev.seq.next(),
             "log: flush batch has record {} after record {}",
             next.seq,
             prev.seq

@@ -75,8 +75,8 @@ impl Inner {
         };
         let header = Header {
             generation: old.generation + 1,
-            tail_pos: last.end_pos(),
-            tail_seq: last.seq + 1,
+            tail_pos: last.end_pos().0,
+            tail_seq: last.seq.next().0,
         };
         let block = header.encode(&self.sb);
         #[cfg(debug_assertions)]
@@ -96,14 +96,18 @@ fn check_install_batch(state: &State, batch: &[Arc<RecordMeta>]) {
     let tail = state.header;
     if let Some(first) = batch.first() {
         assert_eq!(
-            first.pos, tail.tail_pos,
+            first.pos,
+            tail.tail(),
             "log: installation starts at position {}, expected the tail {}",
-            first.pos, tail.tail_pos
+            first.pos,
+            tail.tail_pos
         );
         assert_eq!(
-            first.seq, tail.tail_seq,
+            first.seq,
+            tail.first_seq(),
             "log: installation starts at record {}, expected the tail's {}",
-            first.seq, tail.tail_seq
+            first.seq,
+            tail.tail_seq
         );
     }
     if let Some(last) = batch.last() {
@@ -147,7 +151,7 @@ fn retire(state: &mut State, batch: &[Arc<RecordMeta>], new_header: Header) {
             record.seq, front.seq
         );
     }
-    let last_seq = new_header.tail_seq - 1;
+    let last_seq = new_header.first_seq().prev();
     for record in batch {
         for addr in &record.addrs {
             if state
@@ -174,7 +178,7 @@ pub(crate) fn installer_loop(inner: &Arc<Inner>) {
             if state.installer == Installer::Stopped || state.mode.is_poisoned() {
                 return;
             }
-            let used = state.head_pos - state.header.tail_pos;
+            let used = state.head_pos - state.header.tail();
             let durable_records = state
                 .records
                 .iter()

@@ -1,6 +1,7 @@
 //! The log's invariants as code: the rep invariant of a running log, and the crash invariants
 //! (FSCQ's `log_intact`) that tests and the fuzzer apply to recovered disks.
 
+use crate::position::Seq;
 use crate::state::{Flusher, Inner, Mode, State};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -48,7 +49,7 @@ fn check_modes(state: &State) {
 }
 
 fn check_positions(state: &State, log_blocks: u64) {
-    let tail = state.header.tail_pos;
+    let tail = state.header.tail();
     assert!(
         tail <= state.head_pos,
         "log: tail {tail} beyond head {}",
@@ -66,7 +67,7 @@ fn check_positions(state: &State, log_blocks: u64) {
         state.next_seq
     );
     assert!(
-        state.durable_seq + 1 >= state.header.tail_seq,
+        state.durable_seq.next() >= state.header.first_seq(),
         "log: durable {} behind tail sequence {}",
         state.durable_seq,
         state.header.tail_seq
@@ -80,7 +81,7 @@ fn check_positions(state: &State, log_blocks: u64) {
 }
 
 fn check_records(state: &State) {
-    let (mut pos, mut seq) = (state.header.tail_pos, state.header.tail_seq);
+    let (mut pos, mut seq) = (state.header.tail(), state.header.first_seq());
     for record in &state.records {
         assert_eq!(
             record.pos, pos,
@@ -99,7 +100,7 @@ fn check_records(state: &State) {
             record.seq
         );
         pos += record.len_blocks;
-        seq += 1;
+        seq = seq.next();
     }
     assert_eq!(
         pos, state.head_pos,
@@ -122,7 +123,7 @@ fn check_records(state: &State) {
 }
 
 fn check_logged_map(state: &State) {
-    let mut newest: BTreeMap<Addr, (u64, &Block)> = BTreeMap::new();
+    let mut newest: BTreeMap<Addr, (Seq, &Block)> = BTreeMap::new();
     for record in &state.records {
         for (addr, block) in record.addrs.iter().zip(&record.data) {
             newest.insert(*addr, (record.seq, &**block));

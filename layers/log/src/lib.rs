@@ -71,6 +71,7 @@ mod format;
 mod home;
 mod install;
 mod invariants;
+mod position;
 mod read;
 mod recovery;
 mod scan;

@@ -4,6 +4,7 @@
 use crate::api::LogOptions;
 use crate::error::{LogError, Result};
 use crate::format::{Header, Superblock};
+use crate::position::{LogPos, Seq};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
@@ -13,15 +14,15 @@ use txdisk_disk::{Addr, Block, Disk};
 /// A committed record that is still in the log (not yet installed).
 #[derive(Debug)]
 pub(crate) struct RecordMeta {
-    pub seq: u64,
-    pub pos: u64,
+    pub seq: Seq,
+    pub pos: LogPos,
     pub len_blocks: u64,
     pub addrs: Vec<Addr>,
     pub data: Vec<Arc<Block>>,
 }
 
 impl RecordMeta {
-    pub(crate) fn end_pos(&self) -> u64 {
+    pub(crate) fn end_pos(&self) -> LogPos {
         self.pos + self.len_blocks
     }
 }
@@ -72,16 +73,16 @@ pub(crate) struct State {
     pub mode: Mode,
     /// The durable header: the tail it names is where space is reusable from.
     pub header: Header,
-    pub head_pos: u64,
-    pub next_seq: u64,
-    pub durable_seq: u64,
+    pub head_pos: LogPos,
+    pub next_seq: Seq,
+    pub durable_seq: Seq,
     pub flusher: Flusher,
     /// Every committed, not yet installed record, in sequence order.
     pub records: VecDeque<Arc<RecordMeta>>,
     /// How many records at the back of `records` no flusher has taken yet.
     pub unwritten: usize,
     /// Newest committed value of every address that has a record in the log.
-    pub logged: HashMap<Addr, (u64, Arc<Block>)>,
+    pub logged: HashMap<Addr, (Seq, Arc<Block>)>,
     /// Bumped when an installation picks its batch: a home read that saw no change of it
     /// cannot have overlapped a home write (see `Inner::read`).
     pub install_gen: u64,
