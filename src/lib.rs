@@ -141,7 +141,7 @@ fn check_geometry(image_count: usize, options: &FormatOptions) -> Result<(), Err
             .saturating_sub(txdisk_replicated::RESERVED_BLOCKS),
         count => return Err(Error::ImageCount { count }),
     };
-    txdisk_log::Superblock::layout(log_space_blocks, options.log_blocks, 0)?;
+    txdisk_log::tooling::Superblock::layout(log_space_blocks, options.log_blocks, 0)?;
     Ok(())
 }
 

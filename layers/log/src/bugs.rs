@@ -18,6 +18,7 @@ pub enum Bug {
 }
 
 impl Bug {
+    /// Every variant, for tests that try each.
     pub const ALL: [Bug; 4] = [
         Bug::CommitWithoutFlush,
         Bug::ReplayWithoutChecksum,

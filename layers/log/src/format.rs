@@ -7,8 +7,10 @@ use crate::error::{LogError, Result};
 use byteorder::{ByteOrder, LittleEndian as LE};
 use txdisk_disk::{Addr, Block, BLOCK_SIZE};
 
+/// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Where the superblock lives.
 pub const SUPERBLOCK_ADDR: Addr = 0;
 /// The two header slots; a header write goes to the slot the newest valid header is not in.
 pub const HEADER_SLOTS: [Addr; 2] = [1, 2];
@@ -68,12 +70,19 @@ const _: () = assert!(ADDRS_IN_FIRST_DESC == 507);
 /// The superblock: where everything is, and the salt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Superblock {
+    /// The format version ([`FORMAT_VERSION`]).
     pub version: u32,
+    /// Blocks of the whole image.
     pub size_blocks: u64,
+    /// First block of the circular log region ([`LOG_START`]).
     pub log_start: Addr,
+    /// Blocks of the log region.
     pub log_blocks: u64,
+    /// First block of the data region: the home of address 0.
     pub data_start: Addr,
+    /// Blocks of the data region: the address space the log offers.
     pub data_blocks: u64,
+    /// Seeds every record and header checksum, so user data cannot pass for log metadata.
     pub salt: u64,
 }
 
@@ -110,6 +119,7 @@ impl Superblock {
         })
     }
 
+    /// The superblock as block 0 holds it, checksum filled in.
     pub fn encode(&self) -> Block {
         let mut block = Block::zeroed();
         let b = block.as_bytes_mut();
@@ -224,6 +234,7 @@ impl Header {
         HEADER_SLOTS[(self.generation % 2) as usize]
     }
 
+    /// The header as a header slot holds it, checksum seeded with `sb`'s salt.
     pub fn encode(&self, sb: &Superblock) -> Block {
         let mut block = Block::zeroed();
         let b = block.as_bytes_mut();
@@ -335,6 +346,74 @@ pub fn encode_record(
     let crc = record_crc(sb, &descs, data.iter().copied());
     LE::write_u32(&mut descs[0].as_bytes_mut()[RD_CRC_OFFSET..], crc);
     descs
+}
+
+/// Debug builds, before a header is written: the block decodes back to the same header.
+#[cfg(debug_assertions)]
+pub(crate) fn check_header_round_trip(header: &Header, block: &Block, sb: &Superblock) {
+    let decoded = Header::decode(block, sb);
+    assert_eq!(
+        decoded.as_ref(),
+        Ok(header),
+        "log: header for slot {} does not decode back (expected left, found right)",
+        header.slot_addr()
+    );
+}
+
+/// Debug builds, before the superblock is written: the block decodes back to the same one.
+#[cfg(debug_assertions)]
+pub(crate) fn check_superblock_round_trip(sb: &Superblock, block: &Block) {
+    let decoded = Superblock::decode(block, sb.size_blocks);
+    assert!(
+        decoded.as_ref().is_ok_and(|found| found == sb),
+        "log: superblock at block {SUPERBLOCK_ADDR} does not decode back: expected {sb:?}, found {decoded:?}"
+    );
+}
+
+/// Debug builds, before a record is written: its descriptors decode back to the sequence
+/// numbers, addresses and checksum it was encoded from.
+#[cfg(debug_assertions)]
+pub(crate) fn check_record_round_trip(
+    sb: &Superblock,
+    seq: u64,
+    durable_seq: u64,
+    addrs: &[Addr],
+    descs: &[Block],
+    data: &[&Block],
+) {
+    let head = match decode_record_head(&descs[0]) {
+        Ok(head) => head,
+        Err(reason) => panic!("log: record {seq} does not decode back: {reason}"),
+    };
+    assert_eq!(
+        head.seq, seq,
+        "log: record {seq} decodes as record {}",
+        head.seq
+    );
+    assert_eq!(
+        head.durable_seq, durable_seq,
+        "log: record {seq} encoded durable_seq {durable_seq}, decodes {}",
+        head.durable_seq
+    );
+    assert_eq!(
+        head.desc_blocks as usize,
+        descs.len(),
+        "log: record {seq}: {} descriptor blocks encoded, {} decoded",
+        descs.len(),
+        head.desc_blocks
+    );
+    assert!(
+        decode_record_addrs(descs, head.data_blocks as usize) == addrs,
+        "log: record {seq}: home addresses do not decode back ({} encoded, {} decoded)",
+        addrs.len(),
+        head.data_blocks
+    );
+    let crc = record_crc(sb, descs, data.iter().copied());
+    assert_eq!(
+        crc, head.crc,
+        "log: record {seq}: stored checksum {:#010x}, recomputed {crc:#010x}",
+        head.crc
+    );
 }
 
 /// Where home address number `index` is stored: (descriptor block, byte offset).

@@ -1,7 +1,8 @@
 //! The log's invariants as code: the rep invariant of a running log, and the crash invariants
 //! (FSCQ's `log_intact`) that tests and the fuzzer apply to recovered disks.
 
-use crate::log::{Inner, State};
+use crate::position::Seq;
+use crate::state::{Flusher, Inner, Mode, State};
 use std::collections::BTreeMap;
 use std::fmt;
 use txdisk_disk::{Addr, Block};
@@ -16,11 +17,39 @@ impl Inner {
         check_positions(&state, self.sb.log_blocks);
         check_records(&state);
         check_logged_map(&state);
+        check_modes(&state);
+    }
+}
+
+/// What the named states imply about the records.
+fn check_modes(state: &State) {
+    // close flushed and installed everything before it marked the log closed.
+    if state.mode == Mode::Closed {
+        assert!(
+            state.records.is_empty(),
+            "log: closed with {} records not installed (tail {}, head {})",
+            state.records.len(),
+            state.header.tail_pos,
+            state.head_pos
+        );
+    }
+    // Between group flushes of a running log, a record is durable or no flusher has taken it.
+    if state.mode == Mode::Running && state.flusher == Flusher::Idle {
+        let not_durable = state
+            .records
+            .iter()
+            .filter(|r| r.seq > state.durable_seq)
+            .count();
+        assert_eq!(
+            not_durable, state.unwritten,
+            "log: no flush running, {not_durable} records not durable (through {}), {} unwritten",
+            state.durable_seq, state.unwritten
+        );
     }
 }
 
 fn check_positions(state: &State, log_blocks: u64) {
-    let tail = state.header.tail_pos;
+    let tail = state.header.tail();
     assert!(
         tail <= state.head_pos,
         "log: tail {tail} beyond head {}",
@@ -38,7 +67,7 @@ fn check_positions(state: &State, log_blocks: u64) {
         state.next_seq
     );
     assert!(
-        state.durable_seq + 1 >= state.header.tail_seq,
+        state.durable_seq.next() >= state.header.first_seq(),
         "log: durable {} behind tail sequence {}",
         state.durable_seq,
         state.header.tail_seq
@@ -52,7 +81,7 @@ fn check_positions(state: &State, log_blocks: u64) {
 }
 
 fn check_records(state: &State) {
-    let (mut pos, mut seq) = (state.header.tail_pos, state.header.tail_seq);
+    let (mut pos, mut seq) = (state.header.tail(), state.header.first_seq());
     for record in &state.records {
         assert_eq!(
             record.pos, pos,
@@ -71,7 +100,7 @@ fn check_records(state: &State) {
             record.seq
         );
         pos += record.len_blocks;
-        seq += 1;
+        seq = seq.next();
     }
     assert_eq!(
         pos, state.head_pos,
@@ -94,7 +123,7 @@ fn check_records(state: &State) {
 }
 
 fn check_logged_map(state: &State) {
-    let mut newest: BTreeMap<Addr, (u64, &Block)> = BTreeMap::new();
+    let mut newest: BTreeMap<Addr, (Seq, &Block)> = BTreeMap::new();
     for record in &state.records {
         for (addr, block) in record.addrs.iter().zip(&record.data) {
             newest.insert(*addr, (record.seq, &**block));
@@ -125,7 +154,9 @@ fn check_logged_map(state: &State) {
 /// A crash invariant that failed: which address, what was expected, what was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrashViolation {
+    /// The first address whose contents break the invariant.
     pub addr: Addr,
+    /// What was expected there and what was found.
     pub detail: String,
 }
 

@@ -7,9 +7,9 @@
 
 use crate::error::{LogError, Result};
 use crate::format::Header;
-use crate::scan::{scan_log, ScanReport, ScanStop};
-use std::collections::BTreeMap;
-use txdisk_disk::{Addr, Block, Disk};
+use crate::home::write_home;
+use crate::scan::{scan_log, ScanReport, ScanStop, ScannedRecord};
+use txdisk_disk::Disk;
 
 /// What a recovery did.
 #[derive(Clone, Debug)]
@@ -18,7 +18,9 @@ pub struct RecoveryReport {
     pub replayed: Vec<(u64, usize)>,
     /// Distinct home blocks written (repeated writes to one address absorbed).
     pub home_blocks_written: usize,
+    /// The header the scan started from.
     pub old_header: Header,
+    /// The header recovery wrote: the tail past the replayed records.
     pub new_header: Header,
     /// Why the scan ended.
     pub stop: ScanStop,
@@ -29,16 +31,22 @@ pub struct RecoveryReport {
 /// [`LogError::Corruption`]) a log whose chain breaks at a record that had been acknowledged.
 pub fn log_recover(disk: &dyn Disk) -> Result<RecoveryReport> {
     let scan = scan_log(disk, true)?;
-    if let Some(detail) = scan.corruption() {
-        return Err(LogError::Corruption {
-            pos: scan.end_pos,
-            seq: scan.next_seq,
-            detail,
-        });
+    match decide(ChainEnd::of(&scan)) {
+        Decision::ReplayAndMoveTail => {}
+        Decision::Refuse => {
+            return Err(LogError::Corruption {
+                pos: scan.end_pos,
+                seq: scan.next_seq,
+                detail: scan.corruption().unwrap_or_else(|| scan.stop.to_string()),
+            })
+        }
     }
     let home_blocks_written = replay(disk, &scan)?;
     let new_header = fresh_header(&scan)?;
-    disk.write(new_header.slot_addr(), &new_header.encode(&scan.superblock))?;
+    let block = new_header.encode(&scan.superblock);
+    #[cfg(debug_assertions)]
+    crate::format::check_header_round_trip(&new_header, &block, &scan.superblock);
+    disk.write(new_header.slot_addr(), &block)?;
     disk.sync()?;
     let replayed = scan
         .records
@@ -60,22 +68,68 @@ pub fn log_recover(disk: &dyn Disk) -> Result<RecoveryReport> {
     })
 }
 
+/// How the chain of records ended, in the terms recovery decides on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChainEnd {
+    /// What a crash leaves: zeros or stale data, a record of an earlier lap, a torn record, a
+    /// record longer than the room left, or a chain that fills the log; nothing past the end
+    /// says the record there had been durable.
+    Torn,
+    /// A clean-looking end, but a valid record past it says the record at the end had been
+    /// acknowledged as durable.
+    AcknowledgedLost,
+    /// A checksummed record names an address outside the data region.
+    Malformed,
+}
+
+/// What recovery does about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    /// Replay the chain home, sync, and write a header with the tail at the chain's end.
+    ReplayAndMoveTail,
+    /// Write nothing and report [`LogError::Corruption`]: dropping the rest of the log would
+    /// silently lose acknowledged transactions.
+    Refuse,
+}
+
+/// The decision table of recovery: every way the chain can end, and what recovery does.
+const DECISIONS: [(ChainEnd, Decision); 3] = [
+    (ChainEnd::Torn, Decision::ReplayAndMoveTail),
+    (ChainEnd::AcknowledgedLost, Decision::Refuse),
+    (ChainEnd::Malformed, Decision::Refuse),
+];
+
+impl ChainEnd {
+    fn of(scan: &ScanReport) -> ChainEnd {
+        if !scan.stop.is_clean_end() {
+            return ChainEnd::Malformed;
+        }
+        let acknowledged = |r: &ScannedRecord| r.durable_seq >= scan.next_seq;
+        if scan.beyond_stop.iter().any(acknowledged) {
+            return ChainEnd::AcknowledgedLost;
+        }
+        ChainEnd::Torn
+    }
+}
+
+/// Looks `end` up in [`DECISIONS`]; a case missing from the table is refused.
+fn decide(end: ChainEnd) -> Decision {
+    DECISIONS
+        .iter()
+        .find(|(case, _)| *case == end)
+        .map_or(Decision::Refuse, |(_, decision)| *decision)
+}
+
 /// Writes the newest value of every address in the chain home, then syncs.
 fn replay(disk: &dyn Disk, scan: &ScanReport) -> Result<usize> {
-    let mut newest: BTreeMap<Addr, &Block> = BTreeMap::new();
-    for record in &scan.records {
-        for (addr, block) in record.addrs.iter().zip(record.data.iter()) {
-            newest.insert(*addr, block);
-        }
-    }
-    let data_start = scan.superblock.data_start;
-    let home = newest
+    let writes = scan
+        .records
         .iter()
-        .map(|(addr, block)| (data_start + addr, *block));
-    crate::log::write_runs(disk, home)?;
+        .flat_map(|record| record.addrs.iter().copied().zip(record.data.iter()));
+    let home_blocks = write_home(disk, scan.superblock.data_start, writes)?;
     // The home blocks must be durable before the header stops pointing at their records.
     disk.sync()?;
-    Ok(newest.len())
+    Ok(home_blocks)
 }
 
 /// The header after recovery: the tail at the end of the chain, and a sequence number past
@@ -107,4 +161,112 @@ fn fresh_header(scan: &ScanReport) -> Result<Header> {
         tail_pos: scan.end_pos,
         tail_seq,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Superblock;
+    use crate::scan::SlotState;
+
+    /// One example of every way a scan can stop.
+    fn every_stop() -> Vec<ScanStop> {
+        vec![
+            ScanStop::NotARecord {
+                pos: 5,
+                expected_seq: 2,
+                reason: "no record magic".into(),
+            },
+            ScanStop::WrongSequence {
+                pos: 5,
+                expected_seq: 2,
+                found_seq: 9,
+            },
+            ScanStop::ChecksumMismatch {
+                pos: 5,
+                seq: 2,
+                expected: 1,
+                found: 2,
+            },
+            ScanStop::TooLong {
+                pos: 5,
+                seq: 2,
+                len_blocks: 30,
+                room_blocks: 11,
+            },
+            ScanStop::BadAddress {
+                pos: 5,
+                seq: 2,
+                addr: 1000,
+            },
+            ScanStop::LogFull { pos: 16 },
+        ]
+    }
+
+    fn scan(stop: ScanStop, beyond_durable_seq: Option<u64>) -> ScanReport {
+        let header = Header {
+            generation: 1,
+            tail_pos: 0,
+            tail_seq: 1,
+        };
+        let beyond = beyond_durable_seq.map(|durable_seq| ScannedRecord {
+            seq: 3,
+            pos: 7,
+            len_blocks: 2,
+            durable_seq,
+            crc: 0,
+            addrs: vec![0],
+            data: Vec::new(),
+        });
+        ScanReport {
+            superblock: Superblock::layout(100, 16, 1).expect("layout"),
+            slots: [
+                SlotState::Valid(header),
+                SlotState::Invalid("bad magic".into()),
+            ],
+            header,
+            records: Vec::new(),
+            end_pos: 5,
+            next_seq: 2,
+            stop,
+            beyond_stop: beyond.into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn the_table_decides_every_case_once() {
+        for (case, _) in DECISIONS {
+            let rows = DECISIONS.iter().filter(|(c, _)| *c == case).count();
+            assert_eq!(rows, 1, "{case:?} has {rows} rows");
+        }
+        assert_eq!(decide(ChainEnd::Torn), Decision::ReplayAndMoveTail);
+        assert_eq!(decide(ChainEnd::AcknowledgedLost), Decision::Refuse);
+        assert_eq!(decide(ChainEnd::Malformed), Decision::Refuse);
+    }
+
+    /// Every stop, with nothing past it, with a later record that says the stop was not yet
+    /// durable, and with one that says it was: recovery refuses exactly what the scan calls
+    /// corruption, and replays the rest.
+    #[test]
+    fn every_scan_outcome_maps_to_one_decision() {
+        for stop in every_stop() {
+            // next_seq is 2: durable_seq 1 says record 2 was not yet durable, 2 says it was.
+            for beyond in [None, Some(1), Some(2)] {
+                let scan = scan(stop.clone(), beyond);
+                let end = ChainEnd::of(&scan);
+                let expected = match (&stop, beyond) {
+                    (ScanStop::BadAddress { .. }, _) => ChainEnd::Malformed,
+                    (_, Some(2)) => ChainEnd::AcknowledgedLost,
+                    _ => ChainEnd::Torn,
+                };
+                assert_eq!(end, expected, "stop {stop}, beyond {beyond:?}");
+                let refused = decide(end) == Decision::Refuse;
+                assert_eq!(
+                    refused,
+                    scan.corruption().is_some(),
+                    "stop {stop}, beyond {beyond:?}: the decision and the scan's verdict differ"
+                );
+            }
+        }
+    }
 }

@@ -16,12 +16,17 @@ use txdisk_disk::{Addr, Block, Disk};
 /// A record of the live log, as found on disk.
 #[derive(Clone, Debug)]
 pub struct ScannedRecord {
+    /// Its sequence number.
     pub seq: u64,
     /// Absolute log position of its first descriptor block.
     pub pos: u64,
+    /// Blocks it occupies: descriptors, then data.
     pub len_blocks: u64,
+    /// The highest sequence number durable when it was written.
     pub durable_seq: u64,
+    /// Its salted checksum, as stored (and matched).
     pub crc: u32,
+    /// The home addresses of its data blocks.
     pub addrs: Vec<Addr>,
     /// The data blocks, in the order of `addrs` (empty when scanned without data).
     pub data: Vec<Block>,
@@ -30,7 +35,9 @@ pub struct ScannedRecord {
 /// What a header slot holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SlotState {
+    /// A header that decodes, checksum matching, in the slot its generation belongs in.
     Valid(Header),
+    /// Why the slot holds no valid header.
     Invalid(String),
 }
 
@@ -39,34 +46,58 @@ pub enum SlotState {
 pub enum ScanStop {
     /// The block at `pos` is not a record head at all (stale data, zeros, a torn descriptor).
     NotARecord {
+        /// Where the chain stopped.
         pos: u64,
+        /// The sequence number the record there should carry.
         expected_seq: u64,
+        /// Why the block is not a record head.
         reason: String,
     },
     /// A record head with another sequence number: a record from an earlier lap, or a torn tail.
     WrongSequence {
+        /// Where the chain stopped.
         pos: u64,
+        /// The sequence number the record there should carry.
         expected_seq: u64,
+        /// The sequence number it carries.
         found_seq: u64,
     },
     /// The right sequence number but the checksum fails: a torn or half-written record.
     ChecksumMismatch {
+        /// Where the chain stopped.
         pos: u64,
+        /// The record's sequence number.
         seq: u64,
+        /// The checksum its descriptor stores.
         expected: u32,
+        /// The checksum of what is on disk.
         found: u32,
     },
     /// The record claims more blocks than the log has room for past `pos`.
     TooLong {
+        /// Where the chain stopped.
         pos: u64,
+        /// The record's sequence number.
         seq: u64,
+        /// Blocks the record claims.
         len_blocks: u64,
+        /// Blocks of log left from `pos`.
         room_blocks: u64,
     },
     /// A checksummed record names an address outside the data region: corruption or a bug.
-    BadAddress { pos: u64, seq: u64, addr: Addr },
+    BadAddress {
+        /// Where the chain stopped.
+        pos: u64,
+        /// The record's sequence number.
+        seq: u64,
+        /// The address it names.
+        addr: Addr,
+    },
     /// The chain filled the whole log region.
-    LogFull { pos: u64 },
+    LogFull {
+        /// `tail_pos + log_blocks`: where the chain stopped.
+        pos: u64,
+    },
 }
 
 impl fmt::Display for ScanStop {
@@ -104,7 +135,9 @@ impl ScanStop {
 /// Everything a scan found.
 #[derive(Clone, Debug)]
 pub struct ScanReport {
+    /// The image's superblock.
     pub superblock: Superblock,
+    /// What each header slot holds.
     pub slots: [SlotState; 2],
     /// The header the chain starts from (the valid slot with the highest generation).
     pub header: Header,
@@ -114,6 +147,7 @@ pub struct ScanReport {
     pub end_pos: u64,
     /// The sequence number the next record in the chain would carry.
     pub next_seq: u64,
+    /// Why the chain ended.
     pub stop: ScanStop,
     /// Valid records found past the stop (a crash during a group flush, or corruption).
     pub beyond_stop: Vec<ScannedRecord>,

@@ -37,6 +37,7 @@ impl Disk for ImageDisk<'_> {
 }
 
 impl WalChecker {
+    /// A checker over `sim`; `strict` panics at the first violation instead of recording it.
     pub fn new(sim: Arc<SimDisk>, strict: bool) -> WalChecker {
         WalChecker {
             sim,
@@ -45,6 +46,7 @@ impl WalChecker {
         }
     }
 
+    /// The simulated disk it watches.
     pub fn sim(&self) -> &Arc<SimDisk> {
         &self.sim
     }

@@ -10,10 +10,8 @@ mod forge;
 use common::*;
 use std::sync::Arc;
 use txdisk_disk::{Block, DiskImage, SimDisk};
-use txdisk_log::{
-    log_recover, read_superblock, scan_log, Contents, Log, LogError, LogOptions, ScanStop,
-    Superblock,
-};
+use txdisk_log::tooling::{read_superblock, scan_log, Contents, ScanStop, Superblock};
+use txdisk_log::{log_recover, Log, LogError, LogOptions};
 
 fn options() -> LogOptions {
     LogOptions {

@@ -4,7 +4,7 @@
 //! prefix at all; absent and zero blocks are the same. Built from small hand-made contents.
 
 use txdisk_disk::Block;
-use txdisk_log::{first_difference, log_intact, matches_prefix, Contents};
+use txdisk_log::tooling::{first_difference, log_intact, matches_prefix, Contents};
 
 fn contents(pairs: &[(u64, u8)]) -> Contents {
     pairs

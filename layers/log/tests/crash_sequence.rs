@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use txdisk_disk::rng::SplitMix64;
-use txdisk_log::record_len_blocks;
+use txdisk_log::tooling::record_len_blocks;
 
 fn campaign_for(seed: u64, torn: bool) -> Tally {
     let mut rng = SplitMix64::new(seed);

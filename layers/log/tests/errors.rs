@@ -12,10 +12,8 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Block, Disk, DiskError, DiskImage, SimDisk};
-use txdisk_log::{
-    log_recover, matches_prefix, Contents, Log, LogError, LogOptions, Superblock, FORMAT_VERSION,
-    LOG_START,
-};
+use txdisk_log::tooling::{matches_prefix, Contents, Superblock, FORMAT_VERSION, LOG_START};
+use txdisk_log::{log_recover, Log, LogError, LogOptions};
 
 fn options() -> LogOptions {
     LogOptions {

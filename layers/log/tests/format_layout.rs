@@ -7,9 +7,8 @@ mod forge;
 use byteorder::{ByteOrder, LittleEndian as LE};
 use std::sync::Arc;
 use txdisk_disk::{Block, Disk, SimDisk};
-use txdisk_log::{
-    scan_log, Header, Log, LogOptions, Superblock, FORMAT_VERSION, HEADER_SLOTS, LOG_START,
-};
+use txdisk_log::tooling::{scan_log, Header, Superblock, FORMAT_VERSION, HEADER_SLOTS, LOG_START};
+use txdisk_log::{Log, LogOptions};
 
 fn salted_crc(salt: u64, parts: &[&[u8]]) -> u32 {
     let mut crc = crc32c::crc32c(&salt.to_le_bytes());

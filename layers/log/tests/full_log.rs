@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use txdisk_disk::{Block, Disk, FileDisk, BLOCK_SIZE};
-use txdisk_log::{log_recover, record_len_blocks, scan_log, Log, LogOptions, ScanStop, LOG_START};
+use txdisk_log::tooling::{record_len_blocks, scan_log, ScanStop, LOG_START};
+use txdisk_log::{log_recover, Log, LogOptions};
 
 const LOG_BLOCKS: u64 = 16384;
 const DATA_BLOCKS: u64 = 1024;
@@ -105,7 +106,7 @@ fn recover_a_full_64_mib_log() {
         report.new_header.tail_pos,
         report.old_header.tail_pos + LOG_BLOCKS
     );
-    let sb = txdisk_log::read_superblock(&disk).expect("superblock");
+    let sb = txdisk_log::tooling::read_superblock(&disk).expect("superblock");
     for (addr, block) in &model {
         let found = disk.read(sb.data_start + addr).expect("read home block");
         assert!(

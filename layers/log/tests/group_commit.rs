@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 use txdisk_disk::{Block, FileDisk};
-use txdisk_log::{Log, LogOptions, LOG_START};
+use txdisk_log::tooling::LOG_START;
+use txdisk_log::{Log, LogOptions};
 
 const THREADS: u64 = 8;
 const COMMITS_PER_THREAD: u64 = 300;

@@ -16,9 +16,8 @@ use common::{formatted, read_contents, states_of, Progress};
 use std::sync::Arc;
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Block, Disk, DiskImage, SimDisk};
-use txdisk_log::{
-    log_recover, matches_prefix, scan_log, Contents, Log, LogOptions, ScanStop, WalChecker,
-};
+use txdisk_log::tooling::{matches_prefix, scan_log, Contents, ScanStop, WalChecker};
+use txdisk_log::{log_recover, Log, LogOptions};
 
 const LOG_BLOCKS: u64 = 8;
 const DATA_BLOCKS: u64 = 8;
@@ -198,7 +197,8 @@ fn crash_campaign(scenario: &Scenario, forged: &Block, seed: u64) -> Findings {
         );
         sim.ops()
     };
-    let sb = txdisk_log::Superblock::layout(SIZE_BLOCKS, LOG_BLOCKS, SALT).expect("layout");
+    let sb =
+        txdisk_log::tooling::Superblock::layout(SIZE_BLOCKS, LOG_BLOCKS, SALT).expect("layout");
     let (head_addr, payload_addr) = (sb.log_addr(t5_pos), sb.log_addr(t5_pos + 1));
     let mut rng = SplitMix64::new(seed);
     let mut findings = Findings::default();

@@ -41,7 +41,7 @@
 //! and no stripe is newer than the clock (checked for a rotating window of stripes at each call,
 //! for all of them with the `expensive-checks` feature).
 //!
-//! **Crash invariant** (as the log's: [`txdisk_log::matches_prefix`]): after any crash and
+//! **Crash invariant** (as the log's: [`txdisk_log::tooling::matches_prefix`]): after any crash and
 //! recovery, the contents are those after some prefix of the commit (sequence) order that
 //! includes every transaction whose durable commit, or a flush after it, returned.
 
@@ -54,7 +54,7 @@ use std::sync::Arc;
 use txdisk_disk::{Addr, Block, Disk, DiskError};
 use txdisk_log::{Log, LogError, LogOptions, LogStats};
 
-pub use txdisk_log::{matches_prefix, Contents, CrashViolation};
+pub use txdisk_log::tooling::{matches_prefix, Contents, CrashViolation};
 
 /// Version words; addresses share them by `addr % VERSION_STRIPES` (a shared word can only
 /// cause a spurious conflict, never a missed one).

@@ -187,7 +187,7 @@ impl TxdiskSystem {
             let per_tx = FILL_TX_BLOCKS.min(disk.max_tx_blocks());
             let mut written = 0u64;
             // Fill while a whole transaction still fits without triggering installation.
-            while disk.used_log_blocks() + txdisk::log::record_len_blocks(per_tx)
+            while disk.used_log_blocks() + txdisk::log::tooling::record_len_blocks(per_tx)
                 <= self.geometry.log_blocks
             {
                 let mut tx = disk.begin();

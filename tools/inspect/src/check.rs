@@ -10,7 +10,8 @@ use crate::view::{open_image, ImageKind, OpenedImage};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use txdisk_disk::{Addr, Disk};
-use txdisk_log::{read_headers, read_superblock, scan_log, LogError, ScanStop};
+use txdisk_log::tooling::{read_headers, read_superblock, scan_log, ScanStop};
+use txdisk_log::LogError;
 use txdisk_replicated::{
     plan_other, MemberPlan, MetaState, Peer, ReplicaMeta, ReplicatedError, Role, Slot,
     RESERVED_BLOCKS,

@@ -8,7 +8,8 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use txdisk_disk::{Block, Disk, FileDisk, BLOCK_SIZE};
-use txdisk_log::{scan_log, LogOptions, Superblock};
+use txdisk_log::tooling::{scan_log, Superblock};
+use txdisk_log::LogOptions;
 use txdisk_logical::LogicalDisk;
 use txdisk_replicated::{
     FormatOptions, MetaState, ReplicaMeta, ReplicatedDisk, Slot, RESERVED_BLOCKS,
@@ -150,7 +151,7 @@ fn damage_formatted(damage: Damage, images: &[PathBuf]) -> Result<(), Error> {
         }
         Damage::ReplicaDifference => {
             let d2 = FileDisk::open(&images[1])?;
-            let sb = txdisk_log::read_superblock(&Window::new(
+            let sb = txdisk_log::tooling::read_superblock(&Window::new(
                 &d2,
                 RESERVED_BLOCKS,
                 d2.size_blocks() - RESERVED_BLOCKS,

@@ -1,6 +1,6 @@
 //! The log dump (`txdisk logdump`), like debugfs's logdump: the superblock, both header slots,
 //! then the live log transaction by transaction, and why the chain ends. It prints what the
-//! one log parser ([`txdisk_log::scan_log`]) returns — the same records recovery replays.
+//! one log parser ([`txdisk_log::tooling::scan_log`]) returns — the same records recovery replays.
 
 use crate::error::{InspectError, Result};
 use crate::report::{
@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use txdisk_disk::{Addr, Block, Disk};
-use txdisk_log::{scan_log, Header, LogError, ScanStop, SlotState, Superblock};
+use txdisk_log::tooling::{scan_log, Header, ScanStop, SlotState, Superblock};
+use txdisk_log::LogError;
 
 /// What to show.
 #[derive(Clone, Debug, Default)]
@@ -89,8 +90,8 @@ pub fn logdump(image: &Path, options: &DumpOptions) -> Result<LogDump> {
     };
     // Reading the headers first gives their own diagnosis (the log refuses positions out of
     // any plausible range when it decodes a header).
-    txdisk_log::read_superblock(&view)
-        .and_then(|sb| txdisk_log::read_headers(&view, &sb))
+    txdisk_log::tooling::read_superblock(&view)
+        .and_then(|sb| txdisk_log::tooling::read_headers(&view, &sb))
         .map_err(unreadable)?;
     let scan = scan_log(&view, false).map_err(unreadable)?;
     let sb = scan.superblock;

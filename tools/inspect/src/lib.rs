@@ -8,7 +8,7 @@
 //!   each member (both slots, one pair, roles, sizes, which member recovery would copy from, a
 //!   dirty, stale or half-rebuilt member), the replicas' data block by block, then the log:
 //!   superblock, both header slots, and every transaction of the live log as the one log
-//!   parser ([`txdisk_log::scan_log`]) sees it — what recovery would replay, and why the chain
+//!   parser ([`txdisk_log::tooling::scan_log`]) sees it — what recovery would replay, and why the chain
 //!   ends. With `repair`, it runs the layers' own recoveries and checks again.
 //! * [`logdump`] — the log, transaction by transaction, like debugfs's logdump.
 //! * `damaged` (feature `test-support`) — deliberately damaged images for tests.

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use txdisk_disk::Addr;
-use txdisk_log::{Header, ScanStop, ScannedRecord, SlotState, Superblock};
+use txdisk_log::tooling::{Header, ScanStop, ScannedRecord, SlotState, Superblock};
 use txdisk_replicated::{MetaState, ReplicaMeta, Role, Slot};
 
 /// e2fsck's exit codes, which `txdisk fsck` keeps.

@@ -4,7 +4,7 @@
 use txdisk_disk::{Disk, FileDisk};
 use txdisk_inspect::damaged::{make, Damage};
 use txdisk_inspect::{check, logdump, CheckOptions, DumpOptions};
-use txdisk_log::{Header, Superblock};
+use txdisk_log::tooling::{Header, Superblock};
 
 fn verdict(images: &[std::path::PathBuf]) -> i32 {
     let fsck = match check(images, &CheckOptions::default()) {

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Block, Disk, DiskImage, SimDisk};
-use txdisk_log::{log_recover, matches_prefix, Contents, Log, LogError, LogOptions, WalChecker};
+use txdisk_log::tooling::{matches_prefix, Contents, WalChecker};
+use txdisk_log::{log_recover, Log, LogError, LogOptions};
 
 /// One step of a workload.
 #[derive(Clone, Debug)]
@@ -117,7 +118,7 @@ pub fn recovered_contents(image: &DiskImage) -> Contents {
 
 /// The data region of a fully installed disk, as contents (zero blocks omitted).
 pub fn read_contents(disk: &dyn Disk) -> Contents {
-    let sb = txdisk_log::read_superblock(disk).expect("superblock");
+    let sb = txdisk_log::tooling::read_superblock(disk).expect("superblock");
     let mut contents = Contents::new();
     for addr in 0..sb.data_blocks {
         let block = disk.read(sb.data_start + addr).expect("read data block");

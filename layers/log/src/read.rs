@@ -1,0 +1,42 @@
+//! Reads: the committed value of an address, from the map of logged blocks or from home.
+
+use crate::error::Result;
+use crate::state::Inner;
+use txdisk_disk::{Addr, Block};
+
+/// Home reads that race installations before a read takes the installer's lock.
+const READ_ATTEMPTS: usize = 8;
+
+impl Inner {
+    /// The committed value of `addr` (installed or still in the log).
+    pub fn read(&self, addr: Addr) -> Result<Block> {
+        self.check_data_addr(addr)?;
+        for _ in 0..READ_ATTEMPTS {
+            let install_gen = {
+                let state = self.state.lock();
+                Inner::usable(&state)?;
+                if let Some((_, block)) = state.logged.get(&addr) {
+                    return Ok((**block).clone());
+                }
+                state.install_gen
+            };
+            // Not in the log: the home block holds the newest committed value. Only an
+            // installation that started after the check above could be writing it now (an
+            // earlier one would have left the address in the map), and then a torn read is
+            // possible on a real file: read again.
+            let block = self.disk.read(self.sb.data_start + addr)?;
+            if self.state.lock().install_gen == install_gen {
+                return Ok(block);
+            }
+        }
+        // Installations keep starting: read with none running.
+        let _no_installer = self.install_lock.lock();
+        {
+            let state = self.state.lock();
+            if let Some((_, block)) = state.logged.get(&addr) {
+                return Ok((**block).clone());
+            }
+        }
+        Ok(self.disk.read(self.sb.data_start + addr)?)
+    }
+}
