@@ -73,12 +73,25 @@ impl FileDisk {
         };
         let mut options = OpenOptions::new();
         options.read(true).write(!read_only);
-        if !read_only && is_block_device(path) {
+        let exclusive_device = !read_only && is_block_device(path);
+        if exclusive_device {
             // The kernel refuses a device that is mounted or that another program holds
             // exclusively, which a file lock alone would not see.
             options.custom_flags(libc::O_EXCL);
         }
-        let mut file = options.open(path).map_err(open_err)?;
+        let mut file = options.open(path).map_err(|source| {
+            if exclusive_device && source.raw_os_error() == Some(libc::EBUSY) {
+                let source = std::io::Error::new(
+                    source.kind(),
+                    "device busy: mounted, or held exclusively by another program",
+                );
+                return DiskError::Open {
+                    path: show(path),
+                    source,
+                };
+            }
+            open_err(source)
+        })?;
         let mode = if read_only {
             LockMode::Shared
         } else {

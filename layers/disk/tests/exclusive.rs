@@ -114,3 +114,45 @@ fn another_process_is_refused_and_a_killed_holder_leaves_no_lock() {
     let disk = FileDisk::open(&path).expect("no stale lock after SIGKILL");
     assert_eq!(disk.size_blocks(), SIZE_BLOCKS);
 }
+
+/// A block device opened for writing is opened `O_EXCL`: a second writer is refused by the
+/// kernel, with a message that says the device is busy (skipped where no loop device can be set
+/// up: not root, or no loop driver).
+#[test]
+fn a_block_device_is_opened_exclusively() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("backing.img");
+    drop(FileDisk::create(&backing, 256).unwrap());
+    let attach = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&backing)
+        .output();
+    let device = match attach {
+        Ok(output) if output.status.success() => {
+            String::from_utf8_lossy(&output.stdout).trim().to_string()
+        }
+        _ => {
+            println!("SKIP: no loop device could be set up");
+            return;
+        }
+    };
+    let result = std::panic::catch_unwind(|| {
+        let first = FileDisk::open(&device).unwrap();
+        assert_eq!(first.size_blocks(), 256);
+        match FileDisk::open(&device) {
+            Err(error) => {
+                let text = error.to_string();
+                assert!(text.contains(&device), "{text}");
+                assert!(
+                    text.contains("busy") || text.contains("in use"),
+                    "the reason says the device is taken: {text}"
+                );
+            }
+            Ok(_) => panic!("a second writer opened {device}"),
+        }
+    });
+    let _ = Command::new("losetup").args(["-d", &device]).status();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
