@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! # txdisk-logical: the logical disk
 //!
 //! **What it offers.** [`LogicalDisk`]: the interface a file-system author programs to. A
@@ -8,8 +9,21 @@
 //! [`Transaction::commit_nosync`] + [`LogicalDisk::flush`] (deferred durability, in commit
 //! order) / [`Transaction::abort`]. A transaction reads its own writes.
 //!
-//! **How transactions are serializable.** Optimistic concurrency with a global version clock
-//! (TL2-style), over the write-ahead log of `txdisk-log`:
+//! **Rep invariant** (`check_rep`, after every public operation in debug builds): the log's rep
+//! invariant; no commit in progress leaves a version stripe busy once it has finished (counted);
+//! and no stripe is newer than the clock (checked for a rotating window of stripes at each call,
+//! for all of them with the `expensive-checks` feature).
+//!
+//! **Crash invariant** (as the log's: [`txdisk_log::tooling::matches_prefix`]): after any crash and
+//! recovery, the contents are those after some prefix of the commit (sequence) order that
+//! includes every transaction whose durable commit, or a flush after it, returned.
+//!
+//! Errors are values ([`LogicalError`]); a panic here means a broken invariant of this crate.
+//!
+//! ## How transactions are serializable
+//!
+//! Optimistic concurrency with a global version clock (TL2-style), over the write-ahead log of
+//! `txdisk-log`:
 //! * every address hashes to one of [`VERSION_STRIPES`] version words holding the sequence
 //!   number of the last commit that wrote an address of that stripe;
 //! * `begin` reads the clock (the last committed sequence number); a read whose stripe is newer
@@ -35,15 +49,6 @@
 //! transaction returns once every commit it read from is durable. The log underneath is
 //! private: [`LogicalDisk::stats`], [`LogicalDisk::install`], [`LogicalDisk::pause_installer`]
 //! and [`LogicalDisk::used_log_blocks`] are what a user sees of it.
-//!
-//! **Rep invariant** (`check_rep`, after every public operation in debug builds): the log's rep
-//! invariant; no commit in progress leaves a version stripe busy once it has finished (counted);
-//! and no stripe is newer than the clock (checked for a rotating window of stripes at each call,
-//! for all of them with the `expensive-checks` feature).
-//!
-//! **Crash invariant** (as the log's: [`txdisk_log::tooling::matches_prefix`]): after any crash and
-//! recovery, the contents are those after some prefix of the commit (sequence) order that
-//! includes every transaction whose durable commit, or a flush after it, returned.
 
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
@@ -77,11 +82,21 @@ pub type Result<T, E = LogicalError> = std::result::Result<T, E>;
 pub enum LogicalError {
     /// The transaction writes more blocks than one log record can hold.
     #[error("transaction of {blocks} blocks exceeds the largest the log takes ({max_blocks})")]
-    TooLarge { blocks: usize, max_blocks: usize },
+    TooLarge {
+        /// Blocks the transaction writes.
+        blocks: usize,
+        /// The most one log record holds.
+        max_blocks: usize,
+    },
 
     /// An address past the end of the logical disk.
     #[error("address {addr} is out of range (the logical disk has {size_blocks} blocks)")]
-    OutOfRange { addr: Addr, size_blocks: u64 },
+    OutOfRange {
+        /// The address asked for.
+        addr: Addr,
+        /// The logical disk's size.
+        size_blocks: u64,
+    },
 
     /// The disk below failed (or the machine crashed).
     #[error(transparent)]
@@ -90,11 +105,17 @@ pub enum LogicalError {
     /// The logical disk stopped taking work: an I/O failure poisoned it (reopen to recover), or
     /// it was closed.
     #[error("the logical disk stopped: {cause}")]
-    Stopped { cause: String },
+    Stopped {
+        /// What stopped it.
+        cause: String,
+    },
 
     /// Another transaction changed something this one read: retry it.
     #[error("transaction conflict at address {addr}: retry")]
-    Conflict { addr: Addr },
+    Conflict {
+        /// The address whose version changed.
+        addr: Addr,
+    },
 
     /// The image cannot be formatted or opened: not ours, another version, damaged metadata,
     /// or a corrupt log (the detail says which).

@@ -46,11 +46,14 @@ const _: () = assert!(RESERVED_BLOCKS == 2);
 /// current) or the second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// The first member.
     D1,
+    /// The second member.
     D2,
 }
 
 impl Role {
+    /// 0 for d1, 1 for d2: the member's index in per-member arrays and its on-disk code.
     pub fn index(self) -> usize {
         match self {
             Role::D1 => 0,
@@ -58,6 +61,7 @@ impl Role {
         }
     }
 
+    /// The member of index `index` (0 is d1, anything else d2).
     pub fn from_index(index: usize) -> Role {
         if index == 0 {
             Role::D1
@@ -66,6 +70,7 @@ impl Role {
         }
     }
 
+    /// The peer member.
     pub fn other(self) -> Role {
         Role::from_index(1 - self.index())
     }
@@ -118,6 +123,7 @@ pub struct ReplicaMeta {
     pub pair_id: u64,
     /// Which member this replica is.
     pub role: Role,
+    /// Clean, Dirty or Rebuilding.
     pub state: MetaState,
     /// True when this replica ran on while its peer was failed or missing (diagnostic only).
     pub peer_failed: bool,
@@ -139,6 +145,7 @@ pub struct ReplicaMeta {
 /// What one slot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
+    /// Valid metadata of this format.
     Valid(ReplicaMeta),
     /// All zeros: never written.
     Blank,
@@ -146,11 +153,14 @@ pub enum Slot {
     Foreign,
     /// Our magic, but a version this crate does not read.
     BadVersion {
+        /// The version the slot records.
         found: u32,
     },
     /// Our magic, a bad checksum or a field out of range (a torn or damaged write).
     Corrupt {
+        /// The checksum computed over the slot's contents.
         expected_crc: u32,
+        /// The checksum the slot records.
         found_crc: u32,
     },
     /// The slot's block returned a read error.
@@ -181,6 +191,7 @@ impl ReplicaMeta {
         self.seq % RESERVED_BLOCKS
     }
 
+    /// The slot's block: the byte layout of `docs/FORMAT-replicated.md`, checksum last.
     pub fn encode(&self) -> Block {
         let mut block = Block::zeroed();
         let bytes = block.as_bytes_mut();
@@ -209,6 +220,7 @@ impl ReplicaMeta {
 }
 
 impl Slot {
+    /// What one slot's block holds; never fails (a bad block is a [`Slot`] variant).
     pub fn decode(block: &Block) -> Slot {
         let bytes = block.as_bytes();
         if bytes[MAGIC_OFFSET..MAGIC_OFFSET + 8] != MAGIC {

@@ -46,23 +46,27 @@ impl ReplicaStatus {
 /// A snapshot of the pair, for operators and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PairStatus {
+    /// Identifies the pair; both members carry it.
     pub pair_id: u64,
     /// The event counter of the current replicas.
     pub events: u64,
     /// Whether the metadata on disk says Clean (no write since open or since the last resync).
     pub clean_on_disk: bool,
+    /// Data blocks of the pair (its `size_blocks()`).
     pub data_size_blocks: u64,
     /// `[d1, d2]`.
     pub replicas: [ReplicaStatus; 2],
 }
 
 impl PairStatus {
+    /// True when a member is not active (failed, missing or being rebuilt).
     pub fn is_degraded(&self) -> bool {
         self.replicas
             .iter()
             .any(|status| *status != ReplicaStatus::Active)
     }
 
+    /// Members that serve reads: 2 in a healthy pair.
     pub fn active_count(&self) -> usize {
         self.replicas
             .iter()
@@ -165,6 +169,7 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     // ---- members ----
 
+    /// What the pair does with member `role` now.
     pub fn replica_status(&self, role: Role) -> ReplicaStatus {
         ReplicaStatus::from_code(self.members[role.index()].status.load(Ordering::Acquire))
     }
@@ -238,6 +243,7 @@ impl<D: Disk> ReplicatedDisk<D> {
         }
     }
 
+    /// The pair's id, as both members' metadata records it.
     pub fn pair_id(&self) -> u64 {
         self.pair_id
     }

@@ -25,8 +25,11 @@ pub enum Phase {
 /// Progress of a copy, reported every [`PROGRESS_INTERVAL_BLOCKS`] and at the end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
+    /// Which copy.
     pub phase: Phase,
+    /// Data blocks examined so far.
     pub done_blocks: u64,
+    /// Data blocks the copy examines in all.
     pub total_blocks: u64,
 }
 
