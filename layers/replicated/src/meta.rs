@@ -6,6 +6,7 @@
 //! previous, complete metadata.
 
 use crate::error::{ReplicatedError, Result};
+use byteorder::{ByteOrder, LittleEndian as LE};
 use txdisk_disk::{Addr, Block, Disk, DiskError, BLOCK_SIZE};
 
 /// Blocks reserved at the start of each replica for the metadata slots. Data address `a` of
@@ -173,18 +174,6 @@ fn slot_crc(bytes: &[u8; BLOCK_SIZE], crc_offset: usize) -> u32 {
     crc32c::crc32c_append(head, &bytes[crc_offset + 4..])
 }
 
-fn le_u64(bytes: &[u8], offset: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[offset..offset + 8]);
-    u64::from_le_bytes(word)
-}
-
-fn le_u32(bytes: &[u8], offset: usize) -> u32 {
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&bytes[offset..offset + 4]);
-    u32::from_le_bytes(word)
-}
-
 impl ReplicaMeta {
     /// The slot this metadata goes to.
     pub fn slot_addr(&self) -> Addr {
@@ -196,19 +185,17 @@ impl ReplicaMeta {
         let mut block = Block::zeroed();
         let bytes = block.as_bytes_mut();
         bytes[MAGIC_OFFSET..MAGIC_OFFSET + 8].copy_from_slice(&MAGIC);
-        bytes[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        LE::write_u32(&mut bytes[VERSION_OFFSET..], FORMAT_VERSION);
         bytes[ROLE_OFFSET] = self.role.index() as u8;
         bytes[STATE_OFFSET] = self.state.code();
         bytes[PEER_OFFSET] = u8::from(self.peer_failed);
-        bytes[PAIR_ID_OFFSET..PAIR_ID_OFFSET + 8].copy_from_slice(&self.pair_id.to_le_bytes());
-        bytes[SEQ_OFFSET..SEQ_OFFSET + 8].copy_from_slice(&self.seq.to_le_bytes());
-        bytes[EVENTS_OFFSET..EVENTS_OFFSET + 8].copy_from_slice(&self.events.to_le_bytes());
-        bytes[DATA_SIZE_OFFSET..DATA_SIZE_OFFSET + 8]
-            .copy_from_slice(&self.data_size_blocks.to_le_bytes());
-        bytes[PEER_EVENTS_OFFSET..PEER_EVENTS_OFFSET + 8]
-            .copy_from_slice(&self.peer_events.to_le_bytes());
+        LE::write_u64(&mut bytes[PAIR_ID_OFFSET..], self.pair_id);
+        LE::write_u64(&mut bytes[SEQ_OFFSET..], self.seq);
+        LE::write_u64(&mut bytes[EVENTS_OFFSET..], self.events);
+        LE::write_u64(&mut bytes[DATA_SIZE_OFFSET..], self.data_size_blocks);
+        LE::write_u64(&mut bytes[PEER_EVENTS_OFFSET..], self.peer_events);
         let crc = slot_crc(bytes, CRC_OFFSET);
-        bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        LE::write_u32(&mut bytes[CRC_OFFSET..], crc);
         // Pair assertion: what we are about to write must read back as itself.
         debug_assert_eq!(
             Slot::decode(&block),
@@ -230,14 +217,14 @@ impl Slot {
                 Slot::Foreign
             };
         }
-        let version = le_u32(bytes, VERSION_OFFSET);
+        let version = LE::read_u32(&bytes[VERSION_OFFSET..]);
         let crc_offset = match version {
             FORMAT_VERSION => CRC_OFFSET,
             1 => V1_CRC_OFFSET,
             found => return Slot::BadVersion { found },
         };
         let expected_crc = slot_crc(bytes, crc_offset);
-        let found_crc = le_u32(bytes, crc_offset);
+        let found_crc = LE::read_u32(&bytes[crc_offset..]);
         let corrupt = Slot::Corrupt {
             expected_crc,
             found_crc,
@@ -261,9 +248,9 @@ impl Slot {
         if bytes[PAD_OFFSET] != 0 {
             return corrupt;
         }
-        let events = le_u64(bytes, EVENTS_OFFSET);
+        let events = LE::read_u64(&bytes[EVENTS_OFFSET..]);
         let peer_events = if version == FORMAT_VERSION {
-            le_u64(bytes, PEER_EVENTS_OFFSET)
+            LE::read_u64(&bytes[PEER_EVENTS_OFFSET..])
         } else if peer_failed {
             // Version 1 bumped events only on losing a member: one bump ago it had its peer.
             events.saturating_sub(1)
@@ -274,13 +261,13 @@ impl Slot {
             return corrupt;
         }
         Slot::Valid(ReplicaMeta {
-            pair_id: le_u64(bytes, PAIR_ID_OFFSET),
+            pair_id: LE::read_u64(&bytes[PAIR_ID_OFFSET..]),
             role,
             state,
             peer_failed,
-            seq: le_u64(bytes, SEQ_OFFSET),
+            seq: LE::read_u64(&bytes[SEQ_OFFSET..]),
             events,
-            data_size_blocks: le_u64(bytes, DATA_SIZE_OFFSET),
+            data_size_blocks: LE::read_u64(&bytes[DATA_SIZE_OFFSET..]),
             peer_events,
         })
     }
@@ -436,10 +423,10 @@ mod tests {
     fn v1_slot(meta: &ReplicaMeta) -> Block {
         let mut block = meta.encode();
         let bytes = block.as_bytes_mut();
-        bytes[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&1u32.to_le_bytes());
+        LE::write_u32(&mut bytes[VERSION_OFFSET..], 1u32);
         bytes[PEER_EVENTS_OFFSET..END_OFFSET].fill(0);
         let crc = slot_crc(bytes, V1_CRC_OFFSET);
-        bytes[V1_CRC_OFFSET..V1_CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        LE::write_u32(&mut bytes[V1_CRC_OFFSET..], crc);
         block
     }
 
