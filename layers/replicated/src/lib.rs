@@ -129,6 +129,7 @@
 
 mod error;
 mod invariant;
+mod member;
 mod meta;
 mod open;
 mod pair;

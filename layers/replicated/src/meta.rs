@@ -6,6 +6,7 @@
 //! previous, complete metadata.
 
 use crate::error::{ReplicatedError, Result};
+use crate::member::{MemberBlock, MemberDisk};
 use byteorder::{ByteOrder, LittleEndian as LE};
 use txdisk_disk::{Addr, Block, Disk, DiskError, BLOCK_SIZE};
 
@@ -177,7 +178,12 @@ fn slot_crc(bytes: &[u8; BLOCK_SIZE], crc_offset: usize) -> u32 {
 impl ReplicaMeta {
     /// The slot this metadata goes to.
     pub fn slot_addr(&self) -> Addr {
-        self.seq % RESERVED_BLOCKS
+        self.slot_block().index()
+    }
+
+    /// The slot this metadata goes to, as a block of the member.
+    pub(crate) fn slot_block(&self) -> MemberBlock {
+        MemberBlock::slot(self.seq % RESERVED_BLOCKS)
     }
 
     /// The slot's block: the byte layout of `docs/FORMAT-replicated.md`, checksum last.
@@ -287,10 +293,10 @@ pub(crate) enum Found {
 }
 
 /// Reads and combines both slots of `disk`. `Err` only for a machine crash.
-pub(crate) fn read_meta(disk: &dyn Disk, role: Role) -> Result<Found> {
+pub(crate) fn read_meta<D: Disk + ?Sized>(disk: MemberDisk<'_, D>, role: Role) -> Result<Found> {
     let mut slots = [Slot::Blank; 2];
-    for (addr, slot) in slots.iter_mut().enumerate() {
-        match disk.read(addr as Addr) {
+    for (index, slot) in (0..RESERVED_BLOCKS).zip(slots.iter_mut()) {
+        match disk.read(MemberBlock::slot(index)) {
             Ok(block) => *slot = Slot::decode(&block),
             Err(DiskError::Crashed) => return Err(ReplicatedError::Disk(DiskError::Crashed)),
             // A bad sector under one slot is a damaged slot; the other may still be good.
@@ -353,7 +359,7 @@ fn combine(slots: [Slot; 2], role: Role) -> Found {
 /// for the newest valid slot, `Ok(None)` for a blank disk, `Err` with the reason otherwise
 /// (not a member, corrupt, unsupported version, or the disk's own error).
 pub fn inspect_member(disk: &dyn Disk) -> Result<Option<ReplicaMeta>> {
-    match read_meta(disk, Role::D1)? {
+    match read_meta(MemberDisk::new(disk), Role::D1)? {
         Found::Meta(meta) => Ok(Some(meta)),
         Found::Blank => Ok(None),
         Found::Unusable(error) => Err(error),
@@ -363,21 +369,24 @@ pub fn inspect_member(disk: &dyn Disk) -> Result<Option<ReplicaMeta>> {
 
 /// Writes `meta` to its slot and syncs, so that it is durable before the caller writes anything
 /// else to this replica.
-pub(crate) fn write_meta(disk: &dyn Disk, meta: &ReplicaMeta) -> txdisk_disk::Result<()> {
-    disk.write(meta.slot_addr(), &meta.encode())?;
+pub(crate) fn write_meta<D: Disk + ?Sized>(
+    disk: MemberDisk<'_, D>,
+    meta: &ReplicaMeta,
+) -> txdisk_disk::Result<()> {
+    disk.write(meta.slot_block(), &meta.encode())?;
     disk.sync()
 }
 
 /// Writes `meta` to both slots (seq and seq + 1) and syncs: nothing of a previous owner of the
 /// disk survives in the other slot. Returns the metadata as last written.
-pub(crate) fn write_both_slots(
-    disk: &dyn Disk,
+pub(crate) fn write_both_slots<D: Disk + ?Sized>(
+    disk: MemberDisk<'_, D>,
     meta: &ReplicaMeta,
 ) -> txdisk_disk::Result<ReplicaMeta> {
     let mut meta = *meta;
-    disk.write(meta.slot_addr(), &meta.encode())?;
+    disk.write(meta.slot_block(), &meta.encode())?;
     meta.seq += 1;
-    disk.write(meta.slot_addr(), &meta.encode())?;
+    disk.write(meta.slot_block(), &meta.encode())?;
     disk.sync()?;
     Ok(meta)
 }

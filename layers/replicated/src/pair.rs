@@ -2,7 +2,8 @@
 //! the metadata updates that keep a stale replica from ever being taken for a current one.
 
 use crate::error::{ReplicatedError, Result};
-use crate::meta::{write_meta, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
+use crate::member::{MemberBlock, MemberDisk};
+use crate::meta::{write_meta, MetaState, ReplicaMeta, Role};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use txdisk_disk::{Addr, Block, Disk, DiskError};
@@ -184,10 +185,10 @@ impl<D: Disk> ReplicatedDisk<D> {
     pub(crate) fn on_member<T>(
         &self,
         role: Role,
-        op: impl FnOnce(&D) -> txdisk_disk::Result<T>,
+        op: impl FnOnce(MemberDisk<'_, D>) -> txdisk_disk::Result<T>,
     ) -> txdisk_disk::Result<T> {
         match &*self.members[role.index()].disk.read() {
-            Some(disk) => op(disk),
+            Some(disk) => op(MemberDisk::new(disk)),
             None => Err(DiskError::Failed),
         }
     }
@@ -196,13 +197,13 @@ impl<D: Disk> ReplicatedDisk<D> {
     pub(crate) fn on_member_gen<T>(
         &self,
         role: Role,
-        op: impl FnOnce(&D) -> txdisk_disk::Result<T>,
+        op: impl FnOnce(MemberDisk<'_, D>) -> txdisk_disk::Result<T>,
     ) -> Result<T, MemberError> {
         let member = &self.members[role.index()];
         let guard = member.disk.read();
         let generation = member.generation.load(Ordering::Acquire);
         let result = match &*guard {
-            Some(disk) => op(disk),
+            Some(disk) => op(MemberDisk::new(disk)),
             None => Err(DiskError::Failed),
         };
         result.map_err(|error| MemberError { generation, error })
@@ -414,7 +415,8 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     // ---- the data path ----
 
-    fn check_data_addr(&self, addr: Addr) -> Result<Addr> {
+    /// The member block of data address `addr`, or `OutOfRange`.
+    fn check_data_addr(&self, addr: Addr) -> Result<MemberBlock> {
         if addr >= self.data_size_blocks {
             return Err(DiskError::OutOfRange {
                 addr,
@@ -422,7 +424,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             }
             .into());
         }
-        Ok(addr + RESERVED_BLOCKS)
+        Ok(MemberBlock::of_data(addr))
     }
 
     /// Handles a member's error on the data path: a crash stops everything, anything else fails
@@ -435,7 +437,7 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     pub(crate) fn write_pair(&self, addr: Addr, block: &Block) -> Result<()> {
-        let phys = self.check_data_addr(addr)?;
+        let member_block = self.check_data_addr(addr)?;
         self.ensure_dirty()?;
         let _stripe = self.stripe(addr);
         // Statuses are read under the stripe lock: a rebuild installs its target before it copies
@@ -447,7 +449,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             }
             let member = &self.members[role.index()];
             written[role.index()] = Some(member.generation.load(Ordering::Acquire));
-            if let Err(failed) = self.on_member_gen(role, |disk| disk.write(phys, block)) {
+            if let Err(failed) = self.on_member_gen(role, |disk| disk.write(member_block, block)) {
                 self.absorb(role, failed)?;
             }
         }
@@ -461,7 +463,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             }
         }
         #[cfg(debug_assertions)]
-        self.check_write_rep(addr, phys, written);
+        self.check_write_rep(addr, member_block, written);
         Ok(())
     }
 
@@ -470,7 +472,7 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// write went to and both are still active after them: a member that failed or was replaced
     /// meanwhile is the failure path's business, and a read error is the next operation's.
     #[cfg(debug_assertions)]
-    fn check_write_rep(&self, addr: Addr, phys: Addr, written: [Option<u64>; 2]) {
+    fn check_write_rep(&self, addr: Addr, block: MemberBlock, written: [Option<u64>; 2]) {
         let mut values = Vec::with_capacity(2);
         for role in [Role::D1, Role::D2] {
             let member = &self.members[role.index()];
@@ -481,7 +483,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             {
                 return;
             }
-            match guard.as_ref().map(|disk| disk.read(phys)) {
+            match guard.as_ref().map(|disk| MemberDisk::new(disk).read(block)) {
                 Some(Ok(value)) => values.push(value),
                 _ => return,
             }
@@ -498,19 +500,19 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     pub(crate) fn read_pair(&self, addr: Addr) -> Result<Block> {
-        let phys = self.check_data_addr(addr)?;
+        let block = self.check_data_addr(addr)?;
         let _stripe = self.stripe(addr);
         let mut bad_block_on: Option<Role> = None;
         for role in [Role::D1, Role::D2] {
             if self.replica_status(role) != ReplicaStatus::Active {
                 continue;
             }
-            let failed = match self.on_member_gen(role, |disk| disk.read(phys)) {
-                Ok(block) => {
+            let failed = match self.on_member_gen(role, |disk| disk.read(block)) {
+                Ok(value) => {
                     if let Some(bad) = bad_block_on {
-                        self.repair(bad, addr, phys, &block)?;
+                        self.repair(bad, addr, block, &value)?;
                     }
-                    return Ok(block);
+                    return Ok(value);
                 }
                 Err(failed) => failed,
             };
@@ -529,13 +531,13 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     /// Self-healing: writes the good value back where a read hit a bad block (a write remaps a
     /// bad sector). Called under the address's stripe lock.
-    fn repair(&self, role: Role, addr: Addr, phys: Addr, good: &Block) -> Result<()> {
+    fn repair(&self, role: Role, addr: Addr, block: MemberBlock, good: &Block) -> Result<()> {
         self.ensure_dirty()?;
         if self.replica_status(role) != ReplicaStatus::Active {
             return Ok(());
         }
         tracing::info!(replica = %role, addr, "repairing a bad block from the other replica");
-        match self.on_member_gen(role, |disk| disk.write(phys, good)) {
+        match self.on_member_gen(role, |disk| disk.write(block, good)) {
             Ok(()) => Ok(()),
             Err(failed) => self.absorb(role, failed),
         }
@@ -585,8 +587,8 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// Reads data block `addr` of one member directly, without fallback or repair (for
     /// inspection and the crash invariant).
     pub fn read_replica(&self, role: Role, addr: Addr) -> Result<Block> {
-        let phys = self.check_data_addr(addr)?;
-        Ok(self.on_member(role, |disk| disk.read(phys))?)
+        let block = self.check_data_addr(addr)?;
+        Ok(self.on_member(role, |disk| disk.read(block))?)
     }
 
     /// The rep invariant: the members' own first, then the pair's bookkeeping.

@@ -3,6 +3,7 @@
 //! that address's stripe lock, so they never race with a write to the same address.
 
 use crate::error::{ReplicatedError, Result};
+use crate::member::{MemberBlock, MemberDisk};
 use crate::meta::{
     read_meta, write_both_slots, Found, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS,
 };
@@ -108,7 +109,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             });
         }
         // The current member itself (the same file opened twice) must never be overwritten.
-        if let Ok(Found::Meta(found)) = read_meta(&new_disk, target) {
+        if let Ok(Found::Meta(found)) = read_meta(MemberDisk::new(&new_disk), target) {
             if found.pair_id == self.pair_id
                 && found.role != target
                 && found.state != MetaState::Rebuilding
@@ -287,8 +288,8 @@ impl<D: Disk> ReplicatedDisk<D> {
         {
             return Ok(Step::Stop);
         }
-        let phys = addr + RESERVED_BLOCKS;
-        let value = match self.on_member_gen(source, |disk| disk.read(phys)) {
+        let block = MemberBlock::of_data(addr);
+        let value = match self.on_member_gen(source, |disk| disk.read(block)) {
             Ok(value) => value,
             Err(MemberError {
                 error: DiskError::Crashed,
@@ -303,7 +304,7 @@ impl<D: Disk> ReplicatedDisk<D> {
                 return Ok(Step::Stop);
             }
         };
-        match self.on_member_gen(target, |disk| disk.read(phys)) {
+        match self.on_member_gen(target, |disk| disk.read(block)) {
             Ok(current) if current == value => return Ok(Step::Same),
             Err(MemberError {
                 error: DiskError::Crashed,
@@ -312,7 +313,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             // A differing value, a bad block or a failed target: the write below decides.
             _ => {}
         }
-        match self.on_member_gen(target, |disk| disk.write(phys, &value)) {
+        match self.on_member_gen(target, |disk| disk.write(block, &value)) {
             Ok(()) => Ok(Step::Copied),
             Err(MemberError {
                 error: DiskError::Crashed,
@@ -338,8 +339,8 @@ impl<D: Disk> ReplicatedDisk<D> {
         if self.replica_status(target) != ReplicaStatus::Active {
             return Err(ReplicatedError::Disk(error));
         }
-        let phys = addr + RESERVED_BLOCKS;
-        let good = match self.on_member_gen(target, |disk| disk.read(phys)) {
+        let block = MemberBlock::of_data(addr);
+        let good = match self.on_member_gen(target, |disk| disk.read(block)) {
             Ok(good) => good,
             Err(MemberError {
                 error: DiskError::Crashed,
@@ -355,7 +356,7 @@ impl<D: Disk> ReplicatedDisk<D> {
                 return Ok(Step::Stop);
             }
         };
-        match self.on_member_gen(source, |disk| disk.write(phys, &good)) {
+        match self.on_member_gen(source, |disk| disk.write(block, &good)) {
             Ok(()) => Ok(Step::Copied),
             Err(MemberError {
                 error: DiskError::Crashed,
