@@ -424,6 +424,12 @@ impl Transaction<'_> {
             self.conflicted = true;
             return Err(LogicalError::Conflict { addr });
         }
+        // A busy stripe is newer than any read version, and no commit runs beside an exclusive
+        // transaction: a read that did not conflict never saw one.
+        assert_ne!(
+            before, BUSY,
+            "logical: read of address {addr} saw stripe {index} busy and did not conflict"
+        );
         self.reads.entry(index).or_insert(before);
         self.newest_read = self.newest_read.max(before);
         Ok(block)
@@ -475,6 +481,13 @@ impl Transaction<'_> {
             }
         }
         if self.writes.is_empty() {
+            // Every version read was stamped by a commit the clock has already passed.
+            let clock = disk.clock.load(Ordering::Acquire);
+            assert!(
+                self.newest_read <= clock,
+                "logical: read-only commit read version {}, expected at most the clock {clock}",
+                self.newest_read
+            );
             drop(guard);
             // What a read-only transaction saw may come from deferred commits: a durable
             // commit of it returns once they are durable too.
@@ -506,9 +519,15 @@ impl Transaction<'_> {
                 return Err(error.into());
             }
         };
+        let clock = disk.clock.load(Ordering::Acquire);
         assert!(
-            seq > disk.clock.load(Ordering::Acquire),
-            "logical: commit sequence {seq} not after the clock"
+            seq > clock,
+            "logical: commit sequence {seq}, expected after the clock {clock}"
+        );
+        assert!(
+            seq > self.read_version,
+            "logical: commit sequence {seq}, expected after the read version {}",
+            self.read_version
         );
         for &index in &written {
             disk.versions[index].store(seq, Ordering::Release);

@@ -3,7 +3,7 @@
 
 use crate::error::{ReplicatedError, Result};
 use crate::member::{MemberBlock, MemberDisk};
-use crate::meta::{write_meta, MetaState, ReplicaMeta, Role};
+use crate::meta::{write_meta, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use txdisk_disk::{Addr, Block, Disk, DiskError};
@@ -447,10 +447,28 @@ impl<D: Disk> ReplicatedDisk<D> {
             if !self.replica_status(role).is_written() {
                 continue;
             }
+            // Data writes never reach the metadata slots.
+            assert!(
+                member_block.index() >= RESERVED_BLOCKS,
+                "replicated: data address {addr} maps to member block {}, expected at least {RESERVED_BLOCKS}",
+                member_block.index()
+            );
             let member = &self.members[role.index()];
             written[role.index()] = Some(member.generation.load(Ordering::Acquire));
             if let Err(failed) = self.on_member_gen(role, |disk| disk.write(member_block, block)) {
                 self.absorb(role, failed)?;
+            }
+        }
+        // A member becomes Active only through a rebuild, whose copy of this address waits for
+        // the stripe lock held here: one this write skipped cannot be Active yet.
+        for role in [Role::D1, Role::D2] {
+            if written[role.index()].is_none() {
+                let status = self.replica_status(role);
+                assert_ne!(
+                    status,
+                    ReplicaStatus::Active,
+                    "replicated: write of address {addr} skipped {role}, found Active under the stripe lock"
+                );
             }
         }
         if written.contains(&None) || self.active_roles().is_empty() {
@@ -630,9 +648,10 @@ impl<D: Disk> ReplicatedDisk<D> {
             if status.is_written() {
                 assert!(has_disk, "replicated: {role} is {status:?} without a disk");
             }
-            if status == ReplicaStatus::Failed {
+            // A member failed with its disk still attached failed on an error, which is kept.
+            if status == ReplicaStatus::Failed && has_disk {
                 assert!(
-                    meta.failure[role.index()].is_some() || !has_disk,
+                    meta.failure[role.index()].is_some(),
                     "replicated: {role} failed without a recorded cause"
                 );
             }
@@ -641,7 +660,10 @@ impl<D: Disk> ReplicatedDisk<D> {
             .into_iter()
             .filter(|r| self.replica_status(*r) == ReplicaStatus::Rebuilding)
             .count();
-        assert!(rebuilding <= 1, "replicated: both members rebuilding");
+        assert!(
+            rebuilding <= 1,
+            "replicated: {rebuilding} members rebuilding, expected at most 1"
+        );
     }
 }
 

@@ -252,6 +252,19 @@ impl<D: Disk> ReplicatedDisk<D> {
         phase: Phase,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<CopyReport> {
+        assert_ne!(
+            source, target,
+            "replicated: {phase:?} from {source} onto itself"
+        );
+        // A rebuild target becomes Active only when its copy is complete and durable.
+        if phase == Phase::Rebuild {
+            let status = self.replica_status(target);
+            assert_ne!(
+                status,
+                ReplicaStatus::Active,
+                "replicated: rebuild onto {target}, found it Active before the copy"
+            );
+        }
         let total_blocks = self.data_size_blocks;
         let mut report = CopyReport::default();
         for addr in 0..total_blocks {
@@ -283,9 +296,21 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     /// One address of a copy; called under its stripe lock.
     fn copy_one(&self, source: Role, target: Role, addr: Addr) -> Result<Step> {
-        if self.replica_status(source) != ReplicaStatus::Active
-            || !self.replica_status(target).is_written()
-        {
+        assert_ne!(
+            source, target,
+            "replicated: copy of address {addr} from {source} onto itself"
+        );
+        assert!(
+            addr < self.data_size_blocks,
+            "replicated: copy of address {addr}, expected below {}",
+            self.data_size_blocks
+        );
+        // Either member may have failed since the copy began (another thread's I/O): that
+        // stops the copy, it is not a broken invariant.
+        if self.replica_status(source) != ReplicaStatus::Active {
+            return Ok(Step::Stop);
+        }
+        if !self.replica_status(target).is_written() {
             return Ok(Step::Stop);
         }
         let block = MemberBlock::of_data(addr);
