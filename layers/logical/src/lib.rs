@@ -464,22 +464,29 @@ impl Transaction<'_> {
     /// Drops every write.
     pub fn abort(self) {}
 
+    /// Under the commit lock: a `Conflict` unless every stripe read is still at the version
+    /// seen (and no read conflicted).
+    fn validate(&self) -> Result<()> {
+        if self.conflicted {
+            return Err(LogicalError::Conflict { addr: 0 });
+        }
+        for (&index, &seen) in &self.reads {
+            if self.disk.versions[index].load(Ordering::Acquire) != seen {
+                return Err(LogicalError::Conflict {
+                    addr: index as Addr,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn finish(mut self, durable: bool) -> Result<()> {
         let disk = self.disk;
         let guard = match self.exclusive.take() {
             Some(guard) => guard,
             None => disk.commit_lock.lock(),
         };
-        if self.conflicted {
-            return Err(LogicalError::Conflict { addr: 0 });
-        }
-        for (&index, &seen) in &self.reads {
-            if disk.versions[index].load(Ordering::Acquire) != seen {
-                return Err(LogicalError::Conflict {
-                    addr: index as Addr,
-                });
-            }
-        }
+        self.validate()?;
         if self.writes.is_empty() {
             // Every version read was stamped by a commit the clock has already passed.
             let clock = disk.clock.load(Ordering::Acquire);
