@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! # txdisk — a crash-safe transactional logical disk
 //!
 //! The façade crate: it re-exports the layers of the stack, bottom to top, and assembles them.
@@ -41,20 +42,33 @@ use txdisk_replicated::{ReplicatedDisk, ReplicatedError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// An image file could not be opened, created or used as a disk.
     #[error(transparent)]
     Disk(#[from] txdisk_disk::DiskError),
+    /// The replicated pair refused to format, open or close.
     #[error(transparent)]
     Replicated(#[from] ReplicatedError),
+    /// The log refused to format or open the image.
     #[error(transparent)]
     Log(#[from] txdisk_log::LogError),
+    /// The logical disk failed.
     #[error(transparent)]
     Logical(#[from] LogicalError),
+    /// Neither one image nor two were given.
     #[error("give one image, or two for a replicated pair (got {count})")]
-    ImageCount { count: usize },
+    ImageCount {
+        /// Images given.
+        count: usize,
+    },
+    /// `close` found the pair still shared with another owner.
     #[error("the replicated pair is still in use and cannot be closed cleanly")]
     PairInUse,
+    /// One image given as both members of a pair.
     #[error("{path} is given twice: a replicated pair needs two different images")]
-    SameImageTwice { path: String },
+    SameImageTwice {
+        /// The image given twice.
+        path: String,
+    },
 }
 
 /// Geometry of a new image.
@@ -69,6 +83,7 @@ pub struct FormatOptions {
 /// How to open a stack.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
+    /// Options of the log (group commit, background installation).
     pub log: LogOptions,
 }
 

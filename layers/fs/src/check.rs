@@ -16,10 +16,11 @@
 
 use crate::error::FsError;
 use crate::format::{
-    bit, get_u64, Ino, Inode, Kind, RawDirent, Superblock, BITS_PER_BLOCK, DIRECT_POINTERS,
+    bit, Ino, Inode, Kind, RawDirent, Superblock, BITS_PER_BLOCK, DIRECT_POINTERS,
     DIRENTS_PER_BLOCK, MAX_FILE_BYTES, NAME_MAX, POINTERS_PER_BLOCK, ROOT_INO, SUPERBLOCK_ADDR,
 };
 use crate::store::{StoreError, TxHandle, TxStore};
+use byteorder::{ByteOrder, LittleEndian as LE};
 use std::collections::{HashMap, HashSet, VecDeque};
 use txdisk_disk::{Addr, Block, BLOCK_SIZE};
 
@@ -463,7 +464,9 @@ impl<'t, T: TxHandle> Checker<'t, T> {
         if table == 0 {
             return Ok(0);
         }
-        Ok(get_u64(self.get(table)?.as_bytes(), (index * 8) as usize))
+        Ok(LE::read_u64(
+            &self.get(table)?.as_bytes()[(index * 8) as usize..],
+        ))
     }
 
     /// Claims a block for `ino`: in range, marked, and not claimed before.

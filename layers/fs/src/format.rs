@@ -3,6 +3,7 @@
 //! from every use.
 
 use crate::error::{FsError, Result};
+use byteorder::{ByteOrder, LittleEndian as LE};
 use txdisk_disk::{Addr, Block, BLOCK_SIZE};
 
 /// An inode number. 0 is never a valid inode (it marks a free directory slot).
@@ -81,30 +82,10 @@ const DIRENT_KIND_OFFSET: usize = DIRENT_INO_OFFSET + 8;
 const DIRENT_NAME_LEN_OFFSET: usize = DIRENT_KIND_OFFSET + 1;
 const DIRENT_NAME_OFFSET: usize = DIRENT_NAME_LEN_OFFSET + 7;
 
-pub(crate) fn get_u64(bytes: &[u8], offset: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[offset..offset + 8]);
-    u64::from_le_bytes(word)
-}
-
-pub(crate) fn put_u64(bytes: &mut [u8], offset: usize, value: u64) {
-    bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
-}
-
 /// Stores a little-endian `u64` at byte `offset` of a block (for tools and tests that patch
 /// images).
 pub fn put_u64_at(block: &mut Block, offset: usize, value: u64) {
-    put_u64(block.as_bytes_mut(), offset, value);
-}
-
-fn get_u32(bytes: &[u8], offset: usize) -> u32 {
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&bytes[offset..offset + 4]);
-    u32::from_le_bytes(word)
-}
-
-fn put_u32(bytes: &mut [u8], offset: usize, value: u32) {
-    bytes[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+    LE::write_u64(&mut block.as_bytes_mut()[offset..], value);
 }
 
 /// The geometry recorded in block 0: where each region starts and how long it is.
@@ -171,29 +152,39 @@ impl Superblock {
         let mut block = Block::zeroed();
         let bytes = block.as_bytes_mut();
         bytes[SB_MAGIC_OFFSET..SB_MAGIC_OFFSET + 8].copy_from_slice(&MAGIC);
-        put_u32(bytes, SB_VERSION_OFFSET, VERSION);
-        put_u32(bytes, SB_BLOCK_SIZE_OFFSET, BLOCK_SIZE as u32);
-        put_u64(bytes, SB_TOTAL_BLOCKS_OFFSET, self.total_blocks);
-        put_u64(bytes, SB_INODE_COUNT_OFFSET, self.inode_count);
-        put_u64(bytes, SB_INODE_BITMAP_START_OFFSET, self.inode_bitmap_start);
-        put_u64(
-            bytes,
-            SB_INODE_BITMAP_BLOCKS_OFFSET,
+        LE::write_u32(&mut bytes[SB_VERSION_OFFSET..], VERSION);
+        LE::write_u32(&mut bytes[SB_BLOCK_SIZE_OFFSET..], BLOCK_SIZE as u32);
+        LE::write_u64(&mut bytes[SB_TOTAL_BLOCKS_OFFSET..], self.total_blocks);
+        LE::write_u64(&mut bytes[SB_INODE_COUNT_OFFSET..], self.inode_count);
+        LE::write_u64(
+            &mut bytes[SB_INODE_BITMAP_START_OFFSET..],
+            self.inode_bitmap_start,
+        );
+        LE::write_u64(
+            &mut bytes[SB_INODE_BITMAP_BLOCKS_OFFSET..],
             self.inode_bitmap_blocks,
         );
-        put_u64(bytes, SB_BLOCK_BITMAP_START_OFFSET, self.block_bitmap_start);
-        put_u64(
-            bytes,
-            SB_BLOCK_BITMAP_BLOCKS_OFFSET,
+        LE::write_u64(
+            &mut bytes[SB_BLOCK_BITMAP_START_OFFSET..],
+            self.block_bitmap_start,
+        );
+        LE::write_u64(
+            &mut bytes[SB_BLOCK_BITMAP_BLOCKS_OFFSET..],
             self.block_bitmap_blocks,
         );
-        put_u64(bytes, SB_INODE_TABLE_START_OFFSET, self.inode_table_start);
-        put_u64(bytes, SB_INODE_TABLE_BLOCKS_OFFSET, self.inode_table_blocks);
-        put_u64(bytes, SB_DATA_START_OFFSET, self.data_start);
-        put_u64(bytes, SB_DATA_BLOCKS_OFFSET, self.data_blocks);
-        put_u64(bytes, SB_ROOT_INO_OFFSET, self.root_ino);
+        LE::write_u64(
+            &mut bytes[SB_INODE_TABLE_START_OFFSET..],
+            self.inode_table_start,
+        );
+        LE::write_u64(
+            &mut bytes[SB_INODE_TABLE_BLOCKS_OFFSET..],
+            self.inode_table_blocks,
+        );
+        LE::write_u64(&mut bytes[SB_DATA_START_OFFSET..], self.data_start);
+        LE::write_u64(&mut bytes[SB_DATA_BLOCKS_OFFSET..], self.data_blocks);
+        LE::write_u64(&mut bytes[SB_ROOT_INO_OFFSET..], self.root_ino);
         let crc = crc32c::crc32c(&bytes[..SB_CRC_COVERED_BYTES]);
-        put_u32(bytes, SB_CRC_OFFSET, crc);
+        LE::write_u32(&mut bytes[SB_CRC_OFFSET..], crc);
         block
     }
 
@@ -203,17 +194,17 @@ impl Superblock {
         if bytes[SB_MAGIC_OFFSET..SB_MAGIC_OFFSET + 8] != MAGIC {
             return Err(FsError::NotAFileSystem);
         }
-        let version = get_u32(bytes, SB_VERSION_OFFSET);
+        let version = LE::read_u32(&bytes[SB_VERSION_OFFSET..]);
         if version != VERSION {
             return Err(FsError::UnsupportedVersion { found: version });
         }
         let expected = crc32c::crc32c(&bytes[..SB_CRC_COVERED_BYTES]);
-        let found = get_u32(bytes, SB_CRC_OFFSET);
+        let found = LE::read_u32(&bytes[SB_CRC_OFFSET..]);
         if expected != found {
             return Err(FsError::corrupt("superblock crc32c", expected, found));
         }
-        let total_blocks = get_u64(bytes, SB_TOTAL_BLOCKS_OFFSET);
-        let inode_count = get_u64(bytes, SB_INODE_COUNT_OFFSET);
+        let total_blocks = LE::read_u64(&bytes[SB_TOTAL_BLOCKS_OFFSET..]);
+        let inode_count = LE::read_u64(&bytes[SB_INODE_COUNT_OFFSET..]);
         // Only geometries that `layout` produces are valid, so every region check below is
         // one comparison with a layout recomputed from two numbers.
         let expected_layout = Superblock::layout(total_blocks, inode_count)
@@ -221,15 +212,15 @@ impl Superblock {
         let found_layout = Superblock {
             total_blocks,
             inode_count,
-            inode_bitmap_start: get_u64(bytes, SB_INODE_BITMAP_START_OFFSET),
-            inode_bitmap_blocks: get_u64(bytes, SB_INODE_BITMAP_BLOCKS_OFFSET),
-            block_bitmap_start: get_u64(bytes, SB_BLOCK_BITMAP_START_OFFSET),
-            block_bitmap_blocks: get_u64(bytes, SB_BLOCK_BITMAP_BLOCKS_OFFSET),
-            inode_table_start: get_u64(bytes, SB_INODE_TABLE_START_OFFSET),
-            inode_table_blocks: get_u64(bytes, SB_INODE_TABLE_BLOCKS_OFFSET),
-            data_start: get_u64(bytes, SB_DATA_START_OFFSET),
-            data_blocks: get_u64(bytes, SB_DATA_BLOCKS_OFFSET),
-            root_ino: get_u64(bytes, SB_ROOT_INO_OFFSET),
+            inode_bitmap_start: LE::read_u64(&bytes[SB_INODE_BITMAP_START_OFFSET..]),
+            inode_bitmap_blocks: LE::read_u64(&bytes[SB_INODE_BITMAP_BLOCKS_OFFSET..]),
+            block_bitmap_start: LE::read_u64(&bytes[SB_BLOCK_BITMAP_START_OFFSET..]),
+            block_bitmap_blocks: LE::read_u64(&bytes[SB_BLOCK_BITMAP_BLOCKS_OFFSET..]),
+            inode_table_start: LE::read_u64(&bytes[SB_INODE_TABLE_START_OFFSET..]),
+            inode_table_blocks: LE::read_u64(&bytes[SB_INODE_TABLE_BLOCKS_OFFSET..]),
+            data_start: LE::read_u64(&bytes[SB_DATA_START_OFFSET..]),
+            data_blocks: LE::read_u64(&bytes[SB_DATA_BLOCKS_OFFSET..]),
+            root_ino: LE::read_u64(&bytes[SB_ROOT_INO_OFFSET..]),
         };
         if found_layout != expected_layout {
             return Err(FsError::corrupt(
@@ -337,33 +328,33 @@ impl Inode {
         let bytes = &block.as_bytes()[slot * INODE_BYTES..(slot + 1) * INODE_BYTES];
         let mut direct = [0; DIRECT_POINTERS];
         for (i, pointer) in direct.iter_mut().enumerate() {
-            *pointer = get_u64(bytes, INODE_DIRECT_OFFSET + 8 * i);
+            *pointer = LE::read_u64(&bytes[INODE_DIRECT_OFFSET + 8 * i..]);
         }
         Inode {
-            kind_code: get_u32(bytes, INODE_KIND_OFFSET),
-            nlink: get_u32(bytes, INODE_NLINK_OFFSET),
-            size_bytes: get_u64(bytes, INODE_SIZE_OFFSET),
-            blocks: get_u64(bytes, INODE_BLOCKS_OFFSET),
-            parent: get_u64(bytes, INODE_PARENT_OFFSET),
+            kind_code: LE::read_u32(&bytes[INODE_KIND_OFFSET..]),
+            nlink: LE::read_u32(&bytes[INODE_NLINK_OFFSET..]),
+            size_bytes: LE::read_u64(&bytes[INODE_SIZE_OFFSET..]),
+            blocks: LE::read_u64(&bytes[INODE_BLOCKS_OFFSET..]),
+            parent: LE::read_u64(&bytes[INODE_PARENT_OFFSET..]),
             direct,
-            indirect: get_u64(bytes, INODE_INDIRECT_OFFSET),
-            double_indirect: get_u64(bytes, INODE_DINDIRECT_OFFSET),
+            indirect: LE::read_u64(&bytes[INODE_INDIRECT_OFFSET..]),
+            double_indirect: LE::read_u64(&bytes[INODE_DINDIRECT_OFFSET..]),
         }
     }
 
     /// Stores the inode in slot `slot` of an inode-table block.
     pub fn encode_into(&self, block: &mut Block, slot: usize) {
         let bytes = &mut block.as_bytes_mut()[slot * INODE_BYTES..(slot + 1) * INODE_BYTES];
-        put_u32(bytes, INODE_KIND_OFFSET, self.kind_code);
-        put_u32(bytes, INODE_NLINK_OFFSET, self.nlink);
-        put_u64(bytes, INODE_SIZE_OFFSET, self.size_bytes);
-        put_u64(bytes, INODE_BLOCKS_OFFSET, self.blocks);
-        put_u64(bytes, INODE_PARENT_OFFSET, self.parent);
+        LE::write_u32(&mut bytes[INODE_KIND_OFFSET..], self.kind_code);
+        LE::write_u32(&mut bytes[INODE_NLINK_OFFSET..], self.nlink);
+        LE::write_u64(&mut bytes[INODE_SIZE_OFFSET..], self.size_bytes);
+        LE::write_u64(&mut bytes[INODE_BLOCKS_OFFSET..], self.blocks);
+        LE::write_u64(&mut bytes[INODE_PARENT_OFFSET..], self.parent);
         for (i, pointer) in self.direct.iter().enumerate() {
-            put_u64(bytes, INODE_DIRECT_OFFSET + 8 * i, *pointer);
+            LE::write_u64(&mut bytes[INODE_DIRECT_OFFSET + 8 * i..], *pointer);
         }
-        put_u64(bytes, INODE_INDIRECT_OFFSET, self.indirect);
-        put_u64(bytes, INODE_DINDIRECT_OFFSET, self.double_indirect);
+        LE::write_u64(&mut bytes[INODE_INDIRECT_OFFSET..], self.indirect);
+        LE::write_u64(&mut bytes[INODE_DINDIRECT_OFFSET..], self.double_indirect);
     }
 }
 
@@ -385,7 +376,7 @@ impl RawDirent {
         let name_len = usize::from(bytes[DIRENT_NAME_LEN_OFFSET]);
         let clamped = name_len.min(NAME_MAX);
         let entry = RawDirent {
-            ino: get_u64(bytes, DIRENT_INO_OFFSET),
+            ino: LE::read_u64(&bytes[DIRENT_INO_OFFSET..]),
             kind_code: bytes[DIRENT_KIND_OFFSET],
             name: bytes[DIRENT_NAME_OFFSET..DIRENT_NAME_OFFSET + clamped].to_vec(),
         };
@@ -394,7 +385,7 @@ impl RawDirent {
 
     /// The inode number in slot `slot`, without decoding the rest (directory scans).
     pub fn ino_at(block: &Block, slot: usize) -> Ino {
-        get_u64(block.as_bytes(), slot * DIRENT_BYTES + DIRENT_INO_OFFSET)
+        LE::read_u64(&block.as_bytes()[slot * DIRENT_BYTES + DIRENT_INO_OFFSET..])
     }
 
     /// The name in slot `slot`, borrowed (length clamped to [`NAME_MAX`]).
@@ -413,7 +404,7 @@ impl RawDirent {
         );
         let bytes = &mut block.as_bytes_mut()[slot * DIRENT_BYTES..(slot + 1) * DIRENT_BYTES];
         bytes.fill(0);
-        put_u64(bytes, DIRENT_INO_OFFSET, self.ino);
+        LE::write_u64(&mut bytes[DIRENT_INO_OFFSET..], self.ino);
         bytes[DIRENT_KIND_OFFSET] = self.kind_code;
         bytes[DIRENT_NAME_LEN_OFFSET] = self.name.len() as u8;
         bytes[DIRENT_NAME_OFFSET..DIRENT_NAME_OFFSET + self.name.len()].copy_from_slice(&self.name);

@@ -8,10 +8,11 @@
 
 use crate::error::{FsError, Result};
 use crate::format::{
-    bit, get_u64, put_u64, set_bit, Ino, Inode, Kind, Superblock, BITS_PER_BLOCK, DIRECT_POINTERS,
-    MAX_FILE_BLOCKS, MAX_FILE_BYTES, POINTERS_PER_BLOCK,
+    bit, set_bit, Ino, Inode, Kind, Superblock, BITS_PER_BLOCK, DIRECT_POINTERS, MAX_FILE_BLOCKS,
+    MAX_FILE_BYTES, POINTERS_PER_BLOCK,
 };
 use crate::store::TxHandle;
+use byteorder::{ByteOrder, LittleEndian as LE};
 use std::collections::{BTreeSet, HashMap};
 use txdisk_disk::{Addr, Block};
 
@@ -324,7 +325,7 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
             "fs: pointer slot {index} of index block {block_addr}: expected below {POINTERS_PER_BLOCK}"
         );
         self.check_pointer(block_addr)?;
-        let pointer = get_u64(self.get(block_addr)?.as_bytes(), (index * 8) as usize);
+        let pointer = LE::read_u64(&self.get(block_addr)?.as_bytes()[(index * 8) as usize..]);
         if pointer != 0 {
             self.check_pointer(pointer)?;
         }
@@ -341,9 +342,8 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
             pointer == 0 || self.sb.is_data(pointer),
             "fs: pointer {pointer} stored in index block {block_addr}: expected 0 or a data block"
         );
-        put_u64(
-            self.get_mut(block_addr)?.as_bytes_mut(),
-            (index * 8) as usize,
+        LE::write_u64(
+            &mut self.get_mut(block_addr)?.as_bytes_mut()[(index * 8) as usize..],
             pointer,
         );
         Ok(())

@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! # txdisk-logical: the logical disk
 //!
 //! **What it offers.** [`LogicalDisk`]: the interface a file-system author programs to. A
@@ -8,8 +9,21 @@
 //! [`Transaction::commit_nosync`] + [`LogicalDisk::flush`] (deferred durability, in commit
 //! order) / [`Transaction::abort`]. A transaction reads its own writes.
 //!
-//! **How transactions are serializable.** Optimistic concurrency with a global version clock
-//! (TL2-style), over the write-ahead log of `txdisk-log`:
+//! **Rep invariant** (`check_rep`, after every public operation in debug builds): the log's rep
+//! invariant; no commit in progress leaves a version stripe busy once it has finished (counted);
+//! and no stripe is newer than the clock (checked for a rotating window of stripes at each call,
+//! for all of them with the `expensive-checks` feature).
+//!
+//! **Crash invariant** (as the log's: [`txdisk_log::tooling::matches_prefix`]): after any crash and
+//! recovery, the contents are those after some prefix of the commit (sequence) order that
+//! includes every transaction whose durable commit, or a flush after it, returned.
+//!
+//! Errors are values ([`LogicalError`]); a panic here means a broken invariant of this crate.
+//!
+//! ## How transactions are serializable
+//!
+//! Optimistic concurrency with a global version clock (TL2-style), over the write-ahead log of
+//! `txdisk-log`:
 //! * every address hashes to one of [`VERSION_STRIPES`] version words holding the sequence
 //!   number of the last commit that wrote an address of that stripe;
 //! * `begin` reads the clock (the last committed sequence number); a read whose stripe is newer
@@ -35,15 +49,6 @@
 //! transaction returns once every commit it read from is durable. The log underneath is
 //! private: [`LogicalDisk::stats`], [`LogicalDisk::install`], [`LogicalDisk::pause_installer`]
 //! and [`LogicalDisk::used_log_blocks`] are what a user sees of it.
-//!
-//! **Rep invariant** (`check_rep`, after every public operation in debug builds): the log's rep
-//! invariant; no commit in progress leaves a version stripe busy once it has finished (counted);
-//! and no stripe is newer than the clock (checked for a rotating window of stripes at each call,
-//! for all of them with the `expensive-checks` feature).
-//!
-//! **Crash invariant** (as the log's: [`txdisk_log::tooling::matches_prefix`]): after any crash and
-//! recovery, the contents are those after some prefix of the commit (sequence) order that
-//! includes every transaction whose durable commit, or a flush after it, returned.
 
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
@@ -77,11 +82,21 @@ pub type Result<T, E = LogicalError> = std::result::Result<T, E>;
 pub enum LogicalError {
     /// The transaction writes more blocks than one log record can hold.
     #[error("transaction of {blocks} blocks exceeds the largest the log takes ({max_blocks})")]
-    TooLarge { blocks: usize, max_blocks: usize },
+    TooLarge {
+        /// Blocks the transaction writes.
+        blocks: usize,
+        /// The most one log record holds.
+        max_blocks: usize,
+    },
 
     /// An address past the end of the logical disk.
     #[error("address {addr} is out of range (the logical disk has {size_blocks} blocks)")]
-    OutOfRange { addr: Addr, size_blocks: u64 },
+    OutOfRange {
+        /// The address asked for.
+        addr: Addr,
+        /// The logical disk's size.
+        size_blocks: u64,
+    },
 
     /// The disk below failed (or the machine crashed).
     #[error(transparent)]
@@ -90,11 +105,17 @@ pub enum LogicalError {
     /// The logical disk stopped taking work: an I/O failure poisoned it (reopen to recover), or
     /// it was closed.
     #[error("the logical disk stopped: {cause}")]
-    Stopped { cause: String },
+    Stopped {
+        /// What stopped it.
+        cause: String,
+    },
 
     /// Another transaction changed something this one read: retry it.
     #[error("transaction conflict at address {addr}: retry")]
-    Conflict { addr: Addr },
+    Conflict {
+        /// The address whose version changed.
+        addr: Addr,
+    },
 
     /// The image cannot be formatted or opened: not ours, another version, damaged metadata,
     /// or a corrupt log (the detail says which).
@@ -403,6 +424,12 @@ impl Transaction<'_> {
             self.conflicted = true;
             return Err(LogicalError::Conflict { addr });
         }
+        // A busy stripe is newer than any read version, and no commit runs beside an exclusive
+        // transaction: a read that did not conflict never saw one.
+        assert_ne!(
+            before, BUSY,
+            "logical: read of address {addr} saw stripe {index} busy and did not conflict"
+        );
         self.reads.entry(index).or_insert(before);
         self.newest_read = self.newest_read.max(before);
         Ok(block)
@@ -437,23 +464,37 @@ impl Transaction<'_> {
     /// Drops every write.
     pub fn abort(self) {}
 
+    /// Under the commit lock: a `Conflict` unless every stripe read is still at the version
+    /// seen (and no read conflicted).
+    fn validate(&self) -> Result<()> {
+        if self.conflicted {
+            return Err(LogicalError::Conflict { addr: 0 });
+        }
+        for (&index, &seen) in &self.reads {
+            if self.disk.versions[index].load(Ordering::Acquire) != seen {
+                return Err(LogicalError::Conflict {
+                    addr: index as Addr,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn finish(mut self, durable: bool) -> Result<()> {
         let disk = self.disk;
         let guard = match self.exclusive.take() {
             Some(guard) => guard,
             None => disk.commit_lock.lock(),
         };
-        if self.conflicted {
-            return Err(LogicalError::Conflict { addr: 0 });
-        }
-        for (&index, &seen) in &self.reads {
-            if disk.versions[index].load(Ordering::Acquire) != seen {
-                return Err(LogicalError::Conflict {
-                    addr: index as Addr,
-                });
-            }
-        }
+        self.validate()?;
         if self.writes.is_empty() {
+            // Every version read was stamped by a commit the clock has already passed.
+            let clock = disk.clock.load(Ordering::Acquire);
+            assert!(
+                self.newest_read <= clock,
+                "logical: read-only commit read version {}, expected at most the clock {clock}",
+                self.newest_read
+            );
             drop(guard);
             // What a read-only transaction saw may come from deferred commits: a durable
             // commit of it returns once they are durable too.
@@ -485,9 +526,15 @@ impl Transaction<'_> {
                 return Err(error.into());
             }
         };
+        let clock = disk.clock.load(Ordering::Acquire);
         assert!(
-            seq > disk.clock.load(Ordering::Acquire),
-            "logical: commit sequence {seq} not after the clock"
+            seq > clock,
+            "logical: commit sequence {seq}, expected after the clock {clock}"
+        );
+        assert!(
+            seq > self.read_version,
+            "logical: commit sequence {seq}, expected after the read version {}",
+            self.read_version
         );
         for &index in &written {
             disk.versions[index].store(seq, Ordering::Release);

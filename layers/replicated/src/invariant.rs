@@ -17,6 +17,7 @@ pub struct WriteHistory {
 }
 
 impl WriteHistory {
+    /// An empty history: every address zeros and durable.
     pub fn new() -> WriteHistory {
         WriteHistory::default()
     }
@@ -65,28 +66,42 @@ impl WriteHistory {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CrashViolation {
+    /// Both members are active and hold different values at one address.
     #[error("replicated: after recovery, block {addr} differs: d1 {d1_fingerprint:016x}, d2 {d2_fingerprint:016x}")]
     ReplicasDiffer {
+        /// The data address.
         addr: Addr,
+        /// Fingerprint of d1's value.
         d1_fingerprint: u64,
+        /// Fingerprint of d2's value.
         d2_fingerprint: u64,
     },
 
+    /// An active member holds a value the history does not allow at that address.
     #[error("replicated: after recovery, {replica} block {addr} holds {found_fingerprint:016x}, never written there (allowed: {allowed_fingerprints:016x?})")]
     NeverWritten {
+        /// The data address.
         addr: Addr,
+        /// The member holding the value.
         replica: Role,
+        /// Fingerprint of the value found.
         found_fingerprint: u64,
+        /// Fingerprints of the values the history allows there.
         allowed_fingerprints: Vec<u64>,
     },
 
+    /// An active member cannot be read at one address.
     #[error("replicated: after recovery, {replica} block {addr} cannot be read: {error}")]
     Unreadable {
+        /// The data address.
         addr: Addr,
+        /// The member that failed the read.
         replica: Role,
+        /// The read's error.
         error: String,
     },
 
+    /// Recovery left no member active.
     #[error("replicated: after recovery, no replica is active")]
     NoActiveReplica,
 }

@@ -1,14 +1,40 @@
+#![deny(missing_docs)]
 //! # txdisk-replicated: one crash-safe `Disk` over two unreliable ones
 //!
 //! **What it offers.** [`ReplicatedDisk`] puts two [`Disk`](txdisk_disk::Disk)s of equal size
 //! ("d1" and "d2", the *members* or *replicas*) behind one `Disk` that survives either of them
-//! failing. Each member starts with [`RESERVED_BLOCKS`] blocks of pair metadata; data address
-//! `a` of the pair is block `a + RESERVED_BLOCKS` of each member:
+//! failing: `write` goes to both under an address lock, `read` serves from d1 and heals it from
+//! d2, `sync` flushes both at once. A member that returns a fail-stop error is marked failed and
+//! the pair runs **degraded** on the other; both failed is
+//! [`ReplicatedError::AllReplicasFailed`], never a panic. [`ReplicatedDisk::format`],
+//! [`ReplicatedDisk::open`] (recovery: a resync or a rebuild, from the member [`choose_source`]
+//! picks), [`ReplicatedDisk::open_degraded`], [`ReplicatedDisk::recover`],
+//! [`ReplicatedDisk::rebuild`] (online), [`ReplicatedDisk::close`] (clean shutdown: the next open
+//! copies nothing), [`ReplicatedDisk::status`]. Each member starts with [`RESERVED_BLOCKS`]
+//! blocks of pair metadata; data address `a` of the pair is block `a + RESERVED_BLOCKS` of each:
 //!
 //! ```text
 //!  member:  | slot 0 | slot 1 | data 0 | data 1 | ...               | data N-1 |
 //!             pair metadata     \_____ size_blocks() = N = member size - 2 ____/
 //! ```
+//!
+//! **Rep invariant** (`check_rep`, after every public operation in debug builds, once the
+//! members' own rep invariants hold): (1) after every write while both members are active,
+//! `d1[a] == d2[a]`, read back from both under the address lock (`check_write_rep`); (2) while
+//! the in-memory dirty mark is set, the metadata of every active member says Dirty, so no data
+//! write reaches a member whose metadata says Clean; (3) a member being rebuilt receives every
+//! write but serves no read and is never a copy source, at most one member is rebuilding, and an
+//! active member always has a disk; (4) at rest, both active members agree at every address
+//! ([`replicas_agree`], reading all).
+//!
+//! **Crash invariant** ([`recovered_from`], against a [`WriteHistory`]): after any crash (during
+//! a workload, during recovery, any number of times) and an `open`, every data address holds on
+//! every active member one value that was written to it — the value durable at the last pair
+//! `sync` that returned `Ok`, or one written after it — and the same value on both.
+//!
+//! Errors are values ([`ReplicatedError`]); a panic here means a broken invariant of this crate.
+//!
+//! ## How it works
 //!
 //! * `write(a, v)`: marks the pair Dirty on disk if it is not already (see below); locks
 //!   address `a` (one of [`LOCK_STRIPES`] striped mutexes); writes d1; writes d2; unlocks.
@@ -20,9 +46,9 @@
 //!   marked failed and the pair goes on **degraded** on the other; both failed is
 //!   [`ReplicatedError::AllReplicasFailed`] (as a `Disk`: `DiskError::Failed`), never a panic.
 //!   [`ReplicatedDisk::status`] says which members are alive.
-//! * [`ReplicatedDisk::format`], [`ReplicatedDisk::open`] (recovery happens here),
-//!   [`ReplicatedDisk::open_degraded`], [`ReplicatedDisk::recover`], [`ReplicatedDisk::rebuild`]
-//!   (online), [`ReplicatedDisk::close`] (clean shutdown: the next open copies nothing).
+//! * The rep invariant's (1) is checked after every `write`, (2), (3) and the bookkeeping by
+//!   `check_rep`; the exhaustive crash test (`tests/exhaustive_crash.rs`) and the fuzzer check
+//!   the crash invariant with [`recovered_from`].
 //!
 //! **Pair metadata and the event counter** (byte layout in `docs/FORMAT-replicated.md`). Each
 //! member records the pair id, its role (d1 or d2), a state (Clean, Dirty, Rebuilding), an
@@ -39,27 +65,6 @@
 //! split brain and are refused ([`ReplicatedError::SplitBrain`]). Disks of two different pairs,
 //! a disk that is not a pair member, swapped members, or two copies of the same member are
 //! refused too.
-//!
-//! ## Rep invariant (checked in debug builds)
-//!
-//! 1. After every write, while both members are active, `d1[a] == d2[a]` — read back from both
-//!    under the address lock, after every `write` (`check_write_rep`).
-//! 2. While the in-memory "dirty mark" is set, the metadata of every active member says Dirty:
-//!    no data write can reach a member of a pair whose metadata says Clean.
-//! 3. A member being rebuilt receives every write but serves no read and is never a copy
-//!    source; at most one member is rebuilding; an active member always has a disk.
-//! 4. At rest, both active members agree at every address ([`replicas_agree`], reading all).
-//!
-//! `check_rep` (after every public operation in debug builds) checks the members' own rep
-//! invariants first, then 2–3 and the bookkeeping.
-//!
-//! ## Crash invariant
-//!
-//! After any crash (during a workload, during recovery, any number of times) and an `open`,
-//! every data address holds on every active member one value that was written to it — the value
-//! durable at the last pair `sync` that returned `Ok`, or one written after it — and the same
-//! value on both. [`recovered_from`] checks exactly this against a [`WriteHistory`]; the
-//! exhaustive crash test (`tests/exhaustive_crash.rs`) and the fuzzer call it.
 //!
 //! ## The three questions of the replicated-disk example, for this implementation
 //!
@@ -124,6 +129,7 @@
 
 mod error;
 mod invariant;
+mod member;
 mod meta;
 mod open;
 mod pair;

@@ -6,6 +6,8 @@
 //! previous, complete metadata.
 
 use crate::error::{ReplicatedError, Result};
+use crate::member::{MemberBlock, MemberDisk};
+use byteorder::{ByteOrder, LittleEndian as LE};
 use txdisk_disk::{Addr, Block, Disk, DiskError, BLOCK_SIZE};
 
 /// Blocks reserved at the start of each replica for the metadata slots. Data address `a` of
@@ -46,11 +48,14 @@ const _: () = assert!(RESERVED_BLOCKS == 2);
 /// current) or the second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// The first member.
     D1,
+    /// The second member.
     D2,
 }
 
 impl Role {
+    /// 0 for d1, 1 for d2: the member's index in per-member arrays and its on-disk code.
     pub fn index(self) -> usize {
         match self {
             Role::D1 => 0,
@@ -58,6 +63,7 @@ impl Role {
         }
     }
 
+    /// The member of index `index` (0 is d1, anything else d2).
     pub fn from_index(index: usize) -> Role {
         if index == 0 {
             Role::D1
@@ -66,6 +72,7 @@ impl Role {
         }
     }
 
+    /// The peer member.
     pub fn other(self) -> Role {
         Role::from_index(1 - self.index())
     }
@@ -118,6 +125,7 @@ pub struct ReplicaMeta {
     pub pair_id: u64,
     /// Which member this replica is.
     pub role: Role,
+    /// Clean, Dirty or Rebuilding.
     pub state: MetaState,
     /// True when this replica ran on while its peer was failed or missing (diagnostic only).
     pub peer_failed: bool,
@@ -139,6 +147,7 @@ pub struct ReplicaMeta {
 /// What one slot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
+    /// Valid metadata of this format.
     Valid(ReplicaMeta),
     /// All zeros: never written.
     Blank,
@@ -146,11 +155,14 @@ pub enum Slot {
     Foreign,
     /// Our magic, but a version this crate does not read.
     BadVersion {
+        /// The version the slot records.
         found: u32,
     },
     /// Our magic, a bad checksum or a field out of range (a torn or damaged write).
     Corrupt {
+        /// The checksum computed over the slot's contents.
         expected_crc: u32,
+        /// The checksum the slot records.
         found_crc: u32,
     },
     /// The slot's block returned a read error.
@@ -163,41 +175,33 @@ fn slot_crc(bytes: &[u8; BLOCK_SIZE], crc_offset: usize) -> u32 {
     crc32c::crc32c_append(head, &bytes[crc_offset + 4..])
 }
 
-fn le_u64(bytes: &[u8], offset: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[offset..offset + 8]);
-    u64::from_le_bytes(word)
-}
-
-fn le_u32(bytes: &[u8], offset: usize) -> u32 {
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&bytes[offset..offset + 4]);
-    u32::from_le_bytes(word)
-}
-
 impl ReplicaMeta {
     /// The slot this metadata goes to.
     pub fn slot_addr(&self) -> Addr {
-        self.seq % RESERVED_BLOCKS
+        self.slot_block().index()
     }
 
+    /// The slot this metadata goes to, as a block of the member.
+    pub(crate) fn slot_block(&self) -> MemberBlock {
+        MemberBlock::slot(self.seq % RESERVED_BLOCKS)
+    }
+
+    /// The slot's block: the byte layout of `docs/FORMAT-replicated.md`, checksum last.
     pub fn encode(&self) -> Block {
         let mut block = Block::zeroed();
         let bytes = block.as_bytes_mut();
         bytes[MAGIC_OFFSET..MAGIC_OFFSET + 8].copy_from_slice(&MAGIC);
-        bytes[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        LE::write_u32(&mut bytes[VERSION_OFFSET..], FORMAT_VERSION);
         bytes[ROLE_OFFSET] = self.role.index() as u8;
         bytes[STATE_OFFSET] = self.state.code();
         bytes[PEER_OFFSET] = u8::from(self.peer_failed);
-        bytes[PAIR_ID_OFFSET..PAIR_ID_OFFSET + 8].copy_from_slice(&self.pair_id.to_le_bytes());
-        bytes[SEQ_OFFSET..SEQ_OFFSET + 8].copy_from_slice(&self.seq.to_le_bytes());
-        bytes[EVENTS_OFFSET..EVENTS_OFFSET + 8].copy_from_slice(&self.events.to_le_bytes());
-        bytes[DATA_SIZE_OFFSET..DATA_SIZE_OFFSET + 8]
-            .copy_from_slice(&self.data_size_blocks.to_le_bytes());
-        bytes[PEER_EVENTS_OFFSET..PEER_EVENTS_OFFSET + 8]
-            .copy_from_slice(&self.peer_events.to_le_bytes());
+        LE::write_u64(&mut bytes[PAIR_ID_OFFSET..], self.pair_id);
+        LE::write_u64(&mut bytes[SEQ_OFFSET..], self.seq);
+        LE::write_u64(&mut bytes[EVENTS_OFFSET..], self.events);
+        LE::write_u64(&mut bytes[DATA_SIZE_OFFSET..], self.data_size_blocks);
+        LE::write_u64(&mut bytes[PEER_EVENTS_OFFSET..], self.peer_events);
         let crc = slot_crc(bytes, CRC_OFFSET);
-        bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        LE::write_u32(&mut bytes[CRC_OFFSET..], crc);
         // Pair assertion: what we are about to write must read back as itself.
         debug_assert_eq!(
             Slot::decode(&block),
@@ -209,6 +213,7 @@ impl ReplicaMeta {
 }
 
 impl Slot {
+    /// What one slot's block holds; never fails (a bad block is a [`Slot`] variant).
     pub fn decode(block: &Block) -> Slot {
         let bytes = block.as_bytes();
         if bytes[MAGIC_OFFSET..MAGIC_OFFSET + 8] != MAGIC {
@@ -218,14 +223,14 @@ impl Slot {
                 Slot::Foreign
             };
         }
-        let version = le_u32(bytes, VERSION_OFFSET);
+        let version = LE::read_u32(&bytes[VERSION_OFFSET..]);
         let crc_offset = match version {
             FORMAT_VERSION => CRC_OFFSET,
             1 => V1_CRC_OFFSET,
             found => return Slot::BadVersion { found },
         };
         let expected_crc = slot_crc(bytes, crc_offset);
-        let found_crc = le_u32(bytes, crc_offset);
+        let found_crc = LE::read_u32(&bytes[crc_offset..]);
         let corrupt = Slot::Corrupt {
             expected_crc,
             found_crc,
@@ -249,9 +254,9 @@ impl Slot {
         if bytes[PAD_OFFSET] != 0 {
             return corrupt;
         }
-        let events = le_u64(bytes, EVENTS_OFFSET);
+        let events = LE::read_u64(&bytes[EVENTS_OFFSET..]);
         let peer_events = if version == FORMAT_VERSION {
-            le_u64(bytes, PEER_EVENTS_OFFSET)
+            LE::read_u64(&bytes[PEER_EVENTS_OFFSET..])
         } else if peer_failed {
             // Version 1 bumped events only on losing a member: one bump ago it had its peer.
             events.saturating_sub(1)
@@ -262,13 +267,13 @@ impl Slot {
             return corrupt;
         }
         Slot::Valid(ReplicaMeta {
-            pair_id: le_u64(bytes, PAIR_ID_OFFSET),
+            pair_id: LE::read_u64(&bytes[PAIR_ID_OFFSET..]),
             role,
             state,
             peer_failed,
-            seq: le_u64(bytes, SEQ_OFFSET),
+            seq: LE::read_u64(&bytes[SEQ_OFFSET..]),
             events,
-            data_size_blocks: le_u64(bytes, DATA_SIZE_OFFSET),
+            data_size_blocks: LE::read_u64(&bytes[DATA_SIZE_OFFSET..]),
             peer_events,
         })
     }
@@ -288,10 +293,10 @@ pub(crate) enum Found {
 }
 
 /// Reads and combines both slots of `disk`. `Err` only for a machine crash.
-pub(crate) fn read_meta(disk: &dyn Disk, role: Role) -> Result<Found> {
+pub(crate) fn read_meta<D: Disk + ?Sized>(disk: MemberDisk<'_, D>, role: Role) -> Result<Found> {
     let mut slots = [Slot::Blank; 2];
-    for (addr, slot) in slots.iter_mut().enumerate() {
-        match disk.read(addr as Addr) {
+    for (index, slot) in (0..RESERVED_BLOCKS).zip(slots.iter_mut()) {
+        match disk.read(MemberBlock::slot(index)) {
             Ok(block) => *slot = Slot::decode(&block),
             Err(DiskError::Crashed) => return Err(ReplicatedError::Disk(DiskError::Crashed)),
             // A bad sector under one slot is a damaged slot; the other may still be good.
@@ -354,7 +359,7 @@ fn combine(slots: [Slot; 2], role: Role) -> Found {
 /// for the newest valid slot, `Ok(None)` for a blank disk, `Err` with the reason otherwise
 /// (not a member, corrupt, unsupported version, or the disk's own error).
 pub fn inspect_member(disk: &dyn Disk) -> Result<Option<ReplicaMeta>> {
-    match read_meta(disk, Role::D1)? {
+    match read_meta(MemberDisk::new(disk), Role::D1)? {
         Found::Meta(meta) => Ok(Some(meta)),
         Found::Blank => Ok(None),
         Found::Unusable(error) => Err(error),
@@ -364,21 +369,24 @@ pub fn inspect_member(disk: &dyn Disk) -> Result<Option<ReplicaMeta>> {
 
 /// Writes `meta` to its slot and syncs, so that it is durable before the caller writes anything
 /// else to this replica.
-pub(crate) fn write_meta(disk: &dyn Disk, meta: &ReplicaMeta) -> txdisk_disk::Result<()> {
-    disk.write(meta.slot_addr(), &meta.encode())?;
+pub(crate) fn write_meta<D: Disk + ?Sized>(
+    disk: MemberDisk<'_, D>,
+    meta: &ReplicaMeta,
+) -> txdisk_disk::Result<()> {
+    disk.write(meta.slot_block(), &meta.encode())?;
     disk.sync()
 }
 
 /// Writes `meta` to both slots (seq and seq + 1) and syncs: nothing of a previous owner of the
 /// disk survives in the other slot. Returns the metadata as last written.
-pub(crate) fn write_both_slots(
-    disk: &dyn Disk,
+pub(crate) fn write_both_slots<D: Disk + ?Sized>(
+    disk: MemberDisk<'_, D>,
     meta: &ReplicaMeta,
 ) -> txdisk_disk::Result<ReplicaMeta> {
     let mut meta = *meta;
-    disk.write(meta.slot_addr(), &meta.encode())?;
+    disk.write(meta.slot_block(), &meta.encode())?;
     meta.seq += 1;
-    disk.write(meta.slot_addr(), &meta.encode())?;
+    disk.write(meta.slot_block(), &meta.encode())?;
     disk.sync()?;
     Ok(meta)
 }
@@ -424,10 +432,10 @@ mod tests {
     fn v1_slot(meta: &ReplicaMeta) -> Block {
         let mut block = meta.encode();
         let bytes = block.as_bytes_mut();
-        bytes[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&1u32.to_le_bytes());
+        LE::write_u32(&mut bytes[VERSION_OFFSET..], 1u32);
         bytes[PEER_EVENTS_OFFSET..END_OFFSET].fill(0);
         let crc = slot_crc(bytes, V1_CRC_OFFSET);
-        bytes[V1_CRC_OFFSET..V1_CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        LE::write_u32(&mut bytes[V1_CRC_OFFSET..], crc);
         block
     }
 

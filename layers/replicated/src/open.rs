@@ -2,6 +2,7 @@
 //! pair, choosing the current replica by its event counter, and bringing the other up to date.
 
 use crate::error::{ReplicatedError, Result};
+use crate::member::MemberDisk;
 use crate::meta::{
     read_meta, write_both_slots, Found, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS,
 };
@@ -80,7 +81,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             };
             // d1 complete and durable before d2 is touched: a crash in between leaves d1 a
             // pair member and d2 blank, which the next open rebuilds.
-            write_both_slots(disk, &meta)?;
+            write_both_slots(MemberDisk::new(disk), &meta)?;
         }
         Ok(pair_id)
     }
@@ -167,7 +168,7 @@ impl Seen {
 }
 
 fn observe<D: Disk>(disk: &D, role: Role) -> Result<Seen> {
-    Ok(match read_meta(disk, role)? {
+    Ok(match read_meta(MemberDisk::new(disk), role)? {
         Found::Meta(meta) => Seen::Meta(meta),
         Found::Blank => Seen::Blank,
         Found::Unusable(error) => return Err(error),

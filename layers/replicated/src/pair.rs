@@ -2,6 +2,7 @@
 //! the metadata updates that keep a stale replica from ever being taken for a current one.
 
 use crate::error::{ReplicatedError, Result};
+use crate::member::{MemberBlock, MemberDisk};
 use crate::meta::{write_meta, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -46,23 +47,27 @@ impl ReplicaStatus {
 /// A snapshot of the pair, for operators and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PairStatus {
+    /// Identifies the pair; both members carry it.
     pub pair_id: u64,
     /// The event counter of the current replicas.
     pub events: u64,
     /// Whether the metadata on disk says Clean (no write since open or since the last resync).
     pub clean_on_disk: bool,
+    /// Data blocks of the pair (its `size_blocks()`).
     pub data_size_blocks: u64,
     /// `[d1, d2]`.
     pub replicas: [ReplicaStatus; 2],
 }
 
 impl PairStatus {
+    /// True when a member is not active (failed, missing or being rebuilt).
     pub fn is_degraded(&self) -> bool {
         self.replicas
             .iter()
             .any(|status| *status != ReplicaStatus::Active)
     }
 
+    /// Members that serve reads: 2 in a healthy pair.
     pub fn active_count(&self) -> usize {
         self.replicas
             .iter()
@@ -165,6 +170,7 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     // ---- members ----
 
+    /// What the pair does with member `role` now.
     pub fn replica_status(&self, role: Role) -> ReplicaStatus {
         ReplicaStatus::from_code(self.members[role.index()].status.load(Ordering::Acquire))
     }
@@ -179,10 +185,10 @@ impl<D: Disk> ReplicatedDisk<D> {
     pub(crate) fn on_member<T>(
         &self,
         role: Role,
-        op: impl FnOnce(&D) -> txdisk_disk::Result<T>,
+        op: impl FnOnce(MemberDisk<'_, D>) -> txdisk_disk::Result<T>,
     ) -> txdisk_disk::Result<T> {
         match &*self.members[role.index()].disk.read() {
-            Some(disk) => op(disk),
+            Some(disk) => op(MemberDisk::new(disk)),
             None => Err(DiskError::Failed),
         }
     }
@@ -191,13 +197,13 @@ impl<D: Disk> ReplicatedDisk<D> {
     pub(crate) fn on_member_gen<T>(
         &self,
         role: Role,
-        op: impl FnOnce(&D) -> txdisk_disk::Result<T>,
+        op: impl FnOnce(MemberDisk<'_, D>) -> txdisk_disk::Result<T>,
     ) -> Result<T, MemberError> {
         let member = &self.members[role.index()];
         let guard = member.disk.read();
         let generation = member.generation.load(Ordering::Acquire);
         let result = match &*guard {
-            Some(disk) => op(disk),
+            Some(disk) => op(MemberDisk::new(disk)),
             None => Err(DiskError::Failed),
         };
         result.map_err(|error| MemberError { generation, error })
@@ -238,6 +244,7 @@ impl<D: Disk> ReplicatedDisk<D> {
         }
     }
 
+    /// The pair's id, as both members' metadata records it.
     pub fn pair_id(&self) -> u64 {
         self.pair_id
     }
@@ -408,7 +415,8 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     // ---- the data path ----
 
-    fn check_data_addr(&self, addr: Addr) -> Result<Addr> {
+    /// The member block of data address `addr`, or `OutOfRange`.
+    fn check_data_addr(&self, addr: Addr) -> Result<MemberBlock> {
         if addr >= self.data_size_blocks {
             return Err(DiskError::OutOfRange {
                 addr,
@@ -416,7 +424,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             }
             .into());
         }
-        Ok(addr + RESERVED_BLOCKS)
+        Ok(MemberBlock::of_data(addr))
     }
 
     /// Handles a member's error on the data path: a crash stops everything, anything else fails
@@ -429,7 +437,7 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     pub(crate) fn write_pair(&self, addr: Addr, block: &Block) -> Result<()> {
-        let phys = self.check_data_addr(addr)?;
+        let member_block = self.check_data_addr(addr)?;
         self.ensure_dirty()?;
         let _stripe = self.stripe(addr);
         // Statuses are read under the stripe lock: a rebuild installs its target before it copies
@@ -439,10 +447,28 @@ impl<D: Disk> ReplicatedDisk<D> {
             if !self.replica_status(role).is_written() {
                 continue;
             }
+            // Data writes never reach the metadata slots.
+            assert!(
+                member_block.index() >= RESERVED_BLOCKS,
+                "replicated: data address {addr} maps to member block {}, expected at least {RESERVED_BLOCKS}",
+                member_block.index()
+            );
             let member = &self.members[role.index()];
             written[role.index()] = Some(member.generation.load(Ordering::Acquire));
-            if let Err(failed) = self.on_member_gen(role, |disk| disk.write(phys, block)) {
+            if let Err(failed) = self.on_member_gen(role, |disk| disk.write(member_block, block)) {
                 self.absorb(role, failed)?;
+            }
+        }
+        // A member becomes Active only through a rebuild, whose copy of this address waits for
+        // the stripe lock held here: one this write skipped cannot be Active yet.
+        for role in [Role::D1, Role::D2] {
+            if written[role.index()].is_none() {
+                let status = self.replica_status(role);
+                assert_ne!(
+                    status,
+                    ReplicaStatus::Active,
+                    "replicated: write of address {addr} skipped {role}, found Active under the stripe lock"
+                );
             }
         }
         if written.contains(&None) || self.active_roles().is_empty() {
@@ -455,7 +481,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             }
         }
         #[cfg(debug_assertions)]
-        self.check_write_rep(addr, phys, written);
+        self.check_write_rep(addr, member_block, written);
         Ok(())
     }
 
@@ -464,7 +490,7 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// write went to and both are still active after them: a member that failed or was replaced
     /// meanwhile is the failure path's business, and a read error is the next operation's.
     #[cfg(debug_assertions)]
-    fn check_write_rep(&self, addr: Addr, phys: Addr, written: [Option<u64>; 2]) {
+    fn check_write_rep(&self, addr: Addr, block: MemberBlock, written: [Option<u64>; 2]) {
         let mut values = Vec::with_capacity(2);
         for role in [Role::D1, Role::D2] {
             let member = &self.members[role.index()];
@@ -475,7 +501,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             {
                 return;
             }
-            match guard.as_ref().map(|disk| disk.read(phys)) {
+            match guard.as_ref().map(|disk| MemberDisk::new(disk).read(block)) {
                 Some(Ok(value)) => values.push(value),
                 _ => return,
             }
@@ -492,19 +518,19 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 
     pub(crate) fn read_pair(&self, addr: Addr) -> Result<Block> {
-        let phys = self.check_data_addr(addr)?;
+        let block = self.check_data_addr(addr)?;
         let _stripe = self.stripe(addr);
         let mut bad_block_on: Option<Role> = None;
         for role in [Role::D1, Role::D2] {
             if self.replica_status(role) != ReplicaStatus::Active {
                 continue;
             }
-            let failed = match self.on_member_gen(role, |disk| disk.read(phys)) {
-                Ok(block) => {
+            let failed = match self.on_member_gen(role, |disk| disk.read(block)) {
+                Ok(value) => {
                     if let Some(bad) = bad_block_on {
-                        self.repair(bad, addr, phys, &block)?;
+                        self.repair(bad, addr, block, &value)?;
                     }
-                    return Ok(block);
+                    return Ok(value);
                 }
                 Err(failed) => failed,
             };
@@ -523,13 +549,13 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     /// Self-healing: writes the good value back where a read hit a bad block (a write remaps a
     /// bad sector). Called under the address's stripe lock.
-    fn repair(&self, role: Role, addr: Addr, phys: Addr, good: &Block) -> Result<()> {
+    fn repair(&self, role: Role, addr: Addr, block: MemberBlock, good: &Block) -> Result<()> {
         self.ensure_dirty()?;
         if self.replica_status(role) != ReplicaStatus::Active {
             return Ok(());
         }
         tracing::info!(replica = %role, addr, "repairing a bad block from the other replica");
-        match self.on_member_gen(role, |disk| disk.write(phys, good)) {
+        match self.on_member_gen(role, |disk| disk.write(block, good)) {
             Ok(()) => Ok(()),
             Err(failed) => self.absorb(role, failed),
         }
@@ -579,8 +605,8 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// Reads data block `addr` of one member directly, without fallback or repair (for
     /// inspection and the crash invariant).
     pub fn read_replica(&self, role: Role, addr: Addr) -> Result<Block> {
-        let phys = self.check_data_addr(addr)?;
-        Ok(self.on_member(role, |disk| disk.read(phys))?)
+        let block = self.check_data_addr(addr)?;
+        Ok(self.on_member(role, |disk| disk.read(block))?)
     }
 
     /// The rep invariant: the members' own first, then the pair's bookkeeping.
@@ -622,9 +648,10 @@ impl<D: Disk> ReplicatedDisk<D> {
             if status.is_written() {
                 assert!(has_disk, "replicated: {role} is {status:?} without a disk");
             }
-            if status == ReplicaStatus::Failed {
+            // A member failed with its disk still attached failed on an error, which is kept.
+            if status == ReplicaStatus::Failed && has_disk {
                 assert!(
-                    meta.failure[role.index()].is_some() || !has_disk,
+                    meta.failure[role.index()].is_some(),
                     "replicated: {role} failed without a recorded cause"
                 );
             }
@@ -633,7 +660,10 @@ impl<D: Disk> ReplicatedDisk<D> {
             .into_iter()
             .filter(|r| self.replica_status(*r) == ReplicaStatus::Rebuilding)
             .count();
-        assert!(rebuilding <= 1, "replicated: both members rebuilding");
+        assert!(
+            rebuilding <= 1,
+            "replicated: {rebuilding} members rebuilding, expected at most 1"
+        );
     }
 }
 

@@ -3,6 +3,7 @@
 //! that address's stripe lock, so they never race with a write to the same address.
 
 use crate::error::{ReplicatedError, Result};
+use crate::member::{MemberBlock, MemberDisk};
 use crate::meta::{
     read_meta, write_both_slots, Found, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS,
 };
@@ -25,8 +26,11 @@ pub enum Phase {
 /// Progress of a copy, reported every [`PROGRESS_INTERVAL_BLOCKS`] and at the end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
+    /// Which copy.
     pub phase: Phase,
+    /// Data blocks examined so far.
     pub done_blocks: u64,
+    /// Data blocks the copy examines in all.
     pub total_blocks: u64,
 }
 
@@ -105,7 +109,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             });
         }
         // The current member itself (the same file opened twice) must never be overwritten.
-        if let Ok(Found::Meta(found)) = read_meta(&new_disk, target) {
+        if let Ok(Found::Meta(found)) = read_meta(MemberDisk::new(&new_disk), target) {
             if found.pair_id == self.pair_id
                 && found.role != target
                 && found.state != MetaState::Rebuilding
@@ -248,6 +252,19 @@ impl<D: Disk> ReplicatedDisk<D> {
         phase: Phase,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<CopyReport> {
+        assert_ne!(
+            source, target,
+            "replicated: {phase:?} from {source} onto itself"
+        );
+        // A rebuild target becomes Active only when its copy is complete and durable.
+        if phase == Phase::Rebuild {
+            let status = self.replica_status(target);
+            assert_ne!(
+                status,
+                ReplicaStatus::Active,
+                "replicated: rebuild onto {target}, found it Active before the copy"
+            );
+        }
         let total_blocks = self.data_size_blocks;
         let mut report = CopyReport::default();
         for addr in 0..total_blocks {
@@ -279,13 +296,25 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     /// One address of a copy; called under its stripe lock.
     fn copy_one(&self, source: Role, target: Role, addr: Addr) -> Result<Step> {
-        if self.replica_status(source) != ReplicaStatus::Active
-            || !self.replica_status(target).is_written()
-        {
+        assert_ne!(
+            source, target,
+            "replicated: copy of address {addr} from {source} onto itself"
+        );
+        assert!(
+            addr < self.data_size_blocks,
+            "replicated: copy of address {addr}, expected below {}",
+            self.data_size_blocks
+        );
+        // Either member may have failed since the copy began (another thread's I/O): that
+        // stops the copy, it is not a broken invariant.
+        if self.replica_status(source) != ReplicaStatus::Active {
             return Ok(Step::Stop);
         }
-        let phys = addr + RESERVED_BLOCKS;
-        let value = match self.on_member_gen(source, |disk| disk.read(phys)) {
+        if !self.replica_status(target).is_written() {
+            return Ok(Step::Stop);
+        }
+        let block = MemberBlock::of_data(addr);
+        let value = match self.on_member_gen(source, |disk| disk.read(block)) {
             Ok(value) => value,
             Err(MemberError {
                 error: DiskError::Crashed,
@@ -300,7 +329,7 @@ impl<D: Disk> ReplicatedDisk<D> {
                 return Ok(Step::Stop);
             }
         };
-        match self.on_member_gen(target, |disk| disk.read(phys)) {
+        match self.on_member_gen(target, |disk| disk.read(block)) {
             Ok(current) if current == value => return Ok(Step::Same),
             Err(MemberError {
                 error: DiskError::Crashed,
@@ -309,7 +338,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             // A differing value, a bad block or a failed target: the write below decides.
             _ => {}
         }
-        match self.on_member_gen(target, |disk| disk.write(phys, &value)) {
+        match self.on_member_gen(target, |disk| disk.write(block, &value)) {
             Ok(()) => Ok(Step::Copied),
             Err(MemberError {
                 error: DiskError::Crashed,
@@ -335,8 +364,8 @@ impl<D: Disk> ReplicatedDisk<D> {
         if self.replica_status(target) != ReplicaStatus::Active {
             return Err(ReplicatedError::Disk(error));
         }
-        let phys = addr + RESERVED_BLOCKS;
-        let good = match self.on_member_gen(target, |disk| disk.read(phys)) {
+        let block = MemberBlock::of_data(addr);
+        let good = match self.on_member_gen(target, |disk| disk.read(block)) {
             Ok(good) => good,
             Err(MemberError {
                 error: DiskError::Crashed,
@@ -352,7 +381,7 @@ impl<D: Disk> ReplicatedDisk<D> {
                 return Ok(Step::Stop);
             }
         };
-        match self.on_member_gen(source, |disk| disk.write(phys, &good)) {
+        match self.on_member_gen(source, |disk| disk.write(block, &good)) {
             Ok(()) => Ok(Step::Copied),
             Err(MemberError {
                 error: DiskError::Crashed,

@@ -36,9 +36,15 @@ pub enum Peer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MemberPlan {
     /// Both current: nothing to copy if both were closed clean, else a resync.
-    InSync { clean: bool },
+    InSync {
+        /// Both members' metadata says Clean.
+        clean: bool,
+    },
     /// Stale, half-rebuilt or blank: rebuilt whole from the source.
-    Rebuild { why: String },
+    Rebuild {
+        /// Why the member cannot be resynced.
+        why: String,
+    },
     /// Absent: the pair runs on the source alone.
     Degraded,
 }
