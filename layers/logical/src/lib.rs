@@ -70,7 +70,7 @@ pub const OPTIMISTIC_ATTEMPTS: usize = 16;
 const BUSY: u64 = u64::MAX;
 
 /// Stripes the rep check looks at per call (all of them under `expensive-checks`).
-#[cfg(debug_assertions)]
+#[cfg(all(debug_assertions, not(feature = "expensive-checks")))]
 const CHECK_WINDOW_STRIPES: usize = 64;
 
 /// The logical disk's results.
@@ -176,7 +176,7 @@ pub struct LogicalDisk {
     #[cfg(debug_assertions)]
     busy_stripes: AtomicUsize,
     /// Where the next rep check's window of stripes starts.
-    #[cfg(debug_assertions)]
+    #[cfg(all(debug_assertions, not(feature = "expensive-checks")))]
     check_cursor: AtomicUsize,
 }
 
@@ -224,7 +224,7 @@ impl LogicalDisk {
             commit_lock: Mutex::new(()),
             #[cfg(debug_assertions)]
             busy_stripes: AtomicUsize::new(0),
-            #[cfg(debug_assertions)]
+            #[cfg(all(debug_assertions, not(feature = "expensive-checks")))]
             check_cursor: AtomicUsize::new(0),
         }
     }
