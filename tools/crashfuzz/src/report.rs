@@ -1,10 +1,12 @@
 //! What a run reports: counts, speed, and the violations with their replay tokens.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::fmt;
 
-/// What broke.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What broke. Serializes as its [`ViolationKind::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ViolationKind {
     /// The recovered contents are not the state after an allowed prefix of the commits.
     Oracle,
@@ -38,7 +40,7 @@ impl fmt::Display for ViolationKind {
 }
 
 /// One violation found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Violation {
     pub kind: ViolationKind,
     pub message: String,
@@ -52,15 +54,9 @@ pub struct Violation {
 }
 
 impl Violation {
+    /// One JSON object: `kind`, `message`, `token`, `workload`, `epoch`, `crash`.
     pub fn to_json(&self) -> Value {
-        json!({
-            "kind": self.kind.name(),
-            "message": self.message,
-            "token": self.token,
-            "workload": self.workload,
-            "epoch": self.epoch,
-            "crash": self.crash,
-        })
+        to_value(self)
     }
 }
 
@@ -83,7 +79,7 @@ pub struct FuzzProgress {
 }
 
 /// The result of a campaign.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct FuzzReport {
     pub seed: u64,
     pub layer: String,
@@ -116,25 +112,16 @@ impl FuzzReport {
     /// One JSON object: `seed`, `workloads`, `crash_points`, `crash_states`, `states_per_s`,
     /// `violations` (a list) and the rest of the counts.
     pub fn to_json(&self) -> Value {
-        json!({
-            "seed": self.seed,
-            "layer": self.layer,
-            "replicated": self.replicated,
-            "exhaustive": self.exhaustive,
-            "workloads": self.workloads,
-            "crash_points": self.crash_points,
-            "sampled_points": self.sampled_points,
-            "crash_states": self.crash_states,
-            "recovery_crashes": self.recovery_crashes,
-            "recovery_fail_stops": self.recovery_fail_stops,
-            "fail_stop_workloads": self.fail_stop_workloads,
-            "read_error_workloads": self.read_error_workloads,
-            "misdirect_workloads": self.misdirect_workloads,
-            "elapsed_s": self.elapsed_s,
-            "states_per_s": self.states_per_s,
-            "violations": self.violations.iter().map(Violation::to_json).collect::<Vec<_>>(),
-        })
+        to_value(self)
     }
+}
+
+/// A derived report as a JSON value, whose map keeps its keys sorted as the reports always
+/// printed them.
+pub(crate) fn to_value(report: &impl Serialize) -> Value {
+    // The reports hold strings, numbers, options and lists under string keys: nothing that
+    // serde_json's conversion can refuse (json! interpolation unwraps the same conversion).
+    serde_json::to_value(report).expect("a derived report converts to a JSON value")
 }
 
 impl fmt::Display for FuzzReport {
