@@ -86,7 +86,7 @@ pub fn utc_date_time(unix_s: u64) -> String {
 }
 
 /// The machine a run happened on, for the report.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Machine {
     pub cpu_model: String,
     pub cores: usize,
