@@ -32,34 +32,45 @@ pub struct DumpOptions {
 pub struct RawBlock {
     /// Address in the log's address space.
     pub disk_addr: Addr,
+    /// The block's contents.
     pub block: Block,
 }
 
 /// A record as the dump shows it.
 #[derive(Clone, Debug)]
 pub struct DumpRecord {
+    /// The record's header fields.
     pub record: RecordSummary,
     /// Addresses (in the log's address space) of its blocks, in order.
     pub first_disk_addr: Addr,
+    /// Its blocks as stored, with `--raw` (empty otherwise).
     pub raw: Vec<RawBlock>,
 }
 
 /// The log of one image.
 #[derive(Clone, Debug)]
 pub struct LogDump {
+    /// The image file dumped.
     pub image: PathBuf,
     /// Where the log's address space starts in the file (2 for a pair member, 0 otherwise).
     pub offset_blocks: u64,
+    /// The log's superblock.
     pub superblock: Superblock,
+    /// Both header slots, as read.
     pub slots: [SlotState; 2],
+    /// The header in force: the valid slot of the larger generation.
     pub header: Header,
     /// Records in the chain (all of them, before any filter).
     pub chain_records: usize,
+    /// The records shown, after the filters of [`DumpOptions`].
     pub records: Vec<DumpRecord>,
+    /// Why the chain ends where it does.
     pub stop: ScanStop,
     /// The first block at the stop, raw (with `--raw`).
     pub stop_block: Option<RawBlock>,
+    /// Valid records past the end of the chain (never replayed).
     pub beyond_stop: Vec<RecordSummary>,
+    /// `Some` when the chain's end cannot be explained by a crash.
     pub corruption: Option<String>,
 }
 
@@ -143,6 +154,8 @@ pub fn logdump(image: &Path, options: &DumpOptions) -> Result<LogDump> {
 }
 
 impl LogDump {
+    /// The dump as a human reads it: the headers, each record shown (hex dumps under `--raw`), then
+    /// why the chain ends.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(

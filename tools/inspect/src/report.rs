@@ -9,10 +9,15 @@ use txdisk_disk::Addr;
 use txdisk_log::tooling::{Header, ScanStop, ScannedRecord, SlotState, Superblock};
 use txdisk_replicated::{MetaState, ReplicaMeta, Role, Slot};
 
-/// e2fsck's exit codes, which `txdisk fsck` keeps.
+// e2fsck's exit codes, which `txdisk fsck` keeps.
+
+/// e2fsck's 0: nothing to correct.
 pub const EXIT_CLEAN: i32 = 0;
+/// e2fsck's 1: errors were found and corrected.
 pub const EXIT_CORRECTED: i32 = 1;
+/// e2fsck's 4: errors were left uncorrected.
 pub const EXIT_UNCORRECTED: i32 = 4;
+/// e2fsck's 8: an operational error, nothing was checked.
 pub const EXIT_OPERATIONAL: i32 = 8;
 
 /// How bad a finding is. Serializes as its [`Severity::name`].
@@ -30,6 +35,7 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// The severity's stable name, as the text and the JSON show it.
     pub fn name(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -42,15 +48,18 @@ impl Severity {
 /// One thing the check found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    /// How bad it is.
     pub severity: Severity,
     /// The layer whose invariant or state it is about: "disk", "replicated", "log".
     pub layer: &'static str,
     /// A stable, machine-readable name (`log.recovery_needed`, `replicated.differ`, ...).
     pub code: &'static str,
+    /// What was found, in words.
     pub message: String,
 }
 
 impl Finding {
+    /// A finding; `code` is its stable name, `layer` the layer it is about.
     pub fn new(
         severity: Severity,
         layer: &'static str,
@@ -71,16 +80,19 @@ impl Finding {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RecordSummary {
     #[serde(rename = "sequence")]
+    /// The record's sequence number.
     pub seq: u64,
     /// Absolute log position of its first block.
     #[serde(rename = "position")]
     pub pos: u64,
     #[serde(rename = "blocks")]
+    /// Blocks the record occupies in the log.
     pub len_blocks: u64,
     /// Every record through this sequence was durable when this one was written.
     #[serde(rename = "durable_sequence")]
     pub durable_seq: u64,
     #[serde(rename = "checksum", serialize_with = "hex32")]
+    /// The checksum the record carries (and was verified against).
     pub crc: u32,
     /// Home addresses (data-region addresses), in record order.
     #[serde(rename = "home_addresses")]
@@ -103,13 +115,19 @@ impl From<&ScannedRecord> for RecordSummary {
 /// What the log scan found.
 #[derive(Clone, Debug)]
 pub struct LogReport {
+    /// The log's superblock.
     pub superblock: Superblock,
+    /// Both header slots, as read.
     pub slots: [SlotState; 2],
+    /// The header in force: the valid slot of the larger generation.
     pub header: Header,
     /// The valid chain: what recovery would replay, in order.
     pub records: Vec<RecordSummary>,
+    /// Absolute log position just past the chain's last record.
     pub end_pos: u64,
+    /// The sequence number the next record would carry.
     pub next_seq: u64,
+    /// Why the chain ends where it does.
     pub stop: ScanStop,
     /// Valid records past the end of the chain (never replayed).
     pub beyond_stop: Vec<RecordSummary>,
@@ -122,7 +140,9 @@ pub struct LogReport {
 /// One pair member's metadata as found.
 #[derive(Clone, Debug)]
 pub struct MemberReport {
+    /// The member's image file.
     pub path: PathBuf,
+    /// Both metadata slots, as read.
     pub slots: [Slot; 2],
     /// The newest valid slot.
     pub meta: Option<ReplicaMeta>,
@@ -131,7 +151,9 @@ pub struct MemberReport {
 /// The comparison of the two replicas' data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReplicaDiff {
+    /// Data blocks compared.
     pub compared_blocks: u64,
+    /// Of those, blocks whose contents differ between the replicas.
     pub differing_blocks: u64,
     /// The first differing pair addresses (at most `CheckOptions::max_listed`).
     pub first_differences: Vec<Addr>,
@@ -156,13 +178,19 @@ pub struct RepairReport {
 /// Everything a check found. [`FsckReport::exit_code`] maps it to e2fsck's exit codes.
 #[derive(Clone, Debug, Default)]
 pub struct FsckReport {
+    /// The images checked, in the order given.
     pub images: Vec<PathBuf>,
     /// The pair's id when the images are pair members.
     pub pair_id: Option<u64>,
+    /// Each pair member's metadata (empty for a single image).
     pub members: Vec<MemberReport>,
+    /// The log scan, when the log could be read.
     pub log: Option<LogReport>,
+    /// The replicas compared, for a pair whose members could both be read.
     pub replicas: Option<ReplicaDiff>,
+    /// Everything found, in the order found.
     pub findings: Vec<Finding>,
+    /// What `--repair` did, when asked for.
     pub repair: Option<RepairReport>,
 }
 
