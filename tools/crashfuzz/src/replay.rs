@@ -42,8 +42,11 @@ struct Concrete<Op> {
 /// What a replay found.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplayReport {
+    /// The token replayed.
     pub token: String,
+    /// The layer the token names.
     pub layer: String,
+    /// The workload number within the token's run.
     pub workload: u64,
     /// Where the token's state crashed, in words.
     pub crash: String,
@@ -51,6 +54,7 @@ pub struct ReplayReport {
     pub violation: Option<(ViolationKind, String)>,
     /// Operations of the workload epochs the token ran, before and after shrinking.
     pub original_ops: usize,
+    /// Operations of the shrunk trace's workload epochs.
     pub shrunk_ops: usize,
     /// Pending writes kept by the shrunk trace's crash states.
     pub shrunk_pending_writes: usize,
@@ -58,10 +62,12 @@ pub struct ReplayReport {
     pub shrunk_violation: Option<(ViolationKind, String)>,
     /// The shrunk trace, step by step, for people.
     pub trace: String,
+    /// Executions the shrinker ran.
     pub shrink_runs: usize,
 }
 
 impl ReplayReport {
+    /// True when the token's violation showed again.
     pub fn reproduced(&self) -> bool {
         self.violation.is_some()
     }

@@ -22,6 +22,7 @@ pub enum ViolationKind {
 }
 
 impl ViolationKind {
+    /// The kind's stable name, as the JSON and the text show it.
     pub fn name(self) -> &'static str {
         match self {
             ViolationKind::Oracle => "oracle",
@@ -42,10 +43,13 @@ impl fmt::Display for ViolationKind {
 /// One violation found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Violation {
+    /// What broke.
     pub kind: ViolationKind,
+    /// What was found, in words.
     pub message: String,
     /// `txdisk crashfuzz --replay TOKEN` reproduces it.
     pub token: String,
+    /// The workload number within the run (part of the token).
     pub workload: u64,
     /// The epoch whose run or recovery failed (1 = the first).
     pub epoch: usize,
@@ -69,10 +73,15 @@ impl fmt::Display for Violation {
 /// Progress of a running campaign, passed to the caller's callback now and then.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FuzzProgress {
+    /// Workloads started so far.
     pub workloads: u64,
+    /// Crash points run so far.
     pub crash_points: u64,
+    /// Crash states checked so far.
     pub crash_states: u64,
+    /// Violations found so far.
     pub violations: u64,
+    /// Wall-clock time so far in seconds.
     pub elapsed_s: f64,
     /// Fraction of the budget spent, 0..=1.
     pub fraction: f64,
@@ -81,9 +90,14 @@ pub struct FuzzProgress {
 /// The result of a campaign.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct FuzzReport {
+    /// The run's seed.
     pub seed: u64,
+    /// The fuzzed layer's name.
     pub layer: String,
+    /// The stack ran on a replicated pair rather than one disk.
     pub replicated: bool,
+    /// The run's [`crate::FuzzConfig::exhaustive`]: every disk operation of every first epoch
+    /// was a crash point.
     pub exhaustive: bool,
     /// Workloads started.
     pub workloads: u64,
@@ -103,8 +117,11 @@ pub struct FuzzReport {
     pub read_error_workloads: u64,
     /// Workloads with a misdirected write in their first epoch.
     pub misdirect_workloads: u64,
+    /// Wall-clock time of the run in seconds.
     pub elapsed_s: f64,
+    /// Crash states checked per second of the run.
     pub states_per_s: f64,
+    /// Every violation found, in the order found.
     pub violations: Vec<Violation>,
 }
 
