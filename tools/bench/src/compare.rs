@@ -22,12 +22,16 @@ pub const DEFAULT_NOISE_FLOOR: f64 = 0.05;
 /// What a row's change is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Even the slowest round of B against the fastest of A is faster, by more than the floor.
     Faster,
+    /// Even the fastest round of B against the slowest of A is slower, by more than the floor.
     Slower,
+    /// Neither: the band straddles the noise floor.
     WithinNoise,
 }
 
 impl Verdict {
+    /// The verdict as the table and the JSON show it.
     pub fn name(self) -> &'static str {
         match self {
             Verdict::Faster => "faster",
@@ -40,16 +44,21 @@ impl Verdict {
 /// One row present in both runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RowChange {
+    /// The system measured.
     pub system: String,
+    /// The workload measured.
     pub workload: Workload,
     /// The median throughput of each run: MB/s for recoveries, ops/s otherwise.
     pub a: f64,
+    /// B's median throughput, in the unit of `a`.
     pub b: f64,
     /// `b / a`: above 1 is faster.
     pub ratio: f64,
     /// The lowest and highest ratio any round of B gives against any round of A.
     pub band_low: f64,
+    /// See `band_low`.
     pub band_high: f64,
+    /// What the band says of the change.
     pub verdict: Verdict,
 }
 
@@ -67,10 +76,13 @@ impl RowChange {
 /// Two runs compared row by row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Comparison {
+    /// The rows both runs have, in the runs' order.
     pub rows: Vec<RowChange>,
     /// (system, workload) rows that only one of the runs has.
     pub only_in_a: Vec<(String, Workload)>,
+    /// (system, workload) rows that only B has.
     pub only_in_b: Vec<(String, Workload)>,
+    /// The fraction a change must exceed to count (0.05 is five per cent).
     pub noise_floor: f64,
     /// How the two runs differ in machine or configuration: a change there explains a ratio
     /// as well as a change of code would.
@@ -163,6 +175,7 @@ fn extremes(m: &Measurement) -> (f64, f64) {
 }
 
 impl Comparison {
+    /// Rows with this verdict.
     pub fn count(&self, verdict: Verdict) -> usize {
         self.rows.iter().filter(|r| r.verdict == verdict).count()
     }

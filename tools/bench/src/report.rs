@@ -16,15 +16,20 @@ use std::fmt::Write as _;
 /// One cell's figures.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Measurement {
+    /// The system measured.
     pub system: String,
+    /// The workload measured.
     pub workload: Workload,
     /// Transactions (writes), reads, or recoveries per second.
     pub ops_per_s: f64,
     /// User data moved per second, in 10^6 bytes (data blocks only: headers and metadata are
     /// the system's overhead, not its output).
     pub mb_per_s: f64,
+    /// Median operation latency in microseconds.
     pub p50_us: f64,
+    /// 99th-percentile operation latency in microseconds.
     pub p99_us: f64,
+    /// Peak resident set size in bytes ([`RssMode`] says how it was obtained).
     pub peak_rss_bytes: u64,
     /// Device syncs per operation, for systems that count them.
     pub syncs_per_op: Option<f64>,
@@ -56,16 +61,23 @@ pub enum RssMode {
 /// A whole run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
+    /// The machine the run was measured on.
     pub machine: Machine,
+    /// The bench directory.
     pub dir: String,
+    /// Interleaved rounds run.
     pub rounds: usize,
+    /// Measured seconds of each timed cell.
     pub cell_seconds: f64,
+    /// A quick run (smaller sizes and shorter cells): its figures are for smoke tests only.
     pub quick: bool,
+    /// How `peak_rss_bytes` was obtained.
     pub rss_mode: RssMode,
     /// When the run started, in seconds since the Unix epoch (0 when unknown).
     pub started_unix_s: u64,
     /// (system, how it is configured), in run order.
     pub systems: Vec<(String, String)>,
+    /// One median measurement per (system, workload).
     pub results: Vec<Measurement>,
 }
 
@@ -234,6 +246,7 @@ pub fn median_of_rounds(mut rounds: Vec<Measurement>) -> Option<Measurement> {
 pub const BASELINES: [&str; 3] = ["floor", "sqlite", "redb"];
 
 impl Report {
+    /// The measurement of `system` on `workload`, if the run has one.
     pub fn find(&self, system: &str, workload: Workload) -> Option<&Measurement> {
         self.results
             .iter()
