@@ -205,7 +205,7 @@ pub fn simple_reply_header(error: u32, handle: u64) -> [u8; SIMPLE_REPLY_HEADER_
 }
 
 /// Writes one fixed-newstyle option reply (header and data) in a single call.
-pub fn write_option_reply(
+pub(crate) fn write_option_reply(
     w: &mut impl Write,
     option: u32,
     reply_type: u32,
@@ -223,21 +223,21 @@ pub fn write_option_reply(
 }
 
 /// Reads a big-endian u16.
-pub fn read_u16(r: &mut impl Read) -> io::Result<u16> {
+pub(crate) fn read_u16(r: &mut impl Read) -> io::Result<u16> {
     let mut b = [0u8; 2];
     r.read_exact(&mut b)?;
     Ok(u16::from_be_bytes(b))
 }
 
 /// Reads a big-endian u32.
-pub fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+pub(crate) fn read_u32(r: &mut impl Read) -> io::Result<u32> {
     let mut b = [0u8; 4];
     r.read_exact(&mut b)?;
     Ok(u32::from_be_bytes(b))
 }
 
 /// Reads a big-endian u64.
-pub fn read_u64(r: &mut impl Read) -> io::Result<u64> {
+pub(crate) fn read_u64(r: &mut impl Read) -> io::Result<u64> {
     let mut b = [0u8; 8];
     r.read_exact(&mut b)?;
     Ok(u64::from_be_bytes(b))
