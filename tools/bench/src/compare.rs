@@ -8,9 +8,10 @@
 //! band of a single point, and a file system's mood drifts between runs more than within one.
 //! Slower is the mirror of faster: comparing B with A gives the opposite verdicts.
 
-use crate::report::{Measurement, Report};
+use crate::report::{to_value, Measurement, Report};
 use crate::workload::{Workload, WorkloadKind};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::fmt::Write as _;
 
 /// Five per cent: below that, a change between two runs on a virtual disk shared with other
@@ -21,12 +22,16 @@ pub const DEFAULT_NOISE_FLOOR: f64 = 0.05;
 /// What a row's change is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Even the slowest round of B against the fastest of A is faster, by more than the floor.
     Faster,
+    /// Even the fastest round of B against the slowest of A is slower, by more than the floor.
     Slower,
+    /// Neither: the band straddles the noise floor.
     WithinNoise,
 }
 
 impl Verdict {
+    /// The verdict as the table and the JSON show it.
     pub fn name(self) -> &'static str {
         match self {
             Verdict::Faster => "faster",
@@ -39,16 +44,21 @@ impl Verdict {
 /// One row present in both runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RowChange {
+    /// The system measured.
     pub system: String,
+    /// The workload measured.
     pub workload: Workload,
     /// The median throughput of each run: MB/s for recoveries, ops/s otherwise.
     pub a: f64,
+    /// B's median throughput, in the unit of `a`.
     pub b: f64,
     /// `b / a`: above 1 is faster.
     pub ratio: f64,
     /// The lowest and highest ratio any round of B gives against any round of A.
     pub band_low: f64,
+    /// See `band_low`.
     pub band_high: f64,
+    /// What the band says of the change.
     pub verdict: Verdict,
 }
 
@@ -66,10 +76,13 @@ impl RowChange {
 /// Two runs compared row by row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Comparison {
+    /// The rows both runs have, in the runs' order.
     pub rows: Vec<RowChange>,
     /// (system, workload) rows that only one of the runs has.
     pub only_in_a: Vec<(String, Workload)>,
+    /// (system, workload) rows that only B has.
     pub only_in_b: Vec<(String, Workload)>,
+    /// The fraction a change must exceed to count (0.05 is five per cent).
     pub noise_floor: f64,
     /// How the two runs differ in machine or configuration: a change there explains a ratio
     /// as well as a change of code would.
@@ -162,6 +175,7 @@ fn extremes(m: &Measurement) -> (f64, f64) {
 }
 
 impl Comparison {
+    /// Rows with this verdict.
     pub fn count(&self, verdict: Verdict) -> usize {
         self.rows.iter().filter(|r| r.verdict == verdict).count()
     }
@@ -212,40 +226,79 @@ impl Comparison {
 
     /// One JSON object: every shared row with its ratio, band and verdict, and the totals.
     pub fn to_json(&self, a_label: &str, b_label: &str) -> Value {
-        let rows: Vec<Value> = self
-            .rows
-            .iter()
-            .map(|row| {
-                json!({
-                    "system": row.system,
-                    "workload": row.workload.name(),
-                    "threads": row.workload.threads(),
-                    "unit": row.unit(),
-                    "a": row.a,
-                    "b": row.b,
-                    "ratio": row.ratio,
-                    "band_low": row.band_low,
-                    "band_high": row.band_high,
-                    "verdict": row.verdict.name(),
-                })
-            })
-            .collect();
-        let names = |rows: &[(String, Workload)]| -> Vec<Value> {
+        let named = |rows: &[(String, Workload)]| -> Vec<NamedRowJson> {
             rows.iter()
-                .map(|(s, w)| json!({"system": s, "workload": w.name()}))
+                .map(|(system, workload)| NamedRowJson {
+                    system: system.clone(),
+                    workload: workload.name(),
+                })
                 .collect()
         };
-        json!({
-            "a": a_label,
-            "b": b_label,
-            "noise_floor": self.noise_floor,
-            "faster": self.count(Verdict::Faster),
-            "slower": self.count(Verdict::Slower),
-            "within_noise": self.count(Verdict::WithinNoise),
-            "rows": rows,
-            "only_in_a": names(&self.only_in_a),
-            "only_in_b": names(&self.only_in_b),
-            "differences": self.differences,
+        to_value(&ComparisonJson {
+            a: a_label,
+            b: b_label,
+            noise_floor: self.noise_floor,
+            faster: self.count(Verdict::Faster),
+            slower: self.count(Verdict::Slower),
+            within_noise: self.count(Verdict::WithinNoise),
+            rows: self.rows.iter().map(RowChangeJson::from).collect(),
+            only_in_a: named(&self.only_in_a),
+            only_in_b: named(&self.only_in_b),
+            differences: &self.differences,
         })
+    }
+}
+
+/// [`Comparison`]'s JSON shape: the two runs' labels, the totals, and the rows.
+#[derive(Serialize)]
+struct ComparisonJson<'a> {
+    a: &'a str,
+    b: &'a str,
+    noise_floor: f64,
+    faster: usize,
+    slower: usize,
+    within_noise: usize,
+    rows: Vec<RowChangeJson<'a>>,
+    only_in_a: Vec<NamedRowJson>,
+    only_in_b: Vec<NamedRowJson>,
+    differences: &'a [String],
+}
+
+/// A row only one run has.
+#[derive(Serialize)]
+struct NamedRowJson {
+    system: String,
+    workload: String,
+}
+
+/// A shared row as JSON, with its workload's name and thread count and the unit of `a` and `b`.
+#[derive(Serialize)]
+struct RowChangeJson<'a> {
+    system: &'a str,
+    workload: String,
+    threads: usize,
+    unit: &'static str,
+    a: f64,
+    b: f64,
+    ratio: f64,
+    band_low: f64,
+    band_high: f64,
+    verdict: &'static str,
+}
+
+impl<'a> From<&'a RowChange> for RowChangeJson<'a> {
+    fn from(row: &'a RowChange) -> RowChangeJson<'a> {
+        RowChangeJson {
+            system: &row.system,
+            workload: row.workload.name(),
+            threads: row.workload.threads(),
+            unit: row.unit(),
+            a: row.a,
+            b: row.b,
+            ratio: row.ratio,
+            band_low: row.band_low,
+            band_high: row.band_high,
+            verdict: row.verdict.name(),
+        }
     }
 }

@@ -15,12 +15,16 @@ pub struct CountingDisk<D> {
 /// The counts of a [`CountingDisk`] at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DiskCounts {
+    /// Block reads.
     pub reads: u64,
+    /// Block writes.
     pub writes: u64,
+    /// Syncs (flushes to stable storage).
     pub syncs: u64,
 }
 
 impl<D: Disk> CountingDisk<D> {
+    /// Counts the operations on `inner`, from zero.
     pub fn new(inner: D) -> Self {
         CountingDisk {
             inner,
@@ -30,6 +34,7 @@ impl<D: Disk> CountingDisk<D> {
         }
     }
 
+    /// The counts so far.
     pub fn counts(&self) -> DiskCounts {
         DiskCounts {
             reads: self.reads.load(Ordering::Relaxed),
@@ -38,10 +43,12 @@ impl<D: Disk> CountingDisk<D> {
         }
     }
 
+    /// The disk counted.
     pub fn inner(&self) -> &D {
         &self.inner
     }
 
+    /// The disk counted, without the counter.
     pub fn into_inner(self) -> D {
         self.inner
     }

@@ -20,6 +20,8 @@ const FILE_NAME: &str = "floor.img";
 /// Sequential I/O is done in chunks of this many blocks (1 MiB).
 const CHUNK_BLOCKS: u64 = 256;
 
+/// The raw-device floor: the same I/O pattern as a workload straight on one file with
+/// `pwrite` and `fdatasync`, the fastest a durable system on that disk could be.
 pub struct FloorFactory;
 
 impl SystemFactory for FloorFactory {

@@ -34,6 +34,7 @@ impl Default for LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    /// An empty histogram.
     pub fn new() -> Self {
         LatencyHistogram {
             counts: vec![0; BUCKETS],
@@ -43,6 +44,7 @@ impl LatencyHistogram {
         }
     }
 
+    /// Records one latency in nanoseconds.
     pub fn record_ns(&mut self, value_ns: u64) {
         self.counts[bucket_of(value_ns)] += 1;
         self.total += 1;
@@ -50,10 +52,12 @@ impl LatencyHistogram {
         self.max_ns = self.max_ns.max(value_ns);
     }
 
+    /// Records one latency.
     pub fn record(&mut self, latency: std::time::Duration) {
         self.record_ns(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
     }
 
+    /// Adds every latency `other` recorded (a worker thread's histogram, say).
     pub fn merge(&mut self, other: &LatencyHistogram) {
         for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
             *mine += theirs;
@@ -63,6 +67,7 @@ impl LatencyHistogram {
         self.max_ns = self.max_ns.max(other.max_ns);
     }
 
+    /// Latencies recorded.
     pub fn count(&self) -> u64 {
         self.total
     }

@@ -7,11 +7,12 @@
 //! [`crate::run`] instead (the call was forgotten) fails at once rather than start a nested run.
 
 use crate::error::{BenchError, Result};
-use crate::report::Measurement;
+use crate::report::{to_value, Measurement};
 use crate::runner::{run_cell, BenchConfig};
 use crate::system::SystemFactory;
 use crate::workload::{Geometry, Workload};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
@@ -110,21 +111,40 @@ pub(crate) fn encode_cell(
     workload: Workload,
     round: usize,
 ) -> Value {
-    json!({
-        "system": system,
-        "workload": workload.name(),
-        "round": round,
-        "dir": config.dir.to_string_lossy(),
-        "disk_blocks": config.geometry.disk_blocks,
-        "log_blocks": config.geometry.log_blocks,
-        "max_threads": config.geometry.max_threads,
-        "cell_us": config.cell_duration.as_micros() as u64,
-        "warmup_us": config.warmup.as_micros() as u64,
-        "flush_every": config.flush_every,
-        "read_set_blocks": config.read_set_blocks,
-        "seed": config.seed,
-        "quick": config.quick,
+    to_value(&CellJson {
+        system,
+        workload: workload.name(),
+        round,
+        dir: config.dir.to_string_lossy().into_owned(),
+        disk_blocks: config.geometry.disk_blocks,
+        log_blocks: config.geometry.log_blocks,
+        max_threads: config.geometry.max_threads,
+        cell_us: config.cell_duration.as_micros() as u64,
+        warmup_us: config.warmup.as_micros() as u64,
+        flush_every: config.flush_every,
+        read_set_blocks: config.read_set_blocks,
+        seed: config.seed,
+        quick: config.quick,
     })
+}
+
+/// One cell and its configuration, as the runner hands it to a child process; durations in
+/// microseconds.
+#[derive(Serialize)]
+struct CellJson<'a> {
+    system: &'a str,
+    workload: String,
+    round: usize,
+    dir: String,
+    disk_blocks: u64,
+    log_blocks: u64,
+    max_threads: usize,
+    cell_us: u64,
+    warmup_us: u64,
+    flush_every: usize,
+    read_set_blocks: u64,
+    seed: u64,
+    quick: bool,
 }
 
 /// The inverse of `encode_cell`: (config, system, workload, round).
@@ -156,6 +176,7 @@ pub(crate) fn decode_cell(cell: &Value) -> Option<(BenchConfig, String, Workload
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_cell_survives_encoding_for_the_child() {

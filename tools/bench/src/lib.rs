@@ -23,6 +23,8 @@
 //! do ([`SystemFactory::supports`]). The runner checks every read against what was written, so a
 //! fast wrong answer is an error, not a figure.
 
+#![deny(missing_docs)]
+
 pub mod compare;
 mod counting;
 mod error;

@@ -86,17 +86,22 @@ pub fn utc_date_time(unix_s: u64) -> String {
 }
 
 /// The machine a run happened on, for the report.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Machine {
+    /// The CPU model as /proc/cpuinfo names it.
     pub cpu_model: String,
+    /// Logical CPUs available.
     pub cores: usize,
+    /// Physical memory in bytes.
     pub mem_total_bytes: u64,
+    /// The kernel release.
     pub kernel: String,
     /// File system type of the bench directory (`ext4`, `xfs`, `tmpfs`, ...).
     pub fs_type: String,
 }
 
 impl Machine {
+    /// The machine this process runs on, with the file system that `dir` is on.
     pub fn describe(dir: &Path) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo

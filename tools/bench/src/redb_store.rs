@@ -18,6 +18,8 @@ const FILE_NAME: &str = "blocks.redb";
 const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const FILL_ROWS_PER_TXN: usize = 4096;
 
+/// redb, an embedded B-tree store, as a peer: one table of blocks, each transaction committed
+/// durably.
 pub struct RedbFactory;
 
 impl SystemFactory for RedbFactory {

@@ -8,21 +8,28 @@
 
 use crate::probe::{self, Machine};
 use crate::workload::{Workload, WorkloadKind};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// One cell's figures.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Measurement {
+    /// The system measured.
     pub system: String,
+    /// The workload measured.
     pub workload: Workload,
     /// Transactions (writes), reads, or recoveries per second.
     pub ops_per_s: f64,
     /// User data moved per second, in 10^6 bytes (data blocks only: headers and metadata are
     /// the system's overhead, not its output).
     pub mb_per_s: f64,
+    /// Median operation latency in microseconds.
     pub p50_us: f64,
+    /// 99th-percentile operation latency in microseconds.
     pub p99_us: f64,
+    /// Peak resident set size in bytes ([`RssMode`] says how it was obtained).
     pub peak_rss_bytes: u64,
     /// Device syncs per operation, for systems that count them.
     pub syncs_per_op: Option<f64>,
@@ -54,16 +61,23 @@ pub enum RssMode {
 /// A whole run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
+    /// The machine the run was measured on.
     pub machine: Machine,
+    /// The bench directory.
     pub dir: String,
+    /// Interleaved rounds run.
     pub rounds: usize,
+    /// Measured seconds of each timed cell.
     pub cell_seconds: f64,
+    /// A quick run (smaller sizes and shorter cells): its figures are for smoke tests only.
     pub quick: bool,
+    /// How `peak_rss_bytes` was obtained.
     pub rss_mode: RssMode,
     /// When the run started, in seconds since the Unix epoch (0 when unknown).
     pub started_unix_s: u64,
     /// (system, how it is configured), in run order.
     pub systems: Vec<(String, String)>,
+    /// One median measurement per (system, workload).
     pub results: Vec<Measurement>,
 }
 
@@ -93,20 +107,20 @@ impl Measurement {
 
     /// Every field, for handing a measurement from a child process to the runner.
     pub(crate) fn to_full_json(&self) -> Value {
-        json!({
-            "system": self.system,
-            "workload": self.workload.name(),
-            "ops_per_s": self.ops_per_s,
-            "mb_per_s": self.mb_per_s,
-            "p50_us": self.p50_us,
-            "p99_us": self.p99_us,
-            "peak_rss_bytes": self.peak_rss_bytes,
-            "syncs_per_op": self.syncs_per_op,
-            "cpu_us_per_op": self.cpu_us_per_op,
-            "ops": self.ops,
-            "latency_cdf_us": self.latency_cdf_us,
-            "rounds_ops_per_s": self.rounds_ops_per_s,
-            "rounds_mb_per_s": self.rounds_mb_per_s,
+        to_value(&FullJson {
+            system: &self.system,
+            workload: self.workload.name(),
+            ops_per_s: self.ops_per_s,
+            mb_per_s: self.mb_per_s,
+            p50_us: self.p50_us,
+            p99_us: self.p99_us,
+            peak_rss_bytes: self.peak_rss_bytes,
+            syncs_per_op: self.syncs_per_op,
+            cpu_us_per_op: self.cpu_us_per_op,
+            ops: self.ops,
+            latency_cdf_us: &self.latency_cdf_us,
+            rounds_ops_per_s: &self.rounds_ops_per_s,
+            rounds_mb_per_s: &self.rounds_mb_per_s,
         })
     }
 
@@ -130,29 +144,29 @@ impl Measurement {
         })
     }
 
-    /// A row of the report's `results`: the documented seven keys first, then the later ones.
-    fn to_row_json(&self) -> Value {
-        let cdf: Vec<[f64; 2]> = self
-            .latency_cdf_us
-            .iter()
-            .map(|&(q, us)| [q, round3(us)])
-            .collect();
-        json!({
-            "system": self.system,
-            "workload": self.workload.name(),
-            "ops_per_s": round3(self.ops_per_s),
-            "mb_per_s": round3(self.mb_per_s),
-            "p50_us": round3(self.p50_us),
-            "p99_us": round3(self.p99_us),
-            "peak_rss_bytes": self.peak_rss_bytes,
-            "threads": self.workload.threads(),
-            "syncs_per_op": self.syncs_per_op.map(round3),
-            "cpu_us_per_op": round3(self.cpu_us_per_op),
-            "ops": self.ops,
-            "rounds_ops_per_s": self.rounds_ops_per_s.iter().copied().map(round3).collect::<Vec<_>>(),
-            "rounds_mb_per_s": self.rounds_mb_per_s.iter().copied().map(round3).collect::<Vec<_>>(),
-            "latency_cdf_us": cdf,
-        })
+    /// A row of the report's `results`: the documented seven keys, then the later ones.
+    fn to_row(&self) -> RowJson<'_> {
+        let rounded = |values: &[f64]| values.iter().copied().map(round3).collect();
+        RowJson {
+            system: &self.system,
+            workload: self.workload.name(),
+            ops_per_s: round3(self.ops_per_s),
+            mb_per_s: round3(self.mb_per_s),
+            p50_us: round3(self.p50_us),
+            p99_us: round3(self.p99_us),
+            peak_rss_bytes: self.peak_rss_bytes,
+            threads: self.workload.threads(),
+            syncs_per_op: self.syncs_per_op.map(round3),
+            cpu_us_per_op: round3(self.cpu_us_per_op),
+            ops: self.ops,
+            rounds_ops_per_s: rounded(&self.rounds_ops_per_s),
+            rounds_mb_per_s: rounded(&self.rounds_mb_per_s),
+            latency_cdf_us: self
+                .latency_cdf_us
+                .iter()
+                .map(|&(q, us)| [q, round3(us)])
+                .collect(),
+        }
     }
 
     /// A row of a saved run, of this version or an older one: the first version's seven keys
@@ -232,6 +246,7 @@ pub fn median_of_rounds(mut rounds: Vec<Measurement>) -> Option<Measurement> {
 pub const BASELINES: [&str; 3] = ["floor", "sqlite", "redb"];
 
 impl Report {
+    /// The measurement of `system` on `workload`, if the run has one.
     pub fn find(&self, system: &str, workload: Workload) -> Option<&Measurement> {
         self.results
             .iter()
@@ -274,31 +289,24 @@ impl Report {
     /// seven keys, then `threads`, `syncs_per_op`, `cpu_us_per_op`, `ops`, the rounds'
     /// throughput and the latency CDF; the run's context sits beside it.
     pub fn to_json(&self) -> Value {
-        let results: Vec<Value> = self.results.iter().map(Measurement::to_row_json).collect();
-        let systems: serde_json::Map<String, Value> = self
-            .systems
-            .iter()
-            .map(|(name, note)| (name.clone(), Value::String(note.clone())))
-            .collect();
-        json!({
-            "machine": {
-                "cpu_model": self.machine.cpu_model,
-                "cores": self.machine.cores,
-                "mem_total_bytes": self.machine.mem_total_bytes,
-                "kernel": self.machine.kernel,
-                "fs_type": self.machine.fs_type,
+        to_value(&ReportJson {
+            machine: &self.machine,
+            run: RunJson {
+                dir: &self.dir,
+                rounds: self.rounds,
+                cell_seconds: self.cell_seconds,
+                quick: self.quick,
+                peak_rss: rss_mode_name(self.rss_mode),
+                started_unix_s: self.started_unix_s,
+                started_utc: self.started_utc(),
             },
-            "run": {
-                "dir": self.dir,
-                "rounds": self.rounds,
-                "cell_seconds": self.cell_seconds,
-                "quick": self.quick,
-                "peak_rss": rss_mode_name(self.rss_mode),
-                "started_unix_s": self.started_unix_s,
-                "started_utc": self.started_utc(),
-            },
-            "systems": systems,
-            "results": results,
+            // A later note for the same system replaces an earlier one, as JSON keys do.
+            systems: self
+                .systems
+                .iter()
+                .map(|(name, note)| (name.as_str(), note.as_str()))
+                .collect(),
+            results: self.results.iter().map(Measurement::to_row).collect(),
         })
     }
 
@@ -416,6 +424,76 @@ impl Report {
         }
         out
     }
+}
+
+/// [`Report`]'s JSON shape: the machine, the run's settings, each system's note by name, and
+/// one row per measurement.
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    machine: &'a Machine,
+    run: RunJson<'a>,
+    systems: BTreeMap<&'a str, &'a str>,
+    results: Vec<RowJson<'a>>,
+}
+
+/// The run's settings in a report's JSON.
+#[derive(Serialize)]
+struct RunJson<'a> {
+    dir: &'a str,
+    rounds: usize,
+    cell_seconds: f64,
+    quick: bool,
+    /// How `peak_rss_bytes` was measured ([`rss_mode_name`]).
+    peak_rss: &'static str,
+    started_unix_s: u64,
+    started_utc: String,
+}
+
+/// A row of a report's `results`, its figures rounded to three decimals.
+#[derive(Serialize)]
+struct RowJson<'a> {
+    system: &'a str,
+    workload: String,
+    ops_per_s: f64,
+    mb_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    peak_rss_bytes: u64,
+    threads: usize,
+    syncs_per_op: Option<f64>,
+    cpu_us_per_op: f64,
+    ops: u64,
+    rounds_ops_per_s: Vec<f64>,
+    rounds_mb_per_s: Vec<f64>,
+    /// (quantile, latency µs) pairs.
+    latency_cdf_us: Vec<[f64; 2]>,
+}
+
+/// A measurement with every field unrounded, as a child process hands it to the runner.
+#[derive(Serialize)]
+struct FullJson<'a> {
+    system: &'a str,
+    workload: String,
+    ops_per_s: f64,
+    mb_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    peak_rss_bytes: u64,
+    syncs_per_op: Option<f64>,
+    cpu_us_per_op: f64,
+    ops: u64,
+    /// (quantile, latency µs) pairs.
+    latency_cdf_us: &'a [(f64, f64)],
+    rounds_ops_per_s: &'a [f64],
+    rounds_mb_per_s: &'a [f64],
+}
+
+/// A derived report as a JSON value, whose map keeps its keys sorted as the reports always
+/// printed them.
+pub(crate) fn to_value(report: &impl Serialize) -> Value {
+    // The reports hold strings, numbers, options and lists under string keys: nothing that
+    // serde_json's conversion can refuse (json! interpolation unwraps the same conversion).
+    serde_json::to_value(report).expect("a derived report converts to a JSON value")
 }
 
 fn format_ops(ops_per_s: f64) -> String {

@@ -33,7 +33,9 @@ const MAX_RECOVERIES_PER_CELL: usize = 50;
 pub struct BenchConfig {
     /// Directory for the systems' files (one subdirectory each); must be on a disk file system.
     pub dir: PathBuf,
+    /// Sizes of the systems' disks and logs, and the most threads a workload uses.
     pub geometry: Geometry,
+    /// Workloads to run, in table order.
     pub workloads: Vec<Workload>,
     /// Interleaved rounds; each figure is the median round.
     pub rounds: usize,
@@ -45,7 +47,9 @@ pub struct BenchConfig {
     pub flush_every: usize,
     /// Blocks prepared for the read workloads.
     pub read_set_blocks: u64,
+    /// Seeds the workloads' addresses and data: the same seed makes the same operations.
     pub seed: u64,
+    /// Smaller sizes and shorter cells, for smoke tests.
     pub quick: bool,
     /// Run even where the directory is on tmpfs (only for tests of the harness itself).
     pub allow_memory_fs: bool,

@@ -29,6 +29,7 @@ const DEFAULT_AUTOCHECKPOINT_PAGES: u32 = 1000;
 /// Rows per transaction when filling (untimed).
 const FILL_ROWS_PER_TXN: usize = 1024;
 
+/// SQLite as a peer: one table of blocks in WAL mode with full synchronous commits.
 pub struct SqliteFactory;
 
 impl SystemFactory for SqliteFactory {

@@ -19,6 +19,7 @@ const FILL_TX_BLOCKS: usize = 256;
 
 /// `txdisk` (one image) or `txdisk-pair` (a replicated pair).
 pub struct TxdiskFactory {
+    /// A replicated pair rather than one image.
     pub replicated: bool,
 }
 

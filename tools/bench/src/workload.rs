@@ -11,18 +11,26 @@ use std::fmt;
 pub enum Workload {
     /// Transactions of `blocks_per_txn` blocks, each durable when it returns, from `threads`.
     Durable {
+        /// Blocks each transaction writes.
         blocks_per_txn: usize,
+        /// Threads committing concurrently.
         threads: usize,
     },
     /// Transactions whose durability is deferred, from `threads`, each of which flushes after
     /// every `BenchConfig::flush_every` of its own transactions.
     Nosync {
+        /// Blocks each transaction writes.
         blocks_per_txn: usize,
+        /// Threads committing concurrently.
         threads: usize,
     },
+    /// Random single-block reads of blocks installed at home.
     ReadInstalled,
+    /// Random single-block reads of blocks still in the log.
     ReadLogged,
+    /// Recovery of a log full of committed, uninstalled transactions.
     RecoverFullLog,
+    /// Resync of a fresh replica with the whole disk.
     ReplicaResync,
 }
 
@@ -31,12 +39,16 @@ pub enum Workload {
 pub enum WorkloadKind {
     /// Transactions of `blocks_per_txn` blocks, each durable when it returns, from `threads`.
     Durable {
+        /// Blocks each transaction writes.
         blocks_per_txn: usize,
+        /// Threads committing concurrently.
         threads: usize,
     },
     /// Transactions whose durability is deferred, with a flush every `BenchConfig::flush_every`.
     Nosync {
+        /// Blocks each transaction writes.
         blocks_per_txn: usize,
+        /// Threads committing concurrently.
         threads: usize,
     },
     /// Random single-block reads from one thread.
@@ -64,10 +76,15 @@ pub enum RecoveryKind {
 }
 
 impl Workload {
+    /// Durable one-block transactions from one thread.
     pub const DURABLE_1BLK_1THR: Workload = Workload::durable(1, 1);
+    /// Durable one-block transactions from eight threads.
     pub const DURABLE_1BLK_8THR: Workload = Workload::durable(1, 8);
+    /// Durable sixteen-block transactions from one thread.
     pub const DURABLE_16BLK_1THR: Workload = Workload::durable(16, 1);
+    /// Durable sixteen-block transactions from eight threads.
     pub const DURABLE_16BLK_8THR: Workload = Workload::durable(16, 8);
+    /// Deferred-durability one-block transactions from one thread.
     pub const NOSYNC_1BLK_1THR: Workload = Workload::nosync(1, 1);
 
     /// The documented workloads, in the order the table shows them: a run without a thread
@@ -84,6 +101,7 @@ impl Workload {
         Workload::ReplicaResync,
     ];
 
+    /// A durable workload of `blocks_per_txn`-block transactions from `threads`.
     pub const fn durable(blocks_per_txn: usize, threads: usize) -> Workload {
         Workload::Durable {
             blocks_per_txn,
@@ -91,6 +109,7 @@ impl Workload {
         }
     }
 
+    /// A deferred-durability workload of `blocks_per_txn`-block transactions from `threads`.
     pub const fn nosync(blocks_per_txn: usize, threads: usize) -> Workload {
         Workload::Nosync {
             blocks_per_txn,
@@ -150,6 +169,7 @@ impl Workload {
         Some(make(number(blocks)?, number(threads)?))
     }
 
+    /// What the workload does.
     pub fn kind(self) -> WorkloadKind {
         match self {
             Workload::Durable {

@@ -49,6 +49,7 @@ pub enum Bug {
 }
 
 impl Bug {
+    /// Every deliberate bug, in a fixed order.
     pub const ALL: [Bug; 5] = [
         Bug::CommitWithoutFlush,
         Bug::ReplayWithoutChecksum,
@@ -102,7 +103,9 @@ impl std::str::FromStr for Bug {
 /// A fuzzing run. `FuzzConfig::default()` is the CLI's default run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FuzzConfig {
+    /// Seeds every workload, crash choice and fault: the same seed makes the same run.
     pub seed: u64,
+    /// How much to run.
     pub budget: Budget,
     /// Crash the first epoch of every workload at every disk operation, and the first recovery
     /// of each state at every operation; otherwise `crash_points` sampled points per workload

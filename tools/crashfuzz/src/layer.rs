@@ -28,7 +28,9 @@ pub enum CommitKind {
 /// one of the model states after some prefix of the committed operations, including every
 /// durable one ([`FuzzLayer::match_prefix`]).
 pub trait FuzzLayer {
+    /// One operation of a workload (at most one transaction).
     type Op: Clone + fmt::Debug;
+    /// What the layer's state should be, as the oracle replays the operations.
     type Model: Clone + fmt::Debug + PartialEq;
 
     /// A short name, part of every replay token (a token only replays on the layer it names).
@@ -96,18 +98,25 @@ pub trait FuzzLayer {
 /// whole data region.
 #[derive(Clone, Debug)]
 pub struct TxLayer {
+    /// Transactions write within data blocks `0..addr_span`.
     pub addr_span: u64,
+    /// Most blocks one transaction writes.
     pub max_tx_blocks: u64,
 }
 
 /// One operation of [`TxLayer`]: the blocks a transaction writes as (address, tag) pairs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxOp {
+    /// A transaction that commits its writes.
     Commit {
+        /// (address, tag) of each block written.
         writes: Vec<(Addr, u32)>,
+        /// Durable before the commit returns; otherwise deferred to a later flush.
         durable: bool,
     },
+    /// A transaction that writes and then aborts: none of its writes may survive.
     Abort {
+        /// (address, tag) of each block written before the abort.
         writes: Vec<(Addr, u32)>,
     },
 }
@@ -257,7 +266,9 @@ pub struct CounterLayer;
 /// One operation of [`CounterLayer`]: add `amount`, durably or deferred.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CounterOp {
+    /// What to add to the counter.
     pub amount: u64,
+    /// Durable before the commit returns; otherwise deferred to a later flush.
     pub durable: bool,
 }
 

@@ -27,6 +27,8 @@
 //! Deliberately wrong variants of the stack ([`Bug`], feature `deliberate-bugs`) prove that the
 //! oracle catches real bugs; the tests find each one within the default budget.
 
+#![deny(missing_docs)]
+
 mod config;
 mod engine;
 mod error;

@@ -11,9 +11,10 @@
 use crate::engine::{Engine, Failure, Path, Step};
 use crate::explore::describe_cut;
 use crate::layer::FuzzLayer;
-use crate::report::ViolationKind;
+use crate::report::{to_value, ViolationKind};
 use crate::stack::{differences, CrashAt, Disks, Faults, Interrupt};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use txdisk_disk::{Addr, Block};
@@ -41,8 +42,11 @@ struct Concrete<Op> {
 /// What a replay found.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplayReport {
+    /// The token replayed.
     pub token: String,
+    /// The layer the token names.
     pub layer: String,
+    /// The workload number within the token's run.
     pub workload: u64,
     /// Where the token's state crashed, in words.
     pub crash: String,
@@ -50,6 +54,7 @@ pub struct ReplayReport {
     pub violation: Option<(ViolationKind, String)>,
     /// Operations of the workload epochs the token ran, before and after shrinking.
     pub original_ops: usize,
+    /// Operations of the shrunk trace's workload epochs.
     pub shrunk_ops: usize,
     /// Pending writes kept by the shrunk trace's crash states.
     pub shrunk_pending_writes: usize,
@@ -57,33 +62,70 @@ pub struct ReplayReport {
     pub shrunk_violation: Option<(ViolationKind, String)>,
     /// The shrunk trace, step by step, for people.
     pub trace: String,
+    /// Executions the shrinker ran.
     pub shrink_runs: usize,
 }
 
 impl ReplayReport {
+    /// True when the token's violation showed again.
     pub fn reproduced(&self) -> bool {
         self.violation.is_some()
     }
 
+    /// One JSON object: the report's fields, `reproduced`, and each violation as
+    /// `{"kind", "message"}` (`null` when there is none).
     pub fn to_json(&self) -> Value {
-        let pair = |v: &Option<(ViolationKind, String)>| {
-            v.as_ref()
-                .map(|(kind, message)| json!({"kind": kind.name(), "message": message}))
+        to_value(&ReplayJson::from(self))
+    }
+}
+
+/// A violation as the replay report shows it.
+#[derive(Serialize)]
+struct ViolationJson<'a> {
+    kind: ViolationKind,
+    message: &'a str,
+}
+
+/// [`ReplayReport`]'s JSON shape: its violations as objects rather than pairs, plus whether
+/// the token reproduced one.
+#[derive(Serialize)]
+struct ReplayJson<'a> {
+    token: &'a str,
+    layer: &'a str,
+    workload: u64,
+    crash: &'a str,
+    reproduced: bool,
+    violation: Option<ViolationJson<'a>>,
+    original_ops: usize,
+    shrunk_ops: usize,
+    shrunk_pending_writes: usize,
+    shrunk_violation: Option<ViolationJson<'a>>,
+    trace: &'a str,
+    shrink_runs: usize,
+}
+
+impl<'a> From<&'a ReplayReport> for ReplayJson<'a> {
+    fn from(report: &'a ReplayReport) -> ReplayJson<'a> {
+        let violation = |v: &'a Option<(ViolationKind, String)>| {
+            v.as_ref().map(|(kind, message)| ViolationJson {
+                kind: *kind,
+                message,
+            })
         };
-        json!({
-            "token": self.token,
-            "layer": self.layer,
-            "workload": self.workload,
-            "crash": self.crash,
-            "reproduced": self.reproduced(),
-            "violation": pair(&self.violation),
-            "original_ops": self.original_ops,
-            "shrunk_ops": self.shrunk_ops,
-            "shrunk_pending_writes": self.shrunk_pending_writes,
-            "shrunk_violation": pair(&self.shrunk_violation),
-            "trace": self.trace,
-            "shrink_runs": self.shrink_runs,
-        })
+        ReplayJson {
+            token: &report.token,
+            layer: &report.layer,
+            workload: report.workload,
+            crash: &report.crash,
+            reproduced: report.reproduced(),
+            violation: violation(&report.violation),
+            original_ops: report.original_ops,
+            shrunk_ops: report.shrunk_ops,
+            shrunk_pending_writes: report.shrunk_pending_writes,
+            shrunk_violation: violation(&report.shrunk_violation),
+            trace: &report.trace,
+            shrink_runs: report.shrink_runs,
+        }
     }
 }
 

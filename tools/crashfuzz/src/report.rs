@@ -1,10 +1,12 @@
 //! What a run reports: counts, speed, and the violations with their replay tokens.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::fmt;
 
-/// What broke.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What broke. Serializes as its [`ViolationKind::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ViolationKind {
     /// The recovered contents are not the state after an allowed prefix of the commits.
     Oracle,
@@ -20,6 +22,7 @@ pub enum ViolationKind {
 }
 
 impl ViolationKind {
+    /// The kind's stable name, as the JSON and the text show it.
     pub fn name(self) -> &'static str {
         match self {
             ViolationKind::Oracle => "oracle",
@@ -38,12 +41,15 @@ impl fmt::Display for ViolationKind {
 }
 
 /// One violation found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Violation {
+    /// What broke.
     pub kind: ViolationKind,
+    /// What was found, in words.
     pub message: String,
     /// `txdisk crashfuzz --replay TOKEN` reproduces it.
     pub token: String,
+    /// The workload number within the run (part of the token).
     pub workload: u64,
     /// The epoch whose run or recovery failed (1 = the first).
     pub epoch: usize,
@@ -52,15 +58,9 @@ pub struct Violation {
 }
 
 impl Violation {
+    /// One JSON object: `kind`, `message`, `token`, `workload`, `epoch`, `crash`.
     pub fn to_json(&self) -> Value {
-        json!({
-            "kind": self.kind.name(),
-            "message": self.message,
-            "token": self.token,
-            "workload": self.workload,
-            "epoch": self.epoch,
-            "crash": self.crash,
-        })
+        to_value(self)
     }
 }
 
@@ -73,21 +73,31 @@ impl fmt::Display for Violation {
 /// Progress of a running campaign, passed to the caller's callback now and then.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FuzzProgress {
+    /// Workloads started so far.
     pub workloads: u64,
+    /// Crash points run so far.
     pub crash_points: u64,
+    /// Crash states checked so far.
     pub crash_states: u64,
+    /// Violations found so far.
     pub violations: u64,
+    /// Wall-clock time so far in seconds.
     pub elapsed_s: f64,
     /// Fraction of the budget spent, 0..=1.
     pub fraction: f64,
 }
 
 /// The result of a campaign.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct FuzzReport {
+    /// The run's seed.
     pub seed: u64,
+    /// The fuzzed layer's name.
     pub layer: String,
+    /// The stack ran on a replicated pair rather than one disk.
     pub replicated: bool,
+    /// The run's [`crate::FuzzConfig::exhaustive`]: every disk operation of every first epoch
+    /// was a crash point.
     pub exhaustive: bool,
     /// Workloads started.
     pub workloads: u64,
@@ -107,8 +117,11 @@ pub struct FuzzReport {
     pub read_error_workloads: u64,
     /// Workloads with a misdirected write in their first epoch.
     pub misdirect_workloads: u64,
+    /// Wall-clock time of the run in seconds.
     pub elapsed_s: f64,
+    /// Crash states checked per second of the run.
     pub states_per_s: f64,
+    /// Every violation found, in the order found.
     pub violations: Vec<Violation>,
 }
 
@@ -116,25 +129,16 @@ impl FuzzReport {
     /// One JSON object: `seed`, `workloads`, `crash_points`, `crash_states`, `states_per_s`,
     /// `violations` (a list) and the rest of the counts.
     pub fn to_json(&self) -> Value {
-        json!({
-            "seed": self.seed,
-            "layer": self.layer,
-            "replicated": self.replicated,
-            "exhaustive": self.exhaustive,
-            "workloads": self.workloads,
-            "crash_points": self.crash_points,
-            "sampled_points": self.sampled_points,
-            "crash_states": self.crash_states,
-            "recovery_crashes": self.recovery_crashes,
-            "recovery_fail_stops": self.recovery_fail_stops,
-            "fail_stop_workloads": self.fail_stop_workloads,
-            "read_error_workloads": self.read_error_workloads,
-            "misdirect_workloads": self.misdirect_workloads,
-            "elapsed_s": self.elapsed_s,
-            "states_per_s": self.states_per_s,
-            "violations": self.violations.iter().map(Violation::to_json).collect::<Vec<_>>(),
-        })
+        to_value(self)
     }
+}
+
+/// A derived report as a JSON value, whose map keeps its keys sorted as the reports always
+/// printed them.
+pub(crate) fn to_value(report: &impl Serialize) -> Value {
+    // The reports hold strings, numbers, options and lists under string keys: nothing that
+    // serde_json's conversion can refuse (json! interpolation unwraps the same conversion).
+    serde_json::to_value(report).expect("a derived report converts to a JSON value")
 }
 
 impl fmt::Display for FuzzReport {

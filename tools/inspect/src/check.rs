@@ -39,8 +39,11 @@ impl Default for CheckOptions {
 /// Progress of a long step (comparing replicas, a resync), for a progress bar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
+    /// What is being done, in words ("comparing replicas", ...).
     pub phase: &'static str,
+    /// Blocks done so far.
     pub done_blocks: u64,
+    /// Blocks the step covers.
     pub total_blocks: u64,
 }
 

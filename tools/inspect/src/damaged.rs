@@ -20,12 +20,15 @@ pub const SIZE_BLOCKS: u64 = 256;
 /// Blocks of the log region of every test image.
 pub const LOG_BLOCKS: u64 = 32;
 
+/// What making a test image can fail with.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The kinds of test image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Damage {
+    /// A single image, formatted and closed cleanly: nothing to find.
     CleanSingle,
+    /// A replicated pair, formatted and closed cleanly: nothing to find.
     CleanPair,
     /// Three durable transactions never installed, then a crash: recovery needed.
     PendingSingle,
@@ -61,13 +64,16 @@ pub enum Damage {
     UnfinishedRebuild,
     /// One metadata slot of d1 corrupt (a torn metadata write).
     DamagedSlot,
+    /// A file of zero bytes.
     EmptyFile,
     /// A file of text.
     NotAnImage,
+    /// A directory where an image is expected.
     Directory,
 }
 
 impl Damage {
+    /// Every kind, in declaration order.
     pub const ALL: [Damage; 22] = [
         Damage::CleanSingle,
         Damage::CleanPair,

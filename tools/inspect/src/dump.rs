@@ -4,11 +4,12 @@
 
 use crate::error::{InspectError, Result};
 use crate::report::{
-    addr_list, header_slot_text, one_line, stop_kind, superblock_json, superblock_text,
-    RecordSummary,
+    addr_list, header_slot_text, one_line, stop_kind, superblock_text, to_value, RecordSummary,
+    SuperblockJson,
 };
 use crate::view::{open_image, ImageKind};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use txdisk_disk::{Addr, Block, Disk};
@@ -31,34 +32,45 @@ pub struct DumpOptions {
 pub struct RawBlock {
     /// Address in the log's address space.
     pub disk_addr: Addr,
+    /// The block's contents.
     pub block: Block,
 }
 
 /// A record as the dump shows it.
 #[derive(Clone, Debug)]
 pub struct DumpRecord {
+    /// The record's header fields.
     pub record: RecordSummary,
     /// Addresses (in the log's address space) of its blocks, in order.
     pub first_disk_addr: Addr,
+    /// Its blocks as stored, with `--raw` (empty otherwise).
     pub raw: Vec<RawBlock>,
 }
 
 /// The log of one image.
 #[derive(Clone, Debug)]
 pub struct LogDump {
+    /// The image file dumped.
     pub image: PathBuf,
     /// Where the log's address space starts in the file (2 for a pair member, 0 otherwise).
     pub offset_blocks: u64,
+    /// The log's superblock.
     pub superblock: Superblock,
+    /// Both header slots, as read.
     pub slots: [SlotState; 2],
+    /// The header in force: the valid slot of the larger generation.
     pub header: Header,
     /// Records in the chain (all of them, before any filter).
     pub chain_records: usize,
+    /// The records shown, after the filters of [`DumpOptions`].
     pub records: Vec<DumpRecord>,
+    /// Why the chain ends where it does.
     pub stop: ScanStop,
     /// The first block at the stop, raw (with `--raw`).
     pub stop_block: Option<RawBlock>,
+    /// Valid records past the end of the chain (never replayed).
     pub beyond_stop: Vec<RecordSummary>,
+    /// `Some` when the chain's end cannot be explained by a crash.
     pub corruption: Option<String>,
 }
 
@@ -142,6 +154,8 @@ pub fn logdump(image: &Path, options: &DumpOptions) -> Result<LogDump> {
 }
 
 impl LogDump {
+    /// The dump as a human reads it: the headers, each record shown (hex dumps under `--raw`), then
+    /// why the chain ends.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -208,43 +222,91 @@ impl LogDump {
         out
     }
 
+    /// One JSON object: the headers, the records shown (with their raw blocks under
+    /// `--raw`), and why the chain ends.
     pub fn to_json(&self) -> Value {
-        let record_json = |shown: &DumpRecord| {
-            let mut value = shown.record.to_json();
-            value["first_block"] = json!(shown.first_disk_addr);
-            value["checksum_expected"] = json!(format!("{:#010x}", shown.record.crc));
-            value["checksum_valid"] = json!(true);
-            if !shown.raw.is_empty() {
-                value["raw"] = json!(shown.raw.iter().map(raw_json).collect::<Vec<_>>());
-            }
-            value
-        };
-        json!({
-            "image": self.image.display().to_string(),
-            "offset_blocks": self.offset_blocks,
-            "superblock": superblock_json(&self.superblock),
-            "header_slots": self.slots.iter().map(header_slot_text).collect::<Vec<_>>(),
-            "tail_position": self.header.tail_pos,
-            "tail_sequence": self.header.tail_seq,
-            "chain_records": self.chain_records,
-            "records": self.records.iter().map(record_json).collect::<Vec<_>>(),
-            "stop": self.stop.to_string(),
-            "stop_kind": stop_kind(&self.stop).0,
-            "stop_block": self.stop_block.as_ref().map(raw_json),
-            "beyond_stop": self.beyond_stop.iter().map(RecordSummary::to_json).collect::<Vec<_>>(),
-            "corruption": self.corruption,
+        to_value(&LogDumpJson {
+            image: self.image.display().to_string(),
+            offset_blocks: self.offset_blocks,
+            superblock: SuperblockJson::from(&self.superblock),
+            header_slots: self.slots.iter().map(header_slot_text).collect(),
+            tail_position: self.header.tail_pos,
+            tail_sequence: self.header.tail_seq,
+            chain_records: self.chain_records,
+            records: self.records.iter().map(DumpRecordJson::from).collect(),
+            stop: self.stop.to_string(),
+            stop_kind: stop_kind(&self.stop).0,
+            stop_block: self.stop_block.as_ref().map(RawBlockJson::from),
+            beyond_stop: &self.beyond_stop,
+            corruption: &self.corruption,
         })
     }
 }
 
-fn raw_json(raw: &RawBlock) -> Value {
-    let hex: String = raw
-        .block
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    json!({ "block": raw.disk_addr, "hex": hex })
+/// [`LogDump`]'s JSON shape.
+#[derive(Serialize)]
+struct LogDumpJson<'a> {
+    image: String,
+    offset_blocks: u64,
+    superblock: SuperblockJson,
+    header_slots: Vec<String>,
+    tail_position: u64,
+    tail_sequence: u64,
+    chain_records: usize,
+    records: Vec<DumpRecordJson<'a>>,
+    stop: String,
+    stop_kind: &'static str,
+    stop_block: Option<RawBlockJson>,
+    beyond_stop: &'a [RecordSummary],
+    corruption: &'a Option<String>,
+}
+
+/// A record as the dump's JSON shows it: the summary's keys, where it starts in the log's
+/// address space, and its checksum check (every record of the chain passed it).
+#[derive(Serialize)]
+struct DumpRecordJson<'a> {
+    #[serde(flatten)]
+    record: &'a RecordSummary,
+    first_block: Addr,
+    checksum_expected: String,
+    checksum_valid: bool,
+    /// Present only under `--raw`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    raw: Vec<RawBlockJson>,
+}
+
+impl<'a> From<&'a DumpRecord> for DumpRecordJson<'a> {
+    fn from(shown: &'a DumpRecord) -> DumpRecordJson<'a> {
+        DumpRecordJson {
+            record: &shown.record,
+            first_block: shown.first_disk_addr,
+            checksum_expected: format!("{:#010x}", shown.record.crc),
+            checksum_valid: true,
+            raw: shown.raw.iter().map(RawBlockJson::from).collect(),
+        }
+    }
+}
+
+/// A raw block as JSON: its address in the log's address space and its bytes in hex.
+#[derive(Serialize)]
+struct RawBlockJson {
+    block: Addr,
+    hex: String,
+}
+
+impl From<&RawBlock> for RawBlockJson {
+    fn from(raw: &RawBlock) -> RawBlockJson {
+        let hex: String = raw
+            .block
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        RawBlockJson {
+            block: raw.disk_addr,
+            hex,
+        }
+    }
 }
 
 /// A hex dump, 16 bytes a line with their ASCII, repeated lines collapsed to `*` (as hexdump).

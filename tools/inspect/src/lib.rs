@@ -34,6 +34,8 @@
 //! right — data blocks carry no checksum below the log — so repair does what replica recovery
 //! does: the current member (d1 when both are) wins.
 
+#![deny(missing_docs)]
+
 mod check;
 #[cfg(feature = "test-support")]
 pub mod damaged;

@@ -1,21 +1,28 @@
 //! The result of a check: structured findings, the e2fsck exit code they map to, a one-line
 //! diagnosis, a text rendering and JSON.
 
-use serde_json::{json, Value};
-use std::fmt::Write as _;
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+use std::fmt::{Display, Write as _};
 use std::path::PathBuf;
 use txdisk_disk::Addr;
 use txdisk_log::tooling::{Header, ScanStop, ScannedRecord, SlotState, Superblock};
 use txdisk_replicated::{MetaState, ReplicaMeta, Role, Slot};
 
-/// e2fsck's exit codes, which `txdisk fsck` keeps.
+// e2fsck's exit codes, which `txdisk fsck` keeps.
+
+/// e2fsck's 0: nothing to correct.
 pub const EXIT_CLEAN: i32 = 0;
+/// e2fsck's 1: errors were found and corrected.
 pub const EXIT_CORRECTED: i32 = 1;
+/// e2fsck's 4: errors were left uncorrected.
 pub const EXIT_UNCORRECTED: i32 = 4;
+/// e2fsck's 8: an operational error, nothing was checked.
 pub const EXIT_OPERATIONAL: i32 = 8;
 
-/// How bad a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// How bad a finding is. Serializes as its [`Severity::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Worth knowing, nothing to do (a torn tail a crash left, which recovery discards).
     Info,
@@ -28,6 +35,7 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// The severity's stable name, as the text and the JSON show it.
     pub fn name(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -38,17 +46,20 @@ impl Severity {
 }
 
 /// One thing the check found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    /// How bad it is.
     pub severity: Severity,
     /// The layer whose invariant or state it is about: "disk", "replicated", "log".
     pub layer: &'static str,
     /// A stable, machine-readable name (`log.recovery_needed`, `replicated.differ`, ...).
     pub code: &'static str,
+    /// What was found, in words.
     pub message: String,
 }
 
 impl Finding {
+    /// A finding; `code` is its stable name, `layer` the layer it is about.
     pub fn new(
         severity: Severity,
         layer: &'static str,
@@ -62,23 +73,29 @@ impl Finding {
             message: message.into(),
         }
     }
-
-    fn to_json(&self) -> Value {
-        json!({ "severity": self.severity.name(), "layer": self.layer, "code": self.code, "message": self.message })
-    }
 }
 
-/// A transaction record of the log, without its data.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A transaction record of the log, without its data. Its JSON spells the names out and
+/// shows the checksum in hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RecordSummary {
+    #[serde(rename = "sequence")]
+    /// The record's sequence number.
     pub seq: u64,
     /// Absolute log position of its first block.
+    #[serde(rename = "position")]
     pub pos: u64,
+    #[serde(rename = "blocks")]
+    /// Blocks the record occupies in the log.
     pub len_blocks: u64,
     /// Every record through this sequence was durable when this one was written.
+    #[serde(rename = "durable_sequence")]
     pub durable_seq: u64,
+    #[serde(rename = "checksum", serialize_with = "hex32")]
+    /// The checksum the record carries (and was verified against).
     pub crc: u32,
     /// Home addresses (data-region addresses), in record order.
+    #[serde(rename = "home_addresses")]
     pub addrs: Vec<Addr>,
 }
 
@@ -95,26 +112,22 @@ impl From<&ScannedRecord> for RecordSummary {
     }
 }
 
-impl RecordSummary {
-    pub(crate) fn to_json(&self) -> Value {
-        json!({
-            "sequence": self.seq, "position": self.pos, "blocks": self.len_blocks,
-            "durable_sequence": self.durable_seq, "checksum": format!("{:#010x}", self.crc),
-            "home_addresses": self.addrs,
-        })
-    }
-}
-
 /// What the log scan found.
 #[derive(Clone, Debug)]
 pub struct LogReport {
+    /// The log's superblock.
     pub superblock: Superblock,
+    /// Both header slots, as read.
     pub slots: [SlotState; 2],
+    /// The header in force: the valid slot of the larger generation.
     pub header: Header,
     /// The valid chain: what recovery would replay, in order.
     pub records: Vec<RecordSummary>,
+    /// Absolute log position just past the chain's last record.
     pub end_pos: u64,
+    /// The sequence number the next record would carry.
     pub next_seq: u64,
+    /// Why the chain ends where it does.
     pub stop: ScanStop,
     /// Valid records past the end of the chain (never replayed).
     pub beyond_stop: Vec<RecordSummary>,
@@ -127,25 +140,30 @@ pub struct LogReport {
 /// One pair member's metadata as found.
 #[derive(Clone, Debug)]
 pub struct MemberReport {
+    /// The member's image file.
     pub path: PathBuf,
+    /// Both metadata slots, as read.
     pub slots: [Slot; 2],
     /// The newest valid slot.
     pub meta: Option<ReplicaMeta>,
 }
 
 /// The comparison of the two replicas' data.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReplicaDiff {
+    /// Data blocks compared.
     pub compared_blocks: u64,
+    /// Of those, blocks whose contents differ between the replicas.
     pub differing_blocks: u64,
     /// The first differing pair addresses (at most `CheckOptions::max_listed`).
     pub first_differences: Vec<Addr>,
     /// The member recovery would copy from.
+    #[serde(serialize_with = "display")]
     pub source: Role,
 }
 
 /// What `--repair` did.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct RepairReport {
     /// The findings of the check before the repair.
     pub before: Vec<Finding>,
@@ -160,13 +178,19 @@ pub struct RepairReport {
 /// Everything a check found. [`FsckReport::exit_code`] maps it to e2fsck's exit codes.
 #[derive(Clone, Debug, Default)]
 pub struct FsckReport {
+    /// The images checked, in the order given.
     pub images: Vec<PathBuf>,
     /// The pair's id when the images are pair members.
     pub pair_id: Option<u64>,
+    /// Each pair member's metadata (empty for a single image).
     pub members: Vec<MemberReport>,
+    /// The log scan, when the log could be read.
     pub log: Option<LogReport>,
+    /// The replicas compared, for a pair whose members could both be read.
     pub replicas: Option<ReplicaDiff>,
+    /// Everything found, in the order found.
     pub findings: Vec<Finding>,
+    /// What `--repair` did, when asked for.
     pub repair: Option<RepairReport>,
 }
 
@@ -291,25 +315,143 @@ impl FsckReport {
         out
     }
 
+    /// One JSON object: the images, `exit_code`, `summary`, and every part of the report.
     pub fn to_json(&self) -> Value {
-        json!({
-            "images": self.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-            "exit_code": self.exit_code(),
-            "summary": self.summary(),
-            "pair_id": self.pair_id.map(|id| format!("{id:016x}")),
-            "members": self.members.iter().map(member_json).collect::<Vec<_>>(),
-            "log": self.log.as_ref().map(log_json),
-            "replicas": self.replicas.as_ref().map(|d| json!({
-                "compared_blocks": d.compared_blocks, "differing_blocks": d.differing_blocks,
-                "first_differences": d.first_differences, "source": d.source.to_string(),
-            })),
-            "findings": self.findings.iter().map(Finding::to_json).collect::<Vec<_>>(),
-            "repair": self.repair.as_ref().map(|r| json!({
-                "before": r.before.iter().map(Finding::to_json).collect::<Vec<_>>(),
-                "actions": r.actions, "skipped": r.skipped, "failed": r.failed,
-            })),
+        to_value(&FsckJson {
+            images: self
+                .images
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            exit_code: self.exit_code(),
+            summary: self.summary(),
+            pair_id: self.pair_id.map(|id| format!("{id:016x}")),
+            members: self.members.iter().map(MemberJson::from).collect(),
+            log: self.log.as_ref().map(LogJson::from),
+            replicas: self.replicas.as_ref(),
+            findings: &self.findings,
+            repair: self.repair.as_ref(),
         })
     }
+}
+
+/// [`FsckReport`]'s JSON shape: paths as strings, the pair id in hex, and the verdict.
+#[derive(Serialize)]
+struct FsckJson<'a> {
+    images: Vec<String>,
+    exit_code: i32,
+    summary: String,
+    pair_id: Option<String>,
+    members: Vec<MemberJson>,
+    log: Option<LogJson<'a>>,
+    replicas: Option<&'a ReplicaDiff>,
+    findings: &'a [Finding],
+    repair: Option<&'a RepairReport>,
+}
+
+/// A pair member as JSON: its slots in words, and the newest metadata's fields (`null`
+/// without valid metadata).
+#[derive(Serialize)]
+struct MemberJson {
+    path: String,
+    slots: Vec<String>,
+    role: Option<String>,
+    state: Option<&'static str>,
+    events: Option<u64>,
+    data_blocks: Option<u64>,
+}
+
+impl From<&MemberReport> for MemberJson {
+    fn from(member: &MemberReport) -> MemberJson {
+        MemberJson {
+            path: member.path.display().to_string(),
+            slots: member.slots.iter().map(slot_text).collect(),
+            role: member.meta.map(|m| m.role.to_string()),
+            state: member.meta.map(|m| state_text(m.state)),
+            events: member.meta.map(|m| m.events),
+            data_blocks: member.meta.map(|m| m.data_size_blocks),
+        }
+    }
+}
+
+/// The log superblock as JSON, its salt in hex.
+#[derive(Serialize)]
+pub(crate) struct SuperblockJson {
+    version: u32,
+    size_blocks: u64,
+    log_start: Addr,
+    log_blocks: u64,
+    data_start: Addr,
+    data_blocks: u64,
+    salt: String,
+}
+
+impl From<&Superblock> for SuperblockJson {
+    fn from(sb: &Superblock) -> SuperblockJson {
+        SuperblockJson {
+            version: sb.version,
+            size_blocks: sb.size_blocks,
+            log_start: sb.log_start,
+            log_blocks: sb.log_blocks,
+            data_start: sb.data_start,
+            data_blocks: sb.data_blocks,
+            salt: format!("{:#018x}", sb.salt),
+        }
+    }
+}
+
+/// [`LogReport`]'s JSON shape: header slots and the stop in words, positions spelled out.
+#[derive(Serialize)]
+struct LogJson<'a> {
+    superblock: SuperblockJson,
+    header_slots: Vec<String>,
+    tail_position: u64,
+    tail_sequence: u64,
+    replay: &'a [RecordSummary],
+    replay_home_blocks: usize,
+    end_position: u64,
+    next_sequence: u64,
+    stop: String,
+    stop_kind: &'static str,
+    beyond_stop: &'a [RecordSummary],
+    corruption: &'a Option<String>,
+}
+
+impl<'a> From<&'a LogReport> for LogJson<'a> {
+    fn from(log: &'a LogReport) -> LogJson<'a> {
+        LogJson {
+            superblock: SuperblockJson::from(&log.superblock),
+            header_slots: log.slots.iter().map(header_slot_text).collect(),
+            tail_position: log.header.tail_pos,
+            tail_sequence: log.header.tail_seq,
+            replay: &log.records,
+            replay_home_blocks: log.replay_home_blocks,
+            end_position: log.end_pos,
+            next_sequence: log.next_seq,
+            stop: log.stop.to_string(),
+            stop_kind: stop_kind(&log.stop).0,
+            beyond_stop: &log.beyond_stop,
+            corruption: &log.corruption,
+        }
+    }
+}
+
+/// A derived report as a JSON value, whose map keeps its keys sorted as the reports always
+/// printed them.
+pub(crate) fn to_value(report: &impl Serialize) -> Value {
+    // The reports hold strings, numbers, options and lists under string keys: nothing that
+    // serde_json's conversion can refuse (json! interpolation unwraps the same conversion).
+    serde_json::to_value(report).expect("a derived report converts to a JSON value")
+}
+
+/// Serializes a checksum as `0x` and eight hex digits, as the text rendering shows it.
+pub(crate) fn hex32<S: Serializer>(value: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_args!("{value:#010x}"))
+}
+
+/// Serializes a value as its `Display` text (for layer types that do not derive `Serialize`).
+fn display<T: Display, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// Collapses a message onto one line (error chains may carry newlines).
@@ -449,42 +591,6 @@ pub(crate) fn addr_list(addrs: &[Addr], max: usize) -> String {
         let _ = write!(text, " (+{} more)", addrs.len() - max);
     }
     text
-}
-
-fn member_json(member: &MemberReport) -> Value {
-    json!({
-        "path": member.path.display().to_string(),
-        "slots": member.slots.iter().map(slot_text).collect::<Vec<_>>(),
-        "role": member.meta.map(|m| m.role.to_string()),
-        "state": member.meta.map(|m| state_text(m.state)),
-        "events": member.meta.map(|m| m.events),
-        "data_blocks": member.meta.map(|m| m.data_size_blocks),
-    })
-}
-
-pub(crate) fn superblock_json(sb: &Superblock) -> Value {
-    json!({
-        "version": sb.version, "size_blocks": sb.size_blocks, "log_start": sb.log_start,
-        "log_blocks": sb.log_blocks, "data_start": sb.data_start, "data_blocks": sb.data_blocks,
-        "salt": format!("{:#018x}", sb.salt),
-    })
-}
-
-fn log_json(log: &LogReport) -> Value {
-    json!({
-        "superblock": superblock_json(&log.superblock),
-        "header_slots": log.slots.iter().map(header_slot_text).collect::<Vec<_>>(),
-        "tail_position": log.header.tail_pos,
-        "tail_sequence": log.header.tail_seq,
-        "replay": log.records.iter().map(RecordSummary::to_json).collect::<Vec<_>>(),
-        "replay_home_blocks": log.replay_home_blocks,
-        "end_position": log.end_pos,
-        "next_sequence": log.next_seq,
-        "stop": log.stop.to_string(),
-        "stop_kind": stop_kind(&log.stop).0,
-        "beyond_stop": log.beyond_stop.iter().map(RecordSummary::to_json).collect::<Vec<_>>(),
-        "corruption": log.corruption,
-    })
 }
 
 /// What the block where the chain ends holds: a short name and a plain explanation.

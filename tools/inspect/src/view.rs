@@ -32,6 +32,7 @@ impl<D: Disk> Window<D> {
         }
     }
 
+    /// Where the window starts in the underlying disk, in blocks.
     pub fn offset_blocks(&self) -> u64 {
         self.offset_blocks
     }
@@ -64,15 +65,20 @@ pub enum ImageKind {
     Single,
     /// A member of a replicated pair: two metadata slots, then the pair's address space.
     Member {
+        /// Both metadata slots, as read.
         slots: [Slot; 2],
+        /// The newest valid slot's metadata, if any.
         meta: Option<ReplicaMeta>,
     },
 }
 
 /// An image opened read-only, classified.
 pub struct OpenedImage {
+    /// The image file.
     pub path: PathBuf,
+    /// The file, read-only.
     pub disk: FileDisk,
+    /// What it holds.
     pub kind: ImageKind,
 }
 

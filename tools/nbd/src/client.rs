@@ -25,6 +25,7 @@ pub struct Client {
 /// The header of one simple reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
+    /// The request this reply answers.
     pub handle: u64,
     /// 0 for success, else an NBD error value (`proto::EINVAL`...).
     pub errno: u32,
@@ -199,10 +200,12 @@ impl Client {
         Ok(names)
     }
 
+    /// The export's size in bytes, as the handshake gave it.
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes
     }
 
+    /// The export's transmission flags (`proto::TFLAG_*`), as the handshake gave it.
     pub fn transmission_flags(&self) -> u16 {
         self.transmission_flags
     }
@@ -283,10 +286,12 @@ impl Client {
         Ok(data)
     }
 
+    /// Reads `len` bytes at byte `offset`; an error reply is [`NbdError::Request`].
     pub fn read(&mut self, offset: u64, len: u32) -> Result<Vec<u8>> {
         self.call(proto::CMD_READ, 0, offset, len, &[])
     }
 
+    /// Writes `data` at byte `offset`, with FUA when `fua` (durable before the reply).
     pub fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<()> {
         let len = u32::try_from(data.len())
             .map_err(|_| protocol("a write under 4 GiB", data.len().to_string()))?;
@@ -295,10 +300,12 @@ impl Client {
             .map(drop)
     }
 
+    /// Makes every completed write durable (`NBD_CMD_FLUSH`).
     pub fn flush(&mut self) -> Result<()> {
         self.call(proto::CMD_FLUSH, 0, 0, 0, &[]).map(drop)
     }
 
+    /// Trims `len` bytes at byte `offset`, with FUA when `fua`.
     pub fn trim(&mut self, offset: u64, len: u32, fua: bool) -> Result<()> {
         let flags = if fua { proto::CMD_FLAG_FUA } else { 0 };
         self.call(proto::CMD_TRIM, flags, offset, len, &[])

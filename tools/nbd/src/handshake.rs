@@ -20,11 +20,17 @@ pub const MAX_OPTIONS_PER_CONNECTION: usize = 256;
 /// What the handshake tells a client about the one export.
 #[derive(Debug, Clone)]
 pub struct ExportInfo {
+    /// The export's name.
     pub name: String,
+    /// The export's size in bytes.
     pub size_bytes: u64,
+    /// Transmission flags (`proto::TFLAG_*`).
     pub transmission_flags: u16,
+    /// Smallest request alignment in bytes the client should use.
     pub min_block_bytes: u32,
+    /// Request size in bytes that performs best.
     pub preferred_block_bytes: u32,
+    /// Largest READ or WRITE payload in bytes the server accepts.
     pub max_payload_bytes: u32,
 }
 

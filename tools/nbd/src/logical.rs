@@ -62,6 +62,7 @@ fn backend_error(error: LogicalError) -> BackendError {
 }
 
 impl LogicalBackend {
+    /// Exports `stack`: its size is the logical disk's, in 4096-byte blocks.
     pub fn new(stack: txdisk::Stack) -> LogicalBackend {
         let size_bytes = stack.size_blocks() * BLOCK_SIZE as u64;
         LogicalBackend { stack, size_bytes }

@@ -68,11 +68,15 @@ impl Default for ServerOptions {
 /// Totals of one `serve_until` run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServeStats {
+    /// Connections accepted and served.
     pub connections: u64,
     /// Connections closed unserved because `max_connections` were open.
     pub refused_connections: u64,
+    /// Requests answered, successfully or not.
     pub requests: u64,
+    /// Requests answered with an NBD error value.
     pub error_replies: u64,
+    /// Connections closed because the client broke the protocol.
     pub protocol_violations: u64,
 }
 

@@ -1,8 +1,10 @@
 //! `txdisk demo`: the whole story on temporary files, told step by step in plain words.
 //! Every step is a call into the libraries; this file only orchestrates and prints.
 
+use crate::output::json_value;
 use crate::DemoArgs;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -38,14 +40,32 @@ fn block_of(value: u64) -> Block {
 /// Prints a step as it happens (text), or keeps it for the final JSON.
 struct Story {
     json: bool,
-    steps: Vec<Value>,
+    steps: Vec<StepJson>,
+}
+
+/// One step of the demo in its JSON: its name, what it printed, and its figures.
+#[derive(Serialize)]
+struct StepJson {
+    step: String,
+    text: String,
+    data: Value,
+}
+
+/// The demo's whole JSON, printed at the end.
+#[derive(Serialize)]
+struct DemoJson<'a> {
+    steps: &'a [StepJson],
+    exit_code: i32,
 }
 
 impl Story {
-    fn say(&mut self, step: &str, text: &str, data: Value) {
+    fn say(&mut self, step: &str, text: &str, data: impl Serialize) {
         if self.json {
-            self.steps
-                .push(json!({ "step": step, "text": text, "data": data }));
+            self.steps.push(StepJson {
+                step: step.to_string(),
+                text: text.to_string(),
+                data: json_value(&data),
+            });
         } else {
             println!("{text}");
         }
@@ -68,13 +88,16 @@ pub fn run(args: &DemoArgs, json: bool) -> i32 {
             story.say(
                 "failed",
                 &format!("demo failed: {message}"),
-                json!({ "error": message }),
+                FailedJson { error: &message },
             );
             1
         }
     };
     if json {
-        println!("{}", json!({ "steps": story.steps, "exit_code": code }));
+        crate::output::print_json(&DemoJson {
+            steps: &story.steps,
+            exit_code: code,
+        });
     }
     code
 }
@@ -132,7 +155,9 @@ fn tell(dir: &Path, args: &DemoArgs, story: &mut Story) -> Result<(), String> {
     story.say(
         "done",
         &text,
-        json!({ "seconds": started.elapsed().as_secs_f64() }),
+        DoneJson {
+            seconds: started.elapsed().as_secs_f64(),
+        },
     );
     Ok(())
 }
@@ -153,7 +178,10 @@ fn step_format(images: &[PathBuf; 2], story: &mut Story) -> Result<(), String> {
     story.say(
         "format",
         &text,
-        json!({ "size_blocks": SIZE_BLOCKS, "log_blocks": LOG_BLOCKS }),
+        FormatJson {
+            size_blocks: SIZE_BLOCKS,
+            log_blocks: LOG_BLOCKS,
+        },
     );
     Ok(())
 }
@@ -226,7 +254,13 @@ fn step_transactions(
         "2. Ran {} threads x {per_thread} transfers between {ACCOUNTS} accounts, concurrently, each a serializable\n   transaction durable on return: {} commits in {} ms, sharing {} log flushes (group commit).\n   The total is still {sum}: no transfer was lost or half-applied. Closed cleanly.",
         THREADS, stats.commits, elapsed_ms, stats.flushes
     );
-    story.say("transactions", &text, json!({ "commits": stats.commits, "flushes": stats.flushes, "ms": elapsed_ms as u64, "total": sum }));
+    let data = TransactionsJson {
+        commits: stats.commits,
+        flushes: stats.flushes,
+        ms: elapsed_ms as u64,
+        total: sum,
+    };
+    story.say("transactions", &text, data);
     Ok(())
 }
 
@@ -269,7 +303,10 @@ fn step_crash(images: &[PathBuf; 2], story: &mut Story) -> Result<Vec<u64>, Stri
     story.say(
         "crash",
         &text,
-        json!({ "acknowledgements": acks, "acknowledged_counters": acked }),
+        CrashJson {
+            acknowledgements: acks,
+            acknowledged_counters: &acked,
+        },
     );
     if acks < ACKS_BEFORE_KILL {
         return Err(format!("the writer stopped after {acks} acknowledgements"));
@@ -412,7 +449,11 @@ fn step_verify(images: &[PathBuf; 2], acked: &[u64], story: &mut Story) -> Resul
     story.say(
         "verify",
         &text,
-        json!({ "on_disk": counts, "acknowledged": acked, "total": sum }),
+        VerifyJson {
+            on_disk: &counts,
+            acknowledged: acked,
+            total: sum,
+        },
     );
     if !kept || sum != ACCOUNTS * OPENING_BALANCE {
         return Err("the recovered pair lost an acknowledged transfer or money".into());
@@ -443,4 +484,50 @@ fn step_crashfuzz(story: &mut Story) -> Result<(), String> {
         Some(violation) => Err(format!("crashfuzz found a violation: {violation}")),
         None => Ok(()),
     }
+}
+
+// The figures of each step in the demo's JSON.
+
+/// `failed`: why the demo stopped.
+#[derive(Serialize)]
+struct FailedJson<'a> {
+    error: &'a str,
+}
+
+/// `done`: the demo's wall-clock time in seconds.
+#[derive(Serialize)]
+struct DoneJson {
+    seconds: f64,
+}
+
+/// `format`: the pair's size and log size in 4096-byte blocks.
+#[derive(Serialize)]
+struct FormatJson {
+    size_blocks: u64,
+    log_blocks: u64,
+}
+
+/// `transactions`: commits and the log flushes they shared, the time they took in
+/// milliseconds, and the accounts' total after them.
+#[derive(Serialize)]
+struct TransactionsJson {
+    commits: u64,
+    flushes: u64,
+    ms: u64,
+    total: u64,
+}
+
+/// `crash`: transfers acknowledged before the kill, and each thread's acknowledged counter.
+#[derive(Serialize)]
+struct CrashJson<'a> {
+    acknowledgements: u64,
+    acknowledged_counters: &'a [u64],
+}
+
+/// `verify`: each thread's counter as recovered and as acknowledged, and the accounts' total.
+#[derive(Serialize)]
+struct VerifyJson<'a> {
+    on_disk: &'a [u64],
+    acknowledged: &'a [u64],
+    total: u64,
 }

@@ -2,6 +2,7 @@
 
 use crate::output;
 use clap::{Args, Subcommand};
+use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use txdisk::Stack;
@@ -98,7 +99,10 @@ fn try_run(args: &FsArgs, json: bool) -> Result<(), String> {
         let stats = fs.statfs().map_err(|e| e.to_string())?;
         report(
             json,
-            serde_json::json!({ "blocks": stats.blocks, "inodes": stats.inodes }),
+            &MadeJson {
+                blocks: stats.blocks,
+                inodes: stats.inodes,
+            },
             &format!(
                 "made a file system: {} data blocks, {} inodes",
                 stats.blocks, stats.inodes
@@ -117,9 +121,10 @@ fn close(fs: Fs<StackStore>) -> Result<(), String> {
     fs.into_store().0.close().map_err(|e| e.to_string())
 }
 
-fn report(json: bool, value: serde_json::Value, text: &str) {
+/// Prints the command's result: `value` as one line of JSON, or `text` for people.
+fn report(json: bool, value: &impl Serialize, text: &str) {
     if json {
-        println!("{value}");
+        output::print_json(value);
     } else {
         println!("{text}");
     }
@@ -139,11 +144,16 @@ fn command(fs: &Fs<StackStore>, command: &FsCommand, json: bool) -> Result<(), S
         FsCommand::Ls { path, .. } => {
             let entries = fs.list_path(path).map_err(err)?;
             if json {
-                let list: Vec<_> = entries
+                let list: Vec<EntryJson> = entries
                     .iter()
-                    .map(|(entry, stat)| serde_json::json!({ "name": String::from_utf8_lossy(&entry.name), "ino": stat.ino, "kind": kind_name(stat.kind), "size_bytes": stat.size_bytes }))
+                    .map(|(entry, stat)| EntryJson {
+                        name: String::from_utf8_lossy(&entry.name).into_owned(),
+                        ino: stat.ino,
+                        kind: kind_name(stat.kind),
+                        size_bytes: stat.size_bytes,
+                    })
                     .collect();
-                println!("{}", serde_json::Value::Array(list));
+                output::print_json(&list);
             } else {
                 for (entry, stat) in entries {
                     println!(
@@ -159,7 +169,7 @@ fn command(fs: &Fs<StackStore>, command: &FsCommand, json: bool) -> Result<(), S
             let ino = fs.mkdir_path(path, *parents).map_err(err)?;
             report(
                 json,
-                serde_json::json!({ "mkdir": path, "ino": ino }),
+                &MkdirJson { mkdir: path, ino },
                 &format!("made {path}"),
             );
         }
@@ -169,7 +179,10 @@ fn command(fs: &Fs<StackStore>, command: &FsCommand, json: bool) -> Result<(), S
             let bytes = fs.put_file(path, &mut file).map_err(err)?;
             report(
                 json,
-                serde_json::json!({ "put": path, "size_bytes": bytes }),
+                &PutJson {
+                    put: path,
+                    size_bytes: bytes,
+                },
                 &format!("wrote {bytes} bytes to {path}"),
             );
         }
@@ -181,7 +194,10 @@ fn command(fs: &Fs<StackStore>, command: &FsCommand, json: bool) -> Result<(), S
                 .map_err(|e| format!("{}: {e}", dest.display()))?;
             report(
                 json,
-                serde_json::json!({ "get": path, "size_bytes": bytes }),
+                &GetJson {
+                    get: path,
+                    size_bytes: bytes,
+                },
                 &format!("read {bytes} bytes from {path}"),
             );
         }
@@ -193,7 +209,7 @@ fn command(fs: &Fs<StackStore>, command: &FsCommand, json: bool) -> Result<(), S
             fs.remove_path(path).map_err(err)?;
             report(
                 json,
-                serde_json::json!({ "removed": path }),
+                &RemovedJson { removed: path },
                 &format!("removed {path}"),
             );
         }
@@ -201,7 +217,7 @@ fn command(fs: &Fs<StackStore>, command: &FsCommand, json: bool) -> Result<(), S
             fs.rename_path(from, to).map_err(err)?;
             report(
                 json,
-                serde_json::json!({ "from": from, "to": to }),
+                &MovedJson { from, to },
                 &format!("moved {from} to {to}"),
             );
         }
@@ -209,7 +225,14 @@ fn command(fs: &Fs<StackStore>, command: &FsCommand, json: bool) -> Result<(), S
             let stat = fs.stat_path(path).map_err(err)?;
             report(
                 json,
-                serde_json::json!({ "path": path, "ino": stat.ino, "kind": kind_name(stat.kind), "size_bytes": stat.size_bytes, "nlink": stat.nlink, "blocks": stat.blocks }),
+                &StatJson {
+                    path,
+                    ino: stat.ino,
+                    kind: kind_name(stat.kind),
+                    size_bytes: stat.size_bytes,
+                    nlink: stat.nlink,
+                    blocks: stat.blocks,
+                },
                 &format!(
                     "{path}: inode {} {} {} bytes, {} links, {} blocks",
                     stat.ino,
@@ -247,7 +270,9 @@ pub fn mount(args: &FsArgs, json: bool) -> Option<i32> {
         });
         report(
             json,
-            serde_json::json!({ "mounted": dir }),
+            &MountedJson {
+                mounted: dir.display().to_string(),
+            },
             &format!(
                 "mounted {image} at {}; Ctrl-C or umount to stop",
                 dir.display()
@@ -260,7 +285,9 @@ pub fn mount(args: &FsArgs, json: bool) -> Option<i32> {
         close(fs)?;
         report(
             json,
-            serde_json::json!({ "unmounted": dir }),
+            &UnmountedJson {
+                unmounted: dir.display().to_string(),
+            },
             "unmounted; every completed operation is durable",
         );
         Ok(())
@@ -269,4 +296,81 @@ pub fn mount(args: &FsArgs, json: bool) -> Option<i32> {
         Ok(()) => 0,
         Err(message) => output::fail(json, &format!("fs mount: {message}")),
     })
+}
+
+// What each command prints under --json: one object (a list of them for `ls`), naming the
+// command's subject under the command's own key. Directories are printed as their display text:
+// a path that is not UTF-8 is shown lossily rather than refused.
+
+/// `mkfs`: the new file system's data blocks (4096 bytes each) and usable inodes.
+#[derive(Serialize)]
+struct MadeJson {
+    blocks: u64,
+    inodes: u64,
+}
+
+/// One directory entry of `ls`.
+#[derive(Serialize)]
+struct EntryJson {
+    name: String,
+    ino: u64,
+    kind: &'static str,
+    size_bytes: u64,
+}
+
+/// `mkdir`: the directory made and its inode.
+#[derive(Serialize)]
+struct MkdirJson<'a> {
+    mkdir: &'a str,
+    ino: u64,
+}
+
+/// `put`: the file written and the bytes copied into it.
+#[derive(Serialize)]
+struct PutJson<'a> {
+    put: &'a str,
+    size_bytes: u64,
+}
+
+/// `get`: the file read and the bytes copied out of it.
+#[derive(Serialize)]
+struct GetJson<'a> {
+    get: &'a str,
+    size_bytes: u64,
+}
+
+/// `rm`: the path removed.
+#[derive(Serialize)]
+struct RemovedJson<'a> {
+    removed: &'a str,
+}
+
+/// `mv`: the old and the new path.
+#[derive(Serialize)]
+struct MovedJson<'a> {
+    from: &'a str,
+    to: &'a str,
+}
+
+/// `stat`: the inode of a path; `blocks` counts its data blocks.
+#[derive(Serialize)]
+struct StatJson<'a> {
+    path: &'a str,
+    ino: u64,
+    kind: &'static str,
+    size_bytes: u64,
+    nlink: u32,
+    blocks: u64,
+}
+
+/// `mount`: the directory now serving the file system.
+#[derive(Serialize)]
+struct MountedJson {
+    mounted: String,
+}
+
+/// `mount`, after unmounting: the directory released.
+#[derive(Serialize)]
+struct UnmountedJson {
+    unmounted: String,
 }

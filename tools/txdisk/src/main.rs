@@ -8,6 +8,7 @@ mod output;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use txdisk_inspect::{CheckOptions, DumpOptions, EXIT_OPERATIONAL, EXIT_UNCORRECTED};
@@ -218,10 +219,11 @@ fn format(args: &FormatArgs, json: bool) -> i32 {
                 "image"
             };
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "images": names, "size_blocks": size_blocks, "log_blocks": log_blocks })
-                );
+                output::print_json(&FormattedJson {
+                    images: &names,
+                    size_blocks,
+                    log_blocks,
+                });
             } else {
                 println!(
                     "formatted {what} {}: {size_blocks} blocks each, log of {log_blocks} blocks",
@@ -232,6 +234,14 @@ fn format(args: &FormatArgs, json: bool) -> i32 {
         }
         Err(error) => output::fail(json, &format!("format: {error}")),
     }
+}
+
+/// `format --json`: the images made, and their size and log size in 4096-byte blocks.
+#[derive(Serialize)]
+struct FormattedJson<'a> {
+    images: &'a [String],
+    size_blocks: u64,
+    log_blocks: u64,
 }
 
 fn fsck(args: &FsckArgs, json: bool) -> i32 {

@@ -1,6 +1,8 @@
 //! Presentation helpers: logs, progress bars, errors, sizes.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::Value;
 use std::io::IsTerminal;
 use txdisk_inspect::EXIT_OPERATIONAL;
 
@@ -24,14 +26,34 @@ pub fn init_tracing(verbose: u8) {
 pub fn fail(json: bool, message: &str) -> i32 {
     let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "error": message, "exit_code": EXIT_OPERATIONAL })
-        );
+        print_json(&ErrorJson {
+            error: &message,
+            exit_code: EXIT_OPERATIONAL,
+        });
     } else {
         eprintln!("txdisk: {message}");
     }
     EXIT_OPERATIONAL
+}
+
+/// An operational error as JSON: what went wrong, and the exit code the program returns.
+#[derive(Serialize)]
+struct ErrorJson<'a> {
+    error: &'a str,
+    exit_code: i32,
+}
+
+/// A serializable report as a JSON value, its keys sorted as serde_json's map keeps them (the
+/// order the program has always printed).
+pub fn json_value(report: &impl Serialize) -> Value {
+    // The reports hold strings, numbers, options and lists under string keys: nothing that
+    // serde_json's conversion can refuse (json! interpolation unwraps the same conversion).
+    serde_json::to_value(report).expect("a derived report converts to a JSON value")
+}
+
+/// Prints a serializable report as one line of JSON on stdout.
+pub fn print_json(report: &impl Serialize) {
+    println!("{}", json_value(report));
 }
 
 /// A progress bar on stderr when it is a terminal (and the output is not JSON); nothing when piped.

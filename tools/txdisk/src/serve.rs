@@ -2,6 +2,7 @@
 
 use crate::output;
 use clap::Args;
+use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -36,10 +37,10 @@ pub fn run(args: &ServeArgs, json: bool) -> i32 {
     let announce = |addr: std::net::SocketAddr| {
         // The line scripts (and the tests) wait for; flushed at once.
         if json {
-            println!(
-                "{}",
-                serde_json::json!({ "listening": addr.to_string(), "export": args.export })
-            );
+            output::print_json(&ListeningJson {
+                listening: addr.to_string(),
+                export: &args.export,
+            });
         } else {
             println!("listening on {addr}");
         }
@@ -50,10 +51,11 @@ pub fn run(args: &ServeArgs, json: bool) -> i32 {
     }) {
         Ok(stats) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "stopped": true, "connections": stats.connections, "requests": stats.requests })
-                );
+                output::print_json(&StoppedJson {
+                    stopped: true,
+                    connections: stats.connections,
+                    requests: stats.requests,
+                });
             } else {
                 println!(
                     "stopped after {} connections and {} requests; images closed cleanly",
@@ -64,4 +66,19 @@ pub fn run(args: &ServeArgs, json: bool) -> i32 {
         }
         Err(message) => output::fail(json, &format!("serve: {message}")),
     }
+}
+
+/// The line printed once the export accepts connections: its address and name.
+#[derive(Serialize)]
+struct ListeningJson<'a> {
+    listening: String,
+    export: &'a str,
+}
+
+/// The line printed after a clean stop: what the server handled.
+#[derive(Serialize)]
+struct StoppedJson {
+    stopped: bool,
+    connections: u64,
+    requests: u64,
 }

@@ -16,11 +16,13 @@ use crate::proto;
 /// How a check ended, when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The client did everything the check asked and the data came back right.
     Passed,
     /// The client program is missing; the reason says which package brings it.
     Skipped(String),
 }
 
+/// A check's result: how it ended, or why it failed.
 pub type CheckResult = Result<Outcome, String>;
 
 /// Longest any one client run may take.
@@ -80,6 +82,7 @@ pub fn run_ok(cmd: &mut Command) -> Result<String, String> {
     Ok(stdout)
 }
 
+/// The `nbd://` URI of `export` on `server`, as qemu and nbdkit's tools take it.
 pub fn nbd_uri(server: &ServerProcess, export: &str) -> String {
     format!("nbd://{}/{export}", server.addr())
 }

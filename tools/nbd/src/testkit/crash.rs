@@ -9,7 +9,9 @@ use crate::client::Client;
 /// Parameters of [`fua_crash_rounds`].
 #[derive(Debug, Clone)]
 pub struct CrashOptions {
+    /// Seeds the writes and the kill times.
     pub seed: u64,
+    /// Kill-and-restart rounds to run.
     pub rounds: usize,
     /// The workload writes inside `[0, region_bytes)` of the export.
     pub region_bytes: u32,
@@ -20,17 +22,22 @@ pub struct CrashOptions {
     /// Require every write to be all-or-nothing (a transactional backend); otherwise only
     /// require each byte of the interrupted write to be old or new.
     pub atomic_writes: bool,
+    /// The export to connect to.
     pub export: String,
 }
 
 /// What the rounds saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CrashReport {
+    /// Writes acknowledged before their round's kill, all of which must have survived.
     pub acked_writes: u64,
     /// Rounds where a write was in flight at the kill, and how they resolved.
     pub interrupted: u64,
+    /// Interrupted writes found fully applied after the restart.
     pub interrupted_applied: u64,
+    /// Interrupted writes found not applied at all.
     pub interrupted_lost: u64,
+    /// Interrupted writes found partly applied (allowed only without `atomic_writes`).
     pub interrupted_torn: u64,
 }
 

@@ -23,10 +23,12 @@ use std::time::{Duration, Instant};
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// A generator seeded with `seed`: the same seed gives the same sequence.
     pub fn new(seed: u64) -> SplitMix64 {
         SplitMix64(seed)
     }
 
+    /// The next 64 pseudo-random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -40,6 +42,7 @@ impl SplitMix64 {
         self.next_u64() % n
     }
 
+    /// Fills `buf` with pseudo-random bytes.
     pub fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             let v = self.next_u64().to_le_bytes();
@@ -96,10 +99,12 @@ impl ServerProcess {
         }
     }
 
+    /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// The server process's id, for sending it signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -163,7 +168,10 @@ pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
     /// Serve a new image whose export reads as zeroes and holds at least this many bytes.
-    Fresh { min_size_bytes: u64 },
+    Fresh {
+        /// The export's smallest acceptable size in bytes.
+        min_size_bytes: u64,
+    },
     /// Serve the image of the previous start again (after a kill or a stop).
     Again,
 }
