@@ -1,6 +1,7 @@
 //! Deliberately wrong variants of the log, for proving that crash tests and the fuzzer catch
-//! real bugs. Compiled only with the `deliberate-bugs` feature; the switch is per thread, so
-//! only the (single-threaded) run that sets it is affected.
+//! real bugs. The list of variants is always there (the fuzzer names them on its command line
+//! and in its tokens); the switch that turns one on is compiled only with the `deliberate-bugs`
+//! feature. It is per thread, so only the (single-threaded) run that sets it is affected.
 
 use std::cell::Cell;
 
@@ -25,17 +26,30 @@ impl Bug {
         Bug::HeaderBeforeInstallDurable,
         Bug::NoSequenceJump,
     ];
+
+    /// The variant's name on a command line: `commit-without-flush`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::CommitWithoutFlush => "commit-without-flush",
+            Bug::ReplayWithoutChecksum => "replay-without-checksum",
+            Bug::HeaderBeforeInstallDurable => "header-before-install-durable",
+            Bug::NoSequenceJump => "no-sequence-jump",
+        }
+    }
 }
 
+#[cfg(feature = "deliberate-bugs")]
 thread_local! {
     static ACTIVE: Cell<Option<Bug>> = const { Cell::new(None) };
 }
 
 /// Turns a bug on (or all off with `None`) for this thread.
+#[cfg(feature = "deliberate-bugs")]
 pub fn set(bug: Option<Bug>) {
     ACTIVE.with(|active| active.set(bug));
 }
 
+#[cfg(feature = "deliberate-bugs")]
 pub(crate) fn active(bug: Bug) -> bool {
     ACTIVE.with(|active| active.get() == Some(bug))
 }

@@ -63,7 +63,6 @@
 //! acknowledged transactions silently.
 
 mod api;
-#[cfg(feature = "deliberate-bugs")]
 pub mod bugs;
 mod commit;
 mod error;

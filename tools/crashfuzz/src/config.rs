@@ -1,6 +1,7 @@
 //! What a fuzzing run does: the stack, the workload shape, the faults and the budget.
 
 use crate::error::FuzzError;
+pub use txdisk_log::bugs::Bug as LogBug;
 
 /// When a run stops.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,44 +34,37 @@ impl std::str::FromStr for Budget {
 }
 
 /// A deliberately wrong variant of the stack, for proving that the fuzzer catches real bugs.
-/// Available with the `deliberate-bugs` feature only.
+/// Available with the `deliberate-bugs` feature only. The log's variants are the log's own
+/// list, wrapped; the fuzzer adds one of the pair's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Bug {
-    /// The log: a durable commit returns without syncing its records.
-    CommitWithoutFlush,
-    /// The log: recovery replays a record whose checksum does not match.
-    ReplayWithoutChecksum,
-    /// The log: installation writes the new header before the home blocks are durable.
-    HeaderBeforeInstallDurable,
-    /// The log: recovery keeps the sequence number instead of jumping past stale records.
-    NoSequenceJump,
+    /// One of the log's deliberate bugs ([`LogBug`]).
+    Log(LogBug),
     /// The replicated pair: data writes never reach d2 (replicated runs only).
     ReplicatedSkipsD2,
 }
 
 impl Bug {
-    /// Every deliberate bug, in a fixed order.
-    pub const ALL: [Bug; 5] = [
-        Bug::CommitWithoutFlush,
-        Bug::ReplayWithoutChecksum,
-        Bug::HeaderBeforeInstallDurable,
-        Bug::NoSequenceJump,
-        Bug::ReplicatedSkipsD2,
-    ];
+    /// Every deliberate bug, in a fixed order (tokens carry the position): the log's, then the
+    /// pair's.
+    pub fn all() -> Vec<Bug> {
+        LogBug::ALL
+            .iter()
+            .map(|bug| Bug::Log(*bug))
+            .chain([Bug::ReplicatedSkipsD2])
+            .collect()
+    }
 
     /// The variant's name on a command line: `commit-without-flush`, ...
     pub fn name(self) -> &'static str {
         match self {
-            Bug::CommitWithoutFlush => "commit-without-flush",
-            Bug::ReplayWithoutChecksum => "replay-without-checksum",
-            Bug::HeaderBeforeInstallDurable => "header-before-install-durable",
-            Bug::NoSequenceJump => "no-sequence-jump",
+            Bug::Log(bug) => bug.name(),
             Bug::ReplicatedSkipsD2 => "replicated-skips-d2",
         }
     }
 
     pub(crate) fn code(self) -> u64 {
-        Bug::ALL
+        Bug::all()
             .iter()
             .position(|b| *b == self)
             .map_or(0, |index| index as u64 + 1)
@@ -79,7 +73,7 @@ impl Bug {
     pub(crate) fn from_code(code: u64) -> Option<Option<Bug>> {
         match code {
             0 => Some(None),
-            code => Bug::ALL.get(code as usize - 1).map(|bug| Some(*bug)),
+            code => Bug::all().get(code as usize - 1).map(|bug| Some(*bug)),
         }
     }
 }
@@ -88,11 +82,11 @@ impl std::str::FromStr for Bug {
     type Err = FuzzError;
 
     fn from_str(text: &str) -> Result<Bug, FuzzError> {
-        Bug::ALL
+        Bug::all()
             .into_iter()
             .find(|bug| bug.name() == text)
             .ok_or_else(|| {
-                let names: Vec<&str> = Bug::ALL.iter().map(|bug| bug.name()).collect();
+                let names: Vec<&str> = Bug::all().iter().map(|bug| bug.name()).collect();
                 FuzzError::BadConfig {
                     reason: format!("no variant {text:?}; the variants are {}", names.join(", ")),
                 }

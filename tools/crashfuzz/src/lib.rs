@@ -41,7 +41,7 @@ mod report;
 mod stack;
 mod token;
 
-pub use config::{Budget, Bug, FuzzConfig};
+pub use config::{Budget, Bug, FuzzConfig, LogBug};
 pub use error::{FuzzError, Result};
 pub use layer::{tagged_block, CommitKind, CounterLayer, CounterOp, FuzzLayer, TxLayer, TxOp};
 pub use replay::ReplayReport;
@@ -66,16 +66,12 @@ impl BugSwitch {
     fn on(bug: Option<Bug>) -> BugSwitch {
         #[cfg(feature = "deliberate-bugs")]
         {
-            use txdisk_log::bugs::{self, Bug as LogBug};
             let log_bug = match bug {
-                Some(Bug::CommitWithoutFlush) => Some(LogBug::CommitWithoutFlush),
-                Some(Bug::ReplayWithoutChecksum) => Some(LogBug::ReplayWithoutChecksum),
-                Some(Bug::HeaderBeforeInstallDurable) => Some(LogBug::HeaderBeforeInstallDurable),
-                Some(Bug::NoSequenceJump) => Some(LogBug::NoSequenceJump),
+                Some(Bug::Log(bug)) => Some(bug),
                 // Not the log's: the stack wraps d2 instead (see `stack`).
                 Some(Bug::ReplicatedSkipsD2) | None => None,
             };
-            bugs::set(log_bug);
+            txdisk_log::bugs::set(log_bug);
         }
         #[cfg(not(feature = "deliberate-bugs"))]
         let _ = bug;

@@ -2,6 +2,8 @@
 //! the workload, the workload's number, and each epoch's cut (crash point, crash state, crashes
 //! of recovery) — as LEB128 numbers with an FNV-1a checksum, in Crockford base32 behind `txf1-`.
 
+#[cfg(test)]
+use crate::config::LogBug;
 use crate::config::{Bug, FuzzConfig};
 use crate::engine::{Cut, Path};
 use crate::error::FuzzError;
@@ -305,7 +307,7 @@ mod tests {
             seed: u64::MAX - 3,
             replicated: true,
             torn: true,
-            bug: Some(Bug::NoSequenceJump),
+            bug: Some(Bug::Log(LogBug::NoSequenceJump)),
             ..FuzzConfig::default()
         };
         let path = Path {

@@ -2,7 +2,7 @@
 //! one in the replicated pair) is found by the default configuration and budget, and the
 //! violation's replay token reproduces the same violation and shrinks it.
 
-use txdisk_crashfuzz::{fuzz, replay, Bug, FuzzConfig};
+use txdisk_crashfuzz::{fuzz, replay, Bug, FuzzConfig, LogBug};
 
 fn caught(bug: Bug) {
     let config = FuzzConfig {
@@ -50,22 +50,22 @@ fn caught(bug: Bug) {
 
 #[test]
 fn commit_without_flush_is_caught() {
-    caught(Bug::CommitWithoutFlush);
+    caught(Bug::Log(LogBug::CommitWithoutFlush));
 }
 
 #[test]
 fn replay_without_checksum_is_caught() {
-    caught(Bug::ReplayWithoutChecksum);
+    caught(Bug::Log(LogBug::ReplayWithoutChecksum));
 }
 
 #[test]
 fn header_before_install_durable_is_caught() {
-    caught(Bug::HeaderBeforeInstallDurable);
+    caught(Bug::Log(LogBug::HeaderBeforeInstallDurable));
 }
 
 #[test]
 fn no_sequence_jump_is_caught() {
-    caught(Bug::NoSequenceJump);
+    caught(Bug::Log(LogBug::NoSequenceJump));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The report's JSON shape, budgets in states and seconds, progress callbacks, and replay
 //! tokens: a violation's token reproduces it, a mistyped token is refused with a clear error.
 
-use txdisk_crashfuzz::{fuzz, replay, Budget, Bug, FuzzConfig, FuzzError};
+use txdisk_crashfuzz::{fuzz, replay, Budget, Bug, FuzzConfig, FuzzError, LogBug};
 
 #[test]
 fn json_has_the_required_keys() {
@@ -39,7 +39,7 @@ fn json_has_the_required_keys() {
 fn violations_in_json_carry_their_tokens() {
     let config = FuzzConfig {
         seed: 8,
-        bug: Some(Bug::CommitWithoutFlush),
+        bug: Some(Bug::Log(LogBug::CommitWithoutFlush)),
         max_violations: 2,
         ..FuzzConfig::default()
     };
@@ -82,7 +82,7 @@ fn budgets_parse_and_a_time_budget_ends() {
 fn tokens_round_trip_and_refuse_damage() {
     let config = FuzzConfig {
         seed: 10,
-        bug: Some(Bug::HeaderBeforeInstallDurable),
+        bug: Some(Bug::Log(LogBug::HeaderBeforeInstallDurable)),
         max_violations: 1,
         ..FuzzConfig::default()
     };
@@ -147,7 +147,7 @@ fn a_bad_configuration_is_an_error() {
 
 #[test]
 fn variants_parse_by_name() {
-    for bug in Bug::ALL {
+    for bug in Bug::all() {
         assert_eq!(bug.name().parse::<Bug>().ok(), Some(bug));
     }
     assert!(matches!(
