@@ -3,6 +3,7 @@
 //! and in its tokens); the switch that turns one on is compiled only with the `deliberate-bugs`
 //! feature. It is per thread, so only the (single-threaded) run that sets it is affected.
 
+#[cfg(feature = "deliberate-bugs")]
 use std::cell::Cell;
 
 /// A known-wrong change to the log's crash protocol.

@@ -37,7 +37,7 @@ pub struct Measurement {
     pub cpu_us_per_op: f64,
     /// Operations measured.
     pub ops: u64,
-    /// The latency distribution: (quantile, latency µs) at [`CDF_QUANTILES`].
+    /// The latency distribution: (quantile, latency µs) at [`CDF_QUANTILES`](crate::histogram::CDF_QUANTILES).
     pub latency_cdf_us: Vec<(f64, f64)>,
     /// Every round's ops/s, in run order (the figure above is their median round); the spread
     /// of these is the noise a comparison allows. One entry for a single cell.
