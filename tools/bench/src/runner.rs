@@ -298,30 +298,25 @@ pub(crate) fn run_cell(
     let system = factory.open(&system_dir(config, factory), &config.geometry)?;
     let seed = config.seed ^ ((round as u64) << 32) ^ name_hash(&workload.name());
     let outcome = match workload.kind() {
-        WorkloadKind::Durable {
+        kind @ (WorkloadKind::Durable {
             blocks_per_txn,
             threads,
-        } => drive_writes(
-            config,
-            &*system,
-            workload,
+        }
+        | WorkloadKind::Nosync {
             blocks_per_txn,
             threads,
-            true,
-            seed,
-        )?,
-        WorkloadKind::Nosync {
-            blocks_per_txn,
-            threads,
-        } => drive_writes(
-            config,
-            &*system,
-            workload,
-            blocks_per_txn,
-            threads,
-            false,
-            seed,
-        )?,
+        }) => {
+            let durable = matches!(kind, WorkloadKind::Durable { .. });
+            drive_writes(
+                config,
+                &*system,
+                workload,
+                blocks_per_txn,
+                threads,
+                durable,
+                seed,
+            )?
+        }
         WorkloadKind::Read(kind) => drive_reads(config, &*system, kind, seed)?,
         WorkloadKind::Recovery(kind) => drive_recoveries(config, &*system, kind)?,
     };

@@ -4,9 +4,11 @@
 //! after which the next open succeeds. Also: a refused format leaves no file behind, and fsck
 //! finds and `--repair` rebuilds a blank replacement and an older copy of a member put back.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use txdisk_nbd::client::Client;
 use txdisk_nbd::testkit::ServerProcess;
 
@@ -148,29 +150,14 @@ fn serve_is_refused_beside_a_mount() {
     ok(&["fs", "mkfs", &pair]);
     let mountpoint = dir.path().join("mnt");
     std::fs::create_dir(&mountpoint).unwrap();
-    let mut mount = Command::new(env!("CARGO_BIN_EXE_txdisk"))
-        .args(["fs", "mount", &pair, mountpoint.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mounted = || {
-        std::fs::read_to_string("/proc/mounts")
-            .unwrap_or_default()
-            .contains(mountpoint.to_str().unwrap())
-    };
-    while !mounted() {
-        if Instant::now() > deadline || mount.try_wait().unwrap().is_some() {
-            let output = mount.wait_with_output().unwrap();
-            println!(
-                "SKIP: the FUSE mount did not come up: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+    let mount = match common::mount(&pair, &mountpoint) {
+        Ok(mount) => mount,
+        Err(stderr) if common::not_permitted(&stderr) => {
+            println!("SKIP: FUSE mounts are not permitted here: {stderr}");
             return;
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Err(stderr) => panic!("the mount did not come up: {stderr}"),
+    };
     std::fs::write(mountpoint.join("kept.txt"), b"kept\n").unwrap();
     let mut second = vec!["serve"];
     second.extend(paths(&images));
@@ -181,15 +168,9 @@ fn serve_is_refused_beside_a_mount() {
         std::fs::read(mountpoint.join("kept.txt")).unwrap(),
         b"kept\n"
     );
-    // SAFETY: signalling our own child.
-    unsafe { libc_kill(mount.id() as i32, 15) };
-    assert!(mount.wait().unwrap().success());
+    common::terminate(&mount);
+    assert!(mount.wait_with_output().unwrap().status.success());
     assert_eq!(ok(&["fs", "cat", &pair, "/kept.txt"]), "kept\n");
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, signal: i32) -> i32;
 }
 
 #[test]

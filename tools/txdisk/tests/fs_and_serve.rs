@@ -5,9 +5,11 @@
 //! and nbdinfo, surviving SIGKILL and stopping cleanly on SIGTERM. Tests that need /dev/fuse or
 //! an NBD client print SKIP and pass where it is absent.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 use txdisk_nbd::testkit::{clients, ServerProcess, Start};
 
 fn txdisk(args: &[&str]) -> (i32, String, String) {
@@ -130,30 +132,15 @@ fn fuse_mount_with_real_programs() {
     let image = pair_with_fs(dir.path());
     let mountpoint = dir.path().join("mnt");
     std::fs::create_dir(&mountpoint).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_txdisk"))
-        .args(["fs", "mount", &image, mountpoint.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mounted = || {
-        std::fs::read_to_string("/proc/mounts")
-            .unwrap_or_default()
-            .contains(mountpoint.to_str().unwrap())
-    };
-    while !mounted() {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let output = child.wait_with_output().unwrap();
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            if stderr.contains("Permission denied") || stderr.contains("Operation not permitted") {
-                println!("SKIP: FUSE mounts are not permitted here: {stderr}");
-                return;
-            }
-            panic!("the mount did not come up: {stderr}");
+    let child = match common::mount(&image, &mountpoint) {
+        Ok(child) => child,
+        Err(stderr) if common::not_permitted(&stderr) => {
+            println!("SKIP: FUSE mounts are not permitted here: {stderr}");
+            return;
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Err(stderr) => panic!("the mount did not come up: {stderr}"),
+    };
+    let mounted = || common::is_mounted(&mountpoint);
     let big = dir.path().join("big.bin");
     std::fs::write(&big, pattern(12 << 20, 3)).unwrap();
     let tree = dir.path().join("tree");
@@ -176,8 +163,8 @@ fn fuse_mount_with_real_programs() {
          rm {m}/tree.tar && ls {m}"
     ));
     // SIGTERM: unmount, flush, close cleanly, exit 0.
-    unsafe { libc_kill(child.id() as i32, 15) };
-    let status = child.wait().unwrap();
+    common::terminate(&child);
+    let status = child.wait_with_output().unwrap().status;
     assert!(
         status.success(),
         "mount did not exit 0 on SIGTERM: {status:?}"
@@ -195,11 +182,6 @@ fn fuse_mount_with_real_programs() {
         std::fs::read(&back).unwrap() == std::fs::read(&big).unwrap(),
         "contents lost across the unmount"
     );
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, signal: i32) -> i32;
 }
 
 /// Spawns `txdisk serve` on one image in `dir`, formatting it on `Fresh`.
