@@ -19,27 +19,40 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
-/// Takes `mode` on the whole of `file` without waiting; `Locked` if another handle conflicts.
+/// How often, and how far apart, a conflicting lock is tried again before it is refused.
+const LOCK_ATTEMPTS: u32 = 10;
+const LOCK_RETRY_MS: u64 = 10;
+
+/// Takes `mode` on the whole of `file`; `Locked` if another handle conflicts. A conflict is
+/// tried again for up to `LOCK_ATTEMPTS × LOCK_RETRY_MS` (100 ms) before it is refused: a
+/// process that forks holds a duplicate of every descriptor until the child's `exec` closes it
+/// (they are close-on-exec), and for that instant a handle closed in the parent still holds
+/// its lock. A real holder is refused all the same, a tenth of a second later.
 pub(crate) fn lock_image(file: &File, path: &str, mode: LockMode) -> Result<()> {
     let operation = match mode {
         LockMode::Exclusive => libc::LOCK_EX,
         LockMode::Shared => libc::LOCK_SH,
     } | libc::LOCK_NB;
-    // SAFETY: the descriptor is open and owned by `file` for the whole call.
-    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
-        return Ok(());
+    for attempt in 1..=LOCK_ATTEMPTS {
+        // SAFETY: the descriptor is open and owned by `file` for the whole call.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(DiskError::Open {
+                path: path.to_string(),
+                source: error,
+            });
+        }
+        if attempt < LOCK_ATTEMPTS {
+            std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS));
+        }
     }
-    let error = std::io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Err(DiskError::Locked {
-            path: path.to_string(),
-            wanted: mode,
-            holder_pid: lock_holder(file),
-        });
-    }
-    Err(DiskError::Open {
+    Err(DiskError::Locked {
         path: path.to_string(),
-        source: error,
+        wanted: mode,
+        holder_pid: lock_holder(file),
     })
 }
 
