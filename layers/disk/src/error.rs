@@ -56,6 +56,26 @@ pub enum DiskError {
         addr: Addr,
     },
 
+    /// A block failed verification against the checksum a layer keeps for it: the bytes are
+    /// not the ones last written there, and are never returned. Like [`DiskError::ReadError`],
+    /// a per-block error: the device is otherwise alive, and a replicated disk reads the other
+    /// copy and repairs this one.
+    #[error("block {addr} failed verification: {damage}")]
+    Corrupt {
+        /// The damaged block (an address of the disk that reports it).
+        addr: Addr,
+        /// What the verification found.
+        damage: Damage,
+    },
+
+    /// The disk cannot do what was asked (for example record a block as lost: only a disk that
+    /// keeps checksums can).
+    #[error("this disk does not support {op}")]
+    Unsupported {
+        /// The operation.
+        op: &'static str,
+    },
+
     /// A flush failed: writes since the last good sync may be lost. Never retry and report success.
     #[error("sync failed: writes since the last successful sync may be lost")]
     SyncFailed,
@@ -95,6 +115,44 @@ pub enum DiskError {
     },
 }
 
+/// What a failed verification found in a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Damage {
+    /// Bytes that match no version of any block: bit rot, a torn or garbled write, or a damaged
+    /// checksum.
+    Flipped,
+    /// Bytes that belong at another address: a write that landed in the wrong place.
+    Misdirected {
+        /// The address whose current contents these are.
+        belongs_at: Addr,
+    },
+    /// The block's previous contents: its last write never reached the medium (a lost write).
+    Stale,
+}
+
+impl Damage {
+    /// The kind's name in reports: `flipped`, `misdirected`, `stale`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Damage::Flipped => "flipped",
+            Damage::Misdirected { .. } => "misdirected",
+            Damage::Stale => "stale",
+        }
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Flipped => write!(f, "checksum mismatch (bit rot or a damaged write)"),
+            Damage::Misdirected { belongs_at } => {
+                write!(f, "holds the contents of block {belongs_at} (a misdirected write)")
+            }
+            Damage::Stale => write!(f, "holds its previous contents (a lost write)"),
+        }
+    }
+}
+
 /// The lock an open takes on an image for the lifetime of its handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockMode {
@@ -124,5 +182,17 @@ impl DiskError {
     /// True for errors after which this disk cannot be used any more (crash or fail-stop).
     pub fn is_fatal(&self) -> bool {
         matches!(self, DiskError::Crashed | DiskError::Failed)
+    }
+
+    /// True for an error of one block that leaves the device alive: a bad sector (a read error,
+    /// or `EIO` from reading a file or device) or a block that failed verification. Another copy
+    /// may hold the block, and a write of a good value repairs it.
+    pub fn is_bad_block(&self) -> bool {
+        matches!(
+            self,
+            DiskError::ReadError { .. }
+                | DiskError::Io { op: "read", .. }
+                | DiskError::Corrupt { .. }
+        )
     }
 }

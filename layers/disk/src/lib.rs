@@ -40,7 +40,7 @@ pub mod rng;
 mod sim;
 
 pub use block::{Addr, Block, BLOCK_SIZE, SECTORS_PER_BLOCK, SECTOR_SIZE};
-pub use error::{DiskError, LockMode, Result};
+pub use error::{Damage, DiskError, LockMode, Result};
 pub use file::FileDisk;
 pub use sim::{
     CrashStates, DiskImage, FaultPlan, OpKind, SimDisk, SimStats, TooManyStates,
@@ -79,6 +79,16 @@ pub trait Disk: Send + Sync {
         Ok(())
     }
 
+    /// Records that `addr` holds no good value: every later read of it fails with
+    /// [`DiskError::Corrupt`] until it is written again, and a crash keeps that (durable after
+    /// the next `sync`). A replicated disk uses it when it copies a block whose only copy failed
+    /// verification, so the copy fails as the original does instead of serving other bytes. A
+    /// disk that keeps no checksums cannot record it and returns [`DiskError::Unsupported`].
+    fn invalidate(&self, addr: Addr) -> Result<()> {
+        self.check_addr(addr)?;
+        Err(DiskError::Unsupported { op: "invalidate" })
+    }
+
     /// Checks this disk's rep invariant (and, for a layered disk, the layers below first).
     /// Panics on a broken invariant. Layers call it under `cfg(debug_assertions)`.
     fn check_rep(&self) {}
@@ -109,6 +119,9 @@ impl<D: Disk + ?Sized> Disk for Arc<D> {
     fn sync(&self) -> Result<()> {
         (**self).sync()
     }
+    fn invalidate(&self, addr: Addr) -> Result<()> {
+        (**self).invalidate(addr)
+    }
     fn check_rep(&self) {
         (**self).check_rep()
     }
@@ -130,6 +143,9 @@ impl<D: Disk + ?Sized> Disk for Box<D> {
     fn sync(&self) -> Result<()> {
         (**self).sync()
     }
+    fn invalidate(&self, addr: Addr) -> Result<()> {
+        (**self).invalidate(addr)
+    }
     fn check_rep(&self) {
         (**self).check_rep()
     }
@@ -150,6 +166,9 @@ impl<D: Disk + ?Sized> Disk for &D {
     }
     fn sync(&self) -> Result<()> {
         (**self).sync()
+    }
+    fn invalidate(&self, addr: Addr) -> Result<()> {
+        (**self).invalidate(addr)
     }
     fn check_rep(&self) {
         (**self).check_rep()

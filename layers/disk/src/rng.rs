@@ -53,3 +53,19 @@ impl SplitMix64 {
         SplitMix64::new(self.next_u64() ^ 0x5851_f42d_4c95_7f2d)
     }
 }
+
+/// A fresh value for identities and salts of new images (a log's salt, a pair's id, a
+/// checksum salt): not secret, and never the same twice in practice. From the standard
+/// library's per-process random hasher keys, the time and the process id; not reproducible,
+/// so never for simulated runs.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}

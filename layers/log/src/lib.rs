@@ -113,13 +113,5 @@ pub(crate) use bug_active;
 /// A salt for a new image: not secret, but unknown to anyone who writes data through the log,
 /// so no data block can be crafted to pass a record checksum.
 pub fn random_salt() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.write_u32(std::process::id());
-    hasher.finish()
+    txdisk_disk::rng::random_seed()
 }

@@ -9,7 +9,6 @@ use crate::meta::{
 use crate::pair::{Member, PairMeta, ReplicaStatus, ReplicatedDisk};
 use crate::resync::Progress;
 use crate::source::{choose_source, plan_other, MemberPlan, Peer};
-use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Disk, DiskError};
 
 /// How to format a pair.
@@ -34,13 +33,7 @@ enum Seen {
 }
 
 fn random_pair_id() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos() as u64)
-        .unwrap_or(0);
-    let local = 0u8;
-    let seed = nanos ^ (u64::from(std::process::id()) << 32) ^ (&local as *const u8 as u64);
-    SplitMix64::new(seed).next_u64().max(1)
+    txdisk_disk::rng::random_seed().max(1)
 }
 
 impl<D: Disk> ReplicatedDisk<D> {
