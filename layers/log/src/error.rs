@@ -13,6 +13,17 @@ pub enum LogError {
     #[error(transparent)]
     Disk(#[from] DiskError),
 
+    /// The home block of a data address failed verification below: its bytes are not the ones
+    /// last written, and are not returned.
+    #[error("data block {addr} is damaged: {source}")]
+    DamagedBlock {
+        /// The address of the log's address space.
+        addr: Addr,
+        /// What the disk below found.
+        #[source]
+        source: DiskError,
+    },
+
     /// Block 0 is not a txdisk superblock.
     #[error("not a txdisk image: {reason}")]
     NotAnImage {

@@ -1,8 +1,8 @@
 //! Reads: the committed value of an address, from the map of logged blocks or from home.
 
-use crate::error::Result;
+use crate::error::{LogError, Result};
 use crate::state::Inner;
-use txdisk_disk::{Addr, Block};
+use txdisk_disk::{Addr, Block, DiskError};
 
 /// Home reads that race installations before a read takes the installer's lock.
 const READ_ATTEMPTS: usize = 8;
@@ -24,7 +24,7 @@ impl Inner {
             // installation that started after the check above could be writing it now (an
             // earlier one would have left the address in the map), and then a torn read is
             // possible on a real file: read again.
-            let block = self.disk.read(self.sb.data_start + addr)?;
+            let block = self.read_home(addr)?;
             if self.state.lock().install_gen == install_gen {
                 return Ok(block);
             }
@@ -37,6 +37,16 @@ impl Inner {
                 return Ok((**block).clone());
             }
         }
-        Ok(self.disk.read(self.sb.data_start + addr)?)
+        self.read_home(addr)
+    }
+
+    /// The home block of `addr`; one that fails verification is reported by its address.
+    fn read_home(&self, addr: Addr) -> Result<Block> {
+        self.disk
+            .read(self.sb.data_start + addr)
+            .map_err(|source| match source {
+                DiskError::Corrupt { .. } => LogError::DamagedBlock { addr, source },
+                source => source.into(),
+            })
     }
 }

@@ -9,7 +9,7 @@ use crate::error::{LogError, Result};
 use crate::format::Header;
 use crate::home::write_home;
 use crate::scan::{scan_log, ScanReport, ScanStop, ScannedRecord};
-use txdisk_disk::Disk;
+use txdisk_disk::{Block, Disk};
 
 /// What a recovery did.
 #[derive(Clone, Debug)]
@@ -127,6 +127,12 @@ fn replay(disk: &dyn Disk, scan: &ScanReport) -> Result<usize> {
         .iter()
         .flat_map(|record| record.addrs.iter().copied().zip(record.data.iter()));
     let home_blocks = write_home(disk, scan.superblock.data_start, writes)?;
+    // Blocks past the chain that fail verification are writes the crash cut short; zeros in
+    // their place (never a record) leave every block of the log verifiable again.
+    let zero = Block::zeroed();
+    for pos in &scan.damaged_beyond_stop {
+        disk.write(scan.superblock.log_addr(*pos), &zero)?;
+    }
     // The home blocks must be durable before the header stops pointing at their records.
     disk.sync()?;
     Ok(home_blocks)
@@ -230,6 +236,7 @@ mod tests {
             next_seq: 2,
             stop,
             beyond_stop: beyond.into_iter().collect(),
+            damaged_beyond_stop: Vec::new(),
         }
     }
 

@@ -11,7 +11,7 @@ use crate::format::{
     HEADER_SLOTS, SUPERBLOCK_ADDR,
 };
 use std::fmt;
-use txdisk_disk::{Addr, Block, Disk};
+use txdisk_disk::{Addr, Block, Disk, DiskError};
 
 /// A record of the live log, as found on disk.
 #[derive(Clone, Debug)]
@@ -151,6 +151,9 @@ pub struct ScanReport {
     pub stop: ScanStop,
     /// Valid records found past the stop (a crash during a group flush, or corruption).
     pub beyond_stop: Vec<ScannedRecord>,
+    /// Log positions in `[end_pos, end_pos + log_blocks)` whose block fails verification: a
+    /// write a crash cut short. Recovery rewrites them (they hold nothing live).
+    pub damaged_beyond_stop: Vec<u64>,
 }
 
 impl ScanReport {
@@ -189,7 +192,17 @@ pub fn read_headers(disk: &dyn Disk, sb: &Superblock) -> Result<([SlotState; 2],
         SlotState::Invalid(String::new()),
     ];
     for (slot, &addr) in slots.iter_mut().zip(HEADER_SLOTS.iter()) {
-        *slot = match Header::decode(&disk.read(addr)?, sb) {
+        let block = match disk.read(addr) {
+            Ok(block) => block,
+            // A slot that fails verification is a slot a crash tore (or rot damaged): the
+            // other slot decides, as for a torn header.
+            Err(error) if error.is_bad_block() => {
+                *slot = SlotState::Invalid(error.to_string());
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        *slot = match Header::decode(&block, sb) {
             Ok(header) if header.slot_addr() == addr => SlotState::Valid(header),
             Ok(header) => SlotState::Invalid(format!(
                 "generation {} belongs in the other slot",
@@ -225,8 +238,21 @@ fn read_record(
     room_blocks: u64,
     with_data: bool,
 ) -> Result<RecordAt> {
-    let first = disk.read(sb.log_addr(pos))?;
     let expected_seq = seq.unwrap_or(0);
+    // A block of the record that fails verification ends the chain there, as a torn block
+    // does: it is what a crash during the block's write leaves.
+    let unreadable = |error: DiskError| match error {
+        error if error.is_bad_block() => Ok(RecordAt::Stop(ScanStop::NotARecord {
+            pos,
+            expected_seq,
+            reason: error.to_string(),
+        })),
+        error => Err(LogError::from(error)),
+    };
+    let first = match disk.read(sb.log_addr(pos)) {
+        Ok(first) => first,
+        Err(error) => return unreadable(error),
+    };
     let head: RecordHead = match decode_record_head(&first) {
         Ok(head) => head,
         Err(reason) => {
@@ -255,12 +281,18 @@ fn read_record(
     }
     let mut descs = vec![first];
     for index in 1..u64::from(head.desc_blocks) {
-        descs.push(disk.read(sb.log_addr(pos + index))?);
+        match disk.read(sb.log_addr(pos + index)) {
+            Ok(desc) => descs.push(desc),
+            Err(error) => return unreadable(error),
+        }
     }
     let data_pos = pos + u64::from(head.desc_blocks);
     let mut data = Vec::with_capacity(head.data_blocks as usize);
     for index in 0..u64::from(head.data_blocks) {
-        data.push(disk.read(sb.log_addr(data_pos + index))?);
+        match disk.read(sb.log_addr(data_pos + index)) {
+            Ok(block) => data.push(block),
+            Err(error) => return unreadable(error),
+        }
     }
     let found = record_crc(sb, &descs, data.iter());
     if found != head.crc && !crate::bug_active!(ReplayWithoutChecksum) {
@@ -315,7 +347,7 @@ pub fn scan_log(disk: &dyn Disk, with_data: bool) -> Result<ScanReport> {
             RecordAt::Stop(stop) => break stop,
         }
     };
-    let beyond_stop = probe_beyond(disk, &sb, pos, seq, limit)?;
+    let (beyond_stop, damaged_beyond_stop) = probe_beyond(disk, &sb, pos, seq, limit)?;
     Ok(ScanReport {
         superblock: sb,
         slots,
@@ -325,10 +357,12 @@ pub fn scan_log(disk: &dyn Disk, with_data: bool) -> Result<ScanReport> {
         next_seq: seq,
         stop,
         beyond_stop,
+        damaged_beyond_stop,
     })
 }
 
-/// Valid records with a sequence number of at least `seq` anywhere in `[pos, limit)`.
+/// Valid records with a sequence number of at least `seq` anywhere in `[pos, limit)`, and the
+/// positions there whose block fails verification.
 ///
 /// Every block of the range is read once; full checks of candidate records are capped at
 /// [`PROBE_READ_FACTOR`] × the log's size in blocks read, so an image crafted with record heads
@@ -340,11 +374,20 @@ fn probe_beyond(
     pos: u64,
     seq: u64,
     limit: u64,
-) -> Result<Vec<ScannedRecord>> {
+) -> Result<(Vec<ScannedRecord>, Vec<u64>)> {
     let mut found = Vec::new();
+    let mut damaged = Vec::new();
     let mut budget_blocks = PROBE_READ_FACTOR.saturating_mul(sb.log_blocks);
     for probe in pos..limit {
-        let head = match decode_record_head(&disk.read(sb.log_addr(probe))?) {
+        let block = match disk.read(sb.log_addr(probe)) {
+            Ok(block) => block,
+            Err(error) if error.is_bad_block() => {
+                damaged.push(probe);
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let head = match decode_record_head(&block) {
             Ok(head) => head,
             Err(_) => continue,
         };
@@ -364,7 +407,7 @@ fn probe_beyond(
             found.push(record);
         }
     }
-    Ok(found)
+    Ok((found, damaged))
 }
 
 /// How many times the log's size the probe past the stop may read in candidate records.

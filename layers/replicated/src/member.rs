@@ -59,6 +59,11 @@ impl<'a, D: Disk + ?Sized> MemberDisk<'a, D> {
         self.disk.write(block.index(), value)
     }
 
+    /// Records member block `block` as holding no good value (see [`Disk::invalidate`]).
+    pub(crate) fn invalidate(&self, block: MemberBlock) -> txdisk_disk::Result<()> {
+        self.disk.invalidate(block.index())
+    }
+
     /// Syncs the member disk.
     pub(crate) fn sync(&self) -> txdisk_disk::Result<()> {
         self.disk.sync()

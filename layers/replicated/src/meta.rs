@@ -299,8 +299,9 @@ pub(crate) fn read_meta<D: Disk + ?Sized>(disk: MemberDisk<'_, D>, role: Role) -
         match disk.read(MemberBlock::slot(index)) {
             Ok(block) => *slot = Slot::decode(&block),
             Err(DiskError::Crashed) => return Err(ReplicatedError::Disk(DiskError::Crashed)),
-            // A bad sector under one slot is a damaged slot; the other may still be good.
-            Err(DiskError::ReadError { .. }) => *slot = Slot::Unreadable,
+            // A bad sector under one slot, or a slot that fails the member's verification, is a
+            // damaged slot; the other may still be good.
+            Err(error) if error.is_bad_block() => *slot = Slot::Unreadable,
             Err(error) => return Ok(Found::Dead(error)),
         }
     }

@@ -140,9 +140,9 @@ enum Fault {
 fn classify(error: &DiskError) -> Fault {
     match error {
         DiskError::Crashed => Fault::Crash,
-        DiskError::ReadError { .. } => Fault::BadBlock,
-        // EIO on a read of a file or device is a bad sector, as md treats it.
-        DiskError::Io { op: "read", .. } => Fault::BadBlock,
+        // A bad sector (EIO included, as md treats it) or a block that failed the member's
+        // verification: the block is bad, the member is not.
+        error if error.is_bad_block() => Fault::BadBlock,
         _ => Fault::Member,
     }
 }
@@ -520,14 +520,14 @@ impl<D: Disk> ReplicatedDisk<D> {
     pub(crate) fn read_pair(&self, addr: Addr) -> Result<Block> {
         let block = self.check_data_addr(addr)?;
         let _stripe = self.stripe(addr);
-        let mut bad_block_on: Option<Role> = None;
+        let mut bad_block_on: Option<(Role, DiskError)> = None;
         for role in [Role::D1, Role::D2] {
             if self.replica_status(role) != ReplicaStatus::Active {
                 continue;
             }
             let failed = match self.on_member_gen(role, |disk| disk.read(block)) {
                 Ok(value) => {
-                    if let Some(bad) = bad_block_on {
+                    if let Some((bad, _)) = bad_block_on {
                         self.repair(bad, addr, block, &value)?;
                     }
                     return Ok(value);
@@ -536,13 +536,18 @@ impl<D: Disk> ReplicatedDisk<D> {
             };
             match classify(&failed.error) {
                 Fault::Crash => return Err(failed.error.into()),
-                Fault::BadBlock => bad_block_on = Some(role),
+                Fault::BadBlock => bad_block_on = Some((role, failed.error)),
                 Fault::Member => self.fail_replica(role, &failed)?,
             }
         }
-        if bad_block_on.is_some() {
-            // Unreadable on every member still alive: this block is lost, the pair is not.
-            return Err(DiskError::ReadError { addr }.into());
+        if let Some((_, error)) = bad_block_on {
+            // Unreadable on every member still alive: this block is lost, the pair is not. The
+            // error names the pair's address, not the member's block.
+            let error = match error {
+                DiskError::Corrupt { damage, .. } => DiskError::Corrupt { addr, damage },
+                _ => DiskError::ReadError { addr },
+            };
+            return Err(error.into());
         }
         Err(self.all_failed(&self.meta.lock()))
     }

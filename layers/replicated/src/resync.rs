@@ -320,10 +320,9 @@ impl<D: Disk> ReplicatedDisk<D> {
                 error: DiskError::Crashed,
                 ..
             }) => return Err(DiskError::Crashed.into()),
-            Err(MemberError {
-                error: error @ DiskError::ReadError { .. },
-                ..
-            }) => return self.source_bad_block(source, target, addr, error),
+            Err(MemberError { error, .. }) if error.is_bad_block() => {
+                return self.source_bad_block(source, target, addr, error)
+            }
             Err(failed) => {
                 self.fail_replica(source, &failed)?;
                 return Ok(Step::Stop);
@@ -361,21 +360,37 @@ impl<D: Disk> ReplicatedDisk<D> {
         addr: Addr,
         error: DiskError,
     ) -> Result<Step> {
-        if self.replica_status(target) != ReplicaStatus::Active {
-            return Err(ReplicatedError::Disk(error));
-        }
         let block = MemberBlock::of_data(addr);
+        if self.replica_status(target) != ReplicaStatus::Active {
+            // The target holds nothing current to repair from. Its copy must fail as the
+            // source's does, never serve whatever it held before: a member that checks its
+            // blocks records it as lost; on one that cannot, the rebuild cannot complete.
+            return match self.on_member_gen(target, |disk| disk.invalidate(block)) {
+                Ok(()) => Ok(Step::Copied),
+                Err(MemberError {
+                    error: DiskError::Crashed,
+                    ..
+                }) => Err(DiskError::Crashed.into()),
+                Err(MemberError {
+                    error: DiskError::Unsupported { .. },
+                    ..
+                }) => Err(ReplicatedError::Disk(error)),
+                Err(failed) => {
+                    self.fail_replica(target, &failed)?;
+                    Ok(Step::Stop)
+                }
+            };
+        }
         let good = match self.on_member_gen(target, |disk| disk.read(block)) {
             Ok(good) => good,
             Err(MemberError {
                 error: DiskError::Crashed,
                 ..
             }) => return Err(DiskError::Crashed.into()),
-            // Unreadable on both: the block is lost, the copy goes on.
-            Err(MemberError {
-                error: DiskError::ReadError { .. },
-                ..
-            }) => return Ok(Step::Same),
+            // Unreadable on both (or failing verification on both: a block both members were
+            // writing when the machine crashed, which the layer above rewrites before it reads
+            // it): nothing to copy, the copy goes on.
+            Err(MemberError { error, .. }) if error.is_bad_block() => return Ok(Step::Same),
             Err(failed) => {
                 self.fail_replica(target, &failed)?;
                 return Ok(Step::Stop);
