@@ -4,6 +4,8 @@
 //! The façade crate: it re-exports the layers of the stack, bottom to top, and assembles them.
 //!
 //! * [`disk`] — the `Disk` trait, `FileDisk` and the simulated asynchronous `SimDisk`.
+//! * [`integrity`] — every block verified on read against a checksum bound to its address and
+//!   version: each image (each member of a pair) is one.
 //! * [`replicated`] — one disk over two unreliable ones.
 //! * [`log`] — the write-ahead log: atomic transactions, group commit, idempotent recovery.
 //! * [`logical`] — the logical disk: serializable transactions for many threads.
@@ -26,6 +28,7 @@
 //! ```
 
 pub use txdisk_disk as disk;
+pub use txdisk_integrity as integrity;
 pub use txdisk_log as log;
 pub use txdisk_logical as logical;
 pub use txdisk_replicated as replicated;
@@ -36,7 +39,11 @@ pub use txdisk_logical::{LogicalDisk, LogicalError, Transaction};
 
 use std::path::Path;
 use std::sync::Arc;
+use txdisk_integrity::{IntegrityDisk, IntegrityError};
 use txdisk_replicated::{ReplicatedDisk, ReplicatedError};
+
+/// One image as the stack uses it: a file or device whose blocks are checksummed.
+pub type Image = IntegrityDisk<FileDisk>;
 
 /// Errors of assembling the stack.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +52,16 @@ pub enum Error {
     /// An image file could not be opened, created or used as a disk.
     #[error(transparent)]
     Disk(#[from] txdisk_disk::DiskError),
+    /// An image is not a checksummed txdisk image (blank, of an older format, damaged
+    /// superblocks).
+    #[error("{path}: {source}")]
+    Image {
+        /// The image.
+        path: String,
+        /// Why it was refused.
+        #[source]
+        source: IntegrityError,
+    },
     /// The replicated pair refused to format, open or close.
     #[error(transparent)]
     Replicated(#[from] ReplicatedError),
@@ -90,7 +107,7 @@ pub struct OpenOptions {
 /// The assembled stack: a logical disk, and the replicated pair under it when there is one.
 pub struct Stack {
     logical: LogicalDisk,
-    pair: Option<Arc<ReplicatedDisk<FileDisk>>>,
+    pair: Option<Arc<ReplicatedDisk<Image>>>,
 }
 
 impl std::ops::Deref for Stack {
@@ -102,7 +119,7 @@ impl std::ops::Deref for Stack {
 
 impl Stack {
     /// The replicated pair under the log, if the stack was opened on two images.
-    pub fn pair(&self) -> Option<&ReplicatedDisk<FileDisk>> {
+    pub fn pair(&self) -> Option<&ReplicatedDisk<Image>> {
         self.pair.as_deref()
     }
 
@@ -149,11 +166,15 @@ pub fn format(images: &[impl AsRef<Path>], options: &FormatOptions) -> Result<()
 
 /// The checks `format` makes before it creates anything.
 fn check_geometry(image_count: usize, options: &FormatOptions) -> Result<(), Error> {
+    let checked_blocks = txdisk_integrity::format::Superblock::layout(options.size_blocks, 0)
+        .map_err(|source| Error::Image {
+            path: "(new image)".into(),
+            source,
+        })?
+        .data_blocks;
     let log_space_blocks = match image_count {
-        1 => options.size_blocks,
-        2 => options
-            .size_blocks
-            .saturating_sub(txdisk_replicated::RESERVED_BLOCKS),
+        1 => checked_blocks,
+        2 => checked_blocks.saturating_sub(txdisk_replicated::RESERVED_BLOCKS),
         count => return Err(Error::ImageCount { count }),
     };
     txdisk_log::tooling::Superblock::layout(log_space_blocks, options.log_blocks, 0)?;
@@ -194,15 +215,42 @@ fn refuse_existing(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Creates `path` and formats its checksums.
+fn create_image(path: &Path, size_blocks: u64) -> Result<Image, Error> {
+    let file = FileDisk::create(path, size_blocks)?;
+    IntegrityDisk::format(file).map_err(|source| image_error(path, source))
+}
+
+/// Opens `path` as a checksummed image; with `blank_is_replacement`, a blank file (a new
+/// replacement member of a pair) is formatted first.
+fn open_image(path: &Path, blank_is_replacement: bool) -> Result<Image, Error> {
+    let file = FileDisk::open(path)?;
+    if blank_is_replacement && IntegrityDisk::is_blank(&file)? {
+        tracing::info!(path = %path.display(), "blank image: formatted as a replacement member");
+        return IntegrityDisk::format(file).map_err(|source| image_error(path, source));
+    }
+    IntegrityDisk::open(file).map_err(|source| image_error(path, source))
+}
+
+fn image_error(path: &Path, source: IntegrityError) -> Error {
+    match source {
+        IntegrityError::Disk(error) => Error::Disk(error),
+        source => Error::Image {
+            path: path.display().to_string(),
+            source,
+        },
+    }
+}
+
 fn format_single(path: &Path, options: &FormatOptions) -> Result<(), Error> {
-    let disk = FileDisk::create(path, options.size_blocks)?;
+    let disk = create_image(path, options.size_blocks)?;
     LogicalDisk::format(&disk, options.log_blocks)?;
     Ok(())
 }
 
 fn format_pair(first: &Path, second: &Path, options: &FormatOptions) -> Result<(), Error> {
-    let d1 = FileDisk::create(first, options.size_blocks)?;
-    let d2 = FileDisk::create(second, options.size_blocks)?;
+    let d1 = create_image(first, options.size_blocks)?;
+    let d2 = create_image(second, options.size_blocks)?;
     // Both files are new and read as zeros: they are equal without a copy.
     let pair_options = txdisk_replicated::FormatOptions {
         pair_id: None,
@@ -247,12 +295,12 @@ pub fn open_with_progress(
     progress: &mut dyn FnMut(txdisk_replicated::Progress),
 ) -> Result<Stack, Error> {
     let (disk, pair): (Arc<dyn Disk>, _) = match images {
-        [single] => (Arc::new(FileDisk::open(single)?), None),
+        [single] => (Arc::new(open_image(single.as_ref(), false)?), None),
         [first, second] => {
             refuse_same_file(first.as_ref(), second.as_ref())?;
             let pair = Arc::new(ReplicatedDisk::open(
-                FileDisk::open(first)?,
-                FileDisk::open(second)?,
+                open_image(first.as_ref(), true)?,
+                open_image(second.as_ref(), true)?,
                 progress,
             )?);
             (pair.clone(), Some(pair))

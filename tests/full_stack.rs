@@ -3,6 +3,7 @@
 //! fresh one) with nothing lost — the replacement is rebuilt and the replicas end equal.
 
 use txdisk::{Block, Disk, FileDisk, FormatOptions, OpenOptions};
+use txdisk::integrity::IntegrityDisk;
 
 const OPTIONS: FormatOptions = FormatOptions {
     size_blocks: 2048,
@@ -95,11 +96,10 @@ fn lose_one_replica(lost: usize) {
     let stack = txdisk::open(&images, OpenOptions::default()).unwrap();
     check(&stack, &expected_after(&writes));
     stack.close().unwrap();
-    let (d1, d2) = (
-        FileDisk::open(&images[0]).unwrap(),
-        FileDisk::open(&images[1]).unwrap(),
-    );
-    // The reserved metadata blocks name each replica's role and differ by design.
+    let member = |path| IntegrityDisk::open(FileDisk::open(path).unwrap()).unwrap();
+    let (d1, d2) = (member(&images[0]), member(&images[1]));
+    // Every block verifies on both (each image keeps its own checksums, with its own salt);
+    // the reserved metadata blocks name each replica's role and differ by design.
     for addr in txdisk::replicated::RESERVED_BLOCKS..d1.size_blocks() {
         assert_eq!(
             d1.read(addr).unwrap(),
