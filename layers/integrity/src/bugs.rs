@@ -10,16 +10,19 @@ use std::cell::Cell;
 pub enum Bug {
     /// Reads return the block's bytes without checking them against its tag.
     SkipVerify,
+    /// `sync` syncs the device first and writes the tags after it, unsynced.
+    TagsAfterSync,
 }
 
 impl Bug {
     /// Every variant, for tests that try each.
-    pub const ALL: [Bug; 1] = [Bug::SkipVerify];
+    pub const ALL: [Bug; 2] = [Bug::SkipVerify, Bug::TagsAfterSync];
 
-    /// The variant's name on a command line: `skip-verify`.
+    /// The variant's name on a command line: `skip-verify`, `tags-after-sync`.
     pub fn name(self) -> &'static str {
         match self {
             Bug::SkipVerify => "skip-verify",
+            Bug::TagsAfterSync => "tags-after-sync",
         }
     }
 }

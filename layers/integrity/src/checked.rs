@@ -350,6 +350,14 @@ impl<D: Disk> IntegrityDisk<D> {
                 .collect()
         };
         changed.sort_by_key(|(tag_block, _)| *tag_block);
+        #[cfg(feature = "deliberate-bugs")]
+        if crate::bugs::active(crate::bugs::Bug::TagsAfterSync) {
+            self.raw.sync()?;
+            for (tag_block, block) in &changed {
+                self.raw.write(self.sb.tag_start + tag_block, block)?;
+            }
+            return Ok(());
+        }
         for (tag_block, block) in &changed {
             self.raw.write(self.sb.tag_start + tag_block, block)?;
         }
