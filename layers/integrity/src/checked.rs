@@ -54,7 +54,13 @@ impl<D: Disk> IntegrityDisk<D> {
     /// Formats `raw`: both superblock copies and every tag block (blank entries: every data
     /// block reads as zeros until written), then syncs.
     pub fn format(raw: D) -> Result<IntegrityDisk<D>> {
-        let sb = Superblock::layout(raw.size_blocks(), txdisk_disk::rng::random_seed())?;
+        IntegrityDisk::format_with_salt(raw, txdisk_disk::rng::random_seed())
+    }
+
+    /// As [`IntegrityDisk::format`] with a given salt, for runs that must repeat exactly
+    /// (simulations, the crash fuzzer's replays).
+    pub fn format_with_salt(raw: D, salt: u64) -> Result<IntegrityDisk<D>> {
+        let sb = Superblock::layout(raw.size_blocks(), salt)?;
         let encoded = sb.encode();
         assert_eq!(
             Superblock::decode(&encoded, raw.size_blocks())?,
