@@ -2,8 +2,8 @@
 //! round trip, and a replicated pair that loses either image file (deleted and replaced by a
 //! fresh one) with nothing lost — the replacement is rebuilt and the replicas end equal.
 
-use txdisk::{Block, Disk, FileDisk, FormatOptions, OpenOptions};
 use txdisk::integrity::IntegrityDisk;
+use txdisk::{Block, Disk, FileDisk, FormatOptions, OpenOptions};
 
 const OPTIONS: FormatOptions = FormatOptions {
     size_blocks: 2048,

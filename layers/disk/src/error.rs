@@ -146,7 +146,10 @@ impl std::fmt::Display for Damage {
         match self {
             Damage::Flipped => write!(f, "checksum mismatch (bit rot or a damaged write)"),
             Damage::Misdirected { belongs_at } => {
-                write!(f, "holds the contents of block {belongs_at} (a misdirected write)")
+                write!(
+                    f,
+                    "holds the contents of block {belongs_at} (a misdirected write)"
+                )
             }
             Damage::Stale => write!(f, "holds its previous contents (a lost write)"),
         }

@@ -267,10 +267,12 @@ impl<D: Disk> IntegrityDisk<D> {
             let index = self.build_index(&mut cache)?;
             cache.index = Some(index);
         }
-        Ok(match cache.index.as_ref().and_then(|index| index.get(&crc)) {
-            Some(&belongs_at) if belongs_at != addr => Damage::Misdirected { belongs_at },
-            _ => Damage::Flipped,
-        })
+        Ok(
+            match cache.index.as_ref().and_then(|index| index.get(&crc)) {
+                Some(&belongs_at) if belongs_at != addr => Damage::Misdirected { belongs_at },
+                _ => Damage::Flipped,
+            },
+        )
     }
 
     fn build_index(&self, cache: &mut TagCache) -> txdisk_disk::Result<HashMap<u32, Addr>> {
@@ -485,9 +487,10 @@ impl<D: Disk> Disk for IntegrityDisk<D> {
             .write_run(self.sb.data_start + start, blocks)
             .map_err(|error| self.rename(error, start))
             .and_then(|()| {
-                blocks.iter().zip(start..).try_for_each(|(block, addr)| {
-                    self.set_tag(addr, data_crc(block), false)
-                })
+                blocks
+                    .iter()
+                    .zip(start..)
+                    .try_for_each(|(block, addr)| self.set_tag(addr, data_crc(block), false))
             });
         drop(_guards);
         #[cfg(debug_assertions)]

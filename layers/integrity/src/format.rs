@@ -79,7 +79,10 @@ impl Superblock {
             "integrity: tag of block {addr}, expected below {}",
             self.data_blocks
         );
-        (addr / ENTRIES_PER_BLOCK, (addr % ENTRIES_PER_BLOCK) as usize)
+        (
+            addr / ENTRIES_PER_BLOCK,
+            (addr % ENTRIES_PER_BLOCK) as usize,
+        )
     }
 
     /// Encodes the superblock (both copies are this block).

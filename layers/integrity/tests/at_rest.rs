@@ -36,7 +36,11 @@ fn raw_data(disk: &IntegrityDisk<Arc<SimDisk>>, addr: u64) -> u64 {
 }
 
 /// Every block reads right except those in `damaged`, which fail with the damage given.
-fn check_all(disk: &IntegrityDisk<Arc<SimDisk>>, damaged: &[(u64, Damage)], round_of: impl Fn(u64) -> u8) {
+fn check_all(
+    disk: &IntegrityDisk<Arc<SimDisk>>,
+    damaged: &[(u64, Damage)],
+    round_of: impl Fn(u64) -> u8,
+) {
     for addr in 0..disk.size_blocks() {
         match (disk.read(addr), damaged.iter().find(|(a, _)| *a == addr)) {
             (Ok(block), None) => assert_eq!(block, pattern(addr, round_of(addr)), "block {addr}"),
@@ -142,10 +146,14 @@ fn a_block_never_written_reads_as_zeros_and_anything_else_there_is_refused() {
     let sim = Arc::new(SimDisk::new(RAW_BLOCKS));
     let disk = IntegrityDisk::format(sim.clone()).expect("format");
     assert!(disk.read(9).expect("read").is_zero());
-    sim.write(raw_data(&disk, 9), &Block::filled(7)).expect("raw write");
+    sim.write(raw_data(&disk, 9), &Block::filled(7))
+        .expect("raw write");
     assert!(matches!(
         disk.read(9),
-        Err(DiskError::Corrupt { addr: 9, damage: Damage::Flipped })
+        Err(DiskError::Corrupt {
+            addr: 9,
+            damage: Damage::Flipped
+        })
     ));
 }
 
@@ -175,16 +183,32 @@ fn one_damaged_superblock_copy_is_survived_and_repaired() {
 fn blank_first_format_and_foreign_devices_are_refused_by_name() {
     let sim = Arc::new(SimDisk::new(RAW_BLOCKS));
     assert!(IntegrityDisk::is_blank(&sim).expect("read"));
-    assert!(matches!(IntegrityDisk::open(sim.clone()), Err(IntegrityError::Blank)));
-    for (magic, what) in [(&b"TXDSUPER"[..], "single image"), (&b"txdPAIR\0"[..], "pair member")] {
-        sim.write(0, &Block::with_prefix(magic).expect("block")).expect("raw write");
+    assert!(matches!(
+        IntegrityDisk::open(sim.clone()),
+        Err(IntegrityError::Blank)
+    ));
+    for (magic, what) in [
+        (&b"TXDSUPER"[..], "single image"),
+        (&b"txdPAIR\0"[..], "pair member"),
+    ] {
+        sim.write(0, &Block::with_prefix(magic).expect("block"))
+            .expect("raw write");
         let error = IntegrityDisk::open(sim.clone()).err().expect("refused");
-        assert!(matches!(error, IntegrityError::Unchecksummed { .. }), "{error}");
+        assert!(
+            matches!(error, IntegrityError::Unchecksummed { .. }),
+            "{error}"
+        );
         let message = error.to_string();
-        assert!(message.contains(what) && message.contains("format 1"), "{message}");
+        assert!(
+            message.contains(what) && message.contains("format 1"),
+            "{message}"
+        );
     }
     sim.write(0, &Block::filled(0x55)).expect("raw write");
-    assert!(matches!(IntegrityDisk::open(sim.clone()), Err(IntegrityError::NotAnImage)));
+    assert!(matches!(
+        IntegrityDisk::open(sim.clone()),
+        Err(IntegrityError::NotAnImage)
+    ));
     assert!(!IntegrityDisk::is_blank(&sim).expect("read"));
 }
 
@@ -192,7 +216,10 @@ fn blank_first_format_and_foreign_devices_are_refused_by_name() {
 fn the_superblock_encoder_matches_the_documented_layout() {
     // docs/FORMAT-integrity.md, byte by byte.
     let sb = Superblock::layout(600, 0x0102_0304_0506_0708).expect("layout");
-    assert_eq!((sb.tag_start, sb.tag_blocks, sb.data_start, sb.data_blocks), (2, 3, 5, 595));
+    assert_eq!(
+        (sb.tag_start, sb.tag_blocks, sb.data_start, sb.data_blocks),
+        (2, 3, 5, 595)
+    );
     let block = sb.encode();
     let bytes = block.as_bytes();
     assert_eq!(&bytes[0..8], &MAGIC);
@@ -225,7 +252,11 @@ fn a_tag_entry_matches_the_documented_layout() {
     let entry = &tags.as_bytes()[(300 - 256) * 16..(300 - 256) * 16 + 16];
     let u32_at = |at: usize| u32::from_le_bytes(entry[at..at + 4].try_into().expect("4 bytes"));
     assert_eq!(u32_at(0), crc32c::crc32c(data.as_bytes()), "data crc");
-    assert_eq!(u32_at(4), crc32c::crc32c(&[0u8; 4096]), "previous: the zeros of a new block");
+    assert_eq!(
+        u32_at(4),
+        crc32c::crc32c(&[0u8; 4096]),
+        "previous: the zeros of a new block"
+    );
     assert_eq!(u32_at(8), 1, "generation");
     let mut covered = Vec::new();
     covered.extend_from_slice(&salt_of_disk.to_le_bytes());
@@ -248,6 +279,10 @@ fn with_verification_skipped_a_flipped_block_is_served() {
     bugs::set(Some(Bug::SkipVerify));
     let served = disk.read(12);
     bugs::set(None);
-    assert_eq!(served.expect("served"), block, "the variant returns the damaged bytes");
+    assert_eq!(
+        served.expect("served"),
+        block,
+        "the variant returns the damaged bytes"
+    );
     assert!(matches!(disk.read(12), Err(DiskError::Corrupt { .. })));
 }

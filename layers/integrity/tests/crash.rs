@@ -100,13 +100,18 @@ fn explore(seed: u64, torn: bool) -> u128 {
         model.apply(op);
         let images: Vec<_> = match sim.crash_states_capped(torn, STATE_CAP) {
             Ok(all) => all.collect(),
-            Err(_) => (0..SAMPLES).map(|_| sim.random_crash_state(&mut rng, torn)).collect(),
+            Err(_) => (0..SAMPLES)
+                .map(|_| sim.random_crash_state(&mut rng, torn))
+                .collect(),
         };
         for image in images {
             states += 1;
             let after = IntegrityDisk::open(SimDisk::from_image(&image))
                 .unwrap_or_else(|error| panic!("seed {seed} step {step}: open: {error}"));
-            model.check(&after, &format!("seed {seed} step {step} ({op:?}) torn={torn}"));
+            model.check(
+                &after,
+                &format!("seed {seed} step {step} ({op:?}) torn={torn}"),
+            );
         }
     }
     states
@@ -138,7 +143,10 @@ fn tags_written_after_the_sync_are_caught() {
     bugs::set(Some(Bug::TagsAfterSync));
     let caught = (0..24).any(|seed| std::panic::catch_unwind(|| explore(seed, false)).is_err());
     bugs::set(None);
-    assert!(caught, "no crash state showed the tags written after the sync");
+    assert!(
+        caught,
+        "no crash state showed the tags written after the sync"
+    );
 }
 
 /// Crash in the middle of a sync: after the tag block write, before the device's sync. The
@@ -165,5 +173,9 @@ fn a_crash_between_tag_and_device_sync_is_covered() {
             assert!(after.read(addr).expect("untouched block").is_zero());
         }
     }
-    assert_eq!(seen, [true, true], "both the new value and a failed verification occur");
+    assert_eq!(
+        seen,
+        [true, true],
+        "both the new value and a failed verification occur"
+    );
 }

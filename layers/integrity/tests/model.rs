@@ -22,7 +22,12 @@ impl Arbitrary for Op {
         let addr = u64::arbitrary(g) % 400; // some out of range
         match u8::arbitrary(g) % 4 {
             0 => Op::Write(addr, u8::arbitrary(g)),
-            1 => Op::Run(addr, (0..u8::arbitrary(g) % 6).map(|_| u8::arbitrary(g)).collect()),
+            1 => Op::Run(
+                addr,
+                (0..u8::arbitrary(g) % 6)
+                    .map(|_| u8::arbitrary(g))
+                    .collect(),
+            ),
             2 => Op::Sync,
             _ => Op::Read(addr),
         }
