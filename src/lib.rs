@@ -164,6 +164,19 @@ pub fn format(images: &[impl AsRef<Path>], options: &FormatOptions) -> Result<()
     result
 }
 
+/// The image size (in blocks, of each image) that gives a logical disk of at least
+/// `data_blocks` blocks with a log of `log_blocks`, on one image or a pair of `image_count`:
+/// the log's metadata, the pair's and the checksums' added to the data.
+pub fn image_blocks_for(data_blocks: u64, log_blocks: u64, image_count: usize) -> u64 {
+    let pair_blocks = if image_count == 2 {
+        txdisk_replicated::RESERVED_BLOCKS
+    } else {
+        0
+    };
+    let log_space = data_blocks + txdisk_log::tooling::LOG_START + log_blocks + pair_blocks;
+    txdisk_integrity::format::Superblock::raw_blocks_for(log_space)
+}
+
 /// The checks `format` makes before it creates anything.
 fn check_geometry(image_count: usize, options: &FormatOptions) -> Result<(), Error> {
     let checked_blocks = txdisk_integrity::format::Superblock::layout(options.size_blocks, 0)

@@ -72,6 +72,12 @@ impl Superblock {
         Ok(sb)
     }
 
+    /// The smallest device whose layout offers at least `data_blocks` data blocks (the
+    /// inverse of [`Superblock::layout`]).
+    pub fn raw_blocks_for(data_blocks: u64) -> u64 {
+        SUPERBLOCK_COPIES + data_blocks + data_blocks.div_ceil(ENTRIES_PER_BLOCK)
+    }
+
     /// The tag block holding data block `addr`'s entry, and the entry's index in it.
     pub fn tag_of(&self, addr: Addr) -> (u64, usize) {
         assert!(

@@ -82,7 +82,8 @@ fn serve<B: ExportBackend>(args: &Args, backend: B) -> Result<(), String> {
 fn serve_txdisk(args: &Args, images: &[PathBuf]) -> Result<(), String> {
     if let Some(data_bytes) = args.create_bytes {
         let log_blocks = 2048;
-        let size_blocks = data_bytes.div_ceil(4096) + log_blocks + 8;
+        let size_blocks =
+            txdisk::image_blocks_for(data_bytes.div_ceil(4096), log_blocks, images.len());
         let options = txdisk::FormatOptions {
             size_blocks,
             log_blocks,
