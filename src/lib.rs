@@ -295,6 +295,31 @@ fn remove_if_created(path: &Path, result: &Result<(), Error>) {
     }
 }
 
+/// The disk the log runs on, assembled from `images` as [`open`] does (each image checksummed;
+/// two of them a replicated pair, recovered — resynced or rebuilt — before this returns), and
+/// the pair when there is one. For callers that put a layer of their own between the stack and
+/// the log (a benchmark counting operations, a test injecting faults).
+pub fn open_disk(
+    images: &[impl AsRef<Path>],
+    progress: &mut dyn FnMut(txdisk_replicated::Progress),
+) -> Result<(Arc<dyn Disk>, Option<Arc<ReplicatedDisk<Image>>>), Error> {
+    match images {
+        [single] => Ok((Arc::new(open_image(single.as_ref(), false)?), None)),
+        [first, second] => {
+            refuse_same_file(first.as_ref(), second.as_ref())?;
+            let pair = Arc::new(ReplicatedDisk::open(
+                open_image(first.as_ref(), true)?,
+                open_image(second.as_ref(), true)?,
+                progress,
+            )?);
+            Ok((pair.clone(), Some(pair)))
+        }
+        _ => Err(Error::ImageCount {
+            count: images.len(),
+        }),
+    }
+}
+
 /// Opens one image, or a replicated pair (running replica recovery, or rebuilding a blank
 /// replacement file), then the log (running log recovery): a ready logical disk.
 pub fn open(images: &[impl AsRef<Path>], options: OpenOptions) -> Result<Stack, Error> {
@@ -307,23 +332,7 @@ pub fn open_with_progress(
     options: OpenOptions,
     progress: &mut dyn FnMut(txdisk_replicated::Progress),
 ) -> Result<Stack, Error> {
-    let (disk, pair): (Arc<dyn Disk>, _) = match images {
-        [single] => (Arc::new(open_image(single.as_ref(), false)?), None),
-        [first, second] => {
-            refuse_same_file(first.as_ref(), second.as_ref())?;
-            let pair = Arc::new(ReplicatedDisk::open(
-                open_image(first.as_ref(), true)?,
-                open_image(second.as_ref(), true)?,
-                progress,
-            )?);
-            (pair.clone(), Some(pair))
-        }
-        _ => {
-            return Err(Error::ImageCount {
-                count: images.len(),
-            })
-        }
-    };
+    let (disk, pair) = open_disk(images, progress)?;
     let logical = LogicalDisk::open(disk, options.log)?;
     Ok(Stack { logical, pair })
 }
