@@ -17,7 +17,10 @@ fn member(sim: &Arc<SimDisk>) -> Member {
 
 /// A clean pair with data block `a` holding `a + 1` everywhere, and its two devices.
 fn written_pair() -> [Arc<SimDisk>; 2] {
-    let sims = [Arc::new(SimDisk::new(RAW_BLOCKS)), Arc::new(SimDisk::new(RAW_BLOCKS))];
+    let sims = [
+        Arc::new(SimDisk::new(RAW_BLOCKS)),
+        Arc::new(SimDisk::new(RAW_BLOCKS)),
+    ];
     let members = sims
         .clone()
         .map(|sim| IntegrityDisk::format_with_salt(sim, 7).expect("format"));
@@ -29,7 +32,8 @@ fn written_pair() -> [Arc<SimDisk>; 2] {
     let [d1, d2] = members;
     let pair = ReplicatedDisk::open(d1, d2, &mut |_| {}).expect("open");
     for addr in 0..pair.size_blocks() {
-        pair.write(addr, &Block::filled(addr as u8 + 1)).expect("write");
+        pair.write(addr, &Block::filled(addr as u8 + 1))
+            .expect("write");
     }
     pair.sync().expect("sync");
     pair.close().expect("close");
@@ -54,12 +58,22 @@ fn a_rotten_copy_is_served_from_the_other_member_and_repaired() {
     let pair = ReplicatedDisk::open(member(&sims[0]), member(&sims[1]), &mut |_| {}).expect("open");
     assert!(matches!(
         pair.read_replica(Role::D1, 5),
-        Err(ReplicatedError::Disk(DiskError::Corrupt { damage: Damage::Flipped, .. }))
+        Err(ReplicatedError::Disk(DiskError::Corrupt {
+            damage: Damage::Flipped,
+            ..
+        }))
     ));
     for addr in 0..pair.size_blocks() {
-        assert_eq!(pair.read(addr).expect("read"), Block::filled(addr as u8 + 1), "block {addr}");
+        assert_eq!(
+            pair.read(addr).expect("read"),
+            Block::filled(addr as u8 + 1),
+            "block {addr}"
+        );
     }
-    assert_eq!(pair.read_replica(Role::D1, 5).expect("repaired"), Block::filled(6));
+    assert_eq!(
+        pair.read_replica(Role::D1, 5).expect("repaired"),
+        Block::filled(6)
+    );
     // Reads go to d1 first: d2's rotten copy is found by a scrub, not by a read.
     assert!(pair.read_replica(Role::D2, 9).is_err());
     pair.close().expect("close");
@@ -67,7 +81,8 @@ fn a_rotten_copy_is_served_from_the_other_member_and_repaired() {
     for role in [Role::D1, Role::D2] {
         for addr in 0..pair.size_blocks() {
             if (role, addr) != (Role::D2, 9) {
-                pair.read_replica(role, addr).expect("every copy verifies after the repair");
+                pair.read_replica(role, addr)
+                    .expect("every copy verifies after the repair");
             }
         }
     }
@@ -84,7 +99,10 @@ fn a_block_rotten_on_both_members_is_an_error_never_bytes() {
         other => panic!("expected a corrupt block 3 of the pair, got {other:?}"),
     }
     assert_eq!(pair.read(4).expect("read"), Block::filled(5));
-    assert!(!pair.status().is_degraded(), "a bad block is not a failed member");
+    assert!(
+        !pair.status().is_degraded(),
+        "a bad block is not a failed member"
+    );
 }
 
 #[test]
@@ -95,20 +113,30 @@ fn a_rebuild_from_a_rotten_source_block_records_the_copy_as_lost() {
     let pair = ReplicatedDisk::open_degraded(member(&sims[0]), &mut |_| {}).expect("degraded");
     let blank = Arc::new(SimDisk::new(RAW_BLOCKS));
     let replacement = IntegrityDisk::format_with_salt(blank.clone(), 8).expect("format");
-    pair.rebuild(replacement, &mut |_| {}).expect("rebuild completes");
+    pair.rebuild(replacement, &mut |_| {})
+        .expect("rebuild completes");
     assert!(!pair.status().is_degraded());
     assert!(
         matches!(pair.read(6), Err(DiskError::Corrupt { addr: 6, .. })),
         "the lost block must fail on both, not read as the replacement's zeros"
     );
     for addr in (0..pair.size_blocks()).filter(|a| *a != 6) {
-        assert_eq!(pair.read(addr).expect("read"), Block::filled(addr as u8 + 1));
+        assert_eq!(
+            pair.read(addr).expect("read"),
+            Block::filled(addr as u8 + 1)
+        );
     }
     // Writing the block makes it good again on both.
     pair.write(6, &Block::filled(0x66)).expect("write");
     pair.sync().expect("sync");
-    assert_eq!(pair.read_replica(Role::D1, 6).expect("d1"), Block::filled(0x66));
-    assert_eq!(pair.read_replica(Role::D2, 6).expect("d2"), Block::filled(0x66));
+    assert_eq!(
+        pair.read_replica(Role::D1, 6).expect("d1"),
+        Block::filled(0x66)
+    );
+    assert_eq!(
+        pair.read_replica(Role::D2, 6).expect("d2"),
+        Block::filled(0x66)
+    );
 }
 
 #[test]
@@ -126,7 +154,10 @@ fn a_damaged_metadata_slot_on_one_member_still_opens() {
         let pair =
             ReplicatedDisk::open(member(&sims[0]), member(&sims[1]), &mut |_| {}).expect("opens");
         for addr in 0..pair.size_blocks() {
-            assert_eq!(pair.read(addr).expect("read"), Block::filled(addr as u8 + 1));
+            assert_eq!(
+                pair.read(addr).expect("read"),
+                Block::filled(addr as u8 + 1)
+            );
         }
         pair.close().expect("close");
     }
