@@ -89,6 +89,16 @@ pub trait Disk: Send + Sync {
         Err(DiskError::Unsupported { op: "invalidate" })
     }
 
+    /// The version of block `addr`: how many times it was written, for a disk that counts
+    /// (a checksummed disk keeps it in the block's tag), `None` for one that does not, or for a
+    /// block never written or whose tag is damaged. Of two copies of one block that both
+    /// verify but differ — on the two members of a replicated pair — the higher version is the
+    /// newer one.
+    fn generation(&self, addr: Addr) -> Result<Option<u32>> {
+        self.check_addr(addr)?;
+        Ok(None)
+    }
+
     /// Checks this disk's rep invariant (and, for a layered disk, the layers below first).
     /// Panics on a broken invariant. Layers call it under `cfg(debug_assertions)`.
     fn check_rep(&self) {}
@@ -122,6 +132,9 @@ impl<D: Disk + ?Sized> Disk for Arc<D> {
     fn invalidate(&self, addr: Addr) -> Result<()> {
         (**self).invalidate(addr)
     }
+    fn generation(&self, addr: Addr) -> Result<Option<u32>> {
+        (**self).generation(addr)
+    }
     fn check_rep(&self) {
         (**self).check_rep()
     }
@@ -146,6 +159,9 @@ impl<D: Disk + ?Sized> Disk for Box<D> {
     fn invalidate(&self, addr: Addr) -> Result<()> {
         (**self).invalidate(addr)
     }
+    fn generation(&self, addr: Addr) -> Result<Option<u32>> {
+        (**self).generation(addr)
+    }
     fn check_rep(&self) {
         (**self).check_rep()
     }
@@ -169,6 +185,9 @@ impl<D: Disk + ?Sized> Disk for &D {
     }
     fn invalidate(&self, addr: Addr) -> Result<()> {
         (**self).invalidate(addr)
+    }
+    fn generation(&self, addr: Addr) -> Result<Option<u32>> {
+        (**self).generation(addr)
     }
     fn check_rep(&self) {
         (**self).check_rep()

@@ -515,6 +515,10 @@ impl<D: Disk> Disk for IntegrityDisk<D> {
         self.set_tag(addr, 0, true)
     }
 
+    fn generation(&self, addr: Addr) -> txdisk_disk::Result<Option<u32>> {
+        IntegrityDisk::generation(self, addr)
+    }
+
     fn check_rep(&self) {
         IntegrityDisk::check_rep(self);
     }
