@@ -134,7 +134,9 @@ mod meta;
 mod open;
 mod pair;
 mod resync;
+mod scrub;
 mod source;
+mod versions;
 
 pub use error::{ReplicatedError, Result};
 pub use invariant::{recovered_from, replicas_agree, CrashViolation, WriteHistory};
@@ -145,4 +147,6 @@ pub use meta::{
 pub use open::FormatOptions;
 pub use pair::{PairStatus, ReplicaStatus, ReplicatedDisk, LOCK_STRIPES};
 pub use resync::{CopyReport, Phase, Progress, PROGRESS_INTERVAL_BLOCKS};
+pub use scrub::{BlockFault, MemberScrub, ScrubReport, SCRUB_LISTED};
 pub use source::{choose_source, plan_other, MemberPlan, Peer};
+pub use versions::newer_copy;

@@ -64,6 +64,11 @@ impl<'a, D: Disk + ?Sized> MemberDisk<'a, D> {
         self.disk.invalidate(block.index())
     }
 
+    /// The write generation of member block `block` (see [`Disk::generation`]).
+    pub(crate) fn generation(&self, block: MemberBlock) -> txdisk_disk::Result<Option<u32>> {
+        self.disk.generation(block.index())
+    }
+
     /// Syncs the member disk.
     pub(crate) fn sync(&self) -> txdisk_disk::Result<()> {
         self.disk.sync()

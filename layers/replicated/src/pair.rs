@@ -213,7 +213,7 @@ impl<D: Disk> ReplicatedDisk<D> {
         self.stripes[(addr % LOCK_STRIPES as u64) as usize].lock()
     }
 
-    fn active_roles(&self) -> Vec<Role> {
+    pub(crate) fn active_roles(&self) -> Vec<Role> {
         [Role::D1, Role::D2]
             .into_iter()
             .filter(|role| self.replica_status(*role) == ReplicaStatus::Active)
@@ -329,7 +329,7 @@ impl<D: Disk> ReplicatedDisk<D> {
         self.write_member_meta(meta, survivor, state)
     }
 
-    fn any_active(&self, meta: &PairMeta) -> Result<()> {
+    pub(crate) fn any_active(&self, meta: &PairMeta) -> Result<()> {
         if self.active_roles().is_empty() {
             return Err(self.all_failed(meta));
         }
@@ -554,7 +554,13 @@ impl<D: Disk> ReplicatedDisk<D> {
 
     /// Self-healing: writes the good value back where a read hit a bad block (a write remaps a
     /// bad sector). Called under the address's stripe lock.
-    fn repair(&self, role: Role, addr: Addr, block: MemberBlock, good: &Block) -> Result<()> {
+    pub(crate) fn repair(
+        &self,
+        role: Role,
+        addr: Addr,
+        block: MemberBlock,
+        good: &Block,
+    ) -> Result<()> {
         self.ensure_dirty()?;
         if self.replica_status(role) != ReplicaStatus::Active {
             return Ok(());

@@ -8,19 +8,22 @@ use crate::meta::{
     read_meta, write_both_slots, Found, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS,
 };
 use crate::pair::{MemberError, ReplicaStatus, ReplicatedDisk};
+use crate::versions::newer_copy;
 use std::sync::atomic::Ordering;
-use txdisk_disk::{Addr, Disk, DiskError};
+use txdisk_disk::{Addr, Block, Disk, DiskError};
 
 /// How often (in blocks) a copy reports progress.
 pub const PROGRESS_INTERVAL_BLOCKS: u64 = 4096;
 
-/// Which copy is running.
+/// Which pass over the pair is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
     /// After a crash: d1 → d2 where they differ.
     Resync,
     /// Onto a replacement (or a stale replica): the current replica → it.
     Rebuild,
+    /// Every copy verified, the good one written over a bad one ([`ReplicatedDisk::scrub`]).
+    Scrub,
 }
 
 /// Progress of a copy, reported every [`PROGRESS_INTERVAL_BLOCKS`] and at the end.
@@ -53,7 +56,8 @@ enum Step {
 impl<D: Disk> ReplicatedDisk<D> {
     /// Makes the replicas equal: compares d1 and d2 at every address and copies d1's value over
     /// d2's where they differ (both being active, both are current, and d1 is the preferred
-    /// source). A bad block on d1 is repaired from d2. Safe to run while the pair is in use, and
+    /// source) — unless the members keep write generations and d2's copy is the newer, which
+    /// is then copied over d1's ([`newer_copy`]). A bad block on d1 is repaired from d2. Safe to run while the pair is in use, and
     /// to interrupt by a crash and run again. If d1 fails during the copy, d2 — every block of
     /// which holds either its own value or d1's — stands alone; if d2 fails, d1 does.
     pub fn recover(&self, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport> {
@@ -330,6 +334,15 @@ impl<D: Disk> ReplicatedDisk<D> {
         };
         match self.on_member_gen(target, |disk| disk.read(block)) {
             Ok(current) if current == value => return Ok(Step::Same),
+            // Both current, both verify, and the target's copy is the newer by the members'
+            // write generations: it is the one kept (what `fsck` calls right, and the scrub
+            // keeps). Either value was written there, so either is a correct outcome of a crash.
+            Ok(current)
+                if self.replica_status(target) == ReplicaStatus::Active
+                    && self.newer_member(block) == Some(target) =>
+            {
+                return self.copy_back(source, block, &current);
+            }
             Err(MemberError {
                 error: DiskError::Crashed,
                 ..
@@ -345,6 +358,31 @@ impl<D: Disk> ReplicatedDisk<D> {
             }) => Err(DiskError::Crashed.into()),
             Err(failed) => {
                 self.fail_replica(target, &failed)?;
+                Ok(Step::Stop)
+            }
+        }
+    }
+
+    /// The member whose copy of `block` has the higher write generation, if the members keep
+    /// generations and they differ ([`newer_copy`]).
+    fn newer_member(&self, block: MemberBlock) -> Option<Role> {
+        let generation = |role: Role| {
+            self.on_member(role, |disk| disk.generation(block))
+                .unwrap_or(None)
+        };
+        newer_copy(generation(Role::D1), generation(Role::D2))
+    }
+
+    /// Writes the target's newer copy over the source's.
+    fn copy_back(&self, source: Role, block: MemberBlock, newer: &Block) -> Result<Step> {
+        match self.on_member_gen(source, |disk| disk.write(block, newer)) {
+            Ok(()) => Ok(Step::Copied),
+            Err(MemberError {
+                error: DiskError::Crashed,
+                ..
+            }) => Err(DiskError::Crashed.into()),
+            Err(failed) => {
+                self.fail_replica(source, &failed)?;
                 Ok(Step::Stop)
             }
         }

@@ -67,6 +67,7 @@ fn repair_pair(
         let phase = match p.phase {
             Phase::Resync => "resyncing replicas",
             Phase::Rebuild => "rebuilding a replica",
+            Phase::Scrub => "scrubbing replicas",
         };
         progress(Progress {
             phase,
