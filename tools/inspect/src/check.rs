@@ -1,11 +1,13 @@
 //! The integrity check (`txdisk fsck`): read-only inspection of one image or a replicated pair,
-//! layer by layer from the bottom, and the repair that runs the layers' own recoveries.
+//! layer by layer from the bottom — the checksums (every block verified, `verify.rs`), the
+//! pair, the log — and the repair that runs the layers' own recoveries.
 
 use crate::error::{InspectError, Result};
 use crate::report::{
     one_line, slot_text, state_text, FsckReport, LogReport, MemberReport, RecordSummary,
     ReplicaDiff, Severity,
 };
+use crate::verify::{self, Agreed, Failures};
 use crate::view::{open_image, ImageKind, OpenedImage};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -47,8 +49,8 @@ pub struct Progress {
     pub total_blocks: u64,
 }
 
-/// How often the replica comparison reports progress.
-const PROGRESS_INTERVAL_BLOCKS: u64 = 4096;
+/// How often the block-by-block steps report progress.
+pub(crate) const PROGRESS_INTERVAL_BLOCKS: u64 = 4096;
 
 /// Checks one image or the two members of a replicated pair (d1 first). `Err` is an operational
 /// error (e2fsck's 8); damage is reported in the returned report.
@@ -83,15 +85,15 @@ fn inspect(
             count: images.len(),
         });
     }
-    let mut opened = images
-        .iter()
-        .map(|path| open_image(path))
-        .collect::<Result<Vec<_>>>()?;
-    mark_blank_replacement(&mut opened)?;
     let mut report = FsckReport {
         images: images.to_vec(),
         ..FsckReport::default()
     };
+    let mut opened = open_all(images, &mut report)?;
+    if opened.is_empty() {
+        return Ok(report); // nothing readable: the checksum superblock findings say why
+    }
+    mark_blank_replacement(&mut opened)?;
     let all_members = opened
         .iter()
         .all(|image| matches!(image.kind, ImageKind::Member { .. }));
@@ -103,37 +105,176 @@ fn inspect(
         return Err(InspectError::NotAPairMember { path: single });
     }
     if !all_members {
-        check_log(&opened[0], true, &mut report)?;
+        let failures = verify_each(&opened, &[0], options, progress, &mut report)?;
+        if let Some(view) = opened[0].log_view() {
+            check_log(&view, &opened[0].path, true, &mut report)?;
+        }
+        finish_verification(&failures, false, options, &mut report);
         return Ok(report);
     }
     let chosen = check_members(&opened, &mut report)?;
     let source = chosen.as_ref().map(|(source, _)| *source);
+    let mut failures = Vec::new();
+    let mut compared = false;
     if opened.len() == 2 {
         // A member to be rebuilt is overwritten whole: comparing it would list every block.
         if let Some((source, MemberPlan::InSync { .. })) = chosen {
-            report.replicas = Some(compare_replicas(
-                &opened,
-                source,
-                options,
-                progress,
-                &mut report,
-            )?);
+            if let Some(found) = verify::compare(&opened, source, options.max_listed, progress)? {
+                differ_finding(&found.diff, &mut report);
+                report.replicas = Some(found.diff);
+                report.verification.extend(found.verified);
+                let [f1, f2] = found.failures;
+                failures.push((opened[0].path.clone(), f1));
+                failures.push((opened[1].path.clone(), f2));
+                compared = true;
+            }
         }
     } else {
+        let message = if images.len() == 2 {
+            "only one member of the pair can be read: replicas not compared"
+        } else {
+            "only one member of the pair given: replicas not compared"
+        };
         report.add(
             Severity::Info,
             "replicated",
             "replicated.one_member",
-            "only one member of the pair given: replicas not compared",
+            message,
         );
     }
     let log_source = source.map_or(0, Role::index).min(opened.len() - 1);
+    if !compared {
+        failures = verify_each(&opened, &[log_source], options, progress, &mut report)?;
+    }
     let errors_before = count_errors(&report);
-    check_log(&opened[log_source], false, &mut report)?;
+    match (
+        compared,
+        opened[0].log_view(),
+        opened.get(1).and_then(|o| o.log_view()),
+    ) {
+        (true, Some(v1), Some(v2)) => {
+            let agreed = Agreed {
+                views: [v1, v2],
+                source: Role::from_index(log_source),
+            };
+            check_log(&agreed, &opened[log_source].path, false, &mut report)?;
+        }
+        _ => {
+            if let Some(view) = opened[log_source].log_view() {
+                check_log(&view, &opened[log_source].path, false, &mut report)?;
+            }
+        }
+    }
     if opened.len() == 2 && count_errors(&report) > errors_before {
         compare_logs(&opened[1 - log_source], &mut report);
     }
+    finish_verification(&failures, opened.len() == 2, options, &mut report);
     Ok(report)
+}
+
+/// Opens every image through its checksums. An image whose checksum superblocks are both
+/// damaged (or truncated) is reported and left out; one with a damaged copy is reported as
+/// fixable; a blank file beside another image is a replacement member.
+fn open_all(images: &[PathBuf], report: &mut FsckReport) -> Result<Vec<OpenedImage>> {
+    let mut opened = Vec::new();
+    for path in images {
+        match open_image(path) {
+            Ok(image) => opened.push(image),
+            Err(InspectError::Blank { .. }) if images.len() == 2 => {
+                opened.push(OpenedImage::blank_member(path))
+            }
+            Err(InspectError::Truncated {
+                path,
+                formatted_blocks,
+                file_blocks,
+            }) => {
+                let message = format!(
+                    "{}: formatted for {formatted_blocks} blocks, the file has {file_blocks} (truncated image?)",
+                    path.display()
+                );
+                report.add(Severity::Error, "disk", "disk.truncated", message);
+            }
+            Err(InspectError::Superblocks { path, source }) => {
+                let message = format!(
+                    "{}: both checksum superblock copies are damaged ({}): nothing in it can be verified{}",
+                    path.display(),
+                    one_line(&source.to_string()),
+                    if images.len() == 2 {
+                        "; put a blank file in its place to rebuild it from the other member"
+                    } else {
+                        ""
+                    }
+                );
+                report.add(
+                    Severity::Error,
+                    "integrity",
+                    "integrity.superblock",
+                    message,
+                );
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    if !opened.is_empty() && opened.iter().all(|image| image.disk.is_none()) {
+        return Err(InspectError::Blank {
+            path: opened[0].path.clone(),
+        });
+    }
+    for image in &opened {
+        let damaged = image
+            .disk
+            .as_ref()
+            .map_or_else(Vec::new, |disk| disk.damaged_superblocks());
+        if !damaged.is_empty() {
+            let copies: Vec<String> = damaged.iter().map(u64::to_string).collect();
+            let message = format!(
+                "{}: checksum superblock copy {} is damaged; the other is good and repair rewrites it",
+                image.path.display(),
+                copies.join(" and ")
+            );
+            report.add(
+                Severity::Fixable,
+                "integrity",
+                "integrity.superblock_copy",
+                message,
+            );
+        }
+    }
+    Ok(opened)
+}
+
+/// Verifies every block of the images at `indexes`, alone (no other copy to compare with).
+fn verify_each(
+    opened: &[OpenedImage],
+    indexes: &[usize],
+    options: &CheckOptions,
+    progress: &mut dyn FnMut(Progress),
+    report: &mut FsckReport,
+) -> Result<Vec<(PathBuf, Failures)>> {
+    let mut failures = Vec::new();
+    for &index in indexes {
+        if let Some((verified, found)) =
+            verify::verify_alone(&opened[index], options.max_listed, progress)?
+        {
+            report.verification.push(verified);
+            failures.push((opened[index].path.clone(), found));
+        }
+    }
+    Ok(failures)
+}
+
+/// The failures as findings, once the log (and so what each failing block is) is known.
+fn finish_verification(
+    failures: &[(PathBuf, Failures)],
+    pair: bool,
+    options: &CheckOptions,
+    report: &mut FsckReport,
+) {
+    let images: Vec<(&Path, Failures)> = failures
+        .iter()
+        .map(|(path, found)| (path.as_path(), found.clone()))
+        .collect();
+    verify::findings(&images, pair, options.max_listed, report);
 }
 
 fn count_errors(report: &FsckReport) -> usize {
@@ -147,8 +288,11 @@ fn count_errors(report: &FsckReport) -> usize {
 /// The log is damaged on the member recovery would copy from: tell whether the other member's
 /// copy is intact (a resync would overwrite it, so repair leaves both alone).
 fn compare_logs(other: &OpenedImage, report: &mut FsckReport) {
+    let Some(view) = other.log_view() else {
+        return;
+    };
     let mut scratch = FsckReport::default();
-    if check_log(other, false, &mut scratch).is_err() || count_errors(&scratch) > 0 {
+    if check_log(&view, &other.path, false, &mut scratch).is_err() || count_errors(&scratch) > 0 {
         return;
     }
     let message = format!(
@@ -178,17 +322,20 @@ fn mark_blank_replacement(opened: &mut [OpenedImage]) -> Result<()> {
         return Ok(());
     }
     for image in opened.iter_mut() {
-        if image.kind != ImageKind::Single || image.disk.size_blocks() <= RESERVED_BLOCKS {
+        let Some(disk) = image.disk.as_ref() else {
+            continue;
+        };
+        if image.kind != ImageKind::Single || disk.size_blocks() <= RESERVED_BLOCKS {
             continue;
         }
+        // Checksums formatted, pair metadata never written: a format cut short (or a
+        // replacement formatted by hand) — what `open` rebuilds.
         for addr in 0..RESERVED_BLOCKS {
-            if !image
-                .disk
-                .read(addr)
-                .map_err(io_error(&image.path))?
-                .is_zero()
-            {
-                return Ok(());
+            match disk.read(addr) {
+                Ok(block) if block.is_zero() => {}
+                Ok(_) => return Ok(()),
+                Err(error) if error.is_bad_block() => return Ok(()),
+                Err(error) => return Err(io_error(&image.path)(error)),
             }
         }
         image.kind = ImageKind::Member {
@@ -318,11 +465,11 @@ fn check_slots(
 
 fn check_member_size(image: &OpenedImage, meta: &ReplicaMeta, report: &mut FsckReport) {
     let needed = meta.data_size_blocks.saturating_add(RESERVED_BLOCKS);
-    if image.disk.size_blocks() < needed {
+    let size_blocks = image.disk.as_ref().map_or(0, |disk| disk.size_blocks());
+    if size_blocks < needed {
         let message = format!(
-            "{}: {} blocks, its metadata needs {needed} (truncated image?)",
+            "{}: {size_blocks} checksummed blocks, its metadata needs {needed} (truncated image?)",
             image.path.display(),
-            image.disk.size_blocks()
         );
         report.add(Severity::Error, "disk", "disk.truncated", message);
     }
@@ -395,75 +542,50 @@ fn choose_source(
     Some((source.role, plan))
 }
 
-/// Compares the two members' data block by block.
-fn compare_replicas(
-    opened: &[OpenedImage],
-    source: Role,
-    options: &CheckOptions,
-    progress: &mut dyn FnMut(Progress),
-    report: &mut FsckReport,
-) -> Result<ReplicaDiff> {
-    let (v1, v2) = (opened[0].log_view(), opened[1].log_view());
-    let total_blocks = v1.size_blocks().min(v2.size_blocks());
-    let mut diff = ReplicaDiff {
-        compared_blocks: total_blocks,
-        differing_blocks: 0,
-        first_differences: Vec::new(),
-        source,
-    };
-    for addr in 0..total_blocks {
-        let b1 = v1.read(addr).map_err(io_error(&opened[0].path))?;
-        let b2 = v2.read(addr).map_err(io_error(&opened[1].path))?;
-        if b1 != b2 {
-            diff.differing_blocks += 1;
-            if diff.first_differences.len() < options.max_listed {
-                diff.first_differences.push(addr);
-            }
-        }
-        if (addr + 1) % PROGRESS_INTERVAL_BLOCKS == 0 {
-            progress(Progress {
-                phase: "comparing replicas",
-                done_blocks: addr + 1,
-                total_blocks,
-            });
+/// Where copies that both verify differ: which is newer, and so which repair keeps.
+fn differ_finding(diff: &ReplicaDiff, report: &mut FsckReport) {
+    if diff.differing_blocks == 0 {
+        return;
+    }
+    let listed: Vec<String> = diff.first_differences.iter().map(Addr::to_string).collect();
+    let mut kept = Vec::new();
+    for (count, role) in [
+        (diff.d1_newer_blocks, Role::D1),
+        (diff.d2_newer_blocks, Role::D2),
+    ] {
+        if count > 0 {
+            kept.push(format!(
+                "{role}'s copy is newer (higher write generation) at {count}"
+            ));
         }
     }
-    progress(Progress {
-        phase: "comparing replicas",
-        done_blocks: total_blocks,
-        total_blocks,
-    });
-    if diff.differing_blocks > 0 {
-        let listed: Vec<String> = diff.first_differences.iter().map(Addr::to_string).collect();
-        let message = format!(
-            "replicas differ at {} of {} blocks (first: {}); recovery copies {} over {}",
-            diff.differing_blocks,
-            total_blocks,
-            listed.join(", "),
-            source,
-            source.other()
-        );
-        report.add(
-            Severity::Fixable,
-            "replicated",
-            "replicated.differ",
-            message,
-        );
+    if diff.undecided_blocks > 0 {
+        kept.push(format!(
+            "the generations decide nothing at {}: {}'s copy (recovery's source) is kept",
+            diff.undecided_blocks, diff.source
+        ));
     }
-    Ok(diff)
+    let message = format!(
+        "replicas differ at {} of {} blocks (first: {}), both copies verifying: {}; repair keeps the newer copy",
+        diff.differing_blocks,
+        diff.compared_blocks,
+        listed.join(", "),
+        kept.join("; ")
+    );
+    report.add(
+        Severity::Fixable,
+        "replicated",
+        "replicated.differ",
+        message,
+    );
 }
 
 // ---- the log layer ----
 
 /// What a log error means for the check: an operational error (not ours at all, a version we
 /// cannot read, an I/O failure) or damage on an image we recognise.
-fn log_error(
-    image: &OpenedImage,
-    single: bool,
-    error: LogError,
-    report: &mut FsckReport,
-) -> Result<()> {
-    let path = image.path.clone();
+fn log_error(path: &Path, single: bool, error: LogError, report: &mut FsckReport) -> Result<()> {
+    let path = path.to_path_buf();
     match error {
         LogError::NotAnImage { reason } if single => Err(InspectError::NotAnImage { path, reason }),
         LogError::UnsupportedVersion { found, supported } => {
@@ -473,6 +595,12 @@ fn log_error(
                 found,
                 supported,
             })
+        }
+        LogError::Disk(source) if source.is_bad_block() => {
+            // The log's superblock fails verification (on every copy, on a pair).
+            let message = format!("log superblock: {}", one_line(&source.to_string()));
+            report.add(Severity::Error, "log", "log.superblock", message);
+            Ok(())
         }
         LogError::Disk(source) => Err(InspectError::Io { path, source }),
         other => {
@@ -487,27 +615,27 @@ fn log_error(
     }
 }
 
-/// Checks the log in the image's address space: superblock, headers, the chain of records.
-fn check_log(image: &OpenedImage, single: bool, report: &mut FsckReport) -> Result<()> {
-    let view = image.log_view();
+/// Checks the log in the address space `view` (of the image at `path`, or of a pair):
+/// superblock, headers, the chain of records.
+fn check_log(view: &dyn Disk, path: &Path, single: bool, report: &mut FsckReport) -> Result<()> {
     if view.size_blocks() == 0 {
         return Err(InspectError::NotAnImage {
-            path: image.path.clone(),
+            path: path.to_path_buf(),
             reason: "no blocks after the pair metadata".into(),
         });
     }
-    let sb = match read_superblock(&view) {
+    let sb = match read_superblock(view) {
         Ok(sb) => sb,
-        Err(error) => return log_error(image, single, error, report),
+        Err(error) => return log_error(path, single, error, report),
     };
     // The log refuses a header whose positions are out of any plausible range when it decodes
     // it: no second copy of that limit here.
-    if let Err(error) = read_headers(&view, &sb) {
-        return log_error(image, single, error, report);
+    if let Err(error) = read_headers(view, &sb) {
+        return log_error(path, single, error, report);
     }
-    let scan = match scan_log(&view, false) {
+    let scan = match scan_log(view, false) {
         Ok(scan) => scan,
-        Err(error) => return log_error(image, single, error, report),
+        Err(error) => return log_error(path, single, error, report),
     };
     let home: BTreeSet<Addr> = scan
         .records

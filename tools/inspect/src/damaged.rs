@@ -2,12 +2,29 @@
 //! `txdisk` program (as e2fsprogs keeps journal test images): each is made from a healthy
 //! image by the layers themselves (a crash is "drop without close") and then, where the
 //! trouble is damage, by patching bytes the format documents.
+//!
+//! Every image is checksummed (docs/FORMAT-integrity.md): the file holds two checksum
+//! superblocks and the tag blocks, then the checked disk's blocks — on a pair member its
+//! metadata slots, then the log's address space. Damage comes in two depths:
+//!
+//! * **through the checksums** ([`patch_checked`], and the layers' own writes): the block is
+//!   rewritten with its tag, so it verifies, and only the layer above can tell it is wrong (a
+//!   log superblock whose own checksum fails, a crafted header). This is what a bug above the
+//!   checksums would leave.
+//! * **beneath them** ([`patch_raw`], [`flip_random_bit`], [`misdirect`], [`put_back`]): bytes
+//!   of the file changed behind the checksummed disk's back, as rot, a misdirected or a lost
+//!   write leaves them: the block fails verification.
+//!
+//! [`Geometry`] says where each block of an image is in its file.
 
 use crate::view::Window;
 use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use txdisk_disk::{Block, Disk, FileDisk, BLOCK_SIZE};
+use txdisk_disk::rng::SplitMix64;
+use txdisk_disk::{Addr, Block, Disk, FileDisk, BLOCK_SIZE};
+use txdisk_integrity::IntegrityDisk;
 use txdisk_log::tooling::{scan_log, Superblock};
 use txdisk_log::LogOptions;
 use txdisk_logical::LogicalDisk;
@@ -22,6 +39,9 @@ pub const LOG_BLOCKS: u64 = 32;
 
 /// What making a test image can fail with.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// One image as the stack uses it.
+type Checked = IntegrityDisk<FileDisk>;
 
 /// The kinds of test image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,11 +58,12 @@ pub enum Damage {
     TornTail,
     /// Only a torn record: nothing to replay.
     TornOnly,
-    /// A pair closed clean whose d2 differs from d1 at three data addresses.
+    /// A pair closed clean whose d2 holds newer copies of three data blocks than d1 (both
+    /// verify): what d1 losing three writes, block and tag together, leaves.
     ReplicaDifference,
     /// The first of three acknowledged records damaged: the later ones say it was durable.
     BrokenChain,
-    /// A byte of the log superblock flipped (magic intact).
+    /// A byte of the log superblock flipped (magic intact; the block itself verifies).
     SuperblockChecksum,
     /// The superblock magic overwritten: not ours.
     WrongMagic,
@@ -70,11 +91,26 @@ pub enum Damage {
     NotAnImage,
     /// A directory where an image is expected.
     Directory,
+    /// A pair whose d1 copies of five data blocks fail verification (two flipped bits, two
+    /// misdirected writes, one lost write); d2's verify.
+    RottenCopies,
+    /// A single image whose home blocks 3 and 9 have a flipped bit: lost, nothing to repair from.
+    RottenSingle,
+    /// d1's log superblock block fails verification; d2's copy verifies.
+    RottenLogSuperblock,
+    /// One metadata slot of d1 fails verification (rot beneath the checksums).
+    RottenSlot,
+    /// The first checksum superblock copy of d1 damaged; the second is good.
+    ChecksumSuperblockCopy,
+    /// Both checksum superblock copies of a single image damaged.
+    ChecksumSuperblocks,
+    /// An image of txdisk's first format, which kept no block checksums.
+    FormatOne,
 }
 
 impl Damage {
     /// Every kind, in declaration order.
-    pub const ALL: [Damage; 22] = [
+    pub const ALL: [Damage; 29] = [
         Damage::CleanSingle,
         Damage::CleanPair,
         Damage::PendingSingle,
@@ -97,6 +133,13 @@ impl Damage {
         Damage::EmptyFile,
         Damage::NotAnImage,
         Damage::Directory,
+        Damage::RottenCopies,
+        Damage::RottenSingle,
+        Damage::RottenLogSuperblock,
+        Damage::RottenSlot,
+        Damage::ChecksumSuperblockCopy,
+        Damage::ChecksumSuperblocks,
+        Damage::FormatOne,
     ];
 }
 
@@ -118,6 +161,7 @@ pub fn make(damage: Damage, dir: &Path) -> Result<Vec<PathBuf>, Error> {
         Damage::TruncatedSingle | Damage::EmptyFile | Damage::NotAnImage | Damage::Directory => {
             single()
         }
+        Damage::RottenSingle | Damage::ChecksumSuperblocks | Damage::FormatOne => single(),
         _ => pair(),
     };
     match damage {
@@ -126,6 +170,11 @@ pub fn make(damage: Damage, dir: &Path) -> Result<Vec<PathBuf>, Error> {
             std::fs::write(&images[0], "not an image\n".repeat(2 * BLOCK_SIZE / 13 + 1))?
         }
         Damage::Directory => std::fs::create_dir(&images[0])?,
+        Damage::FormatOne => {
+            // Format 1: the log directly on the file, no checksum envelope.
+            let disk = FileDisk::create(&images[0], SIZE_BLOCKS)?;
+            LogicalDisk::format(&disk, LOG_BLOCKS)?;
+        }
         Damage::DifferentPairs => {
             format(&images, 1)?;
             let other = [dir.join("other-d1.img"), dir.join("other-d2.img")];
@@ -156,38 +205,33 @@ fn damage_formatted(damage: Damage, images: &[PathBuf]) -> Result<(), Error> {
             tear_record(&images[0], 0)?;
         }
         Damage::ReplicaDifference => {
-            let d2 = FileDisk::open(&images[1])?;
-            let sb = txdisk_log::tooling::read_superblock(&Window::new(
-                &d2,
-                RESERVED_BLOCKS,
-                d2.size_blocks() - RESERVED_BLOCKS,
-            ))?;
+            let geometry = Geometry::of(&images[1])?;
+            let d2 = open_checked(&images[1])?;
             for home in [5, 6, 40] {
-                d2.write(RESERVED_BLOCKS + sb.data_start + home, &Block::filled(0xd2))?;
+                let addr = geometry.checked_of_log(geometry.log.data_start + home);
+                d2.write(addr, &Block::filled(0xd2))?;
             }
             d2.sync()?;
         }
-        Damage::SuperblockChecksum => patch(&images[0], 20, &[0x55])?,
-        Damage::WrongMagic => patch(&images[0], 0, b"NOTTXDSK")?,
+        Damage::SuperblockChecksum => patch_checked(&images[0], 0, 20, &[0x55])?,
+        Damage::WrongMagic => patch_checked(&images[0], 0, 0, b"NOTTXDSK")?,
         Damage::FutureLogVersion => {
-            let disk = FileDisk::open(&images[0])?;
-            let mut sb = Superblock::decode(&disk.read(0)?, disk.size_blocks())?;
+            let geometry = Geometry::of(&images[0])?;
+            let mut sb = geometry.log;
             sb.version = 2;
-            disk.write(0, &sb.encode())?;
+            let disk = open_checked(&images[0])?;
+            disk.write(geometry.checked_of_log(0), &sb.encode())?;
             disk.sync()?;
         }
         Damage::FuturePairVersion => {
+            let version = (txdisk_replicated::FORMAT_VERSION + 1).to_le_bytes();
             for slot in 0..RESERVED_BLOCKS {
-                patch(
-                    &images[0],
-                    slot * BLOCK_SIZE as u64 + 8,
-                    &(txdisk_replicated::FORMAT_VERSION + 1).to_le_bytes(),
-                )?;
+                patch_checked_block(&images[0], slot, 8, &version)?;
             }
         }
         Damage::NoValidHeader => {
-            patch(&images[0], BLOCK_SIZE as u64, &[0u8; BLOCK_SIZE])?;
-            patch(&images[0], 2 * BLOCK_SIZE as u64, &[0u8; BLOCK_SIZE])?;
+            patch_checked(&images[0], 1, 0, &[0u8; BLOCK_SIZE])?;
+            patch_checked(&images[0], 2, 0, &[0u8; BLOCK_SIZE])?;
         }
         Damage::TruncatedSingle | Damage::TruncatedMember => {
             let path = images.last().ok_or("no image")?;
@@ -206,24 +250,107 @@ fn damage_formatted(damage: Damage, images: &[PathBuf]) -> Result<(), Error> {
             meta.events = 0;
             meta.peer_events = 0;
         })?,
-        Damage::DamagedSlot => patch(&images[0], 30, &[0xff])?,
+        Damage::DamagedSlot => patch_checked_block(&images[0], 0, 30, &[0xff])?,
+        Damage::RottenCopies => rot_copies(images)?,
+        Damage::RottenSingle => {
+            let mut rng = SplitMix64::new(0x5c7b);
+            for home in [3, 9] {
+                flip_random_bit(
+                    &images[0],
+                    Geometry::of(&images[0])?.raw_of_home(home),
+                    &mut rng,
+                )?;
+            }
+        }
+        Damage::RottenLogSuperblock => {
+            let raw = Geometry::of(&images[0])?.raw_of_log(0);
+            patch_raw(&images[0], raw, 20, &[0x55])?;
+        }
+        Damage::RottenSlot => {
+            let raw = Geometry::of(&images[0])?.raw_of_checked(0);
+            patch_raw(&images[0], raw, 30, &[0xff])?;
+        }
+        Damage::ChecksumSuperblockCopy => patch_raw(&images[0], 0, 20, &[0x55])?,
+        Damage::ChecksumSuperblocks => {
+            patch_raw(&images[0], 0, 20, &[0x55])?;
+            patch_raw(&images[0], 1, 20, &[0x55])?;
+        }
         _ => {}
     }
     Ok(())
 }
 
-/// Formats one image, or a pair with the given pair id, closed clean.
+/// `RottenCopies`: d1's copies of home blocks 10 and 11 get a flipped bit, 12 and 13 the
+/// contents of 20 and 21 (misdirected), and 14 its previous contents (a lost write).
+fn rot_copies(images: &[PathBuf]) -> Result<(), Error> {
+    let geometry = Geometry::of(&images[0])?;
+    // Distinct contents everywhere first, so that a misdirected block names its origin.
+    write_homes(images, &[(10..22).collect::<Vec<Addr>>()])?;
+    let before = snapshot(&images[0], &[geometry.raw_of_home(14)])?;
+    write_homes(images, &[vec![14]])?;
+    let mut rng = SplitMix64::new(0x2077);
+    for home in [10, 11] {
+        flip_random_bit(&images[0], geometry.raw_of_home(home), &mut rng)?;
+    }
+    for (home, from) in [(12, 20), (13, 21)] {
+        misdirect(
+            &images[0],
+            geometry.raw_of_home(home),
+            geometry.raw_of_home(from),
+        )?;
+    }
+    put_back(&images[0], &before)
+}
+
+/// Writes each list of home addresses in one transaction, every block different from every
+/// other ever written (its address and a counter), and closes cleanly.
+fn write_homes(images: &[PathBuf], batches: &[Vec<Addr>]) -> Result<(), Error> {
+    let (disk, pair) = open_stack_disk(images)?;
+    let logical = LogicalDisk::open(disk, LogOptions::default())?;
+    let stamp = txdisk_disk::rng::random_seed();
+    for (batch, addrs) in batches.iter().enumerate() {
+        let mut tx = logical.begin();
+        for &addr in addrs {
+            tx.write(addr, &distinct_block(addr, stamp ^ batch as u64))?;
+        }
+        tx.commit()?;
+    }
+    // Closing installs everything and gives up the log's handle on the pair.
+    logical.close()?;
+    if let Some(pair) = pair {
+        Arc::try_unwrap(pair)
+            .map_err(|_| "the pair is still shared")?
+            .close()?;
+    }
+    Ok(())
+}
+
+/// A block that differs from every other: the address and `stamp` in its first 16 bytes, the
+/// rest a pattern of both.
+pub fn distinct_block(addr: Addr, stamp: u64) -> Block {
+    let mut block = Block::zeroed();
+    let mut rng = SplitMix64::new(addr.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ stamp);
+    for chunk in block.as_bytes_mut().chunks_exact_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    block.as_bytes_mut()[0..8].copy_from_slice(&addr.to_le_bytes());
+    block.as_bytes_mut()[8..16].copy_from_slice(&stamp.to_le_bytes());
+    block
+}
+
+/// Formats one image, or a pair with the given pair id, closed clean: the checksummed disk
+/// on each file, then the pair and the log, as `txdisk::format` makes them.
 pub fn format(images: &[PathBuf], pair_id: u64) -> Result<(), Error> {
+    let create = |path: &Path| -> Result<Checked, Error> {
+        Ok(IntegrityDisk::format(FileDisk::create(path, SIZE_BLOCKS)?)?)
+    };
     match images {
         [single] => {
-            let disk = FileDisk::create(single, SIZE_BLOCKS)?;
+            let disk = create(single)?;
             LogicalDisk::format(&disk, LOG_BLOCKS)?;
         }
         [p1, p2] => {
-            let (d1, d2) = (
-                FileDisk::create(p1, SIZE_BLOCKS)?,
-                FileDisk::create(p2, SIZE_BLOCKS)?,
-            );
+            let (d1, d2) = (create(p1)?, create(p2)?);
             ReplicatedDisk::format(
                 &d1,
                 &d2,
@@ -241,19 +368,34 @@ pub fn format(images: &[PathBuf], pair_id: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// The checksummed disk of an image, writable.
+fn open_checked(path: &Path) -> Result<Checked, Error> {
+    Ok(IntegrityDisk::open(FileDisk::open(path)?)?)
+}
+
+type StackDisk = (Arc<dyn Disk>, Option<Arc<ReplicatedDisk<Checked>>>);
+
+/// The disk the log lives on: one checksummed image, or the pair of two.
+fn open_stack_disk(images: &[PathBuf]) -> Result<StackDisk, Error> {
+    Ok(match images {
+        [single] => (Arc::new(open_checked(single)?), None),
+        [p1, p2] => {
+            let pair = Arc::new(ReplicatedDisk::open(
+                open_checked(p1)?,
+                open_checked(p2)?,
+                &mut |_| {},
+            )?);
+            (pair.clone(), Some(pair))
+        }
+        _ => return Err("one or two images".into()),
+    })
+}
+
 /// Commits `count` durable transactions of two blocks each (addresses `2i`, `2i + 1`, filled
 /// with `i + 1`), with installation off, then drops everything without closing: a crash after
 /// the commits returned.
 pub fn commit_and_crash(images: &[PathBuf], count: u8) -> Result<(), Error> {
-    let disk: Arc<dyn Disk> = match images {
-        [single] => Arc::new(FileDisk::open(single)?),
-        [p1, p2] => Arc::new(ReplicatedDisk::open(
-            FileDisk::open(p1)?,
-            FileDisk::open(p2)?,
-            &mut |_| {},
-        )?),
-        _ => return Err("one or two images".into()),
-    };
+    let (disk, _pair) = open_stack_disk(images)?;
     let options = LogOptions {
         background_installer: false,
         ..LogOptions::default()
@@ -270,9 +412,10 @@ pub fn commit_and_crash(images: &[PathBuf], count: u8) -> Result<(), Error> {
 }
 
 /// Overwrites the last block of record number `index` of the chain of a single image with
-/// garbage: its checksum no longer matches.
+/// garbage, through the checksums: the block verifies, the record's checksum no longer
+/// matches.
 fn tear_record(path: &Path, index: usize) -> Result<(), Error> {
-    let disk = FileDisk::open(path)?;
+    let disk = open_checked(path)?;
     let scan = scan_log(&disk, false)?;
     let record = scan.records.get(index).ok_or("no such record")?;
     let last = scan.superblock.log_addr(record.pos + record.len_blocks - 1);
@@ -281,18 +424,153 @@ fn tear_record(path: &Path, index: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes `bytes` at byte `offset` of the file.
+/// Writes `bytes` at byte `offset` of the file, beneath everything (for the checksum
+/// superblocks, or to make a file that is not an image).
 pub fn patch(path: &Path, offset: u64, bytes: &[u8]) -> Result<(), Error> {
-    use std::os::unix::fs::FileExt;
     let file = OpenOptions::new().write(true).open(path)?;
     file.write_all_at(bytes, offset)?;
     file.sync_data()?;
     Ok(())
 }
 
+/// Writes `bytes` at byte `offset` of file block `raw_block`, beneath the checksums: the block
+/// no longer verifies.
+pub fn patch_raw(path: &Path, raw_block: u64, offset: usize, bytes: &[u8]) -> Result<(), Error> {
+    if offset + bytes.len() > BLOCK_SIZE {
+        return Err("a patch must fit in its block".into());
+    }
+    patch(path, raw_block * BLOCK_SIZE as u64 + offset as u64, bytes)
+}
+
+/// Writes `bytes` at byte `offset` of block `addr` of the log's address space, through the
+/// checksums: the block verifies, and only the log can tell it is wrong.
+pub fn patch_checked(path: &Path, addr: Addr, offset: usize, bytes: &[u8]) -> Result<(), Error> {
+    let geometry = Geometry::of(path)?;
+    patch_checked_block(path, geometry.checked_of_log(addr), offset, bytes)
+}
+
+/// As [`patch_checked`], at block `block` of the checksummed disk (a pair member's metadata
+/// slots are its blocks 0 and 1).
+pub fn patch_checked_block(
+    path: &Path,
+    block: Addr,
+    offset: usize,
+    bytes: &[u8],
+) -> Result<(), Error> {
+    if offset + bytes.len() > BLOCK_SIZE {
+        return Err("a patch must fit in its block".into());
+    }
+    let disk = open_checked(path)?;
+    let mut contents = disk.read(block)?;
+    contents.as_bytes_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
+    disk.write(block, &contents)?;
+    disk.sync()?;
+    Ok(())
+}
+
+/// Flips one bit, at a random byte of file block `raw_block`, beneath the checksums (rot).
+pub fn flip_random_bit(path: &Path, raw_block: u64, rng: &mut SplitMix64) -> Result<(), Error> {
+    let offset = (rng.next_u64() % BLOCK_SIZE as u64) as usize;
+    let mut byte = [0u8];
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let at = raw_block * BLOCK_SIZE as u64 + offset as u64;
+    file.read_exact_at(&mut byte, at)?;
+    byte[0] ^= 1 << (rng.next_u64() % 8);
+    file.write_all_at(&byte, at)?;
+    file.sync_data()?;
+    Ok(())
+}
+
+/// Copies file block `from` over file block `home`, beneath the checksums: a write meant for
+/// `from` that landed at `home`.
+pub fn misdirect(path: &Path, home: u64, from: u64) -> Result<(), Error> {
+    let saved = snapshot(path, &[from])?;
+    let moved: Vec<(u64, Block)> = saved.into_iter().map(|(_, block)| (home, block)).collect();
+    put_back(path, &moved)
+}
+
+/// The contents of file blocks `raw_blocks`, to [`put_back`] later.
+pub fn snapshot(path: &Path, raw_blocks: &[u64]) -> Result<Vec<(u64, Block)>, Error> {
+    let file = std::fs::File::open(path)?;
+    raw_blocks
+        .iter()
+        .map(|&raw| {
+            let mut block = Block::zeroed();
+            file.read_exact_at(block.as_bytes_mut(), raw * BLOCK_SIZE as u64)?;
+            Ok((raw, block))
+        })
+        .collect()
+}
+
+/// Writes blocks saved by [`snapshot`] back to their file blocks, beneath the checksums: the
+/// writes made since were lost (their tags say otherwise).
+pub fn put_back(path: &Path, saved: &[(u64, Block)]) -> Result<(), Error> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    for (raw, block) in saved {
+        file.write_all_at(block.as_bytes(), raw * BLOCK_SIZE as u64)?;
+    }
+    file.sync_data()?;
+    Ok(())
+}
+
+/// Where the blocks of an image are in its file: the checksummed disk's layout, whether the
+/// image is a pair member (its log's address space starts after the pair metadata), and the
+/// log's superblock.
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    /// The checksum layout (`data_start`: the file block of the checked disk's block 0).
+    pub integrity: txdisk_integrity::format::Superblock,
+    /// Blocks of the checked disk before the log's address space: the pair metadata of a
+    /// member, none on a single image.
+    pub log_offset: u64,
+    /// The log's superblock.
+    pub log: Superblock,
+}
+
+impl Geometry {
+    /// Reads the geometry of a healthy image (at rest).
+    pub fn of(path: &Path) -> Result<Geometry, Error> {
+        let disk = IntegrityDisk::open(FileDisk::open_read_only(path)?)?;
+        let member = (0..RESERVED_BLOCKS).any(|slot| {
+            matches!(
+                disk.read(slot).map(|b| Slot::decode(&b)),
+                Ok(Slot::Valid(_))
+            )
+        });
+        let log_offset = if member { RESERVED_BLOCKS } else { 0 };
+        let view = Window::new(&disk, log_offset, disk.size_blocks() - log_offset);
+        let log = txdisk_log::tooling::read_superblock(&view)?;
+        Ok(Geometry {
+            integrity: *disk.superblock(),
+            log_offset,
+            log,
+        })
+    }
+
+    /// The checked disk's block holding block `addr` of the log's address space.
+    pub fn checked_of_log(&self, addr: Addr) -> Addr {
+        self.log_offset + addr
+    }
+
+    /// The file block holding block `addr` of the checked disk.
+    pub fn raw_of_checked(&self, addr: Addr) -> u64 {
+        self.integrity.data_start + addr
+    }
+
+    /// The file block holding block `addr` of the log's address space.
+    pub fn raw_of_log(&self, addr: Addr) -> u64 {
+        self.raw_of_checked(self.checked_of_log(addr))
+    }
+
+    /// The file block holding the home block of logical address `addr`.
+    pub fn raw_of_home(&self, addr: Addr) -> u64 {
+        self.raw_of_log(self.log.data_start + addr)
+    }
+}
+
 /// Rewrites both metadata slots of a member with its newest metadata, changed by `edit`.
 fn rewrite_meta(path: &Path, edit: impl Fn(&mut ReplicaMeta)) -> Result<(), Error> {
-    let disk = FileDisk::open(path)?;
+    let disk = open_checked(path)?;
     let newest = (0..RESERVED_BLOCKS)
         .filter_map(|addr| match disk.read(addr).map(|b| Slot::decode(&b)) {
             Ok(Slot::Valid(meta)) => Some(meta),

@@ -52,7 +52,8 @@ pub struct DumpRecord {
 pub struct LogDump {
     /// The image file dumped.
     pub image: PathBuf,
-    /// Where the log's address space starts in the file (2 for a pair member, 0 otherwise).
+    /// Where the log's address space starts in the checksummed disk over the file (2 for a
+    /// pair member, after its metadata; 0 otherwise).
     pub offset_blocks: u64,
     /// The log's superblock.
     pub superblock: Superblock,
@@ -77,7 +78,9 @@ pub struct LogDump {
 /// Dumps the log of `image` (read-only).
 pub fn logdump(image: &Path, options: &DumpOptions) -> Result<LogDump> {
     let opened = open_image(image)?;
-    let view = opened.log_view();
+    let view = opened.log_view().ok_or_else(|| InspectError::Blank {
+        path: image.to_path_buf(),
+    })?;
     let unreadable = |error: LogError| match error {
         LogError::Disk(source) => InspectError::Io {
             path: image.to_path_buf(),

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use txdisk_disk::DiskError;
+use txdisk_integrity::IntegrityError;
 
 /// The crate's result type: an [`InspectError`] unless said otherwise.
 pub type Result<T, E = InspectError> = std::result::Result<T, E>;
@@ -44,6 +45,47 @@ pub enum InspectError {
         path: PathBuf,
         /// What was found instead.
         reason: String,
+    },
+
+    #[error("{path}: blank (all zeros where the checksum superblocks belong): never formatted")]
+    /// A blank file: beside a pair member, a replacement to rebuild; alone, nothing to check.
+    Blank {
+        /// The file.
+        path: PathBuf,
+    },
+
+    #[error("{path}: {source}")]
+    /// An image of a format this build does not open: txdisk's first, unchecksummed format,
+    /// or a checksum format version from the future.
+    Format {
+        /// The image.
+        path: PathBuf,
+        #[source]
+        /// Why the checksummed disk refused it.
+        source: IntegrityError,
+    },
+
+    #[error("{path}: formatted for {formatted_blocks} blocks, the file has {file_blocks} (truncated image?)")]
+    /// The checksum superblocks describe a larger file than this one: cut short. The check
+    /// reports it as damage (exit 4).
+    Truncated {
+        /// The image.
+        path: PathBuf,
+        /// The file's size when it was formatted, in blocks.
+        formatted_blocks: u64,
+        /// Its size now.
+        file_blocks: u64,
+    },
+
+    #[error("{path}: both checksum superblock copies are damaged: {source}")]
+    /// Both checksum superblock copies are damaged: nothing in the image can be verified. The
+    /// check reports it as damage (exit 4), `logdump` as an operational error.
+    Superblocks {
+        /// The image.
+        path: PathBuf,
+        #[source]
+        /// What the better of the two copies showed.
+        source: IntegrityError,
     },
 
     #[error("{path}: {what} format version {found} is not supported (this build reads version {supported})")]

@@ -43,13 +43,15 @@ mod dump;
 mod error;
 mod repair;
 mod report;
+mod verify;
 mod view;
 
 pub use check::{check, check_with_progress, CheckOptions, Progress};
 pub use dump::{hex_dump, logdump, DumpOptions, DumpRecord, LogDump, RawBlock};
 pub use error::{InspectError, Result};
 pub use report::{
-    stop_kind, Finding, FsckReport, LogReport, MemberReport, RecordSummary, RepairReport,
-    ReplicaDiff, Severity, EXIT_CLEAN, EXIT_CORRECTED, EXIT_OPERATIONAL, EXIT_UNCORRECTED,
+    stop_kind, BlockFailure, Finding, FsckReport, LogReport, MemberReport, RecordSummary,
+    RepairReport, ReplicaDiff, Severity, VerifyReport, EXIT_CLEAN, EXIT_CORRECTED,
+    EXIT_OPERATIONAL, EXIT_UNCORRECTED,
 };
-pub use view::{open_image, ImageKind, OpenedImage, Window};
+pub use view::{open_image, CheckedImage, ImageKind, OpenedImage, Window};

@@ -1,12 +1,15 @@
 //! `--repair`: the layers' own recoveries, run on the images — never a patch the layers would
-//! not make themselves. Replica recovery (open the pair: resync or rebuild; then an explicit
-//! resync, which also catches differences on a pair marked clean), then log recovery (replay
-//! the chain home, move the tail), then a clean close.
+//! not make themselves. The checksums' own (a damaged superblock copy rewritten from the good
+//! one), replica recovery (open the pair: resync or rebuild; then an explicit resync, which
+//! also catches differences and failing copies on a pair marked clean, and keeps the copy the
+//! check called right), then log recovery (replay the chain home, move the tail), then a clean
+//! close.
 
 use crate::check::Progress;
 use crate::report::{one_line, FsckReport, RepairReport, Severity};
 use std::path::PathBuf;
 use txdisk_disk::FileDisk;
+use txdisk_integrity::IntegrityDisk;
 use txdisk_log::log_recover;
 use txdisk_replicated::{Phase, ReplicatedDisk};
 
@@ -48,8 +51,37 @@ pub(crate) fn repair(
     repair
 }
 
+/// One image's checksummed disk, writable: damaged checksum superblock copies rewritten
+/// first; with `blank_is_replacement`, a blank file (a new pair member) formatted.
+fn open_checked(
+    path: &PathBuf,
+    blank_is_replacement: bool,
+    actions: &mut Vec<String>,
+) -> Result<IntegrityDisk<FileDisk>, String> {
+    let file = FileDisk::open(path).map_err(|e| e.to_string())?;
+    let name = path.display();
+    if blank_is_replacement && IntegrityDisk::is_blank(&file).map_err(|e| e.to_string())? {
+        let disk = IntegrityDisk::format(file).map_err(|e| format!("{name}: {e}"))?;
+        actions.push(format!(
+            "integrity: formatted the checksums of blank {name} (a replacement member)"
+        ));
+        return Ok(disk);
+    }
+    let disk = IntegrityDisk::open(file).map_err(|e| format!("{name}: {e}"))?;
+    let damaged = disk.damaged_superblocks();
+    if !damaged.is_empty() {
+        let rewritten = disk
+            .repair_superblocks()
+            .map_err(|e| format!("{name}: rewriting a checksum superblock copy: {e}"))?;
+        actions.push(format!(
+            "integrity: rewrote {rewritten} damaged checksum superblock copy(ies) of {name} from the good one"
+        ));
+    }
+    Ok(disk)
+}
+
 fn repair_single(path: &PathBuf, actions: &mut Vec<String>) -> Result<(), String> {
-    let disk = FileDisk::open(path).map_err(|e| e.to_string())?;
+    let disk = open_checked(path, false, actions)?;
     let recovered = log_recover(&disk).map_err(|e| format!("log recovery: {e}"))?;
     actions.push(log_action(&recovered));
     Ok(())
@@ -61,8 +93,10 @@ fn repair_pair(
     actions: &mut Vec<String>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), String> {
-    let open = |path: &PathBuf| FileDisk::open(path).map_err(|e| e.to_string());
-    let (disk1, disk2) = (open(d1)?, open(d2)?);
+    let (disk1, disk2) = (
+        open_checked(d1, true, actions)?,
+        open_checked(d2, true, actions)?,
+    );
     let mut forward = |p: txdisk_replicated::Progress| {
         let phase = match p.phase {
             Phase::Resync => "resyncing replicas",
@@ -78,11 +112,13 @@ fn repair_pair(
     let pair = ReplicatedDisk::open(disk1, disk2, &mut forward)
         .map_err(|e| format!("opening the pair: {e}"))?;
     actions.push("replicated: opened the pair (resync or rebuild as its metadata asks)".into());
+    // The resync writes the copy that verifies over one that does not, and the newer of two
+    // that verify over the older: what the check called right is what is kept.
     let copied = pair
         .recover(&mut forward)
         .map_err(|e| format!("replica recovery: {e}"))?;
     actions.push(format!(
-        "replicated: resynced d1 -> d2: {} of {} blocks differed and were copied",
+        "replicated: resynced the members: {} of {} blocks differed or failed verification and were rewritten from the right copy",
         copied.copied_blocks, copied.scanned_blocks
     ));
     let recovered = log_recover(&pair).map_err(|e| format!("log recovery: {e}"))?;

@@ -7,7 +7,7 @@ use std::fmt::{Display, Write as _};
 use std::path::PathBuf;
 use txdisk_disk::Addr;
 use txdisk_log::tooling::{Header, ScanStop, ScannedRecord, SlotState, Superblock};
-use txdisk_replicated::{MetaState, ReplicaMeta, Role, Slot};
+use txdisk_replicated::{BlockFault, MetaState, ReplicaMeta, Role, Slot};
 
 // e2fsck's exit codes, which `txdisk fsck` keeps.
 
@@ -153,13 +153,125 @@ pub struct MemberReport {
 pub struct ReplicaDiff {
     /// Data blocks compared.
     pub compared_blocks: u64,
-    /// Of those, blocks whose contents differ between the replicas.
+    /// Of those, blocks whose copies both verify but differ. (A copy that fails verification
+    /// is counted in its member's [`VerifyReport`], and the other copy is the right one.)
     pub differing_blocks: u64,
     /// The first differing pair addresses (at most `CheckOptions::max_listed`).
     pub first_differences: Vec<Addr>,
+    /// Differing blocks where d1's copy has the higher write generation: the newer, kept.
+    pub d1_newer_blocks: u64,
+    /// Differing blocks where d2's copy has the higher write generation: the newer, kept.
+    pub d2_newer_blocks: u64,
+    /// Differing blocks whose generations decide nothing (equal, or none kept): the
+    /// source's copy is kept.
+    pub undecided_blocks: u64,
     /// The member recovery would copy from.
     #[serde(serialize_with = "display")]
     pub source: Role,
+}
+
+/// One block that failed verification: where (an address of the log's address space) and what
+/// was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockFailure {
+    /// The address.
+    pub addr: Addr,
+    /// What its verification (or the device) said.
+    pub fault: BlockFault,
+}
+
+impl Serialize for BlockFailure {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let belongs_at = match self.fault {
+            BlockFault::Misdirected { belongs_at } => Some(belongs_at),
+            _ => None,
+        };
+        let mut map = serializer.serialize_map(Some(if belongs_at.is_some() { 3 } else { 2 }))?;
+        map.serialize_entry("address", &self.addr)?;
+        map.serialize_entry("kind", self.fault.name())?;
+        if let Some(belongs_at) = belongs_at {
+            map.serialize_entry("belongs_at", &belongs_at)?;
+        }
+        map.end()
+    }
+}
+
+/// What verifying every block of one image (its log's address space) found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// The image.
+    #[serde(serialize_with = "display_path")]
+    pub path: PathBuf,
+    /// Blocks read and verified.
+    pub verified_blocks: u64,
+    /// Blocks whose bytes match no version of the block.
+    pub flipped_blocks: u64,
+    /// Blocks holding another block's contents (a misdirected write).
+    pub misdirected_blocks: u64,
+    /// Blocks holding their previous contents (a lost write).
+    pub stale_blocks: u64,
+    /// Blocks the device could not read.
+    pub unreadable_blocks: u64,
+    /// Of the failing blocks, those whose copy on the other member verifies: repair writes it
+    /// back.
+    pub repairable_blocks: u64,
+    /// The first failing blocks (at most `CheckOptions::max_listed`).
+    pub first_failures: Vec<BlockFailure>,
+}
+
+impl VerifyReport {
+    /// Blocks that failed verification or could not be read.
+    pub fn failing_blocks(&self) -> u64 {
+        self.flipped_blocks + self.misdirected_blocks + self.stale_blocks + self.unreadable_blocks
+    }
+
+    /// Counts one failure, listing it if fewer than `max_listed` are.
+    pub(crate) fn count(&mut self, failure: BlockFailure, max_listed: usize) {
+        match failure.fault {
+            BlockFault::Flipped => self.flipped_blocks += 1,
+            BlockFault::Misdirected { .. } => self.misdirected_blocks += 1,
+            BlockFault::Stale => self.stale_blocks += 1,
+            BlockFault::Unreadable => self.unreadable_blocks += 1,
+        }
+        if self.first_failures.len() < max_listed {
+            self.first_failures.push(failure);
+        }
+    }
+
+    /// "2 flipped, 1 misdirected" — the kinds found, in words (empty if none).
+    pub fn kinds_text(&self) -> String {
+        let kinds = [
+            (self.flipped_blocks, "flipped"),
+            (self.misdirected_blocks, "misdirected"),
+            (self.stale_blocks, "stale"),
+            (self.unreadable_blocks, "unreadable"),
+        ];
+        let parts: Vec<String> = kinds
+            .iter()
+            .filter(|(count, _)| *count > 0)
+            .map(|(count, name)| format!("{count} {name}"))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// "10 flipped, 12 misdirected from 20, 14 stale": failures as a list.
+pub(crate) fn failures_text(failures: &[BlockFailure]) -> String {
+    let listed: Vec<String> = failures
+        .iter()
+        .map(|failure| match failure.fault {
+            BlockFault::Misdirected { belongs_at } => {
+                format!("{} misdirected from {belongs_at}", failure.addr)
+            }
+            fault => format!("{} {}", failure.addr, fault.name()),
+        })
+        .collect();
+    listed.join(", ")
+}
+
+fn display_path<S: Serializer>(path: &std::path::Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&path.display())
 }
 
 /// What `--repair` did.
@@ -188,6 +300,9 @@ pub struct FsckReport {
     pub log: Option<LogReport>,
     /// The replicas compared, for a pair whose members could both be read.
     pub replicas: Option<ReplicaDiff>,
+    /// Every block of each image verified against its checksum, in the order given (an image
+    /// that could not be read, or a member to be rebuilt, is not).
+    pub verification: Vec<VerifyReport>,
     /// Everything found, in the order found.
     pub findings: Vec<Finding>,
     /// What `--repair` did, when asked for.
@@ -285,6 +400,24 @@ impl FsckReport {
         if let Some(log) = &self.log {
             render_log(log, &mut out);
         }
+        for verified in &self.verification {
+            let failing = verified.failing_blocks();
+            let detail = if failing == 0 {
+                "all verify".to_string()
+            } else {
+                format!(
+                    "{failing} fail ({}; first: {})",
+                    verified.kinds_text(),
+                    failures_text(&verified.first_failures)
+                )
+            };
+            let _ = writeln!(
+                out,
+                "checksums: {}: {} blocks verified, {detail}",
+                verified.path.display(),
+                verified.verified_blocks
+            );
+        }
         if let Some(diff) = &self.replicas {
             let listed: Vec<String> = diff.first_differences.iter().map(u64::to_string).collect();
             let _ = writeln!(
@@ -329,6 +462,7 @@ impl FsckReport {
             members: self.members.iter().map(MemberJson::from).collect(),
             log: self.log.as_ref().map(LogJson::from),
             replicas: self.replicas.as_ref(),
+            verification: &self.verification,
             findings: &self.findings,
             repair: self.repair.as_ref(),
         })
@@ -345,6 +479,7 @@ struct FsckJson<'a> {
     members: Vec<MemberJson>,
     log: Option<LogJson<'a>>,
     replicas: Option<&'a ReplicaDiff>,
+    verification: &'a [VerifyReport],
     findings: &'a [Finding],
     repair: Option<&'a RepairReport>,
 }
@@ -471,7 +606,7 @@ pub(crate) fn slot_text(slot: &Slot) -> String {
         } => {
             format!("corrupt (checksum expected {expected_crc:#010x}, found {found_crc:#010x}, or a field out of range)")
         }
-        Slot::Unreadable => "unreadable".into(),
+        Slot::Unreadable => "unreadable (it fails verification, or a bad sector)".into(),
     }
 }
 

@@ -1,10 +1,13 @@
-//! Opening images for inspection: what each file is (a log image, or a member of a replicated
-//! pair), and a window onto the address space the log lives in.
+//! Opening images for inspection: each through the checksummed disk over its file (every
+//! block verified as it is read), what it is (a log image, or a member of a replicated pair),
+//! and a window onto the address space the log lives in.
 
 use crate::error::{InspectError, Result};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use txdisk_disk::{Addr, Block, Disk, FileDisk};
+use txdisk_integrity::format::Superblock;
+use txdisk_integrity::{IntegrityDisk, IntegrityError};
 use txdisk_replicated::{ReplicaMeta, Slot, FORMAT_VERSION as PAIR_VERSION, RESERVED_BLOCKS};
 
 /// Blocks `[offset, offset + size_blocks)` of a disk, as a disk of its own. A replica holds the
@@ -53,6 +56,10 @@ impl<D: Disk> Disk for Window<D> {
     fn sync(&self) -> txdisk_disk::Result<()> {
         self.inner.sync()
     }
+    fn generation(&self, addr: Addr) -> txdisk_disk::Result<Option<u32>> {
+        self.check_addr(addr)?;
+        self.inner.generation(addr + self.offset_blocks)
+    }
     fn check_rep(&self) {
         self.inner.check_rep()
     }
@@ -72,38 +79,61 @@ pub enum ImageKind {
     },
 }
 
+/// One image as the stack reads it: the checksummed disk over the file.
+pub type CheckedImage = IntegrityDisk<FileDisk>;
+
 /// An image opened read-only, classified.
 pub struct OpenedImage {
     /// The image file.
     pub path: PathBuf,
-    /// The file, read-only.
-    pub disk: FileDisk,
+    /// The checksummed disk over the file (read-only); `None` for a blank file beside a pair
+    /// member (a replacement, which holds nothing yet).
+    pub disk: Option<CheckedImage>,
     /// What it holds.
     pub kind: ImageKind,
 }
 
 impl OpenedImage {
-    /// Blocks of the file available to the pair's address space (0 for a single image).
-    pub fn member_blocks(&self) -> u64 {
-        self.disk.size_blocks().saturating_sub(RESERVED_BLOCKS)
+    /// A blank file given as a member of a pair: a replacement to be rebuilt.
+    pub fn blank_member(path: &Path) -> OpenedImage {
+        OpenedImage {
+            path: path.to_path_buf(),
+            disk: None,
+            kind: ImageKind::Member {
+                slots: [Slot::Blank; 2],
+                meta: None,
+            },
+        }
     }
 
-    /// The address space the log lives in: the whole file, or a member's pair address space
-    /// (as large as its metadata says, or as the file allows if it is shorter).
-    pub fn log_view(&self) -> Window<&FileDisk> {
-        match &self.kind {
-            ImageKind::Single => Window::new(&self.disk, 0, self.disk.size_blocks()),
+    /// Blocks of the checked disk available to the pair's address space (0 for a single image
+    /// or a blank file).
+    pub fn member_blocks(&self) -> u64 {
+        self.disk
+            .as_ref()
+            .map_or(0, |disk| disk.size_blocks().saturating_sub(RESERVED_BLOCKS))
+    }
+
+    /// The address space the log lives in: the whole checked disk, or a member's pair address
+    /// space (as large as its metadata says, or as the disk allows if it is smaller). `None`
+    /// for a blank file.
+    pub fn log_view(&self) -> Option<Window<&CheckedImage>> {
+        let disk = self.disk.as_ref()?;
+        Some(match &self.kind {
+            ImageKind::Single => Window::new(disk, 0, disk.size_blocks()),
             ImageKind::Member { meta, .. } => {
                 let available = self.member_blocks();
                 let size = meta.map_or(available, |m| m.data_size_blocks.min(available));
-                Window::new(&self.disk, RESERVED_BLOCKS, size)
+                Window::new(disk, RESERVED_BLOCKS.min(disk.size_blocks()), size)
             }
-        }
+        })
     }
 }
 
-/// Opens `path` read-only and tells what it is. Errors are operational (cannot open, a
-/// directory, a pair member of a format version this build does not read).
+/// Opens `path` read-only, as the checksummed disk over it, and tells what it is. Errors are
+/// operational (cannot open, a directory, an image of a format this build does not read, a
+/// blank file: [`InspectError::Blank`]) or, for checksum superblocks that are both damaged,
+/// [`InspectError::Superblocks`], which the check reports as damage.
 pub fn open_image(path: &Path) -> Result<OpenedImage> {
     if path.is_dir() {
         return Err(InspectError::IsDirectory {
@@ -122,29 +152,74 @@ pub fn open_image(path: &Path) -> Result<OpenedImage> {
             });
         }
     }
-    let disk = FileDisk::open_read_only(path).map_err(|source| InspectError::Open {
+    let file = FileDisk::open_read_only(path).map_err(|source| InspectError::Open {
         path: path.to_path_buf(),
         source,
     })?;
+    let disk = open_checked(path, file)?;
     let kind = classify(path, &disk)?;
     Ok(OpenedImage {
         path: path.to_path_buf(),
-        disk,
+        disk: Some(disk),
         kind,
     })
 }
 
-fn classify(path: &Path, disk: &FileDisk) -> Result<ImageKind> {
+/// The checksummed disk over `file`, or why there is none: blank, of another format (both
+/// operational), or damaged checksum superblocks (reported by the check as damage).
+fn open_checked(path: &Path, file: FileDisk) -> Result<CheckedImage> {
+    let path = path.to_path_buf();
+    let file_blocks = file.size_blocks();
+    // A copy that is right but for the file's size: the file was cut short.
+    let formatted_blocks = (0..2.min(file_blocks))
+        .filter_map(|copy| file.read(copy).ok())
+        .filter_map(|block| Superblock::decode(&block, u64::MAX).ok())
+        .map(|sb| sb.raw_blocks)
+        .max();
+    match IntegrityDisk::open(file) {
+        Err(IntegrityError::BadGeometry { .. })
+            if formatted_blocks.is_some_and(|blocks| blocks > file_blocks) =>
+        {
+            Err(InspectError::Truncated {
+                path,
+                formatted_blocks: formatted_blocks.unwrap_or_default(),
+                file_blocks,
+            })
+        }
+        Ok(disk) => Ok(disk),
+        Err(IntegrityError::Blank) => Err(InspectError::Blank { path }),
+        Err(IntegrityError::Disk(source)) => Err(InspectError::Io { path, source }),
+        Err(
+            source @ (IntegrityError::SuperblockChecksum { .. }
+            | IntegrityError::BadGeometry { .. }
+            | IntegrityError::TooSmall { .. }),
+        ) => Err(InspectError::Superblocks { path, source }),
+        Err(IntegrityError::NotAnImage) => Err(InspectError::NotAnImage {
+            path,
+            reason: "no checksum superblock (bad superblock magic in blocks 0 and 1)".into(),
+        }),
+        Err(source) => Err(InspectError::Format { path, source }),
+    }
+}
+
+fn classify(path: &Path, disk: &CheckedImage) -> Result<ImageKind> {
     if disk.size_blocks() <= RESERVED_BLOCKS {
         return Ok(ImageKind::Single);
     }
     let mut slots = [Slot::Blank; 2];
     for (addr, slot) in slots.iter_mut().enumerate() {
-        let block = disk.read(addr as Addr).map_err(|source| InspectError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        *slot = Slot::decode(&block);
+        *slot = match disk.read(addr as Addr) {
+            Ok(block) => Slot::decode(&block),
+            // A slot that fails verification: the other may still be good (and if neither
+            // block says what the image is, the log check tells).
+            Err(error) if error.is_bad_block() => Slot::Unreadable,
+            Err(source) => {
+                return Err(InspectError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
     }
     let meta = slots
         .iter()

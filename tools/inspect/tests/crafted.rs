@@ -4,6 +4,7 @@
 use txdisk_disk::{Disk, FileDisk};
 use txdisk_inspect::damaged::{make, Damage};
 use txdisk_inspect::{check, logdump, CheckOptions, DumpOptions};
+use txdisk_integrity::IntegrityDisk;
 use txdisk_log::tooling::{Header, Superblock};
 
 fn verdict(images: &[std::path::PathBuf]) -> i32 {
@@ -26,7 +27,7 @@ fn superblock_with_huge_geometry() {
     for log_blocks in [u64::MAX, u64::MAX - 3, u64::MAX / 2, 1 << 40] {
         let dir = tempfile::tempdir().unwrap();
         let images = make(Damage::CleanSingle, dir.path()).unwrap();
-        let disk = FileDisk::open(&images[0]).unwrap();
+        let disk = IntegrityDisk::open(FileDisk::open(&images[0]).unwrap()).unwrap();
         let mut sb = Superblock::decode(&disk.read(0).unwrap(), disk.size_blocks()).unwrap();
         sb.log_blocks = log_blocks;
         disk.write(0, &sb.encode()).unwrap();
@@ -47,7 +48,7 @@ fn header_with_huge_positions() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let images = make(Damage::CleanSingle, dir.path()).unwrap();
-        let disk = FileDisk::open(&images[0]).unwrap();
+        let disk = IntegrityDisk::open(FileDisk::open(&images[0]).unwrap()).unwrap();
         let sb = Superblock::decode(&disk.read(0).unwrap(), disk.size_blocks()).unwrap();
         let header = Header {
             generation: 1,

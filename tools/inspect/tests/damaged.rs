@@ -1,10 +1,12 @@
 //! Every deliberately damaged image (`txdisk_inspect::damaged`) gives the fsck result it must:
 //! the exit code read-only, the findings by code, and the exit code after `--repair` (on a
-//! fresh copy), which must also leave a clean image when it claims to have corrected it.
+//! fresh copy), which must also leave a clean image when it claims to have corrected it. Damage
+//! beneath the checksums is counted per member, and the copy that verifies is the one kept.
 
 use std::path::PathBuf;
 use txdisk_inspect::damaged::{make, Damage};
 use txdisk_inspect::{check, CheckOptions, FsckReport, Severity};
+use txdisk_replicated::BlockFault;
 
 /// (damage, exit read-only, finding codes that must be present, exit with --repair).
 /// Exit 8 means `check` returns an operational error.
@@ -27,7 +29,7 @@ const EXPECTED: &[(Damage, i32, &[&str], i32)] = &[
     (Damage::FutureLogVersion, 8, &[], 8),
     (Damage::FuturePairVersion, 8, &[], 8),
     (Damage::NoValidHeader, 4, &["log.no_header"], 4),
-    (Damage::TruncatedSingle, 4, &["log.superblock"], 4),
+    (Damage::TruncatedSingle, 4, &["disk.truncated"], 4),
     (Damage::TruncatedMember, 4, &["disk.truncated"], 4),
     (Damage::DifferentPairs, 8, &[], 8),
     (Damage::StaleMember, 4, &["replicated.stale"], 1),
@@ -41,6 +43,18 @@ const EXPECTED: &[(Damage, i32, &[&str], i32)] = &[
     (Damage::EmptyFile, 8, &[], 8),
     (Damage::NotAnImage, 8, &[], 8),
     (Damage::Directory, 8, &[], 8),
+    (Damage::RottenCopies, 4, &["integrity.repairable"], 1),
+    (Damage::RottenSingle, 4, &["integrity.lost"], 4),
+    (Damage::RottenLogSuperblock, 4, &["integrity.repairable"], 1),
+    (Damage::RottenSlot, 4, &["replicated.slot_damaged"], 1),
+    (
+        Damage::ChecksumSuperblockCopy,
+        4,
+        &["integrity.superblock_copy"],
+        1,
+    ),
+    (Damage::ChecksumSuperblocks, 4, &["integrity.superblock"], 4),
+    (Damage::FormatOne, 8, &[], 8),
 ];
 
 fn run(images: &[PathBuf], repair: bool) -> (i32, Option<FsckReport>, String) {
@@ -168,14 +182,85 @@ fn replica_differences_are_counted_and_listed() {
         diff.first_differences,
         vec![data_start + 5, data_start + 6, data_start + 40]
     );
+    assert_eq!(
+        (diff.d1_newer_blocks, diff.d2_newer_blocks),
+        (0, 3),
+        "d2's copies were written last: the higher generation"
+    );
+    assert!(report.verification.iter().all(|v| v.failing_blocks() == 0));
+}
+
+#[test]
+fn failing_copies_are_counted_per_member_and_repaired_from_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = make(Damage::RottenCopies, dir.path()).unwrap();
+    let report = check(&images, &CheckOptions::default()).unwrap();
+    assert_eq!(report.exit_code(), 4, "{}", report.render_text());
+    let [d1, d2] = &report.verification[..] else {
+        panic!("both members verified: {:?}", report.verification)
+    };
+    assert_eq!(
+        (
+            d1.flipped_blocks,
+            d1.misdirected_blocks,
+            d1.stale_blocks,
+            d1.repairable_blocks
+        ),
+        (2, 2, 1, 5),
+        "{d1:?}"
+    );
+    assert_eq!(d2.failing_blocks(), 0, "{d2:?}");
+    let data_start = report.log.as_ref().unwrap().superblock.data_start;
+    let misdirected: Vec<_> = d1
+        .first_failures
+        .iter()
+        .filter_map(|f| match f.fault {
+            BlockFault::Misdirected { belongs_at } => Some((f.addr, belongs_at)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        misdirected,
+        vec![
+            (data_start + 12, data_start + 20),
+            (data_start + 13, data_start + 21)
+        ],
+        "a misdirected block names where it belongs"
+    );
+    assert_eq!(report.replicas.as_ref().unwrap().differing_blocks, 0);
+    let text = report.render_text();
+    assert!(
+        text.contains("5 fail (2 flipped, 2 misdirected, 1 stale"),
+        "{text}"
+    );
+    let json = report.to_json();
+    assert_eq!(json["verification"][0]["stale_blocks"], 1);
+    assert_eq!(
+        json["verification"][0]["first_failures"][2]["kind"],
+        "misdirected"
+    );
+    let repaired = check(
+        &images,
+        &CheckOptions {
+            repair: true,
+            ..CheckOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(repaired.exit_code(), 1, "{}", repaired.render_text());
+    assert!(repaired
+        .verification
+        .iter()
+        .all(|v| v.failing_blocks() == 0));
 }
 
 #[test]
 fn damage_on_one_member_only_is_told_apart() {
     let dir = tempfile::tempdir().unwrap();
     let images = make(Damage::CleanPair, dir.path()).unwrap();
-    // Flip a byte of d1's log superblock (pair block 0 = file block 2).
-    txdisk_inspect::damaged::patch(&images[0], 2 * 4096 + 20, &[0x55]).unwrap();
+    // Flip a byte of d1's log superblock through its checksums (the block verifies, and its
+    // generation is the newer: only the log's own checksum shows the damage).
+    txdisk_inspect::damaged::patch_checked(&images[0], 0, 20, &[0x55]).unwrap();
     let report = check(&images, &CheckOptions::default()).unwrap();
     assert_eq!(report.exit_code(), 4);
     let codes: Vec<&str> = report.findings.iter().map(|f| f.code).collect();

@@ -1,6 +1,7 @@
-//! Bad input never panics or hangs: 10,000 random bit flips and byte writes in the metadata
-//! and log of a valid replicated pair (half with transactions pending, half clean; on a clean
-//! pair a flip in one member shows as a replica difference), and 2,000 in a single image, each
+//! Bad input never panics or hangs: 10,000 random bit flips and byte writes in the checksums,
+//! metadata and log of a valid replicated pair (half with transactions pending, half clean; on
+//! a clean pair a flip in one member shows as a copy failing verification that the other
+//! member repairs), and 2,000 in a single image, each
 //! checked with the function `txdisk fsck` calls. Every run must end in a one-line diagnosis
 //! and an e2fsck exit code of 0 or 4 (8 as an operational error); every 50th mutation is also
 //! repaired on a copy, which must end in 0, 1 or 4 and, when it claims 1, check clean after.
@@ -9,9 +10,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::BLOCK_SIZE;
-use txdisk_inspect::damaged::{make, Damage, LOG_BLOCKS};
+use txdisk_inspect::damaged::{make, Damage, Geometry, LOG_BLOCKS};
 use txdisk_inspect::{check, CheckOptions};
-use txdisk_replicated::RESERVED_BLOCKS;
+use txdisk_log::tooling::LOG_START;
 
 const SEED: u64 = 0x7d15_c0de;
 const REPAIR_EVERY: u64 = 50;
@@ -83,7 +84,9 @@ fn check_once(images: &[PathBuf], repair: bool, context: &str) -> i32 {
     code
 }
 
-fn mutate_many(damage: Damage, count: u64, first_block: u64, blocks: u64, seed: u64) -> Tally {
+/// Mutates `count` bytes, one at a time, of the file blocks from the first (the checksum
+/// superblocks) through the end of the log region, checking after each.
+fn mutate_many(damage: Damage, count: u64, seed: u64) -> Tally {
     let restored_code = if damage == Damage::CleanPair { 0 } else { 4 };
     // Thousands of small checks: on a memory file system where there is one.
     let shm = Path::new("/dev/shm");
@@ -94,6 +97,10 @@ fn mutate_many(damage: Damage, count: u64, first_block: u64, blocks: u64, seed: 
     }
     .unwrap();
     let images = make(damage, dir.path()).unwrap();
+    // Every member has the same layout: the checksum superblocks and tags, the pair metadata,
+    // the log's superblock, headers and region.
+    let geometry = Geometry::of(&images[0]).unwrap();
+    let (first_block, blocks) = (0, geometry.raw_of_log(LOG_START + LOG_BLOCKS));
     let originals: Vec<Vec<u8>> = images.iter().map(|p| std::fs::read(p).unwrap()).collect();
     let original = |file: usize, offset: u64| originals[file][offset as usize];
     let scratch = dir.path().join("scratch");
@@ -138,9 +145,8 @@ fn ten_thousand_mutations_of_a_pair() {
     // Both members: their metadata slots, and the log's superblock, headers and region; half
     // on a pair with transactions pending, half on a clean one (where a flip in an unused log
     // block changes nothing).
-    let blocks = RESERVED_BLOCKS + 3 + LOG_BLOCKS;
-    let pending = mutate_many(Damage::PendingPair, 5_000, 0, blocks, SEED);
-    let clean = mutate_many(Damage::CleanPair, 5_000, 0, blocks, SEED + 2);
+    let pending = mutate_many(Damage::PendingPair, 5_000, SEED);
+    let clean = mutate_many(Damage::CleanPair, 5_000, SEED + 2);
     println!(
         "pending pair: exit codes {:?}; clean pair: {:?}",
         pending.by_code, clean.by_code
@@ -161,7 +167,7 @@ fn ten_thousand_mutations_of_a_pair() {
 
 #[test]
 fn mutations_of_a_single_image() {
-    let tally = mutate_many(Damage::TornTail, 2_000, 0, 3 + LOG_BLOCKS, SEED + 1);
+    let tally = mutate_many(Damage::TornTail, 2_000, SEED + 1);
     println!("single: exit codes {:?}", tally.by_code);
     assert!(
         tally.by_code[4] > 0,
