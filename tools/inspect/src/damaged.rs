@@ -568,6 +568,20 @@ impl Geometry {
     }
 }
 
+/// The metadata slot of a pair member holding the older of its two metadata writes: damaging
+/// that one leaves the member's metadata as it is (the newer slot decides).
+pub fn older_slot(path: &Path) -> Result<u64, Error> {
+    let disk = IntegrityDisk::open(FileDisk::open_read_only(path)?)?;
+    let mut seqs = [0u64; RESERVED_BLOCKS as usize];
+    for (slot, seq) in seqs.iter_mut().enumerate() {
+        match Slot::decode(&disk.read(slot as u64)?) {
+            Slot::Valid(meta) => *seq = meta.seq,
+            other => return Err(format!("metadata slot {slot}: {other:?}").into()),
+        }
+    }
+    Ok(if seqs[0] < seqs[1] { 0 } else { 1 })
+}
+
 /// Rewrites both metadata slots of a member with its newest metadata, changed by `edit`.
 fn rewrite_meta(path: &Path, edit: impl Fn(&mut ReplicaMeta)) -> Result<(), Error> {
     let disk = open_checked(path)?;
