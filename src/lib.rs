@@ -37,6 +37,9 @@ pub use txdisk_disk::{Addr, Block, Disk, FileDisk, BLOCK_SIZE};
 pub use txdisk_log::LogOptions;
 pub use txdisk_logical::{LogicalDisk, LogicalError, Transaction};
 
+mod scrub;
+pub use scrub::{scrub, Scrubbed};
+
 use std::path::Path;
 use std::sync::Arc;
 use txdisk_integrity::{IntegrityDisk, IntegrityError};
