@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod fs_cmd;
 mod output;
+mod scrub;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
@@ -45,6 +46,15 @@ enum Command {
     /// corrected, 4 errors left uncorrected (including recovery not run), 8 operational error,
     /// 16 usage error.
     Fsck(FsckArgs),
+    /// Verify every block of an image or a pair, repairing a bad copy from the good one.
+    ///
+    /// Reads every copy of every block (both members of a pair) and its checksum; on a pair
+    /// writes the good copy over one that is flipped, misdirected, stale or unreadable (the
+    /// newer over the older where both verify but differ) and rewrites damaged metadata. A
+    /// single image has no second copy: its damaged blocks are reported. Exit codes as fsck's:
+    /// 0 clean, 1 errors corrected, 4 blocks left with no good copy, 8 operational error, 16
+    /// usage error.
+    Scrub(scrub::ScrubArgs),
     /// Show the log transaction by transaction, and why it ends.
     Logdump(LogdumpArgs),
     /// Crash-point fuzzing of the stack on simulated disks; exit 1 if it finds a violation.
@@ -176,6 +186,7 @@ fn run(cli: &Cli) -> u8 {
     let code = match &cli.command {
         Command::Format(args) => format(args, cli.json),
         Command::Fsck(args) => fsck(args, cli.json),
+        Command::Scrub(args) => scrub::run(args, cli.json),
         Command::Logdump(args) => logdump(args, cli.json),
         Command::Crashfuzz(args) => crashfuzz(args, cli.json),
         Command::Demo(args) => demo::run(args, cli.json),

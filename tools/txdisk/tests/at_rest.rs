@@ -5,10 +5,13 @@
 //! superblock block. Read through `txdisk::open`, a pair serves every block right and repairs
 //! the copy it read; a single image refuses every damaged block with an error naming its
 //! address, and no other. `txdisk scrub` counts what it finds per kind and member, repairs it,
-//! and a second scrub and `fsck` find the pair clean.
+//! and a second scrub and `fsck` find the pair clean; on a single image it reports every
+//! damaged block and writes nothing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
 use txdisk::disk::rng::SplitMix64;
 use txdisk::integrity::IntegrityDisk;
 use txdisk::log::LogError;
@@ -40,8 +43,29 @@ struct Scene {
     images: Vec<PathBuf>,
     expected: Vec<Block>,
     damage: BTreeMap<u64, Done>,
+    /// The pair metadata slot damaged on d2 (a pair only).
+    slot: Option<u64>,
     /// Where the images' blocks are (read before any damage).
     geometry: Geometry,
+}
+
+impl Scene {
+    /// Blocks damaged in way `kind` on image `image`.
+    fn count(&self, image: usize, kind: &str) -> u64 {
+        self.damage
+            .values()
+            .filter(|done| match (kind, done) {
+                ("flipped", Done::Flipped(i)) | ("stale", Done::Lost(i)) => *i == image,
+                ("misdirected", Done::Misdirected { image: i, .. }) => *i == image,
+                _ => false,
+            })
+            .count() as u64
+    }
+
+    /// The pair address of logical block `addr`.
+    fn pair_addr(&self, addr: u64) -> u64 {
+        self.geometry.log.data_start + addr
+    }
 }
 
 fn write_blocks(images: &[PathBuf], values: &[(u64, Block)]) {
@@ -131,17 +155,21 @@ fn damaged_scene(pair: bool, seed: u64) -> Scene {
         .expect("misdirect");
         damage.insert(*addr, Done::Misdirected { image, from: *from });
     }
-    if pair {
+    let slot = if pair {
         // The older metadata slot of d2, and the log superblock's block of d1.
         let slot = older_slot(&images[1]).expect("slots");
         patch_raw(&images[1], geometry.raw_of_checked(slot), 30, &[0xa5]).expect("slot");
         patch_raw(&images[0], geometry.raw_of_log(0), 20, &[0x5a]).expect("log superblock");
-    }
+        Some(slot)
+    } else {
+        None
+    };
     Scene {
         _dir: dir,
         images,
         expected,
         damage,
+        slot,
         geometry,
     }
 }
@@ -231,4 +259,168 @@ fn a_damaged_single_image_refuses_every_damaged_block_by_its_address_and_no_othe
         }
     }
     stack.close().expect("close");
+}
+
+/// Runs the real binary.
+fn txdisk_cli(args: &[&str], images: &[PathBuf]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_txdisk"))
+        .args(args)
+        .args(images)
+        .output()
+        .expect("run txdisk");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn txdisk_scrub_counts_each_kind_per_member_and_repairs_a_damaged_pair() {
+    let scene = damaged_scene(true, 0xa7_0003);
+    let started = Instant::now();
+    let (code, text, stderr) = txdisk_cli(&["scrub"], &scene.images);
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(code, 1, "everything repaired: {text}{stderr}");
+    // d1: its flips and misdirected blocks, every lost write, and the log superblock's block.
+    let d1 = format!(
+        "d1.img (d1): {} flipped, {} misdirected, {} stale, 0 unreadable (first: ",
+        scene.count(0, "flipped") + 1,
+        scene.count(0, "misdirected"),
+        LOST
+    );
+    let d2 = format!(
+        "d2.img (d2): {} flipped, {} misdirected, 0 stale, 0 unreadable (first: ",
+        scene.count(1, "flipped"),
+        scene.count(1, "misdirected"),
+    );
+    assert!(text.contains(&d1), "{d1:?} not in {text}");
+    assert!(text.contains(&d2), "{d2:?} not in {text}");
+    assert!(
+        text.contains("first: 0 flipped"),
+        "the log superblock first: {text}"
+    );
+    let slot = scene.slot.expect("a pair");
+    assert!(
+        text.contains(&format!(
+            "metadata slot {slot} damaged: the member's metadata was written again"
+        )),
+        "{text}"
+    );
+    let repaired = (FLIPPED + MISDIRECTED + LOST + 1) as u64;
+    assert!(
+        text.contains(&format!("repaired {repaired} block copies, lost 0 blocks")),
+        "{text}"
+    );
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.contains("errors corrected, now clean"), "{last}");
+    println!(
+        "scrub of a pair of {} blocks each: {seconds:.2} s (debug build, process included)",
+        scene.geometry.integrity.data_blocks
+    );
+
+    // Nothing left: a second scrub is clean, and so is fsck.
+    let (code, json, _) = txdisk_cli(&["scrub", "--json"], &scene.images);
+    assert_eq!(code, 0, "{json}");
+    let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(value["exit_code"], 0);
+    assert_eq!(value["repaired_blocks"], 0);
+    for member in value["members"].as_array().expect("members") {
+        assert_eq!(member["flipped_blocks"], 0, "{member}");
+        assert_eq!(member["ok_blocks"], value["scanned_blocks"], "{member}");
+    }
+    let (code, fsck, _) = txdisk_cli(&["fsck"], &scene.images);
+    assert_eq!(code, 0, "{fsck}");
+    // Every copy of every block verifies, and the pair reads what was written.
+    for image in 0..2 {
+        for addr in 0..BLOCKS {
+            assert!(verifies(&scene, image, addr), "d{} block {addr}", image + 1);
+        }
+    }
+    let stack = txdisk::open(&scene.images, OpenOptions::default()).expect("open");
+    for addr in 0..BLOCKS {
+        assert_eq!(
+            stack.read_committed(addr).expect("read"),
+            scene.expected[addr as usize]
+        );
+    }
+    stack.close().expect("close");
+}
+
+#[test]
+fn scrub_json_lists_the_first_faults_with_the_misdirected_blocks_origins() {
+    let scene = damaged_scene(true, 0xa7_0004);
+    let (code, json, stderr) = txdisk_cli(&["scrub", "--json"], &scene.images);
+    assert_eq!(code, 1, "{json}{stderr}");
+    assert!(stderr.is_empty(), "no progress bar when piped: {stderr}");
+    let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let members = value["members"].as_array().expect("members");
+    for (image, member) in members.iter().enumerate() {
+        assert_eq!(
+            member["misdirected_blocks"],
+            scene.count(image, "misdirected"),
+            "{member}"
+        );
+        let faults = member["first_faults"].as_array().expect("faults");
+        assert_eq!(faults.len(), 8, "the first 8 are listed: {member}");
+        let addresses: Vec<u64> = faults
+            .iter()
+            .filter_map(|f| f["address"].as_u64())
+            .collect();
+        assert!(addresses.windows(2).all(|w| w[0] < w[1]), "{addresses:?}");
+        for fault in faults {
+            let addr = fault["address"].as_u64().expect("address");
+            if fault["kind"] == "misdirected" {
+                let home = addr - scene.geometry.log.data_start;
+                let Some(Done::Misdirected { from, .. }) = scene.damage.get(&home) else {
+                    panic!("{fault} was not misdirected")
+                };
+                assert_eq!(fault["belongs_at"], scene.pair_addr(*from), "{fault}");
+            }
+        }
+    }
+    assert_eq!(members[1]["damaged_slots"][0], scene.slot.expect("a pair"));
+    assert_eq!(value["lost_blocks"], 0);
+}
+
+#[test]
+fn a_scrub_of_a_single_image_reports_every_damaged_block_and_writes_nothing() {
+    let scene = damaged_scene(false, 0xa7_0005);
+    let before = std::fs::read(&scene.images[0]).expect("read");
+    let scrubbed = txdisk::scrub(&scene.images, &mut |_| {}).expect("scrub");
+    assert!(!scrubbed.replicated);
+    let report = &scrubbed.report;
+    let member = &report.members[0];
+    assert_eq!(
+        (
+            member.flipped_blocks,
+            member.misdirected_blocks,
+            member.stale_blocks,
+            member.unreadable_blocks
+        ),
+        (FLIPPED as u64, MISDIRECTED as u64, LOST as u64, 0)
+    );
+    assert_eq!(report.lost_blocks, (FLIPPED + MISDIRECTED + LOST) as u64);
+    assert_eq!(report.repaired_blocks, 0);
+    let damaged: Vec<u64> = scene.damage.keys().map(|a| scene.pair_addr(*a)).collect();
+    assert_eq!(report.first_lost, damaged[..8].to_vec());
+    assert!(!scrubbed.all_repaired());
+    assert_eq!(
+        std::fs::read(&scene.images[0]).expect("read"),
+        before,
+        "nothing to repair from: nothing written"
+    );
+    let (code, text, _) = txdisk_cli(&["scrub"], &scene.images);
+    assert_eq!(code, 4, "{text}");
+    assert!(
+        text.contains("single.img: 160 flipped, 20 misdirected, 40 stale, 0 unreadable"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .last()
+            .unwrap_or_default()
+            .contains("problems left uncorrected: 220 block(s)"),
+        "{text}"
+    );
 }

@@ -35,7 +35,7 @@ fn damaged(damage: Damage) -> (tempfile::TempDir, Vec<PathBuf>) {
 fn help_and_version() {
     let help = txdisk(&["--help"], &[]);
     assert_eq!(help.code, 0);
-    for command in ["format", "fsck", "logdump", "demo"] {
+    for command in ["format", "fsck", "scrub", "logdump", "demo"] {
         assert!(
             help.stdout.contains(command),
             "--help lacks {command}: {}",
@@ -49,6 +49,7 @@ fn help_and_version() {
     for bad in [
         &["fsck"][..],
         &["fsck", "a", "b", "c"],
+        &["scrub"],
         &["frobnicate"],
         &["logdump", "x", "-n", "many"],
     ] {
@@ -84,14 +85,16 @@ fn unusable_inputs_exit_8_with_one_line() {
         Damage::FutureLogVersion,
         Damage::FuturePairVersion,
         Damage::DifferentPairs,
+        Damage::FormatOne,
     ];
     for damage in cases {
         let (_dir, images) = damaged(damage);
-        // Each member of two different pairs is fine on its own: only fsck sees both.
-        let commands: &[&str] = if damage == Damage::DifferentPairs {
-            &["fsck"]
-        } else {
-            &["fsck", "logdump"]
+        // Each member of two different pairs is fine on its own: only fsck and scrub see both.
+        // The scrub works below the log: damage to the log's own fields is not its business.
+        let commands: &[&str] = match damage {
+            Damage::DifferentPairs => &["fsck", "scrub"],
+            Damage::WrongMagic | Damage::FutureLogVersion => &["fsck", "logdump"],
+            _ => &["fsck", "scrub", "logdump"],
         };
         for &command in commands {
             let images = if command == "logdump" {
@@ -148,6 +151,10 @@ fn diagnoses_name_the_trouble() {
             "replicated pair format version 3 is not supported",
         ),
         (Damage::DifferentPairs, "belong to different pairs"),
+        (
+            Damage::FormatOne,
+            "of txdisk format 1, which keeps no block checksums",
+        ),
     ];
     for (damage, words) in expect {
         let (_dir, images) = damaged(damage);
