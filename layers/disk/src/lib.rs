@@ -99,6 +99,16 @@ pub trait Disk: Send + Sync {
         Ok(None)
     }
 
+    /// Writes `block` at `addr` as a copy of another disk's block whose version is
+    /// `generation` (that disk's [`Disk::generation`]): a disk that counts versions records
+    /// the copy at that version, so that the two copies of one write carry the same count and
+    /// a later comparison of them means what it says. Otherwise the same as [`Disk::write`]
+    /// (the default). A replicated disk copies this way whenever it repairs or rebuilds.
+    fn write_copy(&self, addr: Addr, block: &Block, generation: Option<u32>) -> Result<()> {
+        let _ = generation;
+        self.write(addr, block)
+    }
+
     /// Checks this disk's rep invariant (and, for a layered disk, the layers below first).
     /// Panics on a broken invariant. Layers call it under `cfg(debug_assertions)`.
     fn check_rep(&self) {}
@@ -135,6 +145,9 @@ impl<D: Disk + ?Sized> Disk for Arc<D> {
     fn generation(&self, addr: Addr) -> Result<Option<u32>> {
         (**self).generation(addr)
     }
+    fn write_copy(&self, addr: Addr, block: &Block, generation: Option<u32>) -> Result<()> {
+        (**self).write_copy(addr, block, generation)
+    }
     fn check_rep(&self) {
         (**self).check_rep()
     }
@@ -162,6 +175,9 @@ impl<D: Disk + ?Sized> Disk for Box<D> {
     fn generation(&self, addr: Addr) -> Result<Option<u32>> {
         (**self).generation(addr)
     }
+    fn write_copy(&self, addr: Addr, block: &Block, generation: Option<u32>) -> Result<()> {
+        (**self).write_copy(addr, block, generation)
+    }
     fn check_rep(&self) {
         (**self).check_rep()
     }
@@ -188,6 +204,9 @@ impl<D: Disk + ?Sized> Disk for &D {
     }
     fn generation(&self, addr: Addr) -> Result<Option<u32>> {
         (**self).generation(addr)
+    }
+    fn write_copy(&self, addr: Addr, block: &Block, generation: Option<u32>) -> Result<()> {
+        (**self).write_copy(addr, block, generation)
     }
     fn check_rep(&self) {
         (**self).check_rep()

@@ -292,8 +292,15 @@ impl<D: Disk> IntegrityDisk<D> {
         Ok(index)
     }
 
-    /// Records `crc` as block `addr`'s new contents (or the block as lost).
-    fn set_tag(&self, addr: Addr, crc: u32, lost: bool) -> txdisk_disk::Result<()> {
+    /// Records `crc` as block `addr`'s new contents (or the block as lost), at generation
+    /// `copied` if it is a copy of another disk's block of that version, else at the next.
+    fn set_tag(
+        &self,
+        addr: Addr,
+        crc: u32,
+        lost: bool,
+        copied: Option<u32>,
+    ) -> txdisk_disk::Result<()> {
         let (tag_block, index) = self.sb.tag_of(addr);
         let salt = self.sb.salt;
         let mut guard = self.tags.lock();
@@ -312,10 +319,14 @@ impl<D: Disk> IntegrityDisk<D> {
         } else {
             current_crc.unwrap_or(0)
         };
+        let generation = match copied {
+            Some(copied) => copied & Tag::GENERATION_MASK,
+            None => Tag::next_generation(generation),
+        };
         let tag = Tag {
             data_crc: crc,
             prev_crc,
-            generation: Tag::next_generation(generation),
+            generation,
             lost,
         };
         let bytes = &mut cached.bytes[index * ENTRY_BYTES..(index + 1) * ENTRY_BYTES];
@@ -467,7 +478,26 @@ impl<D: Disk> Disk for IntegrityDisk<D> {
             self.raw
                 .write(self.sb.data_start + addr, block)
                 .map_err(|error| self.rename(error, addr))
-                .and_then(|()| self.set_tag(addr, data_crc(block), false))
+                .and_then(|()| self.set_tag(addr, data_crc(block), false, None))
+        };
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        result
+    }
+
+    fn write_copy(
+        &self,
+        addr: Addr,
+        block: &Block,
+        generation: Option<u32>,
+    ) -> txdisk_disk::Result<()> {
+        self.check_addr(addr)?;
+        let result = {
+            let _stripe = self.stripe(addr).write();
+            self.raw
+                .write(self.sb.data_start + addr, block)
+                .map_err(|error| self.rename(error, addr))
+                .and_then(|()| self.set_tag(addr, data_crc(block), false, generation))
         };
         #[cfg(debug_assertions)]
         self.check_rep();
@@ -486,16 +516,15 @@ impl<D: Disk> Disk for IntegrityDisk<D> {
         stripes.dedup();
         // In ascending order, as every multi-stripe holder takes them: no deadlock.
         let _guards: Vec<_> = stripes.iter().map(|s| self.stripes[*s].write()).collect();
-        let result = self
-            .raw
-            .write_run(self.sb.data_start + start, blocks)
-            .map_err(|error| self.rename(error, start))
-            .and_then(|()| {
-                blocks
-                    .iter()
-                    .zip(start..)
-                    .try_for_each(|(block, addr)| self.set_tag(addr, data_crc(block), false))
-            });
+        let result =
+            self.raw
+                .write_run(self.sb.data_start + start, blocks)
+                .map_err(|error| self.rename(error, start))
+                .and_then(|()| {
+                    blocks.iter().zip(start..).try_for_each(|(block, addr)| {
+                        self.set_tag(addr, data_crc(block), false, None)
+                    })
+                });
         drop(_guards);
         #[cfg(debug_assertions)]
         self.check_rep();
@@ -512,7 +541,7 @@ impl<D: Disk> Disk for IntegrityDisk<D> {
     fn invalidate(&self, addr: Addr) -> txdisk_disk::Result<()> {
         self.check_addr(addr)?;
         let _stripe = self.stripe(addr).write();
-        self.set_tag(addr, 0, true)
+        self.set_tag(addr, 0, true, None)
     }
 
     fn generation(&self, addr: Addr) -> txdisk_disk::Result<Option<u32>> {

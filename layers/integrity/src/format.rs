@@ -225,6 +225,9 @@ impl Tag {
         LittleEndian::write_u32(&mut bytes[12..16], crc);
     }
 
+    /// The bits of the generation word that count writes (the top one is the lost flag).
+    pub const GENERATION_MASK: u32 = !LOST_FLAG;
+
     /// The generation after `generation`, skipping the lost flag's bit.
     pub fn next_generation(generation: u32) -> u32 {
         generation.wrapping_add(1) & !LOST_FLAG

@@ -12,7 +12,9 @@
 //! Each member of a replicated pair is one, and so is a single image: the replicated disk
 //! above turns a failed verification into a read of the other member and a repair.
 //! `format`, `open` (which refuses images of txdisk's first, unchecksummed format by name),
-//! `verify`, `generation`, `repair_superblocks`. Layout: docs/FORMAT-integrity.md.
+//! `verify`, `generation`, `repair_superblocks`; through the `Disk` trait, `generation` and
+//! `write_copy` (a copy of another disk's block recorded at that block's generation, so that
+//! the two members of a pair count alike). Layout: docs/FORMAT-integrity.md.
 //!
 //! **Rep invariant ([`IntegrityDisk::check_rep`], after every operation in debug builds).**
 //! The superblock is the layout its device size and salt give and fits the device; the tag

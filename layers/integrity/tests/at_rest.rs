@@ -266,6 +266,27 @@ fn a_tag_entry_matches_the_documented_layout() {
     assert_eq!(disk.generation(300).expect("generation"), Some(1));
 }
 
+#[test]
+fn a_copy_carries_the_generation_of_its_origin() {
+    let (sim, disk) = written();
+    for _ in 0..4 {
+        disk.write(40, &pattern(40, 2)).expect("write");
+    }
+    assert_eq!(disk.generation(40).expect("generation"), Some(5));
+    // A copy of another disk's version 9 of the block is version 9 here too, up or down.
+    disk.write_copy(40, &pattern(40, 3), Some(9)).expect("copy");
+    assert_eq!(disk.generation(40).expect("generation"), Some(9));
+    disk.write_copy(40, &pattern(40, 4), Some(2)).expect("copy");
+    assert_eq!(disk.generation(40).expect("generation"), Some(2));
+    // Without a version to carry, a copy is a plain write: the next one.
+    disk.write_copy(40, &pattern(40, 5), None).expect("copy");
+    assert_eq!(disk.generation(40).expect("generation"), Some(3));
+    disk.sync().expect("sync");
+    let disk = reopen(&sim);
+    assert_eq!(disk.read(40).expect("verifies"), pattern(40, 5));
+    assert_eq!(disk.generation(40).expect("generation"), Some(3));
+}
+
 /// The tests above can fail: with verification skipped, the damaged block's bytes come back.
 #[test]
 fn with_verification_skipped_a_flipped_block_is_served() {

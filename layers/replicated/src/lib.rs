@@ -9,7 +9,8 @@
 //! [`ReplicatedError::AllReplicasFailed`], never a panic. [`ReplicatedDisk::format`],
 //! [`ReplicatedDisk::open`] (recovery: a resync or a rebuild, from the member [`choose_source`]
 //! picks), [`ReplicatedDisk::open_degraded`], [`ReplicatedDisk::recover`],
-//! [`ReplicatedDisk::rebuild`] (online), [`ReplicatedDisk::close`] (clean shutdown: the next open
+//! [`ReplicatedDisk::rebuild`] (online), [`ReplicatedDisk::scrub`] (online: every copy
+//! verified, a bad one repaired), [`ReplicatedDisk::close`] (clean shutdown: the next open
 //! copies nothing), [`ReplicatedDisk::status`]. Each member starts with [`RESERVED_BLOCKS`]
 //! blocks of pair metadata; data address `a` of the pair is block `a + RESERVED_BLOCKS` of each:
 //!
@@ -38,8 +39,18 @@
 //!
 //! * `write(a, v)`: marks the pair Dirty on disk if it is not already (see below); locks
 //!   address `a` (one of [`LOCK_STRIPES`] striped mutexes); writes d1; writes d2; unlocks.
-//! * `read(a)`: locks `a`; reads d1; on a per-block read error reads d2 and writes the good
-//!   value back to d1 (self-healing); on a fail-stop error fails d1 and reads d2.
+//! * `read(a)`: locks `a`; reads d1; on a per-block read error (a bad sector, or a copy that
+//!   fails its member's verification) reads d2 and writes the good value back to d1
+//!   (self-healing); on a fail-stop error fails d1 and reads d2.
+//! * Copies that both verify but differ (after a crash, or a write lost with its checksum):
+//!   the one with the higher write generation is the newer ([`newer_copy`], for members that
+//!   keep generations: [`Disk::generation`](txdisk_disk::Disk::generation)); the resync and the
+//!   scrub keep it, and every copy the pair makes (a repair, a resync, a rebuild) carries its
+//!   origin's generation ([`Disk::write_copy`](txdisk_disk::Disk::write_copy)), so the two
+//!   members' counts stay comparable. Members that keep none: d1 (the source) wins, as before.
+//! * `scrub()`: every address, both copies, under the address lock: the good copy written over
+//!   a failing or older one, what is lost on both counted, bad metadata slots rewritten
+//!   (`scrub.rs`).
 //! * `sync()`: syncs both members **concurrently** (the second in a scoped thread), so that the
 //!   pair's flush costs about one flush (see `examples/pair_timing.rs` for the figures).
 //! * A member that returns a fail-stop error (`Failed`, a failed write, a failed `sync`) is

@@ -59,6 +59,17 @@ impl<'a, D: Disk + ?Sized> MemberDisk<'a, D> {
         self.disk.write(block.index(), value)
     }
 
+    /// Writes `value` at member block `block` as a copy of a block of version `generation` of
+    /// the other member (see [`Disk::write_copy`]).
+    pub(crate) fn write_copy(
+        &self,
+        block: MemberBlock,
+        value: &Block,
+        generation: Option<u32>,
+    ) -> txdisk_disk::Result<()> {
+        self.disk.write_copy(block.index(), value, generation)
+    }
+
     /// Records member block `block` as holding no good value (see [`Disk::invalidate`]).
     pub(crate) fn invalidate(&self, block: MemberBlock) -> txdisk_disk::Result<()> {
         self.disk.invalidate(block.index())

@@ -6,7 +6,7 @@ use crate::member::{MemberBlock, MemberDisk};
 use crate::meta::{write_meta, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use txdisk_disk::{Addr, Block, Disk, DiskError};
+use txdisk_disk::{Addr, Block, Damage, Disk, DiskError};
 
 /// Number of per-address lock stripes: address `a` is guarded by stripe `a % LOCK_STRIPES`.
 pub const LOCK_STRIPES: usize = 1024;
@@ -528,7 +528,8 @@ impl<D: Disk> ReplicatedDisk<D> {
             let failed = match self.on_member_gen(role, |disk| disk.read(block)) {
                 Ok(value) => {
                     if let Some((bad, _)) = bad_block_on {
-                        self.repair(bad, addr, block, &value)?;
+                        let generation = self.copy_generation(role, block);
+                        self.repair(bad, addr, block, &value, generation)?;
                     }
                     return Ok(value);
                 }
@@ -544,6 +545,15 @@ impl<D: Disk> ReplicatedDisk<D> {
             // Unreadable on every member still alive: this block is lost, the pair is not. The
             // error names the pair's address, not the member's block.
             let error = match error {
+                DiskError::Corrupt {
+                    damage: Damage::Misdirected { belongs_at },
+                    ..
+                } => DiskError::Corrupt {
+                    addr,
+                    damage: Damage::Misdirected {
+                        belongs_at: belongs_at.saturating_sub(RESERVED_BLOCKS),
+                    },
+                },
                 DiskError::Corrupt { damage, .. } => DiskError::Corrupt { addr, damage },
                 _ => DiskError::ReadError { addr },
             };
@@ -552,21 +562,30 @@ impl<D: Disk> ReplicatedDisk<D> {
         Err(self.all_failed(&self.meta.lock()))
     }
 
+    /// The write generation of `role`'s copy of `block`, to carry over to a copy of it
+    /// (`None` from a member that keeps none, or that cannot tell).
+    pub(crate) fn copy_generation(&self, role: Role, block: MemberBlock) -> Option<u32> {
+        self.on_member(role, |disk| disk.generation(block))
+            .unwrap_or(None)
+    }
+
     /// Self-healing: writes the good value back where a read hit a bad block (a write remaps a
-    /// bad sector). Called under the address's stripe lock.
+    /// bad sector), as a copy of the other member's version `generation` of it. Called under
+    /// the address's stripe lock.
     pub(crate) fn repair(
         &self,
         role: Role,
         addr: Addr,
         block: MemberBlock,
         good: &Block,
+        generation: Option<u32>,
     ) -> Result<()> {
         self.ensure_dirty()?;
         if self.replica_status(role) != ReplicaStatus::Active {
             return Ok(());
         }
         tracing::info!(replica = %role, addr, "repairing a bad block from the other replica");
-        match self.on_member_gen(role, |disk| disk.write(block, good)) {
+        match self.on_member_gen(role, |disk| disk.write_copy(block, good, generation)) {
             Ok(()) => Ok(()),
             Err(failed) => self.absorb(role, failed),
         }

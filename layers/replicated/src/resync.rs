@@ -341,7 +341,7 @@ impl<D: Disk> ReplicatedDisk<D> {
                 if self.replica_status(target) == ReplicaStatus::Active
                     && self.newer_member(block) == Some(target) =>
             {
-                return self.copy_back(source, block, &current);
+                return self.copy_back(source, target, block, &current);
             }
             Err(MemberError {
                 error: DiskError::Crashed,
@@ -350,7 +350,8 @@ impl<D: Disk> ReplicatedDisk<D> {
             // A differing value, a bad block or a failed target: the write below decides.
             _ => {}
         }
-        match self.on_member_gen(target, |disk| disk.write(block, &value)) {
+        let generation = self.copy_generation(source, block);
+        match self.on_member_gen(target, |disk| disk.write_copy(block, &value, generation)) {
             Ok(()) => Ok(Step::Copied),
             Err(MemberError {
                 error: DiskError::Crashed,
@@ -366,16 +367,22 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// The member whose copy of `block` has the higher write generation, if the members keep
     /// generations and they differ ([`newer_copy`]).
     fn newer_member(&self, block: MemberBlock) -> Option<Role> {
-        let generation = |role: Role| {
-            self.on_member(role, |disk| disk.generation(block))
-                .unwrap_or(None)
-        };
-        newer_copy(generation(Role::D1), generation(Role::D2))
+        newer_copy(
+            self.copy_generation(Role::D1, block),
+            self.copy_generation(Role::D2, block),
+        )
     }
 
     /// Writes the target's newer copy over the source's.
-    fn copy_back(&self, source: Role, block: MemberBlock, newer: &Block) -> Result<Step> {
-        match self.on_member_gen(source, |disk| disk.write(block, newer)) {
+    fn copy_back(
+        &self,
+        source: Role,
+        target: Role,
+        block: MemberBlock,
+        newer: &Block,
+    ) -> Result<Step> {
+        let generation = self.copy_generation(target, block);
+        match self.on_member_gen(source, |disk| disk.write_copy(block, newer, generation)) {
             Ok(()) => Ok(Step::Copied),
             Err(MemberError {
                 error: DiskError::Crashed,
@@ -434,7 +441,8 @@ impl<D: Disk> ReplicatedDisk<D> {
                 return Ok(Step::Stop);
             }
         };
-        match self.on_member_gen(source, |disk| disk.write(block, &good)) {
+        let generation = self.copy_generation(target, block);
+        match self.on_member_gen(source, |disk| disk.write_copy(block, &good, generation)) {
             Ok(()) => Ok(Step::Copied),
             Err(MemberError {
                 error: DiskError::Crashed,

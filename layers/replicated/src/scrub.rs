@@ -299,10 +299,10 @@ impl<D: Disk> ReplicatedDisk<D> {
                 _ => Role::D1,
             },
         };
-        let Some(Copy::Good(value, _)) = &copies[winner.index()] else {
+        let Some(Copy::Good(value, generation)) = &copies[winner.index()] else {
             unreachable!("replicated: scrub winner {winner} of address {addr} has no good copy")
         };
-        let value = value.clone();
+        let (value, generation) = (value.clone(), *generation);
         for role in [Role::D1, Role::D2] {
             let member = &mut report.members[role.index()];
             let fault = match &copies[role.index()] {
@@ -318,7 +318,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             member.scanned = true;
             member.count(addr, fault);
             tracing::info!(replica = %role, addr, ?fault, "scrub: writing the good copy over a bad one");
-            self.repair(role, addr, block, &value)?;
+            self.repair(role, addr, block, &value, generation)?;
             if self.replica_status(role) == ReplicaStatus::Active {
                 report.repaired_blocks += 1;
             }

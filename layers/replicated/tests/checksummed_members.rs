@@ -130,6 +130,17 @@ fn a_rebuild_from_a_rotten_source_block_records_the_copy_as_lost() {
             Block::filled(addr as u8 + 1)
         );
     }
+    // Every copied block carries its source's generation (a lost one is a write of its own).
+    let (source, target) = (member(&sims[0]), member(&blank));
+    for addr in (0..pair.size_blocks()).filter(|a| *a != 6) {
+        let block = RESERVED_BLOCKS + addr;
+        assert_eq!(
+            source.generation(block).expect("d1"),
+            target.generation(block).expect("d2"),
+            "block {addr}"
+        );
+    }
+    drop((source, target));
     // Writing the block makes it good again on both.
     pair.write(6, &Block::filled(0x66)).expect("write");
     pair.sync().expect("sync");
@@ -221,6 +232,16 @@ fn a_scrub_finds_and_repairs_the_copies_reads_never_reach() {
     assert_eq!(again.lost_blocks, 1);
     assert_eq!(again.members[0].failing_blocks(), 1);
     pair.close().expect("close");
+    // A repaired copy carries its origin's generation: the two copies stay comparable.
+    let [m1, m2] = [member(&sims[0]), member(&sims[1])];
+    for addr in [4, 9, 12] {
+        let block = RESERVED_BLOCKS + addr;
+        assert_eq!(
+            m1.generation(block).expect("d1"),
+            m2.generation(block).expect("d2"),
+            "block {addr}"
+        );
+    }
 }
 
 #[test]
@@ -313,5 +334,20 @@ fn of_two_copies_that_verify_the_newer_generation_is_kept() {
             pair.read_replica(role, 3).expect("verifies"),
             Block::filled(0x33)
         );
+    }
+}
+
+#[test]
+fn a_block_misdirected_on_both_members_names_its_origin_by_the_pairs_address() {
+    let sims = written_pair();
+    misdirect(&sims[0], 12, 20);
+    misdirect(&sims[1], 12, 20);
+    let pair = ReplicatedDisk::open(member(&sims[0]), member(&sims[1]), &mut |_| {}).expect("open");
+    match pair.read(12) {
+        Err(DiskError::Corrupt {
+            addr: 12,
+            damage: Damage::Misdirected { belongs_at: 20 },
+        }) => {}
+        other => panic!("expected block 12 misdirected from 20, got {other:?}"),
     }
 }
