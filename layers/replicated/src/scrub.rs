@@ -175,10 +175,27 @@ impl ScrubReport {
 
 /// One member's copy of one address, as the scrub read it.
 enum Copy {
-    /// Verified: the contents and their generation.
-    Good(Block, Option<u32>),
+    /// Verified: the contents.
+    Good(Block),
     /// Failed verification or could not be read.
     Bad(BlockFault),
+}
+
+/// No copy of `addr` verifies: each member's fault counted, the address lost (unless no
+/// member was read at all).
+fn count_lost(addr: Addr, copies: &[Option<Copy>; 2], report: &mut ScrubReport) {
+    for role in [Role::D1, Role::D2] {
+        if let Some(Copy::Bad(fault)) = copies[role.index()] {
+            report.members[role.index()].scanned = true;
+            report.members[role.index()].count(addr, Some(fault));
+        }
+    }
+    if copies.iter().any(Option::is_some) {
+        report.lost_blocks += 1;
+        if report.first_lost.len() < SCRUB_LISTED {
+            report.first_lost.push(addr);
+        }
+    }
 }
 
 impl<D: Disk> ReplicatedDisk<D> {
@@ -276,38 +293,31 @@ impl<D: Disk> ReplicatedDisk<D> {
             .collect();
         let winner = match good.as_slice() {
             [] => {
-                for role in [Role::D1, Role::D2] {
-                    if let Some(Copy::Bad(fault)) = copies[role.index()] {
-                        report.members[role.index()].scanned = true;
-                        report.members[role.index()].count(addr, Some(fault));
-                    }
-                }
-                if copies.iter().any(Option::is_some) {
-                    report.lost_blocks += 1;
-                    if report.first_lost.len() < SCRUB_LISTED {
-                        report.first_lost.push(addr);
-                    }
-                }
+                count_lost(addr, &copies, report);
                 return Ok(());
             }
             [one] => *one,
             [..] => match (&copies[0], &copies[1]) {
-                (Some(Copy::Good(b1, g1)), Some(Copy::Good(b2, g2))) if b1 != b2 => {
+                (Some(Copy::Good(b1)), Some(Copy::Good(b2))) if b1 != b2 => {
                     // d1 when the generations decide nothing: the copy a read serves.
-                    newer_copy(*g1, *g2).unwrap_or(Role::D1)
+                    newer_copy(
+                        self.copy_generation(Role::D1, block),
+                        self.copy_generation(Role::D2, block),
+                    )
+                    .unwrap_or(Role::D1)
                 }
                 _ => Role::D1,
             },
         };
-        let Some(Copy::Good(value, generation)) = &copies[winner.index()] else {
+        let Some(Copy::Good(value)) = &copies[winner.index()] else {
             unreachable!("replicated: scrub winner {winner} of address {addr} has no good copy")
         };
-        let (value, generation) = (value.clone(), *generation);
+        let value = value.clone();
         for role in [Role::D1, Role::D2] {
             let member = &mut report.members[role.index()];
             let fault = match &copies[role.index()] {
                 None => continue,
-                Some(Copy::Good(copy, _)) if *copy == value => {
+                Some(Copy::Good(copy)) if *copy == value => {
                     member.scanned = true;
                     member.ok_blocks += 1;
                     continue;
@@ -318,6 +328,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             member.scanned = true;
             member.count(addr, fault);
             tracing::info!(replica = %role, addr, ?fault, "scrub: writing the good copy over a bad one");
+            let generation = self.copy_generation(winner, block);
             self.repair(role, addr, block, &value, generation)?;
             if self.replica_status(role) == ReplicaStatus::Active {
                 report.repaired_blocks += 1;
@@ -329,13 +340,7 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// One member's copy: `Ok(None)` if the member failed (and was failed) on the way.
     fn read_copy(&self, role: Role, block: MemberBlock) -> Result<Option<Copy>> {
         let failed = match self.on_member_gen(role, |disk| disk.read(block)) {
-            Ok(value) => {
-                // A generation that cannot be read decides nothing; the copy itself verified.
-                let generation = self
-                    .on_member(role, |disk| disk.generation(block))
-                    .unwrap_or(None);
-                return Ok(Some(Copy::Good(value, generation)));
-            }
+            Ok(value) => return Ok(Some(Copy::Good(value))),
             Err(failed) => failed,
         };
         if matches!(failed.error, DiskError::Crashed) {

@@ -112,25 +112,36 @@ fn inspect(
         finish_verification(&failures, false, options, &mut report);
         return Ok(report);
     }
-    let chosen = check_members(&opened, &mut report)?;
+    inspect_members(&opened, images.len(), options, progress, &mut report)?;
+    Ok(report)
+}
+
+/// The check of pair members (`given` images were named, `opened` could be read): their
+/// metadata, their copies compared (or the source's verified alone), the log.
+fn inspect_members(
+    opened: &[OpenedImage],
+    given: usize,
+    options: &CheckOptions,
+    progress: &mut dyn FnMut(Progress),
+    report: &mut FsckReport,
+) -> Result<()> {
+    let chosen = check_members(opened, report)?;
     let source = chosen.as_ref().map(|(source, _)| *source);
     let mut failures = Vec::new();
-    let mut compared = false;
     if opened.len() == 2 {
         // A member to be rebuilt is overwritten whole: comparing it would list every block.
         if let Some((source, MemberPlan::InSync { .. })) = chosen {
-            if let Some(found) = verify::compare(&opened, source, options.max_listed, progress)? {
-                differ_finding(&found.diff, &mut report);
+            if let Some(found) = verify::compare(opened, source, options.max_listed, progress)? {
+                differ_finding(&found.diff, report);
                 report.replicas = Some(found.diff);
                 report.verification.extend(found.verified);
                 let [f1, f2] = found.failures;
                 failures.push((opened[0].path.clone(), f1));
                 failures.push((opened[1].path.clone(), f2));
-                compared = true;
             }
         }
     } else {
-        let message = if images.len() == 2 {
+        let message = if given == 2 {
             "only one member of the pair can be read: replicas not compared"
         } else {
             "only one member of the pair given: replicas not compared"
@@ -142,34 +153,46 @@ fn inspect(
             message,
         );
     }
+    let compared = report.replicas.is_some();
     let log_source = source.map_or(0, Role::index).min(opened.len() - 1);
     if !compared {
-        failures = verify_each(&opened, &[log_source], options, progress, &mut report)?;
+        failures = verify_each(opened, &[log_source], options, progress, report)?;
     }
-    let errors_before = count_errors(&report);
+    let errors_before = count_errors(report);
+    check_pair_log(opened, compared, Role::from_index(log_source), report)?;
+    if opened.len() == 2 && count_errors(report) > errors_before {
+        compare_logs(&opened[1 - log_source], report);
+    }
+    finish_verification(&failures, opened.len() == 2, options, report);
+    Ok(())
+}
+
+/// The log of a pair: read through both members' copies as the repair leaves them when they
+/// were compared, else from the source alone.
+fn check_pair_log(
+    opened: &[OpenedImage],
+    compared: bool,
+    source: Role,
+    report: &mut FsckReport,
+) -> Result<()> {
+    let path = &opened[source.index()].path;
     match (
         compared,
         opened[0].log_view(),
-        opened.get(1).and_then(|o| o.log_view()),
+        opened.get(1).and_then(OpenedImage::log_view),
     ) {
         (true, Some(v1), Some(v2)) => {
             let agreed = Agreed {
                 views: [v1, v2],
-                source: Role::from_index(log_source),
+                source,
             };
-            check_log(&agreed, &opened[log_source].path, false, &mut report)?;
+            check_log(&agreed, path, false, report)
         }
-        _ => {
-            if let Some(view) = opened[log_source].log_view() {
-                check_log(&view, &opened[log_source].path, false, &mut report)?;
-            }
-        }
+        _ => match opened[source.index()].log_view() {
+            Some(view) => check_log(&view, path, false, report),
+            None => Ok(()),
+        },
     }
-    if opened.len() == 2 && count_errors(&report) > errors_before {
-        compare_logs(&opened[1 - log_source], &mut report);
-    }
-    finish_verification(&failures, opened.len() == 2, options, &mut report);
-    Ok(report)
 }
 
 /// Opens every image through its checksums. An image whose checksum superblocks are both
