@@ -2,15 +2,16 @@
 //! directory (every supported cell measured once, unsupported ones left out, reads verified),
 //! and an in-memory system that records what the runner asks of it (addresses inside each
 //! thread's region, distinct within a transaction, never a repeated block) or lies on reads;
-//! and thread sweeps: one row per (system, workload, thread count), each with its rounds.
+//! and thread sweeps: one row per (system, workload, thread count), each with its rounds; and
+//! txdisk on one image and on a pair, whose images are the ones `txdisk::open` takes.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 use txdisk_bench::{
     baseline_systems, run, BenchConfig, BenchError, Geometry, Isolation, ReadKind, Result, System,
-    SystemFactory, Workload,
+    SystemFactory, TxdiskFactory, Workload,
 };
 use txdisk_disk::{Addr, Block};
 
@@ -294,4 +295,37 @@ fn a_sweep_without_room_for_its_threads_is_refused() {
         run(&config, &[&factory], &mut |_| {}),
         Err(BenchError::Config(_))
     ));
+}
+
+/// The image files a factory made in `dir`, in name order (d1 before d2).
+fn images_in(dir: &Path) -> Vec<PathBuf> {
+    let mut images: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "img"))
+        .collect();
+    images.sort();
+    images
+}
+
+#[test]
+fn txdisk_and_its_pair_are_the_stack_users_open() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let config = tiny_config(scratch.path());
+    for (replicated, count) in [(false, 1), (true, 2)] {
+        let factory = TxdiskFactory { replicated };
+        let dir = scratch.path().join(factory.name());
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        factory.create(&dir, &config.geometry).expect("created");
+        let images = images_in(&dir);
+        assert_eq!(images.len(), count, "{}", factory.name());
+        // Checksummed images of the current format: `txdisk::open` refuses any other.
+        let stack = txdisk::open(&images, txdisk::OpenOptions::default()).expect("opens");
+        for addr in [0, 5, config.geometry.disk_blocks - 1] {
+            let block = stack.read_committed(addr).expect("verifies");
+            assert_eq!(block, Block::filled(addr as u8), "prefilled {addr}");
+        }
+        assert_eq!(stack.pair().is_some(), replicated);
+        stack.close().expect("closes");
+    }
 }
