@@ -7,11 +7,10 @@
 
 use crate::counting::CountingDisk;
 use crate::error::{BenchError, Result};
-use crate::system::{RecoveryRun, System, SystemFactory};
+use crate::system::{RecoveryClock, RecoveryRun, System, SystemFactory};
 use crate::workload::{Geometry, ReadKind, RecoveryKind, Workload};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 use txdisk::log::LogOptions;
 use txdisk::replicated::ReplicatedDisk;
 use txdisk::{Addr, Block, Disk, FileDisk, LogicalDisk, BLOCK_SIZE};
@@ -204,13 +203,10 @@ impl TxdiskSystem {
             disk.flush().map_err(|e| system_error(self.name, e))?;
             written * BLOCK_SIZE as u64
         };
-        let started = Instant::now();
+        let clock = RecoveryClock::start();
         let bottom = open_stack(self.name, scratch.path(), replicated)?;
         open_logical(self.name, &bottom, quiet)?;
-        Ok(RecoveryRun {
-            bytes,
-            elapsed: started.elapsed(),
-        })
+        Ok(clock.stop(bytes))
     }
 
     /// A pair whose second image is blank (a new replacement member): the timed open formats
@@ -226,17 +222,13 @@ impl TxdiskSystem {
             &paths[1],
             image_blocks(&self.geometry, true),
         )?);
-        let started = Instant::now();
+        let clock = RecoveryClock::start();
         let bottom = open_stack(self.name, scratch.path(), true)?;
         let pair = bottom
             .pair
             .ok_or_else(|| system_error(self.name, "two images opened as a single disk"))?;
         pair.sync()?;
-        let elapsed = started.elapsed();
-        Ok(RecoveryRun {
-            bytes: pair.size_blocks() * BLOCK_SIZE as u64,
-            elapsed,
-        })
+        Ok(clock.stop(pair.size_blocks() * BLOCK_SIZE as u64))
     }
 }
 

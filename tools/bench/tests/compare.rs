@@ -21,6 +21,7 @@ fn row(system: &str, workload: Workload, rounds_ops_per_s: &[f64]) -> Measuremen
         p99_us: 900.0,
         peak_rss_bytes: 8 << 20,
         syncs_per_op: Some(1.0),
+        write_bytes_per_op: Some(12_288.0),
         cpu_us_per_op: 10.0,
         ops: 1000,
         latency_cdf_us: vec![(0.0, 50.0), (1.0, 1000.0)],

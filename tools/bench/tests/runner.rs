@@ -64,6 +64,22 @@ fn floor_and_peers_run_every_supported_cell_once() {
     for workload in [Workload::DURABLE_1BLK_1THR, Workload::DURABLE_16BLK_8THR] {
         let floor = report.find("floor", workload).expect("floor ran");
         assert_eq!(floor.syncs_per_op, Some(1.0), "{workload}");
+        // A header block and each data block per transaction, at least: other tests of this
+        // process write at the same time, so only the lower bound holds here.
+        let least = ((workload.blocks_per_txn() + 1) * 4096) as f64;
+        assert!(
+            floor.write_bytes_per_op >= Some(least),
+            "{workload}: {:?}",
+            floor.write_bytes_per_op
+        );
+    }
+    for m in &report.results {
+        assert!(
+            m.write_bytes_per_op.is_some(),
+            "{} {}",
+            m.system,
+            m.workload
+        );
     }
     let json = report.to_json();
     assert_eq!(
@@ -328,4 +344,52 @@ fn txdisk_and_its_pair_are_the_stack_users_open() {
         assert_eq!(stack.pair().is_some(), replicated);
         stack.close().expect("closes");
     }
+}
+
+#[test]
+fn txdisk_and_its_pair_run_every_supported_cell() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let mut config = tiny_config(scratch.path());
+    config.rounds = 1;
+    let factories = [
+        TxdiskFactory { replicated: false },
+        TxdiskFactory { replicated: true },
+    ];
+    let systems: Vec<&dyn SystemFactory> =
+        factories.iter().map(|f| f as &dyn SystemFactory).collect();
+    let report = run(&config, &systems, &mut |_| {}).expect("bench run");
+    for system in &systems {
+        for workload in Workload::ALL {
+            let found = report.find(system.name(), workload);
+            assert_eq!(
+                found.is_some(),
+                system.supports(workload),
+                "{} {workload}",
+                system.name()
+            );
+        }
+    }
+    assert!(report
+        .find("txdisk-pair", Workload::ReplicaResync)
+        .is_some());
+    for m in &report.results {
+        assert!(m.ops > 0, "{} {} measured nothing", m.system, m.workload);
+        assert!(
+            m.write_bytes_per_op.is_some(),
+            "{} {}",
+            m.system,
+            m.workload
+        );
+    }
+    // A durable transaction writes at least its block into the log before it returns.
+    let durable = report
+        .find("txdisk", Workload::DURABLE_1BLK_1THR)
+        .expect("ran");
+    assert!(durable.write_bytes_per_op >= Some(4096.0), "{durable:?}");
+    // A rebuild formats the new member's checksums at least (it copies only the blocks
+    // that differ, so no more can be said of a disk never written).
+    let resync = report
+        .find("txdisk-pair", Workload::ReplicaResync)
+        .expect("ran");
+    assert!(resync.write_bytes_per_op > Some(0.0), "{resync:?}");
 }
