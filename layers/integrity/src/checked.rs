@@ -3,7 +3,7 @@
 use crate::error::{IntegrityError, Result};
 use crate::format::{data_crc, Entry, Superblock, Tag, ENTRIES_PER_BLOCK, ENTRY_BYTES};
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use txdisk_disk::{Addr, Block, Damage, Disk, DiskError, BLOCK_SIZE};
 
 /// Stripes of the per-address read/write locks: a read sees a block and its tag from the same
@@ -28,6 +28,8 @@ pub struct IntegrityDisk<D: Disk> {
 #[derive(Default)]
 struct TagCache {
     blocks: HashMap<u64, CachedTags>,
+    /// Tag blocks changed since they were last written: a sync visits these, not the cache.
+    dirty: BTreeSet<u64>,
     /// Data CRC → an address whose current contents have it: how a misdirected block is told
     /// from rot. Built at the first failed verification, kept up to date after.
     index: Option<HashMap<u32, Addr>>,
@@ -35,8 +37,6 @@ struct TagCache {
 
 struct CachedTags {
     bytes: Box<[u8; BLOCK_SIZE]>,
-    /// Changed since it was last written.
-    dirty: bool,
     /// Entries changed since the last sync: their `prev_crc` already names the synced value.
     changed_since_sync: [u64; (ENTRIES_PER_BLOCK / 64) as usize],
 }
@@ -223,7 +223,6 @@ impl<D: Disk> IntegrityDisk<D> {
                 tag_block,
                 CachedTags {
                     bytes,
-                    dirty: false,
                     changed_since_sync: [0; (ENTRIES_PER_BLOCK / 64) as usize],
                 },
             );
@@ -326,8 +325,8 @@ impl<D: Disk> IntegrityDisk<D> {
             Entry::Written(tag),
             "integrity: entry of block {addr} does not decode to what was encoded"
         );
-        cached.dirty = true;
         cached.changed_since_sync[index / 64] |= 1 << (index % 64);
+        cache.dirty.insert(tag_block);
         if let Some(map) = cache.index.as_mut() {
             if let Some(old_crc) = current_crc {
                 if map.get(&old_crc) == Some(&addr) {
@@ -344,20 +343,18 @@ impl<D: Disk> IntegrityDisk<D> {
     /// Writes every changed tag block, then syncs the device below.
     fn sync_tags(&self) -> txdisk_disk::Result<()> {
         let _one_sync = self.sync_lock.lock();
-        let mut changed: Vec<(u64, Block)> = {
-            let mut cache = self.tags.lock();
-            cache
-                .blocks
-                .iter_mut()
-                .filter(|(_, cached)| cached.dirty)
-                .map(|(tag_block, cached)| {
-                    cached.dirty = false;
+        let changed: Vec<(u64, Block)> = {
+            let mut guard = self.tags.lock();
+            let cache = &mut *guard;
+            std::mem::take(&mut cache.dirty)
+                .into_iter()
+                .filter_map(|tag_block| {
+                    let cached = cache.blocks.get_mut(&tag_block)?;
                     cached.changed_since_sync = [0; (ENTRIES_PER_BLOCK / 64) as usize];
-                    (*tag_block, block_of(&cached.bytes))
+                    Some((tag_block, block_of(&cached.bytes)))
                 })
                 .collect()
         };
-        changed.sort_by_key(|(tag_block, _)| *tag_block);
         #[cfg(feature = "deliberate-bugs")]
         if crate::bugs::active(crate::bugs::Bug::TagsAfterSync) {
             self.raw.sync()?;
@@ -387,6 +384,12 @@ impl<D: Disk> IntegrityDisk<D> {
         );
         assert_eq!(self.stripes.len(), LOCK_STRIPES, "integrity: stripe count");
         let cache = self.tags.lock();
+        for tag_block in &cache.dirty {
+            assert!(
+                cache.blocks.contains_key(tag_block),
+                "integrity: dirty tag block {tag_block} is not cached"
+            );
+        }
         for (tag_block, cached) in &cache.blocks {
             assert!(
                 *tag_block < self.sb.tag_blocks,
@@ -394,7 +397,8 @@ impl<D: Disk> IntegrityDisk<D> {
                 self.sb.tag_blocks
             );
             assert!(
-                cached.dirty || cached.changed_since_sync.iter().all(|bits| *bits == 0),
+                cache.dirty.contains(tag_block)
+                    || cached.changed_since_sync.iter().all(|bits| *bits == 0),
                 "integrity: tag block {tag_block} has changed entries but is not dirty"
             );
         }

@@ -158,6 +158,11 @@ impl From<LogicalError> for DiskError {
             LogicalError::OutOfRange { addr, size_blocks } => {
                 DiskError::OutOfRange { addr, size_blocks }
             }
+            // A damaged block stays a per-block error for a layer stacked on this disk.
+            LogicalError::Image(LogError::DamagedBlock {
+                addr,
+                source: DiskError::Corrupt { damage, .. },
+            }) => DiskError::Corrupt { addr, damage },
             other => DiskError::Io {
                 op: "logical",
                 addr: 0,
