@@ -210,27 +210,22 @@ impl<D: Disk> IntegrityDisk<D> {
         cache: &'c mut TagCache,
         tag_block: u64,
     ) -> txdisk_disk::Result<&'c mut CachedTags> {
-        if !cache.blocks.contains_key(&tag_block) {
-            let bytes = match self.raw.read(self.sb.tag_start + tag_block) {
-                Ok(block) => Box::new(*block.as_bytes()),
-                Err(error) if error.is_bad_block() => {
-                    tracing::warn!(tag_block, %error, "a tag block cannot be read; its blocks cannot be verified");
-                    Box::new([0xff; BLOCK_SIZE])
-                }
-                Err(error) => return Err(error),
-            };
-            cache.blocks.insert(
-                tag_block,
-                CachedTags {
-                    bytes,
-                    changed_since_sync: [0; (ENTRIES_PER_BLOCK / 64) as usize],
-                },
-            );
-        }
-        match cache.blocks.get_mut(&tag_block) {
-            Some(cached) => Ok(cached),
-            None => unreachable!("integrity: tag block {tag_block} inserted above"),
-        }
+        let entry = match cache.blocks.entry(tag_block) {
+            std::collections::hash_map::Entry::Occupied(cached) => return Ok(cached.into_mut()),
+            std::collections::hash_map::Entry::Vacant(vacant) => vacant,
+        };
+        let bytes = match self.raw.read(self.sb.tag_start + tag_block) {
+            Ok(block) => Box::new(*block.as_bytes()),
+            Err(error) if error.is_bad_block() => {
+                tracing::warn!(tag_block, %error, "a tag block cannot be read; its blocks cannot be verified");
+                Box::new([0xff; BLOCK_SIZE])
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(entry.insert(CachedTags {
+            bytes,
+            changed_since_sync: [0; (ENTRIES_PER_BLOCK / 64) as usize],
+        }))
     }
 
     /// Checks `block` read at `addr` against its entry.
