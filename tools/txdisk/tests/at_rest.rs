@@ -424,3 +424,45 @@ fn a_scrub_of_a_single_image_reports_every_damaged_block_and_writes_nothing() {
         "{text}"
     );
 }
+
+#[test]
+fn a_block_rotten_on_both_members_is_lost_and_the_scrub_exits_4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images =
+        txdisk_inspect::damaged::make(txdisk_inspect::damaged::Damage::CleanPair, dir.path())
+            .expect("pair");
+    let geometry = Geometry::of(&images[0]).expect("geometry");
+    let mut rng = SplitMix64::new(0xb07);
+    for image in &images {
+        flip_random_bit(image, geometry.raw_of_home(3), &mut rng).expect("flip");
+    }
+    flip_random_bit(&images[1], geometry.raw_of_home(4), &mut rng).expect("flip");
+    let (code, text, _) = txdisk_cli(&["scrub"], &images);
+    assert_eq!(code, 4, "{text}");
+    let lost = geometry.log.data_start + 3;
+    assert!(
+        text.contains(&format!(
+            "repaired 1 block copies, lost 1 blocks (first: {lost})"
+        )),
+        "{text}"
+    );
+    // What could be repaired was; the lost block stays lost (and says so on every read).
+    let (code, again, _) = txdisk_cli(&["scrub"], &images);
+    assert_eq!(code, 4, "{again}");
+    assert!(
+        again.contains("repaired 0 block copies, lost 1 blocks"),
+        "{again}"
+    );
+    let stack = txdisk::open(&images, OpenOptions::default()).expect("open");
+    assert!(matches!(
+        stack.read_committed(3),
+        Err(LogicalError::Image(LogError::DamagedBlock { addr: 3, .. }))
+    ));
+    // Writing the block makes it good again on both members.
+    stack
+        .transaction(|tx| tx.write(3, &Block::filled(3)))
+        .expect("write");
+    stack.close().expect("close");
+    let (code, clean, _) = txdisk_cli(&["scrub"], &images);
+    assert_eq!(code, 0, "{clean}");
+}

@@ -1,8 +1,9 @@
-//! One writer per image, through the real binary: a second `serve`, an `fsck --repair` or an
-//! `fs mount` beside a running `serve` (and a `serve` beside a mount) is refused with exit 8
-//! and a one-line reason, the first holder is unaffected and loses nothing to a `kill -9`,
-//! after which the next open succeeds. Also: a refused format leaves no file behind, and fsck
-//! finds and `--repair` rebuilds a blank replacement and an older copy of a member put back.
+//! One writer per image, through the real binary: a second `serve`, an `fsck --repair`, a
+//! `scrub` or an `fs mount` beside a running `serve` (and a `serve` beside a mount) is refused
+//! with exit 8 and a one-line reason, the first holder is unaffected and loses nothing to a
+//! `kill -9`, after which the next open succeeds. Also: a refused format leaves no file
+//! behind, and fsck finds and `--repair` rebuilds a blank replacement and an older copy of a
+//! member put back.
 
 mod common;
 
@@ -103,6 +104,9 @@ fn a_second_writer_is_refused_and_the_first_loses_nothing() {
     let mut repair = vec!["fsck", "--repair"];
     repair.extend(paths(&images));
     assert_refused(&txdisk(&repair), &images[0], "fsck --repair beside serve");
+    let mut scrub = vec!["scrub"];
+    scrub.extend(paths(&images));
+    assert_refused(&txdisk(&scrub), &images[0], "scrub beside serve");
     let mut check = vec!["fsck"];
     check.extend(paths(&images));
     assert_refused(
