@@ -106,8 +106,8 @@ impl OpenedImage {
         }
     }
 
-    /// Blocks of the checked disk available to the pair's address space (0 for a single image
-    /// or a blank file).
+    /// Blocks of the checked disk after the pair metadata: what a member's pair address space
+    /// can hold (0 for a blank file).
     pub fn member_blocks(&self) -> u64 {
         self.disk
             .as_ref()
