@@ -1,6 +1,7 @@
 //! What a fuzzing run does: the stack, the workload shape, the faults and the budget.
 
 use crate::error::FuzzError;
+use crate::faults::DamageKinds;
 pub use txdisk_log::bugs::Bug as LogBug;
 
 /// When a run stops.
@@ -109,10 +110,20 @@ pub struct FuzzConfig {
     pub replicated: bool,
     /// Crash states tear pending writes at 512-byte sectors.
     pub torn: bool,
-    /// Some workloads get one misdirected write (a block landing at a wrong address). The stack
-    /// does not detect one (a home block carries neither its address nor a checksum), so expect
-    /// violations: this measures what a misdirected write does; it is no part of a clean run.
+    /// Damage: in every other workload, one write of the first epoch lands at a wrong block.
+    /// With `bit_rot` and `lost_writes`, each damaged workload gets one of the kinds asked for,
+    /// on one disk: anywhere on one member of a pair; on a single disk, home blocks of the log
+    /// only (see [`FuzzConfig::bit_rot`]).
     pub misdirect: bool,
+    /// Damage: bits flip in a block, at rest before an epoch or between steps of its run. On a
+    /// pair every read must still return the last value written (the other member serves it
+    /// and repairs the damaged one). On a single disk a damaged home block must read as an
+    /// error, never as other bytes; damage there strikes home blocks, their checksums and the
+    /// checksummed disk's superblocks, not the log region, whose only copy of a committed
+    /// record a lone disk cannot tell from a torn one.
+    pub bit_rot: bool,
+    /// Damage: one write of the first epoch is acknowledged and never reaches the disk.
+    pub lost_writes: bool,
     /// Crashes in a row: the workload's, then `depth - 1` crashes of recovery, then a recovery
     /// to the end.
     pub depth: u32,
@@ -147,6 +158,8 @@ impl Default for FuzzConfig {
             replicated: false,
             torn: false,
             misdirect: false,
+            bit_rot: false,
+            lost_writes: false,
             depth: 2,
             state_cap: 64,
             samples: 8,
@@ -163,6 +176,15 @@ impl Default for FuzzConfig {
 }
 
 impl FuzzConfig {
+    /// The damage faults asked for.
+    pub(crate) fn damage(&self) -> DamageKinds {
+        DamageKinds {
+            bit_rot: self.bit_rot,
+            misdirect: self.misdirect,
+            lost_writes: self.lost_writes,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), FuzzError> {
         let bad = |reason: &str| {
             Err(FuzzError::BadConfig {
