@@ -2,6 +2,7 @@
 
 use crate::error::FuzzError;
 use crate::faults::DamageKinds;
+pub use txdisk_integrity::bugs::Bug as IntegrityBug;
 pub use txdisk_log::bugs::Bug as LogBug;
 
 /// When a run stops.
@@ -35,32 +36,38 @@ impl std::str::FromStr for Budget {
 }
 
 /// A deliberately wrong variant of the stack, for proving that the fuzzer catches real bugs.
-/// Available with the `deliberate-bugs` feature only. The log's variants are the log's own
-/// list, wrapped; the fuzzer adds one of the pair's.
+/// Available with the `deliberate-bugs` feature only. The log's and the checksummed disk's
+/// variants are those layers' own lists, wrapped; the fuzzer adds one of the pair's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Bug {
     /// One of the log's deliberate bugs ([`LogBug`]).
     Log(LogBug),
     /// The replicated pair: data writes never reach d2 (replicated runs only).
     ReplicatedSkipsD2,
+    /// One of the checksummed disk's deliberate bugs ([`IntegrityBug`]): reads that skip
+    /// verification (caught with damage faults only: without them every block verifies), or
+    /// tags written after the sync.
+    Integrity(IntegrityBug),
 }
 
 impl Bug {
-    /// Every deliberate bug, in a fixed order (tokens carry the position): the log's, then the
-    /// pair's.
+    /// Every deliberate bug, in a fixed order (tokens carry the position): the log's, the
+    /// pair's, then the checksummed disk's.
     pub fn all() -> Vec<Bug> {
         LogBug::ALL
             .iter()
             .map(|bug| Bug::Log(*bug))
             .chain([Bug::ReplicatedSkipsD2])
+            .chain(IntegrityBug::ALL.iter().map(|bug| Bug::Integrity(*bug)))
             .collect()
     }
 
-    /// The variant's name on a command line: `commit-without-flush`, ...
+    /// The variant's name on a command line: `commit-without-flush`, `skip-verify`, ...
     pub fn name(self) -> &'static str {
         match self {
             Bug::Log(bug) => bug.name(),
             Bug::ReplicatedSkipsD2 => "replicated-skips-d2",
+            Bug::Integrity(bug) => bug.name(),
         }
     }
 

@@ -39,7 +39,8 @@
 //! to a minimal trace (fewest operations, recovery crashes and pending writes that still fail).
 //!
 //! Deliberately wrong variants of the stack ([`Bug`], feature `deliberate-bugs`) prove that the
-//! oracle catches real bugs; the tests find each one within the default budget.
+//! oracle catches real bugs; the tests find each one within the default budget (reads that
+//! skip verification, with damage faults).
 
 #![deny(missing_docs)]
 
@@ -56,7 +57,7 @@ mod report;
 mod stack;
 mod token;
 
-pub use config::{Budget, Bug, FuzzConfig, LogBug};
+pub use config::{Budget, Bug, FuzzConfig, IntegrityBug, LogBug};
 pub use error::{FuzzError, Result};
 pub use layer::{tagged_block, CommitKind, CounterLayer, CounterOp, FuzzLayer, TxLayer, TxOp};
 pub use replay::ReplayReport;
@@ -81,12 +82,14 @@ impl BugSwitch {
     fn on(bug: Option<Bug>) -> BugSwitch {
         #[cfg(feature = "deliberate-bugs")]
         {
-            let log_bug = match bug {
-                Some(Bug::Log(bug)) => Some(bug),
-                // Not the log's: the stack wraps d2 instead (see `stack`).
-                Some(Bug::ReplicatedSkipsD2) | None => None,
+            let (log_bug, integrity_bug) = match bug {
+                Some(Bug::Log(bug)) => (Some(bug), None),
+                Some(Bug::Integrity(bug)) => (None, Some(bug)),
+                // Neither layer's: the stack wraps d2 instead (see `stack`).
+                Some(Bug::ReplicatedSkipsD2) | None => (None, None),
             };
             txdisk_log::bugs::set(log_bug);
+            txdisk_integrity::bugs::set(integrity_bug);
         }
         #[cfg(not(feature = "deliberate-bugs"))]
         let _ = bug;
@@ -97,7 +100,10 @@ impl BugSwitch {
 impl Drop for BugSwitch {
     fn drop(&mut self) {
         #[cfg(feature = "deliberate-bugs")]
-        txdisk_log::bugs::set(None);
+        {
+            txdisk_log::bugs::set(None);
+            txdisk_integrity::bugs::set(None);
+        }
     }
 }
 
