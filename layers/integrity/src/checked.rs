@@ -6,6 +6,12 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeSet, HashMap};
 use txdisk_disk::{Addr, Block, Damage, Disk, DiskError, BLOCK_SIZE};
 
+/// The largest tag region for which a failed verification looks for the address a block
+/// belongs at (the index reads every tag block once and keeps a map of every block's CRC:
+/// 16 MiB of tags and about 30 MiB of map at this size, a 4 GiB disk). Past it, a block that is
+/// neither its current nor its previous contents is reported as flipped.
+const INDEX_MAX_TAG_BLOCKS: u64 = 4096;
+
 /// Stripes of the per-address read/write locks: a read sees a block and its tag from the same
 /// write.
 const LOCK_STRIPES: usize = 64;
@@ -20,6 +26,9 @@ pub struct IntegrityDisk<D: Disk> {
     /// Syncs one at a time: a sync must not return before the tags of every write issued
     /// before it are written, including tags another sync collected.
     sync_lock: Mutex<()>,
+    /// A sync failed: the tags it took may never have been written, so no later sync may
+    /// report success (as the disk below must never do after its own failed sync).
+    sync_failed: std::sync::atomic::AtomicBool,
     /// Superblock copies (0 or 1) found damaged when the disk was opened.
     damaged_superblocks: Mutex<Vec<u64>>,
 }
@@ -76,6 +85,7 @@ impl<D: Disk> IntegrityDisk<D> {
         raw.sync()?;
         // The superblocks last: a format cut short leaves no superblock, not a half-made disk.
         raw.write(0, &encoded)?;
+        raw.sync()?;
         raw.write(1, &encoded)?;
         raw.sync()?;
         Ok(IntegrityDisk::assemble(raw, sb, Vec::new()))
@@ -111,7 +121,9 @@ impl<D: Disk> IntegrityDisk<D> {
     }
 
     /// True when both superblock copies of `raw` are zeros: a device never formatted (a new
-    /// replacement member of a pair is formatted rather than opened).
+    /// replacement member of a pair is formatted rather than opened). A format cut short is
+    /// blank or opens: it syncs copy 0 before it writes copy 1, and a copy's 68 bytes lie in
+    /// one sector, so a torn copy is zeros or whole.
     pub fn is_blank(raw: &D) -> txdisk_disk::Result<bool> {
         for copy in 0..2 {
             if copy >= raw.size_blocks() || !raw.read(copy)?.is_zero() {
@@ -128,6 +140,7 @@ impl<D: Disk> IntegrityDisk<D> {
             stripes: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
             tags: Mutex::new(TagCache::default()),
             sync_lock: Mutex::new(()),
+            sync_failed: std::sync::atomic::AtomicBool::new(false),
             damaged_superblocks: Mutex::new(damaged),
         };
         #[cfg(debug_assertions)]
@@ -192,6 +205,7 @@ impl<D: Disk> IntegrityDisk<D> {
     fn rename(&self, error: DiskError, addr: Addr) -> DiskError {
         match error {
             DiskError::ReadError { .. } => DiskError::ReadError { addr },
+            DiskError::Io { op, source, .. } => DiskError::Io { op, addr, source },
             other => other,
         }
     }
@@ -199,38 +213,31 @@ impl<D: Disk> IntegrityDisk<D> {
     fn entry(&self, addr: Addr) -> txdisk_disk::Result<Entry> {
         let (tag_block, index) = self.sb.tag_of(addr);
         let mut cache = self.tags.lock();
-        let cached = self.cached(&mut cache, tag_block)?;
+        let cached = self
+            .cached(&mut cache, tag_block)
+            .map_err(|error| tag_error(error, addr))?;
         Ok(Tag::decode(cached.entry_bytes(index), addr, self.sb.salt))
     }
 
-    /// The cached tag block `tag_block`, read on first use. A tag block that cannot be read
-    /// makes every entry in it damaged: its blocks fail verification until they are written.
+    /// The cached tag block `tag_block`, read on first use.
     fn cached<'c>(
         &self,
         cache: &'c mut TagCache,
         tag_block: u64,
     ) -> txdisk_disk::Result<&'c mut CachedTags> {
-        if !cache.blocks.contains_key(&tag_block) {
-            let bytes = match self.raw.read(self.sb.tag_start + tag_block) {
-                Ok(block) => Box::new(*block.as_bytes()),
-                Err(error) if error.is_bad_block() => {
-                    tracing::warn!(tag_block, %error, "a tag block cannot be read; its blocks cannot be verified");
-                    Box::new([0xff; BLOCK_SIZE])
-                }
-                Err(error) => return Err(error),
-            };
-            cache.blocks.insert(
-                tag_block,
-                CachedTags {
-                    bytes,
-                    changed_since_sync: [0; (ENTRIES_PER_BLOCK / 64) as usize],
-                },
-            );
-        }
-        match cache.blocks.get_mut(&tag_block) {
-            Some(cached) => Ok(cached),
-            None => unreachable!("integrity: tag block {tag_block} inserted above"),
-        }
+        let entry = match cache.blocks.entry(tag_block) {
+            std::collections::hash_map::Entry::Occupied(cached) => return Ok(cached.into_mut()),
+            std::collections::hash_map::Entry::Vacant(vacant) => vacant,
+        };
+        // A tag block that cannot be read is not cached: its blocks fail with a read error
+        // (which a pair repairs from the other member) and the next access tries again.
+        // Caching a stand-in would write it back at the next sync and lose the tags of blocks
+        // that are intact.
+        let bytes = Box::new(*self.raw.read(self.sb.tag_start + tag_block)?.as_bytes());
+        Ok(entry.insert(CachedTags {
+            bytes,
+            changed_since_sync: [0; (ENTRIES_PER_BLOCK / 64) as usize],
+        }))
     }
 
     /// Checks `block` read at `addr` against its entry.
@@ -261,6 +268,9 @@ impl<D: Disk> IntegrityDisk<D> {
         if tag.is_some_and(|tag| tag.prev_crc == crc) {
             return Ok(Damage::Stale);
         }
+        if self.sb.tag_blocks > INDEX_MAX_TAG_BLOCKS {
+            return Ok(Damage::Flipped);
+        }
         let mut cache = self.tags.lock();
         if cache.index.is_none() {
             let index = self.build_index(&mut cache)?;
@@ -277,7 +287,11 @@ impl<D: Disk> IntegrityDisk<D> {
     fn build_index(&self, cache: &mut TagCache) -> txdisk_disk::Result<HashMap<u32, Addr>> {
         let mut index = HashMap::new();
         for tag_block in 0..self.sb.tag_blocks {
-            let cached = self.cached(cache, tag_block)?;
+            let cached = match self.cached(cache, tag_block) {
+                Ok(cached) => cached,
+                Err(error) if error.is_bad_block() => continue,
+                Err(error) => return Err(error),
+            };
             let first = tag_block * ENTRIES_PER_BLOCK;
             let last = (first + ENTRIES_PER_BLOCK).min(self.sb.data_blocks);
             for addr in first..last {
@@ -292,13 +306,33 @@ impl<D: Disk> IntegrityDisk<D> {
         Ok(index)
     }
 
+    /// Reads (into the cache) the tag blocks of `count` blocks from `start`, before a write
+    /// touches their data: a tag block that cannot be read fails the write with nothing
+    /// written, rather than leaving new data under an old tag.
+    fn load_tags(&self, start: Addr, count: u64) -> txdisk_disk::Result<()> {
+        let Some(last) = count.checked_sub(1).map(|offset| start + offset) else {
+            return Ok(());
+        };
+        let (first_block, _) = self.sb.tag_of(start);
+        let (last_block, _) = self.sb.tag_of(last);
+        let mut cache = self.tags.lock();
+        for tag_block in first_block..=last_block {
+            let first_addr = (tag_block * ENTRIES_PER_BLOCK).max(start);
+            self.cached(&mut cache, tag_block)
+                .map_err(|error| tag_error(error, first_addr))?;
+        }
+        Ok(())
+    }
+
     /// Records `crc` as block `addr`'s new contents (or the block as lost).
     fn set_tag(&self, addr: Addr, crc: u32, lost: bool) -> txdisk_disk::Result<()> {
         let (tag_block, index) = self.sb.tag_of(addr);
         let salt = self.sb.salt;
         let mut guard = self.tags.lock();
         let cache = &mut *guard;
-        let cached = self.cached(cache, tag_block)?;
+        let cached = self
+            .cached(cache, tag_block)
+            .map_err(|error| tag_error(error, addr))?;
         let old = Tag::decode(cached.entry_bytes(index), addr, salt);
         let (current_crc, prev_crc, generation) = match old {
             Entry::Written(tag) => (Some(tag.data_crc), tag.prev_crc, tag.generation),
@@ -342,7 +376,20 @@ impl<D: Disk> IntegrityDisk<D> {
 
     /// Writes every changed tag block, then syncs the device below.
     fn sync_tags(&self) -> txdisk_disk::Result<()> {
+        use std::sync::atomic::Ordering;
         let _one_sync = self.sync_lock.lock();
+        if self.sync_failed.load(Ordering::Acquire) {
+            return Err(DiskError::SyncFailed);
+        }
+        let result = self.write_tags_and_sync();
+        if result.is_err() {
+            self.sync_failed.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Writes every changed tag block, then syncs the device below; under the sync lock.
+    fn write_tags_and_sync(&self) -> txdisk_disk::Result<()> {
         let changed: Vec<(u64, Block)> = {
             let mut guard = self.tags.lock();
             let cache = &mut *guard;
@@ -428,6 +475,15 @@ fn open_refusal(errors: Vec<IntegrityError>) -> IntegrityError {
         .unwrap_or(IntegrityError::NotAnImage)
 }
 
+/// An error reading the tag block of `addr`, as an error of `addr` itself.
+fn tag_error(error: DiskError, addr: Addr) -> DiskError {
+    if error.is_bad_block() {
+        DiskError::ReadError { addr }
+    } else {
+        error
+    }
+}
+
 fn block_of(bytes: &[u8; BLOCK_SIZE]) -> Block {
     let mut block = Block::zeroed();
     block.as_bytes_mut().copy_from_slice(bytes);
@@ -464,8 +520,8 @@ impl<D: Disk> Disk for IntegrityDisk<D> {
         self.check_addr(addr)?;
         let result = {
             let _stripe = self.stripe(addr).write();
-            self.raw
-                .write(self.sb.data_start + addr, block)
+            self.load_tags(addr, 1)
+                .and_then(|()| self.raw.write(self.sb.data_start + addr, block))
                 .map_err(|error| self.rename(error, addr))
                 .and_then(|()| self.set_tag(addr, data_crc(block), false))
         };
@@ -487,8 +543,8 @@ impl<D: Disk> Disk for IntegrityDisk<D> {
         // In ascending order, as every multi-stripe holder takes them: no deadlock.
         let _guards: Vec<_> = stripes.iter().map(|s| self.stripes[*s].write()).collect();
         let result = self
-            .raw
-            .write_run(self.sb.data_start + start, blocks)
+            .load_tags(start, blocks.len() as u64)
+            .and_then(|()| self.raw.write_run(self.sb.data_start + start, blocks))
             .map_err(|error| self.rename(error, start))
             .and_then(|()| {
                 blocks

@@ -286,3 +286,45 @@ fn with_verification_skipped_a_flipped_block_is_served() {
     );
     assert!(matches!(disk.read(12), Err(DiskError::Corrupt { .. })));
 }
+
+/// A tag block that cannot be read makes its blocks fail with a read error, and is not written
+/// back with stand-in contents: once it reads again, every block it covers verifies.
+#[test]
+fn an_unreadable_tag_block_loses_nothing() {
+    let (sim, disk) = written();
+    let sb = *disk.superblock();
+    drop(disk);
+    sim.inject_read_error(sb.tag_start + 1);
+    let disk = reopen(&sim);
+    assert!(matches!(
+        disk.read(300),
+        Err(DiskError::ReadError { addr: 300 })
+    ));
+    assert!(matches!(
+        disk.write(301, &pattern(301, 2)),
+        Err(DiskError::ReadError { addr: 301 })
+    ));
+    assert_eq!(
+        disk.read(3).expect("other tag blocks are fine"),
+        pattern(3, 1)
+    );
+    disk.write(4, &pattern(4, 2)).expect("write elsewhere");
+    disk.sync().expect("sync");
+    let mut faults = txdisk_disk::FaultPlan::default();
+    faults.read_errors.clear();
+    sim.set_faults(faults);
+    let disk = reopen(&sim);
+    check_all(&disk, &[], |addr| if addr == 4 { 2 } else { 1 });
+}
+
+/// A failed sync is never followed by one that reports success.
+#[test]
+fn after_a_failed_sync_every_sync_fails() {
+    let (sim, disk) = written();
+    disk.write(7, &pattern(7, 2)).expect("write");
+    // The sync is one tag block write, then the device's sync: fail the latter.
+    sim.schedule_sync_failure(sim.ops() + 1);
+    assert!(matches!(disk.sync(), Err(DiskError::SyncFailed)));
+    disk.write(8, &pattern(8, 2)).expect("write");
+    assert!(matches!(disk.sync(), Err(DiskError::SyncFailed)));
+}

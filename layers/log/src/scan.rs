@@ -195,8 +195,9 @@ pub fn read_headers(disk: &dyn Disk, sb: &Superblock) -> Result<([SlotState; 2],
         let block = match disk.read(addr) {
             Ok(block) => block,
             // A slot that fails verification is a slot a crash tore (or rot damaged): the
-            // other slot decides, as for a torn header.
-            Err(error) if error.is_bad_block() => {
+            // other slot decides, as for a torn header. A read error is not evidence of a tear
+            // and stays an error.
+            Err(error @ DiskError::Corrupt { .. }) => {
                 *slot = SlotState::Invalid(error.to_string());
                 continue;
             }
@@ -241,8 +242,10 @@ fn read_record(
     let expected_seq = seq.unwrap_or(0);
     // A block of the record that fails verification ends the chain there, as a torn block
     // does: it is what a crash during the block's write leaves.
+    // A block that cannot be read at all is not: it may hold an acknowledged record, so the
+    // error stops recovery rather than the chain.
     let unreadable = |error: DiskError| match error {
-        error if error.is_bad_block() => Ok(RecordAt::Stop(ScanStop::NotARecord {
+        error @ DiskError::Corrupt { .. } => Ok(RecordAt::Stop(ScanStop::NotARecord {
             pos,
             expected_seq,
             reason: error.to_string(),
@@ -381,7 +384,7 @@ fn probe_beyond(
     for probe in pos..limit {
         let block = match disk.read(sb.log_addr(probe)) {
             Ok(block) => block,
-            Err(error) if error.is_bad_block() => {
+            Err(DiskError::Corrupt { .. }) => {
                 damaged.push(probe);
                 continue;
             }

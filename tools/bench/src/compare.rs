@@ -7,6 +7,10 @@
 //! *within noise* otherwise. The floor covers what rounds cannot show: a run of one round has a
 //! band of a single point, and a file system's mood drifts between runs more than within one.
 //! Slower is the mirror of faster: comparing B with A gives the opposite verdicts.
+//!
+//! Beside the throughput, each row shows the bytes written per operation of each run, where
+//! both measured it: a change of the write path shows there before it shows in the timing. It
+//! takes no part in the verdict.
 
 use crate::report::{to_value, Measurement, Report};
 use crate::workload::{Workload, WorkloadKind};
@@ -60,6 +64,10 @@ pub struct RowChange {
     pub band_high: f64,
     /// What the band says of the change.
     pub verdict: Verdict,
+    /// Bytes written per operation in A, if A measured them (runs saved before it did not).
+    pub a_write_bytes_per_op: Option<f64>,
+    /// Bytes written per operation in B, if B measured them.
+    pub b_write_bytes_per_op: Option<f64>,
 }
 
 impl RowChange {
@@ -158,6 +166,8 @@ fn row_change(before: &Measurement, after: &Measurement, noise_floor: f64) -> Ro
         band_low,
         band_high,
         verdict,
+        a_write_bytes_per_op: before.write_bytes_per_op,
+        b_write_bytes_per_op: after.write_bytes_per_op,
     }
 }
 
@@ -184,15 +194,23 @@ impl Comparison {
     pub fn table(&self, a_label: &str, b_label: &str) -> String {
         let mut out = format!("A = {a_label}\nB = {b_label}\n\n");
         let header = format!(
-            "{:<19} {:<12} {:>5} {:>11} {:>11} {:>7} {:>15}  verdict",
-            "workload", "system", "unit", "A", "B", "B÷A", "noise band"
+            "{:<19} {:<12} {:>5} {:>11} {:>11} {:>7} {:>15} {:>19}  verdict",
+            "workload", "system", "unit", "A", "B", "B÷A", "noise band", "wr KiB/op A→B"
         );
         let _ = writeln!(out, "{header}\n{}", "-".repeat(header.chars().count()));
         for row in &self.rows {
             let band = format!("{:.2}–{:.2}", row.band_low, row.band_high);
+            let kib = |bytes: Option<f64>| {
+                bytes.map_or("-".to_string(), |b| format!("{:.1}", b / 1024.0))
+            };
+            let written = format!(
+                "{}→{}",
+                kib(row.a_write_bytes_per_op),
+                kib(row.b_write_bytes_per_op)
+            );
             let _ = writeln!(
                 out,
-                "{:<19} {:<12} {:>5} {:>11.1} {:>11.1} {:>7.3} {:>15}  {}",
+                "{:<19} {:<12} {:>5} {:>11.1} {:>11.1} {:>7.3} {:>15} {:>19}  {}",
                 row.workload.name(),
                 row.system,
                 row.unit(),
@@ -200,6 +218,7 @@ impl Comparison {
                 row.b,
                 row.ratio,
                 band,
+                written,
                 row.verdict.name()
             );
         }
@@ -284,6 +303,8 @@ struct RowChangeJson<'a> {
     band_low: f64,
     band_high: f64,
     verdict: &'static str,
+    a_write_bytes_per_op: Option<f64>,
+    b_write_bytes_per_op: Option<f64>,
 }
 
 impl<'a> From<&'a RowChange> for RowChangeJson<'a> {
@@ -299,6 +320,8 @@ impl<'a> From<&'a RowChange> for RowChangeJson<'a> {
             band_low: row.band_low,
             band_high: row.band_high,
             verdict: row.verdict.name(),
+            a_write_bytes_per_op: row.a_write_bytes_per_op,
+            b_write_bytes_per_op: row.b_write_bytes_per_op,
         }
     }
 }

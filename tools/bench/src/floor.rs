@@ -7,13 +7,12 @@
 //! whole data area sequentially, which is the sequential-write bandwidth of the file system.
 
 use crate::error::{BenchError, Result};
-use crate::system::{RecoveryRun, System, SystemFactory};
+use crate::system::{RecoveryClock, RecoveryRun, System, SystemFactory};
 use crate::workload::{Geometry, ReadKind, RecoveryKind, Workload};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 use txdisk_disk::{Addr, Block, BLOCK_SIZE};
 
 const FILE_NAME: &str = "floor.img";
@@ -181,7 +180,7 @@ impl Floor {
         let pattern = vec![0xA5u8; CHUNK_BLOCKS as usize * BLOCK_SIZE];
         self.write_sequential(log_start, log_blocks, &pattern)?;
         self.sync()?;
-        let started = Instant::now();
+        let clock = RecoveryClock::start();
         let mut buffer = vec![0u8; CHUNK_BLOCKS as usize * BLOCK_SIZE];
         let mut done = 0;
         while done < log_blocks {
@@ -192,21 +191,15 @@ impl Floor {
             done += blocks;
         }
         self.sync()?;
-        Ok(RecoveryRun {
-            bytes: log_blocks * BLOCK_SIZE as u64,
-            elapsed: started.elapsed(),
-        })
+        Ok(clock.stop(log_blocks * BLOCK_SIZE as u64))
     }
 
     fn resync(&self) -> Result<RecoveryRun> {
         let pattern = vec![0x5Au8; CHUNK_BLOCKS as usize * BLOCK_SIZE];
-        let started = Instant::now();
+        let clock = RecoveryClock::start();
         self.write_sequential(self.header_slots(), self.geometry.disk_blocks, &pattern)?;
         self.sync()?;
-        Ok(RecoveryRun {
-            bytes: self.geometry.disk_blocks * BLOCK_SIZE as u64,
-            elapsed: started.elapsed(),
-        })
+        Ok(clock.stop(self.geometry.disk_blocks * BLOCK_SIZE as u64))
     }
 }
 

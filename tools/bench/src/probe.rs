@@ -1,5 +1,6 @@
-//! What the process costs and where it runs: peak RSS (VmHWM) with its reset, CPU time, and a
-//! description of the machine and file system, from /proc and libc (Linux).
+//! What the process costs and where it runs: peak RSS (VmHWM) with its reset, CPU time, bytes
+//! handed to write system calls, and a description of the machine and file system, from /proc
+//! and libc (Linux).
 
 use std::path::Path;
 use std::time::Duration;
@@ -48,6 +49,42 @@ pub fn cpu_time() -> Duration {
     }
     let micros = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// Bytes this process (all its threads, exited ones included) has handed to write system calls
+/// so far — `write`, `pwrite`, `pwritev` and the like, on any file — from the `wchar` line of
+/// /proc/self/io. The same counter for every system, whatever its I/O path; stores through a
+/// memory map are not in it. None where the kernel keeps no task I/O accounting.
+pub fn written_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io_counter(&io, "wchar")
+}
+
+/// The value of a `key: 123` line of `/proc/<pid>/io` (the whole key: `write_bytes` is not
+/// `cancelled_write_bytes`).
+pub fn io_counter(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if name.trim() != key {
+            return None;
+        }
+        value.trim().parse().ok()
+    })
+}
+
+/// The bytes written between two readings of [`written_bytes`]: None when either is missing,
+/// or when the counter went backwards (two readings of different processes, never one's).
+pub fn written_between(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    after?.checked_sub(before?)
+}
+
+/// `total` bytes over `ops` operations; None when the total is unknown or there were no
+/// operations to divide among.
+pub fn bytes_per_op(total: Option<u64>, ops: u64) -> Option<f64> {
+    match (total, ops) {
+        (_, 0) | (None, _) => None,
+        (Some(total), ops) => Some(total as f64 / ops as f64),
+    }
 }
 
 /// Seconds since the Unix epoch now (0 if the clock is before it).
@@ -186,6 +223,59 @@ mod tests {
         }
         std::hint::black_box(spin);
         assert!(cpu_time() > before, "CPU time must grow while spinning");
+    }
+
+    #[test]
+    fn io_lines_parse_by_their_whole_key() {
+        let io = "rchar: 6976\nwchar: 123456789\nsyscr: 10\nsyscw: 3\nread_bytes: 0\n\
+                  write_bytes: 4096\ncancelled_write_bytes: 8192\n";
+        assert_eq!(io_counter(io, "wchar"), Some(123_456_789));
+        assert_eq!(io_counter(io, "rchar"), Some(6976));
+        assert_eq!(
+            io_counter(io, "write_bytes"),
+            Some(4096),
+            "not cancelled_write_bytes"
+        );
+        assert_eq!(io_counter(io, "cancelled_write_bytes"), Some(8192));
+        assert_eq!(
+            io_counter(io, "char"),
+            None,
+            "a key is matched whole, not as a suffix"
+        );
+        assert_eq!(io_counter("", "wchar"), None);
+        assert_eq!(io_counter("wchar: lots\n", "wchar"), None, "not a number");
+        assert_eq!(io_counter("wchar 12\n", "wchar"), None, "no colon");
+        assert_eq!(
+            io_counter("wchar:18446744073709551615\n", "wchar"),
+            Some(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn bytes_per_op_divides_what_was_written_between_two_readings() {
+        assert_eq!(written_between(Some(1000), Some(9192)), Some(8192));
+        assert_eq!(written_between(Some(5), Some(5)), Some(0));
+        assert_eq!(written_between(Some(10), Some(9)), None, "never a wrap");
+        assert_eq!(written_between(None, Some(9)), None);
+        assert_eq!(written_between(Some(9), None), None);
+        assert_eq!(bytes_per_op(Some(8192 * 10), 10), Some(8192.0));
+        assert_eq!(bytes_per_op(Some(3), 2), Some(1.5));
+        assert_eq!(bytes_per_op(Some(0), 7), Some(0.0));
+        assert_eq!(bytes_per_op(Some(4096), 0), None, "no operations");
+        assert_eq!(bytes_per_op(None, 10), None);
+    }
+
+    #[test]
+    fn this_process_counts_the_bytes_it_writes() {
+        let before = written_bytes().expect("Linux /proc/self/io has wchar");
+        let scratch = tempfile::tempdir().expect("scratch directory");
+        std::fs::write(scratch.path().join("f"), vec![7u8; 10_000]).expect("write");
+        let after = written_bytes().expect("Linux /proc/self/io has wchar");
+        // At least: other tests of this process may write at the same time.
+        assert!(
+            written_between(Some(before), Some(after)) >= Some(10_000),
+            "{before} → {after}"
+        );
     }
 
     #[test]

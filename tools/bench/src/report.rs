@@ -33,6 +33,10 @@ pub struct Measurement {
     pub peak_rss_bytes: u64,
     /// Device syncs per operation, for systems that count them.
     pub syncs_per_op: Option<f64>,
+    /// Bytes the cell's process handed to write system calls per operation (the `wchar` of
+    /// /proc/self/io, the same counter for every system); None where the kernel does not count
+    /// them, and in runs saved before it was measured.
+    pub write_bytes_per_op: Option<f64>,
     /// Process CPU time (all threads) per operation.
     pub cpu_us_per_op: f64,
     /// Operations measured.
@@ -116,6 +120,7 @@ impl Measurement {
             p99_us: self.p99_us,
             peak_rss_bytes: self.peak_rss_bytes,
             syncs_per_op: self.syncs_per_op,
+            write_bytes_per_op: self.write_bytes_per_op,
             cpu_us_per_op: self.cpu_us_per_op,
             ops: self.ops,
             latency_cdf_us: &self.latency_cdf_us,
@@ -136,6 +141,7 @@ impl Measurement {
             p99_us: number("p99_us")?,
             peak_rss_bytes: value.get("peak_rss_bytes")?.as_u64()?,
             syncs_per_op: number("syncs_per_op"),
+            write_bytes_per_op: number("write_bytes_per_op"),
             cpu_us_per_op: number("cpu_us_per_op")?,
             ops: value.get("ops")?.as_u64()?,
             latency_cdf_us: cdf_points(value.get("latency_cdf_us")?)?,
@@ -157,6 +163,7 @@ impl Measurement {
             peak_rss_bytes: self.peak_rss_bytes,
             threads: self.workload.threads(),
             syncs_per_op: self.syncs_per_op.map(round3),
+            write_bytes_per_op: self.write_bytes_per_op.map(round3),
             cpu_us_per_op: round3(self.cpu_us_per_op),
             ops: self.ops,
             rounds_ops_per_s: rounded(&self.rounds_ops_per_s),
@@ -200,6 +207,7 @@ impl Measurement {
                 .and_then(Value::as_u64)
                 .unwrap_or(0),
             syncs_per_op: number("syncs_per_op"),
+            write_bytes_per_op: number("write_bytes_per_op"),
             cpu_us_per_op: number("cpu_us_per_op").unwrap_or(0.0),
             ops: value.get("ops").and_then(Value::as_u64).unwrap_or(0),
             latency_cdf_us: value
@@ -286,8 +294,8 @@ impl Report {
     }
 
     /// The JSON object: `results` holds one row per (system, workload) — the first version's
-    /// seven keys, then `threads`, `syncs_per_op`, `cpu_us_per_op`, `ops`, the rounds'
-    /// throughput and the latency CDF; the run's context sits beside it.
+    /// seven keys, then `threads`, `syncs_per_op`, `write_bytes_per_op`, `cpu_us_per_op`, `ops`,
+    /// the rounds' throughput and the latency CDF; the run's context sits beside it.
     pub fn to_json(&self) -> Value {
         to_value(&ReportJson {
             machine: &self.machine,
@@ -347,7 +355,7 @@ impl Report {
             .collect();
         let mut out = String::new();
         let mut header = format!(
-            "{:<19} {:<12} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
+            "{:<19} {:<12} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8}",
             "workload",
             "system",
             "ops/s",
@@ -356,6 +364,7 @@ impl Report {
             "p99 µs",
             "RSS MiB",
             "syncs/op",
+            "wr KiB/op",
             "CPU µs/op"
         );
         for baseline in &baselines {
@@ -384,8 +393,11 @@ impl Report {
         let syncs = m
             .syncs_per_op
             .map_or("-".to_string(), |s| format!("{s:.3}"));
+        let written = m
+            .write_bytes_per_op
+            .map_or("-".to_string(), |b| format!("{:.1}", b / 1024.0));
         format!(
-            "{:<19} {:<12} {:>10} {:>9.2} {:>9.1} {:>9.1} {:>8.1} {:>8} {:>8.1}",
+            "{:<19} {:<12} {:>10} {:>9.2} {:>9.1} {:>9.1} {:>8.1} {:>8} {:>9} {:>8.1}",
             m.workload.name(),
             m.system,
             format_ops(m.ops_per_s),
@@ -394,6 +406,7 @@ impl Report {
             m.p99_us,
             m.peak_rss_bytes as f64 / (1024.0 * 1024.0),
             syncs,
+            written,
             m.cpu_us_per_op
         )
     }
@@ -403,7 +416,10 @@ impl Report {
             "machine: {} ({} cores), {:.1} GiB RAM, Linux {}, bench directory on {} ({})\n\
              run: {} round(s), interleaved, started {}; ~{:.1} s per cell; median round shown; \
              peak RSS {}\n\
-             ÷X = throughput ÷ X's on the same workload (MB/s for recoveries, ops/s otherwise)\n",
+             ÷X = throughput ÷ X's on the same workload (MB/s for recoveries, ops/s otherwise)\n\
+             wr KiB/op = KiB the cell's process handed to write system calls per operation \
+             (/proc/self/io wchar; of the timed part only for recoveries); what a system defers \
+             past the cell (a log not yet installed, a WAL not yet checkpointed) is not in it\n",
             self.machine.cpu_model,
             self.machine.cores,
             self.machine.mem_total_bytes as f64 / (1u64 << 30) as f64,
@@ -461,6 +477,7 @@ struct RowJson<'a> {
     peak_rss_bytes: u64,
     threads: usize,
     syncs_per_op: Option<f64>,
+    write_bytes_per_op: Option<f64>,
     cpu_us_per_op: f64,
     ops: u64,
     rounds_ops_per_s: Vec<f64>,
@@ -480,6 +497,7 @@ struct FullJson<'a> {
     p99_us: f64,
     peak_rss_bytes: u64,
     syncs_per_op: Option<f64>,
+    write_bytes_per_op: Option<f64>,
     cpu_us_per_op: f64,
     ops: u64,
     /// (quantile, latency µs) pairs.

@@ -278,10 +278,12 @@ struct CellOutcome {
     /// Time over which `ops` were measured.
     measured: Duration,
     latencies: LatencyHistogram,
-    /// All operations, warm-up included, and the CPU time and syncs they cost.
+    /// All operations, warm-up included, and the CPU time, syncs and bytes handed to write
+    /// system calls they cost (a recovery's bytes: of its timed part only).
     all_ops: u64,
     cpu: Duration,
     syncs: Option<u64>,
+    written: Option<u64>,
 }
 
 /// Measures one cell in this process.
@@ -349,6 +351,7 @@ fn measurement(
         p99_us: outcome.latencies.percentile_us(0.99),
         peak_rss_bytes,
         syncs_per_op: outcome.syncs.map(|s| s as f64 / all_ops),
+        write_bytes_per_op: probe::bytes_per_op(outcome.written, outcome.all_ops),
         cpu_us_per_op: outcome.cpu.as_secs_f64() * 1e6 / all_ops,
         ops: outcome.ops,
         latency_cdf_us: outcome.latencies.cdf_us(&CDF_QUANTILES),
@@ -437,6 +440,9 @@ fn drive_writes(
     let barrier = Barrier::new(threads + 1);
     let syncs_before = system.sync_count();
     let cpu_before = probe::cpu_time();
+    // The whole process's count, read in the cell's own process (or, in-process, the harness's
+    // and the system's): the same counter for every system, whatever its I/O path.
+    let written_before = probe::written_bytes();
     let (start, outcomes) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|thread| {
@@ -475,7 +481,20 @@ fn drive_writes(
     }
     let cpu = probe::cpu_time().saturating_sub(cpu_before);
     let syncs = system.sync_count().zip(syncs_before).map(|(a, b)| a - b);
-    Ok(combine(config, start, finished, blocks_per_txn, cpu, syncs))
+    let written = probe::written_between(written_before, probe::written_bytes());
+    let costs = Costs {
+        cpu,
+        syncs,
+        written,
+    };
+    Ok(combine(config, start, finished, blocks_per_txn, costs))
+}
+
+/// What all of a cell's operations cost the process.
+struct Costs {
+    cpu: Duration,
+    syncs: Option<u64>,
+    written: Option<u64>,
 }
 
 fn combine(
@@ -483,8 +502,7 @@ fn combine(
     start: Instant,
     finished: Vec<ThreadOutcome>,
     blocks_per_op: usize,
-    cpu: Duration,
-    syncs: Option<u64>,
+    costs: Costs,
 ) -> CellOutcome {
     let measure_from = start + config.warmup;
     let mut latencies = LatencyHistogram::new();
@@ -501,8 +519,9 @@ fn combine(
         measured: last_end.saturating_duration_since(measure_from),
         latencies,
         all_ops,
-        cpu,
-        syncs,
+        cpu: costs.cpu,
+        syncs: costs.syncs,
+        written: costs.written,
     }
 }
 
@@ -587,6 +606,7 @@ fn drive_reads(
     probe::reset_peak_rss();
     let mut rng = SplitMix64::new(seed);
     let cpu_before = probe::cpu_time();
+    let written_before = probe::written_bytes();
     let start = Instant::now();
     let (measure_from, stop_at) = (
         start + config.warmup,
@@ -615,8 +635,12 @@ fn drive_reads(
             break;
         }
     }
-    let cpu = probe::cpu_time().saturating_sub(cpu_before);
-    Ok(combine(config, start, vec![outcome], 1, cpu, None))
+    let costs = Costs {
+        cpu: probe::cpu_time().saturating_sub(cpu_before),
+        syncs: None,
+        written: probe::written_between(written_before, probe::written_bytes()),
+    };
+    Ok(combine(config, start, vec![outcome], 1, costs))
 }
 
 /// The block the read workloads put at `addr`: unique to the address and the cell.
@@ -650,6 +674,8 @@ fn drive_recoveries(
     let syncs_before = system.sync_count();
     let mut latencies = LatencyHistogram::new();
     let (mut ops, mut bytes, mut measured) = (0u64, 0u64, Duration::ZERO);
+    // Each recovery's own, set-up excluded: unknown once any recovery's is.
+    let mut written = Some(0u64);
     while ops == 0
         || (started.elapsed() < config.cell_duration && (ops as usize) < MAX_RECOVERIES_PER_CELL)
     {
@@ -658,6 +684,7 @@ fn drive_recoveries(
         ops += 1;
         bytes += run.bytes;
         measured += run.elapsed;
+        written = written.zip(run.written_bytes).map(|(sum, run)| sum + run);
     }
     Ok(CellOutcome {
         ops,
@@ -668,5 +695,6 @@ fn drive_recoveries(
         // Includes the untimed set-ups: a recovery's own CPU cost is not separable here.
         cpu: probe::cpu_time().saturating_sub(cpu_before),
         syncs: system.sync_count().zip(syncs_before).map(|(a, b)| a - b),
+        written,
     })
 }

@@ -9,13 +9,13 @@
 //! (4096-byte pages, automatic checkpoints every 1000 pages).
 
 use crate::error::{BenchError, Result};
-use crate::system::{RecoveryRun, System, SystemFactory};
+use crate::system::{RecoveryClock, RecoveryRun, System, SystemFactory};
 use crate::workload::{Geometry, ReadKind, RecoveryKind, Workload};
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use txdisk_disk::{Addr, Block};
 
 const FILE_NAME: &str = "blocks.db";
@@ -218,17 +218,14 @@ impl Sqlite {
         Self::checkpoint(&conn, "TRUNCATE")?;
         drop(conn);
 
-        let started = Instant::now();
+        let clock = RecoveryClock::start();
         let recovered = open_connection(&crash_dir.join(FILE_NAME), Synchronous::Full)?;
         read_row(&recovered, 0)?;
         Self::checkpoint(&recovered, "TRUNCATE")?;
         drop(recovered);
-        let elapsed = started.elapsed();
+        let run = clock.stop(addrs.len() as u64 * txdisk_disk::BLOCK_SIZE as u64);
         std::fs::remove_dir_all(&crash_dir).map_err(|e| BenchError::io("remove", &crash_dir, e))?;
-        Ok(RecoveryRun {
-            bytes: addrs.len() as u64 * txdisk_disk::BLOCK_SIZE as u64,
-            elapsed,
-        })
+        Ok(run)
     }
 }
 

@@ -2,9 +2,10 @@
 //! directory, and the opened system that workloads drive.
 
 use crate::error::{BenchError, Result};
+use crate::probe;
 use crate::workload::{Geometry, ReadKind, RecoveryKind, Workload};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use txdisk_disk::{Addr, Block};
 
 /// A kind of system under test (`floor`, `txdisk`, `txdisk-pair`, `sqlite`, `redb`).
@@ -53,7 +54,8 @@ pub trait System: Send + Sync {
     fn read(&self, thread: usize, addr: Addr) -> Result<Block>;
 
     /// One recovery: an untimed set-up of the crashed state, then the timed recovery, whose
-    /// duration (and the bytes it brought back) the system reports itself.
+    /// duration, the bytes it brought back and the bytes it wrote the system reports itself,
+    /// measured by a [`RecoveryClock`] around the timed part only.
     fn recover(&self, kind: RecoveryKind) -> Result<RecoveryRun> {
         let workload = match kind {
             RecoveryKind::FullLog => Workload::RecoverFullLog,
@@ -87,4 +89,36 @@ pub struct RecoveryRun {
     pub bytes: u64,
     /// Time of the recovery itself, set-up excluded.
     pub elapsed: Duration,
+    /// Bytes the process handed to write system calls during the recovery itself (see
+    /// [`probe::written_bytes`]); None where the kernel does not count them.
+    pub written_bytes: Option<u64>,
+}
+
+/// Measures the timed part of a recovery: started where it begins, stopped where it ends, it
+/// gives its duration and what the process wrote meanwhile, over the same span. The set-up of
+/// the crashed state writes far more than most recoveries, so it must stay outside.
+#[derive(Debug)]
+pub struct RecoveryClock {
+    started: Instant,
+    written_before: Option<u64>,
+}
+
+impl RecoveryClock {
+    /// Starts timing and metering now.
+    pub fn start() -> RecoveryClock {
+        RecoveryClock {
+            written_before: probe::written_bytes(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The recovery that brought back `bytes` of user data ends now.
+    pub fn stop(self, bytes: u64) -> RecoveryRun {
+        let elapsed = self.started.elapsed();
+        RecoveryRun {
+            bytes,
+            elapsed,
+            written_bytes: probe::written_between(self.written_before, probe::written_bytes()),
+        }
+    }
 }

@@ -1,20 +1,22 @@
-//! txdisk as a benchmarked system: the logical disk over one preallocated image file
-//! (`txdisk`) or over a replicated pair of them (`txdisk-pair`), with the background installer
-//! on, as an application would run it. Device syncs are counted below the log, so the syncs
-//! per transaction column shows group commit (and installation) at work.
+//! txdisk as a benchmarked system: exactly the stack users get — images made by
+//! `txdisk::format` (sized by `txdisk::image_blocks_for`) and opened by `txdisk::open_disk`, so
+//! every block is checksummed and two images are a replicated pair — with the logical disk over
+//! it and the background installer on, as an application would run it. The one addition is a
+//! [`CountingDisk`] between the log and the disk under it, so the syncs per transaction column
+//! shows group commit (and installation) at work.
 
 use crate::counting::CountingDisk;
 use crate::error::{BenchError, Result};
-use crate::system::{RecoveryRun, System, SystemFactory};
+use crate::system::{RecoveryClock, RecoveryRun, System, SystemFactory};
 use crate::workload::{Geometry, ReadKind, RecoveryKind, Workload};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 use txdisk::log::LogOptions;
-use txdisk::replicated::{FormatOptions as PairFormat, ReplicatedDisk};
+use txdisk::replicated::ReplicatedDisk;
 use txdisk::{Addr, Block, Disk, FileDisk, LogicalDisk, BLOCK_SIZE};
 
-/// Blocks written per transaction when prefilling or filling a log (well under the maximum).
+/// Blocks written per transaction when prefilling or filling a log (well under the maximum of
+/// the default logs; a small log takes fewer, see [`TxdiskSystem::fill_tx_blocks`]).
 const FILL_TX_BLOCKS: usize = 256;
 
 /// `txdisk` (one image) or `txdisk-pair` (a replicated pair).
@@ -31,9 +33,11 @@ fn image_paths(dir: &Path, replicated: bool) -> Vec<PathBuf> {
     }
 }
 
-fn size_blocks(geometry: &Geometry) -> u64 {
-    // Superblock, two header slots, the log, the data; a pair adds its metadata blocks.
-    3 + geometry.log_blocks + geometry.disk_blocks + txdisk::replicated::RESERVED_BLOCKS
+/// Each image's size: the geometry's data and log, with the room the log's metadata, the
+/// pair's and the checksums take, as the façade computes it.
+fn image_blocks(geometry: &Geometry, replicated: bool) -> u64 {
+    let count = if replicated { 2 } else { 1 };
+    txdisk::image_blocks_for(geometry.disk_blocks, geometry.log_blocks, count)
 }
 
 fn system_error(name: &str, error: impl std::fmt::Display) -> BenchError {
@@ -43,50 +47,35 @@ fn system_error(name: &str, error: impl std::fmt::Display) -> BenchError {
     }
 }
 
-/// Creates and formats the images of a stack in `dir` (zeros written through, not sparse).
+/// Creates and formats the images of a stack in `dir`, as `txdisk format` does.
 fn create_images(name: &str, dir: &Path, geometry: &Geometry, replicated: bool) -> Result<()> {
-    let paths = image_paths(dir, replicated);
-    let disks: Vec<FileDisk> = paths
-        .iter()
-        .map(|path| FileDisk::create(path, size_blocks(geometry)))
-        .collect::<std::result::Result<_, _>>()?;
-    if let [d1, d2] = &disks[..] {
-        let options = PairFormat {
-            pair_id: None,
-            assume_equal: true,
-        };
-        ReplicatedDisk::format(d1, d2, &options).map_err(|e| system_error(name, e))?;
-    }
-    drop(disks);
-    let stack = open_stack(name, dir, replicated, LogOptions::default())?;
-    LogicalDisk::format(&*stack.top, geometry.log_blocks).map_err(|e| system_error(name, e))?;
-    Ok(())
+    let options = txdisk::FormatOptions {
+        size_blocks: image_blocks(geometry, replicated),
+        log_blocks: geometry.log_blocks,
+    };
+    txdisk::format(&image_paths(dir, replicated), &options).map_err(|e| system_error(name, e))
 }
 
 /// What `open_stack` assembles: the disk under the log (counted) and, when replicated, the pair.
 struct Bottom {
     top: Arc<CountingDisk<Arc<dyn Disk>>>,
-    pair: Option<Arc<ReplicatedDisk<FileDisk>>>,
+    pair: Option<Arc<ReplicatedDisk<txdisk::Image>>>,
 }
 
-fn open_stack(name: &str, dir: &Path, replicated: bool, _options: LogOptions) -> Result<Bottom> {
-    let paths = image_paths(dir, replicated);
-    let (disk, pair): (Arc<dyn Disk>, _) = if replicated {
-        let pair = ReplicatedDisk::open(
-            FileDisk::open(&paths[0])?,
-            FileDisk::open(&paths[1])?,
-            &mut |_| {},
-        )
+/// Opens the images in `dir` as `txdisk::open` would (replica recovery included, and a blank
+/// second image formatted and rebuilt as a replacement member), up to the log.
+fn open_stack(name: &str, dir: &Path, replicated: bool) -> Result<Bottom> {
+    let (disk, pair) = txdisk::open_disk(&image_paths(dir, replicated), &mut |_| {})
         .map_err(|e| system_error(name, e))?;
-        let pair = Arc::new(pair);
-        (pair.clone(), Some(pair))
-    } else {
-        (Arc::new(FileDisk::open(&paths[0])?), None)
-    };
     Ok(Bottom {
         top: Arc::new(CountingDisk::new(disk)),
         pair,
     })
+}
+
+/// The logical disk over `bottom`, recovering its log.
+fn open_logical(name: &str, bottom: &Bottom, options: LogOptions) -> Result<LogicalDisk> {
+    LogicalDisk::open(bottom.top.clone(), options).map_err(|e| system_error(name, e))
 }
 
 impl SystemFactory for TxdiskFactory {
@@ -100,17 +89,18 @@ impl SystemFactory for TxdiskFactory {
 
     fn config_note(&self) -> String {
         let what = if self.replicated {
-            "a replicated pair of preallocated image files (both synced concurrently)"
+            "a replicated pair of checksummed image files (both synced concurrently)"
         } else {
-            "one preallocated image file"
+            "one checksummed image file"
         };
         format!(
-            "logical disk over {what}; write-ahead log of the geometry's log_blocks, one fdatasync \
+            "logical disk over {what}, made by txdisk::format and opened by txdisk::open_disk \
+             (every block verified on read, its tags written at each sync); write-ahead log of the geometry's log_blocks, one fdatasync \
              per group of durable commits, background installation at half full; nosync = \
              commit_nosync, flush = one group flush; read-logged = blocks committed and durable but \
              kept in the log (installer paused); recover-full-log = reopen after a crash with the log \
              full of uninstalled transactions{}",
-            if self.replicated { "; replica-resync = open of the pair with a blank second image (full rebuild)" } else { "" }
+            if self.replicated { "; replica-resync = open of the pair with a blank second image (formatted as a replacement member, then a full rebuild)" } else { "" }
         )
     }
 
@@ -120,9 +110,9 @@ impl SystemFactory for TxdiskFactory {
 
     fn create(&self, dir: &Path, geometry: &Geometry) -> Result<()> {
         create_images(self.name(), dir, geometry, self.replicated)?;
-        let system = self.open(dir, geometry)?;
+        let system = self.open_system(dir, geometry)?;
         let addrs: Vec<Addr> = (0..geometry.disk_blocks).collect();
-        for chunk in addrs.chunks(FILL_TX_BLOCKS) {
+        for chunk in addrs.chunks(system.fill_tx_blocks()) {
             let data: Vec<Block> = chunk
                 .iter()
                 .map(|&addr| Block::filled(addr as u8))
@@ -133,17 +123,22 @@ impl SystemFactory for TxdiskFactory {
     }
 
     fn open(&self, dir: &Path, geometry: &Geometry) -> Result<Box<dyn System>> {
+        Ok(Box::new(self.open_system(dir, geometry)?))
+    }
+}
+
+impl TxdiskFactory {
+    fn open_system(&self, dir: &Path, geometry: &Geometry) -> Result<TxdiskSystem> {
         let name = self.name();
-        let bottom = open_stack(name, dir, self.replicated, LogOptions::default())?;
-        let disk = LogicalDisk::open(bottom.top.clone(), LogOptions::default())
-            .map_err(|e| system_error(name, e))?;
-        Ok(Box::new(TxdiskSystem {
+        let bottom = open_stack(name, dir, self.replicated)?;
+        let disk = open_logical(name, &bottom, LogOptions::default())?;
+        Ok(TxdiskSystem {
             name,
             dir: dir.to_path_buf(),
             geometry: *geometry,
             disk,
             bottom,
-        }))
+        })
     }
 }
 
@@ -156,6 +151,12 @@ struct TxdiskSystem {
 }
 
 impl TxdiskSystem {
+    /// Blocks per transaction of the untimed fills: as many as the log takes, up to
+    /// [`FILL_TX_BLOCKS`].
+    fn fill_tx_blocks(&self) -> usize {
+        FILL_TX_BLOCKS.min(self.disk.max_tx_blocks()).max(1)
+    }
+
     fn commit(&self, addrs: &[Addr], data: &[Block], durable: bool) -> Result<()> {
         let mut tx = self.disk.begin();
         for (addr, block) in addrs.iter().zip(data) {
@@ -182,10 +183,9 @@ impl TxdiskSystem {
             ..LogOptions::default()
         };
         let bytes = {
-            let bottom = open_stack(self.name, scratch.path(), replicated, quiet.clone())?;
-            let disk = LogicalDisk::open(bottom.top.clone(), quiet.clone())
-                .map_err(|e| system_error(self.name, e))?;
-            let per_tx = FILL_TX_BLOCKS.min(disk.max_tx_blocks());
+            let bottom = open_stack(self.name, scratch.path(), replicated)?;
+            let disk = open_logical(self.name, &bottom, quiet.clone())?;
+            let per_tx = FILL_TX_BLOCKS.min(disk.max_tx_blocks()).max(1);
             let mut written = 0u64;
             // Fill while a whole transaction still fits without triggering installation.
             while disk.used_log_blocks() + txdisk::log::tooling::record_len_blocks(per_tx)
@@ -203,36 +203,32 @@ impl TxdiskSystem {
             disk.flush().map_err(|e| system_error(self.name, e))?;
             written * BLOCK_SIZE as u64
         };
-        let started = Instant::now();
-        let bottom = open_stack(self.name, scratch.path(), replicated, quiet.clone())?;
-        LogicalDisk::open(bottom.top, quiet).map_err(|e| system_error(self.name, e))?;
-        Ok(RecoveryRun {
-            bytes,
-            elapsed: started.elapsed(),
-        })
+        let clock = RecoveryClock::start();
+        let bottom = open_stack(self.name, scratch.path(), replicated)?;
+        open_logical(self.name, &bottom, quiet)?;
+        Ok(clock.stop(bytes))
     }
 
-    /// A pair whose second image is blank: the timed open rebuilds it from the first.
+    /// A pair whose second image is blank (a new replacement member): the timed open formats
+    /// its checksums and rebuilds it from the first, as `txdisk::open` would.
     fn replica_resync(&self) -> Result<RecoveryRun> {
         let scratch =
             tempfile::tempdir_in(&self.dir).map_err(|e| BenchError::io("tempdir", &self.dir, e))?;
         create_images(self.name, scratch.path(), &self.geometry, true)?;
         let paths = image_paths(scratch.path(), true);
         std::fs::remove_file(&paths[1]).map_err(|e| BenchError::io("remove", &paths[1], e))?;
-        FileDisk::create(&paths[1], size_blocks(&self.geometry))?;
-        let started = Instant::now();
-        let pair = ReplicatedDisk::open(
-            FileDisk::open(&paths[0])?,
-            FileDisk::open(&paths[1])?,
-            &mut |_| {},
-        )
-        .map_err(|e| system_error(self.name, e))?;
+        // Created and closed again (its lock released) before the timed open takes it.
+        drop(FileDisk::create(
+            &paths[1],
+            image_blocks(&self.geometry, true),
+        )?);
+        let clock = RecoveryClock::start();
+        let bottom = open_stack(self.name, scratch.path(), true)?;
+        let pair = bottom
+            .pair
+            .ok_or_else(|| system_error(self.name, "two images opened as a single disk"))?;
         pair.sync()?;
-        let elapsed = started.elapsed();
-        Ok(RecoveryRun {
-            bytes: pair.size_blocks() * BLOCK_SIZE as u64,
-            elapsed,
-        })
+        Ok(clock.stop(pair.size_blocks() * BLOCK_SIZE as u64))
     }
 }
 
@@ -258,10 +254,8 @@ impl System for TxdiskSystem {
         self.disk
             .install()
             .map_err(|e| system_error(self.name, e))?;
-        for (chunk_addrs, chunk_data) in addrs
-            .chunks(FILL_TX_BLOCKS)
-            .zip(data.chunks(FILL_TX_BLOCKS))
-        {
+        let per_tx = self.fill_tx_blocks();
+        for (chunk_addrs, chunk_data) in addrs.chunks(per_tx).zip(data.chunks(per_tx)) {
             self.commit(chunk_addrs, chunk_data, false)?;
         }
         self.flush()?;

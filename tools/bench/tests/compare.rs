@@ -21,6 +21,7 @@ fn row(system: &str, workload: Workload, rounds_ops_per_s: &[f64]) -> Measuremen
         p99_us: 900.0,
         peak_rss_bytes: 8 << 20,
         syncs_per_op: Some(1.0),
+        write_bytes_per_op: Some(12_288.0),
         cpu_us_per_op: 10.0,
         ops: 1000,
         latency_cdf_us: vec![(0.0, 50.0), (1.0, 1000.0)],
@@ -197,10 +198,38 @@ fn recoveries_are_compared_in_mb_per_s_and_missing_rows_are_listed() {
         table.contains("only in A: sqlite read-installed"),
         "{table}"
     );
+    assert!(
+        table.contains("12.0→12.0"),
+        "bytes written per op of each: {table}"
+    );
     let json = comparison.to_json("a.json", "b.json");
+    assert_eq!(json["rows"][0]["a_write_bytes_per_op"], 12_288.0);
     assert_eq!(json["faster"], 1);
     assert_eq!(json["rows"][0]["verdict"], "faster");
     assert_eq!(json["rows"][0]["unit"], "MB/s");
+}
+
+#[test]
+fn bytes_written_per_op_are_shown_beside_the_verdict_and_may_be_missing_in_an_old_run() {
+    let mut old_row = row("floor", Workload::DURABLE_1BLK_1THR, &[100.0]);
+    old_row.write_bytes_per_op = None;
+    let mut new_row = row("floor", Workload::DURABLE_1BLK_1THR, &[100.0]);
+    new_row.write_bytes_per_op = Some(2.5 * 1024.0);
+    let comparison = compare(&run_of(vec![old_row]), &run_of(vec![new_row]), 0.05);
+    let change = &comparison.rows[0];
+    assert_eq!(
+        change.verdict,
+        Verdict::WithinNoise,
+        "throughput alone decides"
+    );
+    assert_eq!(change.a_write_bytes_per_op, None);
+    assert_eq!(change.b_write_bytes_per_op, Some(2560.0));
+    let table = comparison.table("old.json", "new.json");
+    assert!(table.contains("wr KiB/op A→B"), "{table}");
+    assert!(table.contains(" -→2.5 "), "{table}");
+    let json = comparison.to_json("old.json", "new.json");
+    assert!(json["rows"][0]["a_write_bytes_per_op"].is_null());
+    assert_eq!(json["rows"][0]["b_write_bytes_per_op"], 2560.0);
 }
 
 #[test]

@@ -15,6 +15,7 @@ fn measurement(system: &str, workload: Workload, ops_per_s: f64, mb_per_s: f64) 
         p99_us: 900.0,
         peak_rss_bytes: 8 << 20,
         syncs_per_op: None,
+        write_bytes_per_op: Some(8192.0),
         cpu_us_per_op: 12.5,
         ops: 1000,
         latency_cdf_us: vec![(0.0, 50.0), (0.5, 100.0), (0.99, 900.0), (1.0, 1200.0)],
@@ -85,7 +86,8 @@ fn json_results_have_exactly_the_documented_keys_and_names() {
                 "syncs_per_op",
                 "system",
                 "threads",
-                "workload"
+                "workload",
+                "write_bytes_per_op"
             ]
         );
         assert!(systems.contains(&object["system"].as_str().expect("system is a string")));
@@ -234,11 +236,14 @@ fn the_table_shows_every_row_ratio_and_configuration() {
         .find(|line| line.starts_with("durable-1blk-1thr") && line.contains(" sqlite "))
         .expect("a sqlite row");
     let fields: Vec<&str> = sqlite_row.split_whitespace().collect();
-    // workload system ops MB/s p50 p99 rss syncs cpu ÷floor ÷sqlite ÷redb
+    // workload system ops MB/s p50 p99 rss syncs wr-KiB cpu ÷floor ÷sqlite ÷redb
     assert_eq!(fields[2], "100");
-    assert_eq!(fields[9], "0.50");
-    assert_eq!(fields[10], "-", "no ratio of a system to itself");
-    assert_eq!(fields[11], "2.00");
+    assert_eq!(fields[7], "-", "sqlite counts no syncs");
+    assert_eq!(fields[8], "8.0", "8192 bytes written per op");
+    assert_eq!(fields[10], "0.50");
+    assert_eq!(fields[11], "-", "no ratio of a system to itself");
+    assert_eq!(fields[12], "2.00");
+    assert!(table.contains("wr KiB/op"), "{table}");
     assert!(table.contains("sqlite: WAL, synchronous=FULL"));
     assert!(table.contains("on ext4"));
 }
@@ -257,6 +262,7 @@ fn a_run_loads_back_from_its_json_and_a_first_version_run_still_loads() {
         loaded.results[1].latency_cdf_us,
         original.results[1].latency_cdf_us
     );
+    assert_eq!(loaded.results[1].write_bytes_per_op, Some(8192.0));
     assert_eq!(loaded.machine, original.machine);
     // In run order (floor, sqlite, redb), not the JSON object's sorted keys.
     assert_eq!(loaded.systems, original.systems);
@@ -281,6 +287,14 @@ fn a_run_loads_back_from_its_json_and_a_first_version_run_still_loads() {
         "one round: the median itself"
     );
     assert!(row.latency_cdf_us.is_empty());
+    assert_eq!(row.write_bytes_per_op, None, "not measured then");
+    assert!(
+        loaded
+            .table()
+            .lines()
+            .any(|line| line.starts_with("durable-1blk-8thr")),
+        "an old run still makes a table"
+    );
     assert_eq!(loaded.started_utc(), "date unknown");
 
     let unknown = serde_json::json!({"results": [{"system": "floor", "workload": "fast",

@@ -2,15 +2,16 @@
 //! directory (every supported cell measured once, unsupported ones left out, reads verified),
 //! and an in-memory system that records what the runner asks of it (addresses inside each
 //! thread's region, distinct within a transaction, never a repeated block) or lies on reads;
-//! and thread sweeps: one row per (system, workload, thread count), each with its rounds.
+//! and thread sweeps: one row per (system, workload, thread count), each with its rounds; and
+//! txdisk on one image and on a pair, whose images are the ones `txdisk::open` takes.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 use txdisk_bench::{
     baseline_systems, run, BenchConfig, BenchError, Geometry, Isolation, ReadKind, Result, System,
-    SystemFactory, Workload,
+    SystemFactory, TxdiskFactory, Workload,
 };
 use txdisk_disk::{Addr, Block};
 
@@ -63,6 +64,22 @@ fn floor_and_peers_run_every_supported_cell_once() {
     for workload in [Workload::DURABLE_1BLK_1THR, Workload::DURABLE_16BLK_8THR] {
         let floor = report.find("floor", workload).expect("floor ran");
         assert_eq!(floor.syncs_per_op, Some(1.0), "{workload}");
+        // A header block and each data block per transaction, at least: other tests of this
+        // process write at the same time, so only the lower bound holds here.
+        let least = ((workload.blocks_per_txn() + 1) * 4096) as f64;
+        assert!(
+            floor.write_bytes_per_op >= Some(least),
+            "{workload}: {:?}",
+            floor.write_bytes_per_op
+        );
+    }
+    for m in &report.results {
+        assert!(
+            m.write_bytes_per_op.is_some(),
+            "{} {}",
+            m.system,
+            m.workload
+        );
     }
     let json = report.to_json();
     assert_eq!(
@@ -294,4 +311,85 @@ fn a_sweep_without_room_for_its_threads_is_refused() {
         run(&config, &[&factory], &mut |_| {}),
         Err(BenchError::Config(_))
     ));
+}
+
+/// The image files a factory made in `dir`, in name order (d1 before d2).
+fn images_in(dir: &Path) -> Vec<PathBuf> {
+    let mut images: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "img"))
+        .collect();
+    images.sort();
+    images
+}
+
+#[test]
+fn txdisk_and_its_pair_are_the_stack_users_open() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let config = tiny_config(scratch.path());
+    for (replicated, count) in [(false, 1), (true, 2)] {
+        let factory = TxdiskFactory { replicated };
+        let dir = scratch.path().join(factory.name());
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        factory.create(&dir, &config.geometry).expect("created");
+        let images = images_in(&dir);
+        assert_eq!(images.len(), count, "{}", factory.name());
+        // Checksummed images of the current format: `txdisk::open` refuses any other.
+        let stack = txdisk::open(&images, txdisk::OpenOptions::default()).expect("opens");
+        for addr in [0, 5, config.geometry.disk_blocks - 1] {
+            let block = stack.read_committed(addr).expect("verifies");
+            assert_eq!(block, Block::filled(addr as u8), "prefilled {addr}");
+        }
+        assert_eq!(stack.pair().is_some(), replicated);
+        stack.close().expect("closes");
+    }
+}
+
+#[test]
+fn txdisk_and_its_pair_run_every_supported_cell() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let mut config = tiny_config(scratch.path());
+    config.rounds = 1;
+    let factories = [
+        TxdiskFactory { replicated: false },
+        TxdiskFactory { replicated: true },
+    ];
+    let systems: Vec<&dyn SystemFactory> =
+        factories.iter().map(|f| f as &dyn SystemFactory).collect();
+    let report = run(&config, &systems, &mut |_| {}).expect("bench run");
+    for system in &systems {
+        for workload in Workload::ALL {
+            let found = report.find(system.name(), workload);
+            assert_eq!(
+                found.is_some(),
+                system.supports(workload),
+                "{} {workload}",
+                system.name()
+            );
+        }
+    }
+    assert!(report
+        .find("txdisk-pair", Workload::ReplicaResync)
+        .is_some());
+    for m in &report.results {
+        assert!(m.ops > 0, "{} {} measured nothing", m.system, m.workload);
+        assert!(
+            m.write_bytes_per_op.is_some(),
+            "{} {}",
+            m.system,
+            m.workload
+        );
+    }
+    // A durable transaction writes at least its block into the log before it returns.
+    let durable = report
+        .find("txdisk", Workload::DURABLE_1BLK_1THR)
+        .expect("ran");
+    assert!(durable.write_bytes_per_op >= Some(4096.0), "{durable:?}");
+    // A rebuild formats the new member's checksums at least (it copies only the blocks
+    // that differ, so no more can be said of a disk never written).
+    let resync = report
+        .find("txdisk-pair", Workload::ReplicaResync)
+        .expect("ran");
+    assert!(resync.write_bytes_per_op > Some(0.0), "{resync:?}");
 }

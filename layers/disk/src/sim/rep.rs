@@ -1,7 +1,9 @@
 //! The rep invariant of a [`SimDisk`] (see the crate documentation), checked after every
 //! operation in debug builds.
 
-use super::model::{SimDisk, State, Status, MAX_PENDING_PER_BLOCK};
+#[cfg(debug_assertions)]
+use super::model::State;
+use super::model::{SimDisk, Status, MAX_PENDING_PER_BLOCK};
 #[cfg(feature = "expensive-checks")]
 use crate::block::Addr;
 
