@@ -753,12 +753,21 @@ mod tests {
             IntegrityDisk::format_with_salt(Arc::clone(&sim) as Arc<dyn Disk>, 1).expect("format");
         checked.write(3, &Block::filled(1)).expect("write");
         checked.sync().expect("sync");
+        let data_start = checked.superblock().data_start;
         drop(checked);
-        // The open reads both superblock copies: the next operation is the data write.
-        let (raw, checked) = checked_over(&sim, sim.ops() + 2);
-        checked
-            .write(3, &Block::filled(2))
-            .expect("the lost write is acknowledged");
+        let image = sim.durable_image();
+        // The data write is one of the first operations after the open (which reads the
+        // superblocks, and the write its tag block): lose each in turn until it is the one.
+        let lost_data_write = (0..8).find_map(|offset| {
+            let sim = Arc::new(SimDisk::from_image(&image));
+            let (raw, checked) = checked_over(&sim, offset);
+            checked.write(3, &Block::filled(2)).expect("acknowledged");
+            let lost = raw.with_log(|log| log.lost);
+            (lost == Some(data_start + 3)).then_some((raw, checked))
+        });
+        let Some((raw, checked)) = lost_data_write else {
+            panic!("no operation of the open and the write was the data write")
+        };
         checked.write(4, &Block::filled(3)).expect("the next write");
         assert!(
             matches!(
@@ -775,7 +784,6 @@ mod tests {
             Some(Block::filled(3)),
             "one write lost only"
         );
-        let data_start = checked.superblock().data_start;
         assert_eq!(raw.with_log(|log| log.lost), Some(data_start + 3));
     }
 }
