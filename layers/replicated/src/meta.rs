@@ -305,6 +305,15 @@ pub(crate) fn read_meta<D: Disk + ?Sized>(disk: MemberDisk<'_, D>, role: Role) -
             Err(error) => return Ok(Found::Dead(error)),
         }
     }
+    // Neither slot can be read (bad sectors, or both failing the member's verification, as a
+    // misdirected write over its tags leaves them): the member is failed for this run, like
+    // one that stops answering, and the pair runs on the other. Refusing would stop the pair
+    // for one member's damage.
+    if slots.iter().all(|slot| *slot == Slot::Unreadable) {
+        return Ok(Found::Dead(DiskError::ReadError {
+            addr: MemberBlock::slot(0).index(),
+        }));
+    }
     Ok(combine(slots, role))
 }
 
@@ -326,7 +335,7 @@ fn combine(slots: [Slot; 2], role: Role) -> Found {
     // a rebuild's marker) cut short. A member that ever had metadata has both slots written,
     // so this is still a blank disk.
     let damaged = |slot: &Slot| matches!(slot, Slot::Unreadable | Slot::Corrupt { .. });
-    if slots.iter().any(|slot| *slot == Slot::Blank) && slots.iter().any(damaged) {
+    if slots.contains(&Slot::Blank) && slots.iter().any(damaged) {
         return Found::Blank;
     }
     for (index, slot) in slots.iter().enumerate() {
