@@ -119,14 +119,12 @@ fn pair_bit_rot_with_torn_sectors() {
     });
 }
 
-/// Misdirected and lost writes on one member of a pair. Ignored while the stack fails it: a
-/// log header slot ends in its own CRC-32C, so every version of it has the same data CRC and a
-/// lost or misdirected header write verifies on the damaged member (the pair's write check
-/// then finds the members differ); and a misdirected write over a member's tag block leaves
-/// both its metadata slots failing verification, which makes the pair refuse to open instead
-/// of running on the other member. `cargo test -p txdisk-crashfuzz -- --ignored` runs it.
+/// Misdirected and lost writes on one member of a pair: every read returns the last value
+/// written. This campaign found two stack bugs, both fixed: a log header slot ends in its own
+/// CRC-32C, so with a CRC as the block checksum every version of it verified (a lost header
+/// write went unseen); and a misdirected write over a member's tag block made both its metadata
+/// slots fail, which stopped the pair instead of failing that member.
 #[test]
-#[ignore = "finds two stack bugs (a lost header write verifies; a member with unreadable metadata stops the pair)"]
 fn pair_misdirected_and_lost_writes_on_one_member() {
     let _ = clean_run(FuzzConfig {
         misdirect: true,
