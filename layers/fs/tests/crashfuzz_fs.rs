@@ -501,7 +501,7 @@ fn caught(variant: Variant, durability: Durability, seed: u64, kind: ViolationKi
     let config = FuzzConfig {
         max_violations: 1,
         workload_len: 12,
-        ..geometry(seed, Budget::States(20_000))
+        ..geometry(seed, Budget::States(40_000))
     };
     let report = fuzz(&layer, &config);
     let violation = report.violations.first().unwrap_or_else(|| {

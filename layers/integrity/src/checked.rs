@@ -1,13 +1,13 @@
 //! [`IntegrityDisk`]: every block verified on read against a tag kept outside it.
 
 use crate::error::{IntegrityError, Result};
-use crate::format::{data_crc, Entry, Superblock, Tag, ENTRIES_PER_BLOCK, ENTRY_BYTES};
+use crate::format::{data_hash, Entry, Superblock, Tag, ENTRIES_PER_BLOCK, ENTRY_BYTES};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeSet, HashMap};
 use txdisk_disk::{Addr, Block, Damage, Disk, DiskError, BLOCK_SIZE};
 
 /// The largest tag region for which a failed verification looks for the address a block
-/// belongs at (the index reads every tag block once and keeps a map of every block's CRC:
+/// belongs at (the index reads every tag block once and keeps a map of every block's hash:
 /// 16 MiB of tags and about 30 MiB of map at this size, a 4 GiB disk). Past it, a block that is
 /// neither its current nor its previous contents is reported as flipped.
 const INDEX_MAX_TAG_BLOCKS: u64 = 4096;
@@ -39,14 +39,14 @@ struct TagCache {
     blocks: HashMap<u64, CachedTags>,
     /// Tag blocks changed since they were last written: a sync visits these, not the cache.
     dirty: BTreeSet<u64>,
-    /// Data CRC → an address whose current contents have it: how a misdirected block is told
+    /// Data hash → an address whose current contents have it: how a misdirected block is told
     /// from rot. Built at the first failed verification, kept up to date after.
     index: Option<HashMap<u32, Addr>>,
 }
 
 struct CachedTags {
     bytes: Box<[u8; BLOCK_SIZE]>,
-    /// Entries changed since the last sync: their `prev_crc` already names the synced value.
+    /// Entries changed since the last sync: their `prev_hash` already names the synced value.
     changed_since_sync: [u64; (ENTRIES_PER_BLOCK / 64) as usize],
 }
 
@@ -246,26 +246,26 @@ impl<D: Disk> IntegrityDisk<D> {
         if crate::bugs::active(crate::bugs::Bug::SkipVerify) {
             return Ok(());
         }
-        let (crc, tag) = match entry {
+        let (hash, tag) = match entry {
             Entry::Blank if block.is_zero() => return Ok(()),
-            Entry::Blank => (data_crc(block), None),
+            Entry::Blank => (data_hash(block), None),
             Entry::Damaged => return Err(corrupt(addr, Damage::Flipped)),
             Entry::Written(tag) if tag.lost => return Err(corrupt(addr, Damage::Flipped)),
             Entry::Written(tag) => {
-                let crc = data_crc(block);
-                if crc == tag.data_crc {
+                let hash = data_hash(block);
+                if hash == tag.data_hash {
                     return Ok(());
                 }
-                (crc, Some(tag))
+                (hash, Some(tag))
             }
         };
-        Err(corrupt(addr, self.diagnose(addr, crc, tag)?))
+        Err(corrupt(addr, self.diagnose(addr, hash, tag)?))
     }
 
     /// What a block that failed verification holds: its previous contents (a lost write),
     /// another block's (a misdirected write), or neither (rot).
-    fn diagnose(&self, addr: Addr, crc: u32, tag: Option<Tag>) -> txdisk_disk::Result<Damage> {
-        if tag.is_some_and(|tag| tag.prev_crc == crc) {
+    fn diagnose(&self, addr: Addr, hash: u32, tag: Option<Tag>) -> txdisk_disk::Result<Damage> {
+        if tag.is_some_and(|tag| tag.prev_hash == hash) {
             return Ok(Damage::Stale);
         }
         if self.sb.tag_blocks > INDEX_MAX_TAG_BLOCKS {
@@ -277,7 +277,7 @@ impl<D: Disk> IntegrityDisk<D> {
             cache.index = Some(index);
         }
         Ok(
-            match cache.index.as_ref().and_then(|index| index.get(&crc)) {
+            match cache.index.as_ref().and_then(|index| index.get(&hash)) {
                 Some(&belongs_at) if belongs_at != addr => Damage::Misdirected { belongs_at },
                 _ => Damage::Flipped,
             },
@@ -298,7 +298,7 @@ impl<D: Disk> IntegrityDisk<D> {
                 let bytes = cached.entry_bytes((addr - first) as usize);
                 if let Entry::Written(tag) = Tag::decode(bytes, addr, self.sb.salt) {
                     if !tag.lost {
-                        index.insert(tag.data_crc, addr);
+                        index.insert(tag.data_hash, addr);
                     }
                 }
             }
@@ -324,12 +324,12 @@ impl<D: Disk> IntegrityDisk<D> {
         Ok(())
     }
 
-    /// Records `crc` as block `addr`'s new contents (or the block as lost), at generation
+    /// Records `hash` as block `addr`'s new contents (or the block as lost), at generation
     /// `copied` if it is a copy of another disk's block of that version, else at the next.
     fn set_tag(
         &self,
         addr: Addr,
-        crc: u32,
+        hash: u32,
         lost: bool,
         copied: Option<u32>,
     ) -> txdisk_disk::Result<()> {
@@ -341,25 +341,25 @@ impl<D: Disk> IntegrityDisk<D> {
             .cached(cache, tag_block)
             .map_err(|error| tag_error(error, addr))?;
         let old = Tag::decode(cached.entry_bytes(index), addr, salt);
-        let (current_crc, prev_crc, generation) = match old {
-            Entry::Written(tag) => (Some(tag.data_crc), tag.prev_crc, tag.generation),
-            Entry::Blank => (Some(data_crc(&Block::zeroed())), 0, 0),
+        let (current_hash, prev_hash, generation) = match old {
+            Entry::Written(tag) => (Some(tag.data_hash), tag.prev_hash, tag.generation),
+            Entry::Blank => (Some(data_hash(&Block::zeroed())), 0, 0),
             Entry::Damaged => (None, 0, 0),
         };
         // The previous contents are those of the last sync: a second write before a sync
-        // keeps the first write's `prev_crc`.
-        let prev_crc = if cached.changed(index) {
-            prev_crc
+        // keeps the first write's `prev_hash`.
+        let prev_hash = if cached.changed(index) {
+            prev_hash
         } else {
-            current_crc.unwrap_or(0)
+            current_hash.unwrap_or(0)
         };
         let generation = match copied {
             Some(copied) => copied & Tag::GENERATION_MASK,
             None => Tag::next_generation(generation),
         };
         let tag = Tag {
-            data_crc: crc,
-            prev_crc,
+            data_hash: hash,
+            prev_hash,
             generation,
             lost,
         };
@@ -373,13 +373,13 @@ impl<D: Disk> IntegrityDisk<D> {
         cached.changed_since_sync[index / 64] |= 1 << (index % 64);
         cache.dirty.insert(tag_block);
         if let Some(map) = cache.index.as_mut() {
-            if let Some(old_crc) = current_crc {
-                if map.get(&old_crc) == Some(&addr) {
-                    map.remove(&old_crc);
+            if let Some(old_hash) = current_hash {
+                if map.get(&old_hash) == Some(&addr) {
+                    map.remove(&old_hash);
                 }
             }
             if !lost {
-                map.insert(crc, addr);
+                map.insert(hash, addr);
             }
         }
         Ok(())
@@ -534,7 +534,7 @@ impl<D: Disk> Disk for IntegrityDisk<D> {
             self.load_tags(addr, 1)
                 .and_then(|()| self.raw.write(self.sb.data_start + addr, block))
                 .map_err(|error| self.rename(error, addr))
-                .and_then(|()| self.set_tag(addr, data_crc(block), false, None))
+                .and_then(|()| self.set_tag(addr, data_hash(block), false, None))
         };
         #[cfg(debug_assertions)]
         self.check_rep();
@@ -553,7 +553,7 @@ impl<D: Disk> Disk for IntegrityDisk<D> {
             self.load_tags(addr, 1)
                 .and_then(|()| self.raw.write(self.sb.data_start + addr, block))
                 .map_err(|error| self.rename(error, addr))
-                .and_then(|()| self.set_tag(addr, data_crc(block), false, generation))
+                .and_then(|()| self.set_tag(addr, data_hash(block), false, generation))
         };
         #[cfg(debug_assertions)]
         self.check_rep();
@@ -578,7 +578,7 @@ impl<D: Disk> Disk for IntegrityDisk<D> {
                 .map_err(|error| self.rename(error, start))
                 .and_then(|()| {
                     blocks.iter().zip(start..).try_for_each(|(block, addr)| {
-                        self.set_tag(addr, data_crc(block), false, None)
+                        self.set_tag(addr, data_hash(block), false, None)
                     })
                 });
         drop(_guards);

@@ -180,10 +180,10 @@ pub enum Entry {
 /// The checksums of a written block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tag {
-    /// CRC-32C of the block's current contents.
-    pub data_crc: u32,
-    /// CRC-32C of the contents the block held at the last sync before the current ones.
-    pub prev_crc: u32,
+    /// [`data_hash`] of the block's current contents.
+    pub data_hash: u32,
+    /// [`data_hash`] of the contents the block held at the last sync before the current ones.
+    pub prev_hash: u32,
     /// Writes of this block, modulo 2³¹ (the newer of two copies has the higher one).
     pub generation: u32,
     /// The block holds no good value (copied from a copy that failed verification).
@@ -202,8 +202,8 @@ impl Tag {
         }
         let word = LittleEndian::read_u32(&bytes[8..12]);
         Entry::Written(Tag {
-            data_crc: LittleEndian::read_u32(&bytes[0..4]),
-            prev_crc: LittleEndian::read_u32(&bytes[4..8]),
+            data_hash: LittleEndian::read_u32(&bytes[0..4]),
+            prev_hash: LittleEndian::read_u32(&bytes[4..8]),
             generation: word & !LOST_FLAG,
             lost: word & LOST_FLAG != 0,
         })
@@ -217,8 +217,8 @@ impl Tag {
             0,
             "integrity: generation overflows into the lost flag"
         );
-        LittleEndian::write_u32(&mut bytes[0..4], self.data_crc);
-        LittleEndian::write_u32(&mut bytes[4..8], self.prev_crc);
+        LittleEndian::write_u32(&mut bytes[0..4], self.data_hash);
+        LittleEndian::write_u32(&mut bytes[4..8], self.prev_hash);
         let flag = if self.lost { LOST_FLAG } else { 0 };
         LittleEndian::write_u32(&mut bytes[8..12], self.generation | flag);
         let crc = entry_crc(&bytes[..12], addr, salt);
@@ -243,7 +243,29 @@ pub fn entry_crc(covered: &[u8], addr: Addr, salt: u64) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&seed), covered)
 }
 
-/// CRC-32C of a block's contents, as an entry records it.
-pub fn data_crc(block: &Block) -> u32 {
-    crc32c::crc32c(block.as_bytes())
+/// The hash of a block's contents that an entry records: a 64-bit multiply-rotate hash of its
+/// 512 little-endian words, folded to 32 bits (docs/FORMAT-integrity.md gives the constants).
+///
+/// Not a CRC, on purpose: a CRC is linear over GF(2), so every block laid out as *fields,
+/// their CRC, zeros* (a log header, and any user block that ends in its own CRC) has the same
+/// CRC whatever its fields — a stale copy of such a block would verify as the current one.
+/// Each step here is a bijection of the state for a fixed word (xor, multiplication by an
+/// odd constant, rotation), so a change confined to one word always changes the hash.
+pub fn data_hash(block: &Block) -> u32 {
+    let mut state = HASH_SEED;
+    for word in block.as_bytes().chunks_exact(8) {
+        state = (state ^ LittleEndian::read_u64(word))
+            .wrapping_mul(HASH_MULTIPLIER)
+            .rotate_left(HASH_ROTATION);
+    }
+    state ^= state >> 29;
+    state = state.wrapping_mul(HASH_MULTIPLIER);
+    (state ^ (state >> 32)) as u32
 }
+
+/// The hash's starting state.
+pub const HASH_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+/// The hash's odd multiplier.
+pub const HASH_MULTIPLIER: u64 = 0xff51_afd7_ed55_8ccd;
+/// The hash's rotation, in bits, after each word.
+pub const HASH_ROTATION: u32 = 31;

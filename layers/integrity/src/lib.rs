@@ -2,7 +2,7 @@
 //!
 //! **What it offers.** [`IntegrityDisk`]: a [`Disk`](txdisk_disk::Disk) over a device, a
 //! little smaller than it, whose every block is checked on `read` against a **tag** kept in a
-//! region of its own: a CRC-32C of the block's contents, the CRC of its previous contents and
+//! region of its own: a hash of the block's contents, the hash of its previous contents and
 //! a write generation, the whole entry bound by its own CRC to the block's **address** and the
 //! image's salt. A block that does not match is never returned: the read fails with
 //! [`DiskError::Corrupt`](txdisk_disk::DiskError::Corrupt) naming the address and what was

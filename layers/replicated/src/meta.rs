@@ -305,6 +305,15 @@ pub(crate) fn read_meta<D: Disk + ?Sized>(disk: MemberDisk<'_, D>, role: Role) -
             Err(error) => return Ok(Found::Dead(error)),
         }
     }
+    // Neither slot can be read (bad sectors, or both failing the member's verification, as a
+    // misdirected write over its tags leaves them): the member is failed for this run, like
+    // one that stops answering, and the pair runs on the other. Refusing would stop the pair
+    // for one member's damage.
+    if slots.iter().all(|slot| *slot == Slot::Unreadable) {
+        return Ok(Found::Dead(DiskError::ReadError {
+            addr: MemberBlock::slot(0).index(),
+        }));
+    }
     Ok(combine(slots, role))
 }
 
@@ -320,6 +329,13 @@ fn combine(slots: [Slot; 2], role: Role) -> Found {
         return Found::Meta(meta);
     }
     if slots.iter().all(|slot| *slot == Slot::Blank) {
+        return Found::Blank;
+    }
+    // One slot blank and the other damaged: the first metadata write of a new member (format,
+    // a rebuild's marker) cut short. A member that ever had metadata has both slots written,
+    // so this is still a blank disk.
+    let damaged = |slot: &Slot| matches!(slot, Slot::Unreadable | Slot::Corrupt { .. });
+    if slots.contains(&Slot::Blank) && slots.iter().any(damaged) {
         return Found::Blank;
     }
     for (index, slot) in slots.iter().enumerate() {
@@ -378,14 +394,17 @@ pub(crate) fn write_meta<D: Disk + ?Sized>(
     disk.sync()
 }
 
-/// Writes `meta` to both slots (seq and seq + 1) and syncs: nothing of a previous owner of the
-/// disk survives in the other slot. Returns the metadata as last written.
+/// Writes `meta` to both slots (seq and seq + 1), each synced before the next: nothing of a
+/// previous owner of the disk survives in the other slot. A crash leaves at most one slot
+/// damaged — the first (the other still as it was: blank on a new disk, read as blank), or
+/// the second (the first, synced, outranks it). Returns the metadata as last written.
 pub(crate) fn write_both_slots<D: Disk + ?Sized>(
     disk: MemberDisk<'_, D>,
     meta: &ReplicaMeta,
 ) -> txdisk_disk::Result<ReplicaMeta> {
     let mut meta = *meta;
     disk.write(meta.slot_block(), &meta.encode())?;
+    disk.sync()?;
     meta.seq += 1;
     disk.write(meta.slot_block(), &meta.encode())?;
     disk.sync()?;

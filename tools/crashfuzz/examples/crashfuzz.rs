@@ -1,6 +1,7 @@
 //! Runs a fuzzing campaign from the command line, for measuring speed and for long runs:
 //! `cargo run --release -p txdisk-crashfuzz --example crashfuzz -- [--seed N] [--budget N|Ns]
-//! [--exhaustive] [--replicated] [--torn] [--misdirect] [--depth N] [--json] [--replay TOKEN]`.
+//! [--exhaustive] [--replicated] [--torn] [--misdirect] [--bit-rot] [--lost-writes] [--depth N]
+//! [--bug NAME] [--json] [--replay TOKEN]`.
 //! (The `txdisk crashfuzz` subcommand is the user-facing front end.)
 
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ fn main() -> ExitCode {
             "--replicated" => config.replicated = true,
             "--torn" => config.torn = true,
             "--misdirect" => config.misdirect = true,
+            "--bit-rot" => config.bit_rot = true,
+            "--lost-writes" => config.lost_writes = true,
             "--json" => json = true,
             "--bug" => config.bug = value().parse::<Bug>().ok(),
             "--replay" => {

@@ -1,6 +1,8 @@
 //! What a fuzzing run does: the stack, the workload shape, the faults and the budget.
 
 use crate::error::FuzzError;
+use crate::faults::DamageKinds;
+pub use txdisk_integrity::bugs::Bug as IntegrityBug;
 pub use txdisk_log::bugs::Bug as LogBug;
 
 /// When a run stops.
@@ -34,32 +36,38 @@ impl std::str::FromStr for Budget {
 }
 
 /// A deliberately wrong variant of the stack, for proving that the fuzzer catches real bugs.
-/// Available with the `deliberate-bugs` feature only. The log's variants are the log's own
-/// list, wrapped; the fuzzer adds one of the pair's.
+/// Available with the `deliberate-bugs` feature only. The log's and the checksummed disk's
+/// variants are those layers' own lists, wrapped; the fuzzer adds one of the pair's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Bug {
     /// One of the log's deliberate bugs ([`LogBug`]).
     Log(LogBug),
     /// The replicated pair: data writes never reach d2 (replicated runs only).
     ReplicatedSkipsD2,
+    /// One of the checksummed disk's deliberate bugs ([`IntegrityBug`]): reads that skip
+    /// verification (caught with damage faults only: without them every block verifies), or
+    /// tags written after the sync.
+    Integrity(IntegrityBug),
 }
 
 impl Bug {
-    /// Every deliberate bug, in a fixed order (tokens carry the position): the log's, then the
-    /// pair's.
+    /// Every deliberate bug, in a fixed order (tokens carry the position): the log's, the
+    /// pair's, then the checksummed disk's.
     pub fn all() -> Vec<Bug> {
         LogBug::ALL
             .iter()
             .map(|bug| Bug::Log(*bug))
             .chain([Bug::ReplicatedSkipsD2])
+            .chain(IntegrityBug::ALL.iter().map(|bug| Bug::Integrity(*bug)))
             .collect()
     }
 
-    /// The variant's name on a command line: `commit-without-flush`, ...
+    /// The variant's name on a command line: `commit-without-flush`, `skip-verify`, ...
     pub fn name(self) -> &'static str {
         match self {
             Bug::Log(bug) => bug.name(),
             Bug::ReplicatedSkipsD2 => "replicated-skips-d2",
+            Bug::Integrity(bug) => bug.name(),
         }
     }
 
@@ -109,10 +117,20 @@ pub struct FuzzConfig {
     pub replicated: bool,
     /// Crash states tear pending writes at 512-byte sectors.
     pub torn: bool,
-    /// Some workloads get one misdirected write (a block landing at a wrong address). The stack
-    /// does not detect one (a home block carries neither its address nor a checksum), so expect
-    /// violations: this measures what a misdirected write does; it is no part of a clean run.
+    /// Damage: in every other workload, one write of the first epoch lands at a wrong block.
+    /// With `bit_rot` and `lost_writes`, each damaged workload gets one of the kinds asked for,
+    /// on one disk: anywhere on one member of a pair; on a single disk, home blocks of the log
+    /// only (see [`FuzzConfig::bit_rot`]).
     pub misdirect: bool,
+    /// Damage: bits flip in a block, at rest before an epoch or between steps of its run. On a
+    /// pair every read must still return the last value written (the other member serves it
+    /// and repairs the damaged one). On a single disk a damaged home block must read as an
+    /// error, never as other bytes; damage there strikes home blocks, their checksums and the
+    /// checksummed disk's superblocks, not the log region, whose only copy of a committed
+    /// record a lone disk cannot tell from a torn one.
+    pub bit_rot: bool,
+    /// Damage: one write of the first epoch is acknowledged and never reaches the disk.
+    pub lost_writes: bool,
     /// Crashes in a row: the workload's, then `depth - 1` crashes of recovery, then a recovery
     /// to the end.
     pub depth: u32,
@@ -147,6 +165,8 @@ impl Default for FuzzConfig {
             replicated: false,
             torn: false,
             misdirect: false,
+            bit_rot: false,
+            lost_writes: false,
             depth: 2,
             state_cap: 64,
             samples: 8,
@@ -163,6 +183,15 @@ impl Default for FuzzConfig {
 }
 
 impl FuzzConfig {
+    /// The damage faults asked for.
+    pub(crate) fn damage(&self) -> DamageKinds {
+        DamageKinds {
+            bit_rot: self.bit_rot,
+            misdirect: self.misdirect,
+            lost_writes: self.lost_writes,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), FuzzError> {
         let bad = |reason: &str| {
             Err(FuzzError::BadConfig {

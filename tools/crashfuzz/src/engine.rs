@@ -5,17 +5,21 @@
 
 use crate::config::FuzzConfig;
 use crate::error::FuzzError;
+use crate::faults::{DamagePlan, Faults, Geometry, MidRunRot};
 use crate::guard::guarded;
 use crate::history::PairHistory;
 use crate::layer::{CommitKind, FuzzLayer};
 use crate::report::ViolationKind;
 use crate::stack::{
-    log_options, CrashAt, Disks, Env, Faults, HistoryDisk, Images, Interrupt, Stack, StateChoice,
+    log_options, CrashAt, Disks, Env, HistoryDisk, Images, Interrupt, Stack, StateChoice,
 };
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::Mutex;
 use txdisk_disk::rng::SplitMix64;
-use txdisk_disk::{Disk, OpKind, SimDisk};
+use txdisk_disk::{Addr, Disk, SimDisk};
+use txdisk_integrity::format::Superblock as CheckedLayout;
+use txdisk_integrity::IntegrityDisk;
 use txdisk_log::Log;
 use txdisk_logical::LogicalDisk;
 use txdisk_replicated::{FormatOptions, ReplicatedDisk, RESERVED_BLOCKS};
@@ -28,7 +32,7 @@ pub(crate) enum Step<Op> {
     Install,
 }
 
-/// A workload: its epochs (run, crash, recover, run the next, ...) and the faults of the first.
+/// A workload: its epochs (run, crash, recover, run the next, ...) and its faults.
 #[derive(Clone, Debug)]
 pub(crate) struct Workload<Op> {
     pub epochs: Vec<Vec<Step<Op>>>,
@@ -71,6 +75,9 @@ pub(crate) struct Recovered {
     pub images: Images,
     /// Which prefix the contents matched.
     pub matched: usize,
+    /// Blocks damage struck that still failed verification (read as errors on a single disk;
+    /// served from the other member on a pair).
+    pub damaged_failing: usize,
     /// What the next start inherits.
     pub env: Env,
 }
@@ -99,14 +106,25 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         record: bool,
     ) -> Result<Engine<'a, L>, FuzzError> {
         cfg.validate()?;
+        if !cfg.replicated && cfg.damage().any() && !layer.reads_damaged_blocks() {
+            return Err(FuzzError::BadConfig {
+                reason: format!(
+                    "damage on a single disk needs a layer that reads a damaged block as an \
+                     error (FuzzLayer::reads_damaged_blocks), which {:?} does not: damage a \
+                     replicated pair instead",
+                    layer.name()
+                ),
+            });
+        }
+        let (base, data_blocks, base_env, geometry) =
+            base_images(layer, cfg).map_err(|detail| FuzzError::Setup { detail })?;
         let stack = Stack {
             replicated: cfg.replicated,
             torn: cfg.torn,
             bug: cfg.bug,
             record,
+            geometry,
         };
-        let (base, data_blocks, base_env) =
-            base_images(layer, cfg).map_err(|detail| FuzzError::Setup { detail })?;
         Ok(Engine {
             layer,
             cfg,
@@ -133,7 +151,7 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
                 .collect();
             epochs.push(steps);
         }
-        let faults = self.random_faults(&mut rng, &epochs[0]);
+        let faults = self.random_faults(&mut rng, &epochs);
         Workload { epochs, faults }
     }
 
@@ -152,16 +170,23 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
     }
 
     /// Replicated runs: nothing, the fail-stop of one disk at a random operation, or bad blocks
-    /// on one disk. With `misdirect`, one workload in four also misdirects a write.
-    fn random_faults(&self, rng: &mut SplitMix64, steps: &[Step<L::Op>]) -> Faults {
+    /// on one disk. With damage asked for, every other workload also gets one damage, on the
+    /// same disk (`faults`).
+    fn random_faults(&self, rng: &mut SplitMix64, epochs: &[Vec<Step<L::Op>>]) -> Faults {
         let mut faults = Faults::default();
-        if !self.cfg.replicated && !self.cfg.misdirect {
+        let damage = self.cfg.damage();
+        if !self.cfg.replicated && !damage.any() {
             return faults;
         }
-        let clean = self.run_epoch(&self.base, &self.base_env, None, None, steps);
+        let clean = self.run_epoch(&self.base, &self.base_env, None, None, &epochs[0]);
         let ops = clean.disks.ops();
+        let geometry = &self.stack.geometry;
+        let disk = if self.cfg.replicated {
+            rng.below(2) as usize
+        } else {
+            0
+        };
         if self.cfg.replicated {
-            let disk = rng.below(2) as usize;
             match rng.below(3) {
                 0 => {}
                 1 => {
@@ -171,28 +196,27 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
                     })
                 }
                 _ => {
-                    // Data blocks only: a bad metadata slot is the pair's metadata layer's
-                    // business, tested there.
-                    let data = self.cfg.disk_blocks - RESERVED_BLOCKS;
+                    // The pair's data blocks only: a bad metadata slot is the pair's metadata
+                    // layer's business, tested there.
+                    let start = geometry.checked.data_start + geometry.pair_blocks;
+                    let data = geometry.checked.data_blocks - geometry.pair_blocks;
                     for _ in 0..1 + rng.below(2) {
-                        faults
-                            .read_errors
-                            .push((disk, RESERVED_BLOCKS + rng.below(data)));
+                        faults.read_errors.push((disk, start + rng.below(data)));
                     }
                 }
             }
         }
-        if self.cfg.misdirect && rng.chance(1, 4) {
-            let disk = rng.below(ops.len() as u64) as usize;
-            let trace = clean.disks.sims[disk].trace();
-            let writes: Vec<u64> = (0..trace.len() as u64)
-                .filter(|&op| trace[op as usize] == OpKind::Write)
-                .collect();
-            if !writes.is_empty() {
-                let op = writes[rng.below(writes.len() as u64) as usize];
-                faults.misdirect = Some((CrashAt { disk, op }, rng.below(self.cfg.disk_blocks)));
-            }
-        }
+        let steps: Vec<usize> = epochs.iter().map(Vec::len).collect();
+        let writes = clean.disks.writes(disk);
+        let plan = DamagePlan {
+            kinds: damage,
+            geometry,
+            replicated: self.cfg.replicated,
+            disk,
+            writes: &writes,
+            steps: &steps,
+        };
+        faults.damage = plan.draw(rng);
         faults
     }
 
@@ -211,8 +235,8 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         models
     }
 
-    /// Starts the stack on `images` and runs `steps` until the crash (or the end); then the
-    /// machine crashes.
+    /// Starts the stack on `images` with this epoch's `faults` and runs `steps` until the crash
+    /// (or the end); then the machine crashes.
     pub fn run_epoch(
         &self,
         images: &[txdisk_disk::DiskImage],
@@ -229,7 +253,8 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
             boundaries: Vec::new(),
             failure: None,
         };
-        let outcome = guarded(|| self.run_steps(&mut run, steps));
+        let rot = faults.and_then(Faults::mid_run_rot);
+        let outcome = guarded(|| self.run_steps(&mut run, steps, rot));
         if let Err(panic) = outcome {
             run.failure = Some((ViolationKind::Panic, panic));
         }
@@ -237,7 +262,7 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         run
     }
 
-    fn run_steps(&self, run: &mut Run, steps: &[Step<L::Op>]) {
+    fn run_steps(&self, run: &mut Run, steps: &[Step<L::Op>], rot: Option<MidRunRot>) {
         let opened = match self.stack.open(&run.disks) {
             Ok(opened) => opened,
             Err(error) => {
@@ -252,6 +277,9 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         };
         for (index, step) in steps.iter().enumerate() {
             run.boundaries.push(run.disks.ops());
+            if let Some(rot) = rot.filter(|rot| rot.step == index) {
+                run.disks.rot(rot.disk, rot.block, rot.byte, rot.mask);
+            }
             if let Err(error) = self.run_step(run, &opened.disk, step) {
                 if !run.disks.crashed() {
                     let detail = format!("step {index} ({step:?}) failed without a crash: {error}");
@@ -333,7 +361,17 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         min_index: usize,
     ) -> Result<Recovered, Failure> {
         let disks = self.stack.disks(images, env, None, None);
-        let outcome = guarded(|| -> Result<usize, Failure> {
+        // On a single disk, a home block damage struck may read as an error (never as other
+        // bytes); a pair serves every block from its good copy.
+        let damaged: BTreeSet<Addr> = match (&env.touched, self.cfg.replicated) {
+            (Some(touched), false) => touched
+                .blocks
+                .iter()
+                .filter_map(|&addr| self.stack.geometry.logical_addr(addr))
+                .collect(),
+            _ => BTreeSet::new(),
+        };
+        let outcome = guarded(|| -> Result<(usize, usize), Failure> {
             let opened = self
                 .stack
                 .open(&disks)
@@ -344,25 +382,41 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
                     format!("layer recovery: {e}"),
                 )
             })?;
-            self.stack
-                .check(&opened, &disks)
+            let failing = self
+                .stack
+                .check(&opened, &disks, env.touched.as_ref())
                 .map_err(|e| (ViolationKind::Invariant, e))?;
             self.layer
                 .check(&opened.disk)
                 .map_err(|e| (ViolationKind::Invariant, e))?;
-            let found = self
+            if damaged.is_empty() {
+                let found = self
+                    .layer
+                    .observe(&opened.disk)
+                    .map_err(|e| (ViolationKind::RecoveryFailed, e))?;
+                let matched = self
+                    .layer
+                    .match_prefix(&found, allowed, min_index)
+                    .map_err(|e| (ViolationKind::Oracle, e))?;
+                return Ok((matched, failing));
+            }
+            let (found, unreadable) = self
                 .layer
-                .observe(&opened.disk)
+                .observe_damaged(&opened.disk, &damaged)
                 .map_err(|e| (ViolationKind::RecoveryFailed, e))?;
-            self.layer
-                .match_prefix(&found, allowed, min_index)
-                .map_err(|e| (ViolationKind::Oracle, e))
+            let matched = self
+                .layer
+                .match_prefix_except(&found, &unreadable, allowed, min_index)
+                .map_err(|e| (ViolationKind::Oracle, e))?;
+            Ok((matched, failing + unreadable.len()))
         });
-        let matched = outcome.unwrap_or_else(|panic| Err((ViolationKind::Panic, panic)))?;
+        let (matched, damaged_failing) =
+            outcome.unwrap_or_else(|panic| Err((ViolationKind::Panic, panic)))?;
         Ok(Recovered {
             ops: disks.ops(),
             images: disks.durable_images(),
             matched,
+            damaged_failing,
             env: disks.env(),
         })
     }
@@ -381,35 +435,64 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
     }
 }
 
-/// The formatted starting image(s) with the layer set up, the data blocks the log offers, and
-/// what the next start inherits (the pair's write history in replicated runs).
-fn base_images<L: FuzzLayer>(layer: &L, cfg: &FuzzConfig) -> Result<(Images, u64, Env), String> {
+/// Each simulated disk formatted as a checksummed disk, and their (common) layout.
+fn format_checked(
+    cfg: &FuzzConfig,
+    sims: &[Arc<SimDisk>],
+) -> Result<(Vec<Arc<dyn Disk>>, CheckedLayout), String> {
+    let mut checked: Vec<Arc<dyn Disk>> = Vec::with_capacity(sims.len());
+    let mut layout = None;
+    for (index, sim) in sims.iter().enumerate() {
+        // A salt of the seed's: every run of a configuration formats the same images.
+        let salt = mix(cfg.seed, 0x1e67 + index as u64);
+        let disk = IntegrityDisk::format_with_salt(Arc::clone(sim) as Arc<dyn Disk>, salt)
+            .map_err(|e| format!("checksummed disk format: {e}"))?;
+        layout = Some(*disk.superblock());
+        checked.push(Arc::new(disk));
+    }
+    let layout = layout.ok_or("no disk to format")?;
+    Ok((checked, layout))
+}
+
+/// The formatted starting image(s) with the layer set up — each simulated disk checksummed,
+/// then the pair (replicated runs), the log and the layer — the data blocks the log offers,
+/// what the next start inherits (the pair's write history in replicated runs), and where
+/// everything is.
+fn base_images<L: FuzzLayer>(
+    layer: &L,
+    cfg: &FuzzConfig,
+) -> Result<(Images, u64, Env, Geometry), String> {
     let count = if cfg.replicated { 2 } else { 1 };
     let sims: Vec<Arc<SimDisk>> = (0..count)
         .map(|_| Arc::new(SimDisk::new(cfg.disk_blocks)))
         .collect();
+    let (checked, checked_layout) = format_checked(cfg, &sims)?;
+    let mut checked = checked.into_iter();
     let mut history: Option<Arc<Mutex<PairHistory>>> = None;
-    let disk: Arc<dyn Disk> = if cfg.replicated {
-        let (d1, d2): (Arc<dyn Disk>, Arc<dyn Disk>) = (sims[0].clone(), sims[1].clone());
-        let options = FormatOptions {
-            pair_id: Some(mix(cfg.seed, 0x9a17).max(1)),
-            assume_equal: true,
-        };
-        ReplicatedDisk::format(&d1, &d2, &options)
-            .map_err(|e| format!("replicated format: {e}"))?;
-        let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})
-            .map_err(|e| format!("replicated open: {e}"))?;
-        let recorded = Arc::new(Mutex::new(PairHistory::default()));
-        history = Some(Arc::clone(&recorded));
-        Arc::new(HistoryDisk {
-            pair: Arc::new(pair),
-            history: recorded,
-        })
-    } else {
-        sims[0].clone()
+    let disk: Arc<dyn Disk> = match (checked.next(), checked.next()) {
+        (Some(d1), Some(d2)) => {
+            let options = FormatOptions {
+                pair_id: Some(mix(cfg.seed, 0x9a17).max(1)),
+                assume_equal: true,
+            };
+            ReplicatedDisk::format(&d1, &d2, &options)
+                .map_err(|e| format!("replicated format: {e}"))?;
+            let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})
+                .map_err(|e| format!("replicated open: {e}"))?;
+            let recorded = Arc::new(Mutex::new(PairHistory::default()));
+            history = Some(Arc::clone(&recorded));
+            Arc::new(HistoryDisk {
+                pair: Arc::new(pair),
+                history: recorded,
+            })
+        }
+        (Some(single), None) => single,
+        _ => return Err("no disk to format".into()),
     };
     Log::format(&*disk, cfg.log_blocks, mix(cfg.seed, 0x5a17))
         .map_err(|e| format!("log format: {e}"))?;
+    let log_layout =
+        txdisk_log::tooling::read_superblock(&*disk).map_err(|e| format!("log superblock: {e}"))?;
     let logical = LogicalDisk::open(Arc::clone(&disk), log_options())
         .map_err(|e| format!("logical open: {e}"))?;
     let data_blocks = logical.size_blocks();
@@ -420,12 +503,19 @@ fn base_images<L: FuzzLayer>(layer: &L, cfg: &FuzzConfig) -> Result<(Images, u64
     disk.sync().map_err(|e| format!("sync after setup: {e}"))?;
     let history = history.and_then(|h| h.lock().ok().map(|h| h.clone()));
     let images = sims.iter().map(|sim| sim.durable_image()).collect();
+    let geometry = Geometry {
+        checked: checked_layout,
+        pair_blocks: if cfg.replicated { RESERVED_BLOCKS } else { 0 },
+        log: log_layout,
+    };
     Ok((
         images,
         data_blocks,
         Env {
             dead: [false; 2],
             history,
+            touched: None,
         },
+        geometry,
     ))
 }

@@ -4,6 +4,7 @@
 
 use crate::config::{Budget, FuzzConfig};
 use crate::engine::{mix, Cut, Engine, Failure, Path, Step, Workload};
+use crate::faults::DamageKind;
 use crate::layer::FuzzLayer;
 use crate::report::{FuzzProgress, FuzzReport, Violation};
 use crate::stack::{CrashAt, Env, Images, Interrupt, StateChoice};
@@ -75,7 +76,13 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
             let workload = self.engine.workload(self.workload_index);
             self.report.fail_stop_workloads += u64::from(workload.faults.fail_stop.is_some());
             self.report.read_error_workloads += u64::from(!workload.faults.read_errors.is_empty());
-            self.report.misdirect_workloads += u64::from(workload.faults.misdirect.is_some());
+            if let Some(damage) = &workload.faults.damage {
+                match damage.kind {
+                    DamageKind::BitRot { .. } => self.report.bit_rot_workloads += 1,
+                    DamageKind::Misdirect { .. } => self.report.misdirect_workloads += 1,
+                    DamageKind::LostWrite { .. } => self.report.lost_write_workloads += 1,
+                }
+            }
             self.workload = Some(workload);
             let start = self.engine.base.clone();
             let env = self.engine.base_env.clone();
@@ -175,11 +182,7 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
     ) -> Flow {
         let steps = self.steps(epoch);
         let models = self.engine.prefix_models(model, &steps);
-        let faults = self
-            .workload
-            .as_ref()
-            .filter(|_| epoch == 0)
-            .map(|w| w.faults.clone());
+        let faults = self.workload.as_ref().map(|w| w.faults.for_epoch(epoch));
         let clean = self
             .engine
             .run_epoch(start, env, faults.as_ref(), None, &steps);
@@ -307,6 +310,7 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
             Ok(recovered) => recovered,
             Err(failure) => return self.violation(cuts, failure),
         };
+        self.report.damage_found_states += u64::from(recovered.damaged_failing > 0);
         if self.spent() {
             return Flow::Stop;
         }
@@ -351,9 +355,18 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
                 .map(|_| points[self.rng.below(points.len() as u64) as usize])
                 .collect();
         }
+        // A workload's faults strike one disk: with damage on one, the other never fails too.
+        let damaged = self
+            .workload
+            .as_ref()
+            .and_then(|w| w.faults.damage)
+            .map(|damage| damage.disk);
         for at in points {
             // Replicated runs with both disks alive: sometimes one fails during recovery.
-            let fail_stop = self.cfg.replicated && env.dead == [false; 2] && self.rng.chance(1, 4);
+            let fail_stop = self.cfg.replicated
+                && env.dead == [false; 2]
+                && self.rng.chance(1, 4)
+                && damaged.map_or(true, |disk| disk == at.disk);
             let interrupt = Interrupt { at, fail_stop };
             self.report.recovery_crashes += 1;
             self.report.recovery_fail_stops += u64::from(fail_stop);

@@ -5,9 +5,9 @@
 //! value the crash could have left there, whatever later syncs made durable elsewhere.
 
 use crate::stack::Pair;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use txdisk_disk::{Addr, Block, Disk, SECTORS_PER_BLOCK};
-use txdisk_replicated::{ReplicaStatus, Role};
+use txdisk_replicated::{ReplicaStatus, ReplicatedError, Role};
 
 /// Per block of the pair: the values it may hold now (`allowed`, zeros if never written) and
 /// those written since the last successful sync (`pending`).
@@ -65,10 +65,19 @@ impl PairHistory {
         })
     }
 
-    /// The pair's crash invariant after recovery: the active replicas agree everywhere, and
-    /// every block of each holds a value this history allows (sector by sector if `torn`).
-    /// (As `replicas_agree` and `recovered_from`, reading each block of each replica once.)
-    pub fn check(&self, pair: &Pair, torn: bool) -> Result<(), String> {
+    /// The pair's crash invariant after recovery: every block of each active replica verifies
+    /// and holds a value this history allows (sector by sector if `torn`), and the replicas
+    /// agree everywhere. (As `replicas_agree` and `recovered_from`, reading each block of each
+    /// replica once.) `damaged`: blocks of one replica that damage struck, which may still fail
+    /// verification there (nothing has read them since: the pair repairs a block when it reads
+    /// it) — the other replica's copy is then the one checked. Returns how many blocks did.
+    pub fn check(
+        &self,
+        pair: &Pair,
+        torn: bool,
+        damaged: Option<&(Role, BTreeSet<Addr>)>,
+    ) -> Result<usize, String> {
+        let mut failing = 0;
         let active: Vec<Role> = [Role::D1, Role::D2]
             .into_iter()
             .filter(|role| pair.replica_status(*role) == ReplicaStatus::Active)
@@ -79,9 +88,23 @@ impl PairHistory {
         for addr in 0..pair.size_blocks() {
             let mut first: Option<(Role, Block)> = None;
             for &role in &active {
-                let value = pair
-                    .read_replica(role, addr)
-                    .map_err(|e| format!("replicated: after recovery, {role} block {addr}: {e}"))?;
+                let value = match pair.read_replica(role, addr) {
+                    Ok(value) => value,
+                    Err(ReplicatedError::Disk(error))
+                        if error.is_bad_block()
+                            && damaged.is_some_and(|(r, blocks)| {
+                                *r == role && blocks.contains(&addr)
+                            }) =>
+                    {
+                        failing += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "replicated: after recovery, {role} block {addr}: {e}"
+                        ))
+                    }
+                };
                 if !self.allows(addr, &value, torn) {
                     return Err(self.never_written(role, addr, &value));
                 }
@@ -97,7 +120,7 @@ impl PairHistory {
                 first = Some((role, value));
             }
         }
-        Ok(())
+        Ok(failing)
     }
 
     fn never_written(&self, role: Role, addr: Addr, value: &Block) -> String {

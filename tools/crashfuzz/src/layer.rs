@@ -3,9 +3,11 @@
 //! [`TxLayer`] is raw transactions over the data region; [`CounterLayer`] is the smallest
 //! example of a user's own layer.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Addr, Block, Disk};
+use txdisk_log::LogError;
 use txdisk_logical::{matches_prefix, Contents, LogicalDisk, LogicalError};
 
 /// How an operation ends, as far as crash recovery is concerned.
@@ -90,6 +92,50 @@ pub trait FuzzLayer {
     /// Smaller variants of `op`, tried by the shrinker.
     fn shrink_op(&self, _op: &Self::Op) -> Vec<Self::Op> {
         Vec::new()
+    }
+
+    /// Whether the layer reads a disk on which some blocks fail verification: damage on a
+    /// single disk, which has no second copy, leaves a block it struck reading as an error
+    /// until it is written again. A layer that does implements
+    /// [`FuzzLayer::observe_damaged`] and [`FuzzLayer::match_prefix_except`]; damage faults on
+    /// a single disk need it (on a pair every block reads). Its operations are still expected
+    /// to succeed: one that reads a damaged block during a workload is a failed operation.
+    fn reads_damaged_blocks(&self) -> bool {
+        false
+    }
+
+    /// As [`FuzzLayer::observe`], on a single disk where the blocks in `damaged` (logical
+    /// addresses that damage struck) may fail verification: each of those that fails to read
+    /// is left out of the state and returned as unreadable; every other block must read.
+    fn observe_damaged(
+        &self,
+        disk: &LogicalDisk,
+        damaged: &BTreeSet<Addr>,
+    ) -> Result<(Self::Model, BTreeSet<Addr>), String> {
+        let _ = damaged;
+        self.observe(disk).map(|found| (found, BTreeSet::new()))
+    }
+
+    /// As [`FuzzLayer::match_prefix`], comparing nothing at the blocks in `unreadable`: every
+    /// block that did read must hold the value of the same allowed prefix.
+    fn match_prefix_except(
+        &self,
+        found: &Self::Model,
+        unreadable: &BTreeSet<Addr>,
+        allowed: &[Self::Model],
+        min_index: usize,
+    ) -> Result<usize, String> {
+        let _ = unreadable;
+        self.match_prefix(found, allowed, min_index)
+    }
+}
+
+/// Whether `error` is a block failing verification (damage, not a bug or a crash).
+fn is_damaged_block(error: &LogicalError) -> bool {
+    match error {
+        LogicalError::Image(LogError::DamagedBlock { .. }) => true,
+        LogicalError::Disk(error) => error.is_bad_block(),
+        _ => false,
     }
 }
 
@@ -224,6 +270,55 @@ impl FuzzLayer for TxLayer {
             return Ok(index);
         }
         matches_prefix(found, allowed, min_index).map_err(|violation| violation.to_string())
+    }
+
+    fn reads_damaged_blocks(&self) -> bool {
+        true
+    }
+
+    fn observe_damaged(
+        &self,
+        disk: &LogicalDisk,
+        damaged: &BTreeSet<Addr>,
+    ) -> Result<(Contents, BTreeSet<Addr>), String> {
+        let mut contents = Contents::new();
+        let mut unreadable = BTreeSet::new();
+        let zero = Block::zeroed();
+        for addr in 0..disk.size_blocks() {
+            match disk.read_committed(addr) {
+                Ok(block) if block == zero => {}
+                Ok(block) => {
+                    contents.insert(addr, block);
+                }
+                Err(error) if damaged.contains(&addr) && is_damaged_block(&error) => {
+                    unreadable.insert(addr);
+                }
+                Err(error) => return Err(format!("read of data block {addr}: {error}")),
+            }
+        }
+        Ok((contents, unreadable))
+    }
+
+    fn match_prefix_except(
+        &self,
+        found: &Contents,
+        unreadable: &BTreeSet<Addr>,
+        allowed: &[Contents],
+        min_index: usize,
+    ) -> Result<usize, String> {
+        if unreadable.is_empty() {
+            return self.match_prefix(found, allowed, min_index);
+        }
+        let readable: Vec<Contents> = allowed
+            .iter()
+            .map(|contents| {
+                let mut contents = contents.clone();
+                contents.retain(|addr, _| !unreadable.contains(addr));
+                contents
+            })
+            .collect();
+        self.match_prefix(found, &readable, min_index)
+            .map_err(|error| format!("{error} (damaged blocks {unreadable:?} read as errors)"))
     }
 
     fn shrink_op(&self, op: &TxOp) -> Vec<TxOp> {

@@ -2,21 +2,35 @@
 //!
 //! **What it does.** Generates seeded random workloads (transactions of overlapping blocks,
 //! durable and deferred commits, aborts, flushes, installations) and runs them on the full
-//! stack — the logical disk over the write-ahead log over one [`txdisk_disk::SimDisk`], or over
-//! a replicated pair of them. Each workload has two epochs: run, crash, recover, run more,
+//! stack as the real one is built — the logical disk over the write-ahead log over one
+//! [`txdisk_disk::SimDisk`] under a checksummed disk ([`txdisk_integrity::IntegrityDisk`]), or
+//! over a replicated pair of them. Each workload has two epochs: run, crash, recover, run more,
 //! crash, recover. It crashes the first epoch at every disk operation ([`FuzzConfig::exhaustive`])
 //! or at a sample of them, takes every crash state of the disks (up to
 //! [`FuzzConfig::state_cap`], else a seeded sample; torn sectors on request), recovers each,
 //! crashes that recovery again (down to [`FuzzConfig::depth`] crashes in a row) and recovers to
 //! the end. Replicated runs add the fail-stop of either disk at a random operation of the
-//! workload or of a recovery, and bad blocks on one disk; [`FuzzConfig::misdirect`] adds an
-//! occasional misdirected write.
+//! workload or of a recovery, and bad blocks on one disk.
+//!
+//! **Damage** ([`FuzzConfig::bit_rot`], [`FuzzConfig::misdirect`], [`FuzzConfig::lost_writes`]):
+//! every other workload gets one — bits flipped in a block at rest before an epoch or between
+//! steps of its run, a write landing at a wrong block, a write acknowledged and never applied
+//! (the fuzzer drops it between the `SimDisk` and the checksummed disk). On a pair it strikes
+//! anywhere on one member, and every other fault of the workload strikes that member too; on a
+//! single disk it strikes the log's home blocks, their checksums and the checksummed disk's
+//! superblocks — not the log region, where a lone disk cannot tell the loss of the only copy of
+//! a committed record from a record a crash tore.
 //!
 //! **The oracle**, on every recovered state: recovery succeeds; every layer's `check_rep`
-//! holds; the pair's crash invariant holds (both replicas equal, every block of each a value
-//! written there, tracked across every crash of the run); the fuzzed layer's own
-//! invariant holds; and its contents equal the state after some prefix of the commit order
-//! that includes every transaction whose durable commit, or a later flush, returned.
+//! holds; the pair's crash invariant holds (both replicas equal, every block of each verifying
+//! and a value written there, tracked across every crash of the run); on a single disk, every
+//! block of the log's own region verifies; the fuzzed layer's own invariant holds; and its
+//! contents equal the state after some prefix of the commit order that includes every
+//! transaction whose durable commit, or a later flush, returned. Under damage, a block it
+//! struck may still fail verification on the member it struck (a pair serves the other copy,
+//! so every read must still return the last value written); on a single disk it may read as an
+//! error — never as other bytes — and is left out of the comparison
+//! ([`FuzzLayer::observe_damaged`]; a layer that cannot do this gets damage on pairs only).
 //!
 //! **Pluggable.** A layer of one's own on top of the logical disk implements [`FuzzLayer`]
 //! (operations, model, recovery, invariant) and is fuzzed the same way with [`fuzz_layer`].
@@ -25,7 +39,8 @@
 //! to a minimal trace (fewest operations, recovery crashes and pending writes that still fail).
 //!
 //! Deliberately wrong variants of the stack ([`Bug`], feature `deliberate-bugs`) prove that the
-//! oracle catches real bugs; the tests find each one within the default budget.
+//! oracle catches real bugs; the tests find each one within the default budget (reads that
+//! skip verification, with damage faults).
 
 #![deny(missing_docs)]
 
@@ -33,6 +48,7 @@ mod config;
 mod engine;
 mod error;
 mod explore;
+mod faults;
 mod guard;
 mod history;
 mod layer;
@@ -41,7 +57,7 @@ mod report;
 mod stack;
 mod token;
 
-pub use config::{Budget, Bug, FuzzConfig, LogBug};
+pub use config::{Budget, Bug, FuzzConfig, IntegrityBug, LogBug};
 pub use error::{FuzzError, Result};
 pub use layer::{tagged_block, CommitKind, CounterLayer, CounterOp, FuzzLayer, TxLayer, TxOp};
 pub use replay::ReplayReport;
@@ -66,12 +82,14 @@ impl BugSwitch {
     fn on(bug: Option<Bug>) -> BugSwitch {
         #[cfg(feature = "deliberate-bugs")]
         {
-            let log_bug = match bug {
-                Some(Bug::Log(bug)) => Some(bug),
-                // Not the log's: the stack wraps d2 instead (see `stack`).
-                Some(Bug::ReplicatedSkipsD2) | None => None,
+            let (log_bug, integrity_bug) = match bug {
+                Some(Bug::Log(bug)) => (Some(bug), None),
+                Some(Bug::Integrity(bug)) => (None, Some(bug)),
+                // Neither layer's: the stack wraps d2 instead (see `stack`).
+                Some(Bug::ReplicatedSkipsD2) | None => (None, None),
             };
             txdisk_log::bugs::set(log_bug);
+            txdisk_integrity::bugs::set(integrity_bug);
         }
         #[cfg(not(feature = "deliberate-bugs"))]
         let _ = bug;
@@ -82,7 +100,10 @@ impl BugSwitch {
 impl Drop for BugSwitch {
     fn drop(&mut self) {
         #[cfg(feature = "deliberate-bugs")]
-        txdisk_log::bugs::set(None);
+        {
+            txdisk_log::bugs::set(None);
+            txdisk_integrity::bugs::set(None);
+        }
     }
 }
 

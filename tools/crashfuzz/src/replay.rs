@@ -10,9 +10,10 @@
 
 use crate::engine::{Engine, Failure, Path, Step};
 use crate::explore::describe_cut;
+use crate::faults::Faults;
 use crate::layer::FuzzLayer;
 use crate::report::{to_value, ViolationKind};
-use crate::stack::{differences, CrashAt, Disks, Faults, Interrupt};
+use crate::stack::{differences, CrashAt, Disks, Interrupt};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -168,9 +169,9 @@ fn run_path<L: FuzzLayer>(
         let Some(steps) = workload.epochs.get(epoch) else {
             break;
         };
-        let faults = (epoch == 0).then_some(&workload.faults);
-        let clean = engine.run_epoch(&images, &env, faults, None, steps);
-        let run = engine.run_epoch(&images, &env, faults, cut.crash, steps);
+        let faults = workload.faults.for_epoch(epoch);
+        let clean = engine.run_epoch(&images, &env, Some(&faults), None, steps);
+        let run = engine.run_epoch(&images, &env, Some(&faults), cut.crash, steps);
         let crash = cut.crash.map(|at| segment_of(&clean.boundaries, at));
         let mut concrete_cut = ConcreteCut {
             crash,
@@ -238,7 +239,8 @@ fn run_concrete<L: FuzzLayer>(
     let mut model = engine.layer.initial_model();
     for (epoch, cut) in concrete.cuts.iter().enumerate() {
         let steps = concrete.epochs.get(epoch)?;
-        let faults = (epoch == 0).then_some(&concrete.faults);
+        let faults = concrete.faults.for_epoch(epoch);
+        let faults = Some(&faults);
         let crash = cut.crash.map(|(disk, segment, offset)| {
             let clean = engine.run_epoch(&images, &env, faults, None, steps);
             let start = match segment {
@@ -491,13 +493,8 @@ fn describe<Op: std::fmt::Debug>(
             disk + 1
         );
     }
-    if let Some((at, to)) = faults.misdirect {
-        let _ = writeln!(
-            text,
-            "fault: the write at d{} operation {} lands at block {to}",
-            at.disk + 1,
-            at.op
-        );
+    if let Some(damage) = faults.damage {
+        let _ = writeln!(text, "fault: {damage}");
     }
     for (epoch, (steps, cut)) in concrete.epochs.iter().zip(&concrete.cuts).enumerate() {
         let _ = writeln!(text, "epoch {}:", epoch + 1);

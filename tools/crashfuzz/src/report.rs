@@ -117,6 +117,14 @@ pub struct FuzzReport {
     pub read_error_workloads: u64,
     /// Workloads with a misdirected write in their first epoch.
     pub misdirect_workloads: u64,
+    /// Workloads with bits flipped in a block (at rest or mid-run, in either epoch).
+    pub bit_rot_workloads: u64,
+    /// Workloads with a write lost in their first epoch.
+    pub lost_write_workloads: u64,
+    /// Checked states in which a block that damage struck still failed verification after
+    /// recovery: read as an error on a single disk, served from the other member on a pair
+    /// (most damage on a pair is repaired by the recovery that reads it first).
+    pub damage_found_states: u64,
     /// Wall-clock time of the run in seconds.
     pub elapsed_s: f64,
     /// Crash states checked per second of the run.
@@ -159,14 +167,27 @@ impl fmt::Display for FuzzReport {
             self.recovery_fail_stops,
             self.fail_stop_workloads,
             self.read_error_workloads,
-            self.misdirect_workloads,
         ];
         if faults.iter().any(|&count| count > 0) {
-            let [in_recovery, fail_stop, read_errors, misdirect] = faults;
+            let [in_recovery, fail_stop, read_errors] = faults;
             writeln!(
                 f,
-                "faults: {fail_stop} workloads with a fail-stop, {read_errors} with bad blocks, \
-                 {misdirect} with a misdirected write; {in_recovery} recoveries with a fail-stop"
+                "faults: {fail_stop} workloads with a fail-stop, {read_errors} with bad blocks; \
+                 {in_recovery} recoveries with a fail-stop"
+            )?;
+        }
+        let damage = [
+            self.bit_rot_workloads,
+            self.misdirect_workloads,
+            self.lost_write_workloads,
+        ];
+        if damage.iter().any(|&count| count > 0) {
+            let [rot, misdirect, lost] = damage;
+            writeln!(
+                f,
+                "damage: {rot} workloads with bit rot, {misdirect} with a misdirected write, \
+                 {lost} with a lost write; {} states with a damaged block failing verification",
+                self.damage_found_states
             )?;
         }
         if self.violations.is_empty() {

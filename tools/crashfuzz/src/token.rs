@@ -187,7 +187,11 @@ impl Token {
         put(&mut out, c.seed);
         put(
             &mut out,
-            u64::from(c.replicated) | u64::from(c.torn) << 1 | u64::from(c.misdirect) << 2,
+            u64::from(c.replicated)
+                | u64::from(c.torn) << 1
+                | u64::from(c.misdirect) << 2
+                | u64::from(c.bit_rot) << 3
+                | u64::from(c.lost_writes) << 4,
         );
         put(&mut out, c.bug.map_or(0, Bug::code));
         for value in [
@@ -236,10 +240,12 @@ impl Token {
             seed: reader.get()?,
             ..FuzzConfig::default()
         };
-        let flags = reader.get_bounded(7, "flags")?;
+        let flags = reader.get_bounded(31, "flags")?;
         config.replicated = flags & 1 != 0;
         config.torn = flags & 2 != 0;
         config.misdirect = flags & 4 != 0;
+        config.bit_rot = flags & 8 != 0;
+        config.lost_writes = flags & 16 != 0;
         config.bug = Bug::from_code(reader.get()?).ok_or_else(|| bad("unknown variant"))?;
         config.workload_len =
             u32::try_from(reader.get_bounded(1 << 16, "workload length")?).unwrap_or(1);
@@ -307,6 +313,7 @@ mod tests {
             seed: u64::MAX - 3,
             replicated: true,
             torn: true,
+            lost_writes: true,
             bug: Some(Bug::Log(LogBug::NoSequenceJump)),
             ..FuzzConfig::default()
         };
@@ -353,9 +360,11 @@ mod tests {
             (
                 back.config.replicated,
                 back.config.torn,
-                back.config.misdirect
+                back.config.misdirect,
+                back.config.bit_rot,
+                back.config.lost_writes
             ),
-            (true, true, false)
+            (true, true, false, false, true)
         );
         assert_eq!(back.config.bug, config.bug);
         assert_eq!(back.config.disk_blocks, config.disk_blocks);

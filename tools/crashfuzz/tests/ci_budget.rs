@@ -1,6 +1,8 @@
-//! The correct stack passes: fixed-seed campaigns over a single disk (sampled, exhaustive, torn
-//! sectors, deep recovery crashes) and over a replicated pair (with fail-stops and bad blocks)
-//! find no violation and check as many states as their budgets ask for.
+//! The correct stack passes: fixed-seed campaigns over a single checksummed disk (sampled,
+//! exhaustive, torn sectors, deep recovery crashes) and over a replicated pair of them (with
+//! fail-stops and bad blocks) find no violation and check as many states as their budgets ask
+//! for. (Budgets are sized for about 20 s each in the dev profile: every block is verified on
+//! every read, and a pair resyncs both members at each recovery.)
 
 use txdisk_crashfuzz::{fuzz, Budget, FuzzConfig, FuzzReport};
 
@@ -32,7 +34,7 @@ fn clean_run(config: FuzzConfig) -> FuzzReport {
 fn single_disk_ci_budget() {
     let config = FuzzConfig {
         seed: 0x5eed_0001,
-        budget: Budget::States(250_000),
+        budget: Budget::States(100_000),
         ..FuzzConfig::default()
     };
     let report = clean_run(config);
@@ -46,7 +48,7 @@ fn single_disk_ci_budget() {
 fn single_disk_exhaustive() {
     let config = FuzzConfig {
         seed: 0x5eed_0002,
-        budget: Budget::States(20_000),
+        budget: Budget::States(40_000),
         exhaustive: true,
         workload_len: 4,
         ..FuzzConfig::default()
@@ -80,7 +82,7 @@ fn deep_recovery_crashes() {
 fn replicated_pair_ci_budget() {
     let config = FuzzConfig {
         seed: 0x5eed_0003,
-        budget: Budget::States(20_000),
+        budget: Budget::States(10_000),
         replicated: true,
         ..FuzzConfig::default()
     };

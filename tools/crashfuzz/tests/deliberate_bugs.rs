@@ -1,17 +1,30 @@
 //! The oracle catches real bugs: each deliberately wrong variant of the stack (four in the log,
-//! one in the replicated pair) is found by the default configuration and budget, and the
-//! violation's replay token reproduces the same violation and shrinks it.
+//! one in the replicated pair, two in the checksummed disk) is found by the default
+//! configuration and budget — reads that skip verification with damage faults, on a single
+//! disk and on a pair — and the violation's replay token reproduces the same violation and
+//! shrinks it.
 
-use txdisk_crashfuzz::{fuzz, replay, Bug, FuzzConfig, LogBug};
+use txdisk_crashfuzz::{fuzz, replay, Bug, FuzzConfig, IntegrityBug, LogBug};
 
 fn caught(bug: Bug) {
-    let config = FuzzConfig {
+    caught_with(FuzzConfig {
         bug: Some(bug),
         replicated: bug == Bug::ReplicatedSkipsD2,
-        max_violations: 1,
         ..FuzzConfig::default()
+    });
+}
+
+/// `config` (with its `bug`) finds a violation whose token replays it and shrinks.
+fn caught_with(config: FuzzConfig) {
+    let config = FuzzConfig {
+        max_violations: 1,
+        ..config
     };
-    let report = fuzz(&config, &mut |_| {}).unwrap_or_else(|e| panic!("{bug:?}: {e}"));
+    let Some(bug) = config.bug else {
+        unreachable!("a variant to catch")
+    };
+    let report =
+        fuzz(&config, &mut |_| {}).unwrap_or_else(|e| panic!("{bug:?} seed {}: {e}", config.seed));
     println!("{bug:?}: {report}");
     let Some(violation) = report.violations.first() else {
         panic!(
@@ -19,13 +32,17 @@ fn caught(bug: Bug) {
             config.seed
         );
     };
-    let replayed = replay(&violation.token)
-        .unwrap_or_else(|e| panic!("{bug:?}: replay of {}: {e}", violation.token));
+    let replayed = replay(&violation.token).unwrap_or_else(|e| {
+        panic!(
+            "{bug:?} seed {}: replay of {}: {e}",
+            config.seed, violation.token
+        )
+    });
     println!("{replayed}");
     let Some((kind, message)) = &replayed.violation else {
         panic!(
-            "{bug:?}: the token {} does not reproduce the violation",
-            violation.token
+            "{bug:?} seed {}: the token {} does not reproduce the violation",
+            config.seed, violation.token
         );
     };
     assert_eq!(
@@ -71,4 +88,33 @@ fn no_sequence_jump_is_caught() {
 #[test]
 fn replicated_write_skipping_d2_is_caught() {
     caught(Bug::ReplicatedSkipsD2);
+}
+
+#[test]
+fn integrity_skip_verify_is_caught_with_damage_on_a_single_disk() {
+    caught_with(FuzzConfig {
+        bug: Some(Bug::Integrity(IntegrityBug::SkipVerify)),
+        bit_rot: true,
+        misdirect: true,
+        lost_writes: true,
+        ..FuzzConfig::default()
+    });
+}
+
+#[test]
+fn integrity_skip_verify_is_caught_with_bit_rot_on_a_pair() {
+    caught_with(FuzzConfig {
+        bug: Some(Bug::Integrity(IntegrityBug::SkipVerify)),
+        replicated: true,
+        bit_rot: true,
+        crash_points: 4,
+        samples: 2,
+        state_cap: 4,
+        ..FuzzConfig::default()
+    });
+}
+
+#[test]
+fn integrity_tags_after_sync_is_caught() {
+    caught(Bug::Integrity(IntegrityBug::TagsAfterSync));
 }

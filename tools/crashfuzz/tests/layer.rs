@@ -1,6 +1,7 @@
-//! A user's own layer is fuzzed the same way: the example counter layer passes, and a broken
-//! variant of it (its two blocks updated by two transactions) is caught by its invariant, with
-//! a token that replays on that layer only.
+//! A user's own layer is fuzzed the same way: the example counter layer passes (damage on a
+//! pair included; damage on a single disk is refused for a layer that cannot read a damaged
+//! block as missing), and a broken variant of it (its two blocks updated by two transactions)
+//! is caught by its invariant, with a token that replays on that layer only.
 
 use txdisk_crashfuzz::{
     fuzz_layer, replay, replay_layer, Budget, CommitKind, CounterLayer, CounterOp, FuzzConfig,
@@ -102,5 +103,37 @@ fn broken_layer_is_caught_and_replays_on_its_layer_only() {
     assert!(
         matches!(replay(&violation.token), Err(FuzzError::WrongLayer { .. })),
         "a split-counter token replayed on the tx layer"
+    );
+}
+
+#[test]
+fn counter_layer_passes_damage_on_a_pair_and_refuses_it_on_one_disk() {
+    let config = FuzzConfig {
+        seed: 0xc0_0019,
+        budget: Budget::States(2_000),
+        replicated: true,
+        bit_rot: true,
+        crash_points: 4,
+        samples: 2,
+        ..FuzzConfig::default()
+    };
+    let report = fuzz_layer(&CounterLayer, &config, &mut |_| {}).expect("fuzz the counter layer");
+    println!("{report}");
+    assert!(
+        report.violations.is_empty(),
+        "seed {}: {report}",
+        config.seed
+    );
+    assert!(report.bit_rot_workloads > 0, "{report}");
+    let single = FuzzConfig {
+        replicated: false,
+        ..config
+    };
+    assert!(
+        matches!(
+            fuzz_layer(&CounterLayer, &single, &mut |_| {}),
+            Err(FuzzError::BadConfig { .. })
+        ),
+        "damage on one disk under a layer that cannot read damaged blocks"
     );
 }

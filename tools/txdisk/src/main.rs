@@ -129,9 +129,15 @@ struct CrashfuzzArgs {
     /// Crash states tear pending writes at 512-byte sectors.
     #[arg(long)]
     torn: bool,
-    /// Some workloads get one misdirected write.
+    /// Damage: some workloads get a write that lands at a wrong block.
     #[arg(long)]
     misdirect: bool,
+    /// Damage: some workloads get bits flipped in a block (at rest or mid-run).
+    #[arg(long)]
+    bit_rot: bool,
+    /// Damage: some workloads get a write that is acknowledged and never lands.
+    #[arg(long)]
+    lost_writes: bool,
     /// Crash at every disk operation, not at sampled ones.
     #[arg(long)]
     exhaustive: bool,
@@ -318,6 +324,8 @@ fn crashfuzz(args: &CrashfuzzArgs, json: bool) -> i32 {
         replicated: args.replicated,
         torn: args.torn,
         misdirect: args.misdirect,
+        bit_rot: args.bit_rot,
+        lost_writes: args.lost_writes,
         exhaustive: args.exhaustive,
         depth: args.depth,
         ..txdisk_crashfuzz::FuzzConfig::default()
