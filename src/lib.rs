@@ -48,6 +48,17 @@ use txdisk_replicated::{ReplicatedDisk, ReplicatedError};
 /// One image as the stack uses it: a file or device whose blocks are checksummed.
 pub type Image = IntegrityDisk<FileDisk>;
 
+/// A replicated pair of images, as the stack uses it.
+pub type Pair = ReplicatedDisk<Image>;
+
+/// The disk under the log, as [`open_disk`] assembles it.
+pub struct OpenedDisk {
+    /// The image, or the pair, as one disk.
+    pub disk: Arc<dyn Disk>,
+    /// The pair, when there are two images.
+    pub pair: Option<Arc<Pair>>,
+}
+
 /// Errors of assembling the stack.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -305,9 +316,12 @@ fn remove_if_created(path: &Path, result: &Result<(), Error>) {
 pub fn open_disk(
     images: &[impl AsRef<Path>],
     progress: &mut dyn FnMut(txdisk_replicated::Progress),
-) -> Result<(Arc<dyn Disk>, Option<Arc<ReplicatedDisk<Image>>>), Error> {
+) -> Result<OpenedDisk, Error> {
     match images {
-        [single] => Ok((Arc::new(open_image(single.as_ref(), false)?), None)),
+        [single] => Ok(OpenedDisk {
+            disk: Arc::new(open_image(single.as_ref(), false)?),
+            pair: None,
+        }),
         [first, second] => {
             refuse_same_file(first.as_ref(), second.as_ref())?;
             let pair = Arc::new(ReplicatedDisk::open(
@@ -315,7 +329,10 @@ pub fn open_disk(
                 open_image(second.as_ref(), true)?,
                 progress,
             )?);
-            Ok((pair.clone(), Some(pair)))
+            Ok(OpenedDisk {
+                disk: pair.clone(),
+                pair: Some(pair),
+            })
         }
         _ => Err(Error::ImageCount {
             count: images.len(),
@@ -335,7 +352,7 @@ pub fn open_with_progress(
     options: OpenOptions,
     progress: &mut dyn FnMut(txdisk_replicated::Progress),
 ) -> Result<Stack, Error> {
-    let (disk, pair) = open_disk(images, progress)?;
+    let OpenedDisk { disk, pair } = open_disk(images, progress)?;
     let logical = LogicalDisk::open(disk, options.log)?;
     Ok(Stack { logical, pair })
 }

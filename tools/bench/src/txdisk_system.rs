@@ -65,8 +65,9 @@ struct Bottom {
 /// Opens the images in `dir` as `txdisk::open` would (replica recovery included, and a blank
 /// second image formatted and rebuilt as a replacement member), up to the log.
 fn open_stack(name: &str, dir: &Path, replicated: bool) -> Result<Bottom> {
-    let (disk, pair) = txdisk::open_disk(&image_paths(dir, replicated), &mut |_| {})
-        .map_err(|e| system_error(name, e))?;
+    let txdisk::OpenedDisk { disk, pair } =
+        txdisk::open_disk(&image_paths(dir, replicated), &mut |_| {})
+            .map_err(|e| system_error(name, e))?;
     Ok(Bottom {
         top: Arc::new(CountingDisk::new(disk)),
         pair,
