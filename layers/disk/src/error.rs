@@ -131,6 +131,18 @@ pub enum Damage {
 }
 
 impl Damage {
+    /// The same damage seen from a disk whose address 0 is block `offset` of the one that
+    /// found it (a layer that offers a window of the disk below): a misdirected block's origin
+    /// is renamed; an origin before `offset` (a block the window does not show) becomes 0.
+    pub fn shifted(self, offset: u64) -> Damage {
+        match self {
+            Damage::Misdirected { belongs_at } => Damage::Misdirected {
+                belongs_at: belongs_at.saturating_sub(offset),
+            },
+            other => other,
+        }
+    }
+
     /// The kind's name in reports: `flipped`, `misdirected`, `stale`.
     pub fn kind(self) -> &'static str {
         match self {

@@ -6,7 +6,7 @@ use crate::member::{MemberBlock, MemberDisk};
 use crate::meta::{write_meta, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use txdisk_disk::{Addr, Block, Damage, Disk, DiskError};
+use txdisk_disk::{Addr, Block, Disk, DiskError};
 
 /// Number of per-address lock stripes: address `a` is guarded by stripe `a % LOCK_STRIPES`.
 pub const LOCK_STRIPES: usize = 1024;
@@ -545,16 +545,10 @@ impl<D: Disk> ReplicatedDisk<D> {
             // Unreadable on every member still alive: this block is lost, the pair is not. The
             // error names the pair's address, not the member's block.
             let error = match error {
-                DiskError::Corrupt {
-                    damage: Damage::Misdirected { belongs_at },
-                    ..
-                } => DiskError::Corrupt {
+                DiskError::Corrupt { damage, .. } => DiskError::Corrupt {
                     addr,
-                    damage: Damage::Misdirected {
-                        belongs_at: belongs_at.saturating_sub(RESERVED_BLOCKS),
-                    },
+                    damage: damage.shifted(RESERVED_BLOCKS),
                 },
-                DiskError::Corrupt { damage, .. } => DiskError::Corrupt { addr, damage },
                 _ => DiskError::ReadError { addr },
             };
             return Err(error.into());

@@ -53,26 +53,27 @@ impl BlockFault {
     /// The fault a per-block error shows; `None` for an error that is not about one block.
     pub fn of(error: &DiskError) -> Option<BlockFault> {
         match error {
-            DiskError::Corrupt { damage, .. } => Some(match damage {
-                Damage::Flipped => BlockFault::Flipped,
-                Damage::Misdirected { belongs_at } => BlockFault::Misdirected {
-                    belongs_at: *belongs_at,
-                },
-                Damage::Stale => BlockFault::Stale,
-            }),
+            DiskError::Corrupt { damage, .. } => Some(BlockFault::of_damage(*damage)),
             error if error.is_bad_block() => Some(BlockFault::Unreadable),
             _ => None,
         }
     }
 
+    fn of_damage(damage: Damage) -> BlockFault {
+        match damage {
+            Damage::Flipped => BlockFault::Flipped,
+            Damage::Misdirected { belongs_at } => BlockFault::Misdirected { belongs_at },
+            Damage::Stale => BlockFault::Stale,
+        }
+    }
+
     /// The same fault seen from a disk whose address 0 is block `offset` of the one that
-    /// reported it (a misdirected block's origin, renamed; an origin before `offset` — a
-    /// metadata block — is reported as address 0 of the view).
+    /// reported it ([`Damage::shifted`]).
     pub fn shifted(self, offset: u64) -> BlockFault {
         match self {
-            BlockFault::Misdirected { belongs_at } => BlockFault::Misdirected {
-                belongs_at: belongs_at.saturating_sub(offset),
-            },
+            BlockFault::Misdirected { belongs_at } => {
+                BlockFault::of_damage(Damage::Misdirected { belongs_at }.shifted(offset))
+            }
             other => other,
         }
     }
