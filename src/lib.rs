@@ -182,13 +182,19 @@ pub fn format(images: &[impl AsRef<Path>], options: &FormatOptions) -> Result<()
 /// `data_blocks` blocks with a log of `log_blocks`, on one image or a pair of `image_count`:
 /// the log's metadata, the pair's and the checksums' added to the data.
 pub fn image_blocks_for(data_blocks: u64, log_blocks: u64, image_count: usize) -> u64 {
-    let pair_blocks = if image_count == 2 {
-        txdisk_replicated::RESERVED_BLOCKS
+    let log_space = data_blocks + txdisk_log::tooling::LOG_START + log_blocks;
+    let member_blocks = if image_count == 2 {
+        pair_layout(log_space).map_or(log_space, |layout| layout.member_blocks())
     } else {
-        0
+        log_space
     };
-    let log_space = data_blocks + txdisk_log::tooling::LOG_START + log_blocks + pair_blocks;
-    txdisk_integrity::format::Superblock::raw_blocks_for(log_space)
+    txdisk_integrity::format::Superblock::raw_blocks_for(member_blocks)
+}
+
+/// The layout of a pair of `data_blocks` as `format` makes it (the default bitmap chunk).
+fn pair_layout(data_blocks: u64) -> Option<txdisk_replicated::BitmapLayout> {
+    let chunk_blocks = u64::from(txdisk_replicated::DEFAULT_CHUNK_BLOCKS);
+    txdisk_replicated::BitmapLayout::new(data_blocks, chunk_blocks)
 }
 
 /// The checks `format` makes before it creates anything.
@@ -201,7 +207,11 @@ fn check_geometry(image_count: usize, options: &FormatOptions) -> Result<(), Err
         .data_blocks;
     let log_space_blocks = match image_count {
         1 => checked_blocks,
-        2 => checked_blocks.saturating_sub(txdisk_replicated::RESERVED_BLOCKS),
+        2 => txdisk_replicated::data_blocks_for(
+            checked_blocks,
+            txdisk_replicated::DEFAULT_CHUNK_BLOCKS,
+        )
+        .unwrap_or(0),
         count => return Err(Error::ImageCount { count }),
     };
     txdisk_log::tooling::Superblock::layout(log_space_blocks, options.log_blocks, 0)?;
@@ -282,6 +292,7 @@ fn format_pair(first: &Path, second: &Path, options: &FormatOptions) -> Result<(
     let pair_options = txdisk_replicated::FormatOptions {
         pair_id: None,
         assume_equal: true,
+        ..txdisk_replicated::FormatOptions::default()
     };
     ReplicatedDisk::format(&d1, &d2, &pair_options)?;
     let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})?;

@@ -19,9 +19,10 @@ use txdisk::replicated::{FormatOptions, ReplicatedDisk};
 use txdisk::Block;
 
 const LOG_BLOCKS: u64 = 8;
-/// Raw blocks of each device: integrity metadata (3) + pair metadata (2, on a pair) + log
-/// superblock and headers (3) + log + 6 data blocks.
-const RAW_BLOCKS: u64 = 3 + 2 + 3 + LOG_BLOCKS + 6;
+/// Raw blocks of each device: integrity metadata (3) + pair metadata (2) and bitmap (1, on a
+/// pair; a single image has them as 3 more data blocks) + log superblock and headers (3) +
+/// log + 6 data blocks.
+const RAW_BLOCKS: u64 = 3 + 2 + 1 + 3 + LOG_BLOCKS + 6;
 const STATE_CAP: u128 = 2048;
 const SAMPLES: usize = 96;
 const DEPTH2_STATES: usize = 2;
@@ -117,6 +118,7 @@ fn formatted(devices: usize) -> Vec<DiskImage> {
             let pair_options = FormatOptions {
                 pair_id: Some(0x9a1e),
                 assume_equal: true,
+                ..Default::default()
             };
             ReplicatedDisk::format(a, b, &pair_options).expect("pair format");
             drop(checked);

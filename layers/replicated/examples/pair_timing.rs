@@ -69,6 +69,7 @@ fn sync_cost(dir: &std::path::Path, count: u64) -> Result<(), Box<dyn std::error
     let options = FormatOptions {
         pair_id: Some(1),
         assume_equal: false,
+        ..Default::default()
     };
     ReplicatedDisk::format(&d1, &d2, &options)?;
     let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})?;
@@ -119,6 +120,7 @@ fn resync_time(dir: &std::path::Path, mib: u64) -> Result<(), Box<dyn std::error
         &FormatOptions {
             pair_id: Some(2),
             assume_equal: false,
+            ..Default::default()
         },
     )?;
     let mut last = None;

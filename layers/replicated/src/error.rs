@@ -121,6 +121,22 @@ pub enum ReplicatedError {
         d2_data_blocks: u64,
     },
 
+    /// The two members' metadata record different bitmap chunk sizes.
+    #[error("the replicas record different bitmap chunks (d1: {d1_chunk_blocks} blocks, d2: {d2_chunk_blocks})")]
+    ChunkMismatch {
+        /// Chunk size recorded by d1.
+        d1_chunk_blocks: u32,
+        /// Chunk size recorded by d2.
+        d2_chunk_blocks: u32,
+    },
+
+    /// A bitmap chunk size that is not a power of two up to [`crate::MAX_CHUNK_BLOCKS`].
+    #[error("a bitmap chunk of {chunk_blocks} blocks: expected a power of two up to {max}", max = crate::MAX_CHUNK_BLOCKS)]
+    BadChunkSize {
+        /// The size asked for.
+        chunk_blocks: u32,
+    },
+
     /// A disk too small to hold the metadata and at least one data block.
     #[error("{replica} has {size_blocks} blocks, the pair needs at least {needed_blocks}")]
     TooSmall {

@@ -3,8 +3,10 @@
 //! that was written to it — the one durable at the last successful pair `sync`, or one written
 //! after it — and the same value on both.
 
-use crate::meta::Role;
+use crate::bitmap::{chunks_to_resync, inspect_bitmap};
+use crate::meta::{inspect_member, Role, RESERVED_BLOCKS};
 use crate::pair::{ReplicaStatus, ReplicatedDisk};
+use crate::source::{choose_source, plan_other, MemberPlan, Peer};
 use std::collections::BTreeMap;
 use txdisk_disk::{Addr, Block, Disk};
 
@@ -104,9 +106,70 @@ pub enum CrashViolation {
     /// Recovery left no member active.
     #[error("replicated: after recovery, no replica is active")]
     NoActiveReplica,
+
+    /// In a crash state, the members differ at an address whose chunk neither bitmap marks:
+    /// recovery would not copy it.
+    #[error("replicated: in the crash state, block {addr} differs between the members but its chunk {chunk} is marked on neither bitmap")]
+    UnmarkedDifference {
+        /// The data address.
+        addr: Addr,
+        /// Its chunk.
+        chunk: u64,
+    },
 }
 
-fn active_values<D: Disk>(
+/// The bitmap's crash invariant, on the members as a crash left them (before `open`): if
+/// `open` would resync them (both current, one pair), every address where they differ lies in
+/// a chunk recovery copies ([`chunks_to_resync`](crate::chunks_to_resync)). Members `open`
+/// would rebuild, refuse or run without are not the bitmap's business. Blocks either member
+/// cannot read are skipped (a bad block is repaired from the other by any read).
+pub fn differences_marked(d1: &dyn Disk, d2: &dyn Disk) -> Result<(), CrashViolation> {
+    let (Ok(Some(m1)), Ok(Some(m2))) = (inspect_member(d1), inspect_member(d2)) else {
+        return Ok(());
+    };
+    if m1.pair_id != m2.pair_id
+        || m1.role == m2.role
+        || m1.data_size_blocks != m2.data_size_blocks
+        || m1.chunk_blocks != m2.chunk_blocks
+    {
+        return Ok(());
+    }
+    let mut by_role = [None, None];
+    by_role[m1.role.index()] = Some(m1);
+    by_role[m2.role.index()] = Some(m2);
+    let Ok(source) = choose_source(by_role) else {
+        return Ok(());
+    };
+    let Some(other) = by_role[source.role.other().index()] else {
+        return Ok(());
+    };
+    if !matches!(
+        plan_other(&source, &Peer::Meta(other)),
+        MemberPlan::InSync { clean: false }
+    ) {
+        return Ok(());
+    }
+    let layout = source.bitmap_layout();
+    let (Ok(b1), Ok(b2)) = (inspect_bitmap(d1, &m1), inspect_bitmap(d2, &m2)) else {
+        return Ok(());
+    };
+    let copied = chunks_to_resync(&layout, [&b1, &b2]);
+    for addr in 0..layout.data_blocks {
+        let chunk = layout.chunk_of(addr);
+        if copied.contains(&chunk) {
+            continue;
+        }
+        let block = RESERVED_BLOCKS + addr;
+        if let (Ok(v1), Ok(v2)) = (d1.read(block), d2.read(block)) {
+            if v1 != v2 {
+                return Err(CrashViolation::UnmarkedDifference { addr, chunk });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn active_values<D: Disk + 'static>(
     pair: &ReplicatedDisk<D>,
     addr: Addr,
 ) -> Result<Vec<(Role, Block)>, CrashViolation> {
@@ -132,7 +195,7 @@ fn active_values<D: Disk>(
 
 /// Rep invariant of the pair at rest: every active replica holds the same value at every data
 /// address. Reads every block of both replicas.
-pub fn replicas_agree<D: Disk>(pair: &ReplicatedDisk<D>) -> Result<(), CrashViolation> {
+pub fn replicas_agree<D: Disk + 'static>(pair: &ReplicatedDisk<D>) -> Result<(), CrashViolation> {
     for addr in 0..pair.size_blocks() {
         if let [(_, v1), (_, v2)] = active_values(pair, addr)?.as_slice() {
             if v1 != v2 {
@@ -149,7 +212,7 @@ pub fn replicas_agree<D: Disk>(pair: &ReplicatedDisk<D>) -> Result<(), CrashViol
 
 /// The crash invariant after recovery: the replicas agree everywhere, and every address holds
 /// a value `history` allows (zeros where it never wrote).
-pub fn recovered_from<D: Disk>(
+pub fn recovered_from<D: Disk + 'static>(
     pair: &ReplicatedDisk<D>,
     history: &WriteHistory,
 ) -> Result<(), CrashViolation> {

@@ -138,6 +138,8 @@
 //! (`tests/exhaustive_crash.rs` samples torn crash states), and leaves torn data to the checksums
 //! of the layer above.
 
+mod bitmap;
+mod bugs;
 mod error;
 mod invariant;
 mod member;
@@ -147,15 +149,26 @@ mod pair;
 mod resync;
 mod scrub;
 mod source;
+mod syncer;
 mod versions;
 
+pub use bitmap::{
+    chunks_to_resync, inspect_bitmap, BitmapBlock, BitmapLayout, MemberBitmap, BITMAP_HEADER_BYTES,
+    BITMAP_MAGIC, CHUNKS_PER_BITMAP_BLOCK, CLEAR_AFTER_IDLE_SYNCS, DEFAULT_CHUNK_BLOCKS,
+    MAX_CHUNK_BLOCKS,
+};
+#[cfg(feature = "deliberate-bugs")]
+pub use bugs::set as set_bug;
+pub use bugs::Bug;
 pub use error::{ReplicatedError, Result};
-pub use invariant::{recovered_from, replicas_agree, CrashViolation, WriteHistory};
+pub use invariant::{
+    differences_marked, recovered_from, replicas_agree, CrashViolation, WriteHistory,
+};
 pub use meta::{
     inspect_member, MetaState, ReplicaMeta, Role, Slot, FORMAT_VERSION, MAGIC,
     OLDEST_READABLE_VERSION, RESERVED_BLOCKS,
 };
-pub use open::FormatOptions;
+pub use open::{data_blocks_for, member_blocks_for, FormatOptions};
 pub use pair::{PairStatus, ReplicaStatus, ReplicatedDisk, LOCK_STRIPES};
 pub use resync::{CopyReport, Phase, Progress, PROGRESS_INTERVAL_BLOCKS};
 pub use scrub::{BlockFault, MemberScrub, ScrubReport, SCRUB_LISTED};

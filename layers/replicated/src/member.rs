@@ -32,6 +32,16 @@ impl MemberBlock {
         }
     }
 
+    /// Member block `block` of the bitmap region (the caller, `BitmapLayout::member_block`,
+    /// has checked it against the layout).
+    pub(crate) fn of_bitmap(block: u64) -> MemberBlock {
+        assert!(
+            block >= RESERVED_BLOCKS,
+            "replicated: bitmap block {block} over the metadata slots"
+        );
+        MemberBlock(block)
+    }
+
     /// The block number on the member disk.
     pub(crate) fn index(self) -> u64 {
         self.0

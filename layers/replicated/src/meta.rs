@@ -13,11 +13,12 @@ use txdisk_disk::{Addr, Block, Disk, DiskError, BLOCK_SIZE};
 /// Blocks reserved at the start of each replica for the metadata slots. Data address `a` of
 /// the pair lives at block `a + RESERVED_BLOCKS` of each replica.
 pub const RESERVED_BLOCKS: u64 = 2;
-/// The format version this crate writes. Version 1 slots (no `peer_events`) are still read,
-/// and upgraded by the next metadata write.
-pub const FORMAT_VERSION: u32 = 2;
+/// The format version this crate writes and reads. Version 3 added the write-intent bitmap
+/// (`chunk_blocks` in the slot, the bitmap region after the data); members of versions 1 and
+/// 2 have no room for it and are refused by name.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this crate reads.
-pub const OLDEST_READABLE_VERSION: u32 = 1;
+pub const OLDEST_READABLE_VERSION: u32 = 3;
 /// The first 8 bytes of a metadata slot.
 pub const MAGIC: [u8; 8] = *b"txdPAIR\0";
 
@@ -33,14 +34,11 @@ const SEQ_OFFSET: usize = PAIR_ID_OFFSET + 8;
 const EVENTS_OFFSET: usize = SEQ_OFFSET + 8;
 const DATA_SIZE_OFFSET: usize = EVENTS_OFFSET + 8;
 const PEER_EVENTS_OFFSET: usize = DATA_SIZE_OFFSET + 8;
-const CRC_OFFSET: usize = PEER_EVENTS_OFFSET + 8;
+const CHUNK_BLOCKS_OFFSET: usize = PEER_EVENTS_OFFSET + 8;
+const CRC_OFFSET: usize = CHUNK_BLOCKS_OFFSET + 4;
 const END_OFFSET: usize = CRC_OFFSET + 4;
-// Version 1 had no `peer_events`: its checksum sat where `peer_events` sits now.
-const V1_CRC_OFFSET: usize = PEER_EVENTS_OFFSET;
-const V1_END_OFFSET: usize = V1_CRC_OFFSET + 4;
 
-const _: () = assert!(END_OFFSET == 60);
-const _: () = assert!(V1_END_OFFSET == 52);
+const _: () = assert!(END_OFFSET == 64);
 const _: () = assert!(END_OFFSET <= BLOCK_SIZE);
 const _: () = assert!(RESERVED_BLOCKS == 2);
 
@@ -142,6 +140,24 @@ pub struct ReplicaMeta {
     /// while both are active, frozen when the member goes on alone. Two members that each ran
     /// alone past what the other saw are a split brain ([`choose_source`](crate::choose_source)).
     pub peer_events: u64,
+    /// Data blocks per bit of the write-intent bitmap (a power of two); the bitmap follows the
+    /// data (see [`BitmapLayout`](crate::BitmapLayout)).
+    pub chunk_blocks: u32,
+}
+
+impl ReplicaMeta {
+    /// Where this member's bitmap lives and what its bits cover.
+    pub fn bitmap_layout(&self) -> crate::BitmapLayout {
+        match crate::BitmapLayout::new(self.data_size_blocks, u64::from(self.chunk_blocks)) {
+            Some(layout) => layout,
+            // `Slot::decode` refuses any other chunk size, and `format` never writes one.
+            None => panic!(
+                "replicated: metadata with chunk size {} blocks, not a power of two up to {}",
+                self.chunk_blocks,
+                crate::MAX_CHUNK_BLOCKS
+            ),
+        }
+    }
 }
 
 /// What one slot holds.
@@ -170,9 +186,9 @@ pub enum Slot {
 }
 
 /// The slot's checksum: over every byte of the block but the checksum field itself.
-fn slot_crc(bytes: &[u8; BLOCK_SIZE], crc_offset: usize) -> u32 {
-    let head = crc32c::crc32c(&bytes[..crc_offset]);
-    crc32c::crc32c_append(head, &bytes[crc_offset + 4..])
+fn slot_crc(bytes: &[u8; BLOCK_SIZE]) -> u32 {
+    let head = crc32c::crc32c(&bytes[..CRC_OFFSET]);
+    crc32c::crc32c_append(head, &bytes[CRC_OFFSET + 4..])
 }
 
 impl ReplicaMeta {
@@ -200,7 +216,8 @@ impl ReplicaMeta {
         LE::write_u64(&mut bytes[EVENTS_OFFSET..], self.events);
         LE::write_u64(&mut bytes[DATA_SIZE_OFFSET..], self.data_size_blocks);
         LE::write_u64(&mut bytes[PEER_EVENTS_OFFSET..], self.peer_events);
-        let crc = slot_crc(bytes, CRC_OFFSET);
+        LE::write_u32(&mut bytes[CHUNK_BLOCKS_OFFSET..], self.chunk_blocks);
+        let crc = slot_crc(bytes);
         LE::write_u32(&mut bytes[CRC_OFFSET..], crc);
         // Pair assertion: what we are about to write must read back as itself.
         debug_assert_eq!(
@@ -224,13 +241,11 @@ impl Slot {
             };
         }
         let version = LE::read_u32(&bytes[VERSION_OFFSET..]);
-        let crc_offset = match version {
-            FORMAT_VERSION => CRC_OFFSET,
-            1 => V1_CRC_OFFSET,
-            found => return Slot::BadVersion { found },
-        };
-        let expected_crc = slot_crc(bytes, crc_offset);
-        let found_crc = LE::read_u32(&bytes[crc_offset..]);
+        if version != FORMAT_VERSION {
+            return Slot::BadVersion { found: version };
+        }
+        let expected_crc = slot_crc(bytes);
+        let found_crc = LE::read_u32(&bytes[CRC_OFFSET..]);
         let corrupt = Slot::Corrupt {
             expected_crc,
             found_crc,
@@ -255,15 +270,12 @@ impl Slot {
             return corrupt;
         }
         let events = LE::read_u64(&bytes[EVENTS_OFFSET..]);
-        let peer_events = if version == FORMAT_VERSION {
-            LE::read_u64(&bytes[PEER_EVENTS_OFFSET..])
-        } else if peer_failed {
-            // Version 1 bumped events only on losing a member: one bump ago it had its peer.
-            events.saturating_sub(1)
-        } else {
-            events
-        };
+        let peer_events = LE::read_u64(&bytes[PEER_EVENTS_OFFSET..]);
         if peer_events > events {
+            return corrupt;
+        }
+        let chunk_blocks = LE::read_u32(&bytes[CHUNK_BLOCKS_OFFSET..]);
+        if !chunk_blocks.is_power_of_two() || chunk_blocks > crate::MAX_CHUNK_BLOCKS {
             return corrupt;
         }
         Slot::Valid(ReplicaMeta {
@@ -275,6 +287,7 @@ impl Slot {
             events,
             data_size_blocks: LE::read_u64(&bytes[DATA_SIZE_OFFSET..]),
             peer_events,
+            chunk_blocks,
         })
     }
 }
@@ -425,6 +438,7 @@ mod tests {
             events: 42,
             data_size_blocks: 1000,
             peer_events: 40,
+            chunk_blocks: 16,
         }
     }
 
@@ -438,7 +452,9 @@ mod tests {
     #[test]
     fn any_flipped_byte_is_detected() {
         let block = sample().encode();
-        for offset in [0, 9, 12, 13, 14, 15, 16, 30, 48, 51, 52, 56, 59, 60, 4095] {
+        for offset in [
+            0, 9, 12, 13, 14, 15, 16, 30, 48, 51, 52, 56, 59, 60, 63, 64, 4095,
+        ] {
             let mut bad = block.clone();
             bad.as_bytes_mut()[offset] ^= 0x40;
             assert!(
@@ -448,40 +464,22 @@ mod tests {
         }
     }
 
-    /// A version-1 slot (the layout before `peer_events`), built byte by byte.
-    fn v1_slot(meta: &ReplicaMeta) -> Block {
-        let mut block = meta.encode();
-        let bytes = block.as_bytes_mut();
-        LE::write_u32(&mut bytes[VERSION_OFFSET..], 1u32);
-        bytes[PEER_EVENTS_OFFSET..END_OFFSET].fill(0);
-        let crc = slot_crc(bytes, V1_CRC_OFFSET);
-        LE::write_u32(&mut bytes[V1_CRC_OFFSET..], crc);
-        block
-    }
-
     #[test]
-    fn version_1_slots_are_read_with_peer_events_derived() {
-        let alone = sample();
-        let Slot::Valid(read) = Slot::decode(&v1_slot(&alone)) else {
-            panic!("a version-1 slot must be read")
-        };
-        assert_eq!(read.events, alone.events);
-        assert_eq!(
-            read.peer_events,
-            alone.events - 1,
-            "ran alone since its last bump"
-        );
-        let paired = ReplicaMeta {
-            peer_failed: false,
-            ..sample()
-        };
-        let Slot::Valid(read) = Slot::decode(&v1_slot(&paired)) else {
-            panic!("a version-1 slot must be read")
-        };
-        assert_eq!(read.peer_events, read.events);
-        let mut torn = v1_slot(&paired);
-        torn.as_bytes_mut()[40] ^= 1;
-        assert!(matches!(Slot::decode(&torn), Slot::Corrupt { .. }));
+    fn older_versions_and_bad_chunk_sizes_are_refused() {
+        let mut v2 = sample().encode();
+        LE::write_u32(&mut v2.as_bytes_mut()[VERSION_OFFSET..], 2);
+        assert_eq!(Slot::decode(&v2), Slot::BadVersion { found: 2 });
+        for chunk_blocks in [0, 3, crate::MAX_CHUNK_BLOCKS * 2] {
+            let mut bad = sample().encode();
+            let bytes = bad.as_bytes_mut();
+            LE::write_u32(&mut bytes[CHUNK_BLOCKS_OFFSET..], chunk_blocks);
+            let crc = slot_crc(bytes);
+            LE::write_u32(&mut bytes[CRC_OFFSET..], crc);
+            assert!(
+                matches!(Slot::decode(&bad), Slot::Corrupt { .. }),
+                "chunk size {chunk_blocks} accepted"
+            );
+        }
     }
 
     #[test]

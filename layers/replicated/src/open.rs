@@ -1,6 +1,11 @@
 //! Formatting a pair and opening one: reading both members' metadata, refusing what is not one
 //! pair, choosing the current replica by its event counter, and bringing the other up to date.
 
+#[cfg(doc)]
+use crate::bitmap::MAX_CHUNK_BLOCKS;
+use crate::bitmap::{
+    chunks_to_resync, read_bitmap, BitmapLayout, MemberBitmap, DEFAULT_CHUNK_BLOCKS,
+};
 use crate::error::{ReplicatedError, Result};
 use crate::member::MemberDisk;
 use crate::meta::{
@@ -9,6 +14,7 @@ use crate::meta::{
 use crate::pair::{Member, PairMeta, ReplicaStatus, ReplicatedDisk};
 use crate::resync::Progress;
 use crate::source::{choose_source, plan_other, MemberPlan, Peer};
+use std::collections::BTreeSet;
 use txdisk_disk::{Disk, DiskError};
 
 /// How to format a pair.
@@ -19,8 +25,32 @@ pub struct FormatOptions {
     pub pair_id: Option<u64>,
     /// The caller knows both disks hold the same data (e.g. two freshly created, zeroed image
     /// files): the pair starts Clean and the first open copies nothing. Otherwise it starts
-    /// Dirty and the first open makes d2 equal to d1.
+    /// Dirty, every bit of its bitmap set, and the first open makes d2 equal to d1.
     pub assume_equal: bool,
+    /// Data blocks per bit of the write-intent bitmap (a power of two up to
+    /// [`MAX_CHUNK_BLOCKS`]); `None` is [`DEFAULT_CHUNK_BLOCKS`].
+    pub chunk_blocks: Option<u32>,
+}
+
+impl FormatOptions {
+    /// The chunk size these options format with.
+    pub fn chunk_blocks(&self) -> u32 {
+        self.chunk_blocks.unwrap_or(DEFAULT_CHUNK_BLOCKS)
+    }
+}
+
+/// Blocks each member needs for a pair of `data_blocks` formatted with chunks of
+/// `chunk_blocks` (`None` for a chunk size `format` refuses).
+pub fn member_blocks_for(data_blocks: u64, chunk_blocks: u32) -> Option<u64> {
+    BitmapLayout::new(data_blocks, u64::from(chunk_blocks)).map(|layout| layout.member_blocks())
+}
+
+/// The data blocks a pair of members of `member_blocks` each holds with chunks of
+/// `chunk_blocks` (`None` if it holds none, or the chunk size is not a power of two up to
+/// [`MAX_CHUNK_BLOCKS`]). The inverse, blocks a member needs: [`BitmapLayout::member_blocks`].
+pub fn data_blocks_for(member_blocks: u64, chunk_blocks: u32) -> Option<u64> {
+    BitmapLayout::for_member(member_blocks, u64::from(chunk_blocks))
+        .map(|layout| layout.data_blocks)
 }
 
 /// What `open` found on one member.
@@ -36,9 +66,10 @@ fn random_pair_id() -> u64 {
     txdisk_disk::rng::random_seed().max(1)
 }
 
-impl<D: Disk> ReplicatedDisk<D> {
-    /// Writes fresh pair metadata on both disks (which must be of equal size, larger than
-    /// [`RESERVED_BLOCKS`]) and returns the pair id. The data blocks are not touched.
+impl<D: Disk + 'static> ReplicatedDisk<D> {
+    /// Writes fresh pair metadata and bitmap on both disks (which must be of equal size, with
+    /// room for the metadata, one data block and the bitmap) and returns the pair id. The data
+    /// blocks are not touched; the pair holds [`data_blocks_for`] of them.
     pub fn format(d1: &D, d2: &D, options: &FormatOptions) -> Result<u64> {
         let (d1_blocks, d2_blocks) = (d1.size_blocks(), d2.size_blocks());
         if d1_blocks != d2_blocks {
@@ -47,14 +78,18 @@ impl<D: Disk> ReplicatedDisk<D> {
                 d2_blocks,
             });
         }
-        if d1_blocks <= RESERVED_BLOCKS {
-            let needed_blocks = RESERVED_BLOCKS + 1;
+        let chunk_blocks = options.chunk_blocks();
+        if BitmapLayout::new(1, u64::from(chunk_blocks)).is_none() {
+            return Err(ReplicatedError::BadChunkSize { chunk_blocks });
+        }
+        let Some(layout) = BitmapLayout::for_member(d1_blocks, u64::from(chunk_blocks)) else {
+            let needed_blocks = RESERVED_BLOCKS + 2;
             return Err(ReplicatedError::TooSmall {
                 replica: Role::D1,
                 size_blocks: d1_blocks,
                 needed_blocks,
             });
-        }
+        };
         let pair_id = options.pair_id.unwrap_or_else(random_pair_id);
         let state = if options.assume_equal {
             MetaState::Clean
@@ -69,12 +104,25 @@ impl<D: Disk> ReplicatedDisk<D> {
                 peer_failed: false,
                 seq: 1,
                 events: 1,
-                data_size_blocks: d1_blocks - RESERVED_BLOCKS,
+                data_size_blocks: layout.data_blocks,
                 peer_events: 1,
+                chunk_blocks,
             };
+            // The bitmap first: the metadata that makes the disk a member comes last. Members
+            // not known equal start with every chunk marked, so the first open copies all.
+            let marked: BTreeSet<u64> = if options.assume_equal {
+                BTreeSet::new()
+            } else {
+                (0..layout.chunks()).collect()
+            };
+            let member = MemberDisk::new(disk);
+            for index in 0..layout.bitmap_blocks() {
+                let block = layout.encode_block(pair_id, index, &marked);
+                member.write(layout.member_block(index), &block)?;
+            }
             // d1 complete and durable before d2 is touched: a crash in between leaves d1 a
             // pair member and d2 blank, which the next open rebuilds.
-            write_both_slots(MemberDisk::new(disk), &meta)?;
+            write_both_slots(member, &meta)?;
         }
         Ok(pair_id)
     }
@@ -120,11 +168,21 @@ impl<D: Disk> ReplicatedDisk<D> {
         let target = source.other();
         let plan = plan_other(&source_meta, &seen[target.index()].as_peer());
         tracing::info!(pair_id = source_meta.pair_id, %source, ?plan, "opening replicated pair");
-        let pair = assemble(source_meta, &seen, &plan, disks);
+        // After a crash, only the chunks either member's bitmap marks can differ.
+        let marked = match plan {
+            MemberPlan::InSync { clean: false } => resync_chunks(&source_meta, &disks)?,
+            _ => BTreeSet::new(),
+        };
+        let pair = assemble(source_meta, &seen, &plan, disks, &marked);
         match plan {
             MemberPlan::InSync { clean: true } => {}
             MemberPlan::InSync { clean: false } => {
-                pair.resync_from(source, progress)?;
+                tracing::info!(
+                    chunks = marked.len(),
+                    "resyncing the chunks the bitmaps mark"
+                );
+                pair.resync_from(source, Some(&marked), progress)?;
+                pair.rewrite_bitmap()?;
                 pair.mark_clean()?;
             }
             MemberPlan::Rebuild { .. } => {
@@ -194,6 +252,12 @@ fn validate<D: Disk>(seen: &[Seen; 2], disks: &[Option<D>; 2]) -> Result<Replica
         }
     }
     if let [m1, m2] = metas.as_slice() {
+        if m1.chunk_blocks != m2.chunk_blocks {
+            return Err(ReplicatedError::ChunkMismatch {
+                d1_chunk_blocks: m1.chunk_blocks,
+                d2_chunk_blocks: m2.chunk_blocks,
+            });
+        }
         if m1.pair_id != m2.pair_id {
             return Err(ReplicatedError::PairMismatch {
                 d1_pair_id: m1.pair_id,
@@ -220,7 +284,7 @@ fn validate<D: Disk>(seen: &[Seen; 2], disks: &[Option<D>; 2]) -> Result<Replica
             d2: why(&seen[1]),
         });
     };
-    let needed_blocks = any.data_size_blocks + RESERVED_BLOCKS;
+    let needed_blocks = any.bitmap_layout().member_blocks();
     for (index, disk) in disks.iter().enumerate() {
         let Some(disk) = disk else { continue };
         if disk.size_blocks() < needed_blocks {
@@ -238,11 +302,12 @@ fn validate<D: Disk>(seen: &[Seen; 2], disks: &[Option<D>; 2]) -> Result<Replica
     choose_source(by_role)
 }
 
-fn assemble<D: Disk>(
+fn assemble<D: Disk + 'static>(
     source: ReplicaMeta,
     seen: &[Seen; 2],
     plan: &MemberPlan,
     disks: [Option<D>; 2],
+    marked: &BTreeSet<u64>,
 ) -> ReplicatedDisk<D> {
     let target = source.role.other();
     let mut seq = [0u64; 2];
@@ -286,5 +351,30 @@ fn assemble<D: Disk>(
         seq,
         failure,
     };
-    ReplicatedDisk::assemble(members, meta, source.pair_id, source.data_size_blocks)
+    ReplicatedDisk::assemble(
+        members,
+        meta,
+        source.pair_id,
+        source.bitmap_layout(),
+        marked,
+    )
+}
+
+/// The chunks a resync after a crash copies: those either member's bitmap marks, and all of a
+/// bitmap block neither can vouch for ([`chunks_to_resync`]).
+fn resync_chunks<D: Disk>(source: &ReplicaMeta, disks: &[Option<D>; 2]) -> Result<BTreeSet<u64>> {
+    let layout = source.bitmap_layout();
+    let mut bitmaps = [MemberBitmap::default(), MemberBitmap::default()];
+    for (disk, bitmap) in disks.iter().zip(bitmaps.iter_mut()) {
+        *bitmap = match disk {
+            Some(disk) => read_bitmap(MemberDisk::new(disk), &layout, source.pair_id)?,
+            None => MemberBitmap {
+                unusable: (0..layout.bitmap_blocks())
+                    .map(|i| (i, "missing"))
+                    .collect(),
+                ..MemberBitmap::default()
+            },
+        };
+    }
+    Ok(chunks_to_resync(&layout, [&bitmaps[0], &bitmaps[1]]))
 }

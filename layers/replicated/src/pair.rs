@@ -1,11 +1,16 @@
 //! `ReplicatedDisk`: the running pair — the data path (read, write, sync), failure handling and
 //! the metadata updates that keep a stale replica from ever being taken for a current one.
 
+use crate::bitmap::{BitmapLayout, Intent, IntentBitmap, CLEAR_AFTER_IDLE_SYNCS};
 use crate::error::{ReplicatedError, Result};
 use crate::member::{MemberBlock, MemberDisk};
 use crate::meta::{write_meta, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
+use crate::syncer::Syncer;
 use parking_lot::{Mutex, MutexGuard, RwLock};
+use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use txdisk_disk::{Addr, Block, Disk, DiskError};
 
 /// Number of per-address lock stripes: address `a` is guarded by stripe `a % LOCK_STRIPES`.
@@ -117,8 +122,14 @@ pub(crate) struct PairMeta {
 }
 
 /// One `Disk` over two `Disk`s of equal size. See the crate documentation.
-pub struct ReplicatedDisk<D: Disk> {
-    pub(crate) members: [Member<D>; 2],
+pub struct ReplicatedDisk<D: Disk + 'static> {
+    pub(crate) members: [Arc<Member<D>>; 2],
+    /// Syncs d2 while the caller syncs d1 (`None` if no thread could be started).
+    syncer: Option<Syncer>,
+    /// The write-intent bitmap: which chunks may differ between the members.
+    pub(crate) bitmap: IntentBitmap,
+    /// Pair syncs a chunk stays idle through before its bit is cleared.
+    clear_after_idle_syncs: AtomicU64,
     stripes: Box<[Mutex<()>]>,
     pub(crate) meta: Mutex<PairMeta>,
     /// Set once the Dirty mark is durable on every active member (reset by `mark_clean`).
@@ -147,16 +158,24 @@ fn classify(error: &DiskError) -> Fault {
     }
 }
 
-impl<D: Disk> ReplicatedDisk<D> {
+impl<D: Disk + 'static> ReplicatedDisk<D> {
+    /// The running pair over `members`, whose bitmap marks `marked` (durable on the members).
     pub(crate) fn assemble(
         members: [Member<D>; 2],
         meta: PairMeta,
         pair_id: u64,
-        data_size_blocks: u64,
+        layout: BitmapLayout,
+        marked: &BTreeSet<u64>,
     ) -> Self {
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
+        let [d1, d2] = members;
+        let members = [Arc::new(d1), Arc::new(d2)];
+        let syncer = Syncer::start(Arc::clone(&members[1]), "txdisk-pair-sync-d2");
         ReplicatedDisk {
             members,
+            syncer,
+            bitmap: IntentBitmap::new(layout, pair_id, marked),
+            clear_after_idle_syncs: AtomicU64::new(CLEAR_AFTER_IDLE_SYNCS),
             stripes,
             meta: Mutex::new(meta),
             // Whatever the metadata says, the first data write of this run (or of a resync)
@@ -164,7 +183,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             // runs alone from here records so before it writes.
             dirty_marked: AtomicBool::new(false),
             pair_id,
-            data_size_blocks,
+            data_size_blocks: layout.data_blocks,
         }
     }
 
@@ -262,6 +281,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             events: meta.events,
             data_size_blocks: self.data_size_blocks,
             peer_events: meta.confirmed,
+            chunk_blocks: self.bitmap.layout.chunk_blocks as u32,
         }
     }
 
@@ -387,6 +407,9 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// data was written since the last mark (nothing for a copy to miss), so that opening and
     /// closing a member alone without writing does not make it look as if it ran alone.
     pub(crate) fn mark_clean(&self) -> Result<()> {
+        // Every bit cleared (each chunk's writes made durable by the first sync), and the
+        // cleared bitmap durable (the second) before the metadata says Clean.
+        self.sync_pair(0)?;
         self.sync_members()?;
         let mut meta = self.meta.lock();
         let wrote = self.dirty_marked.load(Ordering::Acquire);
@@ -439,6 +462,8 @@ impl<D: Disk> ReplicatedDisk<D> {
     pub(crate) fn write_pair(&self, addr: Addr, block: &Block) -> Result<()> {
         let member_block = self.check_data_addr(addr)?;
         self.ensure_dirty()?;
+        let chunk = self.bitmap.layout.chunk_of(addr);
+        let _intent = self.mark_intent(chunk..=chunk)?;
         let _stripe = self.stripe(addr);
         // Statuses are read under the stripe lock: a rebuild installs its target before it copies
         // this address under the same lock, so a write either reaches the target or precedes the copy.
@@ -578,6 +603,8 @@ impl<D: Disk> ReplicatedDisk<D> {
         if self.replica_status(role) != ReplicaStatus::Active {
             return Ok(());
         }
+        let chunk = self.bitmap.layout.chunk_of(addr);
+        let _intent = self.mark_intent(chunk..=chunk)?;
         tracing::info!(replica = %role, addr, "repairing a bad block from the other replica");
         match self.on_member_gen(role, |disk| disk.write_copy(block, good, generation)) {
             Ok(()) => Ok(()),
@@ -585,26 +612,92 @@ impl<D: Disk> ReplicatedDisk<D> {
         }
     }
 
-    /// Syncs every member that receives writes, concurrently, so that the pair's flush costs one
-    /// flush. A member whose sync fails is failed (its cache may have lost writes) and the
-    /// survivor's bump is durable before this returns `Ok`.
+    /// Begins a write into `chunks`: their bits are durable on every member being written when
+    /// this returns. Drop the intent when the write has ended.
+    pub(crate) fn mark_intent(&self, chunks: RangeInclusive<u64>) -> Result<Intent<'_>> {
+        let (intent, durable) = Intent::begin(&self.bitmap, chunks);
+        if !durable {
+            self.flush_bitmap()?;
+        }
+        Ok(intent)
+    }
+
+    /// Writes every pending bit to every member being written and syncs them; writers that
+    /// need bits at once share one flush (the first to take the lock writes them all).
+    fn flush_bitmap(&self) -> Result<()> {
+        let _flush = self.bitmap.flush.lock();
+        let Some(plan) = self.bitmap.plan_flush() else {
+            return Ok(()); // another writer's flush covered ours
+        };
+        self.write_bitmap_blocks(&plan.blocks)?;
+        self.sync_members()?;
+        self.bitmap.flushed(&plan);
+        Ok(())
+    }
+
+    /// Writes bitmap blocks to every member being written (a member that fails is failed).
+    /// Called under the bitmap's flush lock, with blocks encoded under it.
+    pub(crate) fn write_bitmap_blocks(&self, blocks: &[(u64, Block)]) -> Result<()> {
+        let layout = self.bitmap.layout;
+        for role in [Role::D1, Role::D2] {
+            if !self.replica_status(role).is_written() {
+                continue;
+            }
+            for (index, block) in blocks {
+                let target = layout.member_block(*index);
+                if let Err(failed) = self.on_member_gen(role, |disk| disk.write(target, block)) {
+                    self.absorb(role, failed)?;
+                    break;
+                }
+            }
+        }
+        self.any_active(&self.meta.lock())
+    }
+
+    /// The pair's `sync`: every member synced, then the bits of chunks idle since before
+    /// `idle_syncs` earlier syncs cleared and written (lazily: the next sync makes them
+    /// durable, and a lost clear only costs a later recovery a copy).
+    pub(crate) fn sync_pair(&self, idle_syncs: u64) -> Result<()> {
+        let epoch = self.bitmap.begin_sync();
+        #[cfg(feature = "deliberate-bugs")]
+        if crate::bugs::active(crate::bugs::Bug::ClearBeforeSync) {
+            let _flush = self.bitmap.flush.lock();
+            let cleared = self.bitmap.clear_unsynced();
+            self.write_bitmap_blocks(&cleared)?;
+        }
+        self.sync_members()?;
+        let _flush = self.bitmap.flush.lock();
+        let cleared = self.bitmap.clear_idle(epoch, idle_syncs);
+        if cleared.is_empty() {
+            return Ok(());
+        }
+        self.write_bitmap_blocks(&cleared)
+    }
+
+    /// Syncs every member that receives writes, concurrently — d1 on this thread, d2 on its
+    /// long-lived syncer — so that the pair's flush costs one flush. A member whose sync fails
+    /// is failed (its cache may have lost writes) and the survivor's bump is durable before
+    /// this returns `Ok`.
     pub(crate) fn sync_members(&self) -> Result<()> {
         let roles: Vec<Role> = [Role::D1, Role::D2]
             .into_iter()
             .filter(|role| self.replica_status(*role).is_written())
             .collect();
-        let results: Vec<(Role, Result<(), MemberError>)> = match roles.as_slice() {
-            [] => return Err(self.all_failed(&self.meta.lock())),
-            [one] => vec![(*one, self.on_member_gen(*one, |disk| disk.sync()))],
-            [first, second, ..] => std::thread::scope(|scope| {
-                let other = scope.spawn(|| self.on_member_gen(*second, |disk| disk.sync()));
-                let mine = self.on_member_gen(*first, |disk| disk.sync());
-                // A panic in the other thread is a broken invariant below: pass it on as is.
-                let theirs = other
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                vec![(*first, mine), (*second, theirs)]
-            }),
+        let results: Vec<(Role, Result<(), MemberError>)> = match (roles.as_slice(), &self.syncer) {
+            ([], _) => return Err(self.all_failed(&self.meta.lock())),
+            ([Role::D1, Role::D2], Some(syncer)) => {
+                let generation = self.members[Role::D2.index()]
+                    .generation
+                    .load(Ordering::Acquire);
+                let ticket = syncer.request();
+                let mine = self.on_member_gen(Role::D1, |disk| disk.sync());
+                let theirs = syncer.wait(ticket, generation);
+                vec![(Role::D1, mine), (Role::D2, theirs)]
+            }
+            (roles, _) => roles
+                .iter()
+                .map(|role| (*role, self.on_member_gen(*role, |disk| disk.sync())))
+                .collect(),
         };
         if results.iter().any(|(_, result)| {
             matches!(
@@ -624,6 +717,31 @@ impl<D: Disk> ReplicatedDisk<D> {
         }
         let meta = self.meta.lock();
         self.any_active(&meta)
+    }
+
+    /// Writes every bitmap block as memory has it (after a resync at open: blocks that did not
+    /// decode are made good again).
+    pub(crate) fn rewrite_bitmap(&self) -> Result<()> {
+        let _flush = self.bitmap.flush.lock();
+        let blocks = self.bitmap.all_blocks();
+        self.write_bitmap_blocks(&blocks)
+    }
+
+    /// The chunks the bitmap marks now (what a crash now would have recovery copy, at most).
+    pub fn marked_chunks(&self) -> BTreeSet<u64> {
+        self.bitmap.marked()
+    }
+
+    /// How many pair syncs a chunk must stay idle through (after the one that made its writes
+    /// durable) before its bit is cleared: [`CLEAR_AFTER_IDLE_SYNCS`] unless set. 0 clears a
+    /// bit at the first sync that covers its writes (tests use it to exercise every update).
+    pub fn set_clear_after_idle_syncs(&self, syncs: u64) {
+        self.clear_after_idle_syncs.store(syncs, Ordering::Relaxed);
+    }
+
+    /// Where the pair's bitmap lives and what its bits cover.
+    pub fn bitmap_layout(&self) -> BitmapLayout {
+        self.bitmap.layout
     }
 
     /// Reads data block `addr` of one member directly, without fallback or repair (for
@@ -653,6 +771,11 @@ impl<D: Disk> ReplicatedDisk<D> {
             meta.events
         );
         assert_eq!(self.stripes.len(), LOCK_STRIPES, "replicated: stripe count");
+        self.bitmap.check_rep();
+        assert_eq!(
+            self.bitmap.layout.data_blocks, self.data_size_blocks,
+            "replicated: the bitmap covers another size"
+        );
         if self.dirty_marked.load(Ordering::Acquire) {
             assert_eq!(
                 meta.on_disk,
@@ -691,7 +814,7 @@ impl<D: Disk> ReplicatedDisk<D> {
     }
 }
 
-impl<D: Disk> Disk for ReplicatedDisk<D> {
+impl<D: Disk + 'static> Disk for ReplicatedDisk<D> {
     fn size_blocks(&self) -> u64 {
         self.data_size_blocks
     }
@@ -711,7 +834,8 @@ impl<D: Disk> Disk for ReplicatedDisk<D> {
     }
 
     fn sync(&self) -> txdisk_disk::Result<()> {
-        let result = self.sync_members().map_err(DiskError::from);
+        let idle_syncs = self.clear_after_idle_syncs.load(Ordering::Relaxed);
+        let result = self.sync_pair(idle_syncs).map_err(DiskError::from);
         #[cfg(debug_assertions)]
         self.check_rep();
         result

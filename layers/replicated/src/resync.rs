@@ -2,6 +2,7 @@
 //! (copy the current replica onto a replacement). Both run online, one address at a time under
 //! that address's stripe lock, so they never race with a write to the same address.
 
+use crate::bitmap::Intent;
 use crate::error::{ReplicatedError, Result};
 use crate::member::{MemberBlock, MemberDisk};
 use crate::meta::{
@@ -9,6 +10,7 @@ use crate::meta::{
 };
 use crate::pair::{MemberError, ReplicaStatus, ReplicatedDisk};
 use crate::versions::newer_copy;
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use txdisk_disk::{Addr, Block, Disk, DiskError};
 
@@ -53,7 +55,7 @@ enum Step {
     Stop,
 }
 
-impl<D: Disk> ReplicatedDisk<D> {
+impl<D: Disk + 'static> ReplicatedDisk<D> {
     /// Makes the replicas equal: compares d1 and d2 at every address and copies d1's value over
     /// d2's where they differ (both being active, both are current, and d1 is the preferred
     /// source) — unless the members keep write generations and d2's copy is the newer, which
@@ -61,13 +63,15 @@ impl<D: Disk> ReplicatedDisk<D> {
     /// to interrupt by a crash and run again. If d1 fails during the copy, d2 — every block of
     /// which holds either its own value or d1's — stands alone; if d2 fails, d1 does.
     pub fn recover(&self, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport> {
-        self.resync_from(Role::D1, progress)
+        self.resync_from(Role::D1, None, progress)
     }
 
-    /// As [`Self::recover`], copying from `source` (the member `open` chose).
+    /// As [`Self::recover`], copying from `source` (the member `open` chose), over the chunks
+    /// `only` (after a crash: those the bitmaps mark) or every address.
     pub(crate) fn resync_from(
         &self,
         source: Role,
+        only: Option<&BTreeSet<u64>>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<CopyReport> {
         let both = self.replica_status(Role::D1) == ReplicaStatus::Active
@@ -76,7 +80,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             return Ok(CopyReport::default());
         }
         self.ensure_dirty()?;
-        let report = self.copy_all(source, source.other(), Phase::Resync, progress)?;
+        let report = self.copy_all(source, source.other(), Phase::Resync, only, progress)?;
         self.sync_members()?;
         #[cfg(debug_assertions)]
         self.check_rep();
@@ -144,7 +148,14 @@ impl<D: Disk> ReplicatedDisk<D> {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<CopyReport> {
         self.start_rebuild(target)?;
-        let report = match self.copy_all(target.other(), target, Phase::Rebuild, progress) {
+        // The target's bitmap region holds whatever the disk held: it gets the pair's bitmap
+        // now (every later flush reaches it too), durable with the copy.
+        {
+            let _flush = self.bitmap.flush.lock();
+            let blocks = self.bitmap.all_blocks();
+            self.write_bitmap_blocks(&blocks)?;
+        }
+        let report = match self.copy_all(target.other(), target, Phase::Rebuild, None, progress) {
             Ok(report) => report,
             Err(error) => {
                 self.abandon_rebuild(target, &error);
@@ -193,6 +204,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             events: 0,
             data_size_blocks: self.data_size_blocks,
             peer_events: 0,
+            chunk_blocks: self.bitmap.layout.chunk_blocks as u32,
         };
         match self.on_member(target, |disk| write_both_slots(disk, &marker)) {
             Ok(written) => meta.seq[target.index()] = written.seq,
@@ -248,12 +260,14 @@ impl<D: Disk> ReplicatedDisk<D> {
         Ok(())
     }
 
-    /// Copies `source` → `target` where they differ, address by address.
+    /// Copies `source` → `target` where they differ, address by address, over the chunks
+    /// `only`, or every address.
     pub(crate) fn copy_all(
         &self,
         source: Role,
         target: Role,
         phase: Phase,
+        only: Option<&BTreeSet<u64>>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<CopyReport> {
         assert_ne!(
@@ -269,9 +283,24 @@ impl<D: Disk> ReplicatedDisk<D> {
                 "replicated: rebuild onto {target}, found it Active before the copy"
             );
         }
-        let total_blocks = self.data_size_blocks;
+        let layout = self.bitmap.layout;
+        let addrs: Box<dyn Iterator<Item = Addr>> = match only {
+            Some(chunks) => Box::new(
+                chunks
+                    .iter()
+                    .flat_map(move |chunk| layout.addrs_of_chunk(*chunk)),
+            ),
+            None => Box::new(0..self.data_size_blocks),
+        };
+        let total_blocks = match only {
+            Some(chunks) => chunks
+                .iter()
+                .map(|chunk| layout.addrs_of_chunk(*chunk).count() as u64)
+                .sum(),
+            None => self.data_size_blocks,
+        };
         let mut report = CopyReport::default();
-        for addr in 0..total_blocks {
+        for addr in addrs {
             let step = {
                 let _stripe = self.stripe(addr);
                 self.copy_one(source, target, addr)?
@@ -351,6 +380,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             _ => {}
         }
         let generation = self.copy_generation(source, block);
+        let _intent = self.resync_intent(target, addr)?;
         match self.on_member_gen(target, |disk| disk.write_copy(block, &value, generation)) {
             Ok(()) => Ok(Step::Copied),
             Err(MemberError {
@@ -362,6 +392,17 @@ impl<D: Disk> ReplicatedDisk<D> {
                 Ok(Step::Stop)
             }
         }
+    }
+
+    /// A copy between two current members makes them differ until it lands on both: its
+    /// chunk's bit must be durable first (a copy onto a rebuild target needs none: a crash
+    /// rebuilds it whole).
+    fn resync_intent(&self, target: Role, addr: Addr) -> Result<Option<Intent<'_>>> {
+        if self.replica_status(target) != ReplicaStatus::Active {
+            return Ok(None);
+        }
+        let chunk = self.bitmap.layout.chunk_of(addr);
+        self.mark_intent(chunk..=chunk).map(Some)
     }
 
     /// The member whose copy of `block` has the higher write generation, if the members keep
@@ -382,6 +423,7 @@ impl<D: Disk> ReplicatedDisk<D> {
         newer: &Block,
     ) -> Result<Step> {
         let generation = self.copy_generation(target, block);
+        let _intent = self.resync_intent(target, block.index() - RESERVED_BLOCKS)?;
         match self.on_member_gen(source, |disk| disk.write_copy(block, newer, generation)) {
             Ok(()) => Ok(Step::Copied),
             Err(MemberError {
@@ -442,6 +484,7 @@ impl<D: Disk> ReplicatedDisk<D> {
             }
         };
         let generation = self.copy_generation(target, block);
+        let _intent = self.resync_intent(target, addr)?;
         match self.on_member_gen(source, |disk| disk.write_copy(block, &good, generation)) {
             Ok(()) => Ok(Step::Copied),
             Err(MemberError {

@@ -199,7 +199,7 @@ fn count_lost(addr: Addr, copies: &[Option<Copy>; 2], report: &mut ScrubReport) 
     }
 }
 
-impl<D: Disk> ReplicatedDisk<D> {
+impl<D: Disk + 'static> ReplicatedDisk<D> {
     /// Scrubs the pair: checks both metadata slots of every active member (rewriting the
     /// metadata of a member where one fails), then reads every data address on every active
     /// member, writes the good copy over a failing one — the newer over the older where both

@@ -145,6 +145,7 @@ mod tests {
             events,
             data_size_blocks: 10,
             peer_events,
+            chunk_blocks: 1,
         }
     }
 

@@ -31,6 +31,7 @@ fn written_pair() -> [Arc<SimDisk>; 2] {
     let options = FormatOptions {
         pair_id: Some(0x51),
         assume_equal: true,
+        ..Default::default()
     };
     ReplicatedDisk::format(&members[0], &members[1], &options).expect("pair format");
     let [d1, d2] = members;

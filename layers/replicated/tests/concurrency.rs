@@ -8,13 +8,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Block, Disk, SimDisk};
-use txdisk_replicated::{
-    replicas_agree, FormatOptions, ReplicaStatus, ReplicatedDisk, Role, RESERVED_BLOCKS,
-};
+use txdisk_replicated::{replicas_agree, FormatOptions, ReplicaStatus, ReplicatedDisk, Role};
 
 const THREADS: u64 = 8;
 const OPS_PER_THREAD: u64 = 400;
 const DATA_BLOCKS: u64 = 24;
+
+/// Blocks of each member for `DATA_BLOCKS` with the default bitmap chunk.
+fn member_blocks() -> u64 {
+    txdisk_replicated::member_blocks_for(DATA_BLOCKS, txdisk_replicated::DEFAULT_CHUNK_BLOCKS)
+        .expect("the default chunk size is valid")
+}
 const SEED: u64 = 0x5eed_0001;
 
 type Pair = ReplicatedDisk<Arc<SimDisk>>;
@@ -27,11 +31,12 @@ fn tagged(thread: u64, step: u64) -> Block {
 }
 
 fn pair() -> (Pair, Arc<SimDisk>, Arc<SimDisk>) {
-    let size = DATA_BLOCKS + RESERVED_BLOCKS;
+    let size = member_blocks();
     let (d1, d2) = (Arc::new(SimDisk::new(size)), Arc::new(SimDisk::new(size)));
     let options = FormatOptions {
         pair_id: Some(42),
         assume_equal: true,
+        ..Default::default()
     };
     ReplicatedDisk::format(&d1, &d2, &options).unwrap();
     let pair = ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {}).unwrap();
@@ -105,7 +110,7 @@ fn eight_threads_on_overlapping_addresses_keep_the_replicas_equal() {
 #[test]
 fn online_rebuild_races_writers_and_loses_nothing() {
     let (pair, _d1, d2) = pair();
-    let replacement = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    let replacement = Arc::new(SimDisk::new(member_blocks()));
     let last: Vec<Vec<(u64, Block)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..THREADS)
             .map(|thread| {

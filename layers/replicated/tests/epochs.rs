@@ -7,19 +7,25 @@ use std::sync::Arc;
 use txdisk_disk::{Block, Disk, DiskImage, SimDisk};
 use txdisk_replicated::{
     replicas_agree, FormatOptions, ReplicaStatus, ReplicatedDisk, ReplicatedError, Role,
-    RESERVED_BLOCKS,
 };
 
 const DATA_BLOCKS: u64 = 16;
 
+/// Blocks of each member for `DATA_BLOCKS` with the default bitmap chunk.
+fn member_blocks() -> u64 {
+    txdisk_replicated::member_blocks_for(DATA_BLOCKS, txdisk_replicated::DEFAULT_CHUNK_BLOCKS)
+        .expect("the default chunk size is valid")
+}
+
 type Pair = ReplicatedDisk<Arc<SimDisk>>;
 
 fn formatted() -> [DiskImage; 2] {
-    let size = DATA_BLOCKS + RESERVED_BLOCKS;
+    let size = member_blocks();
     let (d1, d2) = (SimDisk::new(size), SimDisk::new(size));
     let options = FormatOptions {
         pair_id: Some(0xe90c),
         assume_equal: true,
+        ..Default::default()
     };
     ReplicatedDisk::format(&d1, &d2, &options).unwrap();
     [d1.durable_image(), d2.durable_image()]

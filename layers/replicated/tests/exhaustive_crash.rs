@@ -11,11 +11,28 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use txdisk_disk::{Block, Disk, DiskError, DiskImage, SimDisk};
 use txdisk_replicated::{
-    recovered_from, FormatOptions, MetaState, ReplicaMeta, ReplicatedDisk, ReplicatedError, Slot,
-    WriteHistory, RESERVED_BLOCKS,
+    differences_marked, recovered_from, BitmapLayout, FormatOptions, MetaState, ReplicaMeta,
+    ReplicatedDisk, ReplicatedError, Slot, WriteHistory, RESERVED_BLOCKS,
 };
 
 const DATA_BLOCKS: u64 = 4;
+/// Two chunks of two blocks: the workload sets, clears and sets again both bits.
+const CHUNK_BLOCKS: u32 = 2;
+
+/// Blocks of each member: slots, data, bitmap.
+fn member_blocks() -> u64 {
+    BitmapLayout::new(DATA_BLOCKS, u64::from(CHUNK_BLOCKS))
+        .map(|layout| layout.member_blocks())
+        .unwrap_or_else(|| panic!("a valid layout"))
+}
+
+/// Opens the pair with bits cleared at the first sync that covers their writes, so that the
+/// short workload exercises every bitmap update: set, lazy clear, set again.
+fn open_pair(d1: &Arc<SimDisk>, d2: &Arc<SimDisk>) -> Result<Pair, ReplicatedError> {
+    let pair = ReplicatedDisk::open(Arc::clone(d1), Arc::clone(d2), &mut |_| {})?;
+    pair.set_clear_after_idle_syncs(0);
+    Ok(pair)
+}
 const PAIR_ID: u64 = 0x7035_b05f_6d6a_abc0;
 
 #[derive(Clone, Copy, Debug)]
@@ -63,14 +80,16 @@ struct Stats {
     undetectable: u64,
     enumerated: u64,
     diverged: u64,
+    bitmaps_checked: u64,
 }
 
 fn formatted_images() -> (DiskImage, DiskImage) {
-    let size = DATA_BLOCKS + RESERVED_BLOCKS;
+    let size = member_blocks();
     let (d1, d2) = (SimDisk::new(size), SimDisk::new(size));
     let options = FormatOptions {
         pair_id: Some(PAIR_ID),
         assume_equal: true,
+        chunk_blocks: Some(CHUNK_BLOCKS),
     };
     ReplicatedDisk::format(&d1, &d2, &options).expect("format on fresh SimDisks");
     (d1.durable_image(), d2.durable_image())
@@ -114,7 +133,7 @@ fn run_workload(
 ) -> ([Arc<SimDisk>; 2], WriteHistory) {
     let disks = disks([&start.0, &start.1], faults, [false; 2]);
     let mut history = WriteHistory::new();
-    match ReplicatedDisk::open(Arc::clone(&disks[0]), Arc::clone(&disks[1]), &mut |_| {}) {
+    match open_pair(&disks[0], &disks[1]) {
         Err(error) => assert!(
             matches!(error, ReplicatedError::Disk(DiskError::Crashed)),
             "faults {faults:?}: open: {error}"
@@ -155,8 +174,7 @@ fn run_ops(mut pair: Pair, disks: &[Arc<SimDisk>; 2], history: &mut WriteHistory
                     Ok(()) => history.sync_ok(),
                     Err(error) => return expect_crash(&error.into(), faults),
                 }
-                let reopened =
-                    ReplicatedDisk::open(Arc::clone(&disks[0]), Arc::clone(&disks[1]), &mut |_| {});
+                let reopened = open_pair(&disks[0], &disks[1]);
                 pair = match reopened {
                     Ok(pair) => pair,
                     Err(error) => return expect_crash(&error.into(), faults),
@@ -216,13 +234,25 @@ impl Explorer<'_> {
     fn explore(&mut self, images: [&DiskImage; 2], dead: [bool; 2], depth: u32) {
         self.stats.enumerated += 1;
         let (f1, f2) = (fingerprints(images[0]), fingerprints(images[1]));
-        if f1[RESERVED_BLOCKS as usize..] != f2[RESERVED_BLOCKS as usize..] {
+        let data = RESERVED_BLOCKS as usize..(RESERVED_BLOCKS + DATA_BLOCKS) as usize;
+        if f1[data.clone()] != f2[data] {
             self.stats.diverged += 1;
         }
         let key = (f1, f2, dead, depth, self.history_key.clone());
         if !self.seen.insert(key) {
             return;
         }
+        // The bitmap's crash invariant, on the crash state itself (on copies, so that the
+        // recovery's operation numbers stay its own): recovery will copy every chunk where
+        // the members differ.
+        let [c1, c2] = disks(images, Faults::default(), dead);
+        if let Err(violation) = differences_marked(&*c1, &*c2) {
+            panic!(
+                "{} (dead={dead:?}, depth {depth}): {violation}",
+                self.context
+            );
+        }
+        self.stats.bitmaps_checked += 1;
         let [d1, d2] = disks(images, Faults::default(), dead);
         self.stats.recoveries += 1;
         let pair = match ReplicatedDisk::open(Arc::clone(&d1), Arc::clone(&d2), &mut |_| {}) {
@@ -244,8 +274,9 @@ impl Explorer<'_> {
     fn check(&mut self, pair: &Pair, dead: [bool; 2], depth: u32) {
         if let Err(violation) = recovered_from(pair, self.history) {
             panic!(
-                "{} (dead={dead:?}, depth {depth}): {violation}",
-                self.context
+                "{} (dead={dead:?}, depth {depth}, status {:?}): {violation}",
+                self.context,
+                pair.status(),
             );
         }
         self.stats.states_checked += 1;
@@ -382,13 +413,14 @@ fn reference_ops(start: &(DiskImage, DiskImage)) -> [u64; 2] {
 
 fn print(pass: &str, stats: &Stats) {
     println!(
-        "{pass}: {} crash states enumerated ({} with the replicas' data diverged), {} workload runs, {} distinct crash points (workload and recovery), {} recoveries, {} recovered states checked, {} refusals (only current replica lost), {} skipped (only current replica dead before it was read), 0 violations",
-        stats.enumerated, stats.diverged, stats.workload_runs, stats.crash_points, stats.recoveries, stats.states_checked, stats.refused, stats.undetectable
+        "{pass}: {} crash states enumerated ({} with the replicas' data diverged, {} bitmaps checked against the differences), {} workload runs, {} distinct crash points (workload and recovery), {} recoveries, {} recovered states checked, {} refusals (only current replica lost), {} skipped (only current replica dead before it was read), 0 violations",
+        stats.enumerated, stats.diverged, stats.bitmaps_checked, stats.workload_runs, stats.crash_points, stats.recoveries, stats.states_checked, stats.refused, stats.undetectable
     );
 }
 
-#[test]
-fn crash_at_every_operation_in_every_state_recovers() {
+/// The crash pass: the workload crashed at every pair of operation numbers of the two disks,
+/// every crash state explored.
+fn crash_pass() -> Stats {
     let start = formatted_images();
     let ops = reference_ops(&start);
     let mut stats = Stats::default();
@@ -405,6 +437,35 @@ fn crash_at_every_operation_in_every_state_recovers() {
             explore_run(&start, faults, &mut memo, &mut stats);
         }
     }
+    stats
+}
+
+/// The deliberately wrong variant that clears a chunk's bit before the sync that makes its
+/// writes durable on both members is caught: some crash state has the members differing in a
+/// chunk neither bitmap marks.
+#[test]
+fn a_bit_cleared_before_the_sync_is_caught() {
+    txdisk_replicated::set_bug(Some(txdisk_replicated::Bug::ClearBeforeSync));
+    let caught = std::panic::catch_unwind(crash_pass);
+    txdisk_replicated::set_bug(None);
+    let Err(panic) = caught else {
+        panic!("the clear-before-sync variant passed the exhaustive crash test");
+    };
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("marked on neither bitmap") || message.contains("differs"),
+        "caught, but not by the bitmap or the replicas' equality: {message}"
+    );
+    println!("clear-before-sync caught: {message}");
+}
+
+#[test]
+fn crash_at_every_operation_in_every_state_recovers() {
+    let stats = crash_pass();
+    assert_eq!(
+        stats.bitmaps_checked, stats.recoveries,
+        "every recovered crash state has its bitmap checked first"
+    );
     print("crash pass", &stats);
     assert!(
         stats.diverged > 0,
@@ -531,7 +592,7 @@ fn run_rebuild(
         history.write(addr, &value(tag));
         pair.write(addr, &value(tag)).expect("degraded write");
     }
-    let replacement = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    let replacement = Arc::new(SimDisk::new(member_blocks()));
     let d1_before = d1.ops();
     if let Some(op) = crash[0] {
         d1.schedule_crash(d1.ops() + op);
@@ -647,7 +708,7 @@ fn lone_run(s1: &DiskImage, s2: &DiskImage, alone: usize, faults: Faults) -> u64
     after[alone] = lone.durable_image();
     let disks = after.map(|image| Arc::new(SimDisk::from_image(&image)));
     let context = format!("workload faults {faults:?}, member {} ran alone", alone + 1);
-    let pair = ReplicatedDisk::open(Arc::clone(&disks[0]), Arc::clone(&disks[1]), &mut |_| {})
+    let pair = open_pair(&disks[0], &disks[1])
         .unwrap_or_else(|error| panic!("{context}: reopen refused: {error}"));
     for role in [txdisk_replicated::Role::D1, txdisk_replicated::Role::D2] {
         assert_eq!(

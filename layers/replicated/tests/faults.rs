@@ -11,14 +11,21 @@ use txdisk_replicated::{
 
 const DATA_BLOCKS: u64 = 16;
 
+/// Blocks of each member for `DATA_BLOCKS` with the default bitmap chunk.
+fn member_blocks() -> u64 {
+    txdisk_replicated::member_blocks_for(DATA_BLOCKS, txdisk_replicated::DEFAULT_CHUNK_BLOCKS)
+        .expect("the default chunk size is valid")
+}
+
 type Pair = ReplicatedDisk<Arc<SimDisk>>;
 
 fn formatted(pair_id: u64) -> (Arc<SimDisk>, Arc<SimDisk>) {
-    let size = DATA_BLOCKS + RESERVED_BLOCKS;
+    let size = member_blocks();
     let (d1, d2) = (Arc::new(SimDisk::new(size)), Arc::new(SimDisk::new(size)));
     let options = FormatOptions {
         pair_id: Some(pair_id),
         assume_equal: true,
+        ..Default::default()
     };
     ReplicatedDisk::format(&d1, &d2, &options).expect("format");
     (d1, d2)
@@ -176,7 +183,7 @@ fn sync_failure_fails_that_replica_and_the_pair_sync_succeeds() {
 }
 
 fn foreign_copy() -> Arc<SimDisk> {
-    let foreign = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    let foreign = Arc::new(SimDisk::new(member_blocks()));
     foreign.write(1, &Block::filled(0x11)).unwrap();
     foreign
 }
@@ -213,7 +220,7 @@ fn disks_of_different_pairs_or_no_pair_are_refused() {
         ),
         "{swapped}"
     );
-    let foreign = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    let foreign = Arc::new(SimDisk::new(member_blocks()));
     foreign.write(0, &Block::filled(0xee)).unwrap();
     let not_ours = ReplicatedDisk::open(Arc::clone(&a1), foreign, &mut |_| {})
         .err()
@@ -228,7 +235,7 @@ fn disks_of_different_pairs_or_no_pair_are_refused() {
     let meta = txdisk_replicated::inspect_member(&*c2).unwrap().unwrap();
     assert_eq!((meta.pair_id, meta.role), (12, Role::D2));
     assert!(txdisk_replicated::inspect_member(&*foreign_copy()).is_err());
-    let blank = || Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    let blank = || Arc::new(SimDisk::new(member_blocks()));
     assert!(txdisk_replicated::inspect_member(&*blank())
         .unwrap()
         .is_none());
@@ -290,7 +297,7 @@ fn blank_replacement_is_rebuilt_at_open() {
     }
     pair.close().unwrap();
     // d1's image is lost; a fresh blank disk takes its place.
-    let fresh = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    let fresh = Arc::new(SimDisk::new(member_blocks()));
     let pair = ReplicatedDisk::open(Arc::clone(&fresh), Arc::clone(&d2), &mut |_| {}).unwrap();
     assert_eq!(pair.status().replicas, [ReplicaStatus::Active; 2]);
     for addr in 0..DATA_BLOCKS {
@@ -314,15 +321,12 @@ fn open_degraded_then_online_rebuild() {
         [ReplicaStatus::Missing, ReplicaStatus::Active]
     );
     pair.write(2, &Block::filled(2)).unwrap();
-    let replacement = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    let replacement = Arc::new(SimDisk::new(member_blocks()));
     let report = pair.rebuild(Arc::clone(&replacement), &mut |_| {}).unwrap();
     assert_eq!(report.scanned_blocks, DATA_BLOCKS);
     assert_eq!(pair.status().replicas, [ReplicaStatus::Active; 2]);
     assert!(matches!(
-        pair.rebuild(
-            Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS)),
-            &mut |_| {}
-        ),
+        pair.rebuild(Arc::new(SimDisk::new(member_blocks())), &mut |_| {}),
         Err(ReplicatedError::NotDegraded)
     ));
     replicas_agree(&pair).unwrap();
@@ -392,7 +396,7 @@ fn a_replacement_that_fails_mid_rebuild_leaves_the_pair_degraded() {
     }
     d2.fail_now();
     pair.sync().unwrap();
-    let replacement = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    let replacement = Arc::new(SimDisk::new(member_blocks()));
     // Its marker (2 writes, 1 sync) and a few copied blocks succeed, then it dies.
     replacement.schedule_fail_stop(12);
     let error = pair
@@ -416,7 +420,7 @@ fn a_replacement_that_fails_mid_rebuild_leaves_the_pair_degraded() {
     pair.write(0, &Block::filled(8)).unwrap();
     assert_eq!(pair.read(0).unwrap(), Block::filled(8));
     // A second replacement completes.
-    let second = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    let second = Arc::new(SimDisk::new(member_blocks()));
     pair.rebuild(second, &mut |_| {}).unwrap();
     replicas_agree(&pair).unwrap();
 }
@@ -429,7 +433,7 @@ fn losing_the_source_during_a_rebuild_is_an_error_not_a_stale_source() {
     d2.fail_now();
     pair.sync().unwrap();
     d1.schedule_fail_stop(d1.ops() + 3);
-    let replacement = Arc::new(SimDisk::new(DATA_BLOCKS + RESERVED_BLOCKS));
+    let replacement = Arc::new(SimDisk::new(member_blocks()));
     let error = pair
         .rebuild(Arc::clone(&replacement), &mut |_| {})
         .err()

@@ -4,16 +4,22 @@
 
 use txdisk_disk::{Block, Disk, FileDisk};
 use txdisk_replicated::{
-    replicas_agree, FormatOptions, Phase, ReplicaStatus, ReplicatedDisk, Role, RESERVED_BLOCKS,
+    replicas_agree, FormatOptions, Phase, ReplicaStatus, ReplicatedDisk, Role,
 };
 
 const DATA_BLOCKS: u64 = 64;
+
+/// Blocks of each member for `DATA_BLOCKS` with the default bitmap chunk.
+fn member_blocks() -> u64 {
+    txdisk_replicated::member_blocks_for(DATA_BLOCKS, txdisk_replicated::DEFAULT_CHUNK_BLOCKS)
+        .expect("the default chunk size is valid")
+}
 
 #[test]
 fn image_files_survive_losing_either_one() {
     let dir = tempfile::tempdir().unwrap();
     let (p1, p2) = (dir.path().join("a.img"), dir.path().join("b.img"));
-    let size = DATA_BLOCKS + RESERVED_BLOCKS;
+    let size = member_blocks();
     let (d1, d2) = (
         FileDisk::create(&p1, size).unwrap(),
         FileDisk::create(&p2, size).unwrap(),
@@ -24,6 +30,7 @@ fn image_files_survive_losing_either_one() {
         &FormatOptions {
             pair_id: None,
             assume_equal: true,
+            ..Default::default()
         },
     )
     .unwrap();

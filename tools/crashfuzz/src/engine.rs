@@ -474,6 +474,7 @@ fn base_images<L: FuzzLayer>(
             let options = FormatOptions {
                 pair_id: Some(mix(cfg.seed, 0x9a17).max(1)),
                 assume_equal: true,
+                ..Default::default()
             };
             ReplicatedDisk::format(&d1, &d2, &options)
                 .map_err(|e| format!("replicated format: {e}"))?;

@@ -487,7 +487,7 @@ fn check_slots(
 }
 
 fn check_member_size(image: &OpenedImage, meta: &ReplicaMeta, report: &mut FsckReport) {
-    let needed = meta.data_size_blocks.saturating_add(RESERVED_BLOCKS);
+    let needed = meta.bitmap_layout().member_blocks();
     let size_blocks = image.disk.as_ref().map_or(0, |disk| disk.size_blocks());
     if size_blocks < needed {
         let message = format!(

@@ -357,6 +357,7 @@ pub fn format(images: &[PathBuf], pair_id: u64) -> Result<(), Error> {
                 &FormatOptions {
                     pair_id: Some(pair_id),
                     assume_equal: true,
+                    ..Default::default()
                 },
             )?;
             let pair = ReplicatedDisk::open(d1, d2, &mut |_| {})?;

@@ -148,7 +148,7 @@ fn diagnoses_name_the_trouble() {
         ),
         (
             Damage::FuturePairVersion,
-            "replicated pair format version 3 is not supported",
+            "replicated pair format version 4 is not supported",
         ),
         (Damage::DifferentPairs, "belong to different pairs"),
         (

@@ -1,0 +1,43 @@
+//! Deliberately wrong variants of this layer, for proving that the tests and the fuzzer catch
+//! them. The list is always there (the fuzzer names variants on its command line and in its
+//! tokens); the switch is compiled only with the `deliberate-bugs` feature, and is per thread.
+
+#[cfg(feature = "deliberate-bugs")]
+use std::cell::Cell;
+
+/// A known-wrong change to the replicated layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bug {
+    /// A pair `sync` clears the bitmap bits of idle chunks (and writes them) *before* it syncs
+    /// the members, so a crash during the sync can leave the members different in a chunk
+    /// whose bit is clear: recovery never copies it.
+    ClearBeforeSync,
+}
+
+impl Bug {
+    /// Every variant, for tests that try each.
+    pub const ALL: [Bug; 1] = [Bug::ClearBeforeSync];
+
+    /// The variant's name on a command line: `clear-before-sync`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::ClearBeforeSync => "clear-before-sync",
+        }
+    }
+}
+
+#[cfg(feature = "deliberate-bugs")]
+thread_local! {
+    static ACTIVE: Cell<Option<Bug>> = const { Cell::new(None) };
+}
+
+/// Turns a bug on (or all off with `None`) for this thread.
+#[cfg(feature = "deliberate-bugs")]
+pub fn set(bug: Option<Bug>) {
+    ACTIVE.with(|active| active.set(bug));
+}
+
+#[cfg(feature = "deliberate-bugs")]
+pub(crate) fn active(bug: Bug) -> bool {
+    ACTIVE.with(|active| active.get() == Some(bug))
+}
