@@ -4,6 +4,7 @@ use crate::error::FuzzError;
 use crate::faults::DamageKinds;
 pub use txdisk_integrity::bugs::Bug as IntegrityBug;
 pub use txdisk_log::bugs::Bug as LogBug;
+pub use txdisk_replicated::Bug as ReplicatedBug;
 
 /// When a run stops.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,17 +49,21 @@ pub enum Bug {
     /// verification (caught with damage faults only: without them every block verifies), or
     /// tags written after the sync.
     Integrity(IntegrityBug),
+    /// One of the replicated pair's own deliberate bugs ([`ReplicatedBug`]): a bitmap bit
+    /// cleared before the sync that covers its chunk's writes (replicated runs only).
+    Replicated(ReplicatedBug),
 }
 
 impl Bug {
     /// Every deliberate bug, in a fixed order (tokens carry the position): the log's, the
-    /// pair's, then the checksummed disk's.
+    /// fuzzer's own of the pair, the checksummed disk's, then the pair crate's.
     pub fn all() -> Vec<Bug> {
         LogBug::ALL
             .iter()
             .map(|bug| Bug::Log(*bug))
             .chain([Bug::ReplicatedSkipsD2])
             .chain(IntegrityBug::ALL.iter().map(|bug| Bug::Integrity(*bug)))
+            .chain(ReplicatedBug::ALL.iter().map(|bug| Bug::Replicated(*bug)))
             .collect()
     }
 
@@ -68,6 +73,7 @@ impl Bug {
             Bug::Log(bug) => bug.name(),
             Bug::ReplicatedSkipsD2 => "replicated-skips-d2",
             Bug::Integrity(bug) => bug.name(),
+            Bug::Replicated(bug) => bug.name(),
         }
     }
 
@@ -212,6 +218,9 @@ impl FuzzConfig {
         }
         if self.bug == Some(Bug::ReplicatedSkipsD2) && !self.replicated {
             return bad("the ReplicatedSkipsD2 variant needs a replicated run");
+        }
+        if matches!(self.bug, Some(Bug::Replicated(_))) && !self.replicated {
+            return bad("the pair's variants need a replicated run");
         }
         if self.bug.is_some() && !cfg!(feature = "deliberate-bugs") {
             return Err(FuzzError::BugsNotBuilt);

@@ -57,7 +57,7 @@ mod report;
 mod stack;
 mod token;
 
-pub use config::{Budget, Bug, FuzzConfig, IntegrityBug, LogBug};
+pub use config::{Budget, Bug, FuzzConfig, IntegrityBug, LogBug, ReplicatedBug};
 pub use error::{FuzzError, Result};
 pub use layer::{tagged_block, CommitKind, CounterLayer, CounterOp, FuzzLayer, TxLayer, TxOp};
 pub use replay::ReplayReport;
@@ -82,14 +82,16 @@ impl BugSwitch {
     fn on(bug: Option<Bug>) -> BugSwitch {
         #[cfg(feature = "deliberate-bugs")]
         {
-            let (log_bug, integrity_bug) = match bug {
-                Some(Bug::Log(bug)) => (Some(bug), None),
-                Some(Bug::Integrity(bug)) => (None, Some(bug)),
-                // Neither layer's: the stack wraps d2 instead (see `stack`).
-                Some(Bug::ReplicatedSkipsD2) | None => (None, None),
+            let (log_bug, integrity_bug, pair_bug) = match bug {
+                Some(Bug::Log(bug)) => (Some(bug), None, None),
+                Some(Bug::Integrity(bug)) => (None, Some(bug), None),
+                Some(Bug::Replicated(bug)) => (None, None, Some(bug)),
+                // No layer's own: the stack wraps d2 instead (see `stack`).
+                Some(Bug::ReplicatedSkipsD2) | None => (None, None, None),
             };
             txdisk_log::bugs::set(log_bug);
             txdisk_integrity::bugs::set(integrity_bug);
+            txdisk_replicated::set_bug(pair_bug);
         }
         #[cfg(not(feature = "deliberate-bugs"))]
         let _ = bug;
@@ -103,6 +105,7 @@ impl Drop for BugSwitch {
         {
             txdisk_log::bugs::set(None);
             txdisk_integrity::bugs::set(None);
+            txdisk_replicated::set_bug(None);
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The oracle catches real bugs: each deliberately wrong variant of the stack (four in the log,
-//! one in the replicated pair, two in the checksummed disk) is found by the default
+//! two in the replicated pair, two in the checksummed disk) is found by the default
 //! configuration and budget — reads that skip verification with damage faults, on a single
 //! disk and on a pair — and the violation's replay token reproduces the same violation and
 //! shrinks it.
 
-use txdisk_crashfuzz::{fuzz, replay, Bug, FuzzConfig, IntegrityBug, LogBug};
+use txdisk_crashfuzz::{fuzz, replay, Bug, FuzzConfig, IntegrityBug, LogBug, ReplicatedBug};
 
 fn caught(bug: Bug) {
     caught_with(FuzzConfig {
@@ -88,6 +88,15 @@ fn no_sequence_jump_is_caught() {
 #[test]
 fn replicated_write_skipping_d2_is_caught() {
     caught(Bug::ReplicatedSkipsD2);
+}
+
+#[test]
+fn a_bitmap_bit_cleared_before_its_sync_is_caught() {
+    caught_with(FuzzConfig {
+        bug: Some(Bug::Replicated(ReplicatedBug::ClearBeforeSync)),
+        replicated: true,
+        ..FuzzConfig::default()
+    });
 }
 
 #[test]
