@@ -12,18 +12,21 @@
 //! [`ReplicatedDisk::rebuild`] (online), [`ReplicatedDisk::scrub`] (online: every copy
 //! verified, a bad one repaired), [`ReplicatedDisk::close`] (clean shutdown: the next open
 //! copies nothing), [`ReplicatedDisk::status`]. Each member starts with [`RESERVED_BLOCKS`]
-//! blocks of pair metadata; data address `a` of the pair is block `a + RESERVED_BLOCKS` of each:
+//! blocks of pair metadata; data address `a` of the pair is block `a + RESERVED_BLOCKS` of each;
+//! a write-intent bitmap ([`BitmapLayout`]) follows the data, so that recovery after a crash
+//! copies only the chunks that were being written:
 //!
 //! ```text
-//!  member:  | slot 0 | slot 1 | data 0 | data 1 | ...               | data N-1 |
-//!             pair metadata     \_____ size_blocks() = N = member size - 2 ____/
+//!  member:  | slot 0 | slot 1 | data 0 | data 1 | ... | data N-1 | bitmap 0 | ... |
+//!             pair metadata     \____ size_blocks() = N _______/   1 bit per chunk
 //! ```
 //!
 //! **Rep invariant** (`check_rep`, after every public operation in debug builds, once the
 //! members' own rep invariants hold): (1) after every write while both members are active,
 //! `d1[a] == d2[a]`, read back from both under the address lock (`check_write_rep`); (2) while
 //! the in-memory dirty mark is set, the metadata of every active member says Dirty, so no data
-//! write reaches a member whose metadata says Clean; (3) a member being rebuilt receives every
+//! write reaches a member whose metadata says Clean; (2b) every chunk with a write in flight is
+//! marked in the bitmap, and only inside the pair (`IntentBitmap::check_rep`); (3) a member being rebuilt receives every
 //! write but serves no read and is never a copy source, at most one member is rebuilding, and an
 //! active member always has a disk; (4) at rest, both active members agree at every address
 //! ([`replicas_agree`], reading all).
@@ -31,7 +34,9 @@
 //! **Crash invariant** ([`recovered_from`], against a [`WriteHistory`]): after any crash (during
 //! a workload, during recovery, any number of times) and an `open`, every data address holds on
 //! every active member one value that was written to it — the value durable at the last pair
-//! `sync` that returned `Ok`, or one written after it — and the same value on both.
+//! `sync` that returned `Ok`, or one written after it — and the same value on both. The
+//! bitmap's crash invariant ([`differences_marked`], on the members as a crash leaves them,
+//! before `open`): wherever two current members differ, recovery copies.
 //!
 //! Errors are values ([`ReplicatedError`]); a panic here means a broken invariant of this crate.
 //!
@@ -51,8 +56,28 @@
 //! * `scrub()`: every address, both copies, under the address lock: the good copy written over
 //!   a failing or older one, what is lost on both counted, bad metadata slots rewritten
 //!   (`scrub.rs`).
-//! * `sync()`: syncs both members **concurrently** (the second in a scoped thread), so that the
-//!   pair's flush costs about one flush (see `examples/pair_timing.rs` for the figures).
+//! * `sync()`: syncs both members **concurrently** — d1 on the caller's thread, d2 on a worker
+//!   started with the pair (no thread per sync), requests that arrive during a sync sharing the
+//!   next one — so that the pair's flush costs about one flush; then clears the bitmap bits of
+//!   chunks idle since before [`CLEAR_AFTER_IDLE_SYNCS`] syncs (written lazily, unsynced).
+//! * **The write-intent bitmap** (`bitmap.rs`, Linux md's idea): before the first write into a
+//!   chunk whose bit is not durable, the bit is written to every member being written and both
+//!   are synced (writers that need bits at once share one flush); a bit is cleared only after a
+//!   sync has covered the chunk's last write. After a crash `open` reads both bitmaps and copies
+//!   only the chunks either marks ([`chunks_to_resync`]); a stale, half-rebuilt or blank member
+//!   is still rebuilt whole.
+//!
+//! **Which order recovery needs.** The seed's rule "d1, then d2" is no longer what recovery
+//! relies on: a resync copies, address by address, one member's whole value over the other's
+//! (the source's, or the newer by write generation), so after a crash between, during or after
+//! the two member writes of `write(a, v)` — either landed, both, or neither — the pair ends
+//! holding one value that was written at `a`. What recovery needs is (1) the Dirty mark durable
+//! on both before the first data write of a run (a crash then always finds the pair Dirty),
+//! (2) the chunk's bit durable on both before either data write into it (a crash then always
+//! finds the chunk marked), and (3) a `sync` that returns `Ok` only after both members' syncs
+//! did (and after any bump a failure caused). The two data writes are still issued d1 then d2
+//! by the writing thread: each is a copy into the page cache that costs less than handing it to
+//! another thread; the device syncs, which do cost, run concurrently.
 //! * A member that returns a fail-stop error (`Failed`, a failed write, a failed `sync`) is
 //!   marked failed and the pair goes on **degraded** on the other; both failed is
 //!   [`ReplicatedError::AllReplicasFailed`] (as a `Disk`: `DiskError::Failed`), never a panic.
@@ -130,9 +155,9 @@
 //!
 //! **Limits.** Two members cannot outvote each other: if the current member is lost before
 //! `open` ever reads it, and the stale one comes back alone, nothing left records that it is
-//! stale, and the pair opens on it (Linux md has the same limit). A resync after a crash scans
-//! the whole pair (there is no write-intent bitmap); its time is measured by the
-//! `pair_timing` example. A bad block on the only current member stops a rebuild. Where the
+//! stale, and the pair opens on it (Linux md has the same limit). A resync after a crash reads
+//! only the chunks the bitmaps mark (the README's `reopen-after-crash` rows); a rebuild copies
+//! the whole pair (its time: the `pair_timing` example). A bad block on the only current member stops a rebuild. Where the
 //! disks tear writes at sector boundaries, a data block being written at the crash may be torn
 //! (on d1, and then, copied, on both): the pair keeps its members equal and its metadata intact
 //! (`tests/exhaustive_crash.rs` samples torn crash states), and leaves torn data to the checksums
