@@ -79,6 +79,16 @@ pub trait Disk: Send + Sync {
         Ok(())
     }
 
+    /// Writes several runs (each as [`Disk::write_run`]), in order: one call for a batch the
+    /// caller has ready at once, so that a disk with a per-write cost it can share (a replicated
+    /// disk's write-intent bitmap: one flush for every chunk of the batch) pays it once.
+    fn write_runs(&self, runs: &[(Addr, &[&Block])]) -> Result<()> {
+        for (start, blocks) in runs {
+            self.write_run(*start, blocks)?;
+        }
+        Ok(())
+    }
+
     /// Records that `addr` holds no good value: every later read of it fails with
     /// [`DiskError::Corrupt`] until it is written again, and a crash keeps that (durable after
     /// the next `sync`). A replicated disk uses it when it copies a block whose only copy failed
@@ -136,6 +146,9 @@ impl<D: Disk + ?Sized> Disk for Arc<D> {
     fn write_run(&self, start: Addr, blocks: &[&Block]) -> Result<()> {
         (**self).write_run(start, blocks)
     }
+    fn write_runs(&self, runs: &[(Addr, &[&Block])]) -> Result<()> {
+        (**self).write_runs(runs)
+    }
     fn sync(&self) -> Result<()> {
         (**self).sync()
     }
@@ -166,6 +179,9 @@ impl<D: Disk + ?Sized> Disk for Box<D> {
     fn write_run(&self, start: Addr, blocks: &[&Block]) -> Result<()> {
         (**self).write_run(start, blocks)
     }
+    fn write_runs(&self, runs: &[(Addr, &[&Block])]) -> Result<()> {
+        (**self).write_runs(runs)
+    }
     fn sync(&self) -> Result<()> {
         (**self).sync()
     }
@@ -195,6 +211,9 @@ impl<D: Disk + ?Sized> Disk for &D {
     }
     fn write_run(&self, start: Addr, blocks: &[&Block]) -> Result<()> {
         (**self).write_run(start, blocks)
+    }
+    fn write_runs(&self, runs: &[(Addr, &[&Block])]) -> Result<()> {
+        (**self).write_runs(runs)
     }
     fn sync(&self) -> Result<()> {
         (**self).sync()

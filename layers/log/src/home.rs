@@ -22,25 +22,23 @@ pub(crate) fn write_home<'a>(
     Ok(newest.len())
 }
 
-/// Writes `(address, block)` pairs, in order, as runs of consecutive addresses.
+/// Writes `(address, block)` pairs, in order, as runs of consecutive addresses, handed to the
+/// disk in one call ([`Disk::write_runs`]).
 pub(crate) fn write_runs<'a>(
     disk: &dyn Disk,
     blocks: impl Iterator<Item = (Addr, &'a Block)>,
 ) -> Result<()> {
-    let mut run: Vec<&Block> = Vec::new();
-    let mut run_start: Addr = 0;
+    let mut runs: Vec<(Addr, Vec<&Block>)> = Vec::new();
     for (addr, block) in blocks {
-        if !run.is_empty() && addr != run_start + run.len() as u64 {
-            disk.write_run(run_start, &run)?;
-            run.clear();
+        match runs.last_mut() {
+            Some((start, run)) if addr == *start + run.len() as u64 => run.push(block),
+            _ => runs.push((addr, vec![block])),
         }
-        if run.is_empty() {
-            run_start = addr;
-        }
-        run.push(block);
     }
-    if !run.is_empty() {
-        disk.write_run(run_start, &run)?;
-    }
+    let slices: Vec<(Addr, &[&Block])> = runs
+        .iter()
+        .map(|(start, run)| (*start, run.as_slice()))
+        .collect();
+    disk.write_runs(&slices)?;
     Ok(())
 }

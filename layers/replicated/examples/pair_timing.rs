@@ -10,7 +10,14 @@
 
 use std::time::Instant;
 use txdisk_disk::{Block, Disk, FileDisk, BLOCK_SIZE};
-use txdisk_replicated::{FormatOptions, Phase, ReplicatedDisk, RESERVED_BLOCKS};
+use txdisk_replicated::{
+    member_blocks_for, FormatOptions, Phase, ReplicatedDisk, DEFAULT_CHUNK_BLOCKS, RESERVED_BLOCKS,
+};
+
+/// Blocks of each member for a pair of `data_blocks` (metadata, data, bitmap).
+fn member_blocks(data_blocks: u64) -> Result<u64, Box<dyn std::error::Error>> {
+    member_blocks_for(data_blocks, DEFAULT_CHUNK_BLOCKS).ok_or_else(|| "no such layout".into())
+}
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -56,7 +63,7 @@ fn median_us(mut samples: Vec<f64>) -> f64 {
 /// share the device's moods: one disk; two disks synced in turn; the pair (synced concurrently).
 /// Reports the median latency of each.
 fn sync_cost(dir: &std::path::Path, count: u64) -> Result<(), Box<dyn std::error::Error>> {
-    let blocks = 1024 + RESERVED_BLOCKS;
+    let blocks = member_blocks(1024)?;
     let single = preallocated(dir.join("single.img"), blocks)?;
     let (s1, s2) = (
         preallocated(dir.join("s1.img"), blocks)?,
@@ -103,7 +110,7 @@ fn sync_cost(dir: &std::path::Path, count: u64) -> Result<(), Box<dyn std::error
 
 fn resync_time(dir: &std::path::Path, mib: u64) -> Result<(), Box<dyn std::error::Error>> {
     let data_blocks = mib * 1024 * 1024 / BLOCK_SIZE as u64;
-    let blocks = data_blocks + RESERVED_BLOCKS;
+    let blocks = member_blocks(data_blocks)?;
     let (p1, p2) = (dir.join("r1.img"), dir.join("r2.img"));
     let d1 = FileDisk::create(&p1, blocks)?;
     let d2 = FileDisk::create(&p2, blocks)?;

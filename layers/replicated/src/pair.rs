@@ -460,10 +460,49 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
     }
 
     pub(crate) fn write_pair(&self, addr: Addr, block: &Block) -> Result<()> {
-        let member_block = self.check_data_addr(addr)?;
+        self.check_data_addr(addr)?;
         self.ensure_dirty()?;
         let chunk = self.bitmap.layout.chunk_of(addr);
         let _intent = self.mark_intent(chunk..=chunk)?;
+        self.write_marked(addr, block)
+    }
+
+    /// Writes runs of consecutive addresses: every chunk of the batch marked with one bitmap
+    /// flush at most, then each block as [`Self::write_pair`] writes it. A run past the end
+    /// refuses the whole batch before anything is written.
+    pub(crate) fn write_pair_runs(&self, runs: &[(Addr, &[&Block])]) -> Result<()> {
+        let runs: Vec<&(Addr, &[&Block])> = runs.iter().filter(|(_, b)| !b.is_empty()).collect();
+        for (start, blocks) in &runs {
+            self.check_data_addr(start.saturating_add(blocks.len() as u64 - 1))?;
+        }
+        if runs.is_empty() {
+            return Ok(());
+        }
+        self.ensure_dirty()?;
+        let layout = self.bitmap.layout;
+        let mut intents = Vec::with_capacity(runs.len());
+        let mut durable = true;
+        for (start, blocks) in &runs {
+            let chunks = layout.chunks_of_run(*start, blocks.len() as u64);
+            let (intent, known) = Intent::begin(&self.bitmap, chunks);
+            durable &= known;
+            intents.push(intent);
+        }
+        if !durable {
+            self.flush_bitmap()?;
+        }
+        for (start, blocks) in &runs {
+            for (offset, block) in blocks.iter().enumerate() {
+                self.write_marked(start + offset as u64, block)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `block` at `addr` on every member being written, under the address's stripe lock;
+    /// the caller holds an intent on its chunk.
+    fn write_marked(&self, addr: Addr, block: &Block) -> Result<()> {
+        let member_block = MemberBlock::of_data(addr);
         let _stripe = self.stripe(addr);
         // Statuses are read under the stripe lock: a rebuild installs its target before it copies
         // this address under the same lock, so a write either reaches the target or precedes the copy.
@@ -828,6 +867,17 @@ impl<D: Disk + 'static> Disk for ReplicatedDisk<D> {
 
     fn write(&self, addr: Addr, block: &Block) -> txdisk_disk::Result<()> {
         let result = self.write_pair(addr, block).map_err(DiskError::from);
+        #[cfg(debug_assertions)]
+        self.check_rep();
+        result
+    }
+
+    fn write_run(&self, start: Addr, blocks: &[&Block]) -> txdisk_disk::Result<()> {
+        self.write_runs(&[(start, blocks)])
+    }
+
+    fn write_runs(&self, runs: &[(Addr, &[&Block])]) -> txdisk_disk::Result<()> {
+        let result = self.write_pair_runs(runs).map_err(DiskError::from);
         #[cfg(debug_assertions)]
         self.check_rep();
         result
