@@ -250,8 +250,9 @@ pub fn median_of_rounds(mut rounds: Vec<Measurement>) -> Option<Measurement> {
     Some(median)
 }
 
-/// Systems the table gives ratios against, when present.
-pub const BASELINES: [&str; 3] = ["floor", "sqlite", "redb"];
+/// Systems the table gives ratios against, when present: the floor first (the charts' baseline),
+/// then the pair's own floor (what `txdisk-pair` is best read against), then the peers.
+pub const BASELINES: [&str; 4] = ["floor", "floor-pair", "sqlite", "redb"];
 
 impl Report {
     /// The measurement of `system` on `workload`, if the run has one.
