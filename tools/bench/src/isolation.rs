@@ -218,6 +218,7 @@ mod tests {
             peak_rss_bytes: 77 << 20,
             syncs_per_op: None,
             write_bytes_per_op: None,
+            read_bytes_per_op: None,
             cpu_us_per_op: 33.0,
             ops: 999,
             latency_cdf_us: vec![(0.0, 3.5), (0.5, 12.25), (1.0, 4100.0)],
@@ -233,6 +234,7 @@ mod tests {
         let with_syncs = Measurement {
             syncs_per_op: Some(0.125),
             write_bytes_per_op: Some(12_345.5),
+            read_bytes_per_op: Some(1.5e9),
             ..measurement
         };
         assert_eq!(

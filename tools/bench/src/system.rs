@@ -92,15 +92,19 @@ pub struct RecoveryRun {
     /// Bytes the process handed to write system calls during the recovery itself (see
     /// [`probe::written_bytes`]); None where the kernel does not count them.
     pub written_bytes: Option<u64>,
+    /// Bytes the process got from read system calls during the recovery itself (see
+    /// [`probe::read_bytes`]); None where the kernel does not count them.
+    pub read_bytes: Option<u64>,
 }
 
 /// Measures the timed part of a recovery: started where it begins, stopped where it ends, it
-/// gives its duration and what the process wrote meanwhile, over the same span. The set-up of
-/// the crashed state writes far more than most recoveries, so it must stay outside.
+/// gives its duration and what the process wrote and read meanwhile, over the same span. The
+/// set-up of the crashed state writes far more than most recoveries, so it must stay outside.
 #[derive(Debug)]
 pub struct RecoveryClock {
     started: Instant,
     written_before: Option<u64>,
+    read_before: Option<u64>,
 }
 
 impl RecoveryClock {
@@ -108,6 +112,7 @@ impl RecoveryClock {
     pub fn start() -> RecoveryClock {
         RecoveryClock {
             written_before: probe::written_bytes(),
+            read_before: probe::read_bytes(),
             started: Instant::now(),
         }
     }
@@ -119,6 +124,7 @@ impl RecoveryClock {
             bytes,
             elapsed,
             written_bytes: probe::written_between(self.written_before, probe::written_bytes()),
+            read_bytes: probe::written_between(self.read_before, probe::read_bytes()),
         }
     }
 }

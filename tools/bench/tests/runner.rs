@@ -81,7 +81,13 @@ fn floor_and_peers_run_every_supported_cell_once() {
             m.system,
             m.workload
         );
+        assert!(m.read_bytes_per_op.is_some(), "{} {}", m.system, m.workload);
     }
+    // A read of the floor is one pread of a block, at least (a lower bound, as above).
+    let reads = report
+        .find("floor", Workload::ReadInstalled)
+        .expect("floor ran");
+    assert!(reads.read_bytes_per_op >= Some(4096.0), "{reads:?}");
     let json = report.to_json();
     assert_eq!(
         json["results"].as_array().map(Vec::len),
