@@ -101,8 +101,9 @@ impl SystemFactory for FloorFactory {
         )
     }
 
-    fn supports(&self, _workload: Workload) -> bool {
-        true
+    fn supports(&self, workload: Workload) -> bool {
+        // A raw file has nothing to reopen: its open is the same after a crash as before.
+        !matches!(workload, Workload::ReopenAfterCrash { .. })
     }
 
     fn create(&self, dir: &Path, geometry: &Geometry) -> Result<()> {
@@ -343,6 +344,7 @@ impl System for Floor {
         match kind {
             RecoveryKind::FullLog => self.recover_full_log(),
             RecoveryKind::ReplicaResync => self.resync(),
+            RecoveryKind::ReopenAfterCrash { .. } => Err(self.unsupported(kind.workload())),
         }
     }
 

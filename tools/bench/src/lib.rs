@@ -22,6 +22,10 @@
 //! * [`plot::write_charts`]: SVG charts of a run (throughput against threads, latency CDFs,
 //!   ratios to the floor).
 //!
+//! The reopen-after-crash workloads ([`Workload::REOPEN`]: `reopen-after-crash-1g`, `-16g`) run
+//! only when named: each round formats images of that size and kills a writer child on them
+//! (the program must call [`child_entry`] first, which also runs that writer).
+//!
 //! Workloads are named as in the JSON ([`Workload::name`]); a system leaves out what it cannot
 //! do ([`SystemFactory::supports`]). The runner checks every read against what was written, so a
 //! fast wrong answer is an error, not a figure.
@@ -30,6 +34,7 @@
 
 pub mod compare;
 mod counting;
+mod crash;
 mod error;
 mod floor;
 pub mod histogram;

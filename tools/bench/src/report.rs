@@ -38,8 +38,9 @@ pub struct Measurement {
     /// them, and in runs saved before it was measured.
     pub write_bytes_per_op: Option<f64>,
     /// Bytes the cell's process got from read system calls per operation (the `rchar` of
-    /// /proc/self/io, page cache hits included; for a recovery, of its timed part only); None where the kernel does not count them, and in runs saved before it
-    /// was measured.
+    /// /proc/self/io, page cache hits included; for a recovery, of its timed part only: for a
+    /// reopen, what it read to serve its first block); None where the kernel does not count
+    /// them, and in runs saved before it was measured.
     pub read_bytes_per_op: Option<f64>,
     /// Process CPU time (all threads) per operation.
     pub cpu_us_per_op: f64,
@@ -365,7 +366,7 @@ impl Report {
             .collect();
         let mut out = String::new();
         let mut header = format!(
-            "{:<19} {:<12} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8}",
+            "{:<22} {:<12} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8}",
             "workload",
             "system",
             "ops/s",
@@ -405,7 +406,7 @@ impl Report {
             .syncs_per_op
             .map_or("-".to_string(), |s| format!("{s:.3}"));
         format!(
-            "{:<19} {:<12} {:>10} {:>9.2} {:>9.1} {:>9.1} {:>8.1} {:>8} {:>9} {:>9} {:>8.1}",
+            "{:<22} {:<12} {:>10} {:>9.2} {:>9.1} {:>9.1} {:>8.1} {:>8} {:>9} {:>9} {:>8.1}",
             m.workload.name(),
             m.system,
             format_ops(m.ops_per_s),
@@ -429,7 +430,9 @@ impl Report {
              wr KiB/op = KiB the cell's process handed to write system calls per operation \
              (/proc/self/io wchar; of the timed part only for recoveries); what a system defers \
              past the cell (a log not yet installed, a WAL not yet checkpointed) is not in it\n\
-             rd KiB/op = the same for read system calls (rchar, page cache hits included)\n",
+             rd KiB/op = the same for read system calls (rchar, page cache hits included); for \
+             reopen-after-crash, what the reopen read before it served its first block, whose \
+             time is p50/p99\n",
             self.machine.cpu_model,
             self.machine.cores,
             self.machine.mem_total_bytes as f64 / (1u64 << 30) as f64,
@@ -527,7 +530,7 @@ pub(crate) fn to_value(report: &impl Serialize) -> Value {
 }
 
 /// Bytes per operation in KiB: one decimal while that is readable, whole KiB past 100 000 (a
-/// recovery may read GiB), "-" when not measured.
+/// reopen reads GiB), "-" when not measured.
 fn format_kib(bytes: Option<f64>) -> String {
     match bytes.map(|b| b / 1024.0) {
         None => "-".to_string(),

@@ -27,6 +27,9 @@ use txdisk_disk::{Addr, Block, BLOCK_SIZE};
 const POOL_BLOCKS: usize = 64;
 /// Upper bound on recoveries per cell, whatever their speed.
 const MAX_RECOVERIES_PER_CELL: usize = 50;
+/// Reopens after a crash per cell: each formats its images and crashes a writer on them first,
+/// which takes seconds, and the reopen of a large pair minutes, so a round is one of them.
+const REOPENS_PER_CELL: usize = 1;
 
 /// What to run and how long.
 #[derive(Clone, Debug)]
@@ -685,9 +688,11 @@ fn drive_recoveries(
     let (mut ops, mut bytes, mut measured) = (0u64, 0u64, Duration::ZERO);
     // Each recovery's own, set-up excluded: unknown once any recovery's is.
     let (mut written, mut read) = (Some(0u64), Some(0u64));
-    while ops == 0
-        || (started.elapsed() < config.cell_duration && (ops as usize) < MAX_RECOVERIES_PER_CELL)
-    {
+    let most = match kind {
+        RecoveryKind::ReopenAfterCrash { .. } => REOPENS_PER_CELL,
+        RecoveryKind::FullLog | RecoveryKind::ReplicaResync => MAX_RECOVERIES_PER_CELL,
+    };
+    while ops == 0 || (started.elapsed() < config.cell_duration && (ops as usize) < most) {
         let run = system.recover(kind)?;
         latencies.record(run.elapsed);
         ops += 1;

@@ -57,11 +57,7 @@ pub trait System: Send + Sync {
     /// duration, the bytes it brought back and the bytes it wrote the system reports itself,
     /// measured by a [`RecoveryClock`] around the timed part only.
     fn recover(&self, kind: RecoveryKind) -> Result<RecoveryRun> {
-        let workload = match kind {
-            RecoveryKind::FullLog => Workload::RecoverFullLog,
-            RecoveryKind::ReplicaResync => Workload::ReplicaResync,
-        };
-        Err(self.unsupported(workload))
+        Err(self.unsupported(kind.workload()))
     }
 
     /// Device syncs (fsync/fdatasync/FUA flushes) issued since open, if the system counts them:

@@ -139,6 +139,22 @@ fn workload_names_are_the_documented_ones_and_parse_back() {
     for workload in Workload::ALL {
         assert_eq!(Workload::from_name(&workload.name()), Some(workload));
     }
+    // The reopen workloads, run only when named: their size in GiB, or in MiB where it is not
+    // a whole number of GiB (a test's disk).
+    let reopen: Vec<String> = Workload::REOPEN.iter().map(|w| w.name()).collect();
+    assert_eq!(reopen, ["reopen-after-crash-1g", "reopen-after-crash-16g"]);
+    for workload in Workload::REOPEN {
+        assert_eq!(Workload::from_name(&workload.name()), Some(workload));
+        assert!(!Workload::ALL.contains(&workload), "not in the default set");
+        assert_eq!(workload.threads(), 1);
+    }
+    let small = Workload::ReopenAfterCrash { disk_mib: 8 };
+    assert_eq!(small.name(), "reopen-after-crash-8m");
+    assert_eq!(Workload::from_name("reopen-after-crash-8m"), Some(small));
+    assert_eq!(
+        Workload::from_name("reopen-after-crash-1536m"),
+        Some(Workload::ReopenAfterCrash { disk_mib: 1536 })
+    );
     assert_eq!(Workload::from_name("durable"), None);
     // Sweeps name their points the same way, and only the one spelling parses.
     assert_eq!(
@@ -158,6 +174,12 @@ fn workload_names_are_the_documented_ones_and_parse_back() {
         "nosync-1blk-thr",
         "durable-+1blk-1thr",
         "read-installed-2thr",
+        "reopen-after-crash-1024m",
+        "reopen-after-crash-0g",
+        "reopen-after-crash-01g",
+        "reopen-after-crash-1",
+        "reopen-after-crash-1t",
+        "reopen-after-crash-99999999999999g",
     ] {
         assert_eq!(Workload::from_name(bad), None, "{bad}");
     }

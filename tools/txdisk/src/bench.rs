@@ -25,7 +25,9 @@ pub struct BenchArgs {
     /// Systems to run, comma-separated (floor, floor-pair, txdisk, txdisk-pair, sqlite, redb).
     #[arg(long, value_delimiter = ',')]
     systems: Option<Vec<String>>,
-    /// Workloads to run, comma-separated (e.g. durable-1blk-1thr,durable-16blk-8thr).
+    /// Workloads to run, comma-separated (e.g. durable-1blk-1thr,durable-16blk-8thr); also
+    /// reopen-after-crash-1g and reopen-after-crash-16g (txdisk and txdisk-pair), run only when
+    /// named here.
     #[arg(long, value_delimiter = ',')]
     workloads: Option<Vec<String>>,
     /// Rounds (the median round is reported).
