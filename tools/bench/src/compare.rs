@@ -194,7 +194,7 @@ impl Comparison {
     pub fn table(&self, a_label: &str, b_label: &str) -> String {
         let mut out = format!("A = {a_label}\nB = {b_label}\n\n");
         let header = format!(
-            "{:<19} {:<12} {:>5} {:>11} {:>11} {:>7} {:>15} {:>19}  verdict",
+            "{:<22} {:<12} {:>5} {:>11} {:>11} {:>7} {:>15} {:>19}  verdict",
             "workload", "system", "unit", "A", "B", "B÷A", "noise band", "wr KiB/op A→B"
         );
         let _ = writeln!(out, "{header}\n{}", "-".repeat(header.chars().count()));
@@ -210,7 +210,7 @@ impl Comparison {
             );
             let _ = writeln!(
                 out,
-                "{:<19} {:<12} {:>5} {:>11.1} {:>11.1} {:>7.3} {:>15} {:>19}  {}",
+                "{:<22} {:<12} {:>5} {:>11.1} {:>11.1} {:>7.3} {:>15} {:>19}  {}",
                 row.workload.name(),
                 row.system,
                 row.unit(),

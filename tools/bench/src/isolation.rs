@@ -5,7 +5,11 @@
 //! program must call [`child_entry`] first thing in `main`; the child then measures that one
 //! cell, prints it on one stdout line after [`RESULT_MARKER`], and exits. A child that reaches
 //! [`crate::run`] instead (the call was forgotten) fails at once rather than start a nested run.
+//!
+//! [`child_entry`] also runs the writer that the reopen-after-crash workloads start and kill
+//! (see `crash.rs`, environment variable [`crate::crash::WRITER_ENV`]).
 
+use crate::crash::{self, WRITER_ENV};
 use crate::error::{BenchError, Result};
 use crate::report::{to_value, Measurement};
 use crate::runner::{run_cell, BenchConfig};
@@ -35,6 +39,11 @@ pub enum Isolation {
 /// with the same systems it passes to [`crate::run`]. Returns None in a normal process; in a
 /// cell's child, measures the cell and returns the exit code to leave `main` with.
 pub fn child_entry(systems: &[&dyn SystemFactory]) -> Option<ExitCode> {
+    // The writer first: a cell's child starts writers without its own variable, and a writer
+    // must never take itself for the cell even if that variable reached it.
+    if let Some(code) = crash::writer_entry() {
+        return Some(code);
+    }
     let spec = std::env::var(CELL_ENV).ok()?;
     match run_child(&spec, systems) {
         Ok(measurement) => {
@@ -59,12 +68,15 @@ fn run_child(spec: &str, systems: &[&dyn SystemFactory]) -> Result<Measurement> 
     run_cell(&config, *system, workload, round)
 }
 
-/// Errs when this process is a cell's child: `run` must not start again inside a cell.
+/// Errs when this process is a cell's child or a reopen workload's writer: `run` must not start
+/// again inside either.
 pub(crate) fn refuse_nested_run() -> Result<()> {
-    if std::env::var_os(CELL_ENV).is_some() {
-        return Err(BenchError::Config(format!(
-            "{CELL_ENV} is set but the program did not call txdisk_bench::child_entry first"
-        )));
+    for variable in [CELL_ENV, WRITER_ENV] {
+        if std::env::var_os(variable).is_some() {
+            return Err(BenchError::Config(format!(
+                "{variable} is set but the program did not call txdisk_bench::child_entry first"
+            )));
+        }
     }
     Ok(())
 }
@@ -218,6 +230,7 @@ mod tests {
             peak_rss_bytes: 77 << 20,
             syncs_per_op: None,
             write_bytes_per_op: None,
+            read_bytes_per_op: None,
             cpu_us_per_op: 33.0,
             ops: 999,
             latency_cdf_us: vec![(0.0, 3.5), (0.5, 12.25), (1.0, 4100.0)],
@@ -233,6 +246,7 @@ mod tests {
         let with_syncs = Measurement {
             syncs_per_op: Some(0.125),
             write_bytes_per_op: Some(12_345.5),
+            read_bytes_per_op: Some(1.5e9),
             ..measurement
         };
         assert_eq!(

@@ -22,12 +22,13 @@ const HEIGHT: u32 = 600;
 const CAPTION_PX: u32 = 30;
 const FONT: &str = "sans-serif";
 
-/// A system's colour in every chart: the floor black, the others fixed by name, so a system
+/// A system's colour in every chart: the floor black, the pair's floor grey, the others fixed by name, so a system
 /// looks the same in every chart and every run. Systems not known here get one of a few more
 /// colours, chosen by their name.
 pub fn system_colour(system: &str) -> RGBColor {
     match system {
         "floor" => RGBColor(0x00, 0x00, 0x00),
+        "floor-pair" => RGBColor(0x7F, 0x7F, 0x7F),
         "txdisk" => RGBColor(0x1F, 0x77, 0xB4),
         "txdisk-pair" => RGBColor(0x94, 0x67, 0xBD),
         "sqlite" => RGBColor(0x2C, 0xA0, 0x2C),

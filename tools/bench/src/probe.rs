@@ -1,6 +1,6 @@
 //! What the process costs and where it runs: peak RSS (VmHWM) with its reset, CPU time, bytes
-//! handed to write system calls, and a description of the machine and file system, from /proc
-//! and libc (Linux).
+//! handed to write system calls and got from read ones, and a description of the machine and
+//! file system, from /proc and libc (Linux).
 
 use std::path::Path;
 use std::time::Duration;
@@ -60,6 +60,16 @@ pub fn written_bytes() -> Option<u64> {
     io_counter(&io, "wchar")
 }
 
+/// Bytes this process (all its threads, exited ones included) has got from read system calls so
+/// far — `read`, `pread`, `preadv` and the like, on any file, from the page cache or the device
+/// alike — from the `rchar` line of /proc/self/io: the read counterpart of [`written_bytes`],
+/// with the same limits (loads through a memory map are not in it). None where the kernel keeps
+/// no task I/O accounting.
+pub fn read_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io_counter(&io, "rchar")
+}
+
 /// The value of a `key: 123` line of `/proc/<pid>/io` (the whole key: `write_bytes` is not
 /// `cancelled_write_bytes`).
 pub fn io_counter(text: &str, key: &str) -> Option<u64> {
@@ -72,8 +82,9 @@ pub fn io_counter(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// The bytes written between two readings of [`written_bytes`]: None when either is missing,
-/// or when the counter went backwards (two readings of different processes, never one's).
+/// The bytes written between two readings of [`written_bytes`] (or read between two readings of
+/// [`read_bytes`]): None when either is missing, or when the counter went backwards (two
+/// readings of different processes, never one's).
 pub fn written_between(before: Option<u64>, after: Option<u64>) -> Option<u64> {
     after?.checked_sub(before?)
 }
@@ -272,6 +283,20 @@ mod tests {
         std::fs::write(scratch.path().join("f"), vec![7u8; 10_000]).expect("write");
         let after = written_bytes().expect("Linux /proc/self/io has wchar");
         // At least: other tests of this process may write at the same time.
+        assert!(
+            written_between(Some(before), Some(after)) >= Some(10_000),
+            "{before} → {after}"
+        );
+    }
+
+    #[test]
+    fn this_process_counts_the_bytes_it_reads() {
+        let scratch = tempfile::tempdir().expect("scratch directory");
+        let path = scratch.path().join("f");
+        std::fs::write(&path, vec![7u8; 10_000]).expect("write");
+        let before = read_bytes().expect("Linux /proc/self/io has rchar");
+        assert_eq!(std::fs::read(&path).expect("read").len(), 10_000);
+        let after = read_bytes().expect("Linux /proc/self/io has rchar");
         assert!(
             written_between(Some(before), Some(after)) >= Some(10_000),
             "{before} → {after}"

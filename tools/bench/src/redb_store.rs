@@ -37,7 +37,10 @@ impl SystemFactory for RedbFactory {
     fn supports(&self, workload: Workload) -> bool {
         !matches!(
             workload,
-            Workload::ReadLogged | Workload::RecoverFullLog | Workload::ReplicaResync
+            Workload::ReadLogged
+                | Workload::RecoverFullLog
+                | Workload::ReplicaResync
+                | Workload::ReopenAfterCrash { .. }
         )
     }
 

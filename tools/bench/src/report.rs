@@ -37,6 +37,11 @@ pub struct Measurement {
     /// /proc/self/io, the same counter for every system); None where the kernel does not count
     /// them, and in runs saved before it was measured.
     pub write_bytes_per_op: Option<f64>,
+    /// Bytes the cell's process got from read system calls per operation (the `rchar` of
+    /// /proc/self/io, page cache hits included; for a recovery, of its timed part only: for a
+    /// reopen, what it read to serve its first block); None where the kernel does not count
+    /// them, and in runs saved before it was measured.
+    pub read_bytes_per_op: Option<f64>,
     /// Process CPU time (all threads) per operation.
     pub cpu_us_per_op: f64,
     /// Operations measured.
@@ -121,6 +126,7 @@ impl Measurement {
             peak_rss_bytes: self.peak_rss_bytes,
             syncs_per_op: self.syncs_per_op,
             write_bytes_per_op: self.write_bytes_per_op,
+            read_bytes_per_op: self.read_bytes_per_op,
             cpu_us_per_op: self.cpu_us_per_op,
             ops: self.ops,
             latency_cdf_us: &self.latency_cdf_us,
@@ -142,6 +148,7 @@ impl Measurement {
             peak_rss_bytes: value.get("peak_rss_bytes")?.as_u64()?,
             syncs_per_op: number("syncs_per_op"),
             write_bytes_per_op: number("write_bytes_per_op"),
+            read_bytes_per_op: number("read_bytes_per_op"),
             cpu_us_per_op: number("cpu_us_per_op")?,
             ops: value.get("ops")?.as_u64()?,
             latency_cdf_us: cdf_points(value.get("latency_cdf_us")?)?,
@@ -164,6 +171,7 @@ impl Measurement {
             threads: self.workload.threads(),
             syncs_per_op: self.syncs_per_op.map(round3),
             write_bytes_per_op: self.write_bytes_per_op.map(round3),
+            read_bytes_per_op: self.read_bytes_per_op.map(round3),
             cpu_us_per_op: round3(self.cpu_us_per_op),
             ops: self.ops,
             rounds_ops_per_s: rounded(&self.rounds_ops_per_s),
@@ -208,6 +216,7 @@ impl Measurement {
                 .unwrap_or(0),
             syncs_per_op: number("syncs_per_op"),
             write_bytes_per_op: number("write_bytes_per_op"),
+            read_bytes_per_op: number("read_bytes_per_op"),
             cpu_us_per_op: number("cpu_us_per_op").unwrap_or(0.0),
             ops: value.get("ops").and_then(Value::as_u64).unwrap_or(0),
             latency_cdf_us: value
@@ -250,8 +259,9 @@ pub fn median_of_rounds(mut rounds: Vec<Measurement>) -> Option<Measurement> {
     Some(median)
 }
 
-/// Systems the table gives ratios against, when present.
-pub const BASELINES: [&str; 3] = ["floor", "sqlite", "redb"];
+/// Systems the table gives ratios against, when present: the floor first (the charts' baseline),
+/// then the pair's own floor (what `txdisk-pair` is best read against), then the peers.
+pub const BASELINES: [&str; 4] = ["floor", "floor-pair", "sqlite", "redb"];
 
 impl Report {
     /// The measurement of `system` on `workload`, if the run has one.
@@ -294,8 +304,9 @@ impl Report {
     }
 
     /// The JSON object: `results` holds one row per (system, workload) — the first version's
-    /// seven keys, then `threads`, `syncs_per_op`, `write_bytes_per_op`, `cpu_us_per_op`, `ops`,
-    /// the rounds' throughput and the latency CDF; the run's context sits beside it.
+    /// seven keys, then `threads`, `syncs_per_op`, `write_bytes_per_op`, `read_bytes_per_op`,
+    /// `cpu_us_per_op`, `ops`, the rounds' throughput and the latency CDF; the run's context
+    /// sits beside it.
     pub fn to_json(&self) -> Value {
         to_value(&ReportJson {
             machine: &self.machine,
@@ -355,7 +366,7 @@ impl Report {
             .collect();
         let mut out = String::new();
         let mut header = format!(
-            "{:<19} {:<12} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8}",
+            "{:<22} {:<12} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8}",
             "workload",
             "system",
             "ops/s",
@@ -365,6 +376,7 @@ impl Report {
             "RSS MiB",
             "syncs/op",
             "wr KiB/op",
+            "rd KiB/op",
             "CPU µs/op"
         );
         for baseline in &baselines {
@@ -393,11 +405,8 @@ impl Report {
         let syncs = m
             .syncs_per_op
             .map_or("-".to_string(), |s| format!("{s:.3}"));
-        let written = m
-            .write_bytes_per_op
-            .map_or("-".to_string(), |b| format!("{:.1}", b / 1024.0));
         format!(
-            "{:<19} {:<12} {:>10} {:>9.2} {:>9.1} {:>9.1} {:>8.1} {:>8} {:>9} {:>8.1}",
+            "{:<22} {:<12} {:>10} {:>9.2} {:>9.1} {:>9.1} {:>8.1} {:>8} {:>9} {:>9} {:>8.1}",
             m.workload.name(),
             m.system,
             format_ops(m.ops_per_s),
@@ -406,7 +415,8 @@ impl Report {
             m.p99_us,
             m.peak_rss_bytes as f64 / (1024.0 * 1024.0),
             syncs,
-            written,
+            format_kib(m.write_bytes_per_op),
+            format_kib(m.read_bytes_per_op),
             m.cpu_us_per_op
         )
     }
@@ -419,7 +429,10 @@ impl Report {
              ÷X = throughput ÷ X's on the same workload (MB/s for recoveries, ops/s otherwise)\n\
              wr KiB/op = KiB the cell's process handed to write system calls per operation \
              (/proc/self/io wchar; of the timed part only for recoveries); what a system defers \
-             past the cell (a log not yet installed, a WAL not yet checkpointed) is not in it\n",
+             past the cell (a log not yet installed, a WAL not yet checkpointed) is not in it\n\
+             rd KiB/op = the same for read system calls (rchar, page cache hits included); for \
+             reopen-after-crash, what the reopen read before it served its first block, whose \
+             time is p50/p99\n",
             self.machine.cpu_model,
             self.machine.cores,
             self.machine.mem_total_bytes as f64 / (1u64 << 30) as f64,
@@ -478,6 +491,7 @@ struct RowJson<'a> {
     threads: usize,
     syncs_per_op: Option<f64>,
     write_bytes_per_op: Option<f64>,
+    read_bytes_per_op: Option<f64>,
     cpu_us_per_op: f64,
     ops: u64,
     rounds_ops_per_s: Vec<f64>,
@@ -498,6 +512,7 @@ struct FullJson<'a> {
     peak_rss_bytes: u64,
     syncs_per_op: Option<f64>,
     write_bytes_per_op: Option<f64>,
+    read_bytes_per_op: Option<f64>,
     cpu_us_per_op: f64,
     ops: u64,
     /// (quantile, latency µs) pairs.
@@ -512,6 +527,16 @@ pub(crate) fn to_value(report: &impl Serialize) -> Value {
     // The reports hold strings, numbers, options and lists under string keys: nothing that
     // serde_json's conversion can refuse (json! interpolation unwraps the same conversion).
     serde_json::to_value(report).expect("a derived report converts to a JSON value")
+}
+
+/// Bytes per operation in KiB: one decimal while that is readable, whole KiB past 100 000 (a
+/// reopen reads GiB), "-" when not measured.
+fn format_kib(bytes: Option<f64>) -> String {
+    match bytes.map(|b| b / 1024.0) {
+        None => "-".to_string(),
+        Some(kib) if kib >= 100_000.0 => format!("{kib:.0}"),
+        Some(kib) => format!("{kib:.1}"),
+    }
 }
 
 fn format_ops(ops_per_s: f64) -> String {

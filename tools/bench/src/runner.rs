@@ -27,6 +27,9 @@ use txdisk_disk::{Addr, Block, BLOCK_SIZE};
 const POOL_BLOCKS: usize = 64;
 /// Upper bound on recoveries per cell, whatever their speed.
 const MAX_RECOVERIES_PER_CELL: usize = 50;
+/// Reopens after a crash per cell: each formats its images and crashes a writer on them first,
+/// which takes seconds, and the reopen of a large pair minutes, so a round is one of them.
+const REOPENS_PER_CELL: usize = 1;
 
 /// What to run and how long.
 #[derive(Clone, Debug)]
@@ -278,12 +281,13 @@ struct CellOutcome {
     /// Time over which `ops` were measured.
     measured: Duration,
     latencies: LatencyHistogram,
-    /// All operations, warm-up included, and the CPU time, syncs and bytes handed to write
-    /// system calls they cost (a recovery's bytes: of its timed part only).
+    /// All operations, warm-up included, and the CPU time, syncs and bytes handed to write and
+    /// got from read system calls they cost (a recovery's bytes: of its timed part only).
     all_ops: u64,
     cpu: Duration,
     syncs: Option<u64>,
     written: Option<u64>,
+    read: Option<u64>,
 }
 
 /// Measures one cell in this process.
@@ -352,6 +356,7 @@ fn measurement(
         peak_rss_bytes,
         syncs_per_op: outcome.syncs.map(|s| s as f64 / all_ops),
         write_bytes_per_op: probe::bytes_per_op(outcome.written, outcome.all_ops),
+        read_bytes_per_op: probe::bytes_per_op(outcome.read, outcome.all_ops),
         cpu_us_per_op: outcome.cpu.as_secs_f64() * 1e6 / all_ops,
         ops: outcome.ops,
         latency_cdf_us: outcome.latencies.cdf_us(&CDF_QUANTILES),
@@ -443,6 +448,7 @@ fn drive_writes(
     // The whole process's count, read in the cell's own process (or, in-process, the harness's
     // and the system's): the same counter for every system, whatever its I/O path.
     let written_before = probe::written_bytes();
+    let read_before = probe::read_bytes();
     let (start, outcomes) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|thread| {
@@ -482,10 +488,12 @@ fn drive_writes(
     let cpu = probe::cpu_time().saturating_sub(cpu_before);
     let syncs = system.sync_count().zip(syncs_before).map(|(a, b)| a - b);
     let written = probe::written_between(written_before, probe::written_bytes());
+    let read = probe::written_between(read_before, probe::read_bytes());
     let costs = Costs {
         cpu,
         syncs,
         written,
+        read,
     };
     Ok(combine(config, start, finished, blocks_per_txn, costs))
 }
@@ -495,6 +503,7 @@ struct Costs {
     cpu: Duration,
     syncs: Option<u64>,
     written: Option<u64>,
+    read: Option<u64>,
 }
 
 fn combine(
@@ -522,6 +531,7 @@ fn combine(
         cpu: costs.cpu,
         syncs: costs.syncs,
         written: costs.written,
+        read: costs.read,
     }
 }
 
@@ -607,6 +617,7 @@ fn drive_reads(
     let mut rng = SplitMix64::new(seed);
     let cpu_before = probe::cpu_time();
     let written_before = probe::written_bytes();
+    let read_before = probe::read_bytes();
     let start = Instant::now();
     let (measure_from, stop_at) = (
         start + config.warmup,
@@ -639,6 +650,7 @@ fn drive_reads(
         cpu: probe::cpu_time().saturating_sub(cpu_before),
         syncs: None,
         written: probe::written_between(written_before, probe::written_bytes()),
+        read: probe::written_between(read_before, probe::read_bytes()),
     };
     Ok(combine(config, start, vec![outcome], 1, costs))
 }
@@ -675,16 +687,19 @@ fn drive_recoveries(
     let mut latencies = LatencyHistogram::new();
     let (mut ops, mut bytes, mut measured) = (0u64, 0u64, Duration::ZERO);
     // Each recovery's own, set-up excluded: unknown once any recovery's is.
-    let mut written = Some(0u64);
-    while ops == 0
-        || (started.elapsed() < config.cell_duration && (ops as usize) < MAX_RECOVERIES_PER_CELL)
-    {
+    let (mut written, mut read) = (Some(0u64), Some(0u64));
+    let most = match kind {
+        RecoveryKind::ReopenAfterCrash { .. } => REOPENS_PER_CELL,
+        RecoveryKind::FullLog | RecoveryKind::ReplicaResync => MAX_RECOVERIES_PER_CELL,
+    };
+    while ops == 0 || (started.elapsed() < config.cell_duration && (ops as usize) < most) {
         let run = system.recover(kind)?;
         latencies.record(run.elapsed);
         ops += 1;
         bytes += run.bytes;
         measured += run.elapsed;
         written = written.zip(run.written_bytes).map(|(sum, run)| sum + run);
+        read = read.zip(run.read_bytes).map(|(sum, run)| sum + run);
     }
     Ok(CellOutcome {
         ops,
@@ -696,5 +711,6 @@ fn drive_recoveries(
         cpu: probe::cpu_time().saturating_sub(cpu_before),
         syncs: system.sync_count().zip(syncs_before).map(|(a, b)| a - b),
         written,
+        read,
     })
 }

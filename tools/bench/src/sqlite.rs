@@ -51,7 +51,11 @@ impl SystemFactory for SqliteFactory {
     }
 
     fn supports(&self, workload: Workload) -> bool {
-        workload != Workload::ReplicaResync
+        // No replicas to resync; a reopen after a crash is measured on txdisk's own images.
+        !matches!(
+            workload,
+            Workload::ReplicaResync | Workload::ReopenAfterCrash { .. }
+        )
     }
 
     fn create(&self, dir: &Path, geometry: &Geometry) -> Result<()> {
@@ -284,7 +288,9 @@ impl System for Sqlite {
     fn recover(&self, kind: RecoveryKind) -> Result<RecoveryRun> {
         match kind {
             RecoveryKind::FullLog => self.recover_full_log(),
-            RecoveryKind::ReplicaResync => Err(self.unsupported(Workload::ReplicaResync)),
+            RecoveryKind::ReplicaResync | RecoveryKind::ReopenAfterCrash { .. } => {
+                Err(self.unsupported(kind.workload()))
+            }
         }
     }
 }

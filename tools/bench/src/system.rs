@@ -57,11 +57,7 @@ pub trait System: Send + Sync {
     /// duration, the bytes it brought back and the bytes it wrote the system reports itself,
     /// measured by a [`RecoveryClock`] around the timed part only.
     fn recover(&self, kind: RecoveryKind) -> Result<RecoveryRun> {
-        let workload = match kind {
-            RecoveryKind::FullLog => Workload::RecoverFullLog,
-            RecoveryKind::ReplicaResync => Workload::ReplicaResync,
-        };
-        Err(self.unsupported(workload))
+        Err(self.unsupported(kind.workload()))
     }
 
     /// Device syncs (fsync/fdatasync/FUA flushes) issued since open, if the system counts them:
@@ -92,15 +88,19 @@ pub struct RecoveryRun {
     /// Bytes the process handed to write system calls during the recovery itself (see
     /// [`probe::written_bytes`]); None where the kernel does not count them.
     pub written_bytes: Option<u64>,
+    /// Bytes the process got from read system calls during the recovery itself (see
+    /// [`probe::read_bytes`]); None where the kernel does not count them.
+    pub read_bytes: Option<u64>,
 }
 
 /// Measures the timed part of a recovery: started where it begins, stopped where it ends, it
-/// gives its duration and what the process wrote meanwhile, over the same span. The set-up of
-/// the crashed state writes far more than most recoveries, so it must stay outside.
+/// gives its duration and what the process wrote and read meanwhile, over the same span. The
+/// set-up of the crashed state writes far more than most recoveries, so it must stay outside.
 #[derive(Debug)]
 pub struct RecoveryClock {
     started: Instant,
     written_before: Option<u64>,
+    read_before: Option<u64>,
 }
 
 impl RecoveryClock {
@@ -108,6 +108,7 @@ impl RecoveryClock {
     pub fn start() -> RecoveryClock {
         RecoveryClock {
             written_before: probe::written_bytes(),
+            read_before: probe::read_bytes(),
             started: Instant::now(),
         }
     }
@@ -119,6 +120,7 @@ impl RecoveryClock {
             bytes,
             elapsed,
             written_bytes: probe::written_between(self.written_before, probe::written_bytes()),
+            read_bytes: probe::written_between(self.read_before, probe::read_bytes()),
         }
     }
 }

@@ -40,7 +40,7 @@ fn image_blocks(geometry: &Geometry, replicated: bool) -> u64 {
     txdisk::image_blocks_for(geometry.disk_blocks, geometry.log_blocks, count)
 }
 
-fn system_error(name: &str, error: impl std::fmt::Display) -> BenchError {
+pub(crate) fn system_error(name: &str, error: impl std::fmt::Display) -> BenchError {
     BenchError::System {
         system: name.to_string(),
         message: error.to_string(),
@@ -57,7 +57,7 @@ fn create_images(name: &str, dir: &Path, geometry: &Geometry, replicated: bool) 
 }
 
 /// What `open_stack` assembles: the disk under the log (counted) and, when replicated, the pair.
-struct Bottom {
+pub(crate) struct Bottom {
     top: Arc<CountingDisk<Arc<dyn Disk>>>,
     pair: Option<Arc<ReplicatedDisk<txdisk::Image>>>,
 }
@@ -79,6 +79,26 @@ fn open_logical(name: &str, bottom: &Bottom, options: LogOptions) -> Result<Logi
     LogicalDisk::open(bottom.top.clone(), options).map_err(|e| system_error(name, e))
 }
 
+/// The stack over the images in `dir` as a user opens it (background installer on), for the
+/// writer a reopen workload kills: the logical disk, then what it stands on.
+pub(crate) fn open_for_writer(
+    name: &str,
+    dir: &Path,
+    replicated: bool,
+) -> Result<(LogicalDisk, Bottom)> {
+    let bottom = open_stack(name, dir, replicated)?;
+    let disk = open_logical(name, &bottom, LogOptions::default())?;
+    Ok((disk, bottom))
+}
+
+/// Durable commits a reopen workload's writer makes before it is killed: a few seconds of
+/// writing, whose log and pair state the reopen finds.
+const CRASH_COMMITS: u64 = 512;
+/// A disk too small for [`CRASH_COMMITS`] (a test's) gets one commit per this many blocks.
+const BLOCKS_PER_CRASH_COMMIT: u64 = 32;
+/// The seed of the crashed writes, the same in every round so that rounds are alike.
+const CRASH_SEED: u64 = 0x7265_6f70_656e;
+
 impl SystemFactory for TxdiskFactory {
     fn name(&self) -> &'static str {
         if self.replicated {
@@ -89,19 +109,30 @@ impl SystemFactory for TxdiskFactory {
     }
 
     fn config_note(&self) -> String {
-        let what = if self.replicated {
-            "a replicated pair of checksummed image files (both synced concurrently)"
+        let (what, resync, recovered) = if self.replicated {
+            (
+                "a replicated pair of checksummed image files (both synced concurrently)",
+                "; replica-resync = open of the pair with a blank second image (formatted as a \
+                 replacement member, then a full rebuild)",
+                " (replica recovery included)",
+            )
         } else {
-            "one checksummed image file"
+            ("one checksummed image file", "", "")
         };
         format!(
             "logical disk over {what}, made by txdisk::format and opened by txdisk::open_disk \
-             (every block verified on read, its tags written at each sync); write-ahead log of the geometry's log_blocks, one fdatasync \
-             per group of durable commits, background installation at half full; nosync = \
-             commit_nosync, flush = one group flush; read-logged = blocks committed and durable but \
-             kept in the log (installer paused); recover-full-log = reopen after a crash with the log \
-             full of uninstalled transactions{}",
-            if self.replicated { "; replica-resync = open of the pair with a blank second image (formatted as a replacement member, then a full rebuild)" } else { "" }
+             (every block verified on read, its tags written at each sync); write-ahead log of \
+             the geometry's log_blocks, one fdatasync per group of durable commits, background \
+             installation at half full; nosync = commit_nosync, flush = one group flush; \
+             read-logged = blocks committed and durable but kept in the log (installer paused); \
+             recover-full-log = reopen after a crash with the log full of uninstalled \
+             transactions{resync}; reopen-after-crash-SIZE = fresh images of a SIZE logical disk \
+             (txdisk::format, not prefilled), a child process committing random 1-block durable \
+             transactions over the whole disk, killed with SIGKILL after {CRASH_COMMITS} commits \
+             (while it writes the next), then the timed part: open_disk and LogicalDisk::open of \
+             the images{recovered} and read_committed of the block the last announced commit \
+             wrote (checked); page cache as the killed process left it; one per round, the \
+             images removed after it"
         )
     }
 
@@ -210,6 +241,41 @@ impl TxdiskSystem {
         Ok(clock.stop(bytes))
     }
 
+    /// Fresh images of a `disk_mib` MiB disk, a writer killed on them, then the timed open up to
+    /// the first block served; its figure in bytes is what the open read meanwhile.
+    fn reopen_after_crash(&self, disk_mib: u64) -> Result<RecoveryRun> {
+        let scratch =
+            tempfile::tempdir_in(&self.dir).map_err(|e| BenchError::io("tempdir", &self.dir, e))?;
+        let replicated = self.bottom.pair.is_some();
+        let geometry = Geometry {
+            disk_blocks: Geometry::blocks_of_mib(disk_mib),
+            ..self.geometry
+        };
+        create_images(self.name, scratch.path(), &geometry, replicated)?;
+        let spec = crate::crash::WriterSpec {
+            dir: scratch.path().to_path_buf(),
+            replicated,
+            disk_blocks: geometry.disk_blocks,
+            seed: CRASH_SEED ^ disk_mib,
+        };
+        let commits = CRASH_COMMITS.min(geometry.disk_blocks / BLOCKS_PER_CRASH_COMMIT);
+        let committed = crate::crash::crash_writer(&spec, commits)?;
+        let addr = crate::crash::commit_addr(spec.seed, committed, spec.disk_blocks);
+        let clock = RecoveryClock::start();
+        let bottom = open_stack(self.name, scratch.path(), replicated)?;
+        let disk = open_logical(self.name, &bottom, LogOptions::default())?;
+        let block = disk
+            .read_committed(addr)
+            .map_err(|e| system_error(self.name, e))?;
+        let mut run = clock.stop(0);
+        crate::crash::check_recovered(self.name, &spec, committed, addr, &block)?;
+        // Closed, and the scratch images removed, outside the timed part.
+        drop(disk);
+        drop(bottom);
+        run.bytes = run.read_bytes.unwrap_or(0);
+        Ok(run)
+    }
+
     /// A pair whose second image is blank (a new replacement member): the timed open formats
     /// its checksums and rebuilds it from the first, as `txdisk::open` would.
     fn replica_resync(&self) -> Result<RecoveryRun> {
@@ -279,6 +345,7 @@ impl System for TxdiskSystem {
             RecoveryKind::FullLog => self.recover_full_log(),
             RecoveryKind::ReplicaResync if self.bottom.pair.is_some() => self.replica_resync(),
             RecoveryKind::ReplicaResync => Err(self.unsupported(Workload::ReplicaResync)),
+            RecoveryKind::ReopenAfterCrash { disk_mib } => self.reopen_after_crash(disk_mib),
         }
     }
 

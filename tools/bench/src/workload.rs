@@ -3,6 +3,10 @@
 //! Writing workloads take a thread count, so a sweep (`durable-1blk` at 1, 2, 4, 8, 16 threads)
 //! is a list of workloads like any other: `durable-1blk-4thr` is named, run and reported the
 //! same way as the documented `durable-1blk-1thr` and `durable-1blk-8thr`.
+//!
+//! The reopen-after-crash workloads carry the size of the disk they crash
+//! (`reopen-after-crash-1g`, `reopen-after-crash-16g`): each round formats images of that size,
+//! so they are run only when asked for by name ([`Workload::REOPEN`]), never by default.
 
 use std::fmt;
 
@@ -32,6 +36,11 @@ pub enum Workload {
     RecoverFullLog,
     /// Resync of a fresh replica with the whole disk.
     ReplicaResync,
+    /// Reopen, and read one block of, images of `disk_mib` MiB that a writer was killed on.
+    ReopenAfterCrash {
+        /// The logical size of the disk, in MiB (each image is a little larger).
+        disk_mib: u64,
+    },
 }
 
 /// What a workload does, for the runner.
@@ -73,7 +82,28 @@ pub enum RecoveryKind {
     FullLog,
     /// Bring a fresh replica up to date with the whole disk.
     ReplicaResync,
+    /// Open images of `disk_mib` MiB that a writer was killed on, and serve one block.
+    ReopenAfterCrash {
+        /// The logical size of the disk, in MiB.
+        disk_mib: u64,
+    },
 }
+
+impl RecoveryKind {
+    /// The workload that runs this recovery.
+    pub fn workload(self) -> Workload {
+        match self {
+            RecoveryKind::FullLog => Workload::RecoverFullLog,
+            RecoveryKind::ReplicaResync => Workload::ReplicaResync,
+            RecoveryKind::ReopenAfterCrash { disk_mib } => Workload::ReopenAfterCrash { disk_mib },
+        }
+    }
+}
+
+/// MiB in a GiB: the unit a reopen workload's name switches to.
+const MIB_PER_GIB: u64 = 1024;
+/// 4 KiB blocks in a MiB.
+const BLOCKS_PER_MIB: u64 = 256;
 
 impl Workload {
     /// Durable one-block transactions from one thread.
@@ -101,6 +131,22 @@ impl Workload {
         Workload::ReplicaResync,
     ];
 
+    /// Reopen after a crash, on a 1 GiB disk.
+    pub const REOPEN_AFTER_CRASH_1G: Workload = Workload::ReopenAfterCrash {
+        disk_mib: MIB_PER_GIB,
+    };
+    /// Reopen after a crash, on a 16 GiB disk.
+    pub const REOPEN_AFTER_CRASH_16G: Workload = Workload::ReopenAfterCrash {
+        disk_mib: 16 * MIB_PER_GIB,
+    };
+
+    /// The documented reopen-after-crash workloads: each round of one formats images of its
+    /// size and crashes a writer on them, so they run only when named (`--workloads`).
+    pub const REOPEN: [Workload; 2] = [
+        Workload::REOPEN_AFTER_CRASH_1G,
+        Workload::REOPEN_AFTER_CRASH_16G,
+    ];
+
     /// A durable workload of `blocks_per_txn`-block transactions from `threads`.
     pub const fn durable(blocks_per_txn: usize, threads: usize) -> Workload {
         Workload::Durable {
@@ -118,7 +164,8 @@ impl Workload {
     }
 
     /// The JSON name: `durable-{blocks}blk-{threads}thr`, `nosync-{blocks}blk-{threads}thr`,
-    /// or one of the fixed names of the single-threaded workloads.
+    /// `reopen-after-crash-{size}` (`1g`, `16g`; in MiB, `8m`, where the size is not a whole
+    /// number of GiB), or one of the fixed names of the single-threaded workloads.
     pub fn name(self) -> String {
         match self {
             Workload::Durable { threads, .. } | Workload::Nosync { threads, .. } => {
@@ -138,6 +185,10 @@ impl Workload {
             Workload::ReadLogged => "read-logged".into(),
             Workload::RecoverFullLog => "recover-full-log".into(),
             Workload::ReplicaResync => "replica-resync".into(),
+            Workload::ReopenAfterCrash { disk_mib } if disk_mib % MIB_PER_GIB == 0 => {
+                format!("{REOPEN_PREFIX}{}g", disk_mib / MIB_PER_GIB)
+            }
+            Workload::ReopenAfterCrash { disk_mib } => format!("{REOPEN_PREFIX}{disk_mib}m"),
         }
     }
 
@@ -152,6 +203,9 @@ impl Workload {
         if let Some(workload) = fixed.into_iter().find(|w| w.name() == name) {
             return Some(workload);
         }
+        if let Some(size) = name.strip_prefix(REOPEN_PREFIX) {
+            return Workload::reopen_from_size(size);
+        }
         let (make, rest): (fn(usize, usize) -> Workload, &str) =
             if let Some(rest) = name.strip_prefix("durable-") {
                 (Workload::durable, rest)
@@ -159,14 +213,24 @@ impl Workload {
                 (Workload::nosync, name.strip_prefix("nosync-")?)
             };
         let (blocks, threads) = rest.strip_suffix("thr")?.split_once("blk-")?;
-        let number = |text: &str| -> Option<usize> {
-            // Digits only, so that every name parses back to exactly one spelling.
-            let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-            text.parse()
-                .ok()
-                .filter(|n| digits && *n > 0 && !text.starts_with('0'))
-        };
+        let number = |text: &str| positive_number(text).and_then(|n| usize::try_from(n).ok());
         Some(make(number(blocks)?, number(threads)?))
+    }
+
+    /// `1g`, `16g` or `8m` as a reopen workload; None for any other spelling, a whole number
+    /// of GiB in MiB (`1024m` is `1g`) included, and for a size whose bytes overflow.
+    fn reopen_from_size(size: &str) -> Option<Workload> {
+        let disk_mib = if let Some(gib) = size.strip_suffix('g') {
+            positive_number(gib)?.checked_mul(MIB_PER_GIB)?
+        } else {
+            let mib = positive_number(size.strip_suffix('m')?)?;
+            if mib % MIB_PER_GIB == 0 {
+                return None;
+            }
+            mib
+        };
+        disk_mib.checked_mul(1 << 20)?;
+        Some(Workload::ReopenAfterCrash { disk_mib })
     }
 
     /// What the workload does.
@@ -190,6 +254,9 @@ impl Workload {
             Workload::ReadLogged => WorkloadKind::Read(ReadKind::Logged),
             Workload::RecoverFullLog => WorkloadKind::Recovery(RecoveryKind::FullLog),
             Workload::ReplicaResync => WorkloadKind::Recovery(RecoveryKind::ReplicaResync),
+            Workload::ReopenAfterCrash { disk_mib } => {
+                WorkloadKind::Recovery(RecoveryKind::ReopenAfterCrash { disk_mib })
+            }
         }
     }
 
@@ -232,6 +299,18 @@ impl Workload {
     }
 }
 
+/// The name of a reopen workload before its size.
+const REOPEN_PREFIX: &str = "reopen-after-crash-";
+
+/// A positive decimal number in its one spelling: digits only, no sign, no leading zero, so that
+/// every name parses back to exactly one workload.
+fn positive_number(text: &str) -> Option<u64> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    text.parse()
+        .ok()
+        .filter(|n| digits && *n > 0 && !text.starts_with('0'))
+}
+
 impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
@@ -251,6 +330,11 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// Blocks of a disk of `disk_mib` MiB (a reopen workload's size).
+    pub fn blocks_of_mib(disk_mib: u64) -> u64 {
+        disk_mib.saturating_mul(BLOCKS_PER_MIB)
+    }
+
     /// Blocks in each thread's disjoint region.
     pub fn region_blocks(&self) -> u64 {
         self.disk_blocks / self.max_threads as u64

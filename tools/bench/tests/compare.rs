@@ -22,6 +22,7 @@ fn row(system: &str, workload: Workload, rounds_ops_per_s: &[f64]) -> Measuremen
         peak_rss_bytes: 8 << 20,
         syncs_per_op: Some(1.0),
         write_bytes_per_op: Some(12_288.0),
+        read_bytes_per_op: None,
         cpu_us_per_op: 10.0,
         ops: 1000,
         latency_cdf_us: vec![(0.0, 50.0), (1.0, 1000.0)],

@@ -24,6 +24,7 @@ fn row(system: &str, workload: Workload, ops_per_s: f64, latency_scale_us: f64) 
         peak_rss_bytes: 8 << 20,
         syncs_per_op: None,
         write_bytes_per_op: None,
+        read_bytes_per_op: None,
         cpu_us_per_op: 10.0,
         ops: 1000,
         // Latency grows with the quantile: a CDF that rises from left to right.

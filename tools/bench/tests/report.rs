@@ -16,6 +16,7 @@ fn measurement(system: &str, workload: Workload, ops_per_s: f64, mb_per_s: f64) 
         peak_rss_bytes: 8 << 20,
         syncs_per_op: None,
         write_bytes_per_op: Some(8192.0),
+        read_bytes_per_op: Some(4096.0),
         cpu_us_per_op: 12.5,
         ops: 1000,
         latency_cdf_us: vec![(0.0, 50.0), (0.5, 100.0), (0.99, 900.0), (1.0, 1200.0)],
@@ -81,6 +82,7 @@ fn json_results_have_exactly_the_documented_keys_and_names() {
                 "p50_us",
                 "p99_us",
                 "peak_rss_bytes",
+                "read_bytes_per_op",
                 "rounds_mb_per_s",
                 "rounds_ops_per_s",
                 "syncs_per_op",
@@ -137,6 +139,22 @@ fn workload_names_are_the_documented_ones_and_parse_back() {
     for workload in Workload::ALL {
         assert_eq!(Workload::from_name(&workload.name()), Some(workload));
     }
+    // The reopen workloads, run only when named: their size in GiB, or in MiB where it is not
+    // a whole number of GiB (a test's disk).
+    let reopen: Vec<String> = Workload::REOPEN.iter().map(|w| w.name()).collect();
+    assert_eq!(reopen, ["reopen-after-crash-1g", "reopen-after-crash-16g"]);
+    for workload in Workload::REOPEN {
+        assert_eq!(Workload::from_name(&workload.name()), Some(workload));
+        assert!(!Workload::ALL.contains(&workload), "not in the default set");
+        assert_eq!(workload.threads(), 1);
+    }
+    let small = Workload::ReopenAfterCrash { disk_mib: 8 };
+    assert_eq!(small.name(), "reopen-after-crash-8m");
+    assert_eq!(Workload::from_name("reopen-after-crash-8m"), Some(small));
+    assert_eq!(
+        Workload::from_name("reopen-after-crash-1536m"),
+        Some(Workload::ReopenAfterCrash { disk_mib: 1536 })
+    );
     assert_eq!(Workload::from_name("durable"), None);
     // Sweeps name their points the same way, and only the one spelling parses.
     assert_eq!(
@@ -156,6 +174,12 @@ fn workload_names_are_the_documented_ones_and_parse_back() {
         "nosync-1blk-thr",
         "durable-+1blk-1thr",
         "read-installed-2thr",
+        "reopen-after-crash-1024m",
+        "reopen-after-crash-0g",
+        "reopen-after-crash-01g",
+        "reopen-after-crash-1",
+        "reopen-after-crash-1t",
+        "reopen-after-crash-99999999999999g",
     ] {
         assert_eq!(Workload::from_name(bad), None, "{bad}");
     }
@@ -236,14 +260,20 @@ fn the_table_shows_every_row_ratio_and_configuration() {
         .find(|line| line.starts_with("durable-1blk-1thr") && line.contains(" sqlite "))
         .expect("a sqlite row");
     let fields: Vec<&str> = sqlite_row.split_whitespace().collect();
-    // workload system ops MB/s p50 p99 rss syncs wr-KiB cpu ÷floor ÷sqlite ÷redb
+    // workload system ops MB/s p50 p99 rss syncs wr-KiB rd-KiB cpu ÷floor ÷sqlite ÷redb
     assert_eq!(fields[2], "100");
     assert_eq!(fields[7], "-", "sqlite counts no syncs");
     assert_eq!(fields[8], "8.0", "8192 bytes written per op");
-    assert_eq!(fields[10], "0.50");
-    assert_eq!(fields[11], "-", "no ratio of a system to itself");
-    assert_eq!(fields[12], "2.00");
+    assert_eq!(fields[9], "4.0", "4096 bytes read per op");
+    assert_eq!(fields[11], "0.50");
+    assert_eq!(fields[12], "-", "no ratio of a system to itself");
+    assert_eq!(fields[13], "2.00");
     assert!(table.contains("wr KiB/op"), "{table}");
+    assert!(table.contains("rd KiB/op"), "{table}");
+    assert!(
+        !table.contains("÷floor-pair"),
+        "no column for a baseline that did not run"
+    );
     assert!(table.contains("sqlite: WAL, synchronous=FULL"));
     assert!(table.contains("on ext4"));
 }
@@ -263,6 +293,7 @@ fn a_run_loads_back_from_its_json_and_a_first_version_run_still_loads() {
         original.results[1].latency_cdf_us
     );
     assert_eq!(loaded.results[1].write_bytes_per_op, Some(8192.0));
+    assert_eq!(loaded.results[1].read_bytes_per_op, Some(4096.0));
     assert_eq!(loaded.machine, original.machine);
     // In run order (floor, sqlite, redb), not the JSON object's sorted keys.
     assert_eq!(loaded.systems, original.systems);
@@ -288,6 +319,7 @@ fn a_run_loads_back_from_its_json_and_a_first_version_run_still_loads() {
     );
     assert!(row.latency_cdf_us.is_empty());
     assert_eq!(row.write_bytes_per_op, None, "not measured then");
+    assert_eq!(row.read_bytes_per_op, None, "not measured then");
     assert!(
         loaded
             .table()

@@ -3,15 +3,16 @@
 //! and an in-memory system that records what the runner asks of it (addresses inside each
 //! thread's region, distinct within a transaction, never a repeated block) or lies on reads;
 //! and thread sweeps: one row per (system, workload, thread count), each with its rounds; and
-//! txdisk on one image and on a pair, whose images are the ones `txdisk::open` takes.
+//! txdisk on one image and on a pair, whose images are the ones `txdisk::open` takes; and the
+//! pair's floor, which writes everything twice and syncs once per transaction like the floor.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 use txdisk_bench::{
-    baseline_systems, run, BenchConfig, BenchError, Geometry, Isolation, ReadKind, Result, System,
-    SystemFactory, TxdiskFactory, Workload,
+    baseline_systems, run, BenchConfig, BenchError, FloorFactory, Geometry, Isolation, ReadKind,
+    Result, System, SystemFactory, TxdiskFactory, Workload,
 };
 use txdisk_disk::{Addr, Block};
 
@@ -80,7 +81,13 @@ fn floor_and_peers_run_every_supported_cell_once() {
             m.system,
             m.workload
         );
+        assert!(m.read_bytes_per_op.is_some(), "{} {}", m.system, m.workload);
     }
+    // A read of the floor is one pread of a block, at least (a lower bound, as above).
+    let reads = report
+        .find("floor", Workload::ReadInstalled)
+        .expect("floor ran");
+    assert!(reads.read_bytes_per_op >= Some(4096.0), "{reads:?}");
     let json = report.to_json();
     assert_eq!(
         json["results"].as_array().map(Vec::len),
@@ -392,4 +399,37 @@ fn txdisk_and_its_pair_run_every_supported_cell() {
         .find("txdisk-pair", Workload::ReplicaResync)
         .expect("ran");
     assert!(resync.write_bytes_per_op > Some(0.0), "{resync:?}");
+}
+
+#[test]
+fn the_pair_floor_runs_every_cell_and_writes_each_block_to_both_files() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let mut config = tiny_config(scratch.path());
+    config.rounds = 1;
+    let factories = [
+        FloorFactory { replicated: false },
+        FloorFactory { replicated: true },
+    ];
+    let systems: Vec<&dyn SystemFactory> =
+        factories.iter().map(|f| f as &dyn SystemFactory).collect();
+    let report = run(&config, &systems, &mut |_| {}).expect("bench run");
+    for workload in Workload::ALL {
+        assert!(report.find("floor-pair", workload).is_some(), "{workload}");
+    }
+    for workload in [Workload::DURABLE_1BLK_8THR, Workload::DURABLE_16BLK_1THR] {
+        let pair = report.find("floor-pair", workload).expect("ran");
+        // Two fdatasyncs at once per transaction, counted as the one pair sync they are.
+        assert_eq!(pair.syncs_per_op, Some(1.0), "{workload}");
+        let least = (2 * (workload.blocks_per_txn() + 1) * 4096) as f64;
+        assert!(
+            pair.write_bytes_per_op >= Some(least),
+            "{workload}: {:?}",
+            pair.write_bytes_per_op
+        );
+    }
+    let table = report.table();
+    assert!(table.contains("÷floor-pair"), "{table}");
+    assert!(report
+        .ratio("floor-pair", Workload::DURABLE_1BLK_1THR, "floor")
+        .is_some());
 }

@@ -1,4 +1,4 @@
-//! `txdisk bench`: the floor, txdisk (one image and a pair), SQLite and redb side by side; runs
+//! `txdisk bench`: the floor (of one file and of a pair), txdisk (one image and a pair), SQLite and redb side by side; runs
 //! saved by name and compared before and after.
 
 use crate::output;
@@ -22,10 +22,12 @@ pub struct BenchArgs {
     /// Saved runs live in its bench-results folder.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Systems to run, comma-separated (floor, txdisk, txdisk-pair, sqlite, redb).
+    /// Systems to run, comma-separated (floor, floor-pair, txdisk, txdisk-pair, sqlite, redb).
     #[arg(long, value_delimiter = ',')]
     systems: Option<Vec<String>>,
-    /// Workloads to run, comma-separated (e.g. durable-1blk-1thr,durable-16blk-8thr).
+    /// Workloads to run, comma-separated (e.g. durable-1blk-1thr,durable-16blk-8thr); also
+    /// reopen-after-crash-1g and reopen-after-crash-16g (txdisk and txdisk-pair), run only when
+    /// named here.
     #[arg(long, value_delimiter = ',')]
     workloads: Option<Vec<String>>,
     /// Rounds (the median round is reported).
