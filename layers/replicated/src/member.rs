@@ -69,6 +69,15 @@ impl<'a, D: Disk + ?Sized> MemberDisk<'a, D> {
         self.disk.write(block.index(), value)
     }
 
+    /// Writes `values` at consecutive member blocks from `start`, in one call to the disk.
+    pub(crate) fn write_run(
+        &self,
+        start: MemberBlock,
+        values: &[&Block],
+    ) -> txdisk_disk::Result<()> {
+        self.disk.write_run(start.index(), values)
+    }
+
     /// Writes `value` at member block `block` as a copy of a block of version `generation` of
     /// the other member (see [`Disk::write_copy`]).
     pub(crate) fn write_copy(

@@ -502,8 +502,33 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
     /// Writes `block` at `addr` on every member being written, under the address's stripe lock;
     /// the caller holds an intent on its chunk.
     fn write_marked(&self, addr: Addr, block: &Block) -> Result<()> {
-        let member_block = MemberBlock::of_data(addr);
-        let _stripe = self.stripe(addr);
+        self.write_marked_run(addr, &[block])
+    }
+
+    /// Writes a run of consecutive blocks from `start` on every member being written, as one
+    /// vectored write per member, under the stripe locks of all its addresses (taken in
+    /// ascending stripe order, the one order every multi-stripe lock follows); the caller holds
+    /// intents on its chunks. Runs longer than [`LOCK_STRIPES`] go in pieces.
+    fn write_marked_run(&self, start: Addr, blocks: &[&Block]) -> Result<()> {
+        for (index, piece) in blocks.chunks(LOCK_STRIPES).enumerate() {
+            let piece_start = start + (index * LOCK_STRIPES) as u64;
+            let mut stripes: Vec<usize> = (0..piece.len() as u64)
+                .map(|offset| ((piece_start + offset) % LOCK_STRIPES as u64) as usize)
+                .collect();
+            stripes.sort_unstable();
+            let _guards: Vec<MutexGuard<'_, ()>> = stripes
+                .iter()
+                .map(|stripe| self.stripes[*stripe].lock())
+                .collect();
+            self.write_locked_run(piece_start, piece)?;
+        }
+        Ok(())
+    }
+
+    /// The member writes of a run, its stripes locked.
+    fn write_locked_run(&self, start: Addr, blocks: &[&Block]) -> Result<()> {
+        let member_block = MemberBlock::of_data(start);
+        let addr = start;
         // Statuses are read under the stripe lock: a rebuild installs its target before it copies
         // this address under the same lock, so a write either reaches the target or precedes the copy.
         let mut written = [None; 2];
@@ -519,7 +544,9 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
             );
             let member = &self.members[role.index()];
             written[role.index()] = Some(member.generation.load(Ordering::Acquire));
-            if let Err(failed) = self.on_member_gen(role, |disk| disk.write(member_block, block)) {
+            if let Err(failed) =
+                self.on_member_gen(role, |disk| disk.write_run(member_block, blocks))
+            {
                 self.absorb(role, failed)?;
             }
         }
@@ -545,7 +572,10 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
             }
         }
         #[cfg(debug_assertions)]
-        self.check_write_rep(addr, member_block, written);
+        for offset in 0..blocks.len() as u64 {
+            let block = MemberBlock::of_data(start + offset);
+            self.check_write_rep(start + offset, block, written);
+        }
         Ok(())
     }
 

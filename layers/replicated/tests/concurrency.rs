@@ -50,9 +50,20 @@ fn worker(pair: &Pair, thread: u64) {
     for step in 0..OPS_PER_THREAD {
         let addr = rng.below(DATA_BLOCKS);
         match rng.below(10) {
-            0..=5 => pair
+            0..=3 => pair
                 .write(addr, &tagged(thread, step))
                 .unwrap_or_else(|e| panic!("seed {SEED:x} thread {thread}: {e}")),
+            // Batches of runs that overlap other threads' writes and runs: every stripe of a
+            // run is held at once, so their lock order must be one order.
+            4..=5 => {
+                let value = tagged(thread, step);
+                let first = (rng.below(6) + 1).min(DATA_BLOCKS - addr) as usize;
+                let other = rng.below(DATA_BLOCKS);
+                let second = (rng.below(6) + 1).min(DATA_BLOCKS - other) as usize;
+                let (a, b) = (vec![&value; first], vec![&value; second]);
+                pair.write_runs(&[(addr, a.as_slice()), (other, b.as_slice())])
+                    .unwrap_or_else(|e| panic!("seed {SEED:x} thread {thread}: {e}"))
+            }
             6..=8 => {
                 let block = pair
                     .read(addr)
