@@ -486,10 +486,22 @@ fn check_slots(
     }
 }
 
+/// Whether a member of `size_blocks` checksummed blocks holds everything `meta` places on it:
+/// the metadata slots, the data and the bitmap.
+fn holds(size_blocks: u64, meta: &ReplicaMeta) -> bool {
+    // The data size first: a crafted one near `u64::MAX` would overflow the layout's sums.
+    meta.data_size_blocks <= size_blocks && meta.bitmap_layout().member_blocks() <= size_blocks
+}
+
 fn check_member_size(image: &OpenedImage, meta: &ReplicaMeta, report: &mut FsckReport) {
-    let needed = meta.bitmap_layout().member_blocks();
     let size_blocks = image.disk.as_ref().map_or(0, |disk| disk.size_blocks());
-    if size_blocks < needed {
+    if !holds(size_blocks, meta) {
+        let needed = if meta.data_size_blocks <= size_blocks {
+            meta.bitmap_layout().member_blocks()
+        } else {
+            // At least this much (the bitmap's size would not fit the sums).
+            meta.data_size_blocks.saturating_add(RESERVED_BLOCKS)
+        };
         let message = format!(
             "{}: {size_blocks} checksummed blocks, its metadata needs {needed} (truncated image?)",
             image.path.display(),
