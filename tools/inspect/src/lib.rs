@@ -8,8 +8,9 @@
 //!   bottom: the files (whole blocks, not truncated), the checksum superblocks, every block
 //!   verified (failures counted per member by kind: flipped, misdirected, stale, unreadable),
 //!   the pair metadata of each member (both slots, one pair, roles, sizes, which member
-//!   recovery would copy from, a dirty, stale or half-rebuilt member), the replicas' data block
-//!   by block, then the log:
+//!   recovery would copy from, a dirty, stale or half-rebuilt member), the write-intent
+//!   bitmaps (which chunks the next open would copy, unusable bitmap blocks), the replicas'
+//!   data block by block, then the log:
 //!   superblock, both header slots, and every transaction of the live log as the one log
 //!   parser ([`txdisk_log::tooling::scan_log`]) sees it — what recovery would replay, and why the chain
 //!   ends. With `repair`, it runs the layers' own recoveries and checks again.
@@ -21,7 +22,7 @@
 //! | found | severity | without repair | repair |
 //! |---|---|---|---|
 //! | valid transactions in the log (committed, not installed) | fixable: "recovery needed" | 4 | log recovery replays them: 1 |
-//! | a pair not closed cleanly, replicas that differ, a stale or half-rebuilt member, one damaged metadata slot | fixable | 4 | replica recovery: 1 |
+//! | a pair not closed cleanly, replicas that differ, a stale or half-rebuilt member, one damaged metadata slot, an unusable bitmap block | fixable | 4 | replica recovery (and an unusable bitmap block left after it rewritten clear): 1 |
 //! | a block failing verification whose copy on the other member verifies; one damaged checksum superblock copy | fixable | 4 | the good copy written back: 1 |
 //! | a block failing verification in unused log space or a header slot, on every copy | info: a crash during an unacknowledged write | 0 | nothing to do |
 //! | a home block failing verification on every copy that log recovery rewrites | fixable | 4 | log recovery: 1 |
@@ -61,8 +62,8 @@ pub use check::{check, check_with_progress, CheckOptions, Progress};
 pub use dump::{hex_dump, logdump, DumpOptions, DumpRecord, LogDump, RawBlock};
 pub use error::{InspectError, Result};
 pub use report::{
-    stop_kind, BlockFailure, Finding, FsckReport, LogReport, MemberReport, RecordSummary,
-    RepairReport, ReplicaDiff, Severity, VerifyReport, EXIT_CLEAN, EXIT_CORRECTED,
-    EXIT_OPERATIONAL, EXIT_UNCORRECTED,
+    stop_kind, BitmapReport, BlockFailure, Finding, FsckReport, LogReport, MemberBitmapReport,
+    MemberReport, RecordSummary, RepairReport, ReplicaDiff, Severity, UnusableBitmapBlock,
+    VerifyReport, EXIT_CLEAN, EXIT_CORRECTED, EXIT_OPERATIONAL, EXIT_UNCORRECTED,
 };
 pub use view::{open_image, CheckedImage, ImageKind, OpenedImage, Window};
