@@ -7,7 +7,7 @@ use crate::report::{
     one_line, slot_text, state_text, unusable_text, BitmapReport, FsckReport, LogReport,
     MemberBitmapReport, MemberReport, RecordSummary, ReplicaDiff, Severity, UnusableBitmapBlock,
 };
-use crate::verify::{self, Agreed, Failures};
+use crate::verify::{self, Agreed, Failures, Resync};
 use crate::view::{open_image, ImageKind, OpenedImage};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -127,15 +127,24 @@ fn inspect_members(
 ) -> Result<()> {
     let chosen = check_members(opened, report)?;
     let source = chosen.as_ref().map(|(source, _)| *source);
-    if let Some((source, plan)) = &chosen {
-        check_bitmap(opened, *source, plan, options, report)?;
-    }
+    let resync = match &chosen {
+        Some((source, plan)) => check_bitmap(opened, *source, plan, options, report)?,
+        None => None,
+    };
     let mut failures = Vec::new();
     if opened.len() == 2 {
         // A member to be rebuilt is overwritten whole: comparing it would list every block.
-        if let Some((source, MemberPlan::InSync { .. })) = chosen {
-            if let Some(found) = verify::compare(opened, source, options.max_listed, progress)? {
+        if let Some((source, MemberPlan::InSync { clean })) = chosen {
+            let found = verify::compare(
+                opened,
+                source,
+                resync.as_ref(),
+                options.max_listed,
+                progress,
+            )?;
+            if let Some(found) = found {
                 differ_finding(&found.diff, report);
+                unmarked_finding(&found.diff, clean, resync.as_ref(), report);
                 report.replicas = Some(found.diff);
                 report.verification.extend(found.verified);
                 let [f1, f2] = found.failures;
@@ -632,18 +641,56 @@ fn differ_finding(diff: &ReplicaDiff, report: &mut FsckReport) {
     );
 }
 
+/// Where both copies verify but differ in a chunk the next open would not copy: the pair's
+/// own recovery would leave them differing, and the pair would serve whichever member it reads.
+fn unmarked_finding(
+    diff: &ReplicaDiff,
+    clean: bool,
+    resync: Option<&Resync>,
+    report: &mut FsckReport,
+) {
+    let Some(resync) = resync else {
+        return;
+    };
+    if diff.unmarked_blocks == 0 {
+        return;
+    }
+    let listed: Vec<String> = diff
+        .first_unmarked
+        .iter()
+        .map(|addr| format!("{addr} in chunk {}", resync.layout.chunk_of(*addr)))
+        .collect();
+    let why = if clean {
+        "both members were closed clean, so the next open copies nothing"
+    } else {
+        "neither member's write-intent bitmap marks their chunks"
+    };
+    let message = format!(
+        "{} differing block(s) in chunks recovery would not copy (first: {}): {why}, and the pair would go on serving two different copies (a write lost with its checksum, or a change behind the pair's back); repair resyncs every block and keeps the newer copy",
+        diff.unmarked_blocks,
+        listed.join(", ")
+    );
+    report.add(
+        Severity::Error,
+        "replicated",
+        "replicated.unmarked_difference",
+        message,
+    );
+}
+
 // ---- the write-intent bitmap ----
 
 /// Reads the write-intent bitmap of the members the next open would read (both when they are
 /// in sync; else the source's alone, for the report: a rebuild copies every chunk and a member
-/// running alone copies none), and reports it.
+/// running alone copies none), reports it, and returns the chunks the next open would copy
+/// between two members in sync.
 fn check_bitmap(
     opened: &[OpenedImage],
     source: Role,
     plan: &MemberPlan,
     options: &CheckOptions,
     report: &mut FsckReport,
-) -> Result<()> {
+) -> Result<Option<Resync>> {
     let member_meta = |image: &OpenedImage| match &image.kind {
         ImageKind::Member { meta, .. } => *meta,
         ImageKind::Single => None,
@@ -652,13 +699,13 @@ fn check_bitmap(
         let meta = member_meta(image).filter(|meta| meta.role == source)?;
         Some((image, meta))
     }) else {
-        return Ok(());
+        return Ok(None);
     };
     // Every read and every list below is bounded by the bitmap's size: only once the source is
     // known to hold it (a truncated member is reported by `check_member_size`).
     let source_blocks = source_image.disk.as_ref().map_or(0, |d| d.size_blocks());
     if !holds(source_blocks, &source_meta) {
-        return Ok(());
+        return Ok(None);
     }
     let layout = source_meta.bitmap_layout();
     let in_sync = matches!(plan, MemberPlan::InSync { .. }) && opened.len() == 2;
@@ -706,7 +753,13 @@ fn check_bitmap(
     bitmap_summary(&bitmap, &layout, &marked, source, plan, report);
     bitmap_damage(&bitmap, &bitmaps, in_sync, report);
     report.bitmap = Some(bitmap);
-    Ok(())
+    Ok(match plan {
+        MemberPlan::InSync { clean } if in_sync => Some(Resync {
+            layout,
+            chunks: if *clean { BTreeSet::new() } else { marked },
+        }),
+        _ => None,
+    })
 }
 
 fn member_bitmap(

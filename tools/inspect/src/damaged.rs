@@ -60,8 +60,13 @@ pub enum Damage {
     /// Only a torn record: nothing to replay.
     TornOnly,
     /// A pair closed clean whose d2 holds newer copies of three data blocks than d1 (both
-    /// verify): what d1 losing three writes, block and tag together, leaves.
+    /// verify): what d1 losing three writes, block and tag together, leaves. Both members'
+    /// bitmaps are clear, so recovery would not copy them: an error.
     ReplicaDifference,
+    /// A pair left dirty by a crash just after a write through it, whose d2 then got a newer
+    /// copy of that block (both verify): a difference inside a chunk both bitmaps mark, which
+    /// the resync at open copies.
+    MarkedDifference,
     /// d1's write-intent bitmap block fails the bitmap's own checksum (the block verifies);
     /// d2's copy is valid.
     DamagedBitmap,
@@ -114,7 +119,7 @@ pub enum Damage {
 
 impl Damage {
     /// Every kind, in declaration order.
-    pub const ALL: [Damage; 30] = [
+    pub const ALL: [Damage; 31] = [
         Damage::CleanSingle,
         Damage::CleanPair,
         Damage::PendingSingle,
@@ -122,6 +127,7 @@ impl Damage {
         Damage::TornTail,
         Damage::TornOnly,
         Damage::ReplicaDifference,
+        Damage::MarkedDifference,
         Damage::DamagedBitmap,
         Damage::BrokenChain,
         Damage::SuperblockChecksum,
@@ -216,6 +222,20 @@ fn damage_formatted(damage: Damage, images: &[PathBuf]) -> Result<(), Error> {
                 let addr = geometry.checked_of_log(geometry.log.data_start + home);
                 d2.write(addr, &Block::filled(0xd2))?;
             }
+            d2.sync()?;
+        }
+        Damage::MarkedDifference => {
+            let geometry = Geometry::of(&images[1])?;
+            let addr = geometry.log.data_start + 7;
+            let (_, pair) = open_stack_disk(images)?;
+            let pair = pair.ok_or("a pair")?;
+            // The write marks its chunk on both members before the data reaches either;
+            // dropping the pair without `close` is a crash, which leaves it Dirty and marked.
+            pair.write(addr, &Block::filled(0x5a))?;
+            pair.sync()?;
+            drop(pair);
+            let d2 = open_checked(&images[1])?;
+            d2.write(geometry.checked_of_log(addr), &Block::filled(0xd2))?;
             d2.sync()?;
         }
         Damage::DamagedBitmap => {

@@ -16,6 +16,11 @@ use txdisk_integrity::IntegrityDisk;
 use txdisk_log::log_recover;
 use txdisk_replicated::{inspect_bitmap, inspect_member, MetaState, Phase, ReplicatedDisk};
 
+/// Errors the repair corrects all the same: differences between copies that both verify, in
+/// chunks the pair's own recovery would not copy. Crash recovery cannot undo them, but the
+/// repair's resync reads every block and keeps the newer copy, as for `replicated.differ`.
+const CORRECTED_ERRORS: &[&str] = &["replicated.unmarked_difference"];
+
 /// Repairs what `before` found fixable. Writes nothing if it found uncorrectable errors: the
 /// recoveries assume a sound image, and run on a damaged one they could spread the damage (a
 /// resync copies d1 over d2 whatever d1 holds).
@@ -31,7 +36,7 @@ pub(crate) fn repair(
     let errors = before
         .findings
         .iter()
-        .filter(|f| f.severity == Severity::Error)
+        .filter(|f| f.severity == Severity::Error && !CORRECTED_ERRORS.contains(&f.code))
         .count();
     if errors > 0 {
         repair.skipped = Some(format!(

@@ -30,7 +30,8 @@ pub enum Severity {
     /// `--repair` fixes it.
     Fixable,
     /// Damage recovery cannot undo: a corrupt superblock, a broken chain of acknowledged
-    /// transactions, inconsistent pair metadata.
+    /// transactions, inconsistent pair metadata, replicas that differ where their write-intent
+    /// bitmap says they are equal.
     Error,
 }
 
@@ -168,6 +169,13 @@ pub struct ReplicaDiff {
     /// The member recovery would copy from.
     #[serde(serialize_with = "display")]
     pub source: Role,
+    /// Of the differing blocks, those in chunks the next open would not copy (their bit clear
+    /// on both members and no unusable bitmap block covering them, or both members closed
+    /// clean): differences the write-intent bitmap does not cover, which crash recovery would
+    /// leave in place.
+    pub unmarked_blocks: u64,
+    /// The first of those pair addresses (at most `CheckOptions::max_listed`).
+    pub first_unmarked: Vec<Addr>,
 }
 
 /// The write-intent bitmap of a pair, as the check read it from the members recovery would
@@ -474,9 +482,19 @@ impl FsckReport {
         }
         if let Some(diff) = &self.replicas {
             let listed: Vec<String> = diff.first_differences.iter().map(u64::to_string).collect();
+            let unmarked = if diff.unmarked_blocks == 0 {
+                String::new()
+            } else {
+                let first: Vec<String> = diff.first_unmarked.iter().map(u64::to_string).collect();
+                format!(
+                    "; {} in chunks recovery would not copy (first: {})",
+                    diff.unmarked_blocks,
+                    first.join(", ")
+                )
+            };
             let _ = writeln!(
                 out,
-                "replicas: {} of {} data blocks differ{}",
+                "replicas: {} of {} data blocks differ{}{unmarked}",
                 diff.differing_blocks,
                 diff.compared_blocks,
                 if listed.is_empty() {

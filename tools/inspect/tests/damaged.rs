@@ -2,7 +2,8 @@
 //! the exit code read-only, the findings by code, and the exit code after `--repair` (on a
 //! fresh copy), which must also leave a clean image when it claims to have corrected it. Damage
 //! beneath the checksums is counted per member, and the copy that verifies is the one kept;
-//! a damaged write-intent bitmap block is rewritten by the repair.
+//! the write-intent bitmap tells a difference recovery copies from one it would leave, and a
+//! damaged bitmap block is rewritten by the repair.
 
 use std::path::PathBuf;
 use txdisk_disk::FileDisk;
@@ -28,7 +29,18 @@ const EXPECTED: &[(Damage, i32, &[&str], i32)] = &[
     ),
     (Damage::TornTail, 4, &["log.recovery_needed", "log.torn"], 1),
     (Damage::TornOnly, 0, &["log.torn"], 0),
-    (Damage::ReplicaDifference, 4, &["replicated.differ"], 1),
+    (
+        Damage::ReplicaDifference,
+        4,
+        &["replicated.differ", "replicated.unmarked_difference"],
+        1,
+    ),
+    (
+        Damage::MarkedDifference,
+        4,
+        &["replicated.differ", "replicated.dirty", "replicated.bitmap"],
+        1,
+    ),
     (Damage::DamagedBitmap, 4, &["replicated.bitmap_damaged"], 1),
     (Damage::BrokenChain, 4, &["log.corruption"], 4),
     (Damage::SuperblockChecksum, 4, &["log.superblock"], 4),
@@ -195,6 +207,45 @@ fn replica_differences_are_counted_and_listed() {
         "d2's copies were written last: the higher generation"
     );
     assert!(report.verification.iter().all(|v| v.failing_blocks() == 0));
+    // Closed clean, so the next open copies nothing: every difference is one recovery leaves.
+    assert_eq!(diff.unmarked_blocks, 3);
+    assert_eq!(diff.first_unmarked, diff.first_differences);
+    let unmarked = report
+        .findings
+        .iter()
+        .find(|f| f.code == "replicated.unmarked_difference")
+        .unwrap();
+    assert_eq!(unmarked.severity, Severity::Error);
+    assert!(
+        unmarked
+            .message
+            .contains(&format!("{} in chunk 0", data_start + 5)),
+        "{}",
+        unmarked.message
+    );
+}
+
+#[test]
+fn a_difference_in_a_marked_chunk_is_no_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = make(Damage::MarkedDifference, dir.path()).unwrap();
+    let report = check(&images, &CheckOptions::default()).unwrap();
+    assert_eq!(
+        report.worst(),
+        Some(Severity::Fixable),
+        "{:?}",
+        report.findings
+    );
+    let diff = report.replicas.as_ref().unwrap();
+    assert_eq!((diff.differing_blocks, diff.unmarked_blocks), (1, 0));
+    let bitmap = report.bitmap.as_ref().unwrap();
+    assert_eq!(bitmap.marked_chunks, 1, "{bitmap:?}");
+    assert_eq!(bitmap.resync_chunks, 1, "{bitmap:?}");
+    assert_eq!(bitmap.first_marked_chunks, vec![0], "{bitmap:?}");
+    assert!(bitmap.members.iter().all(|m| m.marked_chunks == 1));
+    let json = report.to_json();
+    assert_eq!(json["bitmap"]["marked_chunks"], 1);
+    assert_eq!(json["replicas"]["unmarked_blocks"], 0);
 }
 
 /// A pair whose bitmap has two blocks (chunks of one block), clean, with bitmap block 1 damaged
