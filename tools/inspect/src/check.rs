@@ -4,19 +4,19 @@
 
 use crate::error::{InspectError, Result};
 use crate::report::{
-    one_line, slot_text, state_text, FsckReport, LogReport, MemberReport, RecordSummary,
-    ReplicaDiff, Severity,
+    one_line, slot_text, state_text, unusable_text, BitmapReport, FsckReport, LogReport,
+    MemberBitmapReport, MemberReport, RecordSummary, ReplicaDiff, Severity, UnusableBitmapBlock,
 };
-use crate::verify::{self, Agreed, Failures};
+use crate::verify::{self, Agreed, Failures, Resync};
 use crate::view::{open_image, ImageKind, OpenedImage};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use txdisk_disk::{Addr, Disk};
+use txdisk_disk::{Addr, Disk, BLOCK_SIZE};
 use txdisk_log::tooling::{read_headers, read_superblock, scan_log, ScanStop};
 use txdisk_log::LogError;
 use txdisk_replicated::{
-    plan_other, MemberPlan, MetaState, Peer, ReplicaMeta, ReplicatedError, Role, Slot,
-    RESERVED_BLOCKS,
+    chunks_to_resync, inspect_bitmap, plan_other, BitmapLayout, MemberBitmap, MemberPlan,
+    MetaState, Peer, ReplicaMeta, ReplicatedError, Role, Slot, RESERVED_BLOCKS,
 };
 
 /// How to check.
@@ -127,12 +127,24 @@ fn inspect_members(
 ) -> Result<()> {
     let chosen = check_members(opened, report)?;
     let source = chosen.as_ref().map(|(source, _)| *source);
+    let resync = match &chosen {
+        Some((source, plan)) => check_bitmap(opened, *source, plan, options, report)?,
+        None => None,
+    };
     let mut failures = Vec::new();
     if opened.len() == 2 {
         // A member to be rebuilt is overwritten whole: comparing it would list every block.
-        if let Some((source, MemberPlan::InSync { .. })) = chosen {
-            if let Some(found) = verify::compare(opened, source, options.max_listed, progress)? {
+        if let Some((source, MemberPlan::InSync { clean })) = chosen {
+            let found = verify::compare(
+                opened,
+                source,
+                resync.as_ref(),
+                options.max_listed,
+                progress,
+            )?;
+            if let Some(found) = found {
                 differ_finding(&found.diff, report);
+                unmarked_finding(&found.diff, clean, resync.as_ref(), report);
                 report.replicas = Some(found.diff);
                 report.verification.extend(found.verified);
                 let [f1, f2] = found.failures;
@@ -421,6 +433,20 @@ fn check_members(
             );
             return Ok(None);
         }
+        if m1.chunk_blocks != m2.chunk_blocks {
+            // `open` refuses such a pair: which member's bits cover which blocks is unknown.
+            let message = format!(
+                "the members record different bitmap chunk sizes (d1 {} blocks, d2 {})",
+                m1.chunk_blocks, m2.chunk_blocks
+            );
+            report.add(
+                Severity::Error,
+                "replicated",
+                "replicated.geometry",
+                message,
+            );
+            return Ok(None);
+        }
     }
     report.pair_id = metas.iter().flatten().next().map(|m| m.pair_id);
     let blank: Vec<bool> = opened
@@ -486,10 +512,22 @@ fn check_slots(
     }
 }
 
+/// Whether a member of `size_blocks` checksummed blocks holds everything `meta` places on it:
+/// the metadata slots, the data and the bitmap.
+fn holds(size_blocks: u64, meta: &ReplicaMeta) -> bool {
+    // The data size first: a crafted one near `u64::MAX` would overflow the layout's sums.
+    meta.data_size_blocks <= size_blocks && meta.bitmap_layout().member_blocks() <= size_blocks
+}
+
 fn check_member_size(image: &OpenedImage, meta: &ReplicaMeta, report: &mut FsckReport) {
-    let needed = meta.bitmap_layout().member_blocks();
     let size_blocks = image.disk.as_ref().map_or(0, |disk| disk.size_blocks());
-    if size_blocks < needed {
+    if !holds(size_blocks, meta) {
+        let needed = if meta.data_size_blocks <= size_blocks {
+            meta.bitmap_layout().member_blocks()
+        } else {
+            // At least this much (the bitmap's size would not fit the sums).
+            meta.data_size_blocks.saturating_add(RESERVED_BLOCKS)
+        };
         let message = format!(
             "{}: {size_blocks} checksummed blocks, its metadata needs {needed} (truncated image?)",
             image.path.display(),
@@ -601,6 +639,246 @@ fn differ_finding(diff: &ReplicaDiff, report: &mut FsckReport) {
         "replicated.differ",
         message,
     );
+}
+
+/// Where both copies verify but differ in a chunk the next open would not copy: the pair's
+/// own recovery would leave them differing, and the pair would serve whichever member it reads.
+fn unmarked_finding(
+    diff: &ReplicaDiff,
+    clean: bool,
+    resync: Option<&Resync>,
+    report: &mut FsckReport,
+) {
+    let Some(resync) = resync else {
+        return;
+    };
+    if diff.unmarked_blocks == 0 {
+        return;
+    }
+    let listed: Vec<String> = diff
+        .first_unmarked
+        .iter()
+        .map(|addr| format!("{addr} in chunk {}", resync.layout.chunk_of(*addr)))
+        .collect();
+    let why = if clean {
+        "both members were closed clean, so the next open copies nothing"
+    } else {
+        "neither member's write-intent bitmap marks their chunks"
+    };
+    let message = format!(
+        "{} differing block(s) in chunks recovery would not copy (first: {}): {why}, and the pair would go on serving two different copies (a write lost with its checksum, or a change behind the pair's back); repair resyncs every block and keeps the newer copy",
+        diff.unmarked_blocks,
+        listed.join(", ")
+    );
+    report.add(
+        Severity::Error,
+        "replicated",
+        "replicated.unmarked_difference",
+        message,
+    );
+}
+
+// ---- the write-intent bitmap ----
+
+/// Reads the write-intent bitmap of the members the next open would read (both when they are
+/// in sync; else the source's alone, for the report: a rebuild copies every chunk and a member
+/// running alone copies none), reports it, and returns the chunks the next open would copy
+/// between two members in sync.
+fn check_bitmap(
+    opened: &[OpenedImage],
+    source: Role,
+    plan: &MemberPlan,
+    options: &CheckOptions,
+    report: &mut FsckReport,
+) -> Result<Option<Resync>> {
+    let member_meta = |image: &OpenedImage| match &image.kind {
+        ImageKind::Member { meta, .. } => *meta,
+        ImageKind::Single => None,
+    };
+    let Some((source_image, source_meta)) = opened.iter().find_map(|image| {
+        let meta = member_meta(image).filter(|meta| meta.role == source)?;
+        Some((image, meta))
+    }) else {
+        return Ok(None);
+    };
+    // Every read and every list below is bounded by the bitmap's size: only once the source is
+    // known to hold it (a truncated member is reported by `check_member_size`).
+    let source_blocks = source_image.disk.as_ref().map_or(0, |d| d.size_blocks());
+    if !holds(source_blocks, &source_meta) {
+        return Ok(None);
+    }
+    let layout = source_meta.bitmap_layout();
+    let in_sync = matches!(plan, MemberPlan::InSync { .. }) && opened.len() == 2;
+    // As `open` reads them: a member it does not read vouches for no block.
+    let unread = || MemberBitmap {
+        unusable: (0..layout.bitmap_blocks())
+            .map(|index| (index, "not read"))
+            .collect(),
+        ..MemberBitmap::default()
+    };
+    let mut bitmaps = [unread(), unread()];
+    let mut members = Vec::new();
+    for image in opened {
+        let Some(role) = member_meta(image).map(|meta| meta.role) else {
+            continue;
+        };
+        let Some(disk) = image.disk.as_ref() else {
+            continue;
+        };
+        // A truncated member is reported as such (`check_member_size`) and `open` refuses it:
+        // reading past its end would only add noise.
+        if (role != source && !in_sync) || !holds(disk.size_blocks(), &source_meta) {
+            continue;
+        }
+        let bitmap = inspect_bitmap(disk, &source_meta).map_err(io_error(&image.path))?;
+        members.push(member_bitmap(image, &layout, &bitmap, options.max_listed));
+        bitmaps[role.index()] = bitmap;
+    }
+    let marked = chunks_to_resync(&layout, [&bitmaps[0], &bitmaps[1]]);
+    let resync_chunks = match plan {
+        MemberPlan::InSync { clean: false } => marked.len() as u64,
+        MemberPlan::InSync { clean: true } | MemberPlan::Degraded => 0,
+        MemberPlan::Rebuild { .. } => layout.chunks(),
+    };
+    let bitmap = BitmapReport {
+        chunk_blocks: layout.chunk_blocks,
+        chunk_kib: layout.chunk_blocks * BLOCK_SIZE as u64 / 1024,
+        chunks: layout.chunks(),
+        bitmap_blocks: layout.bitmap_blocks(),
+        marked_chunks: marked.len() as u64,
+        first_marked_chunks: marked.iter().take(options.max_listed).copied().collect(),
+        resync_chunks,
+        members,
+    };
+    bitmap_summary(&bitmap, &layout, &marked, source, plan, report);
+    bitmap_damage(&bitmap, &bitmaps, in_sync, report);
+    report.bitmap = Some(bitmap);
+    Ok(match plan {
+        MemberPlan::InSync { clean } if in_sync => Some(Resync {
+            layout,
+            chunks: if *clean { BTreeSet::new() } else { marked },
+        }),
+        _ => None,
+    })
+}
+
+fn member_bitmap(
+    image: &OpenedImage,
+    layout: &BitmapLayout,
+    bitmap: &MemberBitmap,
+    max_listed: usize,
+) -> MemberBitmapReport {
+    MemberBitmapReport {
+        path: image.path.clone(),
+        marked_chunks: bitmap.marked.len() as u64,
+        unusable_blocks: bitmap.unusable.len() as u64,
+        first_unusable: bitmap
+            .unusable
+            .iter()
+            .take(max_listed)
+            .map(|(index, reason)| UnusableBitmapBlock {
+                index: *index,
+                block: layout.first_bitmap_block() + index,
+                reason,
+            })
+            .collect(),
+    }
+}
+
+/// What the bitmap says the next open copies, when anything is marked or the pair is dirty.
+fn bitmap_summary(
+    bitmap: &BitmapReport,
+    layout: &BitmapLayout,
+    marked: &BTreeSet<u64>,
+    source: Role,
+    plan: &MemberPlan,
+    report: &mut FsckReport,
+) {
+    let dirty = matches!(plan, MemberPlan::InSync { clean: false });
+    if marked.is_empty() && !dirty {
+        return;
+    }
+    let first: Vec<String> = bitmap
+        .first_marked_chunks
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    let marked_blocks: u64 = marked
+        .iter()
+        .map(|chunk| {
+            let addrs = layout.addrs_of_chunk(*chunk);
+            addrs.end - addrs.start
+        })
+        .sum();
+    let what = match plan {
+        MemberPlan::InSync { clean: false } => format!(
+            "the resync at the next open copies those ({marked_blocks} of {} blocks)",
+            layout.data_blocks
+        ),
+        MemberPlan::InSync { clean: true } => {
+            "both members were closed clean: the next open copies nothing".to_string()
+        }
+        MemberPlan::Rebuild { .. } => format!(
+            "{} is rebuilt whole, whatever the bitmap says",
+            source.other()
+        ),
+        MemberPlan::Degraded => format!("the pair runs on {source} alone: nothing is copied"),
+    };
+    let message = format!(
+        "write-intent bitmap: {} of {} chunk(s) of {} blocks ({} KiB) marked{}; {what}",
+        bitmap.marked_chunks,
+        bitmap.chunks,
+        bitmap.chunk_blocks,
+        bitmap.chunk_kib,
+        if first.is_empty() {
+            String::new()
+        } else {
+            format!(" (first: {})", first.join(", "))
+        }
+    );
+    report.add(Severity::Info, "replicated", "replicated.bitmap", message);
+}
+
+/// Bitmap blocks a member cannot use, and what recovery does about them: it reads the other
+/// member's copy of each (both receive every version), treats the chunks of a block neither
+/// can vouch for as marked, and rewrites the bitmap once it has resynced.
+fn bitmap_damage(
+    bitmap: &BitmapReport,
+    bitmaps: &[MemberBitmap; 2],
+    in_sync: bool,
+    report: &mut FsckReport,
+) {
+    for member in &bitmap.members {
+        if member.unusable_blocks == 0 {
+            continue;
+        }
+        let vouched = |index: u64| {
+            in_sync
+                && bitmaps
+                    .iter()
+                    .any(|bitmap| !bitmap.unusable.contains_key(&index))
+        };
+        let listed = &member.first_unusable;
+        let consequence = if listed.iter().all(|block| vouched(block.index)) {
+            "the other member's copies are valid, and recovery reads those"
+        } else if in_sync && listed.iter().any(|block| vouched(block.index)) {
+            "where the other member's copy is valid recovery reads it; the chunks of a block neither member can use count as marked, and recovery copies them"
+        } else {
+            "recovery counts their chunks as marked and copies them"
+        };
+        let message = format!(
+            "{}: {} bitmap block(s) unusable ({}): {consequence}; repair rewrites them",
+            member.path.display(),
+            member.unusable_blocks,
+            unusable_text(listed)
+        );
+        report.add(
+            Severity::Fixable,
+            "replicated",
+            "replicated.bitmap_damaged",
+            message,
+        );
+    }
 }
 
 // ---- the log layer ----

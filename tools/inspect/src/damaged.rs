@@ -29,7 +29,8 @@ use txdisk_log::tooling::{scan_log, Superblock};
 use txdisk_log::LogOptions;
 use txdisk_logical::LogicalDisk;
 use txdisk_replicated::{
-    FormatOptions, MetaState, ReplicaMeta, ReplicatedDisk, Slot, RESERVED_BLOCKS,
+    BitmapLayout, FormatOptions, MetaState, ReplicaMeta, ReplicatedDisk, Slot, BITMAP_HEADER_BYTES,
+    RESERVED_BLOCKS,
 };
 
 /// Blocks of every test image (1 MiB): small, so that thousands of checks take seconds.
@@ -59,8 +60,16 @@ pub enum Damage {
     /// Only a torn record: nothing to replay.
     TornOnly,
     /// A pair closed clean whose d2 holds newer copies of three data blocks than d1 (both
-    /// verify): what d1 losing three writes, block and tag together, leaves.
+    /// verify): what d1 losing three writes, block and tag together, leaves. Both members'
+    /// bitmaps are clear, so recovery would not copy them: an error.
     ReplicaDifference,
+    /// A pair left dirty by a crash just after a write through it, whose d2 then got a newer
+    /// copy of that block (both verify): a difference inside a chunk both bitmaps mark, which
+    /// the resync at open copies.
+    MarkedDifference,
+    /// d1's write-intent bitmap block fails the bitmap's own checksum (the block verifies);
+    /// d2's copy is valid.
+    DamagedBitmap,
     /// The first of three acknowledged records damaged: the later ones say it was durable.
     BrokenChain,
     /// A byte of the log superblock flipped (magic intact; the block itself verifies).
@@ -110,7 +119,7 @@ pub enum Damage {
 
 impl Damage {
     /// Every kind, in declaration order.
-    pub const ALL: [Damage; 29] = [
+    pub const ALL: [Damage; 31] = [
         Damage::CleanSingle,
         Damage::CleanPair,
         Damage::PendingSingle,
@@ -118,6 +127,8 @@ impl Damage {
         Damage::TornTail,
         Damage::TornOnly,
         Damage::ReplicaDifference,
+        Damage::MarkedDifference,
+        Damage::DamagedBitmap,
         Damage::BrokenChain,
         Damage::SuperblockChecksum,
         Damage::WrongMagic,
@@ -212,6 +223,28 @@ fn damage_formatted(damage: Damage, images: &[PathBuf]) -> Result<(), Error> {
                 d2.write(addr, &Block::filled(0xd2))?;
             }
             d2.sync()?;
+        }
+        Damage::MarkedDifference => {
+            let geometry = Geometry::of(&images[1])?;
+            let addr = geometry.log.data_start + 7;
+            let (_, pair) = open_stack_disk(images)?;
+            let pair = pair.ok_or("a pair")?;
+            // The write marks its chunk on both members before the data reaches either;
+            // dropping the pair without `close` is a crash, which leaves it Dirty and marked.
+            pair.write(addr, &Block::filled(0x5a))?;
+            pair.sync()?;
+            drop(pair);
+            let d2 = open_checked(&images[1])?;
+            d2.write(geometry.checked_of_log(addr), &Block::filled(0xd2))?;
+            d2.sync()?;
+        }
+        Damage::DamagedBitmap => {
+            let layout = Geometry::of(&images[0])?
+                .bitmap
+                .ok_or("not a pair member")?;
+            // A bit flipped in block 0's bits: the bitmap's own checksum no longer matches.
+            let block = layout.first_bitmap_block();
+            patch_checked_block(&images[0], block, BITMAP_HEADER_BYTES, &[0x01])?;
         }
         Damage::SuperblockChecksum => patch_checked(&images[0], 0, 20, &[0x55])?,
         Damage::WrongMagic => patch_checked(&images[0], 0, 0, b"NOTTXDSK")?,
@@ -526,25 +559,28 @@ pub struct Geometry {
     pub log_offset: u64,
     /// The log's superblock.
     pub log: Superblock,
+    /// Where a pair member's write-intent bitmap is (`None` on a single image).
+    pub bitmap: Option<BitmapLayout>,
 }
 
 impl Geometry {
     /// Reads the geometry of a healthy image (at rest).
     pub fn of(path: &Path) -> Result<Geometry, Error> {
         let disk = IntegrityDisk::open(FileDisk::open_read_only(path)?)?;
-        let member = (0..RESERVED_BLOCKS).any(|slot| {
-            matches!(
-                disk.read(slot).map(|b| Slot::decode(&b)),
-                Ok(Slot::Valid(_))
-            )
-        });
-        let log_offset = if member { RESERVED_BLOCKS } else { 0 };
+        let meta = (0..RESERVED_BLOCKS)
+            .filter_map(|slot| match disk.read(slot).map(|b| Slot::decode(&b)) {
+                Ok(Slot::Valid(meta)) => Some(meta),
+                _ => None,
+            })
+            .max_by_key(|meta| meta.seq);
+        let log_offset = if meta.is_some() { RESERVED_BLOCKS } else { 0 };
         let view = Window::new(&disk, log_offset, disk.size_blocks() - log_offset);
         let log = txdisk_log::tooling::read_superblock(&view)?;
         Ok(Geometry {
             integrity: *disk.superblock(),
             log_offset,
             log,
+            bitmap: meta.map(|meta| meta.bitmap_layout()),
         })
     }
 

@@ -8,8 +8,10 @@
 //!   bottom: the files (whole blocks, not truncated), the checksum superblocks, every block
 //!   verified (failures counted per member by kind: flipped, misdirected, stale, unreadable),
 //!   the pair metadata of each member (both slots, one pair, roles, sizes, which member
-//!   recovery would copy from, a dirty, stale or half-rebuilt member), the replicas' data block
-//!   by block, then the log:
+//!   recovery would copy from, a dirty, stale or half-rebuilt member), the write-intent
+//!   bitmaps (which chunks the next open would copy, unusable bitmap blocks), the replicas'
+//!   data block by block (a difference in a chunk the next open would not copy is an error),
+//!   then the log:
 //!   superblock, both header slots, and every transaction of the live log as the one log
 //!   parser ([`txdisk_log::tooling::scan_log`]) sees it — what recovery would replay, and why the chain
 //!   ends. With `repair`, it runs the layers' own recoveries and checks again.
@@ -21,7 +23,8 @@
 //! | found | severity | without repair | repair |
 //! |---|---|---|---|
 //! | valid transactions in the log (committed, not installed) | fixable: "recovery needed" | 4 | log recovery replays them: 1 |
-//! | a pair not closed cleanly, replicas that differ, a stale or half-rebuilt member, one damaged metadata slot | fixable | 4 | replica recovery: 1 |
+//! | a pair not closed cleanly, replicas that differ, a stale or half-rebuilt member, one damaged metadata slot, an unusable bitmap block | fixable | 4 | replica recovery (and an unusable bitmap block left after it rewritten clear): 1 |
+//! | replicas that differ in a chunk the next open would not copy (its bit clear on both members, or both closed clean) | error: crash recovery would leave them differing | 4 | the repair's resync reads every block and keeps the newer copy: 1 |
 //! | a block failing verification whose copy on the other member verifies; one damaged checksum superblock copy | fixable | 4 | the good copy written back: 1 |
 //! | a block failing verification in unused log space or a header slot, on every copy | info: a crash during an unacknowledged write | 0 | nothing to do |
 //! | a home block failing verification on every copy that log recovery rewrites | fixable | 4 | log recovery: 1 |
@@ -34,7 +37,8 @@
 //! are durable, so a record whose checksum fails and that no later valid record vouches for was
 //! never acknowledged; recovery drops it and moves the sequence numbers past it.
 //!
-//! Repair writes nothing if the check found an error it cannot correct: the recoveries assume a
+//! Repair writes nothing if the check found an error it cannot correct (every error but a
+//! difference the bitmap does not cover, which its resync corrects): the recoveries assume a
 //! sound image, and a resync run on a damaged one would copy the damage over the good replica
 //! (when the log is damaged on the member recovery copies from, the check says whether the
 //! other member's copy is intact). Where the replicas' copies of a block differ, the checksums
@@ -61,8 +65,8 @@ pub use check::{check, check_with_progress, CheckOptions, Progress};
 pub use dump::{hex_dump, logdump, DumpOptions, DumpRecord, LogDump, RawBlock};
 pub use error::{InspectError, Result};
 pub use report::{
-    stop_kind, BlockFailure, Finding, FsckReport, LogReport, MemberReport, RecordSummary,
-    RepairReport, ReplicaDiff, Severity, VerifyReport, EXIT_CLEAN, EXIT_CORRECTED,
-    EXIT_OPERATIONAL, EXIT_UNCORRECTED,
+    stop_kind, BitmapReport, BlockFailure, Finding, FsckReport, LogReport, MemberBitmapReport,
+    MemberReport, RecordSummary, RepairReport, ReplicaDiff, Severity, UnusableBitmapBlock,
+    VerifyReport, EXIT_CLEAN, EXIT_CORRECTED, EXIT_OPERATIONAL, EXIT_UNCORRECTED,
 };
 pub use view::{open_image, CheckedImage, ImageKind, OpenedImage, Window};

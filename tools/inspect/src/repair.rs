@@ -3,15 +3,23 @@
 //! one), replica recovery (open the pair: resync or rebuild; then an explicit resync, which
 //! also catches differences and failing copies on a pair marked clean, and keeps the copy the
 //! check called right), then log recovery (replay the chain home, move the tail), then a clean
-//! close.
+//! close. A bitmap block still unusable after that (the pair rewrites its bitmap after a resync
+//! at open, not when it opens clean) is written as the pair itself encodes it, clear: what the
+//! bitmap of a pair closed clean says.
 
 use crate::check::Progress;
 use crate::report::{one_line, FsckReport, RepairReport, Severity};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use txdisk_disk::FileDisk;
+use txdisk_disk::{Disk, FileDisk};
 use txdisk_integrity::IntegrityDisk;
 use txdisk_log::log_recover;
-use txdisk_replicated::{Phase, ReplicatedDisk};
+use txdisk_replicated::{inspect_bitmap, inspect_member, MetaState, Phase, ReplicatedDisk};
+
+/// Errors the repair corrects all the same: differences between copies that both verify, in
+/// chunks the pair's own recovery would not copy. Crash recovery cannot undo them, but the
+/// repair's resync reads every block and keeps the newer copy, as for `replicated.differ`.
+const CORRECTED_ERRORS: &[&str] = &["replicated.unmarked_difference"];
 
 /// Repairs what `before` found fixable. Writes nothing if it found uncorrectable errors: the
 /// recoveries assume a sound image, and run on a damaged one they could spread the damage (a
@@ -28,7 +36,7 @@ pub(crate) fn repair(
     let errors = before
         .findings
         .iter()
-        .filter(|f| f.severity == Severity::Error)
+        .filter(|f| f.severity == Severity::Error && !CORRECTED_ERRORS.contains(&f.code))
         .count();
     if errors > 0 {
         repair.skipped = Some(format!(
@@ -125,6 +133,44 @@ fn repair_pair(
     actions.push(log_action(&recovered));
     pair.close().map_err(|e| format!("closing the pair: {e}"))?;
     actions.push("replicated: closed the pair clean".into());
+    for path in [d1, d2] {
+        rewrite_unusable_bitmap(path, actions)?;
+    }
+    Ok(())
+}
+
+/// Rewrites, clear, the bitmap blocks of a member of a pair just closed clean that still cannot
+/// be used. `open` rewrites the bitmap only after a resync, and the pair writes a block only
+/// when a chunk in it is marked or cleared, so a block damaged while the pair was clean would
+/// stay damaged. Clear is what the pair's own bitmap says once closed clean: the close synced
+/// both members after the resync made them equal, and cleared every bit before it marked them
+/// Clean.
+fn rewrite_unusable_bitmap(path: &PathBuf, actions: &mut Vec<String>) -> Result<(), String> {
+    let name = path.display();
+    let disk = open_checked(path, false, actions)?;
+    let meta = match inspect_member(&disk) {
+        Ok(Some(meta)) if meta.state == MetaState::Clean => meta,
+        // Not closed clean after all: the next open resyncs and rewrites the bitmap itself.
+        Ok(_) => return Ok(()),
+        Err(error) => return Err(format!("{name}: reading its pair metadata: {error}")),
+    };
+    let layout = meta.bitmap_layout();
+    let bitmap =
+        inspect_bitmap(&disk, &meta).map_err(|e| format!("{name}: reading its bitmap: {e}"))?;
+    if bitmap.unusable.is_empty() {
+        return Ok(());
+    }
+    for index in bitmap.unusable.keys() {
+        let block = layout.encode_block(meta.pair_id, *index, &BTreeSet::new());
+        disk.write(layout.first_bitmap_block() + index, &block)
+            .map_err(|e| format!("{name}: rewriting bitmap block {index}: {e}"))?;
+    }
+    disk.sync()
+        .map_err(|e| format!("{name}: syncing the bitmap: {e}"))?;
+    actions.push(format!(
+        "replicated: rewrote {} unusable bitmap block(s) of {name}, clear as the closed pair's bitmap is",
+        bitmap.unusable.len()
+    ));
     Ok(())
 }
 

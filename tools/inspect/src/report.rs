@@ -30,7 +30,8 @@ pub enum Severity {
     /// `--repair` fixes it.
     Fixable,
     /// Damage recovery cannot undo: a corrupt superblock, a broken chain of acknowledged
-    /// transactions, inconsistent pair metadata.
+    /// transactions, inconsistent pair metadata, replicas that differ where their write-intent
+    /// bitmap says they are equal.
     Error,
 }
 
@@ -168,6 +169,62 @@ pub struct ReplicaDiff {
     /// The member recovery would copy from.
     #[serde(serialize_with = "display")]
     pub source: Role,
+    /// Of the differing blocks, those in chunks the next open would not copy (their bit clear
+    /// on both members and no unusable bitmap block covering them, or both members closed
+    /// clean): differences the write-intent bitmap does not cover, which crash recovery would
+    /// leave in place.
+    pub unmarked_blocks: u64,
+    /// The first of those pair addresses (at most `CheckOptions::max_listed`).
+    pub first_unmarked: Vec<Addr>,
+}
+
+/// The write-intent bitmap of a pair, as the check read it from the members recovery would
+/// resync (the source alone when the other is to be rebuilt or is missing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BitmapReport {
+    /// Data blocks per chunk (per bit).
+    pub chunk_blocks: u64,
+    /// The same, in KiB.
+    pub chunk_kib: u64,
+    /// Chunks of the pair (the last may be partial).
+    pub chunks: u64,
+    /// Bitmap blocks on each member.
+    pub bitmap_blocks: u64,
+    /// Chunks a resync after a crash would copy: those marked on either member, and every
+    /// chunk of a bitmap block neither member can vouch for.
+    pub marked_chunks: u64,
+    /// The first of those (at most `CheckOptions::max_listed`).
+    pub first_marked_chunks: Vec<u64>,
+    /// Chunks the next open copies: the marked ones if either member says Dirty; none if both
+    /// were closed clean or one member runs alone; every chunk if a member is rebuilt.
+    pub resync_chunks: u64,
+    /// Each member's bitmap as read, in the order given.
+    pub members: Vec<MemberBitmapReport>,
+}
+
+/// One member's bitmap.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberBitmapReport {
+    /// The member's image.
+    #[serde(serialize_with = "display_path")]
+    pub path: PathBuf,
+    /// Chunks its valid bitmap blocks mark.
+    pub marked_chunks: u64,
+    /// Bitmap blocks that could not be used (unreadable, blank or invalid).
+    pub unusable_blocks: u64,
+    /// The first of those, with the reason (at most `CheckOptions::max_listed`).
+    pub first_unusable: Vec<UnusableBitmapBlock>,
+}
+
+/// A bitmap block that could not be used, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnusableBitmapBlock {
+    /// Its index in the bitmap (block 0 records chunks from 0).
+    pub index: u64,
+    /// Its block on the member's checksummed disk.
+    pub block: u64,
+    /// Why it cannot be used ("bad checksum", "unreadable", "blank (never written)", ...).
+    pub reason: &'static str,
 }
 
 /// One block that failed verification: where (an address of the log's address space) and what
@@ -300,6 +357,8 @@ pub struct FsckReport {
     pub log: Option<LogReport>,
     /// The replicas compared, for a pair whose members could both be read.
     pub replicas: Option<ReplicaDiff>,
+    /// The write-intent bitmap, for a pair whose source member could be chosen.
+    pub bitmap: Option<BitmapReport>,
     /// Every block of each image verified against its checksum, in the order given (an image
     /// that could not be read, or a member to be rebuilt, is not).
     pub verification: Vec<VerifyReport>,
@@ -397,6 +456,9 @@ impl FsckReport {
     pub fn render_text(&self) -> String {
         let mut out = String::new();
         render_members(self, &mut out);
+        if let Some(bitmap) = &self.bitmap {
+            render_bitmap(bitmap, &mut out);
+        }
         if let Some(log) = &self.log {
             render_log(log, &mut out);
         }
@@ -420,9 +482,19 @@ impl FsckReport {
         }
         if let Some(diff) = &self.replicas {
             let listed: Vec<String> = diff.first_differences.iter().map(u64::to_string).collect();
+            let unmarked = if diff.unmarked_blocks == 0 {
+                String::new()
+            } else {
+                let first: Vec<String> = diff.first_unmarked.iter().map(u64::to_string).collect();
+                format!(
+                    "; {} in chunks recovery would not copy (first: {})",
+                    diff.unmarked_blocks,
+                    first.join(", ")
+                )
+            };
             let _ = writeln!(
                 out,
-                "replicas: {} of {} data blocks differ{}",
+                "replicas: {} of {} data blocks differ{}{unmarked}",
                 diff.differing_blocks,
                 diff.compared_blocks,
                 if listed.is_empty() {
@@ -462,6 +534,7 @@ impl FsckReport {
             members: self.members.iter().map(MemberJson::from).collect(),
             log: self.log.as_ref().map(LogJson::from),
             replicas: self.replicas.as_ref(),
+            bitmap: self.bitmap.as_ref(),
             verification: &self.verification,
             findings: &self.findings,
             repair: self.repair.as_ref(),
@@ -479,6 +552,7 @@ struct FsckJson<'a> {
     members: Vec<MemberJson>,
     log: Option<LogJson<'a>>,
     replicas: Option<&'a ReplicaDiff>,
+    bitmap: Option<&'a BitmapReport>,
     verification: &'a [VerifyReport],
     findings: &'a [Finding],
     repair: Option<&'a RepairReport>,
@@ -642,6 +716,55 @@ fn render_members(report: &FsckReport, out: &mut String) {
             let _ = writeln!(out, "  metadata slot {index}: {}", slot_text(slot));
         }
     }
+}
+
+fn render_bitmap(bitmap: &BitmapReport, out: &mut String) {
+    let first: Vec<String> = bitmap
+        .first_marked_chunks
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    let _ = writeln!(
+        out,
+        "bitmap: {} chunk(s) of {} blocks ({} KiB) in {} block(s) per member; {} marked{}; the next open copies {}",
+        bitmap.chunks,
+        bitmap.chunk_blocks,
+        bitmap.chunk_kib,
+        bitmap.bitmap_blocks,
+        bitmap.marked_chunks,
+        if first.is_empty() {
+            String::new()
+        } else {
+            format!(" (first: {})", first.join(", "))
+        },
+        bitmap.resync_chunks
+    );
+    for member in &bitmap.members {
+        let unusable = if member.unusable_blocks == 0 {
+            String::new()
+        } else {
+            format!(
+                "; {} block(s) unusable ({})",
+                member.unusable_blocks,
+                unusable_text(&member.first_unusable)
+            )
+        };
+        let _ = writeln!(
+            out,
+            "bitmap: {}: marks {} chunk(s){unusable}",
+            member.path.display(),
+            member.marked_chunks
+        );
+    }
+}
+
+/// "block 0: bad checksum, block 3: unreadable": unusable bitmap blocks as a list.
+pub(crate) fn unusable_text(blocks: &[UnusableBitmapBlock]) -> String {
+    let listed: Vec<String> = blocks
+        .iter()
+        .map(|block| format!("block {}: {}", block.index, block.reason))
+        .collect();
+    listed.join(", ")
 }
 
 pub(crate) fn superblock_text(sb: &Superblock) -> String {

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use txdisk_disk::{Addr, Block, Disk, DiskError};
 use txdisk_log::tooling::HEADER_SLOTS;
-use txdisk_replicated::{newer_copy, BlockFault, Role};
+use txdisk_replicated::{newer_copy, BitmapLayout, BlockFault, Role};
 
 /// One failing block, and whether the other member's copy verifies.
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +94,21 @@ fn tick(progress: &mut dyn FnMut(Progress), phase: &'static str, done: u64, tota
     }
 }
 
+/// The chunks the next open copies between two current members (from their write-intent
+/// bitmaps; none when both were closed clean), to tell a difference recovery repairs from one
+/// it would leave.
+pub(crate) struct Resync {
+    pub(crate) layout: BitmapLayout,
+    pub(crate) chunks: BTreeSet<u64>,
+}
+
+impl Resync {
+    /// Whether the next open copies pair address `addr`.
+    fn copies(&self, addr: Addr) -> bool {
+        self.chunks.contains(&self.layout.chunk_of(addr))
+    }
+}
+
 /// What comparing the two members found.
 pub(crate) struct Compared {
     pub(crate) diff: ReplicaDiff,
@@ -101,10 +116,12 @@ pub(crate) struct Compared {
     pub(crate) failures: [Failures; 2],
 }
 
-/// Compares the two members' copies block by block, verifying each.
+/// Compares the two members' copies block by block, verifying each; with `resync`, counts the
+/// differences in chunks it does not copy apart.
 pub(crate) fn compare(
     opened: &[OpenedImage],
     source: Role,
+    resync: Option<&Resync>,
     max_listed: usize,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Option<Compared>> {
@@ -121,6 +138,8 @@ pub(crate) fn compare(
         d2_newer_blocks: 0,
         undecided_blocks: 0,
         source,
+        unmarked_blocks: 0,
+        first_unmarked: Vec::new(),
     };
     let mut verified = [0, 1].map(|index| VerifyReport {
         path: opened[index].path.clone(),
@@ -138,6 +157,12 @@ pub(crate) fn compare(
                 diff.differing_blocks += 1;
                 if diff.first_differences.len() < max_listed {
                     diff.first_differences.push(addr);
+                }
+                if resync.is_some_and(|resync| !resync.copies(addr)) {
+                    diff.unmarked_blocks += 1;
+                    if diff.first_unmarked.len() < max_listed {
+                        diff.first_unmarked.push(addr);
+                    }
                 }
                 let generation = |index: usize| views[index].generation(addr).unwrap_or(None);
                 match newer_copy(generation(0), generation(1)) {

@@ -1,12 +1,19 @@
 //! Every deliberately damaged image (`txdisk_inspect::damaged`) gives the fsck result it must:
 //! the exit code read-only, the findings by code, and the exit code after `--repair` (on a
 //! fresh copy), which must also leave a clean image when it claims to have corrected it. Damage
-//! beneath the checksums is counted per member, and the copy that verifies is the one kept.
+//! beneath the checksums is counted per member, and the copy that verifies is the one kept;
+//! the write-intent bitmap tells a difference recovery copies from one it would leave, and a
+//! damaged bitmap block is rewritten by the repair.
 
 use std::path::PathBuf;
-use txdisk_inspect::damaged::{make, Damage};
+use txdisk_disk::FileDisk;
+use txdisk_inspect::damaged::{make, patch_checked_block, patch_raw, Damage, Geometry, LOG_BLOCKS};
 use txdisk_inspect::{check, CheckOptions, FsckReport, Severity};
-use txdisk_replicated::BlockFault;
+use txdisk_integrity::IntegrityDisk;
+use txdisk_logical::LogicalDisk;
+use txdisk_replicated::{
+    BlockFault, FormatOptions, ReplicatedDisk, BITMAP_HEADER_BYTES, CHUNKS_PER_BITMAP_BLOCK,
+};
 
 /// (damage, exit read-only, finding codes that must be present, exit with --repair).
 /// Exit 8 means `check` returns an operational error.
@@ -22,7 +29,19 @@ const EXPECTED: &[(Damage, i32, &[&str], i32)] = &[
     ),
     (Damage::TornTail, 4, &["log.recovery_needed", "log.torn"], 1),
     (Damage::TornOnly, 0, &["log.torn"], 0),
-    (Damage::ReplicaDifference, 4, &["replicated.differ"], 1),
+    (
+        Damage::ReplicaDifference,
+        4,
+        &["replicated.differ", "replicated.unmarked_difference"],
+        1,
+    ),
+    (
+        Damage::MarkedDifference,
+        4,
+        &["replicated.differ", "replicated.dirty", "replicated.bitmap"],
+        1,
+    ),
+    (Damage::DamagedBitmap, 4, &["replicated.bitmap_damaged"], 1),
     (Damage::BrokenChain, 4, &["log.corruption"], 4),
     (Damage::SuperblockChecksum, 4, &["log.superblock"], 4),
     (Damage::WrongMagic, 8, &[], 8),
@@ -188,6 +207,133 @@ fn replica_differences_are_counted_and_listed() {
         "d2's copies were written last: the higher generation"
     );
     assert!(report.verification.iter().all(|v| v.failing_blocks() == 0));
+    // Closed clean, so the next open copies nothing: every difference is one recovery leaves.
+    assert_eq!(diff.unmarked_blocks, 3);
+    assert_eq!(diff.first_unmarked, diff.first_differences);
+    let unmarked = report
+        .findings
+        .iter()
+        .find(|f| f.code == "replicated.unmarked_difference")
+        .unwrap();
+    assert_eq!(unmarked.severity, Severity::Error);
+    assert!(
+        unmarked
+            .message
+            .contains(&format!("{} in chunk 0", data_start + 5)),
+        "{}",
+        unmarked.message
+    );
+}
+
+#[test]
+fn a_difference_in_a_marked_chunk_is_no_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = make(Damage::MarkedDifference, dir.path()).unwrap();
+    let report = check(&images, &CheckOptions::default()).unwrap();
+    assert_eq!(
+        report.worst(),
+        Some(Severity::Fixable),
+        "{:?}",
+        report.findings
+    );
+    let diff = report.replicas.as_ref().unwrap();
+    assert_eq!((diff.differing_blocks, diff.unmarked_blocks), (1, 0));
+    let bitmap = report.bitmap.as_ref().unwrap();
+    assert_eq!(bitmap.marked_chunks, 1, "{bitmap:?}");
+    assert_eq!(bitmap.resync_chunks, 1, "{bitmap:?}");
+    assert_eq!(bitmap.first_marked_chunks, vec![0], "{bitmap:?}");
+    assert!(bitmap.members.iter().all(|m| m.marked_chunks == 1));
+    let json = report.to_json();
+    assert_eq!(json["bitmap"]["marked_chunks"], 1);
+    assert_eq!(json["replicas"]["unmarked_blocks"], 0);
+}
+
+/// A pair whose bitmap has two blocks (chunks of one block), clean, with bitmap block 1 damaged
+/// on both members: through its checksums on d1, beneath them on d2. Block 1 records chunks no
+/// log write touches, so nothing the layers do rewrites it: the repair must.
+#[test]
+fn a_bitmap_block_the_layers_never_rewrite_is_rewritten_by_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = [dir.path().join("d1.img"), dir.path().join("d2.img")];
+    let member_blocks = CHUNKS_PER_BITMAP_BLOCK + 1024;
+    let raw_blocks = txdisk_integrity::format::Superblock::raw_blocks_for(member_blocks);
+    let disks: Vec<_> = images
+        .iter()
+        .map(|path| IntegrityDisk::format(FileDisk::create(path, raw_blocks).unwrap()).unwrap())
+        .collect();
+    let options = FormatOptions {
+        pair_id: Some(3),
+        assume_equal: true,
+        chunk_blocks: Some(1),
+    };
+    ReplicatedDisk::format(&disks[0], &disks[1], &options).unwrap();
+    let [d1, d2]: [_; 2] = disks.try_into().unwrap_or_else(|_| panic!("two disks"));
+    let pair = ReplicatedDisk::open(d1, d2, &mut |_| {}).unwrap();
+    let layout = pair.bitmap_layout();
+    assert_eq!(layout.bitmap_blocks(), 2, "{layout:?}");
+    LogicalDisk::format(&pair, LOG_BLOCKS).unwrap();
+    pair.close().unwrap();
+    let block = layout.first_bitmap_block() + 1;
+    patch_checked_block(&images[0], block, BITMAP_HEADER_BYTES, &[0x01]).unwrap();
+    let raw = Geometry::of(&images[1]).unwrap().raw_of_checked(block);
+    patch_raw(&images[1], raw, 100, &[0x55]).unwrap();
+
+    let report = check(&images, &CheckOptions::default()).unwrap();
+    assert_eq!(report.exit_code(), 4, "{}", report.render_text());
+    assert_eq!(
+        report.worst(),
+        Some(Severity::Fixable),
+        "{:?}",
+        report.findings
+    );
+    let damaged: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.code == "replicated.bitmap_damaged")
+        .map(|f| f.message.as_str())
+        .collect();
+    assert_eq!(damaged.len(), 2, "{damaged:?}");
+    assert!(damaged[0].contains("block 1: bad checksum"), "{damaged:?}");
+    assert!(damaged[1].contains("block 1: unreadable"), "{damaged:?}");
+    assert!(
+        damaged
+            .iter()
+            .all(|m| m.contains("counts their chunks as marked")),
+        "{damaged:?}"
+    );
+    let bitmap = report.bitmap.as_ref().unwrap();
+    let chunks = layout.chunks_of_block(1);
+    assert_eq!(
+        bitmap.marked_chunks,
+        chunks.end - chunks.start,
+        "{bitmap:?}"
+    );
+    assert_eq!(bitmap.first_marked_chunks[0], chunks.start, "{bitmap:?}");
+    assert_eq!(
+        bitmap.resync_chunks, 0,
+        "closed clean: the next open copies nothing"
+    );
+
+    let repaired = check(
+        &images,
+        &CheckOptions {
+            repair: true,
+            ..CheckOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(repaired.exit_code(), 1, "{}", repaired.render_text());
+    let actions = &repaired.repair.as_ref().unwrap().actions;
+    let rewrites = actions
+        .iter()
+        .filter(|a| a.contains("rewrote 1 unusable bitmap block(s)"))
+        .count();
+    assert_eq!(rewrites, 2, "{actions:?}");
+    let again = check(&images, &CheckOptions::default()).unwrap();
+    assert_eq!(again.exit_code(), 0, "{}", again.render_text());
+    let bitmap = again.bitmap.unwrap();
+    assert_eq!(bitmap.marked_chunks, 0, "{bitmap:?}");
+    assert!(bitmap.members.iter().all(|m| m.unusable_blocks == 0));
 }
 
 #[test]
