@@ -63,7 +63,7 @@ enum Command {
     Demo(DemoArgs),
     /// Serve the logical disk over NBD: every WRITE one atomic transaction.
     Serve(serve::ServeArgs),
-    /// Throughput side by side: the raw-device floor, txdisk, txdisk-pair, SQLite, redb.
+    /// Throughput side by side: the raw-device floor (one file, and two as a pair would), txdisk, txdisk-pair, SQLite, redb.
     Bench(bench::BenchArgs),
     /// The example file system on the logical disk: mkfs, ls, mkdir, put, get, cat, rm, mv, stat, mount.
     Fs(fs_cmd::FsArgs),

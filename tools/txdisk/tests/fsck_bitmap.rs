@@ -11,7 +11,7 @@ use txdisk::integrity::IntegrityDisk;
 use txdisk::{Block, Disk, FileDisk, FormatOptions, LogicalError, OpenOptions};
 use txdisk_inspect::damaged::Geometry;
 
-/// Blocks of each image: several chunks of the default size (256 blocks).
+/// Blocks of each image: several chunks of the default size.
 const SIZE_BLOCKS: u64 = 2048;
 const LOG_BLOCKS: u64 = 64;
 /// The logical block the tests change on d2.
@@ -172,8 +172,9 @@ fn a_difference_in_a_marked_chunk_is_only_fixable_and_the_bitmap_is_shown() {
     assert_eq!(report["replicas"]["differing_blocks"], 1, "{report:#}");
     assert_eq!(report["replicas"]["unmarked_blocks"], 0, "{report:#}");
     let bitmap = &report["bitmap"];
-    assert_eq!(bitmap["chunk_blocks"], 256, "{report:#}");
-    assert_eq!(bitmap["chunk_kib"], 1024, "{report:#}");
+    let chunk_blocks = txdisk::replicated::DEFAULT_CHUNK_BLOCKS;
+    assert_eq!(bitmap["chunk_blocks"], chunk_blocks, "{report:#}");
+    assert_eq!(bitmap["chunk_kib"], chunk_blocks * 4, "{report:#}");
     assert_eq!(bitmap["marked_chunks"], 1, "{report:#}");
     assert_eq!(bitmap["resync_chunks"], 1, "{report:#}");
     assert_eq!(bitmap["first_marked_chunks"][0], chunk, "{report:#}");
@@ -193,7 +194,11 @@ fn a_difference_in_a_marked_chunk_is_only_fixable_and_the_bitmap_is_shown() {
         "{text}"
     );
     assert!(
-        text.contains("write-intent bitmap: 1 of") && text.contains("chunk(s) of 256 blocks"),
+        text.contains("write-intent bitmap: 1 of")
+            && text.contains(&format!(
+                "chunk(s) of {} blocks",
+                txdisk::replicated::DEFAULT_CHUNK_BLOCKS
+            )),
         "{text}"
     );
     assert_repaired(&images);
