@@ -40,6 +40,8 @@ pub const CHUNKS_PER_BITMAP_BLOCK: u64 = ((BLOCK_SIZE - BITMAP_HEADER_BYTES) * 8
 pub const DEFAULT_CHUNK_BLOCKS: u32 = 64;
 /// The largest chunk a pair may be formatted with (1 GiB of data per bit).
 pub const MAX_CHUNK_BLOCKS: u32 = 1 << 18;
+/// Chunks marked ahead of a sequential writer (see `IntentBitmap::mark_ahead`).
+pub const MARK_AHEAD_CHUNKS: u64 = 8;
 /// Pair syncs a chunk must stay idle through, after the sync that made its last write durable,
 /// before its bit is cleared: a chunk written every few syncs (a log's head) keeps its bit
 /// instead of paying a flush to set it again each time.
@@ -352,7 +354,8 @@ impl IntentBitmap {
     /// What must be written to make every marked bit durable, with the cleared blocks not yet
     /// written; `None` if nothing is pending. Called under the flush lock.
     pub(crate) fn plan_flush(&self) -> Option<FlushPlan> {
-        let state = self.state.lock();
+        let mut state = self.state.lock();
+        self.mark_ahead(&mut state);
         let chunks: Vec<u64> = state
             .chunks
             .iter()
@@ -372,6 +375,33 @@ impl IntentBitmap {
             blocks: self.encode(&state, &indexes),
             chunks,
         })
+    }
+
+    /// A writer entering chunk `c` right after `c - 1` is probably sequential (a log's head):
+    /// the [`MARK_AHEAD_CHUNKS`] chunks after `c` are marked in the same flush, so that it
+    /// pays one flush per that many chunks instead of one per chunk. They cost a recovery at
+    /// most that many chunks more, and are cleared as any idle chunk is.
+    fn mark_ahead(&self, state: &mut BitmapState) {
+        let entering: Vec<u64> = state
+            .chunks
+            .iter()
+            .filter(|(chunk, used)| {
+                !used.durable && **chunk > 0 && state.chunks.contains_key(&(**chunk - 1))
+            })
+            .map(|(chunk, _)| *chunk)
+            .collect();
+        let last = self.layout.chunks();
+        // As if written now: they stay marked through the idle syncs the writer needs to reach
+        // them.
+        let epoch = state.epoch;
+        for chunk in entering {
+            for ahead in (chunk + 1)..(chunk + 1 + MARK_AHEAD_CHUNKS).min(last) {
+                state.chunks.entry(ahead).or_insert(ChunkUse {
+                    last_write_epoch: epoch,
+                    ..ChunkUse::default()
+                });
+            }
+        }
     }
 
     /// The plan's blocks are written and synced on every member being written.
@@ -597,6 +627,35 @@ mod tests {
             }
         }
         assert_eq!(BitmapLayout::for_member(3, 1), None);
+    }
+
+    #[test]
+    fn a_sequential_writer_marks_ahead() {
+        let layout = BitmapLayout::new(1024, 4).unwrap_or_else(|| panic!("layout"));
+        let bitmap = IntentBitmap::new(layout, 1, &BTreeSet::new());
+        // A first chunk alone marks nothing ahead.
+        assert!(!bitmap.begin_write(10..=10));
+        let plan = bitmap
+            .plan_flush()
+            .unwrap_or_else(|| panic!("a flush is due"));
+        bitmap.flushed(&plan);
+        assert_eq!(bitmap.marked(), [10].into());
+        // Its successor does: the next MARK_AHEAD_CHUNKS are durable with it.
+        assert!(!bitmap.begin_write(11..=11));
+        let plan = bitmap
+            .plan_flush()
+            .unwrap_or_else(|| panic!("a flush is due"));
+        bitmap.flushed(&plan);
+        let expected: BTreeSet<u64> = (10..=11 + MARK_AHEAD_CHUNKS).collect();
+        assert_eq!(bitmap.marked(), expected);
+        for chunk in 12..=11 + MARK_AHEAD_CHUNKS {
+            assert!(
+                bitmap.begin_write(chunk..=chunk),
+                "chunk {chunk} marked ahead"
+            );
+            bitmap.end_write(chunk..=chunk);
+        }
+        bitmap.end_write(10..=11);
     }
 
     #[test]

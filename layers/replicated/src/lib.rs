@@ -180,7 +180,7 @@ mod versions;
 pub use bitmap::{
     chunks_to_resync, inspect_bitmap, BitmapBlock, BitmapLayout, MemberBitmap, BITMAP_HEADER_BYTES,
     BITMAP_MAGIC, CHUNKS_PER_BITMAP_BLOCK, CLEAR_AFTER_IDLE_SYNCS, DEFAULT_CHUNK_BLOCKS,
-    MAX_CHUNK_BLOCKS,
+    MARK_AHEAD_CHUNKS, MAX_CHUNK_BLOCKS,
 };
 #[cfg(feature = "deliberate-bugs")]
 pub use bugs::set as set_bug;
