@@ -147,7 +147,7 @@ impl BitmapLayout {
             "replicated: bitmap block {index} out of range: expected below {}",
             self.bitmap_blocks()
         );
-        MemberBlock::of_bitmap(self.first_bitmap_block() + index)
+        MemberBlock::of_bitmap(self.first_bitmap_block().saturating_add(index))
     }
 
     /// Bitmap block `index` with the chunks of `marked` (absolute chunk numbers; those outside
@@ -318,6 +318,14 @@ impl IntentBitmap {
                 ..BitmapState::default()
             }),
             flush: Mutex::new(()),
+        }
+    }
+
+    /// Chunks read as marked from the members: set, and durable.
+    pub(crate) fn load(&self, marked: &BTreeSet<u64>) {
+        let mut state = self.state.lock();
+        for chunk in marked {
+            state.chunks.entry(*chunk).or_default().durable = true;
         }
     }
 
@@ -539,8 +547,9 @@ pub(crate) fn read_bitmap<D: txdisk_disk::Disk + ?Sized>(
     for index in 0..layout.bitmap_blocks() {
         let found = match disk.read(layout.member_block(index)) {
             Ok(block) => layout.decode_block(&block, pair_id, index),
-            Err(txdisk_disk::DiskError::Crashed) => return Err(txdisk_disk::DiskError::Crashed),
-            Err(_) => BitmapBlock::Invalid("unreadable"),
+            Err(error) if error.is_bad_block() => BitmapBlock::Invalid("unreadable"),
+            // A crash, or the member failing: the caller's business.
+            Err(error) => return Err(error),
         };
         match found {
             BitmapBlock::Valid(marked) => bitmap.marked.extend(marked),
@@ -555,17 +564,31 @@ pub(crate) fn read_bitmap<D: txdisk_disk::Disk + ?Sized>(
     Ok(bitmap)
 }
 
+/// A bitmap none of whose blocks is usable (a member not read).
+pub(crate) fn unread(layout: &BitmapLayout) -> MemberBitmap {
+    MemberBitmap {
+        unusable: (0..layout.bitmap_blocks())
+            .map(|i| (i, "not read"))
+            .collect(),
+        ..MemberBitmap::default()
+    }
+}
+
 /// Reads a member's bitmap without opening the pair (for inspection tools), given the
 /// member's metadata ([`crate::inspect_member`]).
 pub fn inspect_bitmap(
     disk: &dyn txdisk_disk::Disk,
     meta: &crate::ReplicaMeta,
 ) -> txdisk_disk::Result<MemberBitmap> {
-    read_bitmap(
-        crate::member::MemberDisk::new(disk),
-        &meta.bitmap_layout(),
-        meta.pair_id,
-    )
+    let layout = meta.bitmap_layout();
+    // A size from a damaged or crafted slot: refused before a block is read.
+    if layout.member_blocks() > disk.size_blocks() {
+        return Err(txdisk_disk::DiskError::OutOfRange {
+            addr: layout.member_blocks().saturating_sub(1),
+            size_blocks: disk.size_blocks(),
+        });
+    }
+    read_bitmap(crate::member::MemberDisk::new(disk), &layout, meta.pair_id)
 }
 
 #[cfg(test)]

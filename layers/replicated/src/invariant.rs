@@ -123,50 +123,73 @@ pub enum CrashViolation {
 /// a chunk recovery copies ([`chunks_to_resync`](crate::chunks_to_resync)). Members `open`
 /// would rebuild, refuse or run without are not the bitmap's business. Blocks either member
 /// cannot read are skipped (a bad block is repaired from the other by any read).
-pub fn differences_marked(d1: &dyn Disk, d2: &dyn Disk) -> Result<(), CrashViolation> {
+///
+/// On success, what was compared: nothing (`BitmapCheck::default()`: a state the bitmap is
+/// not the judge of), or the blocks found differing inside chunks recovery copies and the
+/// chunks it skips — so that a test can show the check is not vacuous.
+pub fn differences_marked(d1: &dyn Disk, d2: &dyn Disk) -> Result<BitmapCheck, CrashViolation> {
+    let none = BitmapCheck::default();
     let (Ok(Some(m1)), Ok(Some(m2))) = (inspect_member(d1), inspect_member(d2)) else {
-        return Ok(());
+        return Ok(none);
     };
     if m1.pair_id != m2.pair_id
         || m1.role == m2.role
         || m1.data_size_blocks != m2.data_size_blocks
         || m1.chunk_blocks != m2.chunk_blocks
     {
-        return Ok(());
+        return Ok(none);
     }
     let mut by_role = [None, None];
     by_role[m1.role.index()] = Some(m1);
     by_role[m2.role.index()] = Some(m2);
     let Ok(source) = choose_source(by_role) else {
-        return Ok(());
+        return Ok(none);
     };
     let Some(other) = by_role[source.role.other().index()] else {
-        return Ok(());
+        return Ok(none);
     };
     if !matches!(
         plan_other(&source, &Peer::Meta(other)),
         MemberPlan::InSync { clean: false }
     ) {
-        return Ok(());
+        return Ok(none);
     }
     let layout = source.bitmap_layout();
     let (Ok(b1), Ok(b2)) = (inspect_bitmap(d1, &m1), inspect_bitmap(d2, &m2)) else {
-        return Ok(());
+        return Ok(none);
     };
     let copied = chunks_to_resync(&layout, [&b1, &b2]);
+    let mut check = BitmapCheck {
+        compared: true,
+        skipped_chunks: layout.chunks() - copied.len() as u64,
+        ..BitmapCheck::default()
+    };
     for addr in 0..layout.data_blocks {
         let chunk = layout.chunk_of(addr);
-        if copied.contains(&chunk) {
+        let block = RESERVED_BLOCKS + addr;
+        let (Ok(v1), Ok(v2)) = (d1.read(block), d2.read(block)) else {
+            continue;
+        };
+        if v1 == v2 {
             continue;
         }
-        let block = RESERVED_BLOCKS + addr;
-        if let (Ok(v1), Ok(v2)) = (d1.read(block), d2.read(block)) {
-            if v1 != v2 {
-                return Err(CrashViolation::UnmarkedDifference { addr, chunk });
-            }
+        if !copied.contains(&chunk) {
+            return Err(CrashViolation::UnmarkedDifference { addr, chunk });
         }
+        check.differing_in_marked += 1;
     }
-    Ok(())
+    Ok(check)
+}
+
+/// What [`differences_marked`] compared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BitmapCheck {
+    /// The members were compared (both current, to be resynced).
+    pub compared: bool,
+    /// Blocks that differ, each inside a chunk recovery copies.
+    pub differing_in_marked: u64,
+    /// Chunks recovery does not copy (all found equal).
+    pub skipped_chunks: u64,
 }
 
 fn active_values<D: Disk + 'static>(

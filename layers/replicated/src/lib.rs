@@ -187,7 +187,7 @@ pub use bugs::set as set_bug;
 pub use bugs::Bug;
 pub use error::{ReplicatedError, Result};
 pub use invariant::{
-    differences_marked, recovered_from, replicas_agree, CrashViolation, WriteHistory,
+    differences_marked, recovered_from, replicas_agree, BitmapCheck, CrashViolation, WriteHistory,
 };
 pub use meta::{
     inspect_member, MetaState, ReplicaMeta, Role, Slot, FORMAT_VERSION, MAGIC,

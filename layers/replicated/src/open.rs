@@ -3,9 +3,7 @@
 
 #[cfg(doc)]
 use crate::bitmap::MAX_CHUNK_BLOCKS;
-use crate::bitmap::{
-    chunks_to_resync, read_bitmap, BitmapLayout, MemberBitmap, DEFAULT_CHUNK_BLOCKS,
-};
+use crate::bitmap::{BitmapLayout, DEFAULT_CHUNK_BLOCKS};
 use crate::error::{ReplicatedError, Result};
 use crate::member::MemberDisk;
 use crate::meta::{
@@ -168,12 +166,16 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
         let target = source.other();
         let plan = plan_other(&source_meta, &seen[target.index()].as_peer());
         tracing::info!(pair_id = source_meta.pair_id, %source, ?plan, "opening replicated pair");
-        // After a crash, only the chunks either member's bitmap marks can differ.
-        let marked = match plan {
-            MemberPlan::InSync { clean: false } => resync_chunks(&source_meta, &disks)?,
-            _ => BTreeSet::new(),
+        // After a crash, only the chunks either member's bitmap marks can differ. Whatever the
+        // plan, the pair starts with the marks on disk (the source's alone unless both are
+        // current): every bitmap block it writes keeps them, so no member ever loses a mark
+        // its peer may not hold.
+        let pair = assemble(source_meta, &seen, &plan, disks);
+        let read_from = match plan {
+            MemberPlan::InSync { .. } => vec![Role::D1, Role::D2],
+            _ => vec![source],
         };
-        let pair = assemble(source_meta, &seen, &plan, disks, &marked);
+        let marked = pair.load_bitmap(&read_from)?;
         match plan {
             MemberPlan::InSync { clean: true } => {}
             MemberPlan::InSync { clean: false } => {
@@ -307,7 +309,6 @@ fn assemble<D: Disk + 'static>(
     seen: &[Seen; 2],
     plan: &MemberPlan,
     disks: [Option<D>; 2],
-    marked: &BTreeSet<u64>,
 ) -> ReplicatedDisk<D> {
     let target = source.role.other();
     let mut seq = [0u64; 2];
@@ -351,30 +352,5 @@ fn assemble<D: Disk + 'static>(
         seq,
         failure,
     };
-    ReplicatedDisk::assemble(
-        members,
-        meta,
-        source.pair_id,
-        source.bitmap_layout(),
-        marked,
-    )
-}
-
-/// The chunks a resync after a crash copies: those either member's bitmap marks, and all of a
-/// bitmap block neither can vouch for ([`chunks_to_resync`]).
-fn resync_chunks<D: Disk>(source: &ReplicaMeta, disks: &[Option<D>; 2]) -> Result<BTreeSet<u64>> {
-    let layout = source.bitmap_layout();
-    let mut bitmaps = [MemberBitmap::default(), MemberBitmap::default()];
-    for (disk, bitmap) in disks.iter().zip(bitmaps.iter_mut()) {
-        *bitmap = match disk {
-            Some(disk) => read_bitmap(MemberDisk::new(disk), &layout, source.pair_id)?,
-            None => MemberBitmap {
-                unusable: (0..layout.bitmap_blocks())
-                    .map(|i| (i, "missing"))
-                    .collect(),
-                ..MemberBitmap::default()
-            },
-        };
-    }
-    Ok(chunks_to_resync(&layout, [&bitmaps[0], &bitmaps[1]]))
+    ReplicatedDisk::assemble(members, meta, source.pair_id, source.bitmap_layout())
 }

@@ -1,7 +1,10 @@
 //! `ReplicatedDisk`: the running pair — the data path (read, write, sync), failure handling and
 //! the metadata updates that keep a stale replica from ever being taken for a current one.
 
-use crate::bitmap::{BitmapLayout, Intent, IntentBitmap, CLEAR_AFTER_IDLE_SYNCS};
+use crate::bitmap::{
+    chunks_to_resync, read_bitmap, unread, BitmapLayout, Intent, IntentBitmap,
+    CLEAR_AFTER_IDLE_SYNCS,
+};
 use crate::error::{ReplicatedError, Result};
 use crate::member::{MemberBlock, MemberDisk};
 use crate::meta::{write_meta, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
@@ -165,7 +168,6 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
         meta: PairMeta,
         pair_id: u64,
         layout: BitmapLayout,
-        marked: &BTreeSet<u64>,
     ) -> Self {
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         let [d1, d2] = members;
@@ -174,7 +176,7 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
         ReplicatedDisk {
             members,
             syncer,
-            bitmap: IntentBitmap::new(layout, pair_id, marked),
+            bitmap: IntentBitmap::new(layout, pair_id, &BTreeSet::new()),
             clear_after_idle_syncs: AtomicU64::new(CLEAR_AFTER_IDLE_SYNCS),
             stripes,
             meta: Mutex::new(meta),
@@ -492,9 +494,7 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
             self.flush_bitmap()?;
         }
         for (start, blocks) in &runs {
-            for (offset, block) in blocks.iter().enumerate() {
-                self.write_marked(start + offset as u64, block)?;
-            }
+            self.write_marked_run(*start, blocks)?;
         }
         Ok(())
     }
@@ -674,6 +674,9 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
         }
         let chunk = self.bitmap.layout.chunk_of(addr);
         let _intent = self.mark_intent(chunk..=chunk)?;
+        if self.replica_status(role) != ReplicaStatus::Active {
+            return Ok(()); // the bitmap flush failed it
+        }
         tracing::info!(replica = %role, addr, "repairing a bad block from the other replica");
         match self.on_member_gen(role, |disk| disk.write_copy(block, good, generation)) {
             Ok(()) => Ok(()),
@@ -755,12 +758,9 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
         let results: Vec<(Role, Result<(), MemberError>)> = match (roles.as_slice(), &self.syncer) {
             ([], _) => return Err(self.all_failed(&self.meta.lock())),
             ([Role::D1, Role::D2], Some(syncer)) => {
-                let generation = self.members[Role::D2.index()]
-                    .generation
-                    .load(Ordering::Acquire);
                 let ticket = syncer.request();
                 let mine = self.on_member_gen(Role::D1, |disk| disk.sync());
-                let theirs = syncer.wait(ticket, generation);
+                let theirs = syncer.wait(ticket);
                 vec![(Role::D1, mine), (Role::D2, theirs)]
             }
             (roles, _) => roles
@@ -788,12 +788,59 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
         self.any_active(&meta)
     }
 
+    /// Reads the bitmaps of the active members of `roles` and starts from their marks (what a
+    /// resync after a crash copies: [`chunks_to_resync`]); a member that fails while read is
+    /// failed, as on any read. Every bitmap block the pair writes from then on keeps the
+    /// marks, so no member ever loses a mark its peer may not hold.
+    pub(crate) fn load_bitmap(&self, roles: &[Role]) -> Result<BTreeSet<u64>> {
+        let layout = self.bitmap.layout;
+        let mut bitmaps = [unread(&layout), unread(&layout)];
+        for role in roles {
+            if self.replica_status(*role) != ReplicaStatus::Active {
+                continue;
+            }
+            match self.on_member_gen(*role, |disk| read_bitmap(disk, &layout, self.pair_id)) {
+                Ok(bitmap) => bitmaps[role.index()] = bitmap,
+                Err(MemberError {
+                    error: DiskError::Crashed,
+                    ..
+                }) => return Err(DiskError::Crashed.into()),
+                Err(failed) => self.fail_replica(*role, &failed)?,
+            }
+        }
+        let marked = chunks_to_resync(&layout, [&bitmaps[0], &bitmaps[1]]);
+        self.bitmap.load(&marked);
+        Ok(marked)
+    }
+
     /// Writes every bitmap block as memory has it (after a resync at open: blocks that did not
     /// decode are made good again).
     pub(crate) fn rewrite_bitmap(&self) -> Result<()> {
         let _flush = self.bitmap.flush.lock();
         let blocks = self.bitmap.all_blocks();
         self.write_bitmap_blocks(&blocks)
+    }
+
+    /// Syncs one member: d2 through its syncer, so that a failure the syncer saw is never
+    /// followed by a direct sync that reports success.
+    pub(crate) fn sync_member(&self, role: Role) -> Result<(), MemberError> {
+        match (role, &self.syncer) {
+            (Role::D2, Some(syncer)) => syncer.wait(syncer.request()),
+            _ => self.on_member_gen(role, |disk| disk.sync()),
+        }
+    }
+
+    /// Writes bitmap blocks to one member only (a rebuild target): the other member's blocks
+    /// are not touched, so that what it vouches for is only ever what both were sent.
+    pub(crate) fn write_bitmap_to(&self, role: Role, blocks: &[(u64, Block)]) -> Result<()> {
+        let layout = self.bitmap.layout;
+        for (index, block) in blocks {
+            let target = layout.member_block(*index);
+            if let Err(failed) = self.on_member_gen(role, |disk| disk.write(target, block)) {
+                return self.absorb(role, failed);
+            }
+        }
+        Ok(())
     }
 
     /// The chunks the bitmap marks now (what a crash now would have recovery copy, at most).

@@ -108,7 +108,7 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
         if self.replica_status(target.other()) != ReplicaStatus::Active {
             return Err(self.all_failed(&meta));
         }
-        let needed_blocks = self.data_size_blocks + RESERVED_BLOCKS;
+        let needed_blocks = self.bitmap.layout.member_blocks();
         if new_disk.size_blocks() < needed_blocks {
             return Err(ReplicatedError::TooSmall {
                 replica: target,
@@ -153,7 +153,7 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
         {
             let _flush = self.bitmap.flush.lock();
             let blocks = self.bitmap.all_blocks();
-            self.write_bitmap_blocks(&blocks)?;
+            self.write_bitmap_to(target, &blocks)?;
         }
         let report = match self.copy_all(target.other(), target, Phase::Rebuild, None, progress) {
             Ok(report) => report,
@@ -172,7 +172,7 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
         }
         // The copy must be durable on the target before its metadata may call it current.
         if self.replica_status(target) == ReplicaStatus::Rebuilding {
-            if let Err(failed) = self.on_member_gen(target, |disk| disk.sync()) {
+            if let Err(failed) = self.sync_member(target) {
                 if matches!(failed.error, DiskError::Crashed) {
                     return Err(failed.error.into());
                 }
@@ -200,7 +200,7 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
             role: target,
             state: MetaState::Rebuilding,
             peer_failed: false,
-            seq: found_seq.max(meta.seq[target.index()]) + 1,
+            seq: found_seq.max(meta.seq[target.index()]).saturating_add(1),
             events: 0,
             data_size_blocks: self.data_size_blocks,
             peer_events: 0,

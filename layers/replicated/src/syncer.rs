@@ -23,6 +23,8 @@ struct Queue {
     /// The first failure, with the member generation whose disk gave it: the machine crashed
     /// (`Crashed`), or the sync failed (`SyncFailed`; the cause is logged where it happened).
     failure: Option<(u64, DiskError)>,
+    /// The worker panicked (a broken invariant below): every waiter panics too, none hangs.
+    poisoned: bool,
     stop: bool,
 }
 
@@ -70,22 +72,28 @@ impl Syncer {
         ticket
     }
 
-    /// Waits until the sync serving `ticket` has returned: its result (or an earlier failure
-    /// of the same member disk, `generation`).
-    pub(crate) fn wait(&self, ticket: u64, generation: u64) -> Result<(), MemberError> {
+    /// Waits until the sync serving `ticket` has returned. `Err` if any sync of the worker has
+    /// failed, tagged with the member generation (the disk) that failed: the pair's
+    /// `fail_replica` ignores the failure of a disk it has since replaced, and a disk whose
+    /// sync failed once never reports success again.
+    pub(crate) fn wait(&self, ticket: u64) -> Result<(), MemberError> {
         let mut queue = self.shared.queue.lock();
-        while queue.served < ticket {
+        while queue.served < ticket && !queue.poisoned {
             self.shared.done.wait(&mut queue);
         }
+        assert!(!queue.poisoned, "replicated: d2's syncer panicked");
         match &queue.failure {
-            Some((failed_generation, error)) if *failed_generation == generation => {
+            Some((generation, error)) => {
                 let error = match error {
                     DiskError::Crashed => DiskError::Crashed,
                     _ => DiskError::SyncFailed,
                 };
-                Err(MemberError { generation, error })
+                Err(MemberError {
+                    generation: *generation,
+                    error,
+                })
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 }
@@ -101,7 +109,7 @@ fn serve<D: Disk>(shared: &Shared, member: &Member<D>) {
         }
         let serving = queue.requested;
         drop(queue);
-        let result = {
+        let synced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let disk = member.disk.read();
             let generation = member.generation.load(Ordering::Acquire);
             let outcome = match &*disk {
@@ -114,10 +122,20 @@ fn serve<D: Disk>(shared: &Shared, member: &Member<D>) {
                 }
                 (generation, error)
             })
-        };
+        }));
         queue = shared.queue.lock();
+        let result = match synced {
+            Ok(result) => result,
+            Err(panic) => {
+                queue.poisoned = true;
+                shared.done.notify_all();
+                drop(queue);
+                std::panic::resume_unwind(panic);
+            }
+        };
         if let Err((generation, error)) = result {
-            let newer = !matches!(&queue.failure, Some((old, _)) if *old == generation);
+            // The first failure of each disk is kept (generations only grow).
+            let newer = !matches!(&queue.failure, Some((old, _)) if *old >= generation);
             if newer {
                 queue.failure = Some((generation, error));
             }
