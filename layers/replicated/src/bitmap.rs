@@ -298,25 +298,12 @@ pub(crate) struct IntentBitmap {
 }
 
 impl IntentBitmap {
-    /// A bitmap whose chunks `marked` are set and durable (as read from the members).
-    pub(crate) fn new(layout: BitmapLayout, pair_id: u64, marked: &BTreeSet<u64>) -> IntentBitmap {
-        let chunks = marked
-            .iter()
-            .map(|chunk| {
-                let used = ChunkUse {
-                    durable: true,
-                    ..ChunkUse::default()
-                };
-                (*chunk, used)
-            })
-            .collect();
+    /// A bitmap with nothing marked; the members' marks come in through [`Self::load`].
+    pub(crate) fn new(layout: BitmapLayout, pair_id: u64) -> IntentBitmap {
         IntentBitmap {
             layout,
             pair_id,
-            state: Mutex::new(BitmapState {
-                chunks,
-                ..BitmapState::default()
-            }),
+            state: Mutex::new(BitmapState::default()),
             flush: Mutex::new(()),
         }
     }
@@ -655,7 +642,7 @@ mod tests {
     #[test]
     fn a_sequential_writer_marks_ahead() {
         let layout = BitmapLayout::new(1024, 4).unwrap_or_else(|| panic!("layout"));
-        let bitmap = IntentBitmap::new(layout, 1, &BTreeSet::new());
+        let bitmap = IntentBitmap::new(layout, 1);
         // A first chunk alone marks nothing ahead.
         assert!(!bitmap.begin_write(10..=10));
         let plan = bitmap
@@ -684,7 +671,7 @@ mod tests {
     #[test]
     fn bits_clear_only_after_a_covering_sync_and_the_idle_syncs() {
         let layout = BitmapLayout::new(64, 4).unwrap_or_else(|| panic!("layout"));
-        let bitmap = IntentBitmap::new(layout, 1, &BTreeSet::new());
+        let bitmap = IntentBitmap::new(layout, 1);
         assert!(!bitmap.begin_write(2..=2), "a fresh chunk is not durable");
         let plan = bitmap
             .plan_flush()

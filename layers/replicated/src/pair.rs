@@ -176,7 +176,7 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
         ReplicatedDisk {
             members,
             syncer,
-            bitmap: IntentBitmap::new(layout, pair_id, &BTreeSet::new()),
+            bitmap: IntentBitmap::new(layout, pair_id),
             clear_after_idle_syncs: AtomicU64::new(CLEAR_AFTER_IDLE_SYNCS),
             stripes,
             meta: Mutex::new(meta),
@@ -710,17 +710,9 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
     /// Writes bitmap blocks to every member being written (a member that fails is failed).
     /// Called under the bitmap's flush lock, with blocks encoded under it.
     pub(crate) fn write_bitmap_blocks(&self, blocks: &[(u64, Block)]) -> Result<()> {
-        let layout = self.bitmap.layout;
         for role in [Role::D1, Role::D2] {
-            if !self.replica_status(role).is_written() {
-                continue;
-            }
-            for (index, block) in blocks {
-                let target = layout.member_block(*index);
-                if let Err(failed) = self.on_member_gen(role, |disk| disk.write(target, block)) {
-                    self.absorb(role, failed)?;
-                    break;
-                }
+            if self.replica_status(role).is_written() {
+                self.write_bitmap_to(role, blocks)?;
             }
         }
         self.any_active(&self.meta.lock())
@@ -830,8 +822,9 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
         }
     }
 
-    /// Writes bitmap blocks to one member only (a rebuild target): the other member's blocks
-    /// are not touched, so that what it vouches for is only ever what both were sent.
+    /// Writes bitmap blocks to one member (a member that fails is failed). A rebuild target gets
+    /// the whole bitmap this way, its source untouched: what a member vouches for is only ever
+    /// what both were sent.
     pub(crate) fn write_bitmap_to(&self, role: Role, blocks: &[(u64, Block)]) -> Result<()> {
         let layout = self.bitmap.layout;
         for (index, block) in blocks {
