@@ -4,12 +4,12 @@
 use crate::block::{Addr, Block, BLOCK_SIZE};
 use crate::error::{DiskError, LockMode, Result};
 use crate::lock::lock_image;
+use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::Disk;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A disk backed by a file or block device. `read`/`write` are `pread`/`pwrite` of one block,
 /// `sync` is `fdatasync`. Safe to share between threads: positional I/O needs no seek lock.

@@ -38,6 +38,7 @@ mod file;
 mod lock;
 pub mod rng;
 mod sim;
+pub mod sync;
 
 pub use block::{Addr, Block, BLOCK_SIZE, SECTORS_PER_BLOCK, SECTOR_SIZE};
 pub use error::{Damage, DiskError, LockMode, Result};

@@ -9,7 +9,7 @@ use crate::format::{
 };
 use crate::store::{TxHandle, TxStore};
 use crate::txn::{Ctx, Hints};
-use parking_lot::Mutex;
+use txdisk_disk::sync::Mutex;
 use txdisk_disk::{Addr, Block, BLOCK_SIZE};
 
 /// How many times an operation is retried after store conflicts before giving up.
@@ -90,7 +90,7 @@ pub struct Fs<S: TxStore> {
     /// Whether an operation may have written since the whole-image check last passed: a
     /// read-only operation leaves the image as checked, so the check is not repeated for it.
     #[cfg(feature = "expensive-checks")]
-    image_unchecked: std::sync::atomic::AtomicBool,
+    image_unchecked: txdisk_disk::sync::atomic::AtomicBool,
 }
 
 /// Distinct blocks a write of `blocks` data blocks may dirty: the data, a bitmap block per
@@ -162,7 +162,7 @@ impl<S: TxStore> Fs<S> {
             hints: Mutex::new(Hints::default()),
             write_chunk_blocks,
             #[cfg(feature = "expensive-checks")]
-            image_unchecked: std::sync::atomic::AtomicBool::new(true),
+            image_unchecked: txdisk_disk::sync::atomic::AtomicBool::new(true),
         };
         #[cfg(debug_assertions)]
         fs.check_rep()?;
@@ -250,7 +250,7 @@ impl<S: TxStore> Fs<S> {
     #[cfg(feature = "expensive-checks")]
     fn check_image(&self) -> Result<()> {
         use crate::check::Violation;
-        use std::sync::atomic::Ordering;
+        use txdisk_disk::sync::atomic::Ordering;
         if !self.image_unchecked.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
@@ -276,7 +276,7 @@ impl<S: TxStore> Fs<S> {
         #[cfg(feature = "expensive-checks")]
         if mutates {
             self.image_unchecked
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+                .store(true, txdisk_disk::sync::atomic::Ordering::SeqCst);
         }
         let result = if mutates {
             run_tx(&self.store, self.sb, &mut hints, durable, op)

@@ -13,9 +13,9 @@
 //! `begin` wraps `LogicalDisk::begin`, each tx method forwards, and a `LogicalError` maps to
 //! [`StoreError::Conflict`] when `is_conflict()` and to [`StoreError::Other`] otherwise.
 
-use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
+use txdisk_disk::sync::Mutex;
 use txdisk_disk::{Addr, Block};
 
 /// Why a store call failed.

@@ -2,8 +2,8 @@
 
 use crate::error::{IntegrityError, Result};
 use crate::format::{data_hash, Entry, Superblock, Tag, ENTRIES_PER_BLOCK, ENTRY_BYTES};
-use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeSet, HashMap};
+use txdisk_disk::sync::{Mutex, RwLock};
 use txdisk_disk::{Addr, Block, Damage, Disk, DiskError, BLOCK_SIZE};
 
 /// The largest tag region for which a failed verification looks for the address a block
@@ -28,7 +28,7 @@ pub struct IntegrityDisk<D: Disk> {
     sync_lock: Mutex<()>,
     /// A sync failed: the tags it took may never have been written, so no later sync may
     /// report success (as the disk below must never do after its own failed sync).
-    sync_failed: std::sync::atomic::AtomicBool,
+    sync_failed: txdisk_disk::sync::atomic::AtomicBool,
     /// Superblock copies (0 or 1) found damaged when the disk was opened.
     damaged_superblocks: Mutex<Vec<u64>>,
 }
@@ -140,7 +140,7 @@ impl<D: Disk> IntegrityDisk<D> {
             stripes: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
             tags: Mutex::new(TagCache::default()),
             sync_lock: Mutex::new(()),
-            sync_failed: std::sync::atomic::AtomicBool::new(false),
+            sync_failed: txdisk_disk::sync::atomic::AtomicBool::new(false),
             damaged_superblocks: Mutex::new(damaged),
         };
         #[cfg(debug_assertions)]
@@ -387,7 +387,7 @@ impl<D: Disk> IntegrityDisk<D> {
 
     /// Writes every changed tag block, then syncs the device below.
     fn sync_tags(&self) -> txdisk_disk::Result<()> {
-        use std::sync::atomic::Ordering;
+        use txdisk_disk::sync::atomic::Ordering;
         let _one_sync = self.sync_lock.lock();
         if self.sync_failed.load(Ordering::Acquire) {
             return Err(DiskError::SyncFailed);

@@ -9,11 +9,11 @@ use crate::position::Seq;
 use crate::recovery::{log_recover, RecoveryReport};
 use crate::scan::read_superblock;
 use crate::state::{Flusher, Inner, Installer, Mode, State};
-use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use txdisk_disk::sync::atomic::{AtomicU64, Ordering};
+use txdisk_disk::sync::thread::JoinHandle;
+use txdisk_disk::sync::{Condvar, Mutex};
 use txdisk_disk::{Addr, Block, Disk};
 
 /// How a log runs.
@@ -182,7 +182,7 @@ impl Log {
         });
         let installer = options.background_installer.then(|| {
             let inner = Arc::clone(&inner);
-            std::thread::spawn(move || installer_loop(&inner))
+            txdisk_disk::sync::thread::spawn(move || installer_loop(&inner))
         });
         let log = Log {
             inner,

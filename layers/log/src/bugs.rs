@@ -17,16 +17,26 @@ pub enum Bug {
     HeaderBeforeInstallDurable,
     /// Recovery keeps the sequence number instead of jumping past stale records.
     NoSequenceJump,
+    /// A group flush acknowledges every record committed by the time it ends, including the
+    /// ones appended after it took its batch (late joiners whose records it never wrote).
+    AckLateJoiners,
+    /// An installation moves the tail to the head as it finds it when writing the header, so
+    /// the space of records reserved since it picked its batch (not yet written, or not yet
+    /// durable) is freed under them.
+    TailPastReservations,
 }
 
 impl Bug {
-    /// Every variant, for tests that try each.
+    /// The crash-protocol variants, which a single-threaded crash campaign must catch.
     pub const ALL: [Bug; 4] = [
         Bug::CommitWithoutFlush,
         Bug::ReplayWithoutChecksum,
         Bug::HeaderBeforeInstallDurable,
         Bug::NoSequenceJump,
     ];
+
+    /// The concurrency variants, which only a search of thread schedules can catch.
+    pub const RACES: [Bug; 2] = [Bug::AckLateJoiners, Bug::TailPastReservations];
 
     /// The variant's name on a command line: `commit-without-flush`, ...
     pub fn name(self) -> &'static str {
@@ -35,6 +45,8 @@ impl Bug {
             Bug::ReplayWithoutChecksum => "replay-without-checksum",
             Bug::HeaderBeforeInstallDurable => "header-before-install-durable",
             Bug::NoSequenceJump => "no-sequence-jump",
+            Bug::AckLateJoiners => "ack-late-joiners",
+            Bug::TailPastReservations => "tail-past-reservations",
         }
     }
 }

@@ -9,11 +9,11 @@ use crate::format::{encode_record, record_len_blocks};
 use crate::home::write_runs;
 use crate::position::Seq;
 use crate::state::{Flusher, Inner, Mode, RecordMeta, State};
-use parking_lot::MutexGuard;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use txdisk_disk::sync::atomic::Ordering;
+use txdisk_disk::sync::MutexGuard;
 use txdisk_disk::{Addr, Block};
 
 impl Inner {
@@ -154,6 +154,9 @@ impl Inner {
             state.last_batch_records = batch.len();
             state.last_flush_us = started.elapsed().as_micros() as u64;
             match result {
+                Ok(()) if crate::bug_active!(AckLateJoiners) => {
+                    state.durable_seq = state.next_seq.prev();
+                }
                 Ok(()) => state.durable_seq = batch.last().map_or(durable_before, |r| r.seq),
                 Err(error) => {
                     state.mode = Mode::Poisoned {

@@ -8,9 +8,9 @@ use crate::format::check_header_round_trip;
 use crate::format::Header;
 use crate::home::write_home;
 use crate::state::{Inner, Installer, Mode, RecordMeta, State};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use txdisk_disk::sync::atomic::Ordering;
 
 impl Inner {
     /// Installs every durable record at its home location and moves the tail past them
@@ -68,16 +68,19 @@ impl Inner {
             self.sync_since(failures_before)?;
         }
         // A flush may have failed meanwhile: once poisoned, the log writes nothing more.
-        let old = {
+        let (old, head) = {
             let state = self.state.lock();
             Inner::usable(&state)?;
-            state.header
+            (state.header, (state.head_pos, state.next_seq))
         };
-        let header = Header {
+        let mut header = Header {
             generation: old.generation + 1,
             tail_pos: last.end_pos().0,
             tail_seq: last.seq.next().0,
         };
+        if crate::bug_active!(TailPastReservations) {
+            (header.tail_pos, header.tail_seq) = (head.0 .0, head.1 .0);
+        }
         let block = header.encode(&self.sb);
         #[cfg(debug_assertions)]
         check_header_round_trip(&header, &block, &self.sb);

@@ -5,10 +5,10 @@ use crate::api::LogOptions;
 use crate::error::{LogError, Result};
 use crate::format::{Header, Superblock};
 use crate::position::{LogPos, Seq};
-use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use txdisk_disk::sync::atomic::AtomicU64;
+use txdisk_disk::sync::{Condvar, Mutex};
 use txdisk_disk::{Addr, Block, Disk};
 
 /// A committed record that is still in the log (not yet installed).

@@ -3,8 +3,8 @@
 
 use crate::format::Superblock;
 use crate::scan::{read_superblock, scan_log};
-use parking_lot::Mutex;
 use std::sync::Arc;
+use txdisk_disk::sync::Mutex;
 use txdisk_disk::{Addr, Block, Disk, DiskImage, Result, SimDisk};
 
 /// Wraps a [`SimDisk`] holding a formatted log. Every write that lands in the data region is

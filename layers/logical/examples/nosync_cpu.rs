@@ -9,7 +9,7 @@ use txdisk_log::LogOptions;
 use txdisk_logical::LogicalDisk;
 
 /// Blocks in memory; `sync` does nothing.
-struct MemDisk(parking_lot::RwLock<Vec<Block>>);
+struct MemDisk(txdisk_disk::sync::RwLock<Vec<Block>>);
 
 impl Disk for MemDisk {
     fn size_blocks(&self) -> u64 {
@@ -31,7 +31,7 @@ impl Disk for MemDisk {
 
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let commits: u64 = std::env::args().nth(1).map_or(Ok(200_000), |s| s.parse())?;
-    let disk = Arc::new(MemDisk(parking_lot::RwLock::new(vec![
+    let disk = Arc::new(MemDisk(txdisk_disk::sync::RwLock::new(vec![
         Block::zeroed();
         3 + 4096 + 8192
     ])));

@@ -51,12 +51,14 @@
 //! private: [`LogicalDisk::stats`], [`LogicalDisk::install`], [`LogicalDisk::pause_installer`]
 //! and [`LogicalDisk::used_log_blocks`] are what a user sees of it.
 
-use parking_lot::{Mutex, MutexGuard};
+pub mod bugs;
+
 use std::collections::BTreeMap;
-#[cfg(debug_assertions)]
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+#[cfg(debug_assertions)]
+use txdisk_disk::sync::atomic::AtomicUsize;
+use txdisk_disk::sync::atomic::{AtomicU64, Ordering};
+use txdisk_disk::sync::{thread, Mutex, MutexGuard};
 use txdisk_disk::{Addr, Block, Disk, DiskError};
 use txdisk_log::{Log, LogError, LogOptions, LogStats};
 
@@ -327,7 +329,7 @@ impl LogicalDisk {
             };
             match outcome {
                 Err(LogicalError::Conflict { .. }) if attempt < OPTIMISTIC_ATTEMPTS => {
-                    std::thread::yield_now()
+                    thread::yield_now()
                 }
                 Err(error) => return Err(error.into()),
                 Ok(value) => return Ok(value),
@@ -458,12 +460,20 @@ impl Transaction<'_> {
 
     /// Commits atomically; durable when it returns Ok. `Conflict` means nothing was committed.
     pub fn commit(self) -> Result<()> {
-        self.finish(true)
+        self.finish(true).map(drop)
     }
 
     /// Commits atomically; durable at the next [`LogicalDisk::flush`] or durable commit.
     pub fn commit_nosync(self) -> Result<()> {
-        self.finish(false)
+        self.finish(false).map(drop)
+    }
+
+    /// Commits as [`Transaction::commit`] (`durable`) or [`Transaction::commit_nosync`], and
+    /// returns the transaction's place in the serial order: the log sequence number of its
+    /// record. Committed transactions are equivalent to running them one at a time in this
+    /// order. `None` for a transaction that wrote nothing (it changed no state).
+    pub fn commit_ordered(self, durable: bool) -> Result<Option<u64>> {
+        self.finish(durable)
     }
 
     /// Drops every write.
@@ -485,13 +495,21 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    fn finish(mut self, durable: bool) -> Result<()> {
+    fn finish(mut self, durable: bool) -> Result<Option<u64>> {
         let disk = self.disk;
+        let early = bugs::active(bugs::Bug::ValidateOutsideCommitLock);
+        if early {
+            self.validate()?;
+            // The window the lock closes: another commit may run here.
+            thread::yield_now();
+        }
         let guard = match self.exclusive.take() {
             Some(guard) => guard,
             None => disk.commit_lock.lock(),
         };
-        self.validate()?;
+        if !early {
+            self.validate()?;
+        }
         if self.writes.is_empty() {
             // Every version read was stamped by a commit the clock has already passed.
             let clock = disk.clock.load(Ordering::Acquire);
@@ -506,9 +524,16 @@ impl Transaction<'_> {
             if durable && self.newest_read > 0 {
                 disk.log.wait_durable(self.newest_read)?;
             }
-            return Ok(());
+            return Ok(None);
         }
         let written: Vec<usize> = self.writes.keys().map(|&addr| stripe(addr)).collect();
+        let unstamped = bugs::active(bugs::Bug::UnstampedStripe)
+            .then(|| {
+                written
+                    .last()
+                    .map(|&index| (index, disk.versions[index].load(Ordering::Acquire)))
+            })
+            .flatten();
         for &index in &written {
             disk.versions[index].store(BUSY, Ordering::Release);
         }
@@ -544,6 +569,10 @@ impl Transaction<'_> {
         for &index in &written {
             disk.versions[index].store(seq, Ordering::Release);
         }
+        if let Some((index, previous)) = unstamped {
+            // The wrong variant leaves the stripe at the version it had before this commit.
+            disk.versions[index].store(previous, Ordering::Release);
+        }
         #[cfg(debug_assertions)]
         disk.busy_stripes.fetch_sub(written.len(), Ordering::AcqRel);
         disk.clock.store(seq, Ordering::Release);
@@ -555,7 +584,8 @@ impl Transaction<'_> {
         };
         #[cfg(debug_assertions)]
         disk.check_rep();
-        Ok(result?)
+        result?;
+        Ok(Some(seq))
     }
 }
 

@@ -19,9 +19,9 @@
 use crate::member::MemberBlock;
 use crate::meta::RESERVED_BLOCKS;
 use byteorder::{ByteOrder, LittleEndian as LE};
-use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Range, RangeInclusive};
+use txdisk_disk::sync::Mutex;
 use txdisk_disk::{Addr, Block, BLOCK_SIZE};
 
 /// The first 8 bytes of a bitmap block.

@@ -12,16 +12,24 @@ pub enum Bug {
     /// the members, so a crash during the sync can leave the members different in a chunk
     /// whose bit is clear: recovery never copies it.
     ClearBeforeSync,
+    /// A write takes no address (stripe) lock: two writers of one address can interleave their
+    /// member writes so that d1 keeps one value and d2 the other, and a read can run between
+    /// the two member writes.
+    WriteWithoutAddressLock,
 }
 
 impl Bug {
-    /// Every variant, for tests that try each.
+    /// The crash-protocol variants, which a single-threaded crash campaign must catch.
     pub const ALL: [Bug; 1] = [Bug::ClearBeforeSync];
 
-    /// The variant's name on a command line: `clear-before-sync`.
+    /// The concurrency variants, which only a search of thread schedules can catch.
+    pub const RACES: [Bug; 1] = [Bug::WriteWithoutAddressLock];
+
+    /// The variant's name on a command line: `clear-before-sync`, ...
     pub fn name(self) -> &'static str {
         match self {
             Bug::ClearBeforeSync => "clear-before-sync",
+            Bug::WriteWithoutAddressLock => "write-without-address-lock",
         }
     }
 }

@@ -9,11 +9,11 @@ use crate::error::{ReplicatedError, Result};
 use crate::member::{MemberBlock, MemberDisk};
 use crate::meta::{write_meta, MetaState, ReplicaMeta, Role, RESERVED_BLOCKS};
 use crate::syncer::Syncer;
-use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use txdisk_disk::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use txdisk_disk::sync::{Mutex, MutexGuard, RwLock};
 use txdisk_disk::{Addr, Block, Disk, DiskError};
 
 /// Number of per-address lock stripes: address `a` is guarded by stripe `a % LOCK_STRIPES`.
@@ -516,6 +516,10 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
                 .map(|offset| ((piece_start + offset) % LOCK_STRIPES as u64) as usize)
                 .collect();
             stripes.sort_unstable();
+            #[cfg(feature = "deliberate-bugs")]
+            if crate::bugs::active(crate::bugs::Bug::WriteWithoutAddressLock) {
+                stripes.clear();
+            }
             let _guards: Vec<MutexGuard<'_, ()>> = stripes
                 .iter()
                 .map(|stripe| self.stripes[*stripe].lock())

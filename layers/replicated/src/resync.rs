@@ -11,7 +11,7 @@ use crate::meta::{
 use crate::pair::{MemberError, ReplicaStatus, ReplicatedDisk};
 use crate::versions::newer_copy;
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use txdisk_disk::sync::atomic::Ordering;
 use txdisk_disk::{Addr, Block, Disk, DiskError};
 
 /// How often (in blocks) a copy reports progress.

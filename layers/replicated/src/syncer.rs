@@ -8,10 +8,10 @@
 //! disk (a device whose sync failed may have dropped writes; no later sync can vouch for them).
 
 use crate::pair::{Member, MemberError};
-use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use txdisk_disk::sync::atomic::Ordering;
+use txdisk_disk::sync::thread::JoinHandle;
+use txdisk_disk::sync::{Condvar, Mutex};
 use txdisk_disk::{Disk, DiskError};
 
 #[derive(Debug, Default)]
@@ -52,7 +52,7 @@ impl Syncer {
             done: Condvar::new(),
         });
         let worker = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
+        let thread = txdisk_disk::sync::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || serve(&worker, &member))
             .ok()?;
@@ -153,7 +153,7 @@ impl Drop for Syncer {
             // A panic on the worker is a broken invariant below this layer: pass it on, unless
             // this thread is already unwinding.
             if let Err(panic) = thread.join() {
-                if !std::thread::panicking() {
+                if !txdisk_disk::sync::thread::panicking() {
                     std::panic::resume_unwind(panic);
                 }
             }

@@ -5,8 +5,8 @@ use super::faults::FaultPlan;
 use super::image::{durable_of, DiskImage};
 use crate::block::{Addr, Block};
 use crate::error::{DiskError, Result};
+use crate::sync::Mutex;
 use crate::Disk;
-use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
