@@ -43,7 +43,8 @@ use txdisk_disk::sync::shuttle::{
 use txdisk_disk::sync::thread;
 use txdisk_disk::{Addr, Block, Disk, SimDisk};
 use txdisk_log::{Log, LogOptions};
-use txdisk_logical::LogicalDisk;
+use txdisk_logical::serial::{Committed, SerialHistory};
+use txdisk_logical::{Contents, LogicalDisk};
 use txdisk_replicated::{replicas_agree, FormatOptions, ReplicaStatus, ReplicatedDisk, Role};
 
 /// The seed of every scheduler; a failure prints its schedule, which replays it.
@@ -776,88 +777,6 @@ fn seed_question_3_disk_1_failing_during_recovery() {
 // ---------------------------------------------------------------------------------------------
 // The log and the logical disk: the prefix oracle
 
-/// A committed transaction: its place in the serial order and what it wrote.
-#[derive(Clone, Debug)]
-struct Committed {
-    seq: u64,
-    writes: Vec<(Addr, Block)>,
-    /// What it read (address, value); empty for blind writers.
-    reads: Vec<(Addr, Block)>,
-}
-
-/// The commits of a run and what was acknowledged durable.
-#[derive(Default)]
-struct CommitHistory {
-    committed: StdMutex<Vec<Committed>>,
-    /// The highest sequence number a durable commit or a flush acknowledged.
-    acked_durable: AtomicU64,
-    /// Tags of attempts that did not commit: none may ever be seen.
-    aborted: StdMutex<Vec<u64>>,
-}
-
-impl CommitHistory {
-    fn commit(&self, record: Committed) {
-        lock(&self.committed).push(record);
-    }
-
-    fn ack(&self, seq: u64) {
-        self.acked_durable.fetch_max(seq, Ordering::SeqCst);
-    }
-
-    /// The commits in sequence order, which must be consecutive from the first.
-    fn in_order(&self) -> Vec<Committed> {
-        let mut committed = lock(&self.committed).clone();
-        committed.sort_by_key(|c| c.seq);
-        for pair in committed.windows(2) {
-            assert!(
-                pair[0].seq < pair[1].seq,
-                "two commits with sequence {}",
-                pair[0].seq
-            );
-        }
-        committed
-    }
-
-    /// The data state after the first `prefix` commits in order, over `initial`.
-    fn state_after(
-        initial: &BTreeMap<Addr, Block>,
-        committed: &[Committed],
-        prefix: usize,
-    ) -> BTreeMap<Addr, Block> {
-        let mut state = initial.clone();
-        for commit in &committed[..prefix] {
-            for (addr, block) in &commit.writes {
-                state.insert(*addr, block.clone());
-            }
-        }
-        state
-    }
-
-    /// The prefix oracle: `recovered` is the state after some prefix of the commits in order
-    /// that includes every one acknowledged durable.
-    fn check_prefix(&self, initial: &BTreeMap<Addr, Block>, recovered: &BTreeMap<Addr, Block>) {
-        let committed = self.in_order();
-        let acked = self.acked_durable.load(Ordering::SeqCst);
-        let shortest = committed.iter().take_while(|c| c.seq <= acked).count();
-        let matching = (shortest..=committed.len())
-            .find(|&prefix| &CommitHistory::state_after(initial, &committed, prefix) == recovered);
-        let recovered_tags: Vec<(Addr, u64)> =
-            recovered.iter().map(|(a, b)| (*a, tag_of(b))).collect();
-        assert!(
-            matching.is_some(),
-            "recovered {recovered_tags:?} is the state after no prefix of {} commits that includes the {shortest} acknowledged durable (through sequence {acked})",
-            committed.len()
-        );
-        let aborted = lock(&self.aborted).clone();
-        for (addr, tag) in recovered_tags {
-            assert!(
-                !aborted.contains(&tag),
-                "address {addr} holds the aborted attempt {tag:#x}"
-            );
-        }
-    }
-}
-
 /// Reads `addrs` through `read`: the recovered or final state.
 fn read_state(addrs: u64, read: impl Fn(Addr) -> Block) -> BTreeMap<Addr, Block> {
     (0..addrs).map(|addr| (addr, read(addr))).collect()
@@ -876,7 +795,7 @@ fn log_options() -> LogOptions {
 
 /// A log committer: `durable` commits wait for their record; deferred ones are followed by an
 /// explicit flush or installation now and then.
-fn log_worker(log: &Log, history: &CommitHistory, thread_no: u64, durable: bool) {
+fn log_worker(log: &Log, history: &SerialHistory, thread_no: u64, durable: bool) {
     for step in 0..3u64 {
         let tag = (thread_no + 1) << 32 | (step + 1);
         let first = choose(LOG_ADDRS);
@@ -888,7 +807,7 @@ fn log_worker(log: &Log, history: &CommitHistory, thread_no: u64, durable: bool)
         let Ok(Some(seq)) = log.append(writes.clone()) else {
             return;
         };
-        history.commit(Committed {
+        history.committed(Committed {
             seq,
             writes,
             reads: Vec::new(),
@@ -903,7 +822,7 @@ fn log_worker(log: &Log, history: &CommitHistory, thread_no: u64, durable: bool)
             }
         };
         match acked {
-            Ok(seq) => history.ack(seq),
+            Ok(seq) => history.acknowledged(seq),
             Err(_) => return,
         }
     }
@@ -915,7 +834,7 @@ fn log_body(crash: bool) {
     let log =
         Arc::new(Log::open(disk.clone(), log_options()).unwrap_or_else(|e| panic!("open: {e}")));
     assert!(log.data_blocks() >= LOG_ADDRS);
-    let history = Arc::new(CommitHistory::default());
+    let history = Arc::new(SerialHistory::new());
     let chaos = crash.then(|| {
         let disk = Arc::clone(&disk);
         thread::spawn(move || {
@@ -949,7 +868,7 @@ fn log_body(crash: bool) {
     if stats.installs > 0 {
         reached("an installation");
     }
-    if crash && history.acked_durable.load(Ordering::SeqCst) > 0 {
+    if crash && history.acknowledged_seq() > 0 {
         reached("a crash after an acknowledged commit");
     }
     let image = if crash {
@@ -958,7 +877,7 @@ fn log_body(crash: bool) {
     } else {
         log.close().unwrap_or_else(|e| panic!("close: {e}"));
         // Every commit is durable after a clean close.
-        history.ack(u64::MAX);
+        history.acknowledged(u64::MAX);
         disk.durable_image()
     };
     let reopened = Arc::new(SimDisk::from_image(&image));
@@ -971,7 +890,9 @@ fn log_body(crash: bool) {
     if crash && recovered != initial {
         reached("recovered a nonempty prefix");
     }
-    history.check_prefix(&initial, &recovered);
+    history
+        .check_recovered(&initial, &recovered)
+        .unwrap_or_else(|v| panic!("log recovery: {v}"));
 }
 
 #[test]
@@ -1017,12 +938,9 @@ fn balance_of(block: &Block) -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// What each read-only audit read.
-type Audits = StdMutex<Vec<Vec<(Addr, Block)>>>;
-
 /// One teller: transfers between two accounts (read both, write both), retried on conflict,
 /// and an audit of every account now and then.
-fn teller(disk: &LogicalDisk, history: &CommitHistory, audits: &Audits, thread_no: u64) {
+fn teller(disk: &LogicalDisk, history: &SerialHistory, thread_no: u64) {
     for step in 0..2u64 {
         if choose(3) == 0 {
             let mut tx = disk.begin();
@@ -1030,7 +948,7 @@ fn teller(disk: &LogicalDisk, history: &CommitHistory, audits: &Audits, thread_n
                 (0..ACCOUNTS).map(|a| tx.read(a).map(|b| (a, b))).collect();
             if let Ok(reads) = reads {
                 if tx.commit_ordered(false).is_ok() {
-                    lock(audits).push(reads);
+                    history.read_only(reads);
                 }
             }
             continue;
@@ -1042,7 +960,6 @@ fn teller(disk: &LogicalDisk, history: &CommitHistory, audits: &Audits, thread_n
             let mut tx = disk.begin();
             let read = tx.read(from).and_then(|a| tx.read(to).map(|b| (a, b)));
             let Ok((a, b)) = read else {
-                lock(&history.aborted).push(tag);
                 continue;
             };
             let amount = 1 + choose(balance_of(&a).clamp(1, 10));
@@ -1055,6 +972,7 @@ fn teller(disk: &LogicalDisk, history: &CommitHistory, audits: &Audits, thread_n
                 tx.write(*addr, block)
                     .unwrap_or_else(|e| panic!("write {addr}: {e}"));
             }
+            let discarded: Vec<Block> = writes.iter().map(|(_, block)| block.clone()).collect();
             // Committed without waiting, so that the record's place is known even if a crash
             // stops the flush; durability, when wanted, from a flush (the log's own harness
             // covers durable commits).
@@ -1062,21 +980,24 @@ fn teller(disk: &LogicalDisk, history: &CommitHistory, audits: &Audits, thread_n
                 Ok(Some(seq)) => {
                     let mut writes = writes;
                     writes.sort_by_key(|(addr, _)| *addr);
-                    history.commit(Committed {
+                    history.committed(Committed {
                         seq,
                         writes,
                         reads: vec![(from, a), (to, b)],
                     });
                     if choose(2) == 0 {
                         match disk.flush() {
-                            Ok(()) => history.ack(seq),
+                            Ok(()) => history.acknowledged(seq),
                             Err(_) => return,
                         }
                     }
                     break;
                 }
                 Ok(None) => panic!("a transfer committed without a sequence number"),
-                Err(error) if error.is_conflict() => lock(&history.aborted).push(tag),
+                Err(error) if error.is_conflict() => {
+                    history.discarded(discarded);
+                    reached("a conflict");
+                }
                 // A crash: the attempt may or may not be in the log; it has no known place.
                 Err(_) => return,
             }
@@ -1084,51 +1005,18 @@ fn teller(disk: &LogicalDisk, history: &CommitHistory, audits: &Audits, thread_n
     }
 }
 
-/// Serializability: in sequence order, every transfer read the state just before it; every
-/// audit read the state between two commits (and so a conserved total); no aborted attempt's
-/// value was ever read.
-fn check_serializable(history: &CommitHistory, audits: &Audits, initial: &BTreeMap<Addr, Block>) {
-    let committed = history.in_order();
-    let aborted = lock(&history.aborted).clone();
-    let mut state = initial.clone();
-    for commit in &committed {
-        for (addr, value) in &commit.reads {
-            assert!(
-                !aborted.contains(&tag_of(value)),
-                "transaction {} read an aborted attempt's value at {addr}",
-                commit.seq
-            );
-            assert_eq!(
-                state.get(addr).map(tag_of),
-                Some(tag_of(value)),
-                "transaction {} read {addr} as {:#x}, but in the serial order it held {:#x}",
-                commit.seq,
-                tag_of(value),
-                state.get(addr).map_or(0, tag_of)
-            );
-        }
-        for (addr, block) in &commit.writes {
-            state.insert(*addr, block.clone());
-        }
-    }
-    let states: Vec<BTreeMap<Addr, Block>> = (0..=committed.len())
-        .map(|prefix| CommitHistory::state_after(initial, &committed, prefix))
-        .collect();
-    for audit in lock(audits).iter() {
-        let seen: BTreeMap<Addr, Block> = audit.iter().cloned().collect();
-        assert!(
-            states.contains(&seen),
-            "an audit read {:?}, the state after no prefix of the commits",
-            audit
-                .iter()
-                .map(|(a, b)| (*a, balance_of(b)))
-                .collect::<Vec<_>>()
-        );
-        let total: u64 = audit.iter().map(|(_, b)| balance_of(b)).sum();
+/// Serializability (the logical crate's own check), and every audit's total conserved.
+fn check_serializable(history: &SerialHistory, initial: &Contents) {
+    history
+        .check_serializable(initial)
+        .unwrap_or_else(|v| panic!("not serializable: {v}"));
+    let states = history.states(initial);
+    for state in &states {
+        let total: u64 = state.values().map(balance_of).sum();
         assert_eq!(
             total,
             ACCOUNTS * OPENING_BALANCE,
-            "an audit saw money made or lost"
+            "a commit made or lost money"
         );
     }
 }
@@ -1149,8 +1037,7 @@ fn bank_body(crash: bool) {
         .unwrap_or_else(|e| panic!("opening balances: {e}"));
     let initial = read_state(ACCOUNTS, |addr| account(OPENING_BALANCE, 0xba40 + addr));
     let logical = Arc::new(logical);
-    let history = Arc::new(CommitHistory::default());
-    let audits = Arc::new(Audits::default());
+    let history = Arc::new(SerialHistory::new());
     let chaos = crash.then(|| {
         let disk = Arc::clone(&disk);
         thread::spawn(move || {
@@ -1160,12 +1047,8 @@ fn bank_body(crash: bool) {
     });
     let tellers: Vec<_> = (0..BANK_THREADS)
         .map(|thread_no| {
-            let (logical, history, audits) = (
-                Arc::clone(&logical),
-                Arc::clone(&history),
-                Arc::clone(&audits),
-            );
-            thread::spawn(move || teller(&logical, &history, &audits, thread_no))
+            let (logical, history) = (Arc::clone(&logical), Arc::clone(&history));
+            thread::spawn(move || teller(&logical, &history, thread_no))
         })
         .collect();
     for teller in tellers {
@@ -1178,14 +1061,11 @@ fn bank_body(crash: bool) {
             .join()
             .unwrap_or_else(|_| panic!("the chaos thread panicked"));
     }
-    check_serializable(&history, &audits, &initial);
-    if !lock(&history.aborted).is_empty() {
-        reached("a conflict");
-    }
-    if !lock(&audits).is_empty() {
+    check_serializable(&history, &initial);
+    if history.counts().1 > 0 {
         reached("an audit");
     }
-    if crash && history.acked_durable.load(Ordering::SeqCst) > 0 {
+    if crash && history.acknowledged_seq() > 0 {
         reached("a crash after an acknowledged transfer");
     }
     let logical = Arc::into_inner(logical).unwrap_or_else(|| panic!("the disk is still shared"));
@@ -1194,7 +1074,7 @@ fn bank_body(crash: bool) {
         disk.random_crash_state(&mut crash_rng(), false)
     } else {
         logical.close().unwrap_or_else(|e| panic!("close: {e}"));
-        history.ack(u64::MAX);
+        history.acknowledged(u64::MAX);
         disk.durable_image()
     };
     let reopened = LogicalDisk::open(Arc::new(SimDisk::from_image(&image)), log_options())
@@ -1204,7 +1084,9 @@ fn bank_body(crash: bool) {
             .read_committed(addr)
             .unwrap_or_else(|e| panic!("read {addr}: {e}"))
     });
-    history.check_prefix(&initial, &recovered);
+    history
+        .check_recovered(&initial, &recovered)
+        .unwrap_or_else(|v| panic!("logical recovery: {v}"));
 }
 
 #[test]

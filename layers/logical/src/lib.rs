@@ -18,6 +18,11 @@
 //! recovery, the contents are those after some prefix of the commit (sequence) order that
 //! includes every transaction whose durable commit, or a flush after it, returned.
 //!
+//! **Concurrency invariant** ([`serial::SerialHistory`], checked by the schedule explorer and
+//! the fuzzer's concurrent campaign): replayed one at a time in the order of their log sequence
+//! numbers ([`Transaction::commit_ordered`]), every committed transaction read exactly the state
+//! before it, and nothing an aborted or conflicted attempt wrote is ever read.
+//!
 //! Errors are values ([`LogicalError`]); a panic here means a broken invariant of this crate.
 //!
 //! ## How transactions are serializable
@@ -52,6 +57,7 @@
 //! and [`LogicalDisk::used_log_blocks`] are what a user sees of it.
 
 pub mod bugs;
+pub mod serial;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

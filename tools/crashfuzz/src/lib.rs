@@ -54,6 +54,8 @@ mod history;
 mod layer;
 mod replay;
 mod report;
+#[cfg(feature = "shuttle")]
+pub mod schedules;
 mod stack;
 mod token;
 
