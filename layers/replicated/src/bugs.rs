@@ -12,16 +12,20 @@ pub enum Bug {
     /// the members, so a crash during the sync can leave the members different in a chunk
     /// whose bit is clear: recovery never copies it.
     ClearBeforeSync,
+    /// A read that falls back to the other member writes the good value back over the member
+    /// it was read from, not the one whose block failed: the bad block is never repaired.
+    RepairWritesWrongMember,
 }
 
 impl Bug {
     /// Every variant, for tests that try each.
-    pub const ALL: [Bug; 1] = [Bug::ClearBeforeSync];
+    pub const ALL: [Bug; 2] = [Bug::ClearBeforeSync, Bug::RepairWritesWrongMember];
 
-    /// The variant's name on a command line: `clear-before-sync`.
+    /// The variant's name on a command line: `clear-before-sync`, ...
     pub fn name(self) -> &'static str {
         match self {
             Bug::ClearBeforeSync => "clear-before-sync",
+            Bug::RepairWritesWrongMember => "repair-writes-wrong-member",
         }
     }
 }
