@@ -57,9 +57,12 @@ mod report;
 mod stack;
 mod token;
 
-pub use config::{Budget, Bug, FuzzConfig, IntegrityBug, LogBug, ReplicatedBug};
+pub use config::{Budget, Bug, FuzzConfig, IntegrityBug, LogBug, LogicalBug, ReplicatedBug};
 pub use error::{FuzzError, Result};
-pub use layer::{tagged_block, CommitKind, CounterLayer, CounterOp, FuzzLayer, TxLayer, TxOp};
+pub use layer::{
+    derived_block, tagged_block, ApplyError, CommitKind, CounterLayer, CounterOp, FuzzLayer,
+    TxLayer, TxOp,
+};
 pub use replay::ReplayReport;
 pub use report::{FuzzProgress, FuzzReport, Violation, ViolationKind};
 
@@ -69,7 +72,8 @@ use token::Token;
 impl Default for TxLayer {
     fn default() -> TxLayer {
         TxLayer {
-            addr_span: 8,
+            // The whole data region: its first and last blocks are where off-by-ones live.
+            addr_span: u64::MAX,
             max_tx_blocks: 3,
         }
     }
@@ -82,16 +86,20 @@ impl BugSwitch {
     fn on(bug: Option<Bug>) -> BugSwitch {
         #[cfg(feature = "deliberate-bugs")]
         {
-            let (log_bug, integrity_bug, pair_bug) = match bug {
-                Some(Bug::Log(bug)) => (Some(bug), None, None),
-                Some(Bug::Integrity(bug)) => (None, Some(bug), None),
-                Some(Bug::Replicated(bug)) => (None, None, Some(bug)),
+            let (mut log_bug, mut integrity_bug, mut pair_bug, mut logical_bug) =
+                (None, None, None, None);
+            match bug {
+                Some(Bug::Log(bug)) => log_bug = Some(bug),
+                Some(Bug::Integrity(bug)) => integrity_bug = Some(bug),
+                Some(Bug::Replicated(bug)) => pair_bug = Some(bug),
+                Some(Bug::Logical(bug)) => logical_bug = Some(bug),
                 // No layer's own: the stack wraps d2 instead (see `stack`).
-                Some(Bug::ReplicatedSkipsD2) | None => (None, None, None),
-            };
+                Some(Bug::ReplicatedSkipsD2) | None => {}
+            }
             txdisk_log::bugs::set(log_bug);
             txdisk_integrity::bugs::set(integrity_bug);
             txdisk_replicated::set_bug(pair_bug);
+            txdisk_logical::bugs::set(logical_bug);
         }
         #[cfg(not(feature = "deliberate-bugs"))]
         let _ = bug;
@@ -106,6 +114,7 @@ impl Drop for BugSwitch {
             txdisk_log::bugs::set(None);
             txdisk_integrity::bugs::set(None);
             txdisk_replicated::set_bug(None);
+            txdisk_logical::bugs::set(None);
         }
     }
 }
