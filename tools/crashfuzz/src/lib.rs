@@ -1,7 +1,8 @@
 //! # txdisk-crashfuzz: crash-point fuzzing of the txdisk stack
 //!
-//! **What it does.** Generates seeded random workloads (transactions of overlapping blocks,
-//! durable and deferred commits, aborts, flushes, installations) and runs them on the full
+//! **What it does.** Generates seeded random workloads (transactions of overlapping blocks
+//! over the whole data region that write, read, read-modify-write and conflict; durable and
+//! deferred commits, aborts, flushes, installations) and runs them on the full
 //! stack as the real one is built — the logical disk over the write-ahead log over one
 //! [`txdisk_disk::SimDisk`] under a checksummed disk ([`txdisk_integrity::IntegrityDisk`]), or
 //! over a replicated pair of them. Each workload has two epochs: run, crash, recover, run more,
@@ -20,6 +21,14 @@
 //! single disk it strikes the log's home blocks, their checksums and the checksummed disk's
 //! superblocks — not the log region, where a lone disk cannot tell the loss of the only copy of
 //! a committed record from a record a crash tore.
+//!
+//! **The live oracle**, while each run goes: every read of the workload against the model of
+//! the run so far (the last committed value, or the transaction's own write), a transaction
+//! whose read set another commit changed must conflict, every layer's `check_rep` after every
+//! step (release builds too), on a pair every block read through the other member's copy
+//! reading right on its own member afterwards, and, on a single disk after an injected sync
+//! failure ([`FuzzConfig::sync_failures`]), the fsync gate: that step and every later commit,
+//! flush and installation fail, and recovery keeps no commit past the failing step.
 //!
 //! **The oracle**, on every recovered state: recovery succeeds; every layer's `check_rep`
 //! holds; the pair's crash invariant holds (both replicas equal, every block of each verifying
