@@ -369,6 +369,19 @@ mod tests {
             (true, true, false, false, true)
         );
         assert_eq!(back.config.bug, config.bug);
+        assert!(back.config.sync_failures, "the sync-failure flag survives");
+        let without = Token {
+            config: FuzzConfig {
+                sync_failures: false,
+                ..config.clone()
+            },
+            ..token.clone()
+        };
+        let back_without = Token::decode(&without.encode(), "tx").expect("decode");
+        assert!(
+            !back_without.config.sync_failures,
+            "a run without sync failures replays without them"
+        );
         assert_eq!(back.config.disk_blocks, config.disk_blocks);
         let single = Token {
             config: FuzzConfig {
