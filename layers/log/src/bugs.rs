@@ -24,6 +24,13 @@ pub enum Bug {
     /// the space of records reserved since it picked its batch (not yet written, or not yet
     /// durable) is freed under them.
     TailPastReservations,
+    /// A read of a block whose newest record is not yet durable returns the home block (the
+    /// previous value) instead: wrong only while the log runs — recovery installs everything.
+    StaleLiveRead,
+    /// Installation never writes the data region's last block home, and drops it from the log.
+    LastBlockDropped,
+    /// A failed sync is taken for a good one: the commit that asked for it returns Ok.
+    FailedSyncIgnored,
 }
 
 impl Bug {
@@ -38,6 +45,15 @@ impl Bug {
     /// The concurrency variants, which only a search of thread schedules can catch.
     pub const RACES: [Bug; 2] = [Bug::AckLateJoiners, Bug::TailPastReservations];
 
+    /// The variants only a check of the running log sees — its reads as they happen, the last
+    /// block of the region, failing syncs — which the crash campaigns of this crate do not do
+    /// (they check states after recovery): the crash fuzzer's live oracle catches them.
+    pub const SEEN_LIVE: [Bug; 3] = [
+        Bug::StaleLiveRead,
+        Bug::LastBlockDropped,
+        Bug::FailedSyncIgnored,
+    ];
+
     /// The variant's name on a command line: `commit-without-flush`, ...
     pub fn name(self) -> &'static str {
         match self {
@@ -47,6 +63,9 @@ impl Bug {
             Bug::NoSequenceJump => "no-sequence-jump",
             Bug::AckLateJoiners => "ack-late-joiners",
             Bug::TailPastReservations => "tail-past-reservations",
+            Bug::StaleLiveRead => "stale-live-read",
+            Bug::LastBlockDropped => "last-block-dropped",
+            Bug::FailedSyncIgnored => "failed-sync-ignored",
         }
     }
 }

@@ -58,10 +58,16 @@ impl Inner {
     fn install_batch(&self, batch: &[Arc<RecordMeta>], last: &RecordMeta) -> Result<Header> {
         let failures_before = self.failed_syncs();
         // Write-ahead: every record in the batch is durable in the log (seq <= durable_seq).
-        let writes = batch.iter().flat_map(|record| {
-            let data = record.data.iter().map(|block| &**block);
-            record.addrs.iter().copied().zip(data)
-        });
+        let last_block = self.sb.data_blocks.checked_sub(1);
+        let writes = batch
+            .iter()
+            .flat_map(|record| {
+                let data = record.data.iter().map(|block| &**block);
+                record.addrs.iter().copied().zip(data)
+            })
+            .filter(|&(addr, _)| {
+                !(crate::bug_active!(LastBlockDropped) && Some(addr) == last_block)
+            });
         let home_blocks = write_home(&*self.disk, self.sb.data_start, writes)?;
         // The home blocks must be durable before the header stops pointing at their records.
         if !crate::bug_active!(HeaderBeforeInstallDurable) {

@@ -15,8 +15,11 @@ impl Inner {
             let install_gen = {
                 let state = self.state.lock();
                 Inner::usable(&state)?;
-                if let Some((_, block)) = state.logged.get(&addr) {
-                    return Ok((**block).clone());
+                if let Some((seq, block)) = state.logged.get(&addr) {
+                    let stale = crate::bug_active!(StaleLiveRead) && *seq > state.durable_seq;
+                    if !stale {
+                        return Ok((**block).clone());
+                    }
                 }
                 state.install_gen
             };

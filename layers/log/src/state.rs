@@ -148,7 +148,12 @@ impl Inner {
     /// count and the outcome are read together. A failure poisons the log.
     pub(crate) fn sync_since(&self, failures_before: u64) -> Result<()> {
         let mut failures = self.sync_failures.lock();
-        let outcome = self.disk.sync();
+        let mut outcome = self.disk.sync();
+        if crate::bug_active!(FailedSyncIgnored)
+            && matches!(outcome, Err(txdisk_disk::DiskError::SyncFailed))
+        {
+            outcome = Ok(());
+        }
         let failed = outcome.is_err();
         if failed {
             *failures += 1;

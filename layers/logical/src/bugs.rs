@@ -1,14 +1,18 @@
-//! Deliberately wrong variants of the logical disk, for proving that the schedule explorer
-//! catches them. The list is always there; the switch is compiled only with the
-//! `deliberate-bugs` feature, and is per thread (every thread of a controlled-scheduler test
-//! runs on the test's own thread, so one switch covers them all).
+//! Deliberately wrong variants of the logical disk, for proving that the crash fuzzer and the
+//! schedule explorer catch them. The list is always there (the fuzzer names variants on its
+//! command line and in its tokens); the switch is compiled only with the `deliberate-bugs`
+//! feature, and is per thread (every thread of a controlled-scheduler test runs on the test's
+//! own thread, so there one switch covers them all).
 
 #[cfg(feature = "deliberate-bugs")]
 use std::cell::Cell;
 
-/// A known-wrong change to the logical disk's concurrency control.
+/// A known-wrong change to the logical disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Bug {
+    /// A commit skips re-validating its read set: a transaction whose reads another commit
+    /// changed commits anyway (a lost update).
+    ValidationSkipped,
     /// A commit validates its read set before it takes the commit lock: a transaction that
     /// commits between the validation and the append goes unseen (a lost update).
     ValidateOutsideCommitLock,
@@ -18,12 +22,16 @@ pub enum Bug {
 }
 
 impl Bug {
+    /// The variants the single-threaded fuzzer's conflicting workloads must catch.
+    pub const ALL: [Bug; 1] = [Bug::ValidationSkipped];
+
     /// The concurrency variants, which only a search of thread schedules can catch.
     pub const RACES: [Bug; 2] = [Bug::ValidateOutsideCommitLock, Bug::UnstampedStripe];
 
-    /// The variant's name on a command line: `validate-outside-commit-lock`, ...
+    /// The variant's name on a command line: `validation-skipped`, ...
     pub fn name(self) -> &'static str {
         match self {
+            Bug::ValidationSkipped => "validation-skipped",
             Bug::ValidateOutsideCommitLock => "validate-outside-commit-lock",
             Bug::UnstampedStripe => "unstamped-stripe",
         }

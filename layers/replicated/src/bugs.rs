@@ -12,6 +12,9 @@ pub enum Bug {
     /// the members, so a crash during the sync can leave the members different in a chunk
     /// whose bit is clear: recovery never copies it.
     ClearBeforeSync,
+    /// A read that falls back to the other member writes the good value back over the member
+    /// it was read from, not the one whose block failed: the bad block is never repaired.
+    RepairWritesWrongMember,
     /// A write takes no address (stripe) lock: two writers of one address can interleave their
     /// member writes so that d1 keeps one value and d2 the other, and a read can run between
     /// the two member writes.
@@ -19,8 +22,8 @@ pub enum Bug {
 }
 
 impl Bug {
-    /// The crash-protocol variants, which a single-threaded crash campaign must catch.
-    pub const ALL: [Bug; 1] = [Bug::ClearBeforeSync];
+    /// The variants a single-threaded campaign (the crash tests, the fuzzer) must catch.
+    pub const ALL: [Bug; 2] = [Bug::ClearBeforeSync, Bug::RepairWritesWrongMember];
 
     /// The concurrency variants, which only a search of thread schedules can catch.
     pub const RACES: [Bug; 1] = [Bug::WriteWithoutAddressLock];
@@ -29,6 +32,7 @@ impl Bug {
     pub fn name(self) -> &'static str {
         match self {
             Bug::ClearBeforeSync => "clear-before-sync",
+            Bug::RepairWritesWrongMember => "repair-writes-wrong-member",
             Bug::WriteWithoutAddressLock => "write-without-address-lock",
         }
     }

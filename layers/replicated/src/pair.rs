@@ -681,6 +681,12 @@ impl<D: Disk + 'static> ReplicatedDisk<D> {
         if self.replica_status(role) != ReplicaStatus::Active {
             return Ok(()); // the bitmap flush failed it
         }
+        #[cfg(feature = "deliberate-bugs")]
+        let role = if crate::bugs::active(crate::bugs::Bug::RepairWritesWrongMember) {
+            role.other()
+        } else {
+            role
+        };
         tracing::info!(replica = %role, addr, "repairing a bad block from the other replica");
         match self.on_member_gen(role, |disk| disk.write_copy(block, good, generation)) {
             Ok(()) => Ok(()),

@@ -4,6 +4,7 @@ use crate::error::FuzzError;
 use crate::faults::DamageKinds;
 pub use txdisk_integrity::bugs::Bug as IntegrityBug;
 pub use txdisk_log::bugs::Bug as LogBug;
+pub use txdisk_logical::bugs::Bug as LogicalBug;
 pub use txdisk_replicated::Bug as ReplicatedBug;
 
 /// When a run stops.
@@ -52,11 +53,15 @@ pub enum Bug {
     /// One of the replicated pair's own deliberate bugs ([`ReplicatedBug`]): a bitmap bit
     /// cleared before the sync that covers its chunk's writes (replicated runs only).
     Replicated(ReplicatedBug),
+    /// One of the logical disk's deliberate bugs ([`LogicalBug`]): a commit that skips
+    /// validating its read set.
+    Logical(LogicalBug),
 }
 
 impl Bug {
-    /// Every deliberate bug, in a fixed order (tokens carry the position): the log's, the
-    /// fuzzer's own of the pair, the checksummed disk's, then the pair crate's.
+    /// Every deliberate bug, in a fixed order (tokens carry the position): the log's crash
+    /// protocol's, the fuzzer's own of the pair, the checksummed disk's, the pair crate's, then
+    /// those only a live check sees — the log's and the logical disk's.
     pub fn all() -> Vec<Bug> {
         LogBug::ALL
             .iter()
@@ -64,6 +69,8 @@ impl Bug {
             .chain([Bug::ReplicatedSkipsD2])
             .chain(IntegrityBug::ALL.iter().map(|bug| Bug::Integrity(*bug)))
             .chain(ReplicatedBug::ALL.iter().map(|bug| Bug::Replicated(*bug)))
+            .chain(LogBug::SEEN_LIVE.iter().map(|bug| Bug::Log(*bug)))
+            .chain(LogicalBug::ALL.iter().map(|bug| Bug::Logical(*bug)))
             .collect()
     }
 
@@ -74,6 +81,7 @@ impl Bug {
             Bug::ReplicatedSkipsD2 => "replicated-skips-d2",
             Bug::Integrity(bug) => bug.name(),
             Bug::Replicated(bug) => bug.name(),
+            Bug::Logical(bug) => bug.name(),
         }
     }
 
@@ -137,6 +145,12 @@ pub struct FuzzConfig {
     pub bit_rot: bool,
     /// Damage: one write of the first epoch is acknowledged and never reaches the disk.
     pub lost_writes: bool,
+    /// In one workload of four, one sync of the first epoch fails (on either disk of a pair),
+    /// losing the writes since that disk's last good sync. The fsync gate: on a single disk,
+    /// the step whose sync failed and every later commit, flush and installation must fail,
+    /// and recovery must give exactly the acknowledged state; a pair fails the member whose
+    /// sync failed and goes on with the other.
+    pub sync_failures: bool,
     /// Crashes in a row: the workload's, then `depth - 1` crashes of recovery, then a recovery
     /// to the end.
     pub depth: u32,
@@ -173,6 +187,7 @@ impl Default for FuzzConfig {
             misdirect: false,
             bit_rot: false,
             lost_writes: false,
+            sync_failures: true,
             depth: 2,
             state_cap: 64,
             samples: 8,

@@ -8,7 +8,7 @@ use crate::error::FuzzError;
 use crate::faults::{DamagePlan, Faults, Geometry, MidRunRot};
 use crate::guard::guarded;
 use crate::history::PairHistory;
-use crate::layer::{CommitKind, FuzzLayer};
+use crate::layer::{is_damaged_block, ApplyError, CommitKind, FuzzLayer};
 use crate::report::ViolationKind;
 use crate::stack::{
     log_options, CrashAt, Disks, Env, HistoryDisk, Images, Interrupt, Stack, StateChoice,
@@ -65,6 +65,9 @@ pub(crate) struct Run {
     pub boundaries: Vec<Vec<u64>>,
     /// A failure that was not the crash: an operation that erred or panicked.
     pub failure: Option<(ViolationKind, String)>,
+    /// A sync failed on a single disk and the stack stopped as it must: `called` stops at the
+    /// step whose sync failed (every later one failed, and none may be recovered).
+    pub sync_failed: bool,
 }
 
 /// A state recovered to the end and checked.
@@ -83,6 +86,9 @@ pub(crate) struct Recovered {
 }
 
 pub(crate) type Failure = (ViolationKind, String);
+
+/// Bad blocks that appear before a step of the run: (step, [(disk, raw block)]).
+type LateBadBlocks = (usize, Vec<(usize, Addr)>);
 
 /// SplitMix64 finaliser over two words: independent streams per (seed, index).
 pub(crate) fn mix(seed: u64, index: u64) -> u64 {
@@ -175,13 +181,15 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
     fn random_faults(&self, rng: &mut SplitMix64, epochs: &[Vec<Step<L::Op>>]) -> Faults {
         let mut faults = Faults::default();
         let damage = self.cfg.damage();
-        if !self.cfg.replicated && !damage.any() {
+        let sync_failure = self.cfg.sync_failures && rng.chance(1, 4);
+        if !self.cfg.replicated && !damage.any() && !sync_failure {
             return faults;
         }
-        let clean = self.run_epoch(&self.base, &self.base_env, None, None, &epochs[0]);
+        let initial = self.layer.initial_model();
+        let clean = self.run_epoch(&self.base, &self.base_env, &initial, None, None, &epochs[0]);
         let ops = clean.disks.ops();
         let geometry = &self.stack.geometry;
-        let disk = if self.cfg.replicated {
+        let mut disk = if self.cfg.replicated {
             rng.below(2) as usize
         } else {
             0
@@ -200,10 +208,44 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
                     // layer's business, tested there.
                     let start = geometry.checked.data_start + geometry.pair_blocks;
                     let data = geometry.checked.data_blocks - geometry.pair_blocks;
+                    // Mostly on d1, which the pair reads first: a bad block on d2 is met
+                    // only by a resync (every later fault of the workload strikes it too).
+                    if rng.chance(3, 4) {
+                        disk = 0;
+                    }
+                    // Mostly home blocks the workload's reads meet through the pair, so that a read falls back to the other
+                    // member and repairs this one — and the repair check sees it. (Blocks only
+                    // written meet the checksummed disk's own read before the write, which a
+                    // bad block does not trouble.)
+                    let read: Vec<Addr> = clean
+                        .disks
+                        .pair_reads()
+                        .into_iter()
+                        .filter(|&addr| addr >= geometry.log.data_start)
+                        .map(|addr| start + addr)
+                        .filter(|&raw| raw < start + data)
+                        .collect();
+                    if rng.chance(3, 4) && !epochs[0].is_empty() {
+                        let step = rng.below(epochs[0].len() as u64) as usize;
+                        faults.read_errors_before_step = Some(step);
+                    }
                     for _ in 0..1 + rng.below(2) {
-                        faults.read_errors.push((disk, start + rng.below(data)));
+                        let addr = if !read.is_empty() && rng.chance(3, 4) {
+                            read[rng.below(read.len() as u64) as usize]
+                        } else {
+                            start + rng.below(data)
+                        };
+                        faults.read_errors.push((disk, addr));
                     }
                 }
+            }
+        }
+        if sync_failure {
+            // Any sync of the run: the log's flushes, its installations, the pair's bitmap.
+            let syncs = clean.disks.sync_ops(disk);
+            if !syncs.is_empty() {
+                let op = syncs[rng.below(syncs.len() as u64) as usize];
+                faults.sync_failure = Some(CrashAt { disk, op });
             }
         }
         let steps: Vec<usize> = epochs.iter().map(Vec::len).collect();
@@ -235,12 +277,15 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         models
     }
 
-    /// Starts the stack on `images` with this epoch's `faults` and runs `steps` until the crash
-    /// (or the end); then the machine crashes.
+    /// Starts the stack on `images` (whose contents are `model`) with this epoch's `faults` and
+    /// runs `steps` until the crash (or the end); then the machine crashes. Every operation's
+    /// reads are checked against the model as it runs, and every layer's rep invariant after
+    /// every step.
     pub fn run_epoch(
         &self,
         images: &[txdisk_disk::DiskImage],
         env: &Env,
+        model: &L::Model,
         faults: Option<&Faults>,
         crash: Option<CrashAt>,
         steps: &[Step<L::Op>],
@@ -252,9 +297,16 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
             durable: 0,
             boundaries: Vec::new(),
             failure: None,
+            sync_failed: false,
         };
         let rot = faults.and_then(Faults::mid_run_rot);
-        let outcome = guarded(|| self.run_steps(&mut run, steps, rot));
+        let late_bad = faults.and_then(|faults| {
+            let step = faults.read_errors_before_step?;
+            Some((step, faults.read_errors.clone()))
+        });
+        let mut live = model.clone();
+        let outcome =
+            guarded(|| self.run_steps(&mut run, &mut live, steps, (rot, late_bad.as_ref())));
         if let Err(panic) = outcome {
             run.failure = Some((ViolationKind::Panic, panic));
         }
@@ -262,16 +314,27 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
         run
     }
 
-    fn run_steps(&self, run: &mut Run, steps: &[Step<L::Op>], rot: Option<MidRunRot>) {
+    fn run_steps(
+        &self,
+        run: &mut Run,
+        live: &mut L::Model,
+        steps: &[Step<L::Op>],
+        (rot, late_bad): (Option<MidRunRot>, Option<&LateBadBlocks>),
+    ) {
         let opened = match self.stack.open(&run.disks) {
             Ok(opened) => opened,
             Err(error) => {
-                if !run.disks.crashed() {
-                    run.failure = Some((
-                        ViolationKind::OperationFailed,
-                        format!("open before the workload: {error}"),
-                    ));
+                if run.disks.crashed() {
+                    return;
                 }
+                if self.gated(run) {
+                    run.sync_failed = true;
+                    return;
+                }
+                run.failure = Some((
+                    ViolationKind::OperationFailed,
+                    format!("open before the workload: {error}"),
+                ));
                 return;
             }
         };
@@ -280,40 +343,142 @@ impl<'a, L: FuzzLayer> Engine<'a, L> {
             if let Some(rot) = rot.filter(|rot| rot.step == index) {
                 run.disks.rot(rot.disk, rot.block, rot.byte, rot.mask);
             }
-            if let Err(error) = self.run_step(run, &opened.disk, step) {
-                if !run.disks.crashed() {
-                    let detail = format!("step {index} ({step:?}) failed without a crash: {error}");
-                    run.failure = Some((ViolationKind::OperationFailed, detail));
+            if let Some((_, blocks)) = late_bad.filter(|(step, _)| *step == index) {
+                run.disks.inject_read_errors(blocks);
+            }
+            let failed_before = self.gated(run);
+            match self.run_step(run, live, &opened.disk, step) {
+                Ok(()) if !failed_before && self.gated(run) => {
+                    let detail = format!(
+                        "fsync gate: a sync failed during step {index} ({step:?}), which \
+                         returned Ok: writes the failed sync lost were reported durable"
+                    );
+                    run.failure = Some((ViolationKind::Oracle, detail));
+                    return;
                 }
+                Ok(()) => {}
+                Err(ApplyError::Oracle(message)) => {
+                    let detail = format!("step {index} ({step:?}): {message}");
+                    run.failure = Some((ViolationKind::Oracle, detail));
+                    return;
+                }
+                Err(ApplyError::Stack(_)) if !run.disks.crashed() && self.gated(run) => {
+                    run.sync_failed = true;
+                    run.failure = self.after_failed_sync(run, live, &opened.disk, steps, index);
+                    return;
+                }
+                // On a single disk a block damage struck reads as an error, never as other
+                // bytes: the read was right, and the run stops there as if it crashed.
+                Err(ApplyError::Stack(error)) if self.damaged_read(run, &error) => return,
+                Err(ApplyError::Stack(error)) => {
+                    if !run.disks.crashed() {
+                        let detail =
+                            format!("step {index} ({step:?}) failed without a crash: {error}");
+                        run.failure = Some((ViolationKind::OperationFailed, detail));
+                    }
+                    return;
+                }
+            }
+            // Every layer's rep invariant, from the logical disk down to the simulated disks
+            // (each calls the one below first): explicit, so that release builds check too.
+            opened.disk.check_rep();
+            if let Err(message) = self.stack.check_repairs(&opened, &run.disks) {
+                let detail = format!("after step {index} ({step:?}): {message}");
+                run.failure = Some((ViolationKind::Invariant, detail));
                 return;
             }
         }
         run.boundaries.push(run.disks.ops());
     }
 
+    /// Whether `error` is a read of a home block that damage struck on a single disk.
+    fn damaged_read(&self, run: &Run, error: &txdisk_logical::LogicalError) -> bool {
+        if self.cfg.replicated || !is_damaged_block(error) {
+            return false;
+        }
+        let addr = match error {
+            txdisk_logical::LogicalError::Image(txdisk_log::LogError::DamagedBlock {
+                addr,
+                ..
+            }) => *addr,
+            _ => return false,
+        };
+        let touched = run.disks.touched();
+        touched.is_some_and(|touched| {
+            let logical = touched.blocks.iter();
+            logical
+                .filter_map(|&block| self.stack.geometry.logical_addr(block))
+                .any(|block| block == addr)
+        })
+    }
+
+    /// Whether the fsync gate applies: a sync failed on a single disk (a pair fails the member
+    /// whose sync failed and goes on with the other).
+    fn gated(&self, run: &Run) -> bool {
+        !self.cfg.replicated && run.disks.sync_failed()
+    }
+
+    /// The fsync gate after the sync failure that stopped step `failed`: every later commit,
+    /// flush and installation fails too (nothing written since the last good sync may be
+    /// reported durable), and recovery keeps every acknowledged commit and none of those later
+    /// steps. (Not exactly the acknowledged ones: a commit that finds the log full flushes the
+    /// commits before it, durably, before the installation whose sync may be the one failing.)
+    fn after_failed_sync(
+        &self,
+        run: &mut Run,
+        live: &mut L::Model,
+        disk: &LogicalDisk,
+        steps: &[Step<L::Op>],
+        failed: usize,
+    ) -> Option<Failure> {
+        let called = run.called;
+        for (index, step) in steps.iter().enumerate().skip(failed + 1) {
+            let commits = match step {
+                Step::Op(op) => self.layer.commit_kind(op) != CommitKind::None,
+                Step::Flush | Step::Install => true,
+            };
+            let durable = run.durable;
+            let outcome = self.run_step(run, live, disk, step);
+            run.durable = durable;
+            if commits && outcome.is_ok() {
+                let detail = format!(
+                    "fsync gate: a sync failed in step {failed}, yet step {index} ({step:?}) \
+                     returned Ok: a stack must stop after a failed sync"
+                );
+                return Some((ViolationKind::Oracle, detail));
+            }
+        }
+        run.called = called;
+        None
+    }
+
     fn run_step(
         &self,
         run: &mut Run,
+        live: &mut L::Model,
         disk: &LogicalDisk,
         step: &Step<L::Op>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ApplyError> {
         match step {
             Step::Op(op) => {
                 let kind = self.layer.commit_kind(op);
                 if kind != CommitKind::None {
                     run.called += 1;
                 }
-                self.layer.apply(disk, op).map_err(|e| e.to_string())?;
+                self.layer.apply_checked(disk, op, live)?;
+                if kind != CommitKind::None {
+                    self.layer.model_apply(live, op);
+                }
                 if kind == CommitKind::Durable {
                     run.durable = run.called;
                 }
             }
             Step::Flush => {
-                disk.flush().map_err(|e| e.to_string())?;
+                disk.flush()?;
                 run.durable = run.called;
             }
             Step::Install => {
-                disk.install().map_err(|e| e.to_string())?;
+                disk.install()?;
             }
         }
         Ok(())
@@ -485,6 +650,7 @@ fn base_images<L: FuzzLayer>(
             Arc::new(HistoryDisk {
                 pair: Arc::new(pair),
                 history: recorded,
+                reads: Arc::default(),
             })
         }
         (Some(single), None) => single,

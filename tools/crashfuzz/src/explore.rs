@@ -76,6 +76,7 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
             let workload = self.engine.workload(self.workload_index);
             self.report.fail_stop_workloads += u64::from(workload.faults.fail_stop.is_some());
             self.report.read_error_workloads += u64::from(!workload.faults.read_errors.is_empty());
+            self.report.sync_failure_workloads += u64::from(workload.faults.sync_failure.is_some());
             if let Some(damage) = &workload.faults.damage {
                 match damage.kind {
                     DamageKind::BitRot { .. } => self.report.bit_rot_workloads += 1,
@@ -185,7 +186,7 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
         let faults = self.workload.as_ref().map(|w| w.faults.for_epoch(epoch));
         let clean = self
             .engine
-            .run_epoch(start, env, faults.as_ref(), None, &steps);
+            .run_epoch(start, env, model, faults.as_ref(), None, &steps);
         if let Some(failure) = clean.failure {
             let cut = Cut {
                 crash: None,
@@ -201,7 +202,7 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
         for point in self.pick_points(epoch, all) {
             let run = self
                 .engine
-                .run_epoch(start, env, faults.as_ref(), point, &steps);
+                .run_epoch(start, env, model, faults.as_ref(), point, &steps);
             self.report.crash_points += 1;
             let flow = self.explore_point(epoch, point, run, &models, cuts);
             if flow != Flow::Go {
@@ -355,12 +356,12 @@ impl<'a, 'p, L: FuzzLayer> Explorer<'a, 'p, L> {
                 .map(|_| points[self.rng.below(points.len() as u64) as usize])
                 .collect();
         }
-        // A workload's faults strike one disk: with damage on one, the other never fails too.
-        let damaged = self
-            .workload
-            .as_ref()
-            .and_then(|w| w.faults.damage)
-            .map(|damage| damage.disk);
+        // A workload's faults strike one disk: with damage or a failed sync on one (after
+        // which the pair no longer trusts it), the other never fails too.
+        let damaged = self.workload.as_ref().and_then(|w| {
+            let damage = w.faults.damage.map(|damage| damage.disk);
+            damage.or(w.faults.sync_failure.map(|at| at.disk))
+        });
         for at in points {
             // Replicated runs with both disks alive: sometimes one fails during recovery.
             let fail_stop = self.cfg.replicated

@@ -93,9 +93,17 @@ pub(crate) struct Faults {
     /// (Not across a restart: a block gone bad while the pair is at rest and clean is a latent
     /// error that only a scrub finds, which `open` does not claim to do.)
     pub read_errors: Vec<(usize, Addr)>,
+    /// The blocks go bad before this step of the run (`None`: before the stack opens). A
+    /// pair's open resyncs the chunks its bitmap marks — on a small pair, every block — and
+    /// repairs a bad block as it copies it; only blocks that go bad after the open are met
+    /// by reads, whose fallback and repair the repair check watches.
+    pub read_errors_before_step: Option<usize>,
     /// At most one damage, on the same disk as the other faults (one failing disk at a time:
     /// damage to both copies of a block is data loss on any pair).
     pub damage: Option<DamageFault>,
+    /// The first epoch's run: the sync with this operation number of this disk fails, losing
+    /// the writes since the disk's last good sync (`SimDisk::schedule_sync_failure`).
+    pub sync_failure: Option<CrashAt>,
 }
 
 /// Bit rot between steps of a run: before step `step`, on `disk`.
@@ -140,7 +148,9 @@ impl Faults {
             } else {
                 Vec::new()
             },
+            read_errors_before_step: self.read_errors_before_step.filter(|_| first),
             damage: self.damage.filter(|d| d.epoch == epoch),
+            sync_failure: self.sync_failure.filter(|_| first),
         }
     }
 }

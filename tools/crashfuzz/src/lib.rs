@@ -1,7 +1,8 @@
 //! # txdisk-crashfuzz: crash-point fuzzing of the txdisk stack
 //!
-//! **What it does.** Generates seeded random workloads (transactions of overlapping blocks,
-//! durable and deferred commits, aborts, flushes, installations) and runs them on the full
+//! **What it does.** Generates seeded random workloads (transactions of overlapping blocks
+//! over the whole data region that write, read, read-modify-write and conflict; durable and
+//! deferred commits, aborts, flushes, installations) and runs them on the full
 //! stack as the real one is built — the logical disk over the write-ahead log over one
 //! [`txdisk_disk::SimDisk`] under a checksummed disk ([`txdisk_integrity::IntegrityDisk`]), or
 //! over a replicated pair of them. Each workload has two epochs: run, crash, recover, run more,
@@ -20,6 +21,14 @@
 //! single disk it strikes the log's home blocks, their checksums and the checksummed disk's
 //! superblocks — not the log region, where a lone disk cannot tell the loss of the only copy of
 //! a committed record from a record a crash tore.
+//!
+//! **The live oracle**, while each run goes: every read of the workload against the model of
+//! the run so far (the last committed value, or the transaction's own write), a transaction
+//! whose read set another commit changed must conflict, every layer's `check_rep` after every
+//! step (release builds too), on a pair every block read through the other member's copy
+//! reading right on its own member afterwards, and, on a single disk after an injected sync
+//! failure ([`FuzzConfig::sync_failures`]), the fsync gate: that step and every later commit,
+//! flush and installation fail, and recovery keeps no commit past the failing step.
 //!
 //! **The oracle**, on every recovered state: recovery succeeds; every layer's `check_rep`
 //! holds; the pair's crash invariant holds (both replicas equal, every block of each verifying
@@ -59,9 +68,12 @@ pub mod schedules;
 mod stack;
 mod token;
 
-pub use config::{Budget, Bug, FuzzConfig, IntegrityBug, LogBug, ReplicatedBug};
+pub use config::{Budget, Bug, FuzzConfig, IntegrityBug, LogBug, LogicalBug, ReplicatedBug};
 pub use error::{FuzzError, Result};
-pub use layer::{tagged_block, CommitKind, CounterLayer, CounterOp, FuzzLayer, TxLayer, TxOp};
+pub use layer::{
+    derived_block, tagged_block, ApplyError, CommitKind, CounterLayer, CounterOp, FuzzLayer,
+    TxLayer, TxOp,
+};
 pub use replay::ReplayReport;
 pub use report::{FuzzProgress, FuzzReport, Violation, ViolationKind};
 
@@ -71,7 +83,8 @@ use token::Token;
 impl Default for TxLayer {
     fn default() -> TxLayer {
         TxLayer {
-            addr_span: 8,
+            // The whole data region: its first and last blocks are where off-by-ones live.
+            addr_span: u64::MAX,
             max_tx_blocks: 3,
         }
     }
@@ -84,16 +97,20 @@ impl BugSwitch {
     fn on(bug: Option<Bug>) -> BugSwitch {
         #[cfg(feature = "deliberate-bugs")]
         {
-            let (log_bug, integrity_bug, pair_bug) = match bug {
-                Some(Bug::Log(bug)) => (Some(bug), None, None),
-                Some(Bug::Integrity(bug)) => (None, Some(bug), None),
-                Some(Bug::Replicated(bug)) => (None, None, Some(bug)),
+            let (mut log_bug, mut integrity_bug, mut pair_bug, mut logical_bug) =
+                (None, None, None, None);
+            match bug {
+                Some(Bug::Log(bug)) => log_bug = Some(bug),
+                Some(Bug::Integrity(bug)) => integrity_bug = Some(bug),
+                Some(Bug::Replicated(bug)) => pair_bug = Some(bug),
+                Some(Bug::Logical(bug)) => logical_bug = Some(bug),
                 // No layer's own: the stack wraps d2 instead (see `stack`).
-                Some(Bug::ReplicatedSkipsD2) | None => (None, None, None),
-            };
+                Some(Bug::ReplicatedSkipsD2) | None => {}
+            }
             txdisk_log::bugs::set(log_bug);
             txdisk_integrity::bugs::set(integrity_bug);
             txdisk_replicated::set_bug(pair_bug);
+            txdisk_logical::bugs::set(logical_bug);
         }
         #[cfg(not(feature = "deliberate-bugs"))]
         let _ = bug;
@@ -108,6 +125,7 @@ impl Drop for BugSwitch {
             txdisk_log::bugs::set(None);
             txdisk_integrity::bugs::set(None);
             txdisk_replicated::set_bug(None);
+            txdisk_logical::bugs::set(None);
         }
     }
 }

@@ -170,8 +170,8 @@ fn run_path<L: FuzzLayer>(
             break;
         };
         let faults = workload.faults.for_epoch(epoch);
-        let clean = engine.run_epoch(&images, &env, Some(&faults), None, steps);
-        let run = engine.run_epoch(&images, &env, Some(&faults), cut.crash, steps);
+        let clean = engine.run_epoch(&images, &env, &model, Some(&faults), None, steps);
+        let run = engine.run_epoch(&images, &env, &model, Some(&faults), cut.crash, steps);
         let crash = cut.crash.map(|at| segment_of(&clean.boundaries, at));
         let mut concrete_cut = ConcreteCut {
             crash,
@@ -242,7 +242,7 @@ fn run_concrete<L: FuzzLayer>(
         let faults = concrete.faults.for_epoch(epoch);
         let faults = Some(&faults);
         let crash = cut.crash.map(|(disk, segment, offset)| {
-            let clean = engine.run_epoch(&images, &env, faults, None, steps);
+            let clean = engine.run_epoch(&images, &env, &model, faults, None, steps);
             let start = match segment {
                 0 => 0,
                 s => clean
@@ -257,7 +257,7 @@ fn run_concrete<L: FuzzLayer>(
                 op: start + offset,
             }
         });
-        let run = engine.run_epoch(&images, &env, faults, crash, steps);
+        let run = engine.run_epoch(&images, &env, &model, faults, crash, steps);
         if let Some(failure) = run.failure {
             return Some((epoch, failure));
         }
@@ -486,11 +486,23 @@ fn describe<Op: std::fmt::Debug>(
             at.op
         );
     }
+    let when = match faults.read_errors_before_step {
+        Some(step) => format!("from step {step} of epoch 1"),
+        None => "from the start".to_string(),
+    };
     for (disk, addr) in &faults.read_errors {
         let _ = writeln!(
             text,
-            "fault: d{} block {addr} unreadable until written",
+            "fault: d{} block {addr} unreadable until written, {when}",
             disk + 1
+        );
+    }
+    if let Some(at) = faults.sync_failure {
+        let _ = writeln!(
+            text,
+            "fault: the sync at d{} operation {} fails, losing the writes since the last good one",
+            at.disk + 1,
+            at.op
         );
     }
     if let Some(damage) = faults.damage {

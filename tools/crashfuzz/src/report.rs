@@ -121,6 +121,8 @@ pub struct FuzzReport {
     pub bit_rot_workloads: u64,
     /// Workloads with a write lost in their first epoch.
     pub lost_write_workloads: u64,
+    /// Workloads with a failing sync scheduled in their first epoch.
+    pub sync_failure_workloads: u64,
     /// Checked states in which a block that damage struck still failed verification after
     /// recovery: read as an error on a single disk, served from the other member on a pair
     /// (most damage on a pair is repaired by the recovery that reads it first).
@@ -188,6 +190,13 @@ impl fmt::Display for FuzzReport {
                 "damage: {rot} workloads with bit rot, {misdirect} with a misdirected write, \
                  {lost} with a lost write; {} states with a damaged block failing verification",
                 self.damage_found_states
+            )?;
+        }
+        if self.sync_failure_workloads > 0 {
+            writeln!(
+                f,
+                "sync failures: {} workloads with a failing sync",
+                self.sync_failure_workloads
             )?;
         }
         if self.violations.is_empty() {

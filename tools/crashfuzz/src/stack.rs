@@ -13,7 +13,7 @@ use txdisk_disk::{Addr, Block, Disk, DiskError, DiskImage, SimDisk, SECTORS_PER_
 use txdisk_integrity::{IntegrityDisk, IntegrityError};
 use txdisk_log::LogOptions;
 use txdisk_logical::LogicalDisk;
-use txdisk_replicated::{replicas_agree, ReplicatedDisk, Role, RESERVED_BLOCKS};
+use txdisk_replicated::{replicas_agree, ReplicaStatus, ReplicatedDisk, Role, RESERVED_BLOCKS};
 
 pub(crate) type Images = Vec<DiskImage>;
 pub(crate) type Pair = ReplicatedDisk<Arc<dyn Disk>>;
@@ -71,6 +71,8 @@ pub(crate) struct Env {
 pub(crate) struct HistoryDisk {
     pub pair: Arc<Pair>,
     pub history: Arc<Mutex<PairHistory>>,
+    /// Every address read through the pair (to choose bad blocks among those reads meet).
+    pub reads: Arc<Mutex<Vec<Addr>>>,
 }
 
 impl Disk for HistoryDisk {
@@ -78,6 +80,9 @@ impl Disk for HistoryDisk {
         self.pair.size_blocks()
     }
     fn read(&self, addr: Addr) -> txdisk_disk::Result<Block> {
+        if let Ok(mut reads) = self.reads.lock() {
+            reads.push(addr);
+        }
         self.pair.read(addr)
     }
     fn write(&self, addr: Addr, block: &Block) -> txdisk_disk::Result<()> {
@@ -123,6 +128,9 @@ struct RawLog {
     lost: Option<Addr>,
     /// The block a misdirected write was meant for, and the one it landed at.
     misdirected: Option<(Addr, Addr)>,
+    /// Blocks whose reads failed as bad blocks since the repair check last looked: a pair
+    /// must have served each from the other member and written it back here.
+    fallbacks: Vec<Addr>,
 }
 
 impl RawDisk {
@@ -168,7 +176,11 @@ impl Disk for RawDisk {
         self.sim.size_blocks()
     }
     fn read(&self, addr: Addr) -> txdisk_disk::Result<Block> {
-        self.sim.read(addr)
+        let result = self.sim.read(addr);
+        if let Err(DiskError::ReadError { .. }) = result {
+            self.with_log(|log| log.fallbacks.push(addr));
+        }
+        result
     }
     fn write(&self, addr: Addr, block: &Block) -> txdisk_disk::Result<()> {
         let op = self.sim.ops();
@@ -308,6 +320,7 @@ pub(crate) struct Disks {
     pub sims: Vec<Arc<SimDisk>>,
     raws: Vec<Arc<RawDisk>>,
     history: Option<Arc<Mutex<PairHistory>>>,
+    pair_reads: Arc<Mutex<Vec<Addr>>>,
     geometry: Geometry,
     /// Blocks damage struck, before this start and during it (rot; the misdirected and lost
     /// writes are read from the raw disks when asked).
@@ -370,6 +383,28 @@ impl Disks {
         }
     }
 
+    /// Whether a scheduled sync failure has struck one of the disks.
+    pub fn sync_failed(&self) -> bool {
+        self.sims.iter().any(|sim| sim.stats().failed_syncs > 0)
+    }
+
+    /// The operation numbers of every sync `disk` made.
+    pub fn sync_ops(&self, disk: usize) -> Vec<u64> {
+        let trace = self.sims[disk].trace();
+        let syncs = trace.iter().enumerate();
+        syncs
+            .filter(|(_, kind)| **kind == txdisk_disk::OpKind::Sync)
+            .map(|(op, _)| op as u64)
+            .collect()
+    }
+
+    /// Blocks go bad now, between steps of a run (their reads fail until written).
+    pub fn inject_read_errors(&self, blocks: &[(usize, Addr)]) {
+        for &(disk, addr) in blocks {
+            self.sims[disk].inject_read_error(addr);
+        }
+    }
+
     pub fn crashed(&self) -> bool {
         self.sims.iter().any(|sim| sim.is_crashed())
     }
@@ -400,6 +435,14 @@ impl Disks {
     /// Per disk, the writes since the last sync (recording runs only).
     pub fn pending(&self) -> Vec<BTreeMap<Addr, Vec<Block>>> {
         self.raws.iter().map(|raw| raw.pending()).collect()
+    }
+
+    /// Every address read through the pair (replicated runs), in order.
+    pub fn pair_reads(&self) -> Vec<Addr> {
+        self.pair_reads
+            .lock()
+            .map(|reads| reads.clone())
+            .unwrap_or_default()
     }
 
     /// (operation, block) of every write the stack issued to `disk`.
@@ -488,8 +531,14 @@ impl Stack {
             if let Some(fail) = faults.fail_stop {
                 sims[fail.disk].schedule_fail_stop(fail.op);
             }
-            for &(disk, addr) in &faults.read_errors {
-                sims[disk].inject_read_error(addr);
+            // Bad blocks that appear later are the engine's to inject, between steps.
+            if faults.read_errors_before_step.is_none() {
+                for &(disk, addr) in &faults.read_errors {
+                    sims[disk].inject_read_error(addr);
+                }
+            }
+            if let Some(at) = faults.sync_failure {
+                sims[at.disk].schedule_sync_failure(at.op);
             }
         }
         if let Some(damage) = damage {
@@ -507,6 +556,7 @@ impl Stack {
             sims,
             raws: raws.into_iter().map(Arc::new).collect(),
             history,
+            pair_reads: Arc::default(),
             geometry: self.geometry,
             touched: Mutex::new(touched),
         }
@@ -559,6 +609,7 @@ impl Stack {
                 Some(history) => Arc::new(HistoryDisk {
                     pair: Arc::clone(&pair),
                     history: Arc::clone(history),
+                    reads: Arc::clone(&disks.pair_reads),
                 }),
                 None => Arc::clone(&pair) as Arc<dyn Disk>,
             };
@@ -617,6 +668,65 @@ impl Stack {
                 .map(|()| 0)
                 .map_err(|violation| violation.to_string()),
         }
+    }
+
+    /// The repair check, between steps of a pair's run: every block whose read failed on one
+    /// member (so the pair served the other's copy) reads right on that member now — the
+    /// member's own checksummed disk, read directly — while both members are active.
+    pub fn check_repairs(&self, opened: &Opened, disks: &Disks) -> Result<(), String> {
+        let fallbacks: Vec<Vec<Addr>> = disks
+            .raws
+            .iter()
+            .map(|raw| raw.with_log(|log| std::mem::take(&mut log.fallbacks)))
+            .collect();
+        let (Some(pair), [d1, d2]) = (&opened.pair, opened.checked.as_slice()) else {
+            return Ok(());
+        };
+        let active = |role| pair.replica_status(role) == ReplicaStatus::Active;
+        if !(active(Role::D1) && active(Role::D2)) {
+            return Ok(());
+        }
+        let touched = disks.touched();
+        let members = [(d1, d2), (d2, d1)];
+        for (disk, ((bad, good), raws)) in members.iter().zip(&fallbacks).enumerate() {
+            for &raw in raws {
+                let Some(addr) = raw.checked_sub(self.geometry.checked.data_start) else {
+                    continue;
+                };
+                // Damage on the same member may have struck it since: not the repair's fault.
+                if touched
+                    .as_ref()
+                    .is_some_and(|t| t.disk == disk && t.blocks.contains(&addr))
+                {
+                    continue;
+                }
+                let Ok(expected) = good.read(addr) else {
+                    if disks.crashed() {
+                        return Ok(());
+                    }
+                    continue;
+                };
+                match bad.read(addr) {
+                    Ok(found) if found == expected => {}
+                    // These reads are operations too: the run's crash may come in one.
+                    _ if disks.crashed() => return Ok(()),
+                    found => {
+                        let found = match found {
+                            Ok(block) => format!("{block:?}"),
+                            Err(error) => format!("an error ({error})"),
+                        };
+                        return Err(format!(
+                            "repair: a read of d{} block {addr} failed and was served from d{}, \
+                             yet d{} still reads {found}, expected {expected:?}",
+                            disk + 1,
+                            2 - disk,
+                            disk + 1
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn state_counts(&self, disks: &Disks, dead: [bool; 2]) -> Vec<u128> {

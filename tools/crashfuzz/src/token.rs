@@ -191,7 +191,8 @@ impl Token {
                 | u64::from(c.torn) << 1
                 | u64::from(c.misdirect) << 2
                 | u64::from(c.bit_rot) << 3
-                | u64::from(c.lost_writes) << 4,
+                | u64::from(c.lost_writes) << 4
+                | u64::from(c.sync_failures) << 5,
         );
         put(&mut out, c.bug.map_or(0, Bug::code));
         for value in [
@@ -240,12 +241,13 @@ impl Token {
             seed: reader.get()?,
             ..FuzzConfig::default()
         };
-        let flags = reader.get_bounded(31, "flags")?;
+        let flags = reader.get_bounded(63, "flags")?;
         config.replicated = flags & 1 != 0;
         config.torn = flags & 2 != 0;
         config.misdirect = flags & 4 != 0;
         config.bit_rot = flags & 8 != 0;
         config.lost_writes = flags & 16 != 0;
+        config.sync_failures = flags & 32 != 0;
         config.bug = Bug::from_code(reader.get()?).ok_or_else(|| bad("unknown variant"))?;
         config.workload_len =
             u32::try_from(reader.get_bounded(1 << 16, "workload length")?).unwrap_or(1);
@@ -367,6 +369,19 @@ mod tests {
             (true, true, false, false, true)
         );
         assert_eq!(back.config.bug, config.bug);
+        assert!(back.config.sync_failures, "the sync-failure flag survives");
+        let without = Token {
+            config: FuzzConfig {
+                sync_failures: false,
+                ..config.clone()
+            },
+            ..token.clone()
+        };
+        let back_without = Token::decode(&without.encode(), "tx").expect("decode");
+        assert!(
+            !back_without.config.sync_failures,
+            "a run without sync failures replays without them"
+        );
         assert_eq!(back.config.disk_blocks, config.disk_blocks);
         let single = Token {
             config: FuzzConfig {

@@ -42,6 +42,10 @@ fn single_disk_ci_budget() {
         report.sampled_points < report.crash_points,
         "every crash point was sampled: {report}"
     );
+    assert!(
+        report.sync_failure_workloads > 0,
+        "no workload had a failing sync: {report}"
+    );
 }
 
 #[test]
@@ -50,7 +54,7 @@ fn single_disk_exhaustive() {
         seed: 0x5eed_0002,
         budget: Budget::States(40_000),
         exhaustive: true,
-        workload_len: 4,
+        workload_len: 3,
         ..FuzzConfig::default()
     };
     let _ = clean_run(config);

@@ -1,7 +1,8 @@
 //! A user's own layer is fuzzed the same way: the example counter layer passes (damage on a
 //! pair included; damage on a single disk is refused for a layer that cannot read a damaged
 //! block as missing), and a broken variant of it (its two blocks updated by two transactions)
-//! is caught by its invariant, with a token that replays on that layer only.
+//! is caught by its invariant, with a token that replays on that layer only. The built-in
+//! layer's workloads reach both ends of the data region, read, and conflict.
 
 use txdisk_crashfuzz::{
     fuzz_layer, replay, replay_layer, Budget, CommitKind, CounterLayer, CounterOp, FuzzConfig,
@@ -135,5 +136,49 @@ fn counter_layer_passes_damage_on_a_pair_and_refuses_it_on_one_disk() {
             Err(FuzzError::BadConfig { .. })
         ),
         "damage on one disk under a layer that cannot read damaged blocks"
+    );
+}
+
+/// The built-in workload reaches both ends of the data region and reads and conflicts: the
+/// blind spots of a workload that wrote the first eight blocks blindly.
+#[test]
+fn tx_workloads_span_the_region_and_read_and_conflict() {
+    use txdisk_crashfuzz::{TxLayer, TxOp};
+    let layer = TxLayer::default();
+    let data_blocks = 49;
+    let mut rng = SplitMix64::new(0x5eed);
+    let model = layer.initial_model();
+    let (mut first, mut last, mut updates, mut conflicts) = (0, 0, 0, 0);
+    for _ in 0..400 {
+        let op = layer.random_op(&mut rng, &model, data_blocks);
+        let addrs: Vec<u64> = match &op {
+            TxOp::Commit { writes, .. } | TxOp::Abort { writes } => {
+                writes.iter().map(|(addr, _)| *addr).collect()
+            }
+            TxOp::Update { reads, writes, .. } => {
+                updates += 1;
+                reads.iter().chain(writes).copied().collect()
+            }
+            TxOp::Conflict {
+                reads, interloper, ..
+            } => {
+                conflicts += 1;
+                assert!(
+                    reads.contains(&interloper[0].0),
+                    "the interloper overlaps the reads: {op:?}"
+                );
+                reads.clone()
+            }
+        };
+        assert!(addrs.iter().all(|&addr| addr < data_blocks), "{op:?}");
+        first += usize::from(addrs.contains(&0));
+        last += usize::from(addrs.contains(&(data_blocks - 1)));
+    }
+    assert!(first > 10, "block 0 in {first} of 400 operations");
+    assert!(last > 10, "the last block in {last} of 400 operations");
+    assert!(updates > 40, "{updates} updates in 400 operations");
+    assert!(
+        conflicts > 20,
+        "{conflicts} conflicting transactions in 400 operations"
     );
 }
