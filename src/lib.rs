@@ -41,11 +41,10 @@ pub use txdisk_disk::{Addr, Block, Disk, FileDisk, BLOCK_SIZE};
 pub use txdisk_log::LogOptions;
 pub use txdisk_logical::{LogicalDisk, LogicalError, Transaction};
 
-mod member;
 mod scrub;
-pub use member::{nbd_options, nbd_target, Member, NBD_TIMEOUT_ENV};
 pub use scrub::{scrub, Scrubbed};
 pub use txdisk_nbd_disk as nbd;
+pub use txdisk_nbd_disk::{nbd_options, nbd_target, Member, NBD_TIMEOUT_ENV};
 pub use txdisk_nbd_disk::{NbdDisk, NbdOptions};
 
 use std::path::Path;
@@ -316,7 +315,11 @@ fn create_image(path: &Path, size_blocks: u64) -> Result<Image, Error> {
 /// Opens `path` as a checksummed image; with `blank_is_replacement`, a blank file (a new
 /// replacement member of a pair) is formatted first.
 fn open_image(path: &Path, blank_is_replacement: bool) -> Result<Image, Error> {
-    let file = Member::open(path, &nbd_options())?;
+    let file = Member::open(path, &nbd_options()).map_err(|e| match e {
+        txdisk_nbd_disk::OpenError::Disk(e) => Error::Disk(e),
+        txdisk_nbd_disk::OpenError::Nbd(e) => Error::Nbd(e),
+        other => Error::Nbd(txdisk_nbd_disk::NbdError::BadOptions(other.to_string())),
+    })?;
     if blank_is_replacement && IntegrityDisk::is_blank(&file)? {
         tracing::info!(path = %path.display(), "blank image: formatted as a replacement member");
         return IntegrityDisk::format(file).map_err(|source| image_error(path, source));

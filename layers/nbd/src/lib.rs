@@ -51,10 +51,12 @@ mod conn;
 mod disk;
 pub mod error;
 pub mod handshake;
+pub mod member;
 pub mod proto;
 pub mod uri;
 
 pub use disk::{NbdDisk, NbdOptions};
 pub use error::{NbdError, Result};
 pub use handshake::ExportInfo;
+pub use member::{nbd_options, nbd_target, Member, OpenError, NBD_TIMEOUT_ENV};
 pub use uri::{Endpoint, NbdTarget, DEFAULT_PORT};

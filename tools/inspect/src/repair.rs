@@ -11,9 +11,10 @@ use crate::check::Progress;
 use crate::report::{one_line, FsckReport, RepairReport, Severity};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use txdisk_disk::{Disk, FileDisk};
+use txdisk_disk::Disk;
 use txdisk_integrity::IntegrityDisk;
 use txdisk_log::log_recover;
+use txdisk_nbd_disk::{nbd_options, Member};
 use txdisk_replicated::{inspect_bitmap, inspect_member, MetaState, Phase, ReplicatedDisk};
 
 /// Errors the repair corrects all the same: differences between copies that both verify, in
@@ -65,8 +66,8 @@ fn open_checked(
     path: &PathBuf,
     blank_is_replacement: bool,
     actions: &mut Vec<String>,
-) -> Result<IntegrityDisk<FileDisk>, String> {
-    let file = FileDisk::open(path).map_err(|e| e.to_string())?;
+) -> Result<IntegrityDisk<Member>, String> {
+    let file = Member::open(path, &nbd_options()).map_err(|e| e.to_string())?;
     let name = path.display();
     if blank_is_replacement && IntegrityDisk::is_blank(&file).map_err(|e| e.to_string())? {
         let disk = IntegrityDisk::format(file).map_err(|e| format!("{name}: {e}"))?;

@@ -1,13 +1,16 @@
-//! One member image as the stack opens it: a file or device, or an NBD export named by a URI.
+//! One image as the stack and the tools open it: a file or device, or an NBD export named by a
+//! URI.
 //!
-//! This is the one place an image argument is interpreted, so every entry point that takes
-//! images (`format`, `open`, `open_disk`, `scrub`, and the tools built on them: `serve`,
-//! `fs mount`) takes `nbd://host[:port]/export` and `nbd+unix:///export?socket=PATH` as well.
+//! This is the one place an image argument is interpreted ([`Member::open`], [`nbd_target`]),
+//! so every entry point that takes images (the façade's `format`, `open`, `open_disk`, `scrub`;
+//! the tools built on them: `serve`, `fs mount`; and `fsck`, which opens images itself) takes
+//! `nbd://host[:port]/export` and `nbd+unix:///export?socket=PATH` as well as paths.
 
 use std::path::Path;
 
-use txdisk_disk::{Addr, Block, Disk, FileDisk, Result};
-use txdisk_nbd_disk::{NbdDisk, NbdOptions, NbdTarget};
+use txdisk_disk::{Addr, Block, Disk, DiskError, FileDisk, Result};
+
+use crate::{NbdDisk, NbdError, NbdOptions, NbdTarget};
 
 /// The environment variable that sets the NBD timeout (milliseconds) of every remote member
 /// opened through [`nbd_options`].
@@ -36,20 +39,44 @@ pub fn nbd_options() -> NbdOptions {
     options
 }
 
+/// Why an image could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The file or device.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// The NBD export (or the URI).
+    #[error(transparent)]
+    Nbd(#[from] NbdError),
+}
+
 /// The NBD export `image` names, when it is an NBD URI rather than a path.
-pub fn nbd_target(
-    image: &Path,
-) -> Option<std::result::Result<NbdTarget, txdisk_nbd_disk::NbdError>> {
+pub fn nbd_target(image: &Path) -> Option<std::result::Result<NbdTarget, NbdError>> {
     let s = image.to_str()?;
     NbdTarget::looks_like_uri(s).then(|| NbdTarget::parse(s))
 }
 
 impl Member {
-    /// Opens `image`: an NBD URI connects to the export, anything else is a file or device.
-    pub fn open(image: &Path, nbd: &NbdOptions) -> std::result::Result<Member, crate::Error> {
+    /// Opens `image` for writing: an NBD URI connects to the export, anything else is a file
+    /// or device (locked exclusively).
+    pub fn open(image: &Path, nbd: &NbdOptions) -> std::result::Result<Member, OpenError> {
         match nbd_target(image) {
             Some(target) => Ok(Member::Nbd(NbdDisk::connect(&target?, nbd)?)),
             None => Ok(Member::File(FileDisk::open(image)?)),
+        }
+    }
+
+    /// Opens `image` for inspection: a file or device with a shared lock (no writer may hold
+    /// it); an NBD export as for writing (exclusive access to an export is the server's to
+    /// give: see the README).
+    pub fn open_read_only(
+        image: &Path,
+        nbd: &NbdOptions,
+    ) -> std::result::Result<Member, OpenError> {
+        match nbd_target(image) {
+            Some(target) => Ok(Member::Nbd(NbdDisk::connect(&target?, nbd)?)),
+            None => Ok(Member::File(FileDisk::open_read_only(image)?)),
         }
     }
 
