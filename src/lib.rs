@@ -156,6 +156,12 @@ impl Stack {
         self.pair.as_deref()
     }
 
+    /// A shared handle of the pair, for a thread that manages it while the stack serves (a
+    /// control socket's rebuild). Drop it before [`Stack::close`], which needs the pair alone.
+    pub fn pair_handle(&self) -> Option<Arc<Pair>> {
+        self.pair.clone()
+    }
+
     /// Flushes and installs everything, and marks a replicated pair clean (so the next open
     /// copies nothing).
     pub fn close(self) -> Result<(), Error> {
