@@ -1,7 +1,7 @@
 //! Measures an NBD server's round trip as `NbdDisk` sees it: the median and 99th percentile of
 //! one-block READs, of one-block WRITE+FLUSH pairs, and the time of a pipelined 16-block run.
 //!
-//! `cargo run --release -p txdisk-nbd-disk --example nbd_rtt -- nbd+unix:///x?socket=/tmp/s [count]`
+//! `cargo run --release -p txdisk-nbd-disk --example nbd_rtt -- nbd+unix:///x?socket=/tmp/s [count] [connections]`
 //!
 //! It writes to the export's last 16 blocks: give it a scratch export.
 
@@ -17,9 +17,15 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let uri = args.next().ok_or("usage: nbd_rtt URI [count]")?;
+    let uri = args
+        .next()
+        .ok_or("usage: nbd_rtt URI [count] [connections]")?;
     let count: usize = args.next().map_or(Ok(2000), |c| c.parse())?;
-    let disk = NbdDisk::open_uri(&uri, &NbdOptions::default())?;
+    let mut options = NbdOptions::default();
+    if let Some(connections) = args.next() {
+        options.connections = connections.parse()?;
+    }
+    let disk = NbdDisk::open_uri(&uri, &options)?;
     let base = disk
         .size_blocks()
         .checked_sub(16)
@@ -28,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut reads = Vec::with_capacity(count);
     let mut writes = Vec::with_capacity(count);
     let mut runs = Vec::with_capacity(count);
-    let run: Vec<&Block> = std::iter::repeat_n(&block, 16).collect();
+    let run: Vec<&Block> = vec![&block; 16];
     for i in 0..count {
         let t = Instant::now();
         disk.read(base + (i % 16) as u64)?;

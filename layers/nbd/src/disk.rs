@@ -84,7 +84,15 @@ impl NbdDisk {
         let mut streams = vec![first];
         if info.has(proto::TFLAG_CAN_MULTI_CONN) {
             for _ in 1..options.connections {
-                let (stream, other) = handshake_one(target, options)?;
+                // The extra connections only add throughput: a server that limits its clients
+                // (nbdkit's limit filter, to keep a member to one user) is served on fewer.
+                let (stream, other) = match handshake_one(target, options) {
+                    Ok(opened) => opened,
+                    Err(error) => {
+                        tracing::info!(server = %target, "nbd: no further connection ({error}); going on with {}", streams.len());
+                        break;
+                    }
+                };
                 if other.size_bytes != info.size_bytes
                     || other.transmission_flags != info.transmission_flags
                 {

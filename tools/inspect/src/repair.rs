@@ -10,7 +10,7 @@
 use crate::check::Progress;
 use crate::report::{one_line, FsckReport, RepairReport, Severity};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use txdisk_disk::Disk;
 use txdisk_integrity::IntegrityDisk;
 use txdisk_log::log_recover;
@@ -63,7 +63,7 @@ pub(crate) fn repair(
 /// One image's checksummed disk, writable: damaged checksum superblock copies rewritten
 /// first; with `blank_is_replacement`, a blank file (a new pair member) formatted.
 fn open_checked(
-    path: &PathBuf,
+    path: &Path,
     blank_is_replacement: bool,
     actions: &mut Vec<String>,
 ) -> Result<IntegrityDisk<Member>, String> {
@@ -89,7 +89,7 @@ fn open_checked(
     Ok(disk)
 }
 
-fn repair_single(path: &PathBuf, actions: &mut Vec<String>) -> Result<(), String> {
+fn repair_single(path: &Path, actions: &mut Vec<String>) -> Result<(), String> {
     let disk = open_checked(path, false, actions)?;
     let recovered = log_recover(&disk).map_err(|e| format!("log recovery: {e}"))?;
     actions.push(log_action(&recovered));
@@ -146,7 +146,7 @@ fn repair_pair(
 /// stay damaged. Clear is what the pair's own bitmap says once closed clean: the close synced
 /// both members after the resync made them equal, and cleared every bit before it marked them
 /// Clean.
-fn rewrite_unusable_bitmap(path: &PathBuf, actions: &mut Vec<String>) -> Result<(), String> {
+fn rewrite_unusable_bitmap(path: &Path, actions: &mut Vec<String>) -> Result<(), String> {
     let name = path.display();
     let disk = open_checked(path, false, actions)?;
     let meta = match inspect_member(&disk) {
