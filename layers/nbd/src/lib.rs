@@ -10,7 +10,7 @@
 //! ```text
 //!  Disk::read/write/sync ─► NbdDisk ─► Conn × 1..n ─► socket ─► server
 //!  (a pair member)          (fail-stop) (pipelined,     (TCP or Unix)
-//!                                        one reader thread each)
+//!                                        the waiting caller reads)
 //! ```
 //!
 //! * **Handshake** (`handshake`): fixed newstyle; structured replies when the server offers

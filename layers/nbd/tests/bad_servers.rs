@@ -544,3 +544,54 @@ fn bad_options_are_refused() {
     let err = NbdDisk::open_uri("nbd://", &options()).unwrap_err();
     assert!(matches!(err, NbdError::BadUri { .. }), "{err}");
 }
+
+#[test]
+fn a_batch_larger_than_the_request_slots_frees_its_own() {
+    // One block per WRITE and two slots: the caller must read its own replies to send more.
+    let fake = Fake {
+        block_sizes: Some((512, 4096, 4096)),
+        structured: true,
+        ..Fake::default()
+    };
+    let options = NbdOptions {
+        max_inflight_requests: 2,
+        ..options()
+    };
+    let disk = NbdDisk::open_uri(&start(fake), &options).unwrap();
+    let blocks: Vec<Block> = (0..16u8).map(Block::filled).collect();
+    let refs: Vec<&Block> = blocks.iter().collect();
+    disk.write_run(0, &refs).unwrap();
+    for (i, b) in blocks.iter().enumerate() {
+        assert_eq!(&disk.read(i as u64).unwrap(), b);
+    }
+    disk.check_rep();
+}
+
+#[test]
+fn many_threads_share_one_connection() {
+    let disk = std::sync::Arc::new(
+        open(Fake {
+            structured: true,
+            ..Fake::default()
+        })
+        .unwrap(),
+    );
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let disk = disk.clone();
+            thread::spawn(move || {
+                for round in 0..20u8 {
+                    let addr = u64::from(t) * 8 + u64::from(round % 8);
+                    let block = Block::filled(t.wrapping_mul(31).wrapping_add(round));
+                    disk.write(addr, &block).unwrap();
+                    assert_eq!(disk.read(addr).unwrap(), block);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    disk.sync().unwrap();
+    assert_eq!(disk.failure(), None);
+}
