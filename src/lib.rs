@@ -10,6 +10,10 @@
 //! * [`log`] — the write-ahead log: atomic transactions, group commit, idempotent recovery.
 //! * [`logical`] — the logical disk: serializable transactions for many threads.
 //!
+//! An image is a file, a block device, or an export of an NBD server named by a URI
+//! (`nbd://host[:port]/export`, `nbd+unix:///export?socket=PATH`; see [`nbd`]), so that a
+//! pair's member can live on another machine.
+//!
 //! [`format()`] makes an image (or a replicated pair of images); [`open`] gives a ready
 //! [`Stack`] — a [`LogicalDisk`] after replica recovery and then log recovery.
 //!
@@ -39,14 +43,18 @@ pub use txdisk_logical::{LogicalDisk, LogicalError, Transaction};
 
 mod scrub;
 pub use scrub::{scrub, Scrubbed};
+pub use txdisk_nbd_disk as nbd;
+pub use txdisk_nbd_disk::{nbd_options, nbd_target, Member, NBD_TIMEOUT_ENV};
+pub use txdisk_nbd_disk::{NbdDisk, NbdOptions};
 
 use std::path::Path;
 use std::sync::Arc;
 use txdisk_integrity::{IntegrityDisk, IntegrityError};
 use txdisk_replicated::{ReplicatedDisk, ReplicatedError};
 
-/// One image as the stack uses it: a file or device whose blocks are checksummed.
-pub type Image = IntegrityDisk<FileDisk>;
+/// One image as the stack uses it: a file, a device or an NBD export, whose blocks are
+/// checksummed.
+pub type Image = IntegrityDisk<Member>;
 
 /// A replicated pair of images, as the stack uses it.
 pub type Pair = ReplicatedDisk<Image>;
@@ -85,6 +93,17 @@ pub enum Error {
     /// The logical disk failed.
     #[error(transparent)]
     Logical(#[from] LogicalError),
+    /// An NBD export could not be opened as a member.
+    #[error(transparent)]
+    Nbd(#[from] txdisk_nbd_disk::NbdError),
+    /// An NBD export given to `format` that cannot be formatted as asked.
+    #[error("{target}: {reason}")]
+    NbdFormat {
+        /// The export.
+        target: String,
+        /// Why not.
+        reason: String,
+    },
     /// Neither one image nor two were given.
     #[error("give one image, or two for a replicated pair (got {count})")]
     ImageCount {
@@ -135,6 +154,12 @@ impl Stack {
     /// The replicated pair under the log, if the stack was opened on two images.
     pub fn pair(&self) -> Option<&ReplicatedDisk<Image>> {
         self.pair.as_deref()
+    }
+
+    /// A shared handle of the pair, for a thread that manages it while the stack serves (a
+    /// control socket's rebuild). Drop it before [`Stack::close`], which needs the pair alone.
+    pub fn pair_handle(&self) -> Option<Arc<Pair>> {
+        self.pair.clone()
     }
 
     /// Flushes and installs everything, and marks a replicated pair clean (so the next open
@@ -222,6 +247,13 @@ fn check_geometry(image_count: usize, options: &FormatOptions) -> Result<(), Err
 /// say what is wrong instead.
 fn refuse_same_file(first: &Path, second: &Path) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
+    if let (Some(Ok(a)), Some(Ok(b))) = (nbd_target(first), nbd_target(second)) {
+        if a == b {
+            return Err(Error::SameImageTwice {
+                path: second.display().to_string(),
+            });
+        }
+    }
     let identity = |path: &Path| {
         std::fs::metadata(path).map(|m| {
             let device = if m.rdev() != 0 { m.rdev() } else { m.dev() };
@@ -241,6 +273,9 @@ fn refuse_same_file(first: &Path, second: &Path) -> Result<(), Error> {
 /// `format` makes new images only: an existing file (or device) is refused before anything is
 /// created, so that cleaning up after a failure removes only what this call made.
 fn refuse_existing(path: &Path) -> Result<(), Error> {
+    if nbd_target(path).is_some() {
+        return Ok(()); // an export exists already: `create_image` refuses one that is not blank
+    }
     if std::fs::symlink_metadata(path).is_ok() {
         let source = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "File exists");
         return Err(txdisk_disk::DiskError::Open {
@@ -252,21 +287,57 @@ fn refuse_existing(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Creates `path` and formats its checksums.
+/// Creates `path` and formats its checksums; an NBD export (which exists already) must be
+/// blank and of exactly `size_blocks`, so that format never overwrites somebody's data.
 fn create_image(path: &Path, size_blocks: u64) -> Result<Image, Error> {
-    let file = FileDisk::create(path, size_blocks)?;
-    IntegrityDisk::format(file).map_err(|source| image_error(path, source))
+    let raw = match nbd_target(path) {
+        Some(target) => {
+            let target = target?;
+            let disk = NbdDisk::connect(&target, &nbd_options())?;
+            let refuse = |reason: String| Error::NbdFormat {
+                target: target.to_string(),
+                reason,
+            };
+            if disk.size_blocks() != size_blocks {
+                return Err(refuse(format!(
+                    "the export has {} blocks of 4096 bytes; format it with a size of exactly that",
+                    disk.size_blocks()
+                )));
+            }
+            if !IntegrityDisk::is_blank(&disk)? {
+                return Err(refuse(
+                    "the export is not blank (its first two blocks are not zeros): format writes \
+                     only to a new, zeroed export"
+                        .into(),
+                ));
+            }
+            Member::Nbd(disk)
+        }
+        None => Member::File(FileDisk::create(path, size_blocks)?),
+    };
+    IntegrityDisk::format(raw).map_err(|source| image_error(path, source))
 }
 
 /// Opens `path` as a checksummed image; with `blank_is_replacement`, a blank file (a new
 /// replacement member of a pair) is formatted first.
 fn open_image(path: &Path, blank_is_replacement: bool) -> Result<Image, Error> {
-    let file = FileDisk::open(path)?;
+    let file = Member::open(path, &nbd_options()).map_err(|e| match e {
+        txdisk_nbd_disk::OpenError::Disk(e) => Error::Disk(e),
+        txdisk_nbd_disk::OpenError::Nbd(e) => Error::Nbd(e),
+        other => Error::Nbd(txdisk_nbd_disk::NbdError::BadOptions(other.to_string())),
+    })?;
     if blank_is_replacement && IntegrityDisk::is_blank(&file)? {
         tracing::info!(path = %path.display(), "blank image: formatted as a replacement member");
         return IntegrityDisk::format(file).map_err(|source| image_error(path, source));
     }
     IntegrityDisk::open(file).map_err(|source| image_error(path, source))
+}
+
+/// Opens `path` (a file, a device or an NBD URI) as a member to give a running pair's
+/// [`ReplicatedDisk::rebuild`]: a blank one is formatted first, and whatever it held is
+/// overwritten by the rebuild (a member that comes back after a failure is never trusted).
+pub fn open_member(path: &Path) -> Result<Image, Error> {
+    open_image(path, true)
 }
 
 fn image_error(path: &Path, source: IntegrityError) -> Error {
@@ -304,6 +375,9 @@ fn format_pair(first: &Path, second: &Path, options: &FormatOptions) -> Result<(
 /// Removes `path` after a failed format, unless the failure was that it already existed (then
 /// it is somebody else's file).
 fn remove_if_created(path: &Path, result: &Result<(), Error>) {
+    if nbd_target(path).is_some() {
+        return; // an export is the server's, never removed
+    }
     let existed = matches!(
         result,
         Err(Error::Disk(txdisk_disk::DiskError::Open { path: failed, source }))

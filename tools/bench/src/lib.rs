@@ -63,7 +63,7 @@ pub use runner::{run, BenchConfig};
 pub use saved::{load_run, save_run, saved_path, RESULTS_DIR};
 pub use sqlite::SqliteFactory;
 pub use system::{RecoveryClock, RecoveryRun, System, SystemFactory};
-pub use txdisk_system::TxdiskFactory;
+pub use txdisk_system::{TxdiskFactory, TxdiskNbdFactory};
 pub use workload::{Geometry, ReadKind, RecoveryKind, Workload, WorkloadKind};
 
 /// The floor and the peers, in the order the table shows them.
@@ -83,6 +83,7 @@ pub fn all_systems() -> Vec<Box<dyn SystemFactory>> {
         Box::new(FloorFactory { replicated: true }),
         Box::new(TxdiskFactory { replicated: false }),
         Box::new(TxdiskFactory { replicated: true }),
+        Box::new(TxdiskNbdFactory),
         Box::new(SqliteFactory),
         Box::new(RedbFactory),
     ]

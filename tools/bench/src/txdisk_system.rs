@@ -25,11 +25,87 @@ pub struct TxdiskFactory {
     pub replicated: bool,
 }
 
-fn image_paths(dir: &Path, replicated: bool) -> Vec<PathBuf> {
-    if replicated {
-        vec![dir.join("d1.img"), dir.join("d2.img")]
-    } else {
-        vec![dir.join("txdisk.img")]
+/// `txdisk-pair-nbd`: a replicated pair whose second member is served by nbdkit's file
+/// plugin on a Unix socket of this machine (the bench's stand-in for a member on another host:
+/// the protocol and a server process, without a network's latency).
+pub struct TxdiskNbdFactory;
+
+/// Which stack a factory makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    Single,
+    Pair,
+    /// A pair whose d2 is an NBD export (nbdkit over `d2.img`).
+    PairNbd,
+}
+
+impl Layout {
+    fn of(replicated: bool) -> Layout {
+        if replicated {
+            Layout::Pair
+        } else {
+            Layout::Single
+        }
+    }
+
+    fn replicated(self) -> bool {
+        self != Layout::Single
+    }
+}
+
+fn nbd_socket(dir: &Path) -> PathBuf {
+    dir.join("nbd.sock")
+}
+
+fn image_paths(dir: &Path, layout: Layout) -> Vec<PathBuf> {
+    match layout {
+        Layout::Pair => vec![dir.join("d1.img"), dir.join("d2.img")],
+        Layout::Single => vec![dir.join("txdisk.img")],
+        Layout::PairNbd => {
+            let uri = format!("nbd+unix:///d2?socket={}", nbd_socket(dir).display());
+            vec![dir.join("d1.img"), PathBuf::from(uri)]
+        }
+    }
+}
+
+/// An nbdkit process serving `d2.img` of a bench directory; killed when dropped (after the
+/// stack over it, which holds its connections, is gone).
+pub(crate) struct Nbdkit(std::process::Child);
+
+impl Nbdkit {
+    fn start(name: &str, dir: &Path) -> Result<Nbdkit> {
+        let socket = nbd_socket(dir);
+        let _ = std::fs::remove_file(&socket);
+        let child = std::process::Command::new("nbdkit")
+            .args(["-f", "--exit-with-parent", "-U"])
+            .arg(&socket)
+            .arg("file")
+            .arg(dir.join("d2.img"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                system_error(
+                    name,
+                    format!("cannot start nbdkit (apt-get install nbdkit): {e}"),
+                )
+            })?;
+        let server = Nbdkit(child);
+        let started = std::time::Instant::now();
+        while !socket.exists() {
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                return Err(system_error(name, "nbdkit did not start within 20 s"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for Nbdkit {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -48,29 +124,46 @@ pub(crate) fn system_error(name: &str, error: impl std::fmt::Display) -> BenchEr
 }
 
 /// Creates and formats the images of a stack in `dir`, as `txdisk format` does.
-fn create_images(name: &str, dir: &Path, geometry: &Geometry, replicated: bool) -> Result<()> {
+fn create_images(name: &str, dir: &Path, geometry: &Geometry, layout: Layout) -> Result<()> {
     let options = txdisk::FormatOptions {
-        size_blocks: image_blocks(geometry, replicated),
+        size_blocks: image_blocks(geometry, layout.replicated()),
         log_blocks: geometry.log_blocks,
     };
-    txdisk::format(&image_paths(dir, replicated), &options).map_err(|e| system_error(name, e))
+    let _server = if layout == Layout::PairNbd {
+        // The export exists before it is formatted: a zeroed file of the image's size.
+        let d2 = dir.join("d2.img");
+        std::fs::File::create(&d2)
+            .and_then(|f| f.set_len(options.size_blocks * BLOCK_SIZE as u64))
+            .map_err(|e| BenchError::io("create", &d2, e))?;
+        Some(Nbdkit::start(name, dir)?)
+    } else {
+        None
+    };
+    txdisk::format(&image_paths(dir, layout), &options).map_err(|e| system_error(name, e))
 }
 
 /// What `open_stack` assembles: the disk under the log (counted) and, when replicated, the pair.
 pub(crate) struct Bottom {
     top: Arc<CountingDisk<Arc<dyn Disk>>>,
     pair: Option<Arc<ReplicatedDisk<txdisk::Image>>>,
+    /// The server of a remote member; dropped after the pair.
+    _server: Option<Nbdkit>,
 }
 
 /// Opens the images in `dir` as `txdisk::open` would (replica recovery included, and a blank
 /// second image formatted and rebuilt as a replacement member), up to the log.
-fn open_stack(name: &str, dir: &Path, replicated: bool) -> Result<Bottom> {
+fn open_stack(name: &str, dir: &Path, layout: Layout) -> Result<Bottom> {
+    let server = match layout {
+        Layout::PairNbd => Some(Nbdkit::start(name, dir)?),
+        _ => None,
+    };
     let txdisk::OpenedDisk { disk, pair } =
-        txdisk::open_disk(&image_paths(dir, replicated), &mut |_| {})
+        txdisk::open_disk(&image_paths(dir, layout), &mut |_| {})
             .map_err(|e| system_error(name, e))?;
     Ok(Bottom {
         top: Arc::new(CountingDisk::new(disk)),
         pair,
+        _server: server,
     })
 }
 
@@ -86,7 +179,7 @@ pub(crate) fn open_for_writer(
     dir: &Path,
     replicated: bool,
 ) -> Result<(LogicalDisk, Bottom)> {
-    let bottom = open_stack(name, dir, replicated)?;
+    let bottom = open_stack(name, dir, Layout::of(replicated))?;
     let disk = open_logical(name, &bottom, LogOptions::default())?;
     Ok((disk, bottom))
 }
@@ -141,37 +234,86 @@ impl SystemFactory for TxdiskFactory {
     }
 
     fn create(&self, dir: &Path, geometry: &Geometry) -> Result<()> {
-        create_images(self.name(), dir, geometry, self.replicated)?;
-        let system = self.open_system(dir, geometry)?;
-        let addrs: Vec<Addr> = (0..geometry.disk_blocks).collect();
-        for chunk in addrs.chunks(system.fill_tx_blocks()) {
-            let data: Vec<Block> = chunk
-                .iter()
-                .map(|&addr| Block::filled(addr as u8))
-                .collect();
-            system.nosync_txn(0, chunk, &data)?;
-        }
-        system.flush()
+        create_system(self.name(), Layout::of(self.replicated), dir, geometry)
     }
 
     fn open(&self, dir: &Path, geometry: &Geometry) -> Result<Box<dyn System>> {
-        Ok(Box::new(self.open_system(dir, geometry)?))
+        let layout = Layout::of(self.replicated);
+        Ok(Box::new(open_system(self.name(), layout, dir, geometry)?))
     }
 }
 
-impl TxdiskFactory {
-    fn open_system(&self, dir: &Path, geometry: &Geometry) -> Result<TxdiskSystem> {
-        let name = self.name();
-        let bottom = open_stack(name, dir, self.replicated)?;
-        let disk = open_logical(name, &bottom, LogOptions::default())?;
-        Ok(TxdiskSystem {
-            name,
-            dir: dir.to_path_buf(),
-            geometry: *geometry,
-            disk,
-            bottom,
-        })
+impl SystemFactory for TxdiskNbdFactory {
+    fn name(&self) -> &'static str {
+        "txdisk-pair-nbd"
     }
+
+    fn config_note(&self) -> String {
+        "as txdisk-pair, but the second member is an NBD export: nbdkit's file plugin over an \
+         image file, on a Unix socket of this machine, opened by txdisk::open_disk from its \
+         nbd+unix:// URI (NbdDisk: pipelined WRITEs per batch, one FLUSH per member sync); \
+         durable, nosync and read workloads only"
+            .to_string()
+    }
+
+    fn supports(&self, workload: Workload) -> bool {
+        matches!(
+            workload,
+            Workload::Durable { .. }
+                | Workload::Nosync { .. }
+                | Workload::ReadInstalled
+                | Workload::ReadLogged
+        )
+    }
+
+    fn create(&self, dir: &Path, geometry: &Geometry) -> Result<()> {
+        create_system(self.name(), Layout::PairNbd, dir, geometry)
+    }
+
+    fn open(&self, dir: &Path, geometry: &Geometry) -> Result<Box<dyn System>> {
+        Ok(Box::new(open_system(
+            self.name(),
+            Layout::PairNbd,
+            dir,
+            geometry,
+        )?))
+    }
+}
+
+fn create_system(
+    name: &'static str,
+    layout: Layout,
+    dir: &Path,
+    geometry: &Geometry,
+) -> Result<()> {
+    create_images(name, dir, geometry, layout)?;
+    let system = open_system(name, layout, dir, geometry)?;
+    let addrs: Vec<Addr> = (0..geometry.disk_blocks).collect();
+    for chunk in addrs.chunks(system.fill_tx_blocks()) {
+        let data: Vec<Block> = chunk
+            .iter()
+            .map(|&addr| Block::filled(addr as u8))
+            .collect();
+        system.nosync_txn(0, chunk, &data)?;
+    }
+    system.flush()
+}
+
+fn open_system(
+    name: &'static str,
+    layout: Layout,
+    dir: &Path,
+    geometry: &Geometry,
+) -> Result<TxdiskSystem> {
+    let bottom = open_stack(name, dir, layout)?;
+    let disk = open_logical(name, &bottom, LogOptions::default())?;
+    Ok(TxdiskSystem {
+        name,
+        dir: dir.to_path_buf(),
+        geometry: *geometry,
+        disk,
+        bottom,
+    })
 }
 
 struct TxdiskSystem {
@@ -208,7 +350,7 @@ impl TxdiskSystem {
     fn recover_full_log(&self) -> Result<RecoveryRun> {
         let scratch =
             tempfile::tempdir_in(&self.dir).map_err(|e| BenchError::io("tempdir", &self.dir, e))?;
-        let replicated = self.bottom.pair.is_some();
+        let replicated = Layout::of(self.bottom.pair.is_some());
         create_images(self.name, scratch.path(), &self.geometry, replicated)?;
         let quiet = LogOptions {
             background_installer: false,
@@ -246,12 +388,13 @@ impl TxdiskSystem {
     fn reopen_after_crash(&self, disk_mib: u64) -> Result<RecoveryRun> {
         let scratch =
             tempfile::tempdir_in(&self.dir).map_err(|e| BenchError::io("tempdir", &self.dir, e))?;
-        let replicated = self.bottom.pair.is_some();
+        let layout = Layout::of(self.bottom.pair.is_some());
+        let replicated = layout.replicated();
         let geometry = Geometry {
             disk_blocks: Geometry::blocks_of_mib(disk_mib),
             ..self.geometry
         };
-        create_images(self.name, scratch.path(), &geometry, replicated)?;
+        create_images(self.name, scratch.path(), &geometry, layout)?;
         let spec = crate::crash::WriterSpec {
             dir: scratch.path().to_path_buf(),
             replicated,
@@ -262,7 +405,7 @@ impl TxdiskSystem {
         let committed = crate::crash::crash_writer(&spec, commits)?;
         let addr = crate::crash::commit_addr(spec.seed, committed, spec.disk_blocks);
         let clock = RecoveryClock::start();
-        let bottom = open_stack(self.name, scratch.path(), replicated)?;
+        let bottom = open_stack(self.name, scratch.path(), layout)?;
         let disk = open_logical(self.name, &bottom, LogOptions::default())?;
         let block = disk
             .read_committed(addr)
@@ -281,8 +424,8 @@ impl TxdiskSystem {
     fn replica_resync(&self) -> Result<RecoveryRun> {
         let scratch =
             tempfile::tempdir_in(&self.dir).map_err(|e| BenchError::io("tempdir", &self.dir, e))?;
-        create_images(self.name, scratch.path(), &self.geometry, true)?;
-        let paths = image_paths(scratch.path(), true);
+        create_images(self.name, scratch.path(), &self.geometry, Layout::Pair)?;
+        let paths = image_paths(scratch.path(), Layout::Pair);
         std::fs::remove_file(&paths[1]).map_err(|e| BenchError::io("remove", &paths[1], e))?;
         // Created and closed again (its lock released) before the timed open takes it.
         drop(FileDisk::create(
@@ -290,7 +433,7 @@ impl TxdiskSystem {
             image_blocks(&self.geometry, true),
         )?);
         let clock = RecoveryClock::start();
-        let bottom = open_stack(self.name, scratch.path(), true)?;
+        let bottom = open_stack(self.name, scratch.path(), Layout::Pair)?;
         let pair = bottom
             .pair
             .ok_or_else(|| system_error(self.name, "two images opened as a single disk"))?;

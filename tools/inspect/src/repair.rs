@@ -10,10 +10,11 @@
 use crate::check::Progress;
 use crate::report::{one_line, FsckReport, RepairReport, Severity};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use txdisk_disk::{Disk, FileDisk};
+use std::path::{Path, PathBuf};
+use txdisk_disk::Disk;
 use txdisk_integrity::IntegrityDisk;
 use txdisk_log::log_recover;
+use txdisk_nbd_disk::{nbd_options, Member};
 use txdisk_replicated::{inspect_bitmap, inspect_member, MetaState, Phase, ReplicatedDisk};
 
 /// Errors the repair corrects all the same: differences between copies that both verify, in
@@ -62,11 +63,11 @@ pub(crate) fn repair(
 /// One image's checksummed disk, writable: damaged checksum superblock copies rewritten
 /// first; with `blank_is_replacement`, a blank file (a new pair member) formatted.
 fn open_checked(
-    path: &PathBuf,
+    path: &Path,
     blank_is_replacement: bool,
     actions: &mut Vec<String>,
-) -> Result<IntegrityDisk<FileDisk>, String> {
-    let file = FileDisk::open(path).map_err(|e| e.to_string())?;
+) -> Result<IntegrityDisk<Member>, String> {
+    let file = Member::open(path, &nbd_options()).map_err(|e| e.to_string())?;
     let name = path.display();
     if blank_is_replacement && IntegrityDisk::is_blank(&file).map_err(|e| e.to_string())? {
         let disk = IntegrityDisk::format(file).map_err(|e| format!("{name}: {e}"))?;
@@ -88,7 +89,7 @@ fn open_checked(
     Ok(disk)
 }
 
-fn repair_single(path: &PathBuf, actions: &mut Vec<String>) -> Result<(), String> {
+fn repair_single(path: &Path, actions: &mut Vec<String>) -> Result<(), String> {
     let disk = open_checked(path, false, actions)?;
     let recovered = log_recover(&disk).map_err(|e| format!("log recovery: {e}"))?;
     actions.push(log_action(&recovered));
@@ -145,7 +146,7 @@ fn repair_pair(
 /// stay damaged. Clear is what the pair's own bitmap says once closed clean: the close synced
 /// both members after the resync made them equal, and cleared every bit before it marked them
 /// Clean.
-fn rewrite_unusable_bitmap(path: &PathBuf, actions: &mut Vec<String>) -> Result<(), String> {
+fn rewrite_unusable_bitmap(path: &Path, actions: &mut Vec<String>) -> Result<(), String> {
     let name = path.display();
     let disk = open_checked(path, false, actions)?;
     let meta = match inspect_member(&disk) {

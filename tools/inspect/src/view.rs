@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use txdisk_disk::{Addr, Block, Disk, FileDisk};
 use txdisk_integrity::format::Superblock;
 use txdisk_integrity::{IntegrityDisk, IntegrityError};
+use txdisk_nbd_disk::{nbd_options, nbd_target, Member, NbdDisk};
 use txdisk_replicated::{ReplicaMeta, Slot, FORMAT_VERSION as PAIR_VERSION, RESERVED_BLOCKS};
 
 /// Blocks `[offset, offset + size_blocks)` of a disk, as a disk of its own. A replica holds the
@@ -80,7 +81,7 @@ pub enum ImageKind {
 }
 
 /// One image as the stack reads it: the checksummed disk over the file.
-pub type CheckedImage = IntegrityDisk<FileDisk>;
+pub type CheckedImage = IntegrityDisk<Member>;
 
 /// An image opened read-only, classified.
 pub struct OpenedImage {
@@ -135,6 +136,16 @@ impl OpenedImage {
 /// blank file: [`InspectError::Blank`]) or, for checksum superblocks that are both damaged,
 /// [`InspectError::Superblocks`], which the check reports as damage.
 pub fn open_image(path: &Path) -> Result<OpenedImage> {
+    if let Some(target) = nbd_target(path) {
+        // An NBD export (the URI is parsed where every image argument is: `Member`).
+        let open_error = |e: txdisk_nbd_disk::NbdError| InspectError::NotAnImage {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let target = target.map_err(open_error)?;
+        let disk = NbdDisk::connect(&target, &nbd_options()).map_err(open_error)?;
+        return finish_open(path, Member::Nbd(disk));
+    }
     if path.is_dir() {
         return Err(InspectError::IsDirectory {
             path: path.to_path_buf(),
@@ -156,6 +167,10 @@ pub fn open_image(path: &Path) -> Result<OpenedImage> {
         path: path.to_path_buf(),
         source,
     })?;
+    finish_open(path, Member::File(file))
+}
+
+fn finish_open(path: &Path, file: Member) -> Result<OpenedImage> {
     let disk = open_checked(path, file)?;
     let kind = classify(path, &disk)?;
     Ok(OpenedImage {
@@ -167,7 +182,7 @@ pub fn open_image(path: &Path) -> Result<OpenedImage> {
 
 /// The checksummed disk over `file`, or why there is none: blank, of another format (both
 /// operational), or damaged checksum superblocks (reported by the check as damage).
-fn open_checked(path: &Path, file: FileDisk) -> Result<CheckedImage> {
+fn open_checked(path: &Path, file: Member) -> Result<CheckedImage> {
     let path = path.to_path_buf();
     let file_blocks = file.size_blocks();
     // A copy that is right but for the file's size: the file was cut short.

@@ -31,6 +31,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod control;
 pub mod error;
 pub mod handshake;
 pub mod logical;
@@ -44,5 +45,5 @@ mod transmission;
 pub use backend::{ExportBackend, FileBackend, MemBackend};
 pub use client::Client;
 pub use error::{BackendError, NbdError, Result};
-pub use logical::{serve_images, LogicalBackend};
+pub use logical::{serve_images, serve_images_with_control, LogicalBackend};
 pub use server::{ServeStats, Server, ServerOptions, TRANSMISSION_FLAGS};

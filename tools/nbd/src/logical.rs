@@ -139,7 +139,30 @@ pub fn serve_images(
     stop: &AtomicBool,
     on_listening: &mut dyn FnMut(std::net::SocketAddr),
 ) -> Result<ServeStats, String> {
+    serve_images_with_control(images, listen, export, None, stop, on_listening)
+}
+
+/// As [`serve_images`], with a control socket at `control` (a pair only; see
+/// [`crate::control`]) through which a failed member is replaced while the export serves.
+pub fn serve_images_with_control(
+    images: &[impl AsRef<Path>],
+    listen: &str,
+    export: &str,
+    control: Option<&Path>,
+    stop: &AtomicBool,
+    on_listening: &mut dyn FnMut(std::net::SocketAddr),
+) -> Result<ServeStats, String> {
     let stack = txdisk::open(images, txdisk::OpenOptions::default()).map_err(|e| e.to_string())?;
+    let control = match (control, stack.pair_handle()) {
+        (None, _) => None,
+        (Some(path), Some(pair)) => Some(
+            crate::control::Control::start(path, pair)
+                .map_err(|e| format!("control socket {}: {e}", path.display()))?,
+        ),
+        (Some(_), None) => {
+            return Err("a control socket needs a replicated pair (two images)".into())
+        }
+    };
     let backend = Arc::new(LogicalBackend::new(stack));
     let options = ServerOptions {
         max_payload_bytes: backend.max_payload_bytes(),
@@ -149,7 +172,12 @@ pub fn serve_images(
         .and_then(|server| server.with_options(options))
         .map_err(|e| e.to_string())?;
     on_listening(server.local_addr().map_err(|e| e.to_string())?);
-    let stats = server.serve_until(stop).map_err(|e| e.to_string())?;
+    let stats = server.serve_until(stop).map_err(|e| e.to_string());
+    // The control thread holds the pair: it ends before the pair is closed.
+    if let Some(control) = control {
+        control.stop();
+    }
+    let stats = stats?;
     let backend = Arc::try_unwrap(backend)
         .map_err(|_| "the export is still in use after the server stopped".to_string())?;
     backend.close().map_err(|e| e.to_string())?;

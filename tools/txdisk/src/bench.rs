@@ -22,7 +22,8 @@ pub struct BenchArgs {
     /// Saved runs live in its bench-results folder.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Systems to run, comma-separated (floor, floor-pair, txdisk, txdisk-pair, sqlite, redb).
+    /// Systems to run, comma-separated (floor, floor-pair, txdisk, txdisk-pair, txdisk-pair-nbd,
+    /// sqlite, redb).
     #[arg(long, value_delimiter = ',')]
     systems: Option<Vec<String>>,
     /// Workloads to run, comma-separated (e.g. durable-1blk-1thr,durable-16blk-8thr); also

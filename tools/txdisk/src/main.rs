@@ -63,6 +63,12 @@ enum Command {
     Demo(DemoArgs),
     /// Serve the logical disk over NBD: every WRITE one atomic transaction.
     Serve(serve::ServeArgs),
+    /// Replace a failed member of a pair that `txdisk serve --control` is serving, online.
+    ///
+    /// IMAGE (a path or an NBD URI; whatever it holds is overwritten) is rebuilt from the
+    /// current member while the export keeps serving. `--control` alone prints the pair's
+    /// state. Exit 0 on success, 8 on a refusal or an unreachable control socket.
+    Replace(serve::ReplaceArgs),
     /// Throughput side by side: the raw-device floor (one file, and two as a pair would), txdisk, txdisk-pair, SQLite, redb.
     Bench(bench::BenchArgs),
     /// The example file system on the logical disk: mkfs, ls, mkdir, put, get, cat, rm, mv, stat, mount.
@@ -197,6 +203,7 @@ fn run(cli: &Cli) -> u8 {
         Command::Crashfuzz(args) => crashfuzz(args, cli.json),
         Command::Demo(args) => demo::run(args, cli.json),
         Command::Serve(args) => serve::run(args, cli.json),
+        Command::Replace(args) => serve::replace(args, cli.json),
         Command::Bench(args) => bench::run(args, cli.json),
         Command::Fs(args) => {
             fs_cmd::mount(args, cli.json).unwrap_or_else(|| fs_cmd::run(args, cli.json))

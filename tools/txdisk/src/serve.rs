@@ -18,6 +18,47 @@ pub struct ServeArgs {
     /// The export's name.
     #[arg(long, default_value = "txdisk")]
     export: String,
+    /// A Unix socket for `txdisk replace` (a pair only): replace a failed member while serving.
+    #[arg(long, value_name = "SOCKET")]
+    control: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplaceArgs {
+    /// The control socket of the `txdisk serve` serving the pair.
+    #[arg(long, value_name = "SOCKET")]
+    control: PathBuf,
+    /// The new member (a path or an NBD URI); without it, the pair's state is printed.
+    image: Option<String>,
+}
+
+/// `txdisk replace`: one request to a serving pair's control socket; the reply is a JSON line.
+pub fn replace(args: &ReplaceArgs, json: bool) -> i32 {
+    let request = match &args.image {
+        Some(image) => format!("replace {image}"),
+        None => "status".to_string(),
+    };
+    let reply = match txdisk_nbd::control::request(&args.control, &request) {
+        Ok(reply) => reply,
+        Err(e) => {
+            let message = format!("replace: control socket {}: {e}", args.control.display());
+            return output::fail(json, &message);
+        }
+    };
+    let ok = serde_json::from_str::<serde_json::Value>(&reply)
+        .ok()
+        .and_then(|v| v.get("ok").and_then(|ok| ok.as_bool()))
+        .unwrap_or(false);
+    if ok || json {
+        println!("{reply}");
+    } else {
+        eprintln!("txdisk: replace: {reply}");
+    }
+    if ok {
+        0
+    } else {
+        txdisk_inspect::EXIT_OPERATIONAL
+    }
 }
 
 /// Serves until SIGINT or SIGTERM, then flushes, closes the images cleanly and exits 0.
@@ -46,9 +87,15 @@ pub fn run(args: &ServeArgs, json: bool) -> i32 {
         }
         let _ = std::io::stdout().flush();
     };
-    match txdisk_nbd::serve_images(&images, &args.listen, &args.export, stop, &mut |addr| {
-        announce(addr)
-    }) {
+    let control = args.control.as_deref();
+    match txdisk_nbd::serve_images_with_control(
+        &images,
+        &args.listen,
+        &args.export,
+        control,
+        stop,
+        &mut |addr| announce(addr),
+    ) {
         Ok(stats) => {
             if json {
                 output::print_json(&StoppedJson {
