@@ -311,7 +311,7 @@ fn create_image(path: &Path, size_blocks: u64) -> Result<Image, Error> {
                         .into(),
                 ));
             }
-            Member::Nbd(disk)
+            Member::Nbd(Box::new(disk))
         }
         None => Member::File(FileDisk::create(path, size_blocks)?),
     };

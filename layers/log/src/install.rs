@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::format::check_header_round_trip;
 use crate::format::Header;
 use crate::home::write_home;
+use crate::position::Seq;
 use crate::state::{Inner, Installer, Mode, RecordMeta, State};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +18,11 @@ impl Inner {
     /// (a checkpoint). Returns the number of records installed.
     pub fn install(&self) -> Result<usize> {
         let _one_installer = self.install_lock.lock();
-        let batch = self.pick_batch()?;
+        let (batch, next_seq_at_pick) = self.pick_batch()?;
         let Some(last) = batch.last() else {
             return Ok(0);
         };
-        let result = self.install_batch(&batch, last);
+        let result = self.install_batch(&batch, last, next_seq_at_pick);
         let mut state = self.state.lock();
         let new_header = match result {
             Ok(header) => header,
@@ -39,8 +40,9 @@ impl Inner {
         Ok(batch.len())
     }
 
-    /// The durable records at the front of the log, checked against the header they follow.
-    fn pick_batch(&self) -> Result<Vec<Arc<RecordMeta>>> {
+    /// The durable records at the front of the log, checked against the header they follow,
+    /// and the sequence number the next commit would get when they were picked.
+    fn pick_batch(&self) -> Result<(Vec<Arc<RecordMeta>>, Seq)> {
         let mut state = self.state.lock();
         Inner::usable(&state)?;
         state.install_gen += 1;
@@ -51,11 +53,16 @@ impl Inner {
             .cloned()
             .collect();
         check_install_batch(&state, &batch);
-        Ok(batch)
+        Ok((batch, state.next_seq))
     }
 
     /// The I/O of an installation: home blocks, sync, header, sync. Returns the new header.
-    fn install_batch(&self, batch: &[Arc<RecordMeta>], last: &RecordMeta) -> Result<Header> {
+    fn install_batch(
+        &self,
+        batch: &[Arc<RecordMeta>],
+        last: &RecordMeta,
+        next_seq_at_pick: Seq,
+    ) -> Result<Header> {
         let failures_before = self.failed_syncs();
         // Write-ahead: every record in the batch is durable in the log (seq <= durable_seq).
         let last_block = self.sb.data_blocks.checked_sub(1);
@@ -84,7 +91,9 @@ impl Inner {
             tail_pos: last.end_pos().0,
             tail_seq: last.seq.next().0,
         };
-        if crate::bug_active!(TailPastReservations) {
+        // The wrong variant: when the batch was every record there was, the tail goes to the
+        // head as it is now, past the records reserved since the pick.
+        if crate::bug_active!(TailPastReservations) && last.seq.next() == next_seq_at_pick {
             (header.tail_pos, header.tail_seq) = (head.0 .0, head.1 .0);
         }
         let block = header.encode(&self.sb);

@@ -10,7 +10,8 @@
 //!
 //! * every committed transaction read exactly the state before it in that order (its own
 //!   writes aside: a read after its own write is not recorded as a read of committed state);
-//! * every read-only transaction saw the state after some prefix of the commits;
+//! * every read-only transaction saw the state after some prefix of the commits that includes
+//!   every commit recorded before it began;
 //! * no value written by an attempt that did not commit is ever read or recovered;
 //! * after a crash, the recovered contents are the state after a prefix that includes every
 //!   acknowledged commit ([`matches_prefix`]).
@@ -35,11 +36,14 @@ pub struct Committed {
     pub writes: Vec<(Addr, Block)>,
 }
 
+/// A read-only transaction: the newest sequence recorded when it began, and what it read.
+type Snapshot = (u64, Vec<(Addr, Block)>);
+
 /// What threads record while they run transactions; see the module documentation.
 #[derive(Debug, Default)]
 pub struct SerialHistory {
     committed: Mutex<Vec<Committed>>,
-    snapshots: Mutex<Vec<Vec<(Addr, Block)>>>,
+    snapshots: Mutex<Vec<Snapshot>>,
     discarded: Mutex<Vec<Block>>,
     acked_seq: AtomicU64,
 }
@@ -62,9 +66,21 @@ impl SerialHistory {
         lock(&self.committed).push(transaction);
     }
 
-    /// A read-only transaction committed after reading `reads`.
-    pub fn read_only(&self, reads: Vec<(Addr, Block)>) {
-        lock(&self.snapshots).push(reads);
+    /// A read-only transaction that began when [`SerialHistory::newest_seq`] was
+    /// `newest_at_begin` committed after reading `reads`.
+    pub fn read_only(&self, newest_at_begin: u64, reads: Vec<(Addr, Block)>) {
+        lock(&self.snapshots).push((newest_at_begin, reads));
+    }
+
+    /// The highest sequence number recorded so far (0 if none): a flush that begins now makes
+    /// at least every commit through it durable, and a transaction that begins now must see
+    /// at least them.
+    pub fn newest_seq(&self) -> u64 {
+        lock(&self.committed)
+            .iter()
+            .map(|commit| commit.seq)
+            .max()
+            .unwrap_or(0)
     }
 
     /// An attempt that did not commit (aborted, or conflicted) would have written these values.
@@ -136,8 +152,12 @@ impl SerialHistory {
                 }
             }
         }
-        for snapshot in lock(&self.snapshots).iter() {
-            let consistent = states.iter().any(|state| {
+        for (newest_at_begin, snapshot) in lock(&self.snapshots).iter() {
+            let shortest = committed
+                .iter()
+                .take_while(|commit| commit.seq <= *newest_at_begin)
+                .count();
+            let consistent = states.iter().skip(shortest).any(|state| {
                 snapshot
                     .iter()
                     .all(|(addr, value)| value_at(state, *addr) == *value)
@@ -147,7 +167,7 @@ impl SerialHistory {
                 return Err(violation(
                     addr,
                     format!(
-                        "a read-only transaction saw the state after no prefix of the {} commits",
+                        "a read-only transaction saw the state after no prefix of the {} commits that includes the {shortest} recorded before it began",
                         committed.len()
                     ),
                 ));
@@ -157,7 +177,7 @@ impl SerialHistory {
         let read = committed
             .iter()
             .flat_map(|commit| commit.reads.iter())
-            .chain(snapshots.iter().flatten());
+            .chain(snapshots.iter().flat_map(|(_, reads)| reads));
         for (addr, value) in read {
             if !value.is_zero() && discarded.contains(value) {
                 return Err(violation(

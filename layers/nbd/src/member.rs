@@ -22,7 +22,7 @@ pub enum Member {
     /// An image file or a block device.
     File(FileDisk),
     /// An export of an NBD server.
-    Nbd(NbdDisk),
+    Nbd(Box<NbdDisk>),
 }
 
 /// The NBD options remote members are opened with: the defaults, with the timeout from
@@ -62,7 +62,7 @@ impl Member {
     /// or device (locked exclusively).
     pub fn open(image: &Path, nbd: &NbdOptions) -> std::result::Result<Member, OpenError> {
         match nbd_target(image) {
-            Some(target) => Ok(Member::Nbd(NbdDisk::connect(&target?, nbd)?)),
+            Some(target) => Ok(Member::Nbd(Box::new(NbdDisk::connect(&target?, nbd)?))),
             None => Ok(Member::File(FileDisk::open(image)?)),
         }
     }
@@ -75,7 +75,7 @@ impl Member {
         nbd: &NbdOptions,
     ) -> std::result::Result<Member, OpenError> {
         match nbd_target(image) {
-            Some(target) => Ok(Member::Nbd(NbdDisk::connect(&target?, nbd)?)),
+            Some(target) => Ok(Member::Nbd(Box::new(NbdDisk::connect(&target?, nbd)?))),
             None => Ok(Member::File(FileDisk::open_read_only(image)?)),
         }
     }
@@ -83,7 +83,7 @@ impl Member {
     fn disk(&self) -> &dyn Disk {
         match self {
             Member::File(d) => d,
-            Member::Nbd(d) => d,
+            Member::Nbd(d) => &**d,
         }
     }
 }

@@ -233,7 +233,9 @@ fn build(config: &ScheduleConfig, images: Option<Vec<txdisk_disk::DiskImage>>) -
         Arc::clone(&disks[0]) as Arc<dyn Disk>
     };
     if fresh {
-        LogicalDisk::format(&*below, config.log_blocks).unwrap_or_else(|e| panic!("format: {e}"));
+        // The seed as the log's salt: a random one would make a schedule replay differently.
+        txdisk_log::Log::format(&*below, config.log_blocks, config.seed)
+            .unwrap_or_else(|e| panic!("format: {e}"));
     }
     let logical = LogicalDisk::open(below, options()).unwrap_or_else(|e| panic!("open: {e}"));
     assert!(
@@ -366,8 +368,10 @@ fn worker(disk: &LogicalDisk, history: &SerialHistory, config: &ScheduleConfig, 
             Ok(Some(seq)) => {
                 history.committed(Committed { seq, reads, writes });
                 if choose(3) == 0 {
+                    // A flush makes durable every commit made before it began.
+                    let covered = history.newest_seq().max(seq);
                     match disk.flush() {
-                        Ok(()) => history.acknowledged(seq),
+                        Ok(()) => history.acknowledged(covered),
                         Err(_) => return,
                     }
                 }

@@ -144,7 +144,7 @@ pub fn open_image(path: &Path) -> Result<OpenedImage> {
         };
         let target = target.map_err(open_error)?;
         let disk = NbdDisk::connect(&target, &nbd_options()).map_err(open_error)?;
-        return finish_open(path, Member::Nbd(disk));
+        return finish_open(path, Member::Nbd(Box::new(disk)));
     }
     if path.is_dir() {
         return Err(InspectError::IsDirectory {
