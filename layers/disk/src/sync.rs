@@ -16,7 +16,14 @@
 //! in between. Code that is correct under this model is correct for every timeout, long or
 //! short; a wait that only a timeout would end (a lost notification) still ends, which is what
 //! real time does too. Untimed [`Condvar::wait`]s wait for a notification, so a lost wake-up
-//! there is a deadlock shuttle reports.
+//! there is a deadlock shuttle reports (or its step limit, when another thread keeps spinning
+//! on a timed wait meanwhile).
+//!
+//! **What the model does not cover.** A timed waiter is not on the condition variable's wait
+//! list, so it never consumes a `notify_one` meant for an untimed one (no condition variable of
+//! the stack mixes the two), and a notification lost to a timed waiter is never seen as lost
+//! (its wait times out as if it had been). Shuttle runs every atomic as `SeqCst`: bugs that
+//! need a weaker ordering to show are out of its reach.
 //!
 //! `Arc` stays `std`'s in both builds: reference counts are not a protocol of the stack.
 //!
