@@ -120,8 +120,35 @@ fn run_with<S: Scheduler + 'static>(
     Runner::new(scheduler, config).run(move || body())
 }
 
+thread_local! {
+    /// The context switches of the execution when its first panic began (see [`count_steps`]).
+    static STEPS_AT_PANIC: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Installs (once per process) a panic hook that notes how many scheduling steps the failing
+/// execution had taken, then hands the panic to the hook that was there (shuttle's, which prints
+/// the schedule, sits on top of it).
+fn count_steps() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // Only where shuttle's state can be read now: inside an execution, not borrowed.
+            if shuttle::current::try_get_current_task().is_some() {
+                let steps = shuttle::current::context_switches();
+                STEPS_AT_PANIC.with(|at| {
+                    if at.get().is_none() {
+                        at.set(Some(steps));
+                    }
+                });
+            }
+            previous(info);
+        }));
+    });
+}
+
 /// Runs `body` with `arm` switching a deliberate bug on, and requires a failure within the
-/// budget; returns how many schedules it took.
+/// budget by a check whose message contains one of `expected`.
 fn caught(
     name: &str,
     expected: &[&str],
@@ -129,11 +156,13 @@ fn caught(
     arm: fn(bool),
     body: impl Fn() + Send + Sync + 'static,
 ) {
+    count_steps();
     let tried = Arc::new(AtomicUsize::new(0));
     let counted = {
         let tried = Arc::clone(&tried);
         move || {
             tried.fetch_add(1, Ordering::Relaxed);
+            STEPS_AT_PANIC.with(|at| at.set(None));
             arm(true);
             body();
         }
@@ -173,8 +202,11 @@ fn caught(
         expected.iter().any(|needle| message.contains(needle)),
         "{name}: caught, but by {message:?}, not by a check saying one of {expected:?}"
     );
+    let steps = STEPS_AT_PANIC
+        .with(|at| at.get())
+        .map_or("?".to_string(), |n| n.to_string());
     println!(
-        "{name}: caught at schedule {tried} of at most {} (seed {SEED:#x}): {message}",
+        "{name}: caught at schedule {tried} of at most {} (seed {SEED:#x}), {steps} scheduling steps into it: {message}",
         2 * budget
     );
 }
