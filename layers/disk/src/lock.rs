@@ -56,13 +56,24 @@ pub(crate) fn lock_image(file: &File, path: &str, mode: LockMode) -> Result<()> 
     })
 }
 
-/// The pid of a process holding a lock on `file`, from `/proc/locks` (best effort).
+/// How many times `/proc/locks` is read before the holder is given up as unknown.
+const HOLDER_READS: u32 = 3;
+
+/// The pid of a process holding a lock on `file`, from `/proc/locks` (best effort). The file is
+/// read again, a little later, when it names no holder: it is generated a page at a time, so a
+/// line can be missed while other locks of the system come and go, and a suite under load once
+/// saw a refusal whose holder `/proc/locks` did not list.
 fn lock_holder(file: &File) -> Option<u32> {
     let metadata = file.metadata().ok()?;
     let (major, minor) = split_dev(metadata.dev());
     let wanted = format!("{major:02x}:{minor:02x}:{}", metadata.ino());
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    holder_in(&locks, &wanted)
+    (0..HOLDER_READS).find_map(|read| {
+        if read > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS));
+        }
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        holder_in(&locks, &wanted)
+    })
 }
 
 /// Finds the pid of the first lock on `device_inode` ("maj:min:inode") in a `/proc/locks` text.
