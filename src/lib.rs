@@ -135,6 +135,10 @@ pub struct FormatOptions {
 pub struct OpenOptions {
     /// Options of the log (group commit, background installation).
     pub log: LogOptions,
+    /// Never write to the images: each is opened read-only (a file with a shared lock) under
+    /// an in-memory overlay, so recovery runs and the stack reads as a writable one would,
+    /// but nothing written through it — recovery's own writes included — reaches an image.
+    pub read_only: bool,
 }
 
 /// The assembled stack: a logical disk, and the replicated pair under it when there is one.
@@ -321,7 +325,16 @@ fn create_image(path: &Path, size_blocks: u64) -> Result<Image, Error> {
 /// Opens `path` as a checksummed image; with `blank_is_replacement`, a blank file (a new
 /// replacement member of a pair) is formatted first.
 fn open_image(path: &Path, blank_is_replacement: bool) -> Result<Image, Error> {
-    let file = Member::open(path, &nbd_options()).map_err(|e| match e {
+    open_image_as(path, blank_is_replacement, false)
+}
+
+fn open_image_as(path: &Path, blank_is_replacement: bool, read_only: bool) -> Result<Image, Error> {
+    let opened = if read_only {
+        Member::open_unwritten(path, &nbd_options())
+    } else {
+        Member::open(path, &nbd_options())
+    };
+    let file = opened.map_err(|e| match e {
         txdisk_nbd_disk::OpenError::Disk(e) => Error::Disk(e),
         txdisk_nbd_disk::OpenError::Nbd(e) => Error::Nbd(e),
         other => Error::Nbd(txdisk_nbd_disk::NbdError::BadOptions(other.to_string())),
@@ -402,16 +415,27 @@ pub fn open_disk(
     images: &[impl AsRef<Path>],
     progress: &mut dyn FnMut(txdisk_replicated::Progress),
 ) -> Result<OpenedDisk, Error> {
+    open_disk_as(images, false, progress)
+}
+
+/// As [`open_disk`]; with `read_only`, as [`OpenOptions::read_only`] says (a blank member is
+/// then refused rather than formatted as a replacement).
+pub fn open_disk_as(
+    images: &[impl AsRef<Path>],
+    read_only: bool,
+    progress: &mut dyn FnMut(txdisk_replicated::Progress),
+) -> Result<OpenedDisk, Error> {
+    let replacement = !read_only;
     match images {
         [single] => Ok(OpenedDisk {
-            disk: Arc::new(open_image(single.as_ref(), false)?),
+            disk: Arc::new(open_image_as(single.as_ref(), false, read_only)?),
             pair: None,
         }),
         [first, second] => {
             refuse_same_file(first.as_ref(), second.as_ref())?;
             let pair = Arc::new(ReplicatedDisk::open(
-                open_image(first.as_ref(), true)?,
-                open_image(second.as_ref(), true)?,
+                open_image_as(first.as_ref(), replacement, read_only)?,
+                open_image_as(second.as_ref(), replacement, read_only)?,
                 progress,
             )?);
             Ok(OpenedDisk {
@@ -437,7 +461,7 @@ pub fn open_with_progress(
     options: OpenOptions,
     progress: &mut dyn FnMut(txdisk_replicated::Progress),
 ) -> Result<Stack, Error> {
-    let OpenedDisk { disk, pair } = open_disk(images, progress)?;
+    let OpenedDisk { disk, pair } = open_disk_as(images, options.read_only, progress)?;
     let logical = LogicalDisk::open(disk, options.log)?;
     Ok(Stack { logical, pair })
 }

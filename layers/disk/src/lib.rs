@@ -3,10 +3,11 @@
 //! **What it offers.** The [`Disk`] trait: a fixed-size array of 4096-byte [`Block`]s addressed by
 //! [`Addr`] (a block number, `u64`), with `size_blocks()`, `read(addr)`, `write(addr, &block)` and
 //! `sync()`. Every method takes `&self`: one disk is shared by many threads, and an
-//! implementation serialises what it must. Two implementations:
+//! implementation serialises what it must. The implementations:
 //!
 //! * [`FileDisk`] — an image file or a block device, positional I/O (`pread`/`pwrite`), `sync`
 //!   = `fdatasync`; each handle locks its image (one writer, or readers only).
+//! * [`OverlayDisk`] — any disk with its writes kept in memory, for opening an image read-only.
 //! * [`SimDisk`] — the asynchronous disk model of FSCQ, in memory, with crash and fault
 //!   injection, deterministic from a seed. Crash tests and the crash-point fuzzer run every
 //!   layer above on it.
@@ -36,6 +37,7 @@ mod block;
 mod error;
 mod file;
 mod lock;
+mod overlay;
 pub mod rng;
 mod sim;
 pub mod sync;
@@ -43,6 +45,7 @@ pub mod sync;
 pub use block::{Addr, Block, BLOCK_SIZE, SECTORS_PER_BLOCK, SECTOR_SIZE};
 pub use error::{Damage, DiskError, LockMode, Result};
 pub use file::FileDisk;
+pub use overlay::OverlayDisk;
 pub use sim::{
     CrashStates, DiskImage, FaultPlan, OpKind, SimDisk, SimStats, TooManyStates,
     MAX_PENDING_PER_BLOCK,

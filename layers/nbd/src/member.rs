@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use txdisk_disk::{Addr, Block, Disk, DiskError, FileDisk, Result};
+use txdisk_disk::{Addr, Block, Disk, DiskError, FileDisk, OverlayDisk, Result};
 
 use crate::{NbdDisk, NbdError, NbdOptions, NbdTarget};
 
@@ -23,6 +23,8 @@ pub enum Member {
     File(FileDisk),
     /// An export of an NBD server.
     Nbd(Box<NbdDisk>),
+    /// A member opened read-only ([`Member::open_unwritten`]): what is written stays in memory.
+    Overlaid(Box<OverlayDisk<Member>>),
 }
 
 /// The NBD options remote members are opened with: the defaults, with the timeout from
@@ -80,10 +82,22 @@ impl Member {
         }
     }
 
+    /// Opens `image` so that it is never written: a file or device read-only with a shared
+    /// lock, an NBD export as for reading, under an overlay that keeps in memory whatever the
+    /// layers above write (recovery's writes, a clean close's marks).
+    pub fn open_unwritten(
+        image: &Path,
+        nbd: &NbdOptions,
+    ) -> std::result::Result<Member, OpenError> {
+        let below = Member::open_read_only(image, nbd)?;
+        Ok(Member::Overlaid(Box::new(OverlayDisk::new(below))))
+    }
+
     fn disk(&self) -> &dyn Disk {
         match self {
             Member::File(d) => d,
             Member::Nbd(d) => &**d,
+            Member::Overlaid(d) => &**d,
         }
     }
 }

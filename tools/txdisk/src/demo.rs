@@ -321,6 +321,7 @@ pub fn writer(d1: &Path, d2: &Path) -> i32 {
             background_installer: false,
             ..LogOptions::default()
         },
+        ..OpenOptions::default()
     };
     let stack = match txdisk::open(&[d1, d2], options) {
         Ok(stack) => stack,
