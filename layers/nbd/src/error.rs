@@ -132,6 +132,24 @@ pub enum NbdError {
     /// Options the client cannot work with.
     #[error("invalid NBD client options: {0}")]
     BadOptions(String),
+
+    /// A TLS credentials file that cannot be read or used.
+    #[error("TLS credentials {path}: {reason}")]
+    TlsCredentials {
+        /// The file (or directory).
+        path: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+
+    /// The TLS handshake with the server failed, or the server refused to start TLS.
+    #[error("{target}: TLS failed: {reason}")]
+    Tls {
+        /// The server and export.
+        target: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// The crate's result type: an [`NbdError`] unless said otherwise.

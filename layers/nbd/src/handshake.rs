@@ -6,15 +6,14 @@
 //! first byte, and every length the server sends is bounded before anything is allocated.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
-use std::time::Duration;
 
 use txdisk_disk::BLOCK_SIZE;
 
 use crate::error::{NbdError, Result};
 use crate::proto::{self, be_u16, be_u32, be_u64};
-use crate::uri::{Endpoint, NbdTarget};
+pub use crate::stream::Stream;
+use crate::tls::ClientTls;
+use crate::uri::NbdTarget;
 
 /// Largest option reply the client takes (an information item, a name, a message).
 const MAX_OPTION_REPLY_BYTES: u32 = 64 * 1024;
@@ -22,113 +21,6 @@ const MAX_OPTION_REPLY_BYTES: u32 = 64 * 1024;
 const MAX_REPLIES_PER_OPTION: usize = 64;
 /// The largest request payload a client may assume when the server advertises none.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: u32 = 32 * 1024 * 1024;
-
-/// A connection to a server over TCP or a Unix socket.
-#[derive(Debug)]
-pub enum Stream {
-    /// TCP.
-    Tcp(TcpStream),
-    /// A Unix socket.
-    Unix(UnixStream),
-}
-
-impl Stream {
-    /// Connects, bounded by `timeout` (TCP: the connect itself; both: every read and write
-    /// until the timeouts are changed).
-    pub fn connect(target: &NbdTarget, timeout: Duration) -> Result<Stream> {
-        let connect_error = |source| NbdError::Connect {
-            target: target.to_string(),
-            source,
-        };
-        let stream = match &target.endpoint {
-            Endpoint::Tcp { host, port } => {
-                let addrs = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map_err(connect_error)?;
-                let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
-                let mut connected = None;
-                for addr in addrs {
-                    match TcpStream::connect_timeout(&addr, timeout) {
-                        Ok(s) => {
-                            connected = Some(s);
-                            break;
-                        }
-                        Err(e) => last = e,
-                    }
-                }
-                let s = connected.ok_or_else(|| connect_error(last))?;
-                // Requests are small and latency-bound: never wait to coalesce them.
-                s.set_nodelay(true).map_err(connect_error)?;
-                Stream::Tcp(s)
-            }
-            Endpoint::Unix { socket } => {
-                Stream::Unix(UnixStream::connect(socket).map_err(connect_error)?)
-            }
-        };
-        stream.set_timeouts(Some(timeout)).map_err(connect_error)?;
-        Ok(stream)
-    }
-
-    /// Bounds every later read and write by `timeout` (`None`: unbounded).
-    pub fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.set_read_timeout(timeout)?;
-        self.set_write_timeout(timeout)
-    }
-
-    /// Bounds every later read by `timeout` (`None`: unbounded).
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(timeout),
-            Stream::Unix(s) => s.set_read_timeout(timeout),
-        }
-    }
-
-    /// Bounds every later write by `timeout` (`None`: unbounded).
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_write_timeout(timeout),
-            Stream::Unix(s) => s.set_write_timeout(timeout),
-        }
-    }
-
-    /// A second handle of the same connection (one thread reads, others write).
-    pub fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-        })
-    }
-
-    /// Ends the connection both ways: a thread blocked reading or writing it returns at once.
-    pub fn shutdown(&self) {
-        // Already shut down or reset by the peer: either way it is ended.
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
-            Stream::Unix(s) => s.shutdown(Shutdown::Both),
-        };
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// What the handshake learnt about the export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +54,7 @@ pub fn negotiate(stream: &mut Stream, target: &NbdTarget, timeout_ms: u64) -> Re
         timeout_ms,
     };
     let no_zeroes = h.hello()?;
+    h.start_tls()?;
     let structured_replies = h.structured_replies()?;
     let mut info = match h.go()? {
         Some(info) => info,
@@ -292,6 +185,47 @@ impl Haggle<'_> {
             reply_type,
             message,
         }
+    }
+
+    /// For an `nbds` target: `NBD_OPT_STARTTLS`, then the TLS handshake, after which the rest
+    /// of the handshake and the whole transmission run inside TLS.
+    fn start_tls(&mut self) -> Result<()> {
+        let Some(tls) = &self.target.tls else {
+            return Ok(());
+        };
+        let target = self.target.to_string();
+        let failed = |reason: String| NbdError::Tls {
+            target: target.clone(),
+            reason,
+        };
+        let session = ClientTls::load(&tls.certificates)?
+            .session(&self.target.tls_hostname())
+            .map_err(&failed)?;
+        self.send_option(proto::OPT_STARTTLS, &[])?;
+        let (reply_type, data) = self.read_reply(proto::OPT_STARTTLS)?;
+        match reply_type {
+            proto::REP_ACK => {}
+            t if proto::is_rep_error(t) => {
+                return Err(failed(format!(
+                    "the server refused NBD_OPT_STARTTLS (reply {t:#x}): {}",
+                    String::from_utf8_lossy(&data)
+                )))
+            }
+            t => {
+                return Err(self.protocol(
+                    "NBD_REP_ACK or an error to STARTTLS",
+                    format!("reply type {t:#x}"),
+                ))
+            }
+        }
+        let plain = self
+            .stream
+            .try_clone()
+            .map_err(|e| self.io_error("TLS", e))?;
+        *self.stream = plain
+            .start_tls(session)
+            .map_err(|e| failed(format!("handshake: {e}")))?;
+        Ok(())
     }
 
     /// Asks for structured replies; false when the server does not offer them.

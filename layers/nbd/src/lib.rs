@@ -53,10 +53,13 @@ pub mod error;
 pub mod handshake;
 pub mod member;
 pub mod proto;
+pub mod stream;
+pub mod tls;
 pub mod uri;
 
 pub use disk::{NbdDisk, NbdOptions};
 pub use error::{NbdError, Result};
 pub use handshake::ExportInfo;
 pub use member::{nbd_options, nbd_target, Member, OpenError, NBD_TIMEOUT_ENV};
-pub use uri::{Endpoint, NbdTarget, DEFAULT_PORT};
+pub use stream::Stream;
+pub use uri::{Endpoint, NbdTarget, TargetTls, DEFAULT_PORT};

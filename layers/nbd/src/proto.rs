@@ -62,7 +62,7 @@ pub const OPT_EXPORT_NAME: u32 = 1;
 pub const OPT_ABORT: u32 = 2;
 /// Option: list the exports.
 pub const OPT_LIST: u32 = 3;
-/// Option: upgrade to TLS (refused: not supported).
+/// Option: upgrade the connection to TLS; the handshake goes on inside it.
 pub const OPT_STARTTLS: u32 = 5;
 /// Option: describe an export without selecting it.
 pub const OPT_INFO: u32 = 6;
@@ -85,6 +85,8 @@ pub const REP_ERR_UNSUP: u32 = REP_ERR_BIT | 1;
 pub const REP_ERR_POLICY: u32 = REP_ERR_BIT | 2;
 /// Option error: the option is malformed.
 pub const REP_ERR_INVALID: u32 = REP_ERR_BIT | 3;
+/// Option error: the server requires TLS before this option.
+pub const REP_ERR_TLS_REQD: u32 = REP_ERR_BIT | 5;
 /// Option error: no export of that name.
 pub const REP_ERR_UNKNOWN: u32 = REP_ERR_BIT | 6;
 /// Option error: the server is shutting down.

@@ -1,6 +1,8 @@
 //! NBD URIs (the NBD project's `doc/uri.md`): `nbd://host[:port]/export` over TCP and
-//! `nbd+unix:///export?socket=PATH` over a Unix socket. TLS (`nbds`, `nbds+unix`) is refused:
-//! this client does not speak it.
+//! `nbd+unix:///export?socket=PATH` over a Unix socket; `nbds://` and `nbds+unix://` are the same
+//! over TLS, with libnbd's query parameters `tls-certificates=DIR` (X.509 credentials: see
+//! [`crate::tls`]) and `tls-hostname=NAME` (the name the server's certificate must carry; the
+//! host by default, `localhost` over a Unix socket). `tls-psk-file=` is refused with the reason.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -34,6 +36,72 @@ pub struct NbdTarget {
     pub endpoint: Endpoint,
     /// The export's name (empty: the server's default export).
     pub export: String,
+    /// TLS settings, for `nbds://` and `nbds+unix://`.
+    pub tls: Option<TargetTls>,
+}
+
+/// How an `nbds` URI asks for TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetTls {
+    /// The credentials directory (`tls-certificates=`).
+    pub certificates: PathBuf,
+    /// The name the server's certificate must carry (`tls-hostname=`), when not the host.
+    pub hostname: Option<String>,
+}
+
+impl NbdTarget {
+    /// The name the server's certificate is checked against.
+    pub fn tls_hostname(&self) -> String {
+        match (&self.tls, &self.endpoint) {
+            (
+                Some(TargetTls {
+                    hostname: Some(h), ..
+                }),
+                _,
+            ) => h.clone(),
+            (_, Endpoint::Tcp { host, .. }) => host.clone(),
+            (_, Endpoint::Unix { .. }) => "localhost".to_string(),
+        }
+    }
+}
+
+/// The value of query parameter `key`, percent-decoded; Err for a bad escape.
+fn query_value(query: Option<&str>, key: &str) -> std::result::Result<Option<String>, String> {
+    let prefix = format!("{key}=");
+    match query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix(prefix.as_str()))
+    {
+        None => Ok(None),
+        Some(raw) => percent_decode(raw)
+            .map(Some)
+            .ok_or_else(|| format!("bad percent-escape in {key}=")),
+    }
+}
+
+/// Query parameters each scheme understands; any other is refused rather than ignored.
+fn check_query(query: Option<&str>, known: &[&str]) -> std::result::Result<(), String> {
+    for pair in query.into_iter().flat_map(|q| q.split('&')) {
+        if pair.is_empty() {
+            continue;
+        }
+        let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+        if key == "tls-psk-file" || key == "tls-username" {
+            return Err(crate::tls::PSK_UNSUPPORTED.to_string());
+        }
+        if !known.contains(&key) {
+            return Err(format!(
+                "unknown query parameter {key:?} (this scheme takes {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl NbdTarget {
@@ -73,37 +141,59 @@ impl NbdTarget {
         if export.len() > crate::proto::MAX_STRING_BYTES {
             return Err(bad("export name longer than 4096 bytes"));
         }
-        let endpoint = match scheme {
-            "nbd" => {
-                if query.is_some_and(|q| !q.is_empty()) {
-                    return Err(bad("nbd:// takes no query (socket= is for nbd+unix://)"));
-                }
-                parse_authority(authority).map_err(bad)?
+        let tls_scheme = matches!(scheme, "nbds" | "nbds+unix");
+        let (plain_scheme, known): (&str, &[&str]) = match scheme {
+            "nbd" => ("nbd", &[]),
+            "nbd+unix" => ("nbd+unix", &["socket"]),
+            "nbds" => ("nbd", &["tls-certificates", "tls-hostname"]),
+            "nbds+unix" => ("nbd+unix", &["socket", "tls-certificates", "tls-hostname"]),
+            _ => {
+                return Err(bad(
+                    "unknown scheme (nbd://, nbd+unix://, nbds://, nbds+unix://)",
+                ))
             }
-            "nbd+unix" => {
-                if !authority.is_empty() {
-                    return Err(bad(
-                        "nbd+unix:// takes no host: nbd+unix:///export?socket=PATH",
-                    ));
-                }
-                let socket = query
-                    .into_iter()
-                    .flat_map(|q| q.split('&'))
-                    .find_map(|pair| pair.strip_prefix("socket="))
-                    .ok_or_else(|| bad("nbd+unix:// needs ?socket=PATH"))?;
-                let socket = percent_decode(socket)
-                    .ok_or_else(|| bad("bad percent-escape in the socket path"))?;
-                if socket.is_empty() {
-                    return Err(bad("empty socket path"));
-                }
-                Endpoint::Unix {
-                    socket: PathBuf::from(socket),
-                }
-            }
-            "nbds" | "nbds+unix" => return Err(bad("TLS (nbds) is not supported")),
-            _ => return Err(bad("unknown scheme (nbd:// or nbd+unix://)")),
         };
-        Ok(NbdTarget { endpoint, export })
+        check_query(query, known).map_err(|reason| bad(&reason))?;
+        let endpoint = if plain_scheme == "nbd" {
+            parse_authority(authority).map_err(bad)?
+        } else {
+            if !authority.is_empty() {
+                return Err(bad(&format!(
+                    "{scheme}:// takes no host: {scheme}:///export?socket=PATH"
+                )));
+            }
+            let socket = query_value(query, "socket")
+                .map_err(|reason| bad(&reason))?
+                .ok_or_else(|| bad(&format!("{scheme}:// needs ?socket=PATH")))?;
+            if socket.is_empty() {
+                return Err(bad("empty socket path"));
+            }
+            Endpoint::Unix {
+                socket: PathBuf::from(socket),
+            }
+        };
+        let tls = if tls_scheme {
+            let certificates = query_value(query, "tls-certificates")
+                .map_err(|reason| bad(&reason))?
+                .ok_or_else(|| {
+                    bad(
+                        "nbds needs ?tls-certificates=DIR (X.509 credentials: ca-cert.pem, \
+                         client-cert.pem, client-key.pem)",
+                    )
+                })?;
+            let hostname = query_value(query, "tls-hostname").map_err(|reason| bad(&reason))?;
+            Some(TargetTls {
+                certificates: PathBuf::from(certificates),
+                hostname,
+            })
+        } else {
+            None
+        };
+        Ok(NbdTarget {
+            endpoint,
+            export,
+            tls,
+        })
     }
 }
 
@@ -168,16 +258,32 @@ fn percent_encode(s: &str) -> String {
 impl fmt::Display for NbdTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let export = percent_encode(&self.export);
+        let s = if self.tls.is_some() { "s" } else { "" };
+        let mut query = Vec::new();
         match &self.endpoint {
             Endpoint::Tcp { host, port } if host.contains(':') => {
-                write!(f, "nbd://[{host}]:{port}/{export}")
+                write!(f, "nbd{s}://[{host}]:{port}/{export}")?
             }
-            Endpoint::Tcp { host, port } => write!(f, "nbd://{host}:{port}/{export}"),
+            Endpoint::Tcp { host, port } => write!(f, "nbd{s}://{host}:{port}/{export}")?,
             Endpoint::Unix { socket } => {
-                let socket = percent_encode(&socket.to_string_lossy());
-                write!(f, "nbd+unix:///{export}?socket={socket}")
+                write!(f, "nbd{s}+unix:///{export}")?;
+                query.push(format!(
+                    "socket={}",
+                    percent_encode(&socket.to_string_lossy())
+                ));
             }
         }
+        if let Some(tls) = &self.tls {
+            let dir = percent_encode(&tls.certificates.to_string_lossy());
+            query.push(format!("tls-certificates={dir}"));
+            if let Some(hostname) = &tls.hostname {
+                query.push(format!("tls-hostname={}", percent_encode(hostname)));
+            }
+        }
+        if !query.is_empty() {
+            write!(f, "?{}", query.join("&"))?;
+        }
+        Ok(())
     }
 }
 
@@ -192,6 +298,7 @@ mod tests {
                 port,
             },
             export: export.into(),
+            tls: None,
         }
     }
 
@@ -219,9 +326,29 @@ mod tests {
                     socket: "/tmp/s.sock".into()
                 },
                 export: "disk".into(),
+                tls: None,
             }
         );
-        for t in [tcp("h", 1, "x y"), tcp("::1", 2, ""), unix] {
+        let tls_unix =
+            NbdTarget::parse("nbds+unix:///d?socket=/s&tls-certificates=/etc/pki/nbd").unwrap();
+        assert_eq!(tls_unix.tls_hostname(), "localhost");
+        let tls_tcp =
+            NbdTarget::parse("nbds://h:9/d?tls-certificates=/c&tls-hostname=srv.example").unwrap();
+        assert_eq!(
+            tls_tcp.tls,
+            Some(TargetTls {
+                certificates: "/c".into(),
+                hostname: Some("srv.example".into())
+            })
+        );
+        assert_eq!(tls_tcp.tls_hostname(), "srv.example");
+        for t in [
+            tcp("h", 1, "x y"),
+            tcp("::1", 2, ""),
+            unix,
+            tls_unix,
+            tls_tcp,
+        ] {
             assert_eq!(NbdTarget::parse(&t.to_string()).unwrap(), t);
         }
     }
@@ -238,6 +365,9 @@ mod tests {
             "nbd+unix:///x",
             "nbd+unix://h/x?socket=/s",
             "nbds://h/x",
+            "nbds://h/x?tls-psk-file=/k",
+            "nbds://h/x?tls-certificates=/c&tls-verify-peer=false",
+            "nbds+unix:///x?tls-certificates=/c",
             "nbd://h/%zz",
             "http://h/x",
         ] {
