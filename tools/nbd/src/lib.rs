@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod certs;
 pub mod client;
 pub mod control;
 pub mod error;
@@ -45,5 +46,12 @@ mod transmission;
 pub use backend::{ExportBackend, FileBackend, MemBackend};
 pub use client::Client;
 pub use error::{BackendError, NbdError, Result};
-pub use logical::{serve_images, serve_images_with_control, LogicalBackend};
-pub use server::{ServeStats, Server, ServerOptions, TRANSMISSION_FLAGS};
+pub use handshake::TlsMode;
+pub use logical::{
+    serve, serve_images, serve_images_with_control, ImageExport, LogicalBackend, ServeConfig,
+};
+pub use server::{
+    Export, Listen, ListenAddr, ServeStats, Server, ServerOptions, READ_ONLY_TRANSMISSION_FLAGS,
+    TRANSMISSION_FLAGS,
+};
+pub use txdisk_nbd_disk::tls::{ClientTls, ServerTls};

@@ -7,7 +7,7 @@
 //! transaction commits without waiting for the disk (`commit_nosync`); FLUSH makes every
 //! acknowledged write durable with one group flush; FUA commits durably before the reply.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -15,8 +15,10 @@ use txdisk::{Block, Disk, LogicalError, Transaction, BLOCK_SIZE};
 
 use crate::backend::check_range;
 use crate::error::BackendError;
-use crate::server::{ServeStats, Server, ServerOptions};
+use crate::handshake::TlsMode;
+use crate::server::{Export, Listen, ListenAddr, ServeStats, Server, ServerOptions};
 use crate::ExportBackend;
+use txdisk_nbd_disk::tls::ServerTls;
 
 /// An export over an assembled txdisk stack (one image or a replicated pair).
 pub struct LogicalBackend {
@@ -130,6 +132,34 @@ impl ExportBackend for LogicalBackend {
     }
 }
 
+/// One export of [`serve`]: a name, its image (or pair), and its access rules.
+#[derive(Debug, Clone)]
+pub struct ImageExport {
+    /// The export's name.
+    pub name: String,
+    /// One image, or two for a replicated pair.
+    pub images: Vec<PathBuf>,
+    /// Open the images read-only (nothing is ever written to them) and refuse writes.
+    pub read_only: bool,
+    /// The client identities (TLS certificate common names) that may use it; `None`: any.
+    pub allow: Option<Vec<String>>,
+}
+
+/// What [`serve`] serves, where, and to whom.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where to listen.
+    pub listen: Listen,
+    /// The exports; the first is the default (and the one a control socket manages).
+    pub exports: Vec<ImageExport>,
+    /// A control socket for the first export's pair (see [`crate::control`]).
+    pub control: Option<PathBuf>,
+    /// Whether clients may, or must, use TLS.
+    pub tls_mode: TlsMode,
+    /// The server's TLS credentials (needed unless `tls_mode` is off).
+    pub tls: Option<ServerTls>,
+}
+
 /// Opens `images` (one, or two for a pair), serves them on `listen` as `export` until `stop`
 /// is set, then flushes and closes the stack cleanly. `on_listening` gets the bound address.
 pub fn serve_images(
@@ -152,8 +182,48 @@ pub fn serve_images_with_control(
     stop: &AtomicBool,
     on_listening: &mut dyn FnMut(std::net::SocketAddr),
 ) -> Result<ServeStats, String> {
-    let stack = txdisk::open(images, txdisk::OpenOptions::default()).map_err(|e| e.to_string())?;
-    let control = match (control, stack.pair_handle()) {
+    let config = ServeConfig {
+        listen: Listen::Tcp(listen.to_string()),
+        exports: vec![ImageExport {
+            name: export.to_string(),
+            images: images.iter().map(|i| i.as_ref().to_path_buf()).collect(),
+            read_only: false,
+            allow: None,
+        }],
+        control: control.map(Path::to_path_buf),
+        tls_mode: TlsMode::Off,
+        tls: None,
+    };
+    serve(&config, stop, &mut |addr| {
+        if let ListenAddr::Tcp(addr) = addr {
+            on_listening(*addr)
+        }
+    })
+}
+
+fn open_stack(export: &ImageExport) -> Result<txdisk::Stack, String> {
+    let options = txdisk::OpenOptions {
+        read_only: export.read_only,
+        ..txdisk::OpenOptions::default()
+    };
+    txdisk::open(&export.images, options).map_err(|e| format!("export {:?}: {e}", export.name))
+}
+
+/// Opens every export's images, serves them as `config` says until `stop` is set, then
+/// flushes and closes every stack cleanly. `on_listening` gets the bound address.
+pub fn serve(
+    config: &ServeConfig,
+    stop: &AtomicBool,
+    on_listening: &mut dyn FnMut(&ListenAddr),
+) -> Result<ServeStats, String> {
+    let mut stacks = Vec::with_capacity(config.exports.len());
+    for export in &config.exports {
+        stacks.push(open_stack(export)?);
+    }
+    let control = match (
+        &config.control,
+        stacks.first().and_then(|s| s.pair_handle()),
+    ) {
         (None, _) => None,
         (Some(path), Some(pair)) => Some(
             crate::control::Control::start(path, pair)
@@ -163,24 +233,49 @@ pub fn serve_images_with_control(
             return Err("a control socket needs a replicated pair (two images)".into())
         }
     };
-    let backend = Arc::new(LogicalBackend::new(stack));
+    let backends: Vec<Arc<LogicalBackend>> = stacks
+        .into_iter()
+        .map(|stack| Arc::new(LogicalBackend::new(stack)))
+        .collect();
+    let max_payload_bytes = backends
+        .iter()
+        .map(|b| b.max_payload_bytes())
+        .min()
+        .unwrap_or(BLOCK_SIZE as u32);
     let options = ServerOptions {
-        max_payload_bytes: backend.max_payload_bytes(),
+        max_payload_bytes,
+        tls_mode: config.tls_mode,
+        tls: config.tls.clone(),
         ..ServerOptions::default()
     };
-    let server = Server::bind(listen, export, backend.clone())
+    let exports = config
+        .exports
+        .iter()
+        .zip(&backends)
+        .map(|(export, backend)| Export {
+            name: export.name.clone(),
+            backend: backend.clone(),
+            read_only: export.read_only,
+            allow: export.allow.clone(),
+        })
+        .collect();
+    let served = Server::bind_exports(&config.listen, exports)
         .and_then(|server| server.with_options(options))
-        .map_err(|e| e.to_string())?;
-    on_listening(server.local_addr().map_err(|e| e.to_string())?);
-    let stats = server.serve_until(stop).map_err(|e| e.to_string());
+        .map_err(|e| e.to_string())
+        .and_then(|server| {
+            on_listening(&server.listen_addr().map_err(|e| e.to_string())?);
+            server.serve_until(stop).map_err(|e| e.to_string())
+        });
     // The control thread holds the pair: it ends before the pair is closed.
     if let Some(control) = control {
         control.stop();
     }
-    let stats = stats?;
-    let backend = Arc::try_unwrap(backend)
-        .map_err(|_| "the export is still in use after the server stopped".to_string())?;
-    backend.close().map_err(|e| e.to_string())?;
+    let stats = served?;
+    for backend in backends {
+        let backend = Arc::try_unwrap(backend)
+            .map_err(|_| "an export is still in use after the server stopped".to_string())?;
+        backend.close().map_err(|e| e.to_string())?;
+    }
     Ok(stats)
 }
 

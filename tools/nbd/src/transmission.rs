@@ -14,13 +14,13 @@
 //! `max_inflight_bytes` of payload.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
 use parking_lot::{Condvar, Mutex};
+use txdisk_nbd_disk::Stream;
 
 use crate::backend::{check_range, ExportBackend};
 use crate::proto::{self, Request};
@@ -71,12 +71,12 @@ struct Job {
 
 /// Serialises replies on the socket; once broken, every later reply is dropped.
 pub struct ReplyWriter {
-    stream: Mutex<TcpStream>,
+    stream: Mutex<Stream>,
     broken: AtomicBool,
 }
 
 impl ReplyWriter {
-    pub fn new(stream: TcpStream) -> ReplyWriter {
+    pub fn new(stream: Stream) -> ReplyWriter {
         ReplyWriter {
             stream: Mutex::new(stream),
             broken: AtomicBool::new(false),
@@ -106,9 +106,20 @@ impl ReplyWriter {
         self.break_connection_locked(&s);
     }
 
-    fn break_connection_locked(&self, s: &TcpStream) {
+    fn break_connection_locked(&self, s: &Stream) {
         self.broken.store(true, Ordering::SeqCst);
-        let _ = s.shutdown(Shutdown::Both);
+        s.shutdown();
+    }
+
+    /// Ends a connection whose transmission is over: a TLS client is told the session ended
+    /// cleanly (`close_notify`), then the socket is closed both ways.
+    pub fn finish(&self) {
+        let mut s = self.stream.lock();
+        if !self.broken.load(Ordering::SeqCst) {
+            // The client may be gone already; the socket is closed next either way.
+            let _ = s.close_notify();
+        }
+        self.break_connection_locked(&s);
     }
 }
 
@@ -162,6 +173,7 @@ pub fn run<B: ExportBackend>(
     reader: &mut impl Read,
     replies: Arc<ReplyWriter>,
     backend: Arc<B>,
+    read_only: bool,
     opts: &ServerOptions,
     counters: &Counters,
 ) -> End {
@@ -180,7 +192,8 @@ pub fn run<B: ExportBackend>(
             thread::spawn(move || worker(&rx, &replies, &*backend, &budget))
         })
         .collect();
-    let end = read_loop(reader, &tx, &replies, &*backend, opts, counters, &budget);
+    let limits = Limits { opts, read_only };
+    let end = read_loop(reader, &tx, &replies, &*backend, &limits, counters, &budget);
     drop(tx);
     for w in workers {
         // A worker only panics through a bug outside the catch below; the connection is
@@ -190,15 +203,22 @@ pub fn run<B: ExportBackend>(
     end
 }
 
+/// What the reader checks each request against.
+struct Limits<'a> {
+    opts: &'a ServerOptions,
+    read_only: bool,
+}
+
 fn read_loop<B: ExportBackend>(
     reader: &mut impl Read,
     tx: &mpsc::Sender<Job>,
     replies: &ReplyWriter,
     backend: &B,
-    opts: &ServerOptions,
+    limits: &Limits<'_>,
     counters: &Counters,
     budget: &Budget,
 ) -> End {
+    let opts = limits.opts;
     loop {
         let mut header = [0u8; proto::REQUEST_HEADER_BYTES];
         if reader.read_exact(&mut header).is_err() {
@@ -215,7 +235,7 @@ fn read_loop<B: ExportBackend>(
             0
         };
         budget.acquire(cost_bytes);
-        let admitted = match admit(reader, &req, backend.size_bytes(), opts) {
+        let admitted = match admit(reader, &req, backend.size_bytes(), limits) {
             Ok(a) => a,
             Err(_) => {
                 budget.release(cost_bytes);
@@ -265,8 +285,9 @@ fn admit(
     reader: &mut impl Read,
     req: &Request,
     size_bytes: u64,
-    opts: &ServerOptions,
+    limits: &Limits<'_>,
 ) -> io::Result<Admit> {
+    let opts = limits.opts;
     let fua = req.flags & proto::CMD_FLAG_FUA != 0;
     // FUA is valid on every command; no other flag was negotiated.
     let bad_flags = req.flags & !proto::CMD_FLAG_FUA != 0;
@@ -289,6 +310,8 @@ fn admit(
             reader.read_exact(&mut data)?;
             if bad_flags {
                 Admit::Error(proto::EINVAL)
+            } else if limits.read_only {
+                Admit::Error(proto::EPERM)
             } else if !in_range {
                 Admit::Error(proto::ENOSPC)
             } else if data.is_empty() {
@@ -306,6 +329,7 @@ fn admit(
         }
         proto::CMD_FLUSH => Admit::Run(Op::Flush),
         proto::CMD_TRIM if bad_flags => Admit::Error(proto::EINVAL),
+        proto::CMD_TRIM if limits.read_only => Admit::Error(proto::EPERM),
         proto::CMD_TRIM if !in_range => Admit::Error(proto::ENOSPC),
         proto::CMD_TRIM if len == 0 => Admit::Done,
         proto::CMD_TRIM => Admit::Run(Op::Trim {

@@ -69,6 +69,9 @@ enum Command {
     /// current member while the export keeps serving. `--control` alone prints the pair's
     /// state. Exit 0 on success, 8 on a refusal or an unreachable control socket.
     Replace(serve::ReplaceArgs),
+    /// Make X.509 credentials for `serve --tls-certificates` and `nbds://` clients: a CA, a
+    /// server certificate and one client certificate per `--client` (qemu's file layout).
+    TlsCerts(serve::TlsCertsArgs),
     /// Throughput side by side: the raw-device floor (one file, and two as a pair would), txdisk, txdisk-pair, SQLite, redb.
     Bench(bench::BenchArgs),
     /// The example file system on the logical disk: mkfs, ls, mkdir, put, get, cat, rm, mv, stat, mount.
@@ -204,6 +207,7 @@ fn run(cli: &Cli) -> u8 {
         Command::Demo(args) => demo::run(args, cli.json),
         Command::Serve(args) => serve::run(args, cli.json),
         Command::Replace(args) => serve::replace(args, cli.json),
+        Command::TlsCerts(args) => serve::tls_certs(args, cli.json),
         Command::Bench(args) => bench::run(args, cli.json),
         Command::Fs(args) => {
             fs_cmd::mount(args, cli.json).unwrap_or_else(|| fs_cmd::run(args, cli.json))
