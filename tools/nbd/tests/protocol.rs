@@ -596,3 +596,63 @@ fn stopping_answers_in_flight_requests_and_closes_idle_connections() {
     assert!(matches!(idle.read(0, 12), Err(NbdError::Io(_))));
     assert_eq!(&backend.snapshot()[..12], b"acknowledged");
 }
+
+#[test]
+fn a_read_only_export_answers_writes_and_trims_with_eperm() {
+    let backend = Arc::new(MemBackend::new(SIZE));
+    let export = txdisk_nbd::Export {
+        read_only: true,
+        ..txdisk_nbd::Export::new("disk", backend.clone())
+    };
+    let server = txdisk_nbd::Server::bind_exports(
+        &txdisk_nbd::Listen::Tcp("127.0.0.1:0".into()),
+        vec![export],
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || server.serve_until(&flag));
+
+    let mut s = greet(addr, proto::FLAG_C_FIXED_NEWSTYLE | proto::FLAG_C_NO_ZEROES);
+    send_option(&mut s, proto::OPT_GO, &go_data("disk"));
+    let (_, ty, info) = option_reply(&mut s);
+    assert_eq!(ty, proto::REP_INFO);
+    let flags = proto::be_u16(&info[10..12]);
+    assert_ne!(
+        flags & proto::TFLAG_READ_ONLY,
+        0,
+        "not advertised read-only"
+    );
+    let mut s = rest_of_go(s);
+    request(&mut s, proto::CMD_WRITE, 0, 1, 0, 4096);
+    s.write_all(&[0xaa; 4096]).unwrap();
+    assert_eq!(reply(&mut s), (proto::EPERM, 1));
+    request(&mut s, proto::CMD_TRIM, 0, 2, 0, 4096);
+    assert_eq!(reply(&mut s), (proto::EPERM, 2));
+    request(&mut s, proto::CMD_READ, 0, 3, 0, 4096);
+    assert_eq!(reply(&mut s), (0, 3));
+    let mut data = [0u8; 4096];
+    s.read_exact(&mut data).unwrap();
+    assert_eq!(data, [0u8; 4096]);
+    request(&mut s, proto::CMD_FLUSH, 0, 4, 0, 0);
+    assert_eq!(reply(&mut s), (0, 4));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    handle.join().unwrap().unwrap();
+    assert!(
+        backend.snapshot().iter().all(|&b| b == 0),
+        "the read-only export was written"
+    );
+}
+
+/// Reads the rest of a GO's replies after its first, up to its ACK: the stream is then in
+/// transmission.
+fn rest_of_go(mut s: TcpStream) -> TcpStream {
+    loop {
+        let (opt, ty, _) = option_reply(&mut s);
+        assert_eq!(opt, proto::OPT_GO);
+        if ty == proto::REP_ACK {
+            return s;
+        }
+    }
+}
