@@ -85,6 +85,16 @@ pub enum NbdError {
         message: String,
     },
 
+    /// The server serves nothing before TLS and the URI did not ask for it.
+    #[error(
+        "{target}: the server requires TLS: use an nbds:// (or nbds+unix://) URI with \
+         tls-certificates=DIR naming the client's credentials"
+    )]
+    TlsRequired {
+        /// The server (as a URI).
+        target: String,
+    },
+
     /// The export cannot flush: nothing written to it could ever be called durable.
     #[error(
         "{target}: the export does not support FLUSH, so no write to it can be made durable \

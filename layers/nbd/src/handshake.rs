@@ -172,6 +172,11 @@ impl Haggle<'_> {
 
     fn refused(&self, option: u32, reply_type: u32, data: &[u8]) -> NbdError {
         let message = String::from_utf8_lossy(data).into_owned();
+        if reply_type == proto::REP_ERR_TLS_REQD && self.target.tls.is_none() {
+            return NbdError::TlsRequired {
+                target: self.target.to_string(),
+            };
+        }
         if reply_type == proto::REP_ERR_UNKNOWN {
             return NbdError::UnknownExport {
                 target: self.target.to_string(),

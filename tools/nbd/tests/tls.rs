@@ -215,6 +215,17 @@ fn without_tls_or_with_the_wrong_key_nothing_is_readable() {
         &mut qemu_io(server.addr, "disk", None, &["read 0 4k"]),
         "plain qemu-io",
     );
+    // The project's own client without TLS is told what to do about it.
+    match NbdDisk::open_uri(&plain, &NbdOptions::default()) {
+        Ok(_) => panic!("a plain nbd:// client was served by a TLS-only server"),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("requires TLS") && message.contains("nbds://"),
+                "unclear refusal: {message}"
+            );
+        }
+    }
     for creds in [&wrong_key, &client_dir(&other, "bob")] {
         let uri = nbds(server.addr, "disk", creds);
         refused(Command::new("nbdinfo").arg(&uri), "nbdinfo, wrong key");
