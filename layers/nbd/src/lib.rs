@@ -3,9 +3,11 @@
 //! **What it offers.** [`NbdDisk`], a [`Disk`](txdisk_disk::Disk) whose blocks live on an NBD
 //! server (qemu-nbd, nbdkit and whatever it fronts, rbd-nbd, `txdisk serve`), so that a
 //! replicated pair's member can be on another host; [`NbdTarget`], the NBD URIs
-//! (`nbd://host[:port]/export`, `nbd+unix:///export?socket=PATH`); and [`proto`], the wire
-//! protocol, which the server of `txdisk-nbd` uses too — one copy of it, in a layer crate,
-//! because a layer may not depend on a tool.
+//! (`nbd://host[:port]/export`, `nbd+unix:///export?socket=PATH`, and over TLS `nbds://` and
+//! `nbds+unix://` with `tls-certificates=DIR`); and what the server of `txdisk-nbd` uses too —
+//! [`proto`] (the wire protocol), [`stream`] (TCP, Unix and TLS streams) and [`tls`] (X.509
+//! credentials in qemu's file layout, and a client certificate's identity) — one copy of each,
+//! in a layer crate, because a layer may not depend on a tool.
 //!
 //! ```text
 //!  Disk::read/write/sync ─► NbdDisk ─► Conn × 1..n ─► socket ─► server
@@ -13,11 +15,14 @@
 //!                                        the waiting caller reads)
 //! ```
 //!
-//! * **Handshake** (`handshake`): fixed newstyle; structured replies when the server offers
+//! * **Handshake** (`handshake`): fixed newstyle; for an `nbds` target `NBD_OPT_STARTTLS` and
+//!   the TLS handshake first (rustls; the server's certificate checked against the CA in
+//!   `tls-certificates`, the client's own presented), everything after it inside TLS; structured replies when the server offers
 //!   them; `NBD_OPT_GO` asking for block sizes (`NBD_OPT_EXPORT_NAME` for a server without GO).
 //!   Refused with a clear [`NbdError`]: no such export, no FLUSH (nothing could be durable), a
 //!   read-only export, a size that is not whole 4096-byte blocks, block sizes that forbid
-//!   4096-byte requests, and anything that is not the protocol.
+//!   4096-byte requests, a server that requires TLS of a plain URI, credentials that cannot be
+//!   loaded, a failed TLS handshake, and anything that is not the protocol.
 //! * **Requests**: `read` is one READ of a block; `write`, `write_run` and `write_runs` send
 //!   every WRITE of the batch (a run split at the server's maximum payload) before waiting for
 //!   any reply; `sync` is one FLUSH, sent after every write it covers was acknowledged, which

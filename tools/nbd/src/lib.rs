@@ -1,15 +1,18 @@
 //! An NBD (Network Block Device) server for txdisk, generic over what it exports.
 //!
 //! ```text
-//!  qemu / nbdkit / the kernel ──TCP──► Server ─► connection thread ─► worker pool ─► ExportBackend
+//!  qemu / nbdkit / the kernel ──TCP, Unix, TLS──► Server ─► connection thread ─► worker pool ─► ExportBackend
 //!                                      (accept)   (handshake, read     (concurrent     (MemBackend,
 //!                                                  requests, bound      requests,       FileBackend,
 //!                                                  every length)        replies)        the logical disk)
 //! ```
 //!
 //! The protocol follows the NBD project's `doc/proto.md`: the fixed-newstyle handshake with
-//! `NBD_OPT_GO`/`NBD_OPT_INFO`, `NBD_OPT_LIST`, `NBD_OPT_EXPORT_NAME` and `NBD_OPT_ABORT`;
-//! commands READ, WRITE (with FUA), FLUSH, TRIM and DISC; simple replies.
+//! `NBD_OPT_GO`/`NBD_OPT_INFO`, `NBD_OPT_LIST`, `NBD_OPT_EXPORT_NAME`, `NBD_OPT_ABORT` and
+//! `NBD_OPT_STARTTLS` (X.509, [`TlsMode`] off, on or require); commands READ, WRITE (with FUA),
+//! FLUSH, TRIM and DISC; simple replies. One server serves several named [`Export`]s, each
+//! read-only or not and with an allow-list of client certificate identities; [`certs`] makes
+//! the credentials.
 //!
 //! What a WRITE means is up to the backend: the server hands each WRITE to
 //! [`ExportBackend::write_at`] whole, after its payload has fully arrived, and replies only
