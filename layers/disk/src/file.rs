@@ -24,6 +24,9 @@ pub struct FileDisk {
     size_blocks: u64,
     read_only: bool,
     syncs: AtomicU64,
+    /// `bugs::Bug::SyncWithoutFdatasync` was on for this path when it was opened.
+    #[cfg(feature = "deliberate-bugs")]
+    skip_fdatasync: bool,
 }
 
 impl FileDisk {
@@ -120,6 +123,8 @@ impl FileDisk {
             size_blocks,
             read_only,
             syncs: AtomicU64::new(0),
+            #[cfg(feature = "deliberate-bugs")]
+            skip_fdatasync: crate::bugs::active_for(crate::bugs::Bug::SyncWithoutFdatasync, path),
         }
     }
 
@@ -271,6 +276,11 @@ impl Disk for FileDisk {
 
     fn sync(&self) -> Result<()> {
         if self.read_only {
+            return Ok(());
+        }
+        #[cfg(feature = "deliberate-bugs")]
+        if self.skip_fdatasync {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         match self.file.sync_data() {

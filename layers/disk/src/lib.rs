@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 mod block;
+pub mod bugs;
 mod error;
 mod file;
 mod lock;
