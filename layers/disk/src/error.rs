@@ -76,6 +76,17 @@ pub enum DiskError {
         op: &'static str,
     },
 
+    /// A disk opened read-only ([`crate::OverlayDisk`]) was asked to hold more written blocks
+    /// in memory than its limit: a rebuild of a whole stale pair member, say.
+    #[error(
+        "a read-only open would hold more than {limit_blocks} written blocks in memory (a stale \
+         pair member is rebuilt in full): open it writable, or open the up-to-date member alone"
+    )]
+    OverlayFull {
+        /// The limit.
+        limit_blocks: u64,
+    },
+
     /// A flush failed: writes since the last good sync may be lost. Never retry and report success.
     #[error("sync failed: writes since the last successful sync may be lost")]
     SyncFailed,

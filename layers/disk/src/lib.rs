@@ -46,7 +46,7 @@ pub mod sync;
 pub use block::{Addr, Block, BLOCK_SIZE, SECTORS_PER_BLOCK, SECTOR_SIZE};
 pub use error::{Damage, DiskError, LockMode, Result};
 pub use file::FileDisk;
-pub use overlay::OverlayDisk;
+pub use overlay::{OverlayDisk, OVERLAY_LIMIT_BLOCKS};
 pub use sim::{
     CrashStates, DiskImage, FaultPlan, OpKind, SimDisk, SimStats, TooManyStates,
     MAX_PENDING_PER_BLOCK,

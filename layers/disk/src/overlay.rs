@@ -12,7 +12,12 @@ use crate::{Addr, Block, Disk, Result};
 pub struct OverlayDisk<D> {
     below: D,
     written: Mutex<HashMap<Addr, Block>>,
+    limit_blocks: u64,
 }
+
+/// The default bound on what an overlay holds: 256 MiB, far more than recovery of a log or a
+/// crash resync of marked chunks writes, far less than a rebuild of a large member.
+pub const OVERLAY_LIMIT_BLOCKS: u64 = 65_536;
 
 impl<D: std::fmt::Debug> std::fmt::Debug for OverlayDisk<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,11 +28,19 @@ impl<D: std::fmt::Debug> std::fmt::Debug for OverlayDisk<D> {
 }
 
 impl<D: Disk> OverlayDisk<D> {
-    /// An overlay over `below`, with nothing written yet.
+    /// An overlay over `below`, with nothing written yet, holding at most
+    /// [`OVERLAY_LIMIT_BLOCKS`].
     pub fn new(below: D) -> OverlayDisk<D> {
+        OverlayDisk::with_limit(below, OVERLAY_LIMIT_BLOCKS)
+    }
+
+    /// As [`OverlayDisk::new`], holding at most `limit_blocks` distinct blocks: a write of one
+    /// more fails with [`crate::DiskError::OverlayFull`].
+    pub fn with_limit(below: D, limit_blocks: u64) -> OverlayDisk<D> {
         OverlayDisk {
             below,
             written: Mutex::new(HashMap::new()),
+            limit_blocks,
         }
     }
 
@@ -52,7 +65,15 @@ impl<D: Disk> Disk for OverlayDisk<D> {
 
     fn write(&self, addr: Addr, block: &Block) -> Result<()> {
         self.check_addr(addr)?;
-        self.written.lock().insert(addr, block.clone());
+        {
+            let mut written = self.written.lock();
+            if !written.contains_key(&addr) && written.len() as u64 >= self.limit_blocks {
+                return Err(crate::DiskError::OverlayFull {
+                    limit_blocks: self.limit_blocks,
+                });
+            }
+            written.insert(addr, block.clone());
+        }
         #[cfg(debug_assertions)]
         self.check_rep();
         Ok(())
@@ -69,6 +90,11 @@ impl<D: Disk> Disk for OverlayDisk<D> {
         assert!(
             held <= size_blocks,
             "overlay: {held} blocks held over a disk of {size_blocks}"
+        );
+        assert!(
+            held <= self.limit_blocks,
+            "overlay: {held} blocks held past its limit of {}",
+            self.limit_blocks
         );
         self.below.check_rep();
     }
@@ -94,5 +120,19 @@ mod tests {
         assert!(overlay.write(8, &Block::filled(1)).is_err());
         assert_eq!(overlay.below.read(3).unwrap(), Block::filled(7));
         assert_eq!(overlay.below.read(5).unwrap(), Block::zeroed());
+    }
+
+    #[test]
+    fn an_overlay_refuses_to_hold_more_than_its_limit() {
+        let overlay = OverlayDisk::with_limit(SimDisk::new(8), 2);
+        overlay.write(1, &Block::filled(1)).unwrap();
+        overlay.write(2, &Block::filled(2)).unwrap();
+        overlay.write(1, &Block::filled(3)).unwrap();
+        let refused = overlay.write(3, &Block::filled(4)).unwrap_err();
+        assert!(matches!(
+            refused,
+            crate::DiskError::OverlayFull { limit_blocks: 2 }
+        ));
+        assert_eq!(overlay.read(3).unwrap(), Block::zeroed());
     }
 }

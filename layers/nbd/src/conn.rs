@@ -115,7 +115,9 @@ impl Conn {
     ) -> io::Result<Conn> {
         // A read gets the reading caller's remaining time, set before each reply.
         stream.set_write_timeout(Some(timeout))?;
-        let reader_stream = stream.try_clone()?;
+        // The handle that ran the handshake stays the reader: over TLS it may hold ciphertext
+        // already read from the socket, which a clone would not have.
+        let writer_stream = stream.try_clone()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 next_handle: 1,
@@ -129,9 +131,9 @@ impl Conn {
             name,
         });
         Ok(Conn {
-            writer: Mutex::new(stream),
+            writer: Mutex::new(writer_stream),
             shared,
-            reader: Mutex::new(reader_stream),
+            reader: Mutex::new(stream),
             structured_replies,
             timeout,
             max_inflight_requests,

@@ -83,7 +83,9 @@ impl Member {
     }
 
     /// Opens `image` so that it is never written: a file or device read-only with a shared
-    /// lock, an NBD export as for reading, under an overlay that keeps in memory whatever the
+    /// lock, an NBD export through the usual (writable) connection to which nothing is ever
+    /// written — an export the server marks read-only is refused, as everywhere — under an
+    /// overlay (at most [`txdisk_disk::OVERLAY_LIMIT_BLOCKS`] blocks) that keeps in memory whatever the
     /// layers above write (recovery's writes, a clean close's marks).
     pub fn open_unwritten(
         image: &Path,

@@ -148,7 +148,8 @@ impl Stream {
         }
     }
 
-    /// A second handle of the same connection (one thread reads, others write).
+    /// A second handle of the same connection (one thread reads, others write). Over TLS the
+    /// clone starts with no buffered ciphertext: keep reading from the handle that has read.
     pub fn try_clone(&self) -> io::Result<Stream> {
         Ok(match self {
             Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),

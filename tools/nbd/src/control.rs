@@ -40,12 +40,13 @@ pub struct Control {
 }
 
 impl Control {
-    /// Listens on `path` (which must not exist) for requests about `pair`.
+    /// Listens on `path` (which must not exist; made with mode 0600: whoever can connect can
+    /// copy the disk to any image it names) for requests about `pair`.
     pub fn start(
         path: &Path,
         pair: Arc<ReplicatedDisk<txdisk::Image>>,
     ) -> std::io::Result<Control> {
-        let listener = UnixListener::bind(path)?;
+        let listener = crate::server::bind_unix_private(path)?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);

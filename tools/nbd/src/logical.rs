@@ -225,6 +225,12 @@ pub fn serve(
         stacks.first().and_then(|s| s.pair_handle()),
     ) {
         (None, _) => None,
+        (Some(_), Some(_)) if config.exports.first().is_some_and(|e| e.read_only) => {
+            return Err(
+                "a control socket cannot serve a read-only export: `replace` writes a member"
+                    .into(),
+            )
+        }
         (Some(path), Some(pair)) => Some(
             crate::control::Control::start(path, pair)
                 .map_err(|e| format!("control socket {}: {e}", path.display()))?,

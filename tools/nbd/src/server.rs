@@ -173,7 +173,8 @@ impl Drop for Listener {
 
 /// Binds a Unix socket that only this user can connect to: the umask is narrowed around the
 /// bind, so the socket never exists with wider permissions, even for an instant.
-fn bind_unix_private(path: &Path) -> io::Result<UnixListener> {
+/// Binds a Unix socket that only its owner may connect to (mode 0600).
+pub(crate) fn bind_unix_private(path: &Path) -> io::Result<UnixListener> {
     // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
     let old = unsafe { libc::umask(0o177) };
     let bound = UnixListener::bind(path);
@@ -491,15 +492,47 @@ enum Handshake {
     Closed,
 }
 
+/// Closes `stream` unless the handshake ends (the returned sender is dropped or sent to)
+/// within `limit`: a client that trickles its bytes, each read inside the per-read timeout,
+/// must not hold a connection slot for longer than a handshake may take.
+fn handshake_watchdog(
+    stream: &Stream,
+    limit: Duration,
+    peer: &str,
+) -> io::Result<std::sync::mpsc::Sender<()>> {
+    let guard = stream.try_clone()?;
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let peer = peer.to_string();
+    std::thread::Builder::new()
+        .name("nbd-handshake-watchdog".into())
+        .spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(limit) {
+                tracing::warn!(
+                    "nbd: handshake with {peer} not finished within {} ms: closed",
+                    limit.as_millis()
+                );
+                guard.shutdown();
+            }
+        })?;
+    Ok(done)
+}
+
 fn serve_connection<B: ExportBackend>(stream: Stream, peer: &str, shared: &Shared<B>) {
-    // The timeout bounds each read of the handshake, TLS's included; with at most
-    // MAX_OPTIONS_PER_CONNECTION options that bounds the whole handshake too.
+    // The timeout bounds each read of the handshake, TLS's included, and the watchdog the
+    // whole of it.
     if stream
         .set_read_timeout(Some(shared.opts.handshake_timeout))
         .is_err()
     {
         return;
     }
+    let watchdog = match handshake_watchdog(&stream, shared.opts.handshake_timeout, peer) {
+        Ok(watchdog) => watchdog,
+        Err(e) => {
+            tracing::warn!("nbd: cannot watch the handshake with {peer}: {e}");
+            return;
+        }
+    };
     let halves = match Halves::new(stream) {
         Ok(halves) => halves,
         Err(e) => {
@@ -507,7 +540,10 @@ fn serve_connection<B: ExportBackend>(stream: Stream, peer: &str, shared: &Share
             return;
         }
     };
-    let (index, mut halves) = match handshake(halves, peer, shared) {
+    let handshake = handshake(halves, peer, shared);
+    // Done: the watchdog stands down (a send after it fired fails, which is fine).
+    let _ = watchdog.send(());
+    let (index, mut halves) = match handshake {
         Handshake::Transmission(index, halves) => (index, halves),
         Handshake::Closed => return,
     };

@@ -400,6 +400,22 @@ fn broken_tls_handshakes_end_cleanly_and_others_are_still_served() {
     // A client that never starts its handshake.
     let mut silent = starttls(server.addr);
     let silent_since = Instant::now();
+    // A client that trickles a ClientHello a byte at a time, each inside the per-read timeout:
+    // the whole handshake is bounded too.
+    let mut trickle = starttls(server.addr);
+    let trickle_since = Instant::now();
+    let trickler = {
+        let mut s = trickle.try_clone().unwrap();
+        thread::spawn(move || {
+            let hello = [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+            for byte in hello.iter().cycle().take(40) {
+                if s.write_all(&[*byte]).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
 
     // Meanwhile a good client is served.
     let uri = nbds(server.addr, "disk", &client_dir(&made, "alice"));
@@ -414,6 +430,13 @@ fn broken_tls_handshakes_end_cleanly_and_others_are_still_served() {
         waited < Duration::from_secs(8),
         "the handshake timeout did not apply: {waited:?}"
     );
+    assert!(closed(&mut trickle), "a trickling client was never dropped");
+    let waited = trickle_since.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the handshake as a whole was not bounded: {waited:?}"
+    );
+    trickler.join().unwrap();
     let (_, reply, _) = read_reply(&mut injected);
     assert_eq!(reply, proto::REP_ACK, "STARTTLS itself was answered");
     assert!(

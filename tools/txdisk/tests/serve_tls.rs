@@ -363,3 +363,37 @@ fn a_pair_member_is_reached_over_tls() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+fn format_pair(dir: &Path) -> (String, String) {
+    let (d1, d2) = (dir.join("d1.img"), dir.join("d2.img"));
+    let (d1, d2) = (d1.to_str().unwrap(), d2.to_str().unwrap());
+    let out = txdisk(&["format", d1, d2, "--size", "16M", "--log", "1M"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (d1.to_string(), d2.to_string())
+}
+
+#[test]
+fn the_control_socket_is_for_its_owner_only_and_never_beside_a_read_only_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d1, d2) = format_pair(dir.path());
+    let control = dir.path().join("control.sock");
+    let control_s = control.to_str().unwrap();
+    let out = txdisk(&["serve", &d1, &d2, "--read-only", "--control", control_s]);
+    assert_eq!(out.status.code(), Some(8), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("read-only"), "{stderr}");
+    assert!(
+        !control.exists(),
+        "a control socket was made for a read-only export"
+    );
+
+    let server = serve(&[&d1, &d2, "--listen", "127.0.0.1:0", "--control", control_s]);
+    let meta = std::fs::metadata(&control).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    stop(server);
+}
