@@ -203,48 +203,44 @@ fn pick_addrs(rng: &mut SplitMix64, data_blocks: u64) -> Vec<u64> {
     addrs
 }
 
-fn loss_step(rng: &mut SplitMix64) -> u64 {
-    STEPS_PER_ROUND / 2 + rng.next_u64() % (STEPS_PER_ROUND / 2 + 1)
+/// Why a step did not complete.
+enum StepError {
+    /// The stack failed (an error reply, EIO): right if the armed loss struck, a violation
+    /// otherwise.
+    Failed(String),
+    /// The result was wrong whatever happened to the disk: a violation.
+    Wrong(String),
 }
 
-/// Arms the round's power loss at a seeded write or sync of the round (it may fall in the
-/// stack's background work as well as in the workload's own calls).
-fn arm(run: &Run, mount: &PowerLossMount, round: usize, rng: &mut SplitMix64) {
-    mount.arm(
-        1 + rng.next_u64() % (3 * STEPS_PER_ROUND),
-        run.loss_for_round(round),
-    );
-}
-
-/// A step failed: right if the armed loss struck (the stack is then dead, the step in
-/// flight), a violation otherwise.
-fn failed_step(
-    mount: &PowerLossMount,
-    report: &mut RunReport,
-    error: String,
-) -> Result<(), String> {
-    match mount.disarm() {
-        Some(lost) => {
-            report.losses += 1;
-            report.pending_pages += lost.pending_pages;
-            Ok(())
-        }
-        None => Err(format!("{error}, with no power loss")),
-    }
-}
-
-/// The round's steps are done: the power goes out now unless the armed loss already struck.
-fn end_round(
+/// One round: a power loss armed at a seeded write or sync of the round (it may fall in the
+/// stack's background work as well as in the steps' own calls), then `steps` steps until one
+/// fails because it struck; a round whose loss did not strike ends with one.
+fn round_with_loss(
     run: &Run,
     mount: &PowerLossMount,
     round: usize,
+    rng: &mut SplitMix64,
     report: &mut RunReport,
+    mut step: impl FnMut(&mut SplitMix64) -> Result<(), StepError>,
 ) -> Result<(), String> {
-    let lost = match mount.disarm() {
+    let loss = run.loss_for_round(round);
+    mount.arm(1 + rng.next_u64() % (3 * STEPS_PER_ROUND), loss);
+    let steps = STEPS_PER_ROUND / 2 + rng.next_u64() % (STEPS_PER_ROUND / 2 + 1);
+    let mut struck = None;
+    for _ in 0..steps {
+        match step(rng) {
+            Ok(()) => report.committed += 1,
+            Err(StepError::Wrong(message)) => return Err(message),
+            Err(StepError::Failed(error)) => {
+                let lost = mount.disarm();
+                struck = Some(lost.ok_or_else(|| format!("{error}, with no power loss"))?);
+                break;
+            }
+        }
+    }
+    let lost = match struck.or_else(|| mount.disarm()) {
         Some(lost) => lost,
-        None => mount
-            .lose_power(run.loss_for_round(round))
-            .map_err(|e| e.to_string())?,
+        None => mount.lose_power(loss).map_err(|e| e.to_string())?,
     };
     report.losses += 1;
     report.pending_pages += lost.pending_pages;
@@ -270,19 +266,9 @@ fn block_run(
     let mut stack = open_stack(images)?;
     for round in 0..ROUNDS {
         let data_blocks = stack.size_blocks();
-        arm(run, mount, round, rng);
-        let mut struck = false;
-        for _ in 0..loss_step(rng) {
-            if let Err(error) = block_step(&stack, &mut oracle, data_blocks, rng) {
-                failed_step(mount, &mut report, error)?;
-                struck = true;
-                break;
-            }
-            report.committed += 1;
-        }
-        if !struck {
-            end_round(run, mount, round, &mut report)?;
-        }
+        round_with_loss(run, mount, round, rng, &mut report, |rng| {
+            block_step(&stack, &mut oracle, data_blocks, rng).map_err(StepError::Failed)
+        })?;
         drop(stack);
         stack = open_stack(images)?;
         oracle.check_recovered(|addr| stack.read(addr).map_err(|e| e.to_string()))?;
@@ -430,19 +416,9 @@ fn serve_run(
             oracle.check_recovered(|addr| disk.read(addr).map_err(|e| e.to_string()))?;
         }
         let data_blocks = disk.size_blocks();
-        arm(run, mount, round, rng);
-        let mut struck = false;
-        for _ in 0..loss_step(rng) {
-            if let Err(error) = nbd_step(&disk, &mut oracle, data_blocks, rng) {
-                failed_step(mount, &mut report, error)?;
-                struck = true;
-                break;
-            }
-            report.committed += 1;
-        }
-        if !struck {
-            end_round(run, mount, round, &mut report)?;
-        }
+        round_with_loss(run, mount, round, rng, &mut report, |rng| {
+            nbd_step(&disk, &mut oracle, data_blocks, rng).map_err(StepError::Failed)
+        })?;
         drop(disk);
         server.stop()?;
     }
@@ -488,23 +464,16 @@ fn fs_run(
             .fsync()
             .map_err(|e| format!("fsync after mkfs: {e}"))?;
         let mut recorder = Recorder::new(&current, false);
-        let ops = workload(rng.next_u64(), loss_step(rng) as usize);
-        arm(run, mount, round, rng);
-        let mut struck = false;
-        for op in &ops {
-            match recorder.run(&current, op) {
-                Ok(()) => report.committed += 1,
-                Err(error @ OracleError::StoreFailed { .. }) => {
-                    failed_step(mount, &mut report, error.to_string())?;
-                    struck = true;
-                    break;
-                }
-                Err(error) => return Err(error.to_string()),
-            }
-        }
-        if !struck {
-            end_round(run, mount, round, &mut report)?;
-        }
+        let mut ops = workload(rng.next_u64(), STEPS_PER_ROUND as usize).into_iter();
+        round_with_loss(run, mount, round, rng, &mut report, |_| {
+            let Some(op) = ops.next() else {
+                return Ok(());
+            };
+            recorder.run(&current, &op).map_err(|error| match error {
+                OracleError::StoreFailed { .. } => StepError::Failed(error.to_string()),
+                other => StepError::Wrong(other.to_string()),
+            })
+        })?;
         drop(current);
         let reopened = Fs::open(LogicalStore(open_stack(&images)?), FsOptions::default())
             .map_err(|e| format!("fs open after a power loss: {e}"))?;
