@@ -36,6 +36,8 @@ impl Bug {
     }
 }
 
+// A real lock, not one of `sync`'s: the switch is test configuration, set before a stack is
+// opened, never part of what a schedule explores.
 #[cfg(feature = "deliberate-bugs")]
 static ACTIVE: parking_lot::Mutex<Vec<(Bug, PathBuf)>> = parking_lot::Mutex::new(Vec::new());
 
