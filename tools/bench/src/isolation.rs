@@ -232,6 +232,7 @@ mod tests {
             write_bytes_per_op: None,
             read_bytes_per_op: None,
             cpu_us_per_op: 33.0,
+            context_switches_per_op: None,
             ops: 999,
             latency_cdf_us: vec![(0.0, 3.5), (0.5, 12.25), (1.0, 4100.0)],
             rounds_ops_per_s: vec![1234.5],
@@ -247,11 +248,20 @@ mod tests {
             syncs_per_op: Some(0.125),
             write_bytes_per_op: Some(12_345.5),
             read_bytes_per_op: Some(1.5e9),
+            context_switches_per_op: Some(2.0 / 3.0),
             ..measurement
         };
         assert_eq!(
             Measurement::from_full_json(&with_syncs.to_full_json()),
-            Some(with_syncs)
+            Some(with_syncs.clone()),
+            "unrounded: the runner takes the child's figures as they are"
+        );
+        // A child without the counter (getrusage failed) hands back null, read as None.
+        let mut unswitched = with_syncs.to_full_json();
+        unswitched["context_switches_per_op"] = Value::Null;
+        assert_eq!(
+            Measurement::from_full_json(&unswitched).map(|m| m.context_switches_per_op),
+            Some(None)
         );
         assert_eq!(Measurement::from_full_json(&json!({"system": "x"})), None);
     }

@@ -14,7 +14,8 @@
 //!   ([`Report::table`]) and one JSON object ([`Report::to_json`]) whose `results` entries are
 //!   `{system, workload, ops_per_s, mb_per_s, p50_us, p99_us, peak_rss_bytes}` and, added
 //!   since, `threads`, `syncs_per_op`, `write_bytes_per_op`, `read_bytes_per_op`,
-//!   `cpu_us_per_op`, `ops`, `rounds_ops_per_s`, `rounds_mb_per_s` and `latency_cdf_us`.
+//!   `cpu_us_per_op`, `context_switches_per_op`, `ops`, `rounds_ops_per_s`, `rounds_mb_per_s`
+//!   and `latency_cdf_us`.
 //!   [`BenchConfig::sweep_threads`] runs the writing workloads at several thread counts in the
 //!   same run.
 //! * [`compare()`] of two runs ([`load_run`] finds one saved with [`save_run`] or any JSON file

@@ -1,6 +1,6 @@
-//! What the process costs and where it runs: peak RSS (VmHWM) with its reset, CPU time, bytes
-//! handed to write system calls and got from read ones, and a description of the machine and
-//! file system, from /proc and libc (Linux).
+//! What the process costs and where it runs: peak RSS (VmHWM) with its reset, CPU time,
+//! context switches, bytes handed to write system calls and got from read ones, and a
+//! description of the machine and file system, from /proc and libc (Linux).
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,15 +40,39 @@ pub fn status_kib(text: &str, key: &str) -> Option<u64> {
 
 /// User plus system CPU time of the whole process (every thread) so far.
 pub fn cpu_time() -> Duration {
-    // SAFETY: getrusage writes only into the struct we pass; a zeroed rusage is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer cannot fail.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    if rc != 0 {
+    let Some(usage) = rusage_self() else {
         return Duration::ZERO;
-    }
+    };
     let micros = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// Context switches of the whole process (every thread, exited ones included) so far: the
+/// voluntary ones (a thread blocked — on a sync, a lock, a condition variable) plus the
+/// involuntary ones (a thread preempted), `ru_nvcsw + ru_nivcsw` of getrusage. They show how
+/// much of a cell's time its threads spend handing the CPU over rather than working. None if
+/// getrusage fails.
+pub fn context_switches() -> Option<u64> {
+    let usage = rusage_self()?;
+    let voluntary = u64::try_from(usage.ru_nvcsw).ok()?;
+    let involuntary = u64::try_from(usage.ru_nivcsw).ok()?;
+    voluntary.checked_add(involuntary)
+}
+
+/// Context switches between two readings of [`context_switches`], with the limits of
+/// [`written_between`] (either missing, or the count went backwards: None).
+pub fn switches_between(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    written_between(before, after)
+}
+
+/// getrusage(RUSAGE_SELF): the resource use of every thread of the process, exited ones
+/// included; None if the call fails.
+fn rusage_self() -> Option<libc::rusage> {
+    // SAFETY: getrusage writes only into the struct we pass; a zeroed rusage is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF is a valid target and `usage` a valid out-pointer.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    (rc == 0).then_some(usage)
 }
 
 /// Bytes this process (all its threads, exited ones included) has handed to write system calls
@@ -234,6 +258,26 @@ mod tests {
         }
         std::hint::black_box(spin);
         assert!(cpu_time() > before, "CPU time must grow while spinning");
+    }
+
+    #[test]
+    fn this_process_counts_its_context_switches() {
+        let before = context_switches().expect("getrusage works on Linux");
+        // Each sleep blocks the thread: at least one voluntary switch apiece.
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let after = context_switches().expect("getrusage works on Linux");
+        assert!(
+            switches_between(Some(before), Some(after)) >= Some(3),
+            "{before} → {after}"
+        );
+        assert_eq!(
+            switches_between(Some(after), Some(before)),
+            None,
+            "never a wrap"
+        );
+        assert_eq!(switches_between(None, Some(after)), None);
     }
 
     #[test]

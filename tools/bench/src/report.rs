@@ -44,6 +44,10 @@ pub struct Measurement {
     pub read_bytes_per_op: Option<f64>,
     /// Process CPU time (all threads) per operation.
     pub cpu_us_per_op: f64,
+    /// Context switches of the cell's process (all threads, voluntary plus involuntary:
+    /// getrusage's `ru_nvcsw + ru_nivcsw`) per operation, a count, over the same span as
+    /// `cpu_us_per_op`; None where getrusage failed, and in runs saved before it was measured.
+    pub context_switches_per_op: Option<f64>,
     /// Operations measured.
     pub ops: u64,
     /// The latency distribution: (quantile, latency µs) at [`CDF_QUANTILES`](crate::histogram::CDF_QUANTILES).
@@ -128,6 +132,7 @@ impl Measurement {
             write_bytes_per_op: self.write_bytes_per_op,
             read_bytes_per_op: self.read_bytes_per_op,
             cpu_us_per_op: self.cpu_us_per_op,
+            context_switches_per_op: self.context_switches_per_op,
             ops: self.ops,
             latency_cdf_us: &self.latency_cdf_us,
             rounds_ops_per_s: &self.rounds_ops_per_s,
@@ -150,6 +155,7 @@ impl Measurement {
             write_bytes_per_op: number("write_bytes_per_op"),
             read_bytes_per_op: number("read_bytes_per_op"),
             cpu_us_per_op: number("cpu_us_per_op")?,
+            context_switches_per_op: number("context_switches_per_op"),
             ops: value.get("ops")?.as_u64()?,
             latency_cdf_us: cdf_points(value.get("latency_cdf_us")?)?,
             rounds_ops_per_s: numbers(value.get("rounds_ops_per_s")?)?,
@@ -173,6 +179,7 @@ impl Measurement {
             write_bytes_per_op: self.write_bytes_per_op.map(round3),
             read_bytes_per_op: self.read_bytes_per_op.map(round3),
             cpu_us_per_op: round3(self.cpu_us_per_op),
+            context_switches_per_op: self.context_switches_per_op.map(round3),
             ops: self.ops,
             rounds_ops_per_s: rounded(&self.rounds_ops_per_s),
             rounds_mb_per_s: rounded(&self.rounds_mb_per_s),
@@ -218,6 +225,7 @@ impl Measurement {
             write_bytes_per_op: number("write_bytes_per_op"),
             read_bytes_per_op: number("read_bytes_per_op"),
             cpu_us_per_op: number("cpu_us_per_op").unwrap_or(0.0),
+            context_switches_per_op: number("context_switches_per_op"),
             ops: value.get("ops").and_then(Value::as_u64).unwrap_or(0),
             latency_cdf_us: value
                 .get("latency_cdf_us")
@@ -305,8 +313,8 @@ impl Report {
 
     /// The JSON object: `results` holds one row per (system, workload) — the first version's
     /// seven keys, then `threads`, `syncs_per_op`, `write_bytes_per_op`, `read_bytes_per_op`,
-    /// `cpu_us_per_op`, `ops`, the rounds' throughput and the latency CDF; the run's context
-    /// sits beside it.
+    /// `cpu_us_per_op`, `context_switches_per_op`, `ops`, the rounds' throughput and the latency
+    /// CDF; the run's context sits beside it.
     pub fn to_json(&self) -> Value {
         to_value(&ReportJson {
             machine: &self.machine,
@@ -366,7 +374,7 @@ impl Report {
             .collect();
         let mut out = String::new();
         let mut header = format!(
-            "{:<22} {:<12} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8}",
+            "{:<22} {:<12} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8} {:>7}",
             "workload",
             "system",
             "ops/s",
@@ -377,7 +385,8 @@ impl Report {
             "syncs/op",
             "wr KiB/op",
             "rd KiB/op",
-            "CPU µs/op"
+            "CPU µs/op",
+            "csw/op"
         );
         for baseline in &baselines {
             let _ = write!(header, " {:>9}", format!("÷{baseline}"));
@@ -406,7 +415,7 @@ impl Report {
             .syncs_per_op
             .map_or("-".to_string(), |s| format!("{s:.3}"));
         format!(
-            "{:<22} {:<12} {:>10} {:>9.2} {:>9.1} {:>9.1} {:>8.1} {:>8} {:>9} {:>9} {:>8.1}",
+            "{:<22} {:<12} {:>10} {:>9.2} {:>9.1} {:>9.1} {:>8.1} {:>8} {:>9} {:>9} {:>8.1} {:>7}",
             m.workload.name(),
             m.system,
             format_ops(m.ops_per_s),
@@ -417,7 +426,8 @@ impl Report {
             syncs,
             format_kib(m.write_bytes_per_op),
             format_kib(m.read_bytes_per_op),
-            m.cpu_us_per_op
+            m.cpu_us_per_op,
+            format_per_op(m.context_switches_per_op)
         )
     }
 
@@ -432,7 +442,9 @@ impl Report {
              past the cell (a log not yet installed, a WAL not yet checkpointed) is not in it\n\
              rd KiB/op = the same for read system calls (rchar, page cache hits included); for \
              reopen-after-crash, what the reopen read before it served its first block, whose \
-             time is p50/p99\n",
+             time is p50/p99\n\
+             csw/op = context switches of the cell's process per operation (voluntary plus \
+             involuntary, getrusage), over the same span as CPU µs/op\n",
             self.machine.cpu_model,
             self.machine.cores,
             self.machine.mem_total_bytes as f64 / (1u64 << 30) as f64,
@@ -493,6 +505,7 @@ struct RowJson<'a> {
     write_bytes_per_op: Option<f64>,
     read_bytes_per_op: Option<f64>,
     cpu_us_per_op: f64,
+    context_switches_per_op: Option<f64>,
     ops: u64,
     rounds_ops_per_s: Vec<f64>,
     rounds_mb_per_s: Vec<f64>,
@@ -514,6 +527,7 @@ struct FullJson<'a> {
     write_bytes_per_op: Option<f64>,
     read_bytes_per_op: Option<f64>,
     cpu_us_per_op: f64,
+    context_switches_per_op: Option<f64>,
     ops: u64,
     /// (quantile, latency µs) pairs.
     latency_cdf_us: &'a [(f64, f64)],
@@ -537,6 +551,12 @@ fn format_kib(bytes: Option<f64>) -> String {
         Some(kib) if kib >= 100_000.0 => format!("{kib:.0}"),
         Some(kib) => format!("{kib:.1}"),
     }
+}
+
+/// A count per operation with two decimals (below one is a count shared by operations), "-"
+/// when not measured.
+fn format_per_op(count: Option<f64>) -> String {
+    count.map_or("-".to_string(), |n| format!("{n:.2}"))
 }
 
 fn format_ops(ops_per_s: f64) -> String {

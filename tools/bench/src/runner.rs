@@ -281,10 +281,12 @@ struct CellOutcome {
     /// Time over which `ops` were measured.
     measured: Duration,
     latencies: LatencyHistogram,
-    /// All operations, warm-up included, and the CPU time, syncs and bytes handed to write and
-    /// got from read system calls they cost (a recovery's bytes: of its timed part only).
+    /// All operations, warm-up included, and the CPU time, context switches, syncs and bytes
+    /// handed to write and got from read system calls they cost (a recovery's bytes: of its
+    /// timed part only).
     all_ops: u64,
     cpu: Duration,
+    context_switches: Option<u64>,
     syncs: Option<u64>,
     written: Option<u64>,
     read: Option<u64>,
@@ -358,6 +360,7 @@ fn measurement(
         write_bytes_per_op: probe::bytes_per_op(outcome.written, outcome.all_ops),
         read_bytes_per_op: probe::bytes_per_op(outcome.read, outcome.all_ops),
         cpu_us_per_op: outcome.cpu.as_secs_f64() * 1e6 / all_ops,
+        context_switches_per_op: outcome.context_switches.map(|n| n as f64 / all_ops),
         ops: outcome.ops,
         latency_cdf_us: outcome.latencies.cdf_us(&CDF_QUANTILES),
         // One cell is one round; `median_of_rounds` gathers the others.
@@ -445,6 +448,7 @@ fn drive_writes(
     let barrier = Barrier::new(threads + 1);
     let syncs_before = system.sync_count();
     let cpu_before = probe::cpu_time();
+    let switches_before = probe::context_switches();
     // The whole process's count, read in the cell's own process (or, in-process, the harness's
     // and the system's): the same counter for every system, whatever its I/O path.
     let written_before = probe::written_bytes();
@@ -486,11 +490,13 @@ fn drive_writes(
         system.flush()?;
     }
     let cpu = probe::cpu_time().saturating_sub(cpu_before);
+    let context_switches = probe::switches_between(switches_before, probe::context_switches());
     let syncs = system.sync_count().zip(syncs_before).map(|(a, b)| a - b);
     let written = probe::written_between(written_before, probe::written_bytes());
     let read = probe::written_between(read_before, probe::read_bytes());
     let costs = Costs {
         cpu,
+        context_switches,
         syncs,
         written,
         read,
@@ -501,6 +507,7 @@ fn drive_writes(
 /// What all of a cell's operations cost the process.
 struct Costs {
     cpu: Duration,
+    context_switches: Option<u64>,
     syncs: Option<u64>,
     written: Option<u64>,
     read: Option<u64>,
@@ -529,6 +536,7 @@ fn combine(
         latencies,
         all_ops,
         cpu: costs.cpu,
+        context_switches: costs.context_switches,
         syncs: costs.syncs,
         written: costs.written,
         read: costs.read,
@@ -616,6 +624,7 @@ fn drive_reads(
     probe::reset_peak_rss();
     let mut rng = SplitMix64::new(seed);
     let cpu_before = probe::cpu_time();
+    let switches_before = probe::context_switches();
     let written_before = probe::written_bytes();
     let read_before = probe::read_bytes();
     let start = Instant::now();
@@ -648,6 +657,7 @@ fn drive_reads(
     }
     let costs = Costs {
         cpu: probe::cpu_time().saturating_sub(cpu_before),
+        context_switches: probe::switches_between(switches_before, probe::context_switches()),
         syncs: None,
         written: probe::written_between(written_before, probe::written_bytes()),
         read: probe::written_between(read_before, probe::read_bytes()),
@@ -683,6 +693,7 @@ fn drive_recoveries(
 ) -> Result<CellOutcome> {
     let started = Instant::now();
     let cpu_before = probe::cpu_time();
+    let switches_before = probe::context_switches();
     let syncs_before = system.sync_count();
     let mut latencies = LatencyHistogram::new();
     let (mut ops, mut bytes, mut measured) = (0u64, 0u64, Duration::ZERO);
@@ -707,8 +718,10 @@ fn drive_recoveries(
         measured,
         latencies,
         all_ops: ops,
-        // Includes the untimed set-ups: a recovery's own CPU cost is not separable here.
+        // Include the untimed set-ups: a recovery's own CPU cost and switches are not
+        // separable here.
         cpu: probe::cpu_time().saturating_sub(cpu_before),
+        context_switches: probe::switches_between(switches_before, probe::context_switches()),
         syncs: system.sync_count().zip(syncs_before).map(|(a, b)| a - b),
         written,
         read,

@@ -24,6 +24,7 @@ fn row(system: &str, workload: Workload, rounds_ops_per_s: &[f64]) -> Measuremen
         write_bytes_per_op: Some(12_288.0),
         read_bytes_per_op: None,
         cpu_us_per_op: 10.0,
+        context_switches_per_op: Some(2.0),
         ops: 1000,
         latency_cdf_us: vec![(0.0, 50.0), (1.0, 1000.0)],
         rounds_ops_per_s: rounds_ops_per_s.to_vec(),

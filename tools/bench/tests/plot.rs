@@ -26,6 +26,7 @@ fn row(system: &str, workload: Workload, ops_per_s: f64, latency_scale_us: f64) 
         write_bytes_per_op: None,
         read_bytes_per_op: None,
         cpu_us_per_op: 10.0,
+        context_switches_per_op: None,
         ops: 1000,
         // Latency grows with the quantile: a CDF that rises from left to right.
         latency_cdf_us: CDF_QUANTILES

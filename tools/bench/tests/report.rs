@@ -18,6 +18,7 @@ fn measurement(system: &str, workload: Workload, ops_per_s: f64, mb_per_s: f64) 
         write_bytes_per_op: Some(8192.0),
         read_bytes_per_op: Some(4096.0),
         cpu_us_per_op: 12.5,
+        context_switches_per_op: Some(1.23456),
         ops: 1000,
         latency_cdf_us: vec![(0.0, 50.0), (0.5, 100.0), (0.99, 900.0), (1.0, 1200.0)],
         rounds_ops_per_s: vec![ops_per_s],
@@ -74,6 +75,7 @@ fn json_results_have_exactly_the_documented_keys_and_names() {
         assert_eq!(
             keys,
             [
+                "context_switches_per_op",
                 "cpu_us_per_op",
                 "latency_cdf_us",
                 "mb_per_s",
@@ -260,15 +262,17 @@ fn the_table_shows_every_row_ratio_and_configuration() {
         .find(|line| line.starts_with("durable-1blk-1thr") && line.contains(" sqlite "))
         .expect("a sqlite row");
     let fields: Vec<&str> = sqlite_row.split_whitespace().collect();
-    // workload system ops MB/s p50 p99 rss syncs wr-KiB rd-KiB cpu ÷floor ÷sqlite ÷redb
+    // workload system ops MB/s p50 p99 rss syncs wr-KiB rd-KiB cpu csw ÷floor ÷sqlite ÷redb
     assert_eq!(fields[2], "100");
     assert_eq!(fields[7], "-", "sqlite counts no syncs");
     assert_eq!(fields[8], "8.0", "8192 bytes written per op");
     assert_eq!(fields[9], "4.0", "4096 bytes read per op");
-    assert_eq!(fields[11], "0.50");
-    assert_eq!(fields[12], "-", "no ratio of a system to itself");
-    assert_eq!(fields[13], "2.00");
+    assert_eq!(fields[11], "1.23", "context switches per op");
+    assert_eq!(fields[12], "0.50");
+    assert_eq!(fields[13], "-", "no ratio of a system to itself");
+    assert_eq!(fields[14], "2.00");
     assert!(table.contains("wr KiB/op"), "{table}");
+    assert!(table.contains("csw/op"), "{table}");
     assert!(table.contains("rd KiB/op"), "{table}");
     assert!(
         !table.contains("÷floor-pair"),
@@ -294,6 +298,11 @@ fn a_run_loads_back_from_its_json_and_a_first_version_run_still_loads() {
     );
     assert_eq!(loaded.results[1].write_bytes_per_op, Some(8192.0));
     assert_eq!(loaded.results[1].read_bytes_per_op, Some(4096.0));
+    assert_eq!(
+        loaded.results[1].context_switches_per_op,
+        Some(1.235),
+        "three decimals, as the other figures"
+    );
     assert_eq!(loaded.machine, original.machine);
     // In run order (floor, sqlite, redb), not the JSON object's sorted keys.
     assert_eq!(loaded.systems, original.systems);
@@ -320,6 +329,7 @@ fn a_run_loads_back_from_its_json_and_a_first_version_run_still_loads() {
     assert!(row.latency_cdf_us.is_empty());
     assert_eq!(row.write_bytes_per_op, None, "not measured then");
     assert_eq!(row.read_bytes_per_op, None, "not measured then");
+    assert_eq!(row.context_switches_per_op, None, "not measured then");
     assert!(
         loaded
             .table()
@@ -333,4 +343,41 @@ fn a_run_loads_back_from_its_json_and_a_first_version_run_still_loads() {
         "ops_per_s": 1.0, "mb_per_s": 1.0, "p50_us": 1.0, "p99_us": 1.0}]});
     assert!(Report::from_json(&unknown).is_err());
     assert!(Report::from_json(&serde_json::json!({"error": "x"})).is_err());
+}
+
+#[test]
+fn context_switches_are_null_when_unmeasured_and_absent_before_they_were() {
+    let mut original = sample_report();
+    original.results[0].context_switches_per_op = None;
+    let json = original.to_json();
+    assert!(json["results"][0]["context_switches_per_op"].is_null());
+    assert_eq!(json["results"][1]["context_switches_per_op"], 1.235);
+    let loaded = Report::from_json(&json).expect("loads");
+    assert_eq!(loaded.results[0].context_switches_per_op, None);
+    assert_eq!(loaded.results[1].context_switches_per_op, Some(1.235));
+    let unmeasured = loaded
+        .table()
+        .lines()
+        .find(|line| line.starts_with("durable-1blk-1thr") && line.contains(" floor "))
+        .map(|line| line.split_whitespace().nth(11).unwrap_or("").to_string());
+    assert_eq!(unmeasured.as_deref(), Some("-"), "no figure, no number");
+
+    // A run saved by the version before the counter: every other key, but not this one.
+    let mut older = sample_report().to_json();
+    for row in older["results"].as_array_mut().expect("results is a list") {
+        let removed = row
+            .as_object_mut()
+            .expect("each result is an object")
+            .remove("context_switches_per_op");
+        assert!(removed.is_some());
+    }
+    let loaded = Report::from_json(&older).expect("a run of the version before loads");
+    assert!(loaded
+        .results
+        .iter()
+        .all(|m| m.context_switches_per_op.is_none()));
+    assert_eq!(
+        loaded.results[1].cpu_us_per_op, 12.5,
+        "the rest reads as before"
+    );
 }
