@@ -8,6 +8,8 @@
 //! * [`FileDisk`] — an image file or a block device, positional I/O (`pread`/`pwrite`), `sync`
 //!   = `fdatasync`; each handle locks its image (one writer, or readers only).
 //! * [`OverlayDisk`] — any disk with its writes kept in memory, for opening an image read-only.
+//! * [`bugs`] — deliberately wrong variants (a `sync` without `fdatasync`) that tests switch on
+//!   with the `deliberate-bugs` feature to prove they catch them.
 //! * [`SimDisk`] — the asynchronous disk model of FSCQ, in memory, with crash and fault
 //!   injection, deterministic from a seed. Crash tests and the crash-point fuzzer run every
 //!   layer above on it.

@@ -173,7 +173,6 @@ impl Drop for Listener {
 
 /// Binds a Unix socket that only this user can connect to: the umask is narrowed around the
 /// bind, so the socket never exists with wider permissions, even for an instant.
-/// Binds a Unix socket that only its owner may connect to (mode 0600).
 pub(crate) fn bind_unix_private(path: &Path) -> io::Result<UnixListener> {
     // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
     let old = unsafe { libc::umask(0o177) };

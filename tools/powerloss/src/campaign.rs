@@ -140,7 +140,11 @@ pub fn run(run: &Run, scratch: &Path) -> Result<RunReport, Violation> {
         token: run.token(),
         message,
     };
-    let dir = tempfile_dir(scratch).map_err(|e| violation(format!("scratch directory: {e}")))?;
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(scratch)
+        .map_err(|e| violation(format!("scratch directory: {e}")))?;
+    let dir = scratch_dir.path();
     let backing = dir.join("backing");
     let mountpoint = dir.join("mnt");
     for d in [&backing, &mountpoint] {
@@ -160,7 +164,7 @@ pub fn run(run: &Run, scratch: &Path) -> Result<RunReport, Violation> {
     };
     let syncs = mount.syncs();
     drop(mount);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch_dir);
     result
         .map(|report| RunReport { syncs, ..report })
         .map_err(violation)
@@ -173,14 +177,6 @@ pub fn replay(token: &str, scratch: &Path) -> Result<RunReport, Violation> {
         message,
     })?;
     run(&parsed, scratch)
-}
-
-fn tempfile_dir(scratch: &Path) -> std::io::Result<PathBuf> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = scratch.join(format!("run-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// Addresses over the whole data region: a third near either end (the last block included),
