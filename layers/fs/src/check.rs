@@ -9,15 +9,24 @@
 //!   marked inode is reachable (no orphan); inode 0 is reserved;
 //! * every directory entry has a valid, unique name and names an allocated inode of the kind the
 //!   entry says; a directory is named once and its parent field names the directory holding it;
-//! * link counts: a file's equals the entries naming it, a directory's is 2 + its subdirectories;
+//! * every directory's B-tree is well formed (the index agrees with the entries): nodes decode,
+//!   each level one below its parent, no empty node, records sorted by (key, name), each key
+//!   the hash of its name and inside the key range its parents give it; its nodes are its
+//!   blocks and its size;
+//! * link counts: every inode's equals the entries naming it (hard links included), a
+//!   directory's is 2 + its subdirectories;
 //! * sizes: no file block mapped past the end of file, bytes past the end in the last block are
-//!   zero, size at most the largest file; a directory's size is whole blocks with no hole; the
-//!   inode's block count equals the data and index blocks it owns.
+//!   zero, size at most the largest file; the inode's block count equals the data and index
+//!   blocks it owns; every symbolic link has a target (1..=4095 bytes, no NUL, in its one
+//!   block); FIFOs, sockets and device nodes own no block;
+//! * metadata: mode bits only the file type and 07777, nanoseconds below a second, `rdev` only
+//!   on device nodes, the parent field only on directories, the reserved inode bytes zero.
 
 use crate::error::FsError;
 use crate::format::{
-    bit, Ino, Inode, Kind, RawDirent, Superblock, BITS_PER_BLOCK, DIRECT_POINTERS,
-    DIRENTS_PER_BLOCK, MAX_FILE_BYTES, NAME_MAX, POINTERS_PER_BLOCK, ROOT_INO, SUPERBLOCK_ADDR,
+    bit, name_key, DirNode, Ino, Inode, Kind, Record, Superblock, BITS_PER_BLOCK, BLOCK_SIZE_BYTES,
+    DIRECT_POINTERS, MAX_FILE_BYTES, NAME_MAX, PERM_MASK, POINTERS_PER_BLOCK, ROOT_INO,
+    SUPERBLOCK_ADDR, SYMLINK_MAX, TYPE_MASK,
 };
 use crate::store::{StoreError, TxHandle, TxStore};
 use byteorder::{ByteOrder, LittleEndian as LE};
@@ -29,6 +38,10 @@ use txdisk_disk::{Addr, Block, BLOCK_SIZE};
 pub struct FsckReport {
     /// Regular files reached from the root.
     pub files: u64,
+    /// Symbolic links reached.
+    pub symlinks: u64,
+    /// FIFOs, sockets and device nodes reached.
+    pub special_files: u64,
     /// Directories reached, the root included.
     pub directories: u64,
     /// Data and index blocks in use.
@@ -49,21 +62,48 @@ pub enum Violation {
     #[error("fs: reading the store: {0}")]
     /// The store failed while the checker read it: an I/O error, not damage.
     Store(#[from] StoreError),
-    #[error("fs: root inode {ino} is not an allocated directory (kind code {kind_code})")]
+    #[error("fs: root inode {ino} is not an allocated directory (mode {mode:#o})")]
     /// The root inode is free or not a directory.
     RootNotDirectory {
         /// The inode.
         ino: Ino,
-        /// The kind code it holds.
-        kind_code: u32,
+        /// The mode it holds.
+        mode: u32,
     },
-    #[error("fs: inode {ino} has unknown kind code {kind_code}")]
-    /// An inode of an unknown kind.
+    #[error("fs: inode {ino} has mode {mode:#o}: no known file type, or bits past 07777")]
+    /// An inode of an unknown kind, or with mode bits the format does not define.
     BadKind {
         /// The inode.
         ino: Ino,
-        /// The kind code it holds.
-        kind_code: u32,
+        /// The mode it holds.
+        mode: u32,
+    },
+    #[error("fs: inode {ino}: {what}")]
+    /// Metadata the format forbids: nanoseconds of a second or more, `rdev` on anything but a
+    /// device node, a parent on anything but a directory, reserved bytes not zero.
+    BadMetadata {
+        /// The inode.
+        ino: Ino,
+        /// What is wrong.
+        what: &'static str,
+    },
+    #[error("fs: symbolic link {ino}: {what}")]
+    /// A symbolic link without a valid target.
+    BadSymlink {
+        /// The inode.
+        ino: Ino,
+        /// What is wrong.
+        what: &'static str,
+    },
+    #[error("fs: directory {dir} tree, node {addr}: {what}")]
+    /// A directory's B-tree is malformed: its index and its entries disagree.
+    DirectoryTree {
+        /// The directory.
+        dir: Ino,
+        /// The node.
+        addr: Addr,
+        /// What is wrong.
+        what: String,
     },
     #[error("fs: inode {ino} points at block {addr}, outside the data region")]
     /// A block pointer outside the data region.
@@ -223,21 +263,15 @@ pub enum Violation {
         /// The size recorded, in bytes.
         size_bytes: u64,
     },
-    #[error("fs: directory {ino} size {size_bytes} is not a whole number of blocks")]
-    /// A directory size that is not whole blocks.
+    #[error("fs: directory {ino} size {size_bytes}: expected {expected} (its nodes)")]
+    /// A directory whose size is not its B-tree nodes' bytes.
     DirectorySize {
         /// The inode.
         ino: Ino,
         /// The size recorded, in bytes.
         size_bytes: u64,
-    },
-    #[error("fs: directory {ino} has a hole at block index {index}")]
-    /// A directory with an unmapped block below its size.
-    DirectoryHole {
-        /// The inode.
-        ino: Ino,
-        /// The file block index.
-        index: u64,
+        /// What the invariant requires.
+        expected: u64,
     },
     #[error("fs: inode {ino} block count: expected {expected}, found {found}")]
     /// An inode block count that is not the blocks it owns.
@@ -320,7 +354,7 @@ impl<'t, T: TxHandle> Checker<'t, T> {
         if root.kind() != Some(Kind::Dir) || !self.inode_marked(ROOT_INO)? {
             return Err(Violation::RootNotDirectory {
                 ino: ROOT_INO,
-                kind_code: root.kind_code,
+                mode: root.mode,
             });
         }
         if root.parent != ROOT_INO {
@@ -370,81 +404,172 @@ impl<'t, T: TxHandle> Checker<'t, T> {
         Ok(())
     }
 
-    /// The entries of directory `dir`, each checked for name, uniqueness, target and kind.
+    /// The entries of directory `dir`, from a walk of its whole B-tree that claims its nodes
+    /// and checks the tree's shape, each entry's name, uniqueness, target and kind.
     fn dir_entries(&mut self, dir: Ino) -> Checked<Vec<Ino>> {
         let inode = self.inode(dir)?;
-        let mut seen = HashSet::new();
-        let mut entries = Vec::new();
-        for index in 0..inode.size_bytes / BLOCK_SIZE as u64 {
-            let addr = self.map(&inode, index)?;
-            let block = self.get(addr)?.clone();
-            for slot in 0..DIRENTS_PER_BLOCK {
-                let (entry, name_len) = RawDirent::decode(&block, slot);
-                if entry.ino == 0 {
-                    continue;
-                }
-                let name = entry.name.clone();
-                let bad = name_len > NAME_MAX
-                    || name.is_empty()
-                    || name == b"."
-                    || name == b".."
-                    || name.iter().any(|&b| b == b'/' || b == 0);
-                if bad {
-                    return Err(Violation::BadName {
-                        dir,
-                        slot: index * DIRENTS_PER_BLOCK as u64 + slot as u64,
-                        name: lossy(&name),
-                        len: name_len,
-                    });
-                }
-                if !seen.insert(name.clone()) {
-                    return Err(Violation::DuplicateName {
-                        dir,
-                        name: lossy(&name),
-                    });
-                }
-                self.check_target(dir, &entry)?;
-                entries.push(entry.ino);
+        let mut records = Vec::new();
+        let mut nodes = 0u64;
+        if inode.direct[0] != 0 {
+            let mut stack = vec![(inode.direct[0], None, 0u64, u64::MAX)];
+            // Bounded: every node is claimed once (a second claim is a violation).
+            while let Some((addr, level, low, high)) = stack.pop() {
+                nodes += 1;
+                self.dir_node(dir, addr, level, (low, high), &mut stack, &mut records)?;
             }
+        }
+        let expected_size = nodes * BLOCK_SIZE_BYTES;
+        if inode.size_bytes != expected_size {
+            return Err(Violation::DirectorySize {
+                ino: dir,
+                size_bytes: inode.size_bytes,
+                expected: expected_size,
+            });
+        }
+        self.report.blocks_used += nodes;
+        if inode.blocks != nodes {
+            return Err(Violation::BlockCount {
+                ino: dir,
+                expected: nodes,
+                found: inode.blocks,
+            });
+        }
+        let mut seen = HashSet::new();
+        let mut entries = Vec::with_capacity(records.len());
+        for (index, record) in records.iter().enumerate() {
+            self.check_record(dir, index as u64, record)?;
+            if !seen.insert(record.name.clone()) {
+                return Err(Violation::DuplicateName {
+                    dir,
+                    name: lossy(&record.name),
+                });
+            }
+            entries.push(record.ino);
         }
         Ok(entries)
     }
 
-    fn check_target(&mut self, dir: Ino, entry: &RawDirent) -> Checked {
+    /// Claims and checks one node of `dir`'s tree, whose keys must lie in `low..high`: a leaf
+    /// adds its records, an interior node pushes its children with their key ranges.
+    fn dir_node(
+        &mut self,
+        dir: Ino,
+        addr: Addr,
+        level: Option<u8>,
+        (low, high): (u64, u64),
+        stack: &mut Vec<(Addr, Option<u8>, u64, u64)>,
+        records: &mut Vec<Record>,
+    ) -> Checked {
+        let broken = |what: String| Violation::DirectoryTree { dir, addr, what };
+        self.claim(dir, addr)?;
+        let node = DirNode::decode(self.get(addr)?).map_err(|error| broken(error.to_string()))?;
+        if level.is_some_and(|level| node.level() != level) {
+            return Err(broken(format!(
+                "level {}, expected {level:?} (one below its parent)",
+                node.level()
+            )));
+        }
+        match node {
+            DirNode::Leaf(leaf) => {
+                if leaf.is_empty() {
+                    return Err(broken("empty leaf".into()));
+                }
+                for pair in leaf.windows(2) {
+                    // Equal records are left to the duplicate-name check.
+                    if (pair[0].key, &pair[0].name) > (pair[1].key, &pair[1].name) {
+                        return Err(broken("records out of (key, name) order".into()));
+                    }
+                }
+                for record in &leaf {
+                    if record.key < low || record.key >= high {
+                        return Err(broken(format!(
+                            "key {} outside its range {low}..{high}",
+                            record.key
+                        )));
+                    }
+                    if record.key != name_key(self.sb.hash_seed, &record.name) {
+                        return Err(broken(format!(
+                            "key {} is not the hash of {:?}",
+                            record.key,
+                            lossy(&record.name)
+                        )));
+                    }
+                }
+                records.extend(leaf);
+            }
+            DirNode::Interior { level, children } => {
+                for pair in children.windows(2) {
+                    if pair[0].0 >= pair[1].0 {
+                        return Err(broken("children out of key order".into()));
+                    }
+                }
+                for (i, &(key, child)) in children.iter().enumerate() {
+                    let child_low = if i == 0 { low } else { key };
+                    let child_high = children.get(i + 1).map_or(high, |next| next.0);
+                    if i > 0 && (key < low || key >= high) {
+                        return Err(broken(format!("child key {key} outside {low}..{high}")));
+                    }
+                    stack.push((child, Some(level - 1), child_low, child_high));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One directory record: a valid name, an allocated target of the kind it says.
+    fn check_record(&mut self, dir: Ino, index: u64, record: &Record) -> Checked {
+        let name = &record.name;
+        let bad = name.len() > NAME_MAX
+            || name.is_empty()
+            || name == b"."
+            || name == b".."
+            || name.iter().any(|&b| b == b'/' || b == 0);
+        if bad {
+            return Err(Violation::BadName {
+                dir,
+                slot: index,
+                name: lossy(name),
+                len: name.len(),
+            });
+        }
+        self.check_target(dir, record)
+    }
+
+    fn check_target(&mut self, dir: Ino, entry: &Record) -> Checked {
         let dangling = || Violation::DanglingEntry {
             dir,
             name: lossy(&entry.name),
             ino: entry.ino,
         };
-        if entry.ino >= self.sb.inode_count {
+        if entry.ino == 0 || entry.ino >= self.sb.inode_count {
             return Err(dangling());
         }
         let target = self.inode(entry.ino)?;
-        if target.kind_code == 0 {
+        if target.is_free() {
             return Err(dangling());
         }
         if !self.inode_marked(entry.ino)? {
             return Err(Violation::InodeNotMarked { ino: entry.ino });
         }
-        if target.kind().is_none() {
+        let Some(kind) = target.kind() else {
             return Err(Violation::BadKind {
                 ino: entry.ino,
-                kind_code: target.kind_code,
+                mode: target.mode,
             });
-        }
-        if target.kind_code != u32::from(entry.kind_code) {
+        };
+        if kind.code() != entry.kind_code {
             return Err(Violation::EntryKind {
                 dir,
                 name: lossy(&entry.name),
                 ino: entry.ino,
                 expected: u32::from(entry.kind_code),
-                found: target.kind_code,
+                found: u32::from(kind.code()),
             });
         }
         Ok(())
     }
 
-    /// The block at file index `index` of a directory (which has no holes).
+    /// The block at file index `index` of an inode (0 for a hole).
     fn map(&mut self, inode: &Inode, index: u64) -> Checked<Addr> {
         let direct = DIRECT_POINTERS as u64;
         let pointer = if index < direct {
@@ -488,13 +613,43 @@ impl<'t, T: TxHandle> Checker<'t, T> {
         Ok(())
     }
 
-    /// Claims every block of inode `ino` and checks its size against them.
+    /// The metadata every inode must have right, whatever its kind.
+    fn check_metadata(&mut self, ino: Ino, inode: &Inode, kind: Kind) -> Checked {
+        let bad = |what| Violation::BadMetadata { ino, what };
+        if inode.mode & !(TYPE_MASK | PERM_MASK) != 0 {
+            return Err(Violation::BadKind {
+                ino,
+                mode: inode.mode,
+            });
+        }
+        if [inode.atime, inode.mtime, inode.ctime]
+            .iter()
+            .any(|time| time.nanos >= 1_000_000_000)
+        {
+            return Err(bad("a time with a second or more of nanoseconds"));
+        }
+        if inode.rdev != 0 && !matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
+            return Err(bad("a device number on an inode that is no device node"));
+        }
+        if kind != Kind::Dir && inode.parent != 0 {
+            return Err(bad("a parent on an inode that is no directory"));
+        }
+        let (addr, slot) = self.sb.inode_location(ino);
+        if !Inode::reserved_zero(self.get(addr)?, slot) {
+            return Err(bad("reserved inode bytes are not zero"));
+        }
+        Ok(())
+    }
+
+    /// Claims every block of inode `ino` (a directory's are claimed by its tree walk) and
+    /// checks its size and metadata against them.
     fn check_inode_blocks(&mut self, ino: Ino) -> Checked {
         let inode = self.inode(ino)?;
         let kind = inode.kind().ok_or(Violation::BadKind {
             ino,
-            kind_code: inode.kind_code,
+            mode: inode.mode,
         })?;
+        self.check_metadata(ino, &inode, kind)?;
         if inode.size_bytes > MAX_FILE_BYTES {
             return Err(Violation::SizeTooLarge {
                 ino,
@@ -502,7 +657,25 @@ impl<'t, T: TxHandle> Checker<'t, T> {
                 max_bytes: MAX_FILE_BYTES,
             });
         }
+        if kind == Kind::Dir {
+            self.report.directories += 1;
+            let file_map_used = inode.direct[1..].iter().any(|&addr| addr != 0)
+                || inode.indirect != 0
+                || inode.double_indirect != 0;
+            if file_map_used {
+                return Err(Violation::DirectoryTree {
+                    dir: ino,
+                    addr: 0,
+                    what: "block pointers other than the root are set".into(),
+                });
+            }
+            return Ok(());
+        }
         let mapped = self.claim_all(ino, &inode)?;
+        if kind == Kind::Symlink {
+            // Before the size checks: a link's size is its target's length.
+            self.check_symlink(ino, &inode, &mapped)?;
+        }
         let size_blocks = inode.size_bytes.div_ceil(BLOCK_SIZE as u64);
         if let Some(&index) = mapped.iter().find(|&&index| index >= size_blocks) {
             return Err(Violation::BlockPastEof {
@@ -512,30 +685,43 @@ impl<'t, T: TxHandle> Checker<'t, T> {
             });
         }
         match kind {
-            Kind::Dir => self.check_dir_shape(ino, &inode, &mapped)?,
             Kind::File => {
                 self.report.files += 1;
                 self.report.file_bytes += inode.size_bytes;
-                self.check_tail(ino, &inode)?;
+                self.check_tail(ino, &inode)
+            }
+            Kind::Symlink => {
+                self.report.symlinks += 1;
+                Ok(())
+            }
+            _ => {
+                self.report.special_files += 1;
+                if inode.size_bytes != 0 || !mapped.is_empty() {
+                    return Err(Violation::BadMetadata {
+                        ino,
+                        what: "a FIFO, socket or device node with a size or blocks",
+                    });
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 
-    fn check_dir_shape(&mut self, ino: Ino, inode: &Inode, mapped: &[u64]) -> Checked {
-        self.report.directories += 1;
-        if inode.size_bytes % BLOCK_SIZE as u64 != 0 {
-            return Err(Violation::DirectorySize {
-                ino,
-                size_bytes: inode.size_bytes,
-            });
+    fn check_symlink(&mut self, ino: Ino, inode: &Inode, mapped: &[u64]) -> Checked {
+        let bad = |what| Violation::BadSymlink { ino, what };
+        let len = inode.size_bytes as usize;
+        if len == 0 || len > SYMLINK_MAX {
+            return Err(bad("target length outside 1..=4095 bytes"));
         }
-        let present: HashSet<u64> = mapped.iter().copied().collect();
-        let size_blocks = inode.size_bytes / BLOCK_SIZE as u64;
-        if let Some(index) = (0..size_blocks).find(|index| !present.contains(index)) {
-            return Err(Violation::DirectoryHole { ino, index });
+        if mapped != [0] {
+            return Err(bad("target not in exactly one block, the first"));
         }
-        Ok(())
+        let addr = self.map(inode, 0)?;
+        let block = self.tx.read(addr)?;
+        if block.as_bytes()[..len].contains(&0) {
+            return Err(bad("target contains NUL"));
+        }
+        self.check_tail(ino, inode)
     }
 
     fn check_tail(&mut self, ino: Ino, inode: &Inode) -> Checked {

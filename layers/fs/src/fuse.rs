@@ -2,14 +2,20 @@
 //! with the `fuser` crate's own mount (no libfuse; needs root or a usable `/dev/fuse`).
 //!
 //! Each FUSE request is one file-system operation, so it is one store transaction (a large
-//! write one per chunk). `fsync`, `fsyncdir` and unmounting flush the store, so once the
-//! session has ended every completed operation is durable. Permissions, owners and times are
-//! not stored: files show mode 0644, directories 0755, the mount point's owner, and the mount
-//! time; `chmod`, `chown` and `utime` succeed and change nothing.
+//! write one per chunk), committed without waiting for the disk. `fsync`, `fdatasync`,
+//! `fsyncdir` and unmounting are one flush of the store, which makes every operation
+//! completed before it durable (`sync` and `syncfs` send no request to a FUSE file system, so
+//! they only have the kernel write back what it holds: use `fsync` of any file); a
+//! background flusher does the same every [`MountOptions::flush_interval`] (5 s by default,
+//! as ext4's `commit=5`) when anything changed, so a crash loses at most that much. Mode,
+//! owner, group, times and device numbers are stored; the kernel checks permissions
+//! (`default_permissions`). Extended attributes are not supported (the kernel answers
+//! `EOPNOTSUPP`, which `cp -a` and `tar` accept); access times are kept as set, not updated
+//! by reads (`noatime`).
 
 use crate::error::FsError;
-use crate::format::{Ino, Kind};
-use crate::fs::{Fs, Stat};
+use crate::format::{Ino, Kind, Timestamp, PERM_MASK};
+use crate::fs::{Fs, NewInode, RenameMode, SetAttr, Stat};
 use crate::store::TxStore;
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -20,21 +26,110 @@ use fuser::{
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use txdisk_disk::BLOCK_SIZE;
 
 /// How long the kernel may cache attributes and names: the mount is the only writer.
 const TTL: Duration = Duration::from_secs(1);
 
+/// Entries gathered per `readdir` request (the kernel's buffer takes what fits).
+const READDIR_BATCH: usize = 256;
+
+/// How a mount behaves.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// How often the background flusher makes completed operations durable when any are not
+    /// yet (`None`: only `fsync` and unmount do). Bounds what a crash can take.
+    pub flush_interval: Option<Duration>,
+}
+
+/// The background flush interval when none is given: 5 s, as ext4's default `commit=5`.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            flush_interval: Some(DEFAULT_FLUSH_INTERVAL),
+        }
+    }
+}
+
+/// The background flusher: a thread that flushes every interval while anything is unflushed,
+/// until told to stop.
+struct Flusher {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Flusher {
+    fn start<S: TxStore + 'static>(fs: Arc<Fs<S>>, interval: Duration) -> io::Result<Flusher> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("txdisk-fs-flush".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    if fs.unflushed_ops() > 0 {
+                        if let Err(error) = fs.fsync() {
+                            eprintln!("txdisk-fs: background flush failed: {error}");
+                        }
+                    }
+                }
+            })?;
+        Ok(Flusher { stop, thread })
+    }
+
+    fn stop(self) {
+        // The thread ends at its next wake-up either way; a send error means it already has.
+        let _ = self.stop.send(());
+        if self.thread.join().is_err() {
+            eprintln!("txdisk-fs: the background flusher panicked");
+        }
+    }
+}
+
 /// An [`Fs`] served over FUSE.
 pub struct FuseFs<S: TxStore> {
     fs: Arc<Fs<S>>,
-    uid: u32,
-    gid: u32,
-    mounted_at: SystemTime,
+    options: MountOptions,
+    flusher: Option<Flusher>,
+}
+
+fn timestamp_of(time: SystemTime) -> Timestamp {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => Timestamp::new(since.as_secs() as i64, since.subsec_nanos()),
+        Err(before) => {
+            let before = before.duration();
+            let secs = -(before.as_secs() as i64);
+            match before.subsec_nanos() {
+                0 => Timestamp::new(secs, 0),
+                nanos => Timestamp::new(secs - 1, 1_000_000_000 - nanos),
+            }
+        }
+    }
+}
+
+fn system_time_of(time: Timestamp) -> SystemTime {
+    let nanos = Duration::from_nanos(u64::from(time.nanos));
+    if time.secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(time.secs as u64) + nanos
+    } else {
+        UNIX_EPOCH - Duration::from_secs(time.secs.unsigned_abs()) + nanos
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+    }
 }
 
 fn errno(error: &FsError) -> Errno {
@@ -42,39 +137,42 @@ fn errno(error: &FsError) -> Errno {
 }
 
 impl<S: TxStore> FuseFs<S> {
-    /// Serves `fs`, showing files as owned by `uid`:`gid`.
-    pub fn new(fs: Arc<Fs<S>>, uid: u32, gid: u32) -> FuseFs<S> {
+    /// Serves `fs` with `options`.
+    pub fn new(fs: Arc<Fs<S>>, options: MountOptions) -> FuseFs<S> {
         FuseFs {
             fs,
-            uid,
-            gid,
-            mounted_at: SystemTime::now(),
+            options,
+            flusher: None,
         }
     }
 
     fn attr(&self, stat: &Stat) -> FileAttr {
-        let (kind, perm) = match stat.kind {
-            Kind::File => (FileType::RegularFile, 0o644),
-            Kind::Dir => (FileType::Directory, 0o755),
-        };
         FileAttr {
             ino: INodeNo(stat.ino),
             size: stat.size_bytes,
             // In 512-byte units, as st_blocks.
             blocks: stat.blocks * (BLOCK_SIZE as u64 / 512),
-            atime: self.mounted_at,
-            mtime: self.mounted_at,
-            ctime: self.mounted_at,
-            crtime: self.mounted_at,
-            kind,
-            perm,
+            atime: system_time_of(stat.atime),
+            mtime: system_time_of(stat.mtime),
+            ctime: system_time_of(stat.ctime),
+            crtime: system_time_of(stat.ctime),
+            kind: file_type(stat.kind),
+            perm: stat.perm as u16,
             nlink: stat.nlink,
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
+            uid: stat.uid,
+            gid: stat.gid,
+            rdev: stat.rdev,
             blksize: BLOCK_SIZE as u32,
             flags: 0,
         }
+    }
+
+    /// A time `utimensat` asked for: a given one, or now by the file system's clock.
+    fn time_of(&self, time: Option<TimeOrNow>) -> Option<Timestamp> {
+        time.map(|time| match time {
+            TimeOrNow::SpecificTime(at) => timestamp_of(at),
+            TimeOrNow::Now => self.fs.clock().now(),
+        })
     }
 
     fn reply_entry(&self, ino: Result<Ino, FsError>, reply: ReplyEntry) {
@@ -90,28 +188,20 @@ impl<S: TxStore> FuseFs<S> {
             Err(error) => reply.error(errno(&error)),
         }
     }
-
-    fn rename_noreplace(
-        &self,
-        parent: Ino,
-        name: &[u8],
-        new_parent: Ino,
-        new_name: &[u8],
-    ) -> Result<(), FsError> {
-        match self.fs.lookup(new_parent, new_name) {
-            Ok(_) => Err(FsError::Exists),
-            Err(FsError::NotFound) => self.fs.rename(parent, name, new_parent, new_name),
-            Err(error) => Err(error),
-        }
-    }
 }
 
 impl<S: TxStore + 'static> Filesystem for FuseFs<S> {
     fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> io::Result<()> {
+        if let Some(interval) = self.options.flush_interval {
+            self.flusher = Some(Flusher::start(Arc::clone(&self.fs), interval)?);
+        }
         Ok(())
     }
 
     fn destroy(&mut self) {
+        if let Some(flusher) = self.flusher.take() {
+            flusher.stop();
+        }
         // The session is ending (unmount): make every completed operation durable.
         if let Err(error) = self.fs.fsync() {
             tracing_free_warn(&error);
@@ -133,12 +223,12 @@ impl<S: TxStore + 'static> Filesystem for FuseFs<S> {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -147,46 +237,74 @@ impl<S: TxStore + 'static> Filesystem for FuseFs<S> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let result = match size {
-            Some(size_bytes) => self.fs.truncate(ino.0, size_bytes),
-            None => Ok(()),
+        let change = SetAttr {
+            perm: mode.map(|mode| mode & PERM_MASK),
+            uid,
+            gid,
+            size_bytes: size,
+            atime: self.time_of(atime),
+            mtime: self.time_of(mtime),
         };
-        match result.and_then(|()| self.fs.stat(ino.0)) {
+        match self.fs.setattr(ino.0, &change) {
             Ok(stat) => reply.attr(&TTL, &self.attr(&stat)),
             Err(error) => reply.error(errno(&error)),
         }
     }
 
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let made = self.fs.symlink(
+            parent.0,
+            link_name.as_bytes(),
+            target.as_os_str().as_bytes(),
+            req.uid(),
+            req.gid(),
+        );
+        self.reply_entry(made, reply);
+    }
+
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
-        _rdev: u32,
+        umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        // Only regular files exist here.
-        const S_IFMT: u32 = 0o170_000;
-        const S_IFREG: u32 = 0o100_000;
-        if mode & S_IFMT != S_IFREG {
-            reply.error(Errno::EPERM);
+        let Some(kind) = Kind::from_mode(mode).filter(|&kind| kind != Kind::Dir) else {
+            reply.error(Errno::EINVAL);
             return;
-        }
-        self.reply_entry(self.fs.create(parent.0, name.as_bytes()), reply);
+        };
+        let new = new_inode(req, kind, mode, umask, rdev);
+        self.reply_entry(self.fs.make_node(parent.0, name.as_bytes(), &new), reply);
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        self.reply_entry(self.fs.mkdir(parent.0, name.as_bytes()), reply);
+        let new = new_inode(req, Kind::Dir, mode, umask, 0);
+        self.reply_entry(self.fs.make_node(parent.0, name.as_bytes(), &new), reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -208,15 +326,21 @@ impl<S: TxStore + 'static> Filesystem for FuseFs<S> {
         reply: ReplyEmpty,
     ) {
         let (name, newname) = (name.as_bytes(), newname.as_bytes());
-        let result = if flags.is_empty() {
-            self.fs.rename(parent.0, name, newparent.0, newname)
+        let mode = if flags.is_empty() {
+            Ok(RenameMode::Replace)
         } else if flags == RenameFlags::RENAME_NOREPLACE {
-            self.rename_noreplace(parent.0, name, newparent.0, newname)
+            Ok(RenameMode::NoReplace)
+        } else if flags == RenameFlags::RENAME_EXCHANGE {
+            Ok(RenameMode::Exchange)
         } else {
             Err(FsError::InvalidArgument(
-                "rename flags other than NOREPLACE",
+                "rename flags other than NOREPLACE or EXCHANGE",
             ))
         };
+        let result = mode.and_then(|mode| {
+            self.fs
+                .rename_with(parent.0, name, newparent.0, newname, mode)
+        });
         Self::reply_empty(result, reply);
     }
 
@@ -312,32 +436,36 @@ impl<S: TxStore + 'static> Filesystem for FuseFs<S> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.readdir(ino.0) {
+        // Offsets: 1 after ".", 2 after "..", and after an entry the next position (its key
+        // plus one): valid however the directory changes between calls.
+        if offset == 0 && reply.add(ino, 1, FileType::Directory, OsStr::new(".")) {
+            reply.ok();
+            return;
+        }
+        if offset <= 1 && reply.add(ino, 2, FileType::Directory, OsStr::new("..")) {
+            reply.ok();
+            return;
+        }
+        let entries = match self.fs.readdir_from(ino.0, offset, READDIR_BATCH) {
             Ok(entries) => entries,
             Err(error) => {
                 reply.error(errno(&error));
                 return;
             }
         };
-        // Offsets: 1 after ".", 2 after "..", 3 + i after entry i.
-        let dots = [
-            (ino.0, FileType::Directory, &b"."[..]),
-            (ino.0, FileType::Directory, &b".."[..]),
-        ];
-        let listed = dots.into_iter().chain(entries.iter().map(|entry| {
-            let kind = match entry.kind {
-                Kind::File => FileType::RegularFile,
-                Kind::Dir => FileType::Directory,
+        for (i, entry) in entries.iter().enumerate() {
+            // Entries of one key (a hash collision, rare) resume at the key, so that a batch
+            // cut between them repeats some rather than skipping any.
+            let same_key_follows = entries
+                .get(i + 1)
+                .is_some_and(|next| next.offset == entry.offset);
+            let next = if same_key_follows {
+                entry.offset
+            } else {
+                entry.offset + 1
             };
-            (entry.ino, kind, entry.name.as_slice())
-        }));
-        for (index, (child, kind, name)) in listed.enumerate().skip(offset as usize) {
-            if reply.add(
-                INodeNo(child),
-                index as u64 + 1,
-                kind,
-                OsStr::from_bytes(name),
-            ) {
+            let name = OsStr::from_bytes(&entry.name);
+            if reply.add(INodeNo(entry.ino), next, file_type(entry.kind), name) {
                 break;
             }
         }
@@ -362,17 +490,18 @@ impl<S: TxStore + 'static> Filesystem for FuseFs<S> {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let new = new_inode(req, Kind::File, mode, umask, 0);
         match self
             .fs
-            .create(parent.0, name.as_bytes())
+            .make_node(parent.0, name.as_bytes(), &new)
             .and_then(|ino| self.fs.stat(ino))
         {
             Ok(stat) => reply.created(
@@ -384,6 +513,18 @@ impl<S: TxStore + 'static> Filesystem for FuseFs<S> {
             ),
             Err(error) => reply.error(errno(&error)),
         }
+    }
+}
+
+/// What a create, mkdir or mknod from `req` makes: its permission bits less the umask, owned
+/// by the caller.
+fn new_inode(req: &Request, kind: Kind, mode: u32, umask: u32, rdev: u32) -> NewInode {
+    NewInode {
+        kind,
+        perm: mode & !umask & PERM_MASK,
+        uid: req.uid(),
+        gid: req.gid(),
+        rdev,
     }
 }
 
@@ -400,23 +541,28 @@ fn config() -> Config {
         MountOption::Subtype("txdisk".to_string()),
         MountOption::RW,
         MountOption::NoAtime,
+        MountOption::DefaultPermissions,
     ];
     config
 }
 
-fn owner(mountpoint: &Path) -> io::Result<(u32, u32)> {
-    let metadata = std::fs::metadata(mountpoint)?;
-    Ok((metadata.uid(), metadata.gid()))
-}
-
-/// Mounts `fs` at `mountpoint` and serves it on a background thread until the returned session
-/// is unmounted (`umount_and_join`) or dropped; the store is flushed when the session ends.
+/// Mounts `fs` at `mountpoint` with the default [`MountOptions`] and serves it on a
+/// background thread until the returned session is unmounted (`umount_and_join`) or dropped;
+/// the store is flushed when the session ends.
 pub fn spawn_mount<S: TxStore + 'static>(
     fs: Arc<Fs<S>>,
     mountpoint: &Path,
 ) -> io::Result<fuser::BackgroundSession> {
-    let (uid, gid) = owner(mountpoint)?;
-    fuser::spawn_mount(FuseFs::new(fs, uid, gid), mountpoint, &config())
+    spawn_mount_with(fs, mountpoint, &MountOptions::default())
+}
+
+/// [`spawn_mount`] with `options`.
+pub fn spawn_mount_with<S: TxStore + 'static>(
+    fs: Arc<Fs<S>>,
+    mountpoint: &Path,
+    options: &MountOptions,
+) -> io::Result<fuser::BackgroundSession> {
+    fuser::spawn_mount(FuseFs::new(fs, options.clone()), mountpoint, &config())
 }
 
 /// Mounts `fs` at `mountpoint` and serves it until `stop` receives a message or is dropped
@@ -426,10 +572,11 @@ pub fn spawn_mount<S: TxStore + 'static>(
 pub fn serve_until<S: TxStore + 'static>(
     fs: Arc<Fs<S>>,
     mountpoint: &Path,
+    options: &MountOptions,
     stop: &std::sync::mpsc::Receiver<()>,
 ) -> io::Result<()> {
     use std::sync::mpsc::RecvTimeoutError;
-    let session = spawn_mount(Arc::clone(&fs), mountpoint)?;
+    let session = spawn_mount_with(Arc::clone(&fs), mountpoint, options)?;
     loop {
         // Polling lets an external `umount` end the wait too; the interval only bounds how
         // long that takes to notice.
@@ -450,7 +597,10 @@ pub fn serve_until<S: TxStore + 'static>(
 }
 
 /// Mounts `fs` at `mountpoint` and serves it on this thread until it is unmounted.
-pub fn mount<S: TxStore + 'static>(fs: Arc<Fs<S>>, mountpoint: &Path) -> io::Result<()> {
-    let (uid, gid) = owner(mountpoint)?;
-    fuser::mount(FuseFs::new(fs, uid, gid), mountpoint, &config())
+pub fn mount<S: TxStore + 'static>(
+    fs: Arc<Fs<S>>,
+    mountpoint: &Path,
+    options: &MountOptions,
+) -> io::Result<()> {
+    fuser::mount(FuseFs::new(fs, options.clone()), mountpoint, &config())
 }

@@ -77,6 +77,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bugs;
 pub mod check;
 mod dir;
 mod error;
@@ -93,8 +94,11 @@ mod txn;
 
 pub use check::{check_invariants, FsckReport, Violation};
 pub use error::{errno, FsError, Result};
-pub use format::{Ino, Kind, ROOT_INO};
-pub use fs::{DirEntry, Fs, FsOptions, FsStats, MkfsOptions, Stat, MAX_ATTEMPTS};
+pub use format::{Ino, Kind, Timestamp, ROOT_INO};
+pub use fs::{
+    timestamp_of_nanos, Clock, DirEntry, Fs, FsOptions, FsStats, MkfsOptions, NewInode, RenameMode,
+    SetAttr, Stat, MAX_ATTEMPTS,
+};
 pub use logical_store::LogicalStore;
 pub use paths::STREAM_PIECE_BYTES;
 pub use store::{MemStore, StoreError, TxHandle, TxStore};

@@ -48,7 +48,7 @@ impl<S: TxStore> Fs<S> {
         let (dir, name) = self.resolve_parent(path)?;
         match self.stat(self.lookup(dir, name)?)?.kind {
             Kind::Dir => self.rmdir(dir, name),
-            Kind::File => self.unlink(dir, name),
+            _ => self.unlink(dir, name),
         }
     }
 

@@ -151,14 +151,14 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
         }
         let (addr, slot) = self.sb.inode_location(ino);
         let inode = Inode::decode(self.get(addr)?, slot);
-        if inode.kind_code == 0 {
+        if inode.is_free() {
             return Err(FsError::NotFound);
         }
         if inode.kind().is_none() {
             return Err(FsError::corrupt(
-                "inode kind (1 file, 2 dir)",
-                1u32,
-                inode.kind_code,
+                "inode file type (S_IFREG, S_IFDIR, ...)",
+                Kind::File.type_bits(),
+                inode.mode,
             ));
         }
         // Every loop over a file's blocks is bounded by its size: hold the size to the format.
@@ -492,6 +492,6 @@ impl<'h, T: TxHandle> Ctx<'h, T> {
         let inode = self.inode(ino)?;
         inode
             .kind()
-            .ok_or_else(|| FsError::corrupt("inode kind", 1u32, inode.kind_code))
+            .ok_or_else(|| FsError::corrupt("inode kind", 8u32, inode.mode))
     }
 }

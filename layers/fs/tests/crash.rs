@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use txdisk_disk::rng::SplitMix64;
 use txdisk_fs::oracle::{workload, Op, OracleError, Recorder};
-use txdisk_fs::{check_invariants, Fs, FsOptions, MemStore, MkfsOptions, ROOT_INO};
+use txdisk_fs::{check_invariants, Clock, Fs, FsOptions, MemStore, MkfsOptions, ROOT_INO};
 
-/// 24 blocks per transaction: writes of more than 18 blocks are split into chunks.
-const MAX_TX_BLOCKS: usize = 24;
+/// 36 blocks per transaction: writes of more than 30 blocks are split into chunks.
+const MAX_TX_BLOCKS: usize = 36;
 
 /// Runs `ops` with a crash at store call `crash_at` (counted from after mkfs), recovers with a
 /// random prefix of the unflushed commits, and checks the oracle. Returns the store calls the
@@ -20,11 +20,18 @@ fn run(seed: u64, ops: &[Op], crash_at: Option<u64>, sync_every_op: bool) -> Res
     let store = Arc::new(MemStore::new(1024, MAX_TX_BLOCKS));
     let options = MkfsOptions {
         inode_count: Some(64),
+        ..MkfsOptions::default()
     };
     drop(Fs::mkfs(Arc::clone(&store), &options).map_err(|e| format!("mkfs: {e}"))?);
-    let fs = Fs::open(Arc::clone(&store), FsOptions { sync_every_op })
-        .map_err(|e| format!("open: {e}"))?;
-    let mut recorder = Recorder::new(&fs, sync_every_op);
+    let fs = Fs::open(
+        Arc::clone(&store),
+        FsOptions {
+            sync_every_op,
+            clock: Clock::manual(0),
+        },
+    )
+    .map_err(|e| format!("open: {e}"))?;
+    let mut recorder = Recorder::new(&fs, sync_every_op).map_err(|e| e.to_string())?;
     let start_calls = store.ops();
     if let Some(k) = crash_at {
         store.crash_after_ops(k);
@@ -113,12 +120,21 @@ fn the_oracle_rejects_a_lost_fsync() {
     // A store that loses a flushed operation must be caught: run a create and an fsync, then
     // recover a store that never saw them.
     let store = Arc::new(MemStore::new(1024, MAX_TX_BLOCKS));
-    let fs = Fs::mkfs(Arc::clone(&store), &MkfsOptions::default()).expect("mkfs");
-    let mut recorder = Recorder::new(&fs, false);
+    let manual = FsOptions {
+        clock: Clock::manual(0),
+        ..FsOptions::default()
+    };
+    let fs =
+        Fs::mkfs_with(Arc::clone(&store), &MkfsOptions::default(), manual.clone()).expect("mkfs");
+    let mut recorder = Recorder::new(&fs, false).expect("recorder");
     recorder.run(&fs, &Op::Create(vec![0])).expect("create");
     recorder.run(&fs, &Op::Fsync).expect("fsync");
-    let fresh =
-        Fs::mkfs(MemStore::new(1024, MAX_TX_BLOCKS), &MkfsOptions::default()).expect("mkfs");
+    let fresh = Fs::mkfs_with(
+        MemStore::new(1024, MAX_TX_BLOCKS),
+        &MkfsOptions::default(),
+        manual,
+    )
+    .expect("mkfs");
     let error = recorder
         .check_recovered(&fresh)
         .expect_err("the fsynced create is missing");
@@ -153,15 +169,20 @@ fn model_driven_operations_fit_one_transaction_and_recover() {
     // The generator a fuzzer uses one operation at a time: every write stays inside one chunk,
     // so each operation commits at most one transaction.
     let store = Arc::new(MemStore::new(1024, MAX_TX_BLOCKS));
-    let fs = Fs::mkfs(
+    let fs = Fs::mkfs_with(
         Arc::clone(&store),
         &MkfsOptions {
             inode_count: Some(64),
+            ..MkfsOptions::default()
+        },
+        FsOptions {
+            clock: Clock::manual(0),
+            ..FsOptions::default()
         },
     )
     .expect("mkfs");
     let chunk_bytes = fs.write_chunk_bytes();
-    let mut recorder = Recorder::new(&fs, false);
+    let mut recorder = Recorder::new(&fs, false).expect("recorder");
     let mut model = txdisk_fs::oracle::Model::default();
     let mut rng = SplitMix64::new(7);
     let mut writes = 0;
@@ -174,7 +195,7 @@ fn model_driven_operations_fit_one_transaction_and_recover() {
             );
             writes += 1;
         }
-        let _ = model.apply(&op);
+        let _ = model.apply(&op, txdisk_fs::oracle::op_time(recorder.completed() as u64));
         recorder
             .run(&fs, &op)
             .unwrap_or_else(|e| panic!("{op:?}: {e}"));

@@ -3,9 +3,10 @@
 //! disk operation of short workloads, recovery (crashed again), then the file system's
 //! invariant checker and a contents oracle — the recovered tree is the model after some prefix
 //! of the completed operations that includes every one before the last fsync. A fixed-seed CI
-//! budget finds no violation; three deliberately wrong variants, each splitting an operation
-//! into several transactions, are caught (by the oracle, or by the invariant checker) and replay
-//! from their tokens; an ignored long run reports its figures.
+//! budget finds no violation; four deliberately wrong variants (three splitting an operation
+//! into several transactions, one not decrementing the link count on unlink) are caught (by
+//! the oracle, or by the invariant checker) and replay from their tokens; an ignored long run
+//! reports its figures.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,10 +16,11 @@ use txdisk_crashfuzz::{
 };
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Disk, DiskError, SimDisk};
+use txdisk_fs::bugs::{self, Bug};
 use txdisk_fs::format::{bit, set_bit, BITS_PER_BLOCK};
 use txdisk_fs::oracle::{self, dump, run_op, Model, Op, Out, Outcome, NAMES};
 use txdisk_fs::{check_invariants, errno, Fs, FsError, FsOptions, Ino, MkfsOptions, StoreError};
-use txdisk_fs::{Kind, ROOT_INO};
+use txdisk_fs::{Clock, Kind, Timestamp, ROOT_INO};
 use txdisk_log::LogOptions;
 use txdisk_logical::{LogicalDisk, LogicalError};
 
@@ -52,12 +54,17 @@ enum Variant {
     /// transaction of its own, then hands it back in another before the create proper: a crash
     /// in between leaks the inode, which the invariant checker (not the oracle) sees.
     ReserveInodeApart,
+    /// Removing a name leaves the link count as it was ([`Bug::UnlinkKeepsLinkCount`]): the
+    /// last unlink of a file leaks its inode and a hard-linked file keeps a count too high.
+    UnlinkKeepsLinkCount,
 }
 
-/// One generated operation and the outcome the model gave it when it was generated.
+/// One generated operation, the time it runs at, and the outcome the model gave it when it
+/// was generated.
 #[derive(Clone)]
 struct FsOp {
     op: Op,
+    now: Timestamp,
     expect: Outcome,
 }
 
@@ -104,14 +111,24 @@ impl FsLayer {
         }
     }
 
+    /// A manual clock: the oracle predicts every time an operation stores.
     fn options(&self) -> FsOptions {
         FsOptions {
             sync_every_op: self.durability == Durability::EveryOp,
+            clock: Clock::manual(0),
         }
     }
 
-    /// Runs `op` the way this variant does.
-    fn run(&self, fs: &Fs<&LogicalDisk>, op: &Op) -> Result<Out, FsError> {
+    /// Runs `op` at `now` the way this variant does.
+    fn run(&self, fs: &Fs<&LogicalDisk>, op: &Op, now: Timestamp) -> Result<Out, FsError> {
+        fs.clock()
+            .set(now.secs * 1_000_000_000 + i64::from(now.nanos));
+        if self.variant == Variant::UnlinkKeepsLinkCount {
+            bugs::set(Some(Bug::UnlinkKeepsLinkCount));
+            let outcome = run_op(fs, op, now);
+            bugs::set(None);
+            return outcome;
+        }
         let split = match (self.variant, op) {
             (Variant::RenameInTwoTransactions, Op::Rename(src, dst)) => {
                 rename_in_two_transactions(fs, src, dst)
@@ -130,7 +147,7 @@ impl FsLayer {
         match split {
             // The variant ran the whole rename, in two transactions.
             Ok(true) if matches!(op, Op::Rename(..)) => Ok(Out::Unit),
-            Ok(_) => run_op(fs, op),
+            Ok(_) => run_op(fs, op, now),
             Err(error) => Err(error),
         }
     }
@@ -288,6 +305,7 @@ impl FuzzLayer for FsLayer {
             Variant::RenameInTwoTransactions => "-rename-in-two-transactions",
             Variant::ExtendThenWrite => "-extend-then-write",
             Variant::ReserveInodeApart => "-reserve-inode-apart",
+            Variant::UnlinkKeepsLinkCount => "-unlink-keeps-link-count",
         };
         format!("fs-{durability}{variant}")
     }
@@ -297,10 +315,13 @@ impl FuzzLayer for FsLayer {
     }
 
     fn setup(&self, disk: &LogicalDisk) -> Result<(), LogicalError> {
+        // A fixed hash key and a manual clock at 0: replays build the same image, and the
+        // empty root is `Model::default()`.
         let options = MkfsOptions {
             inode_count: Some(INODES),
+            hash_seed: Some([0xf5, 0x5eed]),
         };
-        let fs = Fs::mkfs(disk, &options).map_err(logical_error)?;
+        let fs = Fs::mkfs_with(disk, &options, self.options()).map_err(logical_error)?;
         self.chunk_bytes
             .store(fs.write_chunk_bytes(), Ordering::Relaxed);
         // mkfs commits its last transaction durably: the empty file system is the base image.
@@ -314,8 +335,9 @@ impl FuzzLayer for FsLayer {
             "fs layer: an operation generated before set-up learnt the write chunk"
         );
         let op = oracle::random_op(rng, model, chunk_bytes);
-        let expect = model.clone().apply(&op);
-        FsOp { op, expect }
+        let now = oracle::op_time(rng.below(1 << 30));
+        let expect = model.clone().apply(&op, now);
+        FsOp { op, now, expect }
     }
 
     /// Every mutating operation counts as one commit, also when it fails with a POSIX error
@@ -331,12 +353,12 @@ impl FuzzLayer for FsLayer {
 
     fn model_apply(&self, model: &mut Model, op: &FsOp) {
         // An error leaves the model as it was, which is what the operation must do too.
-        let _ = model.apply(&op.op);
+        let _ = model.apply(&op.op, op.now);
     }
 
     fn apply(&self, disk: &LogicalDisk, op: &FsOp) -> Result<(), LogicalError> {
         let fs = Fs::open(disk, self.options()).map_err(logical_error)?;
-        let found = match self.run(&fs, &op.op) {
+        let found = match self.run(&fs, &op.op, op.now) {
             Ok(out) => Ok(out),
             Err(error) if is_posix_outcome(&error) => Err(error.errno()),
             Err(error) => return Err(logical_error(error)),
@@ -370,7 +392,7 @@ impl FuzzLayer for FsLayer {
         let fs = Fs::open(disk, FsOptions::default())
             .map_err(|error| format!("fs: open after recovery: {error}"))?;
         let root = dump(&fs).map_err(|error| format!("fs: reading the tree: {error}"))?;
-        Ok(Model { root })
+        Ok(Model::from_tree(&root))
     }
 
     /// Equal trees; a mismatch names the found tree and every allowed one in short form
@@ -388,11 +410,11 @@ impl FuzzLayer for FsLayer {
             .get(min_index..)
             .unwrap_or(&[])
             .iter()
-            .map(|model| oracle::summary(&model.root))
+            .map(|model| oracle::summary(&model.tree()))
             .collect();
         Err(format!(
             "tree [{}] is none of the allowed states {min_index}..={}: {listed:?}",
-            oracle::summary(&found.root),
+            oracle::summary(&found.tree()),
             allowed.len().saturating_sub(1)
         ))
     }
@@ -412,6 +434,7 @@ impl FuzzLayer for FsLayer {
                     len: len / 2,
                     seed: *seed,
                 },
+                now: op.now,
                 expect: op.expect.clone(),
             }],
             _ => Vec::new(),
@@ -551,6 +574,16 @@ fn write_extending_before_writing_is_caught() {
 }
 
 #[test]
+fn unlink_keeping_the_link_count_is_caught_by_the_invariant() {
+    caught(
+        Variant::UnlinkKeepsLinkCount,
+        Durability::Deferred,
+        0xf5_0007,
+        ViolationKind::Invariant,
+    );
+}
+
+#[test]
 fn inode_reserved_in_a_transaction_apart_is_caught_by_the_invariant() {
     caught(
         Variant::ReserveInodeApart,
@@ -616,8 +649,8 @@ fn applied_operations_are_observed_as_the_model_says() {
         }
         let found = layer.observe(&disk).expect("observe");
         assert_eq!(
-            oracle::summary(&found.root),
-            oracle::summary(&model.root),
+            oracle::summary(&found.tree()),
+            oracle::summary(&model.tree()),
             "step {step} {op:?}"
         );
         layer.check(&disk).expect("invariant");

@@ -12,6 +12,7 @@ fn small_fs(blocks: u64, inodes: u64) -> Fs<Arc<MemStore>> {
         store,
         &MkfsOptions {
             inode_count: Some(inodes),
+            ..MkfsOptions::default()
         },
     )
     .expect("mkfs")
@@ -181,6 +182,7 @@ fn each_write_chunk_fits_the_store_limit() {
             Arc::clone(&store),
             &MkfsOptions {
                 inode_count: Some(64),
+                ..MkfsOptions::default()
             },
         ) {
             Ok(fs) => fs,

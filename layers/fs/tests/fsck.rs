@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use txdisk_disk::{Addr, Block};
 use txdisk_fs::format::{
-    put_u64_at, set_bit, Inode, RawDirent, Superblock, BITS_PER_BLOCK, DIRENTS_PER_BLOCK,
+    name_key, put_u64_at, set_bit, DirNode, Inode, Record, Superblock, BITS_PER_BLOCK,
     MAX_FILE_BYTES,
 };
 use txdisk_fs::{
-    check_invariants, Fs, Ino, MemStore, MkfsOptions, TxHandle, TxStore, Violation, ROOT_INO,
+    check_invariants, Fs, Ino, Kind, MemStore, MkfsOptions, TxHandle, TxStore, Violation, ROOT_INO,
 };
 
 /// `/d/f` (11 blocks, so it has an indirect block), `/g` (100 bytes), `/d` a directory.
@@ -27,6 +27,7 @@ fn image() -> Image {
         Arc::clone(&store),
         &MkfsOptions {
             inode_count: Some(64),
+            hash_seed: Some([1, 2]),
         },
     )
     .expect("mkfs");
@@ -64,16 +65,30 @@ impl Image {
         });
     }
 
-    /// Edits the root directory entry called `name`.
-    fn edit_root_entry(&self, name: &[u8], edit: impl FnOnce(&mut RawDirent)) {
+    /// Edits the root directory's record called `name` (in its one leaf), and gives it the
+    /// key of its new name and its place in the order, as a consistent index would.
+    fn edit_root_entry(&self, name: &[u8], edit: impl FnOnce(&mut Record)) {
+        let seed = self.sb.hash_seed;
+        self.edit_root_leaf(|records| {
+            let record = records
+                .iter_mut()
+                .find(|record| record.name == name)
+                .expect("entry present");
+            edit(record);
+            record.key = name_key(seed, &record.name);
+            records.sort_by(|a, b| (a.key, &a.name).cmp(&(b.key, &b.name)));
+        });
+    }
+
+    /// Edits the records of the root directory's one leaf as they are.
+    fn edit_root_leaf(&self, edit: impl FnOnce(&mut Vec<Record>)) {
         let addr = self.inode(ROOT_INO).direct[0];
         self.edit_block(addr, |block| {
-            let slot = (0..DIRENTS_PER_BLOCK)
-                .find(|&slot| RawDirent::decode(block, slot).0.name == name)
-                .expect("entry present");
-            let mut entry = RawDirent::decode(block, slot).0;
-            edit(&mut entry);
-            entry.encode_into(block, slot);
+            let DirNode::Leaf(mut records) = DirNode::decode(block).expect("a node") else {
+                panic!("the root directory is one leaf");
+            };
+            edit(&mut records);
+            *block = DirNode::Leaf(records).encode();
         });
     }
 
@@ -120,23 +135,22 @@ fn superblock_crc_mismatch() {
 #[test]
 fn root_not_a_directory() {
     let image = image();
-    image.edit_inode(ROOT_INO, |inode| inode.kind_code = 1);
-    assert!(matches!(
-        image.violation(),
-        Violation::RootNotDirectory {
-            ino: ROOT_INO,
-            kind_code: 1
-        }
-    ));
+    let mode = Kind::File.type_bits() | 0o644;
+    image.edit_inode(ROOT_INO, |inode| inode.mode = mode);
+    let v = image.violation();
+    assert!(
+        matches!(v, Violation::RootNotDirectory { ino: ROOT_INO, mode: m } if m == mode),
+        "{v}"
+    );
 }
 
 #[test]
 fn unknown_inode_kind() {
     let image = image();
-    image.edit_inode(image.g, |inode| inode.kind_code = 7);
+    image.edit_inode(image.g, |inode| inode.mode = 0o070_644);
     let v = image.violation();
     assert!(
-        matches!(v, Violation::BadKind { ino, kind_code: 7 } if ino == image.g),
+        matches!(v, Violation::BadKind { ino, mode: 0o070_644 } if ino == image.g),
         "{v}"
     );
 }
@@ -249,15 +263,15 @@ fn entry_naming_a_free_inode() {
 #[test]
 fn entry_kind_differs_from_inode_kind() {
     let image = image();
-    image.edit_root_entry(b"g", |entry| entry.kind_code = 2);
+    image.edit_root_entry(b"g", |entry| entry.kind_code = Kind::Dir.code());
     let v = image.violation();
     assert!(
         matches!(
             v,
             Violation::EntryKind {
                 dir: ROOT_INO,
-                expected: 2,
-                found: 1,
+                expected: 4,
+                found: 8,
                 ..
             }
         ),
@@ -293,7 +307,7 @@ fn directory_named_twice() {
     let d = image.d;
     image.edit_root_entry(b"g", |entry| {
         entry.ino = d;
-        entry.kind_code = 2;
+        entry.kind_code = Kind::Dir.code();
         entry.name = b"e".to_vec();
     });
     let v = image.violation();
@@ -374,23 +388,89 @@ fn garbage_past_the_end_of_file() {
 }
 
 #[test]
-fn directory_size_not_whole_blocks() {
+fn directory_size_not_its_nodes() {
     let image = image();
     image.edit_inode(image.d, |inode| inode.size_bytes = 4097);
     let v = image.violation();
     assert!(
-        matches!(v, Violation::DirectorySize { ino, size_bytes: 4097 } if ino == image.d),
+        matches!(v, Violation::DirectorySize { ino, size_bytes: 4097, expected: 4096 } if ino == image.d),
         "{v}"
     );
 }
 
 #[test]
-fn directory_with_a_hole() {
+fn directory_index_disagrees_with_its_entries() {
+    // A key that is not its name's hash: a lookup by name would miss the entry.
     let image = image();
-    image.edit_inode(image.d, |inode| inode.size_bytes = 2 * 4096);
+    image.edit_root_leaf(|records| records[0].key += 1);
     let v = image.violation();
     assert!(
-        matches!(v, Violation::DirectoryHole { ino, index: 1 } if ino == image.d),
+        matches!(&v, Violation::DirectoryTree { dir: ROOT_INO, what, .. } if what.contains("not the hash")),
+        "{v}"
+    );
+    // Records out of key order: a search would stop early.
+    let image = self::image();
+    image.edit_root_leaf(|records| records.reverse());
+    let v = image.violation();
+    assert!(
+        matches!(&v, Violation::DirectoryTree { dir: ROOT_INO, what, .. } if what.contains("order")),
+        "{v}"
+    );
+    // A node that is no node.
+    let image = self::image();
+    let leaf = image.inode(image.d).direct[0];
+    image.edit_block(leaf, |block| block.as_bytes_mut()[0] = b'X');
+    let v = image.violation();
+    assert!(
+        matches!(v, Violation::DirectoryTree { dir, addr, .. } if dir == image.d && addr == leaf),
+        "{v}"
+    );
+}
+
+#[test]
+fn hard_link_count_short_of_its_names() {
+    let image = image();
+    let fs = Fs::open(Arc::clone(&image.store), Default::default()).expect("open");
+    fs.link(image.g, image.d, "g2").expect("link");
+    drop(fs);
+    check_invariants(&image.store).expect("two names, two links");
+    image.edit_inode(image.g, |inode| inode.nlink = 1);
+    let v = image.violation();
+    assert!(
+        matches!(v, Violation::LinkCount { ino, expected: 2, found: 1 } if ino == image.g),
+        "{v}"
+    );
+}
+
+#[test]
+fn symlink_without_a_target() {
+    let image = image();
+    let fs = Fs::open(Arc::clone(&image.store), Default::default()).expect("open");
+    let link = fs.symlink(ROOT_INO, "l", "g", 0, 0).expect("symlink");
+    drop(fs);
+    check_invariants(&image.store).expect("a link with a target");
+    image.edit_inode(link, |inode| inode.size_bytes = 0);
+    let v = image.violation();
+    assert!(
+        matches!(v, Violation::BadSymlink { ino, .. } if ino == link),
+        "{v}"
+    );
+}
+
+#[test]
+fn impossible_metadata() {
+    let image = image();
+    image.edit_inode(image.g, |inode| inode.mtime.nanos = 1_000_000_000);
+    let v = image.violation();
+    assert!(
+        matches!(v, Violation::BadMetadata { ino, .. } if ino == image.g),
+        "{v}"
+    );
+    let image = self::image();
+    image.edit_inode(image.g, |inode| inode.rdev = 0x0801);
+    let v = image.violation();
+    assert!(
+        matches!(v, Violation::BadMetadata { ino, .. } if ino == image.g),
         "{v}"
     );
 }
@@ -418,10 +498,10 @@ fn operations_refuse_a_damaged_image_without_panicking() {
         matches!(error, txdisk_fs::FsError::Corrupt { .. }),
         "{error}"
     );
-    image.edit_inode(image.d, |inode| inode.size_bytes = u64::MAX - 4095);
+    image.edit_inode(image.d, |inode| inode.direct[0] = 3);
     let error = fs
         .readdir(image.d)
-        .expect_err("an impossible directory size");
+        .expect_err("a directory root in metadata");
     assert!(
         matches!(error, txdisk_fs::FsError::Corrupt { .. }),
         "{error}"

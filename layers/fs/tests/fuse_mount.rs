@@ -142,7 +142,9 @@ fn serve_until_unmounts_and_flushes_on_the_stop_cue() {
     let (stop, cue) = std::sync::mpsc::channel();
     let server = {
         let (fs, dir) = (Arc::clone(&fs), dir.clone());
-        std::thread::spawn(move || txdisk_fs::fuse::serve_until(fs, &dir, &cue))
+        std::thread::spawn(move || {
+            txdisk_fs::fuse::serve_until(fs, &dir, &Default::default(), &cue)
+        })
     };
     // Wait (bounded) for the mount to appear; a server that failed to mount ends its thread.
     for _ in 0..600 {

@@ -4,8 +4,8 @@
 //! split into chunks.
 
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
-use txdisk_fs::oracle::{dump, run_op_errno, Model, Op, Path};
-use txdisk_fs::{check_invariants, Fs, MemStore, MkfsOptions};
+use txdisk_fs::oracle::{dump, op_time, run_op_errno, Model, Op, Path};
+use txdisk_fs::{check_invariants, Clock, Fs, FsOptions, MemStore, MkfsOptions, RenameMode};
 
 #[derive(Clone, Debug)]
 struct Ops(Vec<Op>);
@@ -47,7 +47,7 @@ fn length(g: &mut Gen) -> u32 {
 
 /// A random operation (a function: `Op` and `Arbitrary` are both foreign here).
 fn arbitrary_op(g: &mut Gen) -> Op {
-    match u8::arbitrary(g) % 16 {
+    match u8::arbitrary(g) % 25 {
         0..=2 => Op::Create(path(g, 1)),
         3..=5 => Op::Mkdir(path(g, 1)),
         6..=8 => Op::Write {
@@ -66,6 +66,19 @@ fn arbitrary_op(g: &mut Gen) -> Op {
         12 => Op::Rmdir(path(g, 1)),
         13 => Op::Rename(path(g, 1), path(g, 1)),
         14 => Op::Readdir(path(g, 0)),
+        15 => Op::Symlink(path(g, 1), u8::arbitrary(g) % 4),
+        16 => Op::Link(path(g, 1), path(g, 1)),
+        17 => Op::Mkfifo(path(g, 1)),
+        18 => Op::Chmod(path(g, 0), u32::from(u16::arbitrary(g)) & 0o7777),
+        19 => Op::Chown(path(g, 0), u32::arbitrary(g) % 3, u32::arbitrary(g) % 3),
+        20 => Op::Utimens(
+            path(g, 0),
+            i64::from(i32::arbitrary(g)),
+            i64::from(u32::arbitrary(g)),
+        ),
+        21 => Op::RenameWith(path(g, 1), path(g, 1), RenameMode::Exchange),
+        22 => Op::RenameWith(path(g, 1), path(g, 1), RenameMode::NoReplace),
+        23 => Op::Readlink(path(g, 1)),
         _ => Op::Stat(path(g, 0)),
     }
 }
@@ -97,21 +110,28 @@ impl Arbitrary for Ops {
 }
 
 fn same_as_model(ops: Ops) -> TestResult {
-    // 24 blocks per transaction: writes past 18 blocks (72 KiB) are split into chunks.
-    let store = MemStore::new(2048, 24);
-    let fs = match Fs::mkfs(
+    // 36 blocks per transaction: writes past 30 blocks (120 KiB) are split into chunks.
+    let store = MemStore::new(2048, 36);
+    let manual = FsOptions {
+        clock: Clock::manual(0),
+        ..FsOptions::default()
+    };
+    let fs = match Fs::mkfs_with(
         store,
         &MkfsOptions {
             inode_count: Some(128),
+            hash_seed: Some([u64::from(ops.0.len() as u32), 7]),
         },
+        manual,
     ) {
         Ok(fs) => fs,
         Err(error) => return TestResult::error(format!("mkfs: {error}")),
     };
     let mut model = Model::default();
     for (step, op) in ops.0.iter().enumerate() {
-        let expected = model.apply(op);
-        let found = run_op_errno(&fs, op);
+        let now = op_time(step as u64);
+        let expected = model.apply(op, now);
+        let found = run_op_errno(&fs, op, now);
         if expected != found {
             return TestResult::error(format!(
                 "step {step} {op:?}: model {expected:?}, file system {found:?}"
@@ -122,8 +142,11 @@ fn same_as_model(ops: Ops) -> TestResult {
         return TestResult::error(format!("invariant: {violation}"));
     }
     match dump(&fs) {
-        Ok(tree) if tree == model.root => TestResult::passed(),
-        Ok(tree) => TestResult::error(format!("final tree differs: {tree:?} vs {:?}", model.root)),
+        Ok(tree) if tree == model.tree() => TestResult::passed(),
+        Ok(tree) => TestResult::error(format!(
+            "final tree differs: {tree:?} vs {:?}",
+            model.tree()
+        )),
         Err(error) => TestResult::error(format!("dump: {error}")),
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use txdisk_disk::rng::SplitMix64;
 use txdisk_disk::{Disk, SimDisk};
 use txdisk_fs::oracle::{workload, OracleError, Recorder};
-use txdisk_fs::{check_invariants, Fs, FsOptions, MkfsOptions, ROOT_INO};
+use txdisk_fs::{check_invariants, Clock, Fs, FsOptions, MkfsOptions, ROOT_INO};
 use txdisk_log::LogOptions;
 use txdisk_logical::LogicalDisk;
 
@@ -39,6 +39,7 @@ fn fresh() -> (Arc<SimDisk>, Fs<OnLogical>) {
         store,
         &MkfsOptions {
             inode_count: Some(64),
+            ..MkfsOptions::default()
         },
     )
     .expect("mkfs");
@@ -84,10 +85,11 @@ fn run(case: Case) -> Result<u64, String> {
         fs.into_store(),
         FsOptions {
             sync_every_op: case.sync_every_op,
+            clock: Clock::manual(0),
         },
     )
     .map_err(|e| format!("open: {e}"))?;
-    let mut recorder = Recorder::new(&fs, case.sync_every_op);
+    let mut recorder = Recorder::new(&fs, case.sync_every_op).map_err(|e| e.to_string())?;
     let start = sim.ops();
     if let Some(k) = case.crash_at {
         sim.schedule_crash(start + k);

@@ -437,15 +437,21 @@ fn fs_run(
     rng: &mut SplitMix64,
 ) -> Result<RunReport, String> {
     use txdisk_fs::oracle::{workload, OracleError, Recorder};
-    use txdisk_fs::{Fs, FsOptions, LogicalStore, MkfsOptions};
+    use txdisk_fs::{Clock, Fs, FsOptions, LogicalStore, MkfsOptions};
     let images = [image.to_path_buf()];
     txdisk::format(&images, &IMAGE).map_err(|e| format!("format: {e}"))?;
     let mut report = RunReport::default();
     let mkfs = MkfsOptions {
         inode_count: Some(64),
+        hash_seed: Some([rng.next_u64(), rng.next_u64()]),
     };
-    let fs =
-        Fs::mkfs(LogicalStore(open_stack(&images)?), &mkfs).map_err(|e| format!("mkfs: {e}"))?;
+    // The oracle predicts every time an operation stores: the clock is set by hand.
+    let manual = || FsOptions {
+        clock: Clock::manual(0),
+        ..FsOptions::default()
+    };
+    let fs = Fs::mkfs_with(LogicalStore(open_stack(&images)?), &mkfs, manual())
+        .map_err(|e| format!("mkfs: {e}"))?;
     fs.fsync().map_err(|e| format!("fsync after mkfs: {e}"))?;
     let mut fs = Some(fs);
     for round in 0..ROUNDS {
@@ -454,12 +460,13 @@ fn fs_run(
         let current = if round == 0 {
             current
         } else {
-            Fs::mkfs(current.into_store(), &mkfs).map_err(|e| format!("mkfs: {e}"))?
+            Fs::mkfs_with(current.into_store(), &mkfs, manual())
+                .map_err(|e| format!("mkfs: {e}"))?
         };
         current
             .fsync()
             .map_err(|e| format!("fsync after mkfs: {e}"))?;
-        let mut recorder = Recorder::new(&current, false);
+        let mut recorder = Recorder::new(&current, false).map_err(|e| e.to_string())?;
         let mut ops = workload(rng.next_u64(), STEPS_PER_ROUND as usize).into_iter();
         round_with_loss(run, mount, round, rng, &mut report, |_| {
             let Some(op) = ops.next() else {

@@ -58,7 +58,14 @@ enum FsCommand {
     Stat { image: String, path: String },
     /// Mount over FUSE until SIGINT/SIGTERM or umount; every completed operation is durable
     /// when it returns.
-    Mount { image: String, dir: PathBuf },
+    Mount {
+        image: String,
+        dir: PathBuf,
+        /// Make completed operations durable in the background every this many milliseconds
+        /// (0: only on fsync and unmount); bounds what a crash can take.
+        #[arg(long, default_value_t = 5000)]
+        flush_interval_ms: u64,
+    },
 }
 
 /// The assembled stack as the file system's store (the stack is closed cleanly at the end).
@@ -134,6 +141,11 @@ fn kind_name(kind: Kind) -> &'static str {
     match kind {
         Kind::File => "file",
         Kind::Dir => "dir",
+        Kind::Symlink => "link",
+        Kind::Fifo => "fifo",
+        Kind::Socket => "sock",
+        Kind::CharDevice => "chr",
+        Kind::BlockDevice => "blk",
     }
 }
 
@@ -251,7 +263,12 @@ fn command(fs: &Fs<StackStore>, command: &FsCommand, json: bool) -> Result<(), S
 /// `txdisk fs mount IMAGE DIR`: serves until SIGINT/SIGTERM or an external umount, then
 /// unmounts, flushes and closes the images cleanly.
 pub fn mount(args: &FsArgs, json: bool) -> Option<i32> {
-    let FsCommand::Mount { image, dir } = &args.command else {
+    let FsCommand::Mount {
+        image,
+        dir,
+        flush_interval_ms,
+    } = &args.command
+    else {
         return None;
     };
     let result = (|| -> Result<(), String> {
@@ -278,7 +295,11 @@ pub fn mount(args: &FsArgs, json: bool) -> Option<i32> {
                 dir.display()
             ),
         );
-        txdisk_fs::fuse::serve_until(Arc::clone(&fs), dir, &receive)
+        let options = txdisk_fs::fuse::MountOptions {
+            flush_interval: (*flush_interval_ms > 0)
+                .then(|| std::time::Duration::from_millis(*flush_interval_ms)),
+        };
+        txdisk_fs::fuse::serve_until(Arc::clone(&fs), dir, &options, &receive)
             .map_err(|e| format!("mount: {e}"))?;
         let fs = Arc::try_unwrap(fs)
             .map_err(|_| "the file system is still in use after unmount".to_string())?;

@@ -1,7 +1,8 @@
 //! The oracle's workload generator: random operations, deterministic from a seed, naming paths
 //! made earlier most of the time so that most operations act on something.
 
-use super::model::{Model, Node, Op, Path, NAMES};
+use super::model::{Model, Node, Op, Path, NAMES, SYMLINK_TARGETS};
+use crate::fs::RenameMode;
 use txdisk_disk::rng::SplitMix64;
 
 /// Generates operations, naming paths created earlier in the sequence most of the time so
@@ -37,7 +38,7 @@ impl Gen {
     }
 
     fn op(&mut self) -> Op {
-        match self.rng.below(13) {
+        match self.rng.below(22) {
             0 | 1 => Op::Create(self.new_path(false)),
             2 => Op::Mkdir(self.new_path(true)),
             3..=5 => Op::Write {
@@ -57,6 +58,40 @@ impl Gen {
                 let from = self.path();
                 Op::Rename(from, self.new_path(false))
             }
+            11 => Op::Symlink(
+                self.new_path(false),
+                self.rng.below(SYMLINK_TARGETS.len() as u64) as u8,
+            ),
+            12 => {
+                let from = self.path();
+                Op::Link(from, self.new_path(false))
+            }
+            13 => Op::Mkfifo(self.new_path(false)),
+            14 => Op::Chmod(
+                self.path(),
+                [0o600, 0o640, 0o4755, 0o1777][self.rng.below(4) as usize],
+            ),
+            15 => Op::Chown(
+                self.path(),
+                self.rng.below(3) as u32 * 1000,
+                self.rng.below(3) as u32,
+            ),
+            16 => Op::Utimens(
+                self.path(),
+                self.rng.below(2_000_000_000) as i64 - 100,
+                self.rng.below(2_000_000_000) as i64,
+            ),
+            17 => {
+                let mode = if self.rng.chance(1, 2) {
+                    RenameMode::Exchange
+                } else {
+                    RenameMode::NoReplace
+                };
+                let (from, to) = (self.path(), self.path());
+                Op::RenameWith(from, to, mode)
+            }
+            18 => Op::Stat(self.path()),
+            19 => Op::Readlink(self.path()),
             _ => Op::Fsync,
         }
     }
@@ -82,7 +117,7 @@ pub fn random_op(rng: &mut SplitMix64, model: &Model, write_chunk_bytes: u64) ->
         known: Vec::new(),
         dirs: vec![Vec::new()],
     };
-    collect_paths(&model.root, &mut Vec::new(), &mut gen);
+    collect_paths(&model.tree(), &mut Vec::new(), &mut gen);
     let mut op = gen.op();
     if let Op::Write { offset, len, .. } = &mut op {
         let room = write_chunk_bytes - *offset % write_chunk_bytes;
@@ -94,14 +129,16 @@ pub fn random_op(rng: &mut SplitMix64, model: &Model, write_chunk_bytes: u64) ->
 /// Adds every path under `node` to the generator's known paths (directories also as places
 /// for new names).
 fn collect_paths(node: &Node, prefix: &mut Path, gen: &mut Gen) {
-    let Node::Dir(map) = node else { return };
-    for (name, child) in map {
+    let Node::Dir { entries, .. } = node else {
+        return;
+    };
+    for (name, child) in entries {
         let Some(index) = NAMES.iter().position(|known| *known == name.as_slice()) else {
             continue;
         };
         prefix.push(index as u8);
         gen.known.push(prefix.clone());
-        if matches!(child, Node::Dir(_)) {
+        if matches!(child, Node::Dir { .. }) {
             if prefix.len() < 3 {
                 gen.dirs.push(prefix.clone());
             }

@@ -3,15 +3,15 @@
 //! them.
 
 use super::model::{
-    chunk_states, comps, in_flight_states, pattern, summary, Model, Node, Op, Out, Outcome, Path,
-    MAX_DEPTH,
+    chunk_states, comps, in_flight_states, op_time, pattern, summary, Links, Meta, Model, Node, Op,
+    Out, Outcome, Path, MAX_DEPTH, SYMLINK_TARGETS,
 };
 use crate::check_invariants;
 use crate::error::FsError;
-use crate::format::{Ino, Kind, ROOT_INO};
-use crate::fs::Fs;
+use crate::format::{Ino, Kind, Timestamp, ROOT_INO};
+use crate::fs::{Fs, NewInode, SetAttr, Stat};
 use crate::store::TxStore;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 fn resolve<S: TxStore>(fs: &Fs<S>, c: &[Vec<u8>]) -> Result<Ino, FsError> {
     let mut ino = ROOT_INO;
@@ -21,8 +21,30 @@ fn resolve<S: TxStore>(fs: &Fs<S>, c: &[Vec<u8>]) -> Result<Ino, FsError> {
     Ok(ino)
 }
 
-/// Runs `op` on the file system, with the model's path conventions.
-pub fn run_op<S: TxStore>(fs: &Fs<S>, op: &Op) -> Result<Out, FsError> {
+fn meta_of(stat: &Stat) -> Meta {
+    Meta {
+        perm: stat.perm,
+        uid: stat.uid,
+        gid: stat.gid,
+        atime: stat.atime,
+        mtime: stat.mtime,
+        ctime: stat.ctime,
+    }
+}
+
+/// Runs `op` on the file system at time `now` (its clock must be manual: the model stores
+/// the same times), with the model's path conventions.
+pub fn run_op<S: TxStore>(fs: &Fs<S>, op: &Op, now: Timestamp) -> Result<Out, FsError> {
+    assert!(
+        fs.clock().is_manual(),
+        "oracle: the file system's clock must be manual for its times to be predictable"
+    );
+    fs.clock()
+        .set(now.secs * 1_000_000_000 + i64::from(now.nanos));
+    let set = |path: &Path, change: SetAttr| -> Result<Out, FsError> {
+        fs.setattr(resolve(fs, &comps(path))?, &change)?;
+        Ok(Out::Unit)
+    };
     let split = |p: &Path| -> Result<(Ino, Vec<u8>), FsError> {
         let c = comps(p);
         let (last, parent) = c.split_last().ok_or(FsError::InvalidArgument("root"))?;
@@ -35,6 +57,51 @@ pub fn run_op<S: TxStore>(fs: &Fs<S>, op: &Op) -> Result<Out, FsError> {
         Op::Mkdir(p) => split(p)
             .and_then(|(dir, name)| fs.mkdir(dir, name))
             .map(|_| Out::Unit)?,
+        Op::Mkfifo(p) => split(p)
+            .and_then(|(dir, name)| fs.make_node(dir, name, &NewInode::new(Kind::Fifo, 0o644)))
+            .map(|_| Out::Unit)?,
+        Op::Symlink(p, target) => {
+            let target = SYMLINK_TARGETS[usize::from(*target) % SYMLINK_TARGETS.len()];
+            split(p)
+                .and_then(|(dir, name)| fs.symlink(dir, name, target, 0, 0))
+                .map(|_| Out::Unit)?
+        }
+        Op::Link(src, dst) => {
+            let ino = resolve(fs, &comps(src))?;
+            let (dir, name) = split(dst)?;
+            fs.link(ino, dir, name)?;
+            Out::Unit
+        }
+        Op::Readlink(path) => Out::Data(fs.readlink(resolve(fs, &comps(path))?)?),
+        Op::Chmod(path, perm) => set(
+            path,
+            SetAttr {
+                perm: Some(*perm),
+                ..SetAttr::default()
+            },
+        )?,
+        Op::Chown(path, uid, gid) => set(
+            path,
+            SetAttr {
+                uid: Some(*uid),
+                gid: Some(*gid),
+                ..SetAttr::default()
+            },
+        )?,
+        Op::Utimens(path, atime, mtime) => set(
+            path,
+            SetAttr {
+                atime: Some(Timestamp::new(*atime, 0)),
+                mtime: Some(Timestamp::new(*mtime, 0)),
+                ..SetAttr::default()
+            },
+        )?,
+        Op::RenameWith(src, dst, mode) => {
+            let (sp, sn) = split(src)?;
+            let (dp, dn) = split(dst)?;
+            fs.rename_with(sp, sn, dp, dn, *mode)?;
+            Out::Unit
+        }
         Op::Write {
             path,
             offset,
@@ -85,6 +152,7 @@ pub fn run_op<S: TxStore>(fs: &Fs<S>, op: &Op) -> Result<Out, FsError> {
                 kind: stat.kind,
                 size_bytes,
                 nlink: stat.nlink,
+                meta: meta_of(&stat),
             }
         }
         Op::Fsync => {
@@ -95,16 +163,22 @@ pub fn run_op<S: TxStore>(fs: &Fs<S>, op: &Op) -> Result<Out, FsError> {
 }
 
 /// Like [`run_op`], errors as errno values.
-pub fn run_op_errno<S: TxStore>(fs: &Fs<S>, op: &Op) -> Outcome {
-    run_op(fs, op).map_err(|error| error.errno())
+pub fn run_op_errno<S: TxStore>(fs: &Fs<S>, op: &Op, now: Timestamp) -> Outcome {
+    run_op(fs, op, now).map_err(|error| error.errno())
 }
 
-/// The whole tree of the file system as a model node (depth bounded by [`MAX_DEPTH`]).
+/// The whole tree of the file system as a model node (depth bounded by [`MAX_DEPTH`]); the
+/// names of one inode get one link group, numbered as a walk by sorted names meets them.
 pub fn dump<S: TxStore>(fs: &Fs<S>) -> Result<Node, FsError> {
-    dump_dir(fs, ROOT_INO, 0)
+    dump_dir(fs, ROOT_INO, 0, &mut HashMap::new())
 }
 
-fn dump_dir<S: TxStore>(fs: &Fs<S>, dir: Ino, depth: u32) -> Result<Node, FsError> {
+fn dump_dir<S: TxStore>(
+    fs: &Fs<S>,
+    dir: Ino,
+    depth: u32,
+    groups: &mut HashMap<Ino, u32>,
+) -> Result<Node, FsError> {
     if depth >= MAX_DEPTH {
         // Deeper than any workload builds: a cycle in a damaged tree.
         return Err(FsError::corrupt(
@@ -113,18 +187,50 @@ fn dump_dir<S: TxStore>(fs: &Fs<S>, dir: Ino, depth: u32) -> Result<Node, FsErro
             depth,
         ));
     }
-    let mut map = BTreeMap::new();
-    for entry in fs.readdir(dir)? {
-        let node = match entry.kind {
-            Kind::Dir => dump_dir(fs, entry.ino, depth + 1)?,
-            Kind::File => {
-                let size = fs.stat(entry.ino)?.size_bytes;
-                Node::File(fs.read(entry.ino, 0, size as usize)?)
+    let mut listed = fs.readdir(dir)?;
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut entries = BTreeMap::new();
+    for entry in listed {
+        let stat = fs.stat(entry.ino)?;
+        let mut links = || {
+            let group = if stat.nlink > 1 {
+                let next = groups.len() as u32 + 1;
+                *groups.entry(entry.ino).or_insert(next)
+            } else {
+                0
+            };
+            Links {
+                nlink: stat.nlink,
+                group,
             }
         };
-        map.insert(entry.name, node);
+        let meta = meta_of(&stat);
+        let node = match stat.kind {
+            Kind::Dir => dump_dir(fs, entry.ino, depth + 1, groups)?,
+            Kind::File => Node::File {
+                bytes: fs.read(entry.ino, 0, stat.size_bytes as usize)?,
+                meta,
+                links: links(),
+            },
+            Kind::Symlink => Node::Symlink {
+                target: fs.readlink(entry.ino)?,
+                meta,
+                links: links(),
+            },
+            Kind::Fifo => Node::Fifo {
+                meta,
+                links: links(),
+            },
+            _ => {
+                return Err(FsError::InvalidArgument(
+                    "the oracle models no sockets or device nodes",
+                ))
+            }
+        };
+        entries.insert(entry.name, node);
     }
-    Ok(Node::Dir(map))
+    let meta = meta_of(&fs.stat(dir)?);
+    Ok(Node::Dir { entries, meta })
 }
 
 /// Runs a workload on a file system whose store may crash, and remembers the states a
@@ -138,6 +244,13 @@ pub struct Recorder {
     sync_every_op: bool,
     completed: usize,
     stopped: bool,
+}
+
+impl Recorder {
+    /// The time operation `step` of the workload runs at.
+    fn now(step: usize) -> Timestamp {
+        op_time(step as u64)
+    }
 }
 
 /// Why [`Recorder::run`] stopped or failed.
@@ -171,18 +284,19 @@ pub enum OracleError {
 }
 
 impl Recorder {
-    /// For a file system `fs` freshly made (its empty state durable).
-    pub fn new<S: TxStore>(fs: &Fs<S>, sync_every_op: bool) -> Recorder {
-        let model = Model::default();
-        Recorder {
-            allowed: vec![model.root.clone()],
+    /// For a file system `fs` freshly made (its empty state durable; its clock manual).
+    pub fn new<S: TxStore>(fs: &Fs<S>, sync_every_op: bool) -> Result<Recorder, OracleError> {
+        let tree = dump(fs).map_err(|e| OracleError::Recovery(format!("reading the tree: {e}")))?;
+        let model = Model::from_tree(&tree);
+        Ok(Recorder {
+            allowed: vec![tree],
             model,
             in_flight: Vec::new(),
             chunk_bytes: fs.write_chunk_bytes(),
             sync_every_op,
             completed: 0,
             stopped: false,
-        }
+        })
     }
 
     /// Operations completed so far.
@@ -198,9 +312,10 @@ impl Recorder {
             "oracle: operation run after the store failed"
         );
         let step = self.completed;
-        let found = run_op(fs, op);
+        let now = Recorder::now(step);
+        let found = run_op(fs, op, now);
         if let Err(error @ FsError::Store(_)) = found {
-            self.in_flight = in_flight_states(&self.model, op, self.chunk_bytes);
+            self.in_flight = in_flight_states(&self.model, op, now, self.chunk_bytes);
             self.stopped = true;
             return Err(OracleError::StoreFailed {
                 step,
@@ -208,8 +323,8 @@ impl Recorder {
             });
         }
         self.allowed
-            .extend(chunk_states(&self.model, op, self.chunk_bytes));
-        let expected = self.model.apply(op);
+            .extend(chunk_states(&self.model, op, now, self.chunk_bytes));
+        let expected = self.model.apply(op, now);
         let found = found.map_err(|error| error.errno());
         if expected != found {
             return Err(OracleError::Mismatch {
@@ -223,7 +338,7 @@ impl Recorder {
             // Everything before is durable: earlier states are no longer allowed.
             self.allowed.clear();
         }
-        self.allowed.push(self.model.root.clone());
+        self.allowed.push(self.model.tree());
         self.completed += 1;
         Ok(())
     }
