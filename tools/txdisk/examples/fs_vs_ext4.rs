@@ -12,8 +12,9 @@
 //!    directories, mostly 200 bytes to 24 KiB, a few up to 1 MiB), tarred once per run;
 //! 4. `rm-r`: `rm -r` of the extracted tree.
 //!
-//! Nothing is synced or dropped between workloads: ext4 runs on the page cache as mounted, the
-//! txdisk file system commits each operation with `commit_nosync`. The first step's files are
+//! Nothing is synced or dropped between workloads (one `sync` after the setup, before the first
+//! measurement): ext4 runs on the page cache as mounted, the txdisk file system commits each
+//! operation with `commit_nosync`. The first step's files are
 //! removed between rounds (not timed). The result is a Markdown table of medians over the
 //! rounds with the ratio txdisk ÷ ext4 (`--json`: the same, and every sample, as JSON).
 //!
@@ -243,8 +244,7 @@ fn run(args: &Args) -> Result<()> {
         if round + 1 < args.rounds {
             progress(format_args!("removing round {}'s files", round + 1));
             for round_dir in &rounds {
-                fs::remove_dir_all(&round_dir.dir)
-                    .map_err(|e| format!("cleaning up {}: {e}", round_dir.dir.display()))?;
+                round_dir.remove()?;
             }
         }
     }
@@ -261,7 +261,10 @@ fn run(args: &Args) -> Result<()> {
         .0
         .close()
         .map_err(|e| format!("closing {}: {e}", image.display()))?;
-    drop(scratch);
+    let scratch_path = root.to_path_buf();
+    scratch
+        .close()
+        .map_err(|e| format!("removing {}: {e}", scratch_path.display()))?;
 
     let rows: Vec<Row> = WORKLOADS
         .iter()
@@ -407,6 +410,19 @@ impl Round {
             .map(|i| files_dir.join(format!("f{i:06}")))
             .collect();
         Ok(Round { target, dir, files })
+    }
+
+    /// Removes the round's directories and the files the create workload made (not timed; the
+    /// tree is gone already). By name, not by reading the directory: unlinking while reading
+    /// a large directory of the txdisk mount skips entries.
+    fn remove(&self) -> Result<()> {
+        for path in &self.files {
+            fs::remove_file(path).map_err(|e| format!("cleaning up {}: {e}", path.display()))?;
+        }
+        for dir in [self.dir.join("files"), self.dir.clone()] {
+            fs::remove_dir(&dir).map_err(|e| format!("cleaning up {}: {e}", dir.display()))?;
+        }
+        Ok(())
     }
 
     /// Runs `workload` on this round's directory; its wall-clock time in milliseconds.
