@@ -73,7 +73,6 @@ impl Mounted {
     fn new(geometry: Geometry) -> Mounted {
         let store = Arc::new(MemStore::new(geometry.blocks, geometry.max_tx_blocks));
         // The functional update keeps this compiling when the options grow fields.
-        #[allow(clippy::needless_update)]
         let options = MkfsOptions {
             inode_count: geometry.inodes,
             ..Default::default()

@@ -333,7 +333,6 @@ fn make_fs(
     let stack = txdisk::open(&images, txdisk::OpenOptions::default())
         .map_err(|e| format!("open {}: {e}", image.display()))?;
     // Only the inode count is chosen: the defaults of any option added later still apply.
-    #[allow(clippy::needless_update)]
     let options = MkfsOptions {
         inode_count: Some(inode_count),
         ..Default::default()
