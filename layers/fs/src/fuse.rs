@@ -209,7 +209,32 @@ impl<S: TxStore + 'static> Filesystem for FuseFs<S> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(self.fs.lookup(parent.0, name.as_bytes()), reply);
+        match self.fs.lookup(parent.0, name.as_bytes()) {
+            // A negative entry (node 0) the kernel may cache for the TTL: the mount is the
+            // only writer, and the kernel drops it itself when it creates the name. It saves
+            // a round trip per create (the kernel looks a name up before creating it).
+            Err(FsError::NotFound) => {
+                let absent = FileAttr {
+                    ino: INodeNo(0),
+                    ..self.attr(&Stat {
+                        ino: 0,
+                        kind: Kind::File,
+                        perm: 0,
+                        uid: 0,
+                        gid: 0,
+                        size_bytes: 0,
+                        nlink: 0,
+                        blocks: 0,
+                        atime: Timestamp::default(),
+                        mtime: Timestamp::default(),
+                        ctime: Timestamp::default(),
+                        rdev: 0,
+                    })
+                };
+                reply.entry(&TTL, &absent, Generation(0));
+            }
+            found => self.reply_entry(found, reply),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {

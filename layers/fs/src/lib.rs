@@ -1,20 +1,29 @@
 //! # txdisk-fs: a small POSIX-like file system on the transactional logical disk
 //!
-//! **What it offers.** [`Fs`], an ext2-shaped file system (superblock, inode and block bitmaps,
-//! an inode table, linear directories, files of ten direct blocks, one indirect and one
-//! double-indirect block: just over 1 GiB) on any [`TxStore`] (the logical disk in production,
-//! [`MemStore`] in tests), in which **every operation is one transaction**. Operations are
-//! inode-based like a kernel VFS (`mkfs`, `open`, `lookup`, `create`, `mkdir`, `link`, `read`,
-//! `write`, `truncate`, `unlink`, `rmdir`, `rename`, `readdir`, `stat`, `statfs`, `fsync`), with
-//! path-level helpers for tools; [`check_invariants`] is an fsck that reports and never repairs.
-//! The byte layout is in `FORMAT.md` beside this crate and in [`mod@format`].
+//! **What it offers.** [`Fs`], a POSIX file system (superblock, inode and block bitmaps, an
+//! inode table of 256-byte inodes with mode, owner, group, nanosecond times and device number;
+//! directories as B+-trees keyed by a keyed hash of the name; files of ten direct blocks, one
+//! indirect and one double-indirect block: just over 1 GiB) on any [`TxStore`] (the logical disk
+//! in production, [`MemStore`] in tests), in which **every operation is one transaction**.
+//! Operations are inode-based like a kernel VFS (`mkfs`, `open`, `lookup`, `create`, `mkdir`,
+//! `make_node` for FIFOs, sockets and devices, `symlink`, `readlink`, `link`, `read`, `write`,
+//! `truncate`, `setattr` for chmod/chown/utimens, `unlink`, `rmdir`, `rename` and `rename_with`
+//! for `RENAME_NOREPLACE`/`RENAME_EXCHANGE`, `readdir`/`readdir_from` with offsets that stay
+//! valid while entries come and go, `stat`, `statfs`, `fsync`), with path-level helpers for
+//! tools; [`check_invariants`] is an fsck that reports and never repairs. Lookup, create and
+//! unlink cost O(log n) block reads in a directory of n entries. The byte layout (version 2)
+//! is in `FORMAT.md` beside this crate and in [`mod@format`].
 //!
-//! **Crash invariant.** Each operation is atomic at once and durable at the next [`Fs::fsync`]
-//! (at once with [`FsOptions::sync_every_op`]), in operation order: after a crash the file
-//! system is the state after some prefix of the completed operations that includes every one
-//! before the last successful `fsync`. A write larger than one transaction
-//! ([`Fs::write_chunk_bytes`]) may keep a prefix of its chunks. Every state a crash can leave
-//! passes [`check_invariants`], so no fsck-style repair is ever needed.
+//! **Crash invariant.** Operations commit without waiting for the disk (`commit_nosync`); each
+//! is atomic at once and durable at the next [`Fs::fsync`] — which `fsync`, `fdatasync`,
+//! `fsyncdir` and unmount all are over FUSE, and which the mount's background flusher runs
+//! every 5 s by default ([`fuse::MountOptions`]) — or at once with
+//! [`FsOptions::sync_every_op`]. After a crash the tree equals the state after some prefix of
+//! the operations that includes every operation that completed before an `fsync` (of anything)
+//! returned. A write larger than one transaction ([`Fs::write_chunk_bytes`]) may keep a prefix
+//! of its chunks. Every state a crash can leave passes [`check_invariants`], so no fsck-style
+//! repair is ever needed. The crash oracle and the fuzzer's file-system layer check exactly
+//! this, times and link counts included.
 //!
 //! **Rep invariant (`Fs::check_rep`, after every public operation in debug builds).** Always
 //! (cheap): the geometry is the one `Superblock::layout` gives for its two numbers and fits the
@@ -22,7 +31,9 @@
 //! transaction; the allocation hints lie inside the bitmaps. With `expensive-checks` (the whole
 //! image, what [`check`] verifies): the inode and block bitmaps mark exactly what is reachable
 //! from the root, every block owned once; every directory entry names an allocated inode of
-//! its kind; link counts and sizes agree with the entries and the block lists. A store error
+//! its kind; every directory's B-tree agrees with its entries; link counts (hard links
+//! included), sizes and symbolic-link targets agree with the entries and the block lists;
+//! metadata is in range. A store error
 //! during that check is returned as an error value, a broken invariant panics.
 //!
 //! Errors are values ([`FsError`], with the errno a POSIX program expects); a panic here means
@@ -45,10 +56,11 @@
 //! **Limits, all from the geometry.** Every loop over disk contents is bounded: bitmap scans by
 //! the region sizes, directory scans by the directory's size (itself at most the largest file),
 //! block-map walks by the pointer tables, parent-chain walks by the inode count. Names are at
-//! most [`format::NAME_MAX`] (112) bytes. A store whose transactions cannot hold the largest
-//! non-write operation (14 blocks plus every bitmap block, since freeing a large file clears
-//! bits anywhere in the block bitmap in one transaction) is refused with
-//! [`FsError::TxTooSmall`]. Consecutive pieces of a split write are separate operations under
+//! most [`format::NAME_MAX`] (255) bytes, symbolic-link targets at most 4095. Directory trees
+//! have at most five levels (a root split past that is `NoSpace`, as ext4 bounds its htree). A
+//! store whose transactions cannot hold the largest non-write operation (31 blocks plus every
+//! bitmap block, since freeing a large file clears bits anywhere in the block bitmap in one
+//! transaction) is refused with [`FsError::TxTooSmall`]. Consecutive pieces of a split write are separate operations under
 //! the lock, so another thread's operation may come between them.
 //!
 //! **Crash oracle** (feature `test-support`, test support only). `oracle` holds a workload
@@ -68,12 +80,18 @@
 //! LogicalDisk over a SimDisk: every disk crash point, torn writes included), `fsck` (one
 //! hand-made corruption per checker violation), `errors` (POSIX errors, conflicts, limits),
 //! `large` (a 100 MiB file and a 10,000-entry directory), `fuse_mount` (real programs on a
-//! mount), `crashfuzz_fs` (the crash-point fuzzer driving the file system as a pluggable layer:
+//! mount), `fuse_posix` (`cp -a` of a tree with symbolic and hard links, modes, owners and
+//! times, identical under `lstat` after a remount; chmod/chown/utime persisting; rename
+//! replacing, NOREPLACE and EXCHANGE; a 100,000-entry directory; readdir while entries change —
+//! each scenario run on the host's file system first as the reference), `format_layout` (the
+//! bytes against `FORMAT.md`), `crashfuzz_fs` (the crash-point fuzzer driving the file system as a pluggable layer:
 //! every disk crash point of short workloads, crashed recovery, the invariant checker and the
-//! contents oracle; three deliberately wrong variants it must catch, with replay tokens).
+//! contents oracle; four deliberately wrong variants it must catch, with replay tokens, one of
+//! them [`bugs::Bug::UnlinkKeepsLinkCount`]).
 //!
-//! **Not supported (yet):** open-but-unlinked files (an unlinked file is freed at once),
-//! timestamps, permissions and ownership, symbolic links.
+//! **Not supported (yet):** open-but-unlinked files (an unlinked file is freed at once, so a
+//! process holding it open gets `ENOENT`), extended attributes (the format reserves 80 bytes
+//! per inode for them; FUSE answers `EOPNOTSUPP`), access-time updates on read (`noatime`).
 
 #![deny(missing_docs)]
 
