@@ -1,4 +1,4 @@
-//! # txdisk-fs: a small POSIX-like file system on the transactional logical disk
+//! # txdisk-fs: a POSIX file system on the transactional logical disk
 //!
 //! **What it offers.** [`Fs`], a POSIX file system (superblock, inode and block bitmaps, an
 //! inode table of 256-byte inodes with mode, owner, group, nanosecond times and device number;
