@@ -168,3 +168,36 @@ fn serve_until_unmounts_and_flushes_on_the_stop_cue() {
         .expect("the file written through the mount");
     assert_eq!(fs.read(ino, 0, 100).expect("read"), b"durable");
 }
+
+/// The background flusher makes completed operations durable while the mount stays up, and
+/// without it they wait for an fsync or the unmount.
+#[test]
+fn the_background_flusher_bounds_what_a_crash_can_take() {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: /dev/fuse is absent on this machine");
+        return;
+    }
+    let pending_after_a_write = |flush_interval: Option<std::time::Duration>| {
+        let store = Arc::new(MemStore::new(4096, 256));
+        let fs = Arc::new(Fs::mkfs(Arc::clone(&store), &MkfsOptions::default()).expect("mkfs"));
+        let mount = tempfile::tempdir().expect("mount dir");
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let options = txdisk_fs::fuse::MountOptions { flush_interval };
+        let session = txdisk_fs::fuse::spawn_mount_with(Arc::clone(&fs), mount.path(), &options)
+            .expect("mount");
+        sh(mount.path(), scratch.path(), "printf x > \"$M/f\"");
+        // Many flush intervals of 50 ms: the flusher has run whatever the scheduler did.
+        std::thread::sleep(std::time::Duration::from_millis(1_000));
+        let pending = store.pending_commits();
+        session.umount_and_join().expect("unmount");
+        assert_eq!(store.pending_commits(), 0, "unmounting flushes");
+        pending
+    };
+    let with = pending_after_a_write(Some(std::time::Duration::from_millis(50)));
+    assert_eq!(with, 0, "the flusher left {with} commits unflushed");
+    let without = pending_after_a_write(None);
+    assert!(
+        without > 0,
+        "with no flusher the write should wait for fsync or unmount"
+    );
+}
