@@ -13,7 +13,7 @@
 use crate::error::{FsError, Result};
 use crate::format::{
     leaf_bytes, name_key, DirNode, Ino, Inode, Kind, Record, BLOCK_SIZE_BYTES, INTERIOR_FANOUT,
-    LEAF_CAPACITY_BYTES, MAX_NODE_LEVEL, NAME_MAX,
+    LEAF_CAPACITY_BYTES, MAX_FILE_BYTES, MAX_NODE_LEVEL, NAME_MAX,
 };
 use crate::store::TxHandle;
 use crate::txn::Ctx;
@@ -142,6 +142,12 @@ impl<T: TxHandle> Ctx<'_, T> {
     }
 
     fn alloc_node(&mut self, dir: &mut Inode) -> Result<Addr> {
+        // A directory's size is its nodes' bytes, held to the largest file like any size.
+        if dir.size_bytes + BLOCK_SIZE_BYTES > MAX_FILE_BYTES {
+            return Err(FsError::NoSpace {
+                what: "directory at the largest size an inode holds",
+            });
+        }
         let addr = self.alloc_block()?;
         dir.blocks += 1;
         dir.size_bytes += BLOCK_SIZE_BYTES;
@@ -348,7 +354,15 @@ impl<T: TxHandle> Ctx<'_, T> {
         self.free_node(&mut inode, leaf)?;
         let mut emptied_root = true;
         while let Some(mut step) = path.pop() {
-            step.children.remove(step.taken);
+            let (removed_key, _) = step.children.remove(step.taken);
+            if step.taken == 0 {
+                if let Some(first) = step.children.first_mut() {
+                    // The new first child takes every key the removed one did (the node's
+                    // lower bound): keep the keys increasing and each child's key at most
+                    // its smallest.
+                    first.0 = removed_key;
+                }
+            }
             if step.children.is_empty() {
                 self.free_node(&mut inode, step.addr)?;
                 continue;

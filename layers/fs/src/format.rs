@@ -647,8 +647,24 @@ impl DirNode {
             ));
         }
         let count = usize::from(LE::read_u16(&bytes[NODE_COUNT_OFFSET..]));
+        let header_reserved = bytes[NODE_LEVEL_OFFSET + 1] != 0
+            || bytes[NODE_COUNT_OFFSET + 2..NODE_HEADER_BYTES]
+                .iter()
+                .any(|&b| b != 0);
+        if header_reserved {
+            return Err(FsError::corrupt("directory node header zero", 0u32, 1u32));
+        }
         if level == 0 {
-            return decode_records(bytes, count).map(DirNode::Leaf);
+            let records = decode_records(bytes, count)?;
+            let end = NODE_HEADER_BYTES + leaf_bytes(&records);
+            if bytes[end..].iter().any(|&b| b != 0) {
+                return Err(FsError::corrupt(
+                    "directory leaf zero after its records",
+                    0u32,
+                    1u32,
+                ));
+            }
+            return Ok(DirNode::Leaf(records));
         }
         if count == 0 || count > INTERIOR_FANOUT {
             return Err(FsError::corrupt(
@@ -663,6 +679,14 @@ impl DirNode {
                 (LE::read_u64(&bytes[at..]), LE::read_u64(&bytes[at + 8..]))
             })
             .collect();
+        let end = NODE_HEADER_BYTES + count * CHILD_BYTES;
+        if bytes[end..].iter().any(|&b| b != 0) {
+            return Err(FsError::corrupt(
+                "directory node zero after its children",
+                0u32,
+                1u32,
+            ));
+        }
         Ok(DirNode::Interior { level, children })
     }
 }

@@ -625,6 +625,16 @@ impl<S: TxStore> Fs<S> {
     /// Changes any of mode, owner, group, size and times in one transaction (the change time
     /// becomes now; a size change also sets the modification time) and returns the result.
     pub fn setattr(&self, ino: Ino, change: &SetAttr) -> Result<Stat> {
+        let times = [change.atime, change.mtime];
+        if times
+            .iter()
+            .flatten()
+            .any(|time| time.nanos >= 1_000_000_000)
+        {
+            return Err(FsError::InvalidArgument(
+                "a time with a second or more of nanoseconds",
+            ));
+        }
         if let Some(size_bytes) = change.size_bytes {
             if size_bytes > MAX_FILE_BYTES {
                 return Err(FsError::FileTooLarge {
@@ -742,6 +752,11 @@ impl<S: TxStore> Fs<S> {
                 })
                 .collect()
         })
+    }
+
+    /// The directory holding directory `dir` (the root's is the root).
+    pub fn parent_of(&self, dir: Ino) -> Result<Ino> {
+        self.run(false, |ctx| Ok(ctx.dir_inode(dir)?.parent))
     }
 
     /// An inode's attributes.

@@ -111,13 +111,18 @@ fn timestamp_of(time: SystemTime) -> Timestamp {
     }
 }
 
+/// A stored time as the kernel gets it; one the platform's clock cannot hold (from a damaged
+/// inode, or set far out) is clamped to the epoch rather than ending the server.
 fn system_time_of(time: Timestamp) -> SystemTime {
     let nanos = Duration::from_nanos(u64::from(time.nanos));
-    if time.secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(time.secs as u64) + nanos
+    let whole = Duration::from_secs(time.secs.unsigned_abs());
+    let at = if time.secs >= 0 {
+        UNIX_EPOCH.checked_add(whole)
     } else {
-        UNIX_EPOCH - Duration::from_secs(time.secs.unsigned_abs()) + nanos
-    }
+        UNIX_EPOCH.checked_sub(whole)
+    };
+    at.and_then(|at| at.checked_add(nanos))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 fn file_type(kind: Kind) -> FileType {
@@ -467,7 +472,14 @@ impl<S: TxStore + 'static> Filesystem for FuseFs<S> {
             reply.ok();
             return;
         }
-        if offset <= 1 && reply.add(ino, 2, FileType::Directory, OsStr::new("..")) {
+        let parent = match self.fs.parent_of(ino.0) {
+            Ok(parent) => INodeNo(parent),
+            Err(error) => {
+                reply.error(errno(&error));
+                return;
+            }
+        };
+        if offset <= 1 && reply.add(parent, 2, FileType::Directory, OsStr::new("..")) {
             reply.ok();
             return;
         }

@@ -416,6 +416,15 @@ fn directory_index_disagrees_with_its_entries() {
         matches!(&v, Violation::DirectoryTree { dir: ROOT_INO, what, .. } if what.contains("order")),
         "{v}"
     );
+    // Bytes past the records, which the format says are zero.
+    let image = self::image();
+    let leaf = image.inode(ROOT_INO).direct[0];
+    image.edit_block(leaf, |block| block.as_bytes_mut()[4095] = 1);
+    let v = image.violation();
+    assert!(
+        matches!(&v, Violation::DirectoryTree { dir: ROOT_INO, what, .. } if what.contains("zero after")),
+        "{v}"
+    );
     // A node that is no node.
     let image = self::image();
     let leaf = image.inode(image.d).direct[0];
