@@ -100,7 +100,7 @@ fn a_directory_of_10000_entries() -> Result<(), Box<dyn std::error::Error>> {
 /// checks the tree's key order and ranges). Seeded; the seed is printed on failure.
 #[test]
 fn a_directory_under_churn_keeps_its_index_in_order() -> Result<(), Box<dyn std::error::Error>> {
-    let seed = 0x0b7e_e5ee_d;
+    let seed = 0xb7ee_5eed;
     let mut rng = txdisk_disk::rng::SplitMix64::new(seed);
     let fs = Fs::mkfs(
         MemStore::new(8192, 256),
