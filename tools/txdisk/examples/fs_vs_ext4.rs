@@ -73,12 +73,12 @@ struct Args {
     /// is made in it and removed at the end. Default: the system's temporary directory.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Size of the txdisk image: bytes with a K, M or G suffix, or a number of 4096-byte blocks.
-    #[arg(long, default_value = "2G")]
-    image_size: String,
-    /// Size of its log, as --image-size (64M: the journal mke2fs gives ext4 of 2 GiB).
-    #[arg(long, default_value = "64M")]
-    log_size: String,
+    /// Size of the txdisk image, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    image_mib: u64,
+    /// Size of its log, in MiB (64: the journal mke2fs gives ext4 of 2 GiB).
+    #[arg(long, default_value_t = 64)]
+    log_mib: u64,
     /// Seed of the generated tree and of the stat workload's picks.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -141,8 +141,15 @@ const WORKLOADS: [Workload; 4] = [
 ];
 
 fn run(args: &Args) -> Result<()> {
-    let image_blocks = parse_blocks(&args.image_size)?;
-    let log_blocks = parse_blocks(&args.log_size)?;
+    let blocks_per_mib = (1 << 20) / BLOCK_BYTES;
+    let image_blocks = args
+        .image_mib
+        .checked_mul(blocks_per_mib)
+        .ok_or_else(|| format!("--image-mib {} is too large", args.image_mib))?;
+    let log_blocks = args
+        .log_mib
+        .checked_mul(blocks_per_mib)
+        .ok_or_else(|| format!("--log-mib {} is too large", args.log_mib))?;
     check_privileges()?;
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
@@ -971,9 +978,9 @@ fn print_header(command_line: &str, host: &Host, args: &Args) {
         host.mount_options
     );
     println!(
-        "txdisk: image of {} and log of {} on that file system, mounted over FUSE; {} round(s), \
-         target order alternating (ext4 first in round 1)",
-        args.image_size, args.log_size, args.rounds
+        "txdisk: image of {} MiB and log of {} MiB on that file system, mounted over FUSE; {} \
+         round(s), target order alternating (ext4 first in round 1)",
+        args.image_mib, args.log_mib, args.rounds
     );
 }
 
@@ -999,33 +1006,4 @@ fn command_line() -> String {
 /// A progress line on stderr (stdout holds only the report).
 fn progress(message: fmt::Arguments<'_>) {
     eprintln!("fs_vs_ext4: {message}");
-}
-
-/// A size, as `txdisk format` reads one: a plain number of 4096-byte blocks, or bytes with a
-/// K, M or G suffix, a whole number of blocks.
-fn parse_blocks(text: &str) -> Result<u64> {
-    let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, suffix) = text.split_at(digits_end);
-    let number: u64 = digits.parse().map_err(|_| {
-        format!("bad size {text:?}: expected a number of blocks, or bytes with K, M or G")
-    })?;
-    let unit: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
-        "" => return Ok(number),
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        other => return Err(format!("bad size {text:?}: unknown unit {other:?}")),
-    };
-    let bytes = number
-        .checked_mul(unit)
-        .ok_or_else(|| format!("size {text:?} is too large"))?;
-    if bytes % BLOCK_BYTES != 0 {
-        return Err(format!(
-            "size {text:?} is not a whole number of 4096-byte blocks"
-        ));
-    }
-    Ok(bytes / BLOCK_BYTES)
 }
