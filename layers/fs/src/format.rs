@@ -361,6 +361,37 @@ impl Timestamp {
         );
         Timestamp { secs, nanos }
     }
+
+    /// The time `nanos` nanoseconds after the epoch (before it when negative).
+    pub fn from_nanos(nanos: i64) -> Timestamp {
+        Timestamp::new(
+            nanos.div_euclid(1_000_000_000),
+            nanos.rem_euclid(1_000_000_000) as u32,
+        )
+    }
+
+    /// Nanoseconds since the epoch (saturating past the ±292 years an `i64` holds).
+    pub fn as_nanos(self) -> i64 {
+        self.secs
+            .saturating_mul(1_000_000_000)
+            .saturating_add(i64::from(self.nanos))
+    }
+
+    /// A system time (seconds saturating at the ends of an `i64`).
+    pub fn from_system_time(time: std::time::SystemTime) -> Timestamp {
+        let saturating = |secs: u64| i64::try_from(secs).unwrap_or(i64::MAX);
+        match time.duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => Timestamp::new(saturating(since.as_secs()), since.subsec_nanos()),
+            Err(before) => {
+                let before = before.duration();
+                let secs = -saturating(before.as_secs());
+                match before.subsec_nanos() {
+                    0 => Timestamp::new(secs, 0),
+                    nanos => Timestamp::new(secs.saturating_sub(1), 1_000_000_000 - nanos),
+                }
+            }
+        }
+    }
 }
 
 /// One inode as stored (256 bytes). `mode == 0` is a free slot, all zeros.
@@ -805,6 +836,23 @@ mod tests {
         assert_ne!(siphash13(key, b"a"), siphash13(key, b"b"));
         assert_ne!(siphash13(key, b"a"), siphash13([0, 0], b"a"));
         assert!(name_key(key, b"a") >= FIRST_KEY && name_key(key, b"a") < FIRST_KEY + (1 << 62));
+    }
+
+    #[test]
+    fn timestamps_convert_both_ways_around_the_epoch() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(Timestamp::from_nanos(-1), Timestamp::new(-1, 999_999_999));
+        assert_eq!(Timestamp::new(-1, 999_999_999).as_nanos(), -1);
+        let before = UNIX_EPOCH - Duration::from_millis(1_500);
+        assert_eq!(
+            Timestamp::from_system_time(before),
+            Timestamp::new(-2, 500_000_000)
+        );
+        let after = UNIX_EPOCH + Duration::new(1_234_567_890, 5);
+        assert_eq!(
+            Timestamp::from_system_time(after),
+            Timestamp::new(1_234_567_890, 5)
+        );
     }
 
     #[test]

@@ -18,8 +18,6 @@ use txdisk_disk::{Addr, Block, BLOCK_SIZE};
 /// How many times an operation is retried after store conflicts before giving up.
 pub const MAX_ATTEMPTS: u32 = 64;
 
-const BLOCK_BYTES: u64 = BLOCK_SIZE_BYTES;
-
 /// Options for [`Fs::mkfs`].
 #[derive(Clone, Debug, Default)]
 pub struct MkfsOptions {
@@ -50,11 +48,16 @@ impl Clock {
         }
     }
 
-    /// Sets a manual clock (the system clock ignores it).
+    /// Sets a manual clock to `nanos` since the epoch (the system clock ignores it).
     pub fn set(&self, nanos: i64) {
         if let Some(manual) = &self.manual_nanos {
             manual.store(nanos, Ordering::SeqCst);
         }
+    }
+
+    /// Sets a manual clock to `time` (the system clock ignores it).
+    pub fn set_time(&self, time: Timestamp) {
+        self.set(time.as_nanos());
     }
 
     /// Whether the clock is set by hand.
@@ -64,23 +67,11 @@ impl Clock {
 
     /// The time now.
     pub fn now(&self) -> Timestamp {
-        let nanos = match &self.manual_nanos {
-            Some(manual) => manual.load(Ordering::SeqCst),
-            None => match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-                Ok(since) => i64::try_from(since.as_nanos()).unwrap_or(i64::MAX),
-                Err(before) => -i64::try_from(before.duration().as_nanos()).unwrap_or(i64::MAX),
-            },
-        };
-        timestamp_of_nanos(nanos)
+        match &self.manual_nanos {
+            Some(manual) => Timestamp::from_nanos(manual.load(Ordering::SeqCst)),
+            None => Timestamp::from_system_time(std::time::SystemTime::now()),
+        }
     }
-}
-
-/// Nanoseconds since the epoch as a timestamp.
-pub fn timestamp_of_nanos(nanos: i64) -> Timestamp {
-    Timestamp::new(
-        nanos.div_euclid(1_000_000_000),
-        nanos.rem_euclid(1_000_000_000) as u32,
-    )
 }
 
 /// Options for opening a file system.
@@ -352,7 +343,7 @@ impl<S: TxStore> Fs<S> {
     /// Bytes per write transaction: a write is split at the file offsets that are multiples of
     /// this, each piece atomic on its own.
     pub fn write_chunk_bytes(&self) -> u64 {
-        self.write_chunk_blocks * BLOCK_BYTES
+        self.write_chunk_blocks * BLOCK_SIZE_BYTES
     }
 
     /// Mutating operations committed since the last successful [`Fs::fsync`] began (what a
@@ -833,8 +824,7 @@ fn random_seed() -> [u64; 2] {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u64(i as u64);
         hasher.write_u32(std::process::id());
-        hasher.write_i64(Clock::system().now().secs);
-        hasher.write_u32(Clock::system().now().nanos);
+        hasher.write_i64(Clock::system().now().as_nanos());
         *word = hasher.finish();
     }
     seed
@@ -1075,9 +1065,9 @@ fn read_bytes<T: TxHandle>(
     let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
     let mut pos = offset;
     while pos < end {
-        let index = pos / BLOCK_BYTES;
-        let within = (pos % BLOCK_BYTES) as usize;
-        let take = ((BLOCK_BYTES - within as u64).min(end - pos)) as usize;
+        let index = pos / BLOCK_SIZE_BYTES;
+        let within = (pos % BLOCK_SIZE_BYTES) as usize;
+        let take = ((BLOCK_SIZE_BYTES - within as u64).min(end - pos)) as usize;
         match ctx.map(inode, index)? {
             0 => out.resize(out.len() + take, 0),
             addr => out.extend_from_slice(&ctx.peek(addr)?.as_bytes()[within..within + take]),
@@ -1098,9 +1088,9 @@ fn write_piece<T: TxHandle>(
     let end = offset + data.len() as u64;
     let mut pos = offset;
     while pos < end {
-        let index = pos / BLOCK_BYTES;
-        let within = (pos % BLOCK_BYTES) as usize;
-        let take = ((BLOCK_BYTES - within as u64).min(end - pos)) as usize;
+        let index = pos / BLOCK_SIZE_BYTES;
+        let within = (pos % BLOCK_SIZE_BYTES) as usize;
+        let take = ((BLOCK_SIZE_BYTES - within as u64).min(end - pos)) as usize;
         let source = &data[(pos - offset) as usize..(pos - offset) as usize + take];
         let (addr, _fresh) = ctx.map_alloc(&mut inode, index)?;
         if take == BLOCK_SIZE {
@@ -1127,11 +1117,11 @@ fn truncate_inode<T: TxHandle>(
     size_bytes: u64,
 ) -> Result<()> {
     if size_bytes < inode.size_bytes {
-        ctx.free_from(inode, size_bytes.div_ceil(BLOCK_BYTES))?;
-        let within = (size_bytes % BLOCK_BYTES) as usize;
+        ctx.free_from(inode, size_bytes.div_ceil(BLOCK_SIZE_BYTES))?;
+        let within = (size_bytes % BLOCK_SIZE_BYTES) as usize;
         if within != 0 {
             // Keep the tail invariant: bytes past the end of file read as zeros if it grows.
-            let addr = ctx.map(inode, size_bytes / BLOCK_BYTES)?;
+            let addr = ctx.map(inode, size_bytes / BLOCK_SIZE_BYTES)?;
             if addr != 0 {
                 ctx.get_mut(addr)?.as_bytes_mut()[within..].fill(0);
             }

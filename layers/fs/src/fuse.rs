@@ -97,20 +97,6 @@ pub struct FuseFs<S: TxStore> {
     flusher: Option<Flusher>,
 }
 
-fn timestamp_of(time: SystemTime) -> Timestamp {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(since) => Timestamp::new(since.as_secs() as i64, since.subsec_nanos()),
-        Err(before) => {
-            let before = before.duration();
-            let secs = -(before.as_secs() as i64);
-            match before.subsec_nanos() {
-                0 => Timestamp::new(secs, 0),
-                nanos => Timestamp::new(secs - 1, 1_000_000_000 - nanos),
-            }
-        }
-    }
-}
-
 /// A stored time as the kernel gets it; one the platform's clock cannot hold (from a damaged
 /// inode, or set far out) is clamped to the epoch rather than ending the server.
 fn system_time_of(time: Timestamp) -> SystemTime {
@@ -175,7 +161,7 @@ impl<S: TxStore> FuseFs<S> {
     /// A time `utimensat` asked for: a given one, or now by the file system's clock.
     fn time_of(&self, time: Option<TimeOrNow>) -> Option<Timestamp> {
         time.map(|time| match time {
-            TimeOrNow::SpecificTime(at) => timestamp_of(at),
+            TimeOrNow::SpecificTime(at) => Timestamp::from_system_time(at),
             TimeOrNow::Now => self.fs.clock().now(),
         })
     }

@@ -114,8 +114,8 @@ pub use check::{check_invariants, FsckReport, Violation};
 pub use error::{errno, FsError, Result};
 pub use format::{Ino, Kind, Timestamp, ROOT_INO};
 pub use fs::{
-    timestamp_of_nanos, Clock, DirEntry, Fs, FsOptions, FsStats, MkfsOptions, NewInode, RenameMode,
-    SetAttr, Stat, MAX_ATTEMPTS,
+    Clock, DirEntry, Fs, FsOptions, FsStats, MkfsOptions, NewInode, RenameMode, SetAttr, Stat,
+    MAX_ATTEMPTS,
 };
 pub use logical_store::LogicalStore;
 pub use paths::STREAM_PIECE_BYTES;

@@ -121,8 +121,7 @@ impl FsLayer {
 
     /// Runs `op` at `now` the way this variant does.
     fn run(&self, fs: &Fs<&LogicalDisk>, op: &Op, now: Timestamp) -> Result<Out, FsError> {
-        fs.clock()
-            .set(now.secs * 1_000_000_000 + i64::from(now.nanos));
+        fs.clock().set_time(now);
         if self.variant == Variant::UnlinkKeepsLinkCount {
             bugs::set(Some(Bug::UnlinkKeepsLinkCount));
             let outcome = run_op(fs, op, now);

@@ -39,8 +39,7 @@ pub fn run_op<S: TxStore>(fs: &Fs<S>, op: &Op, now: Timestamp) -> Result<Out, Fs
         fs.clock().is_manual(),
         "oracle: the file system's clock must be manual for its times to be predictable"
     );
-    fs.clock()
-        .set(now.secs * 1_000_000_000 + i64::from(now.nanos));
+    fs.clock().set_time(now);
     let set = |path: &Path, change: SetAttr| -> Result<Out, FsError> {
         fs.setattr(resolve(fs, &comps(path))?, &change)?;
         Ok(Out::Unit)
